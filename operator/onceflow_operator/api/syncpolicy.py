@@ -1,0 +1,191 @@
+"""The SyncPolicy kind: the rules of one business entity across systems.
+
+A SyncPolicy says which system owns which fields of, say, a customer, how two records are
+recognised as the same customer, how conflicts are settled and how often the systems are
+compared. The operator compiles it into the plan of every Integration that names it, so the
+rules are enforced where the data moves (in the runner), not only documented.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
+from .integration import Entity
+
+__all__ = [
+    "Drift",
+    "FuzzyMatch",
+    "Identity",
+    "MatchRule",
+    "Ownership",
+    "ReconcileEndpoint",
+    "ReconcileSchedule",
+    "SyncPolicy",
+    "SyncPolicySpec",
+    "SyncPolicyStatus",
+    "Tolerances",
+]
+
+FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+SYSTEM_NAME = DNS_LABEL
+FieldName = Annotated[str, Field(pattern=FIELD_NAME, max_length=128)]
+SystemName = Annotated[str, Field(pattern=SYSTEM_NAME, max_length=63)]
+
+
+class Ownership(ApiModel):
+    """Which system is the system of record, by default and per field."""
+
+    default: str = Field(
+        description="System (Connector name) owning every field not listed in fields.",
+        pattern=SYSTEM_NAME,
+        max_length=63,
+    )
+    fields: dict[FieldName, SystemName] = Field(
+        default_factory=dict,
+        description="Canonical field name -> owning system (Connector name).",
+        max_length=200,
+    )
+
+
+class FuzzyMatch(ApiModel):
+    """Similarity of one text field, 0 to 1 (normalised token-sort ratio)."""
+
+    field: str = Field(description="Canonical field compared, e.g. name.", pattern=FIELD_NAME, max_length=128)
+    threshold: float = Field(description="Minimum similarity, e.g. 0.9.", ge=0, le=1)
+
+
+class MatchRule(ApiModel):
+    """Two records are the same when all exact fields are equal and the fuzzy field is similar enough."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "size(self.exact) > 0 || has(self.fuzzy)",
+                "a match rule needs exact fields, a fuzzy field, or both",
+            ),
+        )
+    }
+
+    name: str = Field(description="Rule name, shown beside candidates.", pattern=DNS_LABEL, max_length=63)
+    exact: list[FieldName] = Field(
+        default_factory=list,
+        description="Fields that must be equal (after trimming and case folding).",
+        max_length=8,
+    )
+    fuzzy: FuzzyMatch | None = Field(default=None, description="A text field that must be similar.")
+
+
+class Tolerances(ApiModel):
+    """How far values may differ before a person must decide."""
+
+    price_deviation_percent: float = Field(
+        default=0,
+        description="Allowed deviation of an order line price from the ERP price list.",
+        ge=0,
+        le=100,
+    )
+
+
+class ReconcileEndpoint(ApiModel):
+    """Where to list the entity in one system."""
+
+    connector: str = Field(description="REST Connector name.", pattern=DNS_LABEL, max_length=63)
+    path: str = Field(description="Path listing the records.", pattern=r"^/[^\s]*$", max_length=1024)
+    key_field: str = Field(
+        description="Field holding the identity key in that system.", pattern=FIELD_NAME, max_length=128
+    )
+
+
+class ReconcileSchedule(ApiModel):
+    """A periodic comparison of the entity between two systems, reporting drift."""
+
+    schedule: str = Field(
+        default="0 * * * *", description="Cron schedule of the reconcile job.", max_length=128
+    )
+    suspend: bool = Field(default=False, description="Stop scheduling reconcile runs.")
+    left: ReconcileEndpoint = Field(description="First system, usually the system of record.")
+    right: ReconcileEndpoint = Field(description="Second system.")
+
+
+class SyncPolicySpec(ApiModel):
+    """Desired state of a SyncPolicy."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "size(self.identity.keys) > 0 || size(self.matchRules) > 0",
+                "set identity.keys or matchRules so records can be recognised as the same",
+            ),
+        )
+    }
+
+    entity: Entity = Field(
+        description="Business entity governed: customer, item, price, order, shipment, invoice or supplier. "
+        "Immutable.",
+        json_schema_extra=immutable("entity", "create a new SyncPolicy for another entity"),
+    )
+    ownership: Ownership = Field(description="System of record per field.")
+    identity: Identity = Field(description="Keys that identify a record across systems.")
+    match_rules: list[MatchRule] = Field(
+        default_factory=list,
+        description="Rules that find likely duplicates; any rule matching makes a candidate.",
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    conflict_policy: Literal["SystemOfRecordWins", "Manual"] = Field(
+        default="SystemOfRecordWins",
+        description="SystemOfRecordWins: a change from a non-owner is dropped and reported. "
+        "Manual: it is parked for a person.",
+    )
+    tolerances: Tolerances = Field(default_factory=Tolerances, description="Allowed deviations.")
+    reconcile: ReconcileSchedule | None = Field(default=None, description="Periodic drift check.")
+
+
+class Identity(ApiModel):
+    """Fields whose values identify one business record in every system."""
+
+    keys: list[FieldName] = Field(
+        default_factory=list,
+        description="Canonical identity fields, e.g. tax_id.",
+        max_length=8,
+    )
+
+
+class Drift(ApiModel):
+    """What the last reconcile run found."""
+
+    total: int = Field(default=0, description="Records that differ or are missing on one side.", ge=0)
+    missing_left: int = Field(default=0, description="Records only in the right system.", ge=0)
+    missing_right: int = Field(default=0, description="Records only in the left system.", ge=0)
+    mismatched: int = Field(default=0, description="Records in both with differing owned fields.", ge=0)
+    last_run_time: datetime | None = Field(default=None, description="When the last reconcile finished.")
+
+
+class SyncPolicyStatus(ApiModel):
+    """Observed state of a SyncPolicy, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.", ge=0)
+    conditions: list[Condition] = conditions_field()
+    integrations: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list,
+        description="Integrations that use this policy.",
+        max_length=500,
+    )
+    drift: Drift | None = Field(default=None, description="Result of the last reconcile run.")
+
+
+class SyncPolicy(ApiModel):
+    """Rules for one business entity: system of record per field, identity, conflicts, reconcile."""
+
+    api_version: Literal["onceflow.io/v1alpha1"] = Field(default="onceflow.io/v1alpha1", alias="apiVersion")
+    kind: Literal["SyncPolicy"] = "SyncPolicy"
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: SyncPolicySpec
+    status: SyncPolicyStatus | None = None
+
+
+SyncPolicySpec.model_rebuild()

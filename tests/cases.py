@@ -1,0 +1,226 @@
+"""Valid base objects and invalid mutations shared by the offline and API-server tests.
+
+Each invalid case is checked twice: `onceflow validate` must refuse it offline, and the real API
+server must refuse it at apply time, both naming the field. Keeping one table proves the two
+layers agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def connector_rest(name: str = "erp") -> Obj:
+    return {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "REST",
+            "rest": {
+                "baseURL": "http://erp.example.test:8000",
+                "auth": {"type": "Bearer", "bearer": {"tokenRef": {"name": "erp", "key": "token"}}},
+            },
+        },
+    }
+
+
+def connector_webhook(name: str = "crm") -> Obj:
+    return {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "Webhook",
+            "webhook": {
+                "path": "/crm",
+                "signature": {"scheme": "standard-webhooks", "secretRef": {"name": "crm", "key": "secret"}},
+            },
+        },
+    }
+
+
+def integration(name: str = "onboard") -> Obj:
+    return {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": name},
+        "spec": {
+            "version": "1.0.0",
+            "trigger": {"connector": {"name": "crm", "event": "customer.approved"}},
+            "steps": [
+                {"name": "canonical", "map": {"fields": {"name": "input.company", "tax_id": "input.tax"}}},
+                {"name": "check", "validate": {"entity": "customer"}},
+                {"name": "create", "call": {"connector": "erp", "path": '"/api/resource/Customer"'}},
+            ],
+        },
+    }
+
+
+def syncpolicy(name: str = "customer") -> Obj:
+    return {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "SyncPolicy",
+        "metadata": {"name": name},
+        "spec": {"entity": "customer", "ownership": {"default": "erp"}, "identity": {"keys": ["tax_id"]}},
+    }
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An object that must be refused, the field path the refusal names, and words it says."""
+
+    id: str
+    make: Callable[[], Obj]
+    field: str
+    says: str
+    #: What the API server says instead, when it differs: server-side apply names list-map
+    #: entries by key, e.g. spec.steps[name="check"], and refuses duplicate keys itself.
+    server_says: str | None = None
+
+
+def _with(base: Callable[[], Obj], change: Callable[[Obj], None]) -> Callable[[], Obj]:
+    def make() -> Obj:
+        obj = copy.deepcopy(base())
+        change(obj)
+        return obj
+
+    return make
+
+
+def _set(path: str, value: Any) -> Callable[[Obj], None]:
+    def change(obj: Obj) -> None:
+        node = obj
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+
+    return change
+
+
+def _delete(path: str) -> Callable[[Obj], None]:
+    def change(obj: Obj) -> None:
+        node = obj
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        del node[parts[-1]]
+
+    return change
+
+
+INVALID: tuple[Invalid, ...] = (
+    Invalid(
+        "inline-secret-value",
+        _with(connector_rest, _set("spec.rest.auth.bearer.token", "s3cr3t")),
+        "spec.rest.auth.bearer",
+        "inline secret values are not accepted",
+    ),
+    Invalid(
+        "two-step-kinds",
+        _with(integration, _set("spec.steps.1.filter", {"condition": "true"})),
+        "spec.steps[1]",
+        "exactly one of validate, map",
+    ),
+    Invalid(
+        "unknown-step-kind",
+        _with(integration, _set("spec.steps.1", {"name": "check", "transform": {"x": "y"}})),
+        "spec.steps[1]",
+        "transform",
+        server_says='.spec.steps[name="check"].transform: field not declared in schema',
+    ),
+    Invalid(
+        "duplicate-step-names",
+        _with(integration, _set("spec.steps.1.name", "canonical")),
+        "spec.steps[1]",
+        "Duplicate value",
+        server_says='.spec.steps: duplicate entries for key [name="canonical"]',
+    ),
+    Invalid("negative-replicas", _with(integration, _set("spec.replicas", -1)), "spec.replicas", "0"),
+    Invalid(
+        "weight-101",
+        _with(
+            integration,
+            _set("spec.strategy", {"type": "Canary", "canary": {"steps": [{"setWeight": 101}]}}),
+        ),
+        "spec.strategy.canary.steps[0].setWeight",
+        "100",
+    ),
+    Invalid(
+        "max-deliver-not-above-backoff",
+        _with(integration, _set("spec.errorPolicy", {"backoff": ["1s", "5s", "30s"], "maxDeliver": 3})),
+        "spec.errorPolicy",
+        "maxDeliver must be greater than the number of backoff delays",
+    ),
+    Invalid("missing-trigger", _with(integration, _delete("spec.trigger")), "spec.trigger", "equired"),
+    Invalid(
+        "two-triggers",
+        _with(integration, _set("spec.trigger.subject", "onceflow.x.events.customer.created")),
+        "spec.trigger",
+        "exactly one of connector",
+    ),
+    Invalid(
+        "bad-url",
+        _with(connector_rest, _set("spec.rest.baseURL", "erp.example.test")),
+        "spec.rest.baseURL",
+        "",
+    ),
+    Invalid(
+        "bad-signature-scheme",
+        _with(connector_webhook, _set("spec.webhook.signature.scheme", "md5")),
+        "spec.webhook.signature.scheme",
+        "",
+    ),
+    Invalid(
+        "hmac-without-header",
+        _with(connector_webhook, _set("spec.webhook.signature.scheme", "hmac")),
+        "spec.webhook.signature",
+        "header is required for scheme hmac",
+    ),
+    Invalid("bad-entity", _with(syncpolicy, _set("spec.entity", "pallet")), "spec.entity", "pallet"),
+    Invalid(
+        "canary-without-steps",
+        _with(integration, _set("spec.strategy", {"type": "Canary"})),
+        "spec.strategy",
+        "strategy Canary needs canary.steps",
+    ),
+    Invalid(
+        "auth-type-without-block",
+        _with(connector_rest, _set("spec.rest.auth", {"type": "Basic"})),
+        "spec.rest.auth",
+        "names a block that is missing",
+    ),
+    Invalid(
+        "rest-type-with-webhook-block",
+        _with(connector_rest, _set("spec.type", "Webhook")),
+        "spec",
+        "type REST needs a rest block",
+    ),
+    Invalid(
+        "name-with-dot",
+        _with(integration, _set("metadata.name", "orders.v2")),
+        "metadata.name",
+        "DNS label",
+    ),
+    Invalid(
+        "step-name-not-identifier",
+        _with(integration, _set("spec.steps.0.name", "make-canonical")),
+        "spec.steps[0].name",
+        "",
+    ),
+    Invalid(
+        "match-rule-empty",
+        _with(syncpolicy, _set("spec.matchRules", [{"name": "nothing"}])),
+        "spec.matchRules[0]",
+        "a match rule needs exact fields",
+    ),
+)

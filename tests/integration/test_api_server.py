@@ -1,0 +1,149 @@
+"""The CRDs on a real kube-apiserver + etcd, driven with the real kubectl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import cases
+from tests.conftest import ROOT, Kubectl
+
+pytestmark = pytest.mark.controlplane
+
+
+def test_crds_install_and_become_established(admin_kubectl: Kubectl, crds_installed: None) -> None:
+    for plural in ("connectors", "integrations", "syncpolicies"):
+        crd = admin_kubectl.get("crd", f"{plural}.onceflow.io")
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions["Established"] == "True"
+        assert conditions["NamesAccepted"] == "True"
+
+
+def test_every_example_passes_server_side_apply(kubectl: Kubectl) -> None:
+    files = sorted((ROOT / "examples").rglob("*.yaml"))
+    assert len(files) >= 7
+    for path in files:
+        kubectl.run("apply", "--server-side", "-f", str(path))
+    listed = kubectl.run("get", "onceflow", "-o", "name").stdout.split()
+    kinds = {name.split("/")[0] for name in listed}
+    assert kinds == {"connector.onceflow.io", "integration.onceflow.io", "syncpolicy.onceflow.io"}
+    assert len(listed) >= 15
+
+
+def test_server_fills_defaults_from_the_schema(kubectl: Kubectl) -> None:
+    kubectl.apply(cases.integration())
+    spec = kubectl.get("integration", "onboard")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["concurrency"] == 16
+    assert spec["errorPolicy"] == {
+        "backoff": ["1s", "10s", "1m"],
+        "maxDeliver": 5,
+        "ackWait": "30s",
+        "permanentFailures": "Exception",
+    }
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["steps"][2]["call"]["method"] == "POST"
+
+
+@pytest.mark.parametrize("case", cases.INVALID, ids=lambda c: c.id)
+def test_api_server_refuses_invalid_object_naming_the_field(kubectl: Kubectl, case: cases.Invalid) -> None:
+    result = kubectl.apply(case.make(), check=False)
+    assert result.returncode != 0, f"{case.id} was accepted by the API server"
+    error = result.stderr
+    if case.server_says:
+        assert case.server_says in error, error
+    else:
+        assert case.field in error, error
+        assert case.says in error, error
+
+
+def test_syncpolicy_entity_is_immutable(kubectl: Kubectl) -> None:
+    kubectl.apply(cases.syncpolicy())
+    changed = cases.syncpolicy()
+    changed["spec"]["entity"] = "supplier"
+    result = kubectl.apply(changed, check=False)
+    assert result.returncode != 0
+    assert "spec.entity" in result.stderr
+    assert "entity is immutable; create a new SyncPolicy" in result.stderr
+
+
+def test_integration_sync_policy_ref_is_immutable(kubectl: Kubectl) -> None:
+    first = cases.integration()
+    first["spec"]["syncPolicyRef"] = {"name": "customer"}
+    kubectl.apply(first)
+    second = cases.integration()
+    second["spec"]["syncPolicyRef"] = {"name": "customer-v2"}
+    result = kubectl.apply(second, check=False)
+    assert result.returncode != 0
+    assert "syncPolicyRef is immutable" in result.stderr
+
+
+def test_get_integrations_shows_the_printer_columns(kubectl: Kubectl) -> None:
+    kubectl.apply(cases.integration())
+    kubectl.run(
+        "patch",
+        "integration",
+        "onboard",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "phase": "Progressing",
+                    "revision": 2,
+                    "canaryWeight": 20,
+                    "stableRevision": "onboard-5d8f",
+                    "currentRevision": "onboard-7c9a",
+                    "message": "canary at 20%",
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "False",
+                            "reason": "RolloutInProgress",
+                            "message": "canary at 20%",
+                            "lastTransitionTime": "2026-11-27T10:00:00Z",
+                        }
+                    ],
+                }
+            }
+        ),
+    )
+    table = kubectl.run("get", "integrations").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "PHASE", "VERSION", "REVISION", "WEIGHT", "AGE"]
+    assert table[1].split()[:6] == ["onboard", "False", "Progressing", "1.0.0", "2", "20"]
+    wide = kubectl.run("get", "integrations", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["STABLE", "CURRENT", "MESSAGE"]
+    assert "onboard-5d8f" in wide[1]
+    assert "canary at 20%" in wide[1]
+
+
+def test_status_is_a_subresource_so_spec_writers_cannot_touch_it(kubectl: Kubectl) -> None:
+    obj = cases.integration()
+    obj["status"] = {"phase": "Healthy"}
+    kubectl.apply(obj)
+    assert kubectl.get("integration", "onboard").get("status", {}).get("phase") is None
+
+
+def test_get_onceflow_category_lists_all_three_kinds(kubectl: Kubectl) -> None:
+    kubectl.apply(cases.connector_rest(), cases.integration(), cases.syncpolicy())
+    out = kubectl.run("get", "onceflow").stdout
+    assert "connector.onceflow.io/erp" in out
+    assert "integration.onceflow.io/onboard" in out
+    assert "syncpolicy.onceflow.io/customer" in out
+
+
+def test_short_names_work(kubectl: Kubectl) -> None:
+    kubectl.apply(cases.syncpolicy())
+    assert "customer" in kubectl.run("get", "ofsp").stdout
+
+
+def test_kubectl_explain_shows_the_model_descriptions(kubectl: Kubectl) -> None:
+    out = kubectl.run("explain", "integration.spec.steps").stdout
+    assert "Ordered steps." in out
+    assert "exactly one kind" in out
+    for kind in ("validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve"):
+        assert f"\n  {kind}\t" in out, kind
+    out = kubectl.run("explain", "connector.spec.rest.auth.bearer.tokenRef").stdout
+    assert "Secret key holding the bearer token." in out
