@@ -122,7 +122,7 @@ INVALID: tuple[Invalid, ...] = (
     Invalid(
         "inline-secret-value",
         _with(connector_rest, _set("spec.rest.auth.bearer.token", "s3cr3t")),
-        "spec.rest.auth.bearer",
+        "spec.rest.auth.bearer.token",
         "inline secret values are not accepted",
     ),
     Invalid(

@@ -58,7 +58,7 @@ def admin_kubectl(control_plane: ControlPlane) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def crds_installed(admin_kubectl: Kubectl) -> None:
-    admin_kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds"))
+    admin_kubectl.run("apply", "--server-side", "-k", str(ROOT / "crds"))
     admin_kubectl.run(
         "wait",
         "--for=condition=Established",

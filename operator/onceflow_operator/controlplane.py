@@ -13,6 +13,7 @@ free ports; processes are stopped by PID.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -309,3 +310,19 @@ class ControlPlane:
                 last = str(exc)
             time.sleep(0.25)
         raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s: {last}")
+
+
+def main() -> None:
+    """Start a control plane, print how to reach it, and stop it on Ctrl-C or SIGTERM."""
+    import sys
+
+    with ControlPlane() as cp:
+        print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
+        print(f"# kube-apiserver {cp.url}, pids {cp.pids}; Ctrl-C stops it", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import cases
-from tests.conftest import ROOT, Kubectl
+from tests.conftest import KUBECTL, ROOT, Kubectl
 
 pytestmark = pytest.mark.controlplane
 
@@ -147,3 +152,23 @@ def test_kubectl_explain_shows_the_model_descriptions(kubectl: Kubectl) -> None:
         assert f"\n  {kind}\t" in out, kind
     out = kubectl.run("explain", "connector.spec.rest.auth.bearer.tokenRef").stdout
     assert "Secret key holding the bearer token." in out
+
+
+def test_kustomize_base_renders_the_crds(admin_kubectl: Kubectl) -> None:
+    rendered = admin_kubectl.run("kustomize", str(ROOT / "manifests" / "base")).stdout
+    names = {doc["metadata"]["name"] for doc in yaml.safe_load_all(rendered)}
+    assert names == {"connectors.onceflow.io", "integrations.onceflow.io", "syncpolicies.onceflow.io"}
+
+
+def test_kubectl_finds_the_onceflow_plugin(admin_kubectl: Kubectl) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        [KUBECTL, "onceflow", "validate", "-f", str(ROOT / "examples")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "manifest(s) valid" in proc.stdout

@@ -74,7 +74,7 @@ def test_cli_prints_one_line_per_problem_and_exits_1(tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if line]
     assert len(lines) >= 3
     assert all(line.startswith(f"{path}:") for line in lines)
-    assert f"{path}:Connector/erp: spec.rest.auth.bearer" in lines[0]
+    assert f"{path}:Connector/erp: spec.rest.auth.bearer.token: inline secret values" in lines[0]
 
 
 def test_non_onceflow_documents_are_ignored(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ def forbidden_inline_secret(field: str, ref: str) -> JsonDict:
             f"!has(self.{field})",
             f"inline secret values are not accepted in {field}; store it in a Secret and "
             f"reference it with {ref} (name and key)",
+            f".{field}",
         )
     )
 

@@ -183,7 +183,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             checks.append(f"size(k) <= {names['maxLength']}")
             says.append(f"be at most {names['maxLength']} characters")
         if checks:
-            rule = {"rule": f"self.all(k, {' && '.join(checks)})", "message": f"every key must {' and '.join(says)}"}
+            rule = {
+                "rule": f"self.all(k, {' && '.join(checks)})",
+                "message": f"every key must {' and '.join(says)}",
+            }
             node = _merge(node, {"x-kubernetes-validations": [rule]})
     node.pop("$defs", None)
     if "enum" in node and "type" not in node:
