@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from onceflow_operator.controlplane import ControlPlane
+from onceflow_operator.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -75,3 +77,12 @@ def kubectl(admin_kubectl: Kubectl, crds_installed: None) -> Kubectl:
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     admin_kubectl.run("create", "namespace", namespace)
     return Kubectl(admin_kubectl.kubeconfig, namespace)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """A real nats-server with JetStream for the whole session (tests use their own namespaces)."""
+    server = NatsServer()
+    server.start()
+    yield server
+    server.close()

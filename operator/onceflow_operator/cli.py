@@ -72,3 +72,122 @@ def crds(output_dirs: tuple[Path, ...]) -> None:
         for name, text in files.items():
             (folder / name).write_text(text)
             click.echo(f"wrote {folder / name}")
+
+
+_NATS = click.option(
+    "--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL."
+)
+_SECRETS = click.option(
+    "--secrets-dir",
+    default="/var/run/onceflow/secrets",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where Secrets are mounted, one folder per Secret.",
+)
+_HOST = click.option("--host", default="0.0.0.0", show_default=True, help="Address to serve HTTP on.")
+
+
+@main.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Plan JSON file.")
+@_NATS
+@_SECRETS
+@_HOST
+@click.option("--port", default=9090, show_default=True, help="Port for /metrics, /healthz, /readyz.")
+def runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> None:
+    """Run one Integration revision's plan (the data plane). Exit 2 on an unusable plan."""
+    from onceflow_runner.main import run_runner
+
+    sys.exit(run_runner(plan_path, nats_url, secrets_dir, host, port))
+
+
+@main.command()
+@click.option(
+    "--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Gateway plan JSON file."
+)
+@_NATS
+@_SECRETS
+@_HOST
+@click.option(
+    "--port", default=8080, show_default=True, help="Port for webhooks, /healthz, /readyz, /metrics."
+)
+def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> None:
+    """Serve one webhook Connector: check signatures, store in JetStream, answer 2xx after the PubAck."""
+    from onceflow_runner.main import run_gateway
+
+    sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port))
+
+
+@main.group()
+def local() -> None:
+    """Run Connectors and Integrations without a cluster."""
+
+
+@local.command("run")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Manifests: Connectors, Secrets, Integrations, SyncPolicies.",
+)
+@_NATS
+@click.option(
+    "--port", default=8080, show_default=True, help="First gateway port; one port per webhook Connector."
+)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace the objects act in.")
+@click.option(
+    "--base-url", "base_urls", multiple=True, help="CONNECTOR=URL: call this URL instead (e.g. a sandbox)."
+)
+def local_run(
+    files: tuple[Path, ...], nats_url: str, port: int, namespace: str, base_urls: tuple[str, ...]
+) -> None:
+    """Run the gateways and runners for these manifests as local processes until Ctrl-C."""
+    from .localrun import LocalRun, LocalRunError
+
+    paths: list[Path] = []
+    for f in files:
+        paths += sorted(p for p in f.rglob("*") if p.suffix in {".yaml", ".yml"}) if f.is_dir() else [f]
+    try:
+        overrides = dict(item.split("=", 1) for item in base_urls)
+        run = LocalRun.from_paths(
+            paths, namespace=namespace, nats_url=nats_url, first_port=port, base_urls=overrides
+        )
+    except LocalRunError as exc:
+        click.echo(f"onceflow local run: {exc}", err=True)
+        sys.exit(1)
+    run.serve_forever()
+
+
+@main.command()
+@click.option("--erp-port", default=8100, show_default=True)
+@click.option(
+    "--recorder",
+    "recorders",
+    multiple=True,
+    default=("wms=8101", "shop=8102", "portal=8103", "accounting=8104"),
+    show_default=True,
+    help="NAME=PORT of receiving systems.",
+)
+def sandbox(erp_port: int, recorders: tuple[str, ...]) -> None:
+    """Start the sandbox ERP and receiving systems on 127.0.0.1 until Ctrl-C."""
+    import asyncio
+
+    from onceflow_runner.sandbox import ErpSandbox, RecorderSandbox
+
+    async def serve() -> None:
+        servers: list[ErpSandbox | RecorderSandbox] = [ErpSandbox(port=erp_port)]
+        for spec in recorders:
+            name, _, port = spec.partition("=")
+            servers.append(RecorderSandbox(name, port=int(port)))
+        for server in servers:
+            await server.start()
+            click.echo(f"{server.name}: {server.url}")
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,14 @@ from pydantic import BaseModel, ValidationError
 from .api import GROUP, KINDS, VERSION, Integration
 from .api.crd import build_crd
 
-__all__ = ["Problem", "cel_expressions", "load_manifests", "validate_manifest", "validate_paths"]
+__all__ = [
+    "Problem",
+    "cel_expressions",
+    "load_manifests",
+    "semantic_problems",
+    "validate_manifest",
+    "validate_paths",
+]
 
 _API_VERSION = f"{GROUP}/{VERSION}"
 _MODELS: dict[str, type[BaseModel]] = {info.kind: info.model for info in KINDS}
@@ -189,7 +196,8 @@ def _step_index(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
+def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) for CEL that does not compile and step references that cannot work."""
     steps = integration.spec.steps
     position = {step.name: i for i, step in enumerate(steps)}
     for path, source in cel_expressions(integration):
@@ -243,7 +251,7 @@ def validate_manifest(doc: dict[str, Any], source: str) -> list[Problem]:
         )
     ]
     if isinstance(obj, Integration) and not problems:
-        problems += [problem(path, message) for path, message in _semantic_problems(obj)]
+        problems += [problem(path, message) for path, message in semantic_problems(obj)]
     return problems
 
 

@@ -6,10 +6,10 @@ from typing import Any
 import cel
 import pytest
 import yaml
+
 from onceflow_operator.api import KINDS, Integration, SyncPolicy, build_crds
 from onceflow_operator.api.crd import openapi_schema
 from onceflow_operator.crdfiles import crd_files
-
 from tests import cases
 
 ROOT = Path(__file__).resolve().parents[2]

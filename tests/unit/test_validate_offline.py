@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from onceflow_operator.cli import main
 from onceflow_operator.validation import validate_manifest
-
 from tests import cases
 
 ROOT = Path(__file__).resolve().parents[2]

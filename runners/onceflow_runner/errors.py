@@ -1,0 +1,79 @@
+"""The runner's error tree, and how each branch is settled.
+
+    OnceflowError
+    ├── PlanError            the plan cannot be run (exit code 2 at start)
+    ├── PermanentFailure     the record is wrong or refused: exception queue, never retried blindly
+    │   ├── InvalidRecord    canonical schema or CEL rule violated
+    │   ├── RejectedByTarget 4xx other than 408/409/429 from a Connector
+    │   └── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
+    └── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)
+
+Routing lives in one place (the runner's settle step) so that "nothing lost, nothing doubled"
+can be read off one function.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidRecord",
+    "MalformedInput",
+    "OnceflowError",
+    "PermanentFailure",
+    "PlanError",
+    "RejectedByTarget",
+    "TransientFailure",
+]
+
+
+class OnceflowError(Exception):
+    """Base of every error the runner raises on purpose."""
+
+
+class PlanError(OnceflowError):
+    """The plan is unknown, invalid, or needs a secret that is not there."""
+
+
+class PermanentFailure(OnceflowError):
+    """Retrying the same bytes cannot help; a person must look.
+
+    Attributes:
+        step: name of the step that failed ("" before the first step).
+        reason: one CamelCase word for filters and dashboards.
+    """
+
+    reason = "PermanentFailure"
+
+    def __init__(self, message: str, *, step: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class InvalidRecord(PermanentFailure):
+    """The record breaks the canonical schema or a CEL rule."""
+
+    reason = "InvalidRecord"
+
+
+class RejectedByTarget(PermanentFailure):
+    """A Connector answered with a 4xx that retrying will not change."""
+
+    reason = "RejectedByTarget"
+
+    def __init__(self, message: str, *, step: str = "", status: int = 0) -> None:
+        super().__init__(message, step=step)
+        self.status = status
+
+
+class MalformedInput(PermanentFailure):
+    """The payload cannot be decoded into a record."""
+
+    reason = "MalformedInput"
+
+
+class TransientFailure(OnceflowError):
+    """Another delivery may succeed; `delay` is the wait the target asked for, if any."""
+
+    def __init__(self, message: str, *, step: str = "", delay: float | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.delay = delay

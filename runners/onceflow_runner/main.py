@@ -1,0 +1,84 @@
+"""Process entry points of the data plane: `onceflow runner` and `onceflow gateway`.
+
+Kept free of operator imports: a runner pod starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .errors import PlanError
+from .plan import load_gateway_plan, load_plan
+
+__all__ = ["configure_logging", "run_gateway", "run_runner"]
+
+EXIT_BAD_PLAN = 2
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line. Only fields we put there: never headers or secret values."""
+
+    _SKIP = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON logs on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
+    """Run a runner until SIGTERM; return the exit code (2 for a plan it cannot run)."""
+    from .runner import Runner, run_until_signalled
+
+    try:
+        plan = load_plan(plan_path)
+        runner = Runner(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port)
+    except PlanError as exc:
+        print(f"onceflow runner: {exc}", file=sys.stderr)
+        return EXIT_BAD_PLAN
+    configure_logging()
+    asyncio.run(run_until_signalled(runner))
+    return 0
+
+
+def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
+    """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run)."""
+    from .gateway import Gateway
+
+    try:
+        plan = load_gateway_plan(plan_path)
+        gateway = Gateway(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port)
+    except PlanError as exc:
+        print(f"onceflow gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_PLAN
+    configure_logging()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        print(json.dumps({"gateway": plan.connector, "url": gateway.url}), flush=True)
+        await stop.wait()
+        await gateway.stop()
+
+    asyncio.run(serve())
+    return 0

@@ -1,0 +1,147 @@
+"""Prometheus metrics of runners and gateways, and the rolling figures of the stats heartbeat.
+
+Each process has its own registry (tests run several in one interpreter). Labels are bounded:
+integration, revision, step, reason, connector, status code; never a business key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics", "RollingStats", "RunnerMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class RunnerMetrics:
+    """What a runner exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["integration", "revision"]
+        self.received = Counter(
+            "onceflow_runner_received_total", "Deliveries fetched.", labels, registry=self.registry
+        )
+        self.processed = Counter(
+            "onceflow_runner_processed_total",
+            "Records that completed all steps.",
+            labels,
+            registry=self.registry,
+        )
+        self.filtered = Counter(
+            "onceflow_runner_filtered_total",
+            "Records stopped by a filter or dedupe skip.",
+            labels,
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "onceflow_runner_duplicates_total",
+            "Records whose business key was already done.",
+            labels,
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "onceflow_runner_failed_total",
+            "Step failures by step and reason (transient and permanent).",
+            [*labels, "step", "reason"],
+            registry=self.registry,
+        )
+        self.exceptions = Counter(
+            "onceflow_runner_exceptions_total",
+            "Records sent to the exception queue.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "onceflow_runner_dead_letters_total",
+            "Records sent to the dead-letter stream.",
+            labels,
+            registry=self.registry,
+        )
+        self.record_seconds = Histogram(
+            "onceflow_runner_record_seconds",
+            "Time to process one record.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.call_seconds = Histogram(
+            "onceflow_runner_call_seconds",
+            "Outbound call latency by connector and status code.",
+            [*labels, "connector", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "onceflow_runner_consumer_lag",
+            "Messages not yet delivered to the consumer.",
+            labels,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "onceflow_runner_in_flight", "Records being processed.", labels, registry=self.registry
+        )
+
+
+class GatewayMetrics:
+    """What a gateway exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "onceflow_gateway_requests_total",
+            "Webhook requests by answer code.",
+            ["connector", "code"],
+            registry=self.registry,
+        )
+        self.accepted_seconds = Histogram(
+            "onceflow_gateway_accept_seconds",
+            "Time from request to JetStream PubAck.",
+            ["connector"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+
+@dataclass
+class RollingStats:
+    """Counts and latencies of the last `window` seconds, for the stats heartbeat."""
+
+    window: float = 60.0
+    _events: deque[tuple[float, str, float]] = field(default_factory=deque)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def record(self, outcome: str, seconds: float) -> None:
+        now = time.monotonic()
+        self._events.append((now, outcome, seconds))
+        self.totals[outcome] = self.totals.get(outcome, 0) + 1
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self.window:
+            self._events.popleft()
+
+    def snapshot(self) -> dict[str, float | int | dict[str, int]]:
+        """Error ratio, exception ratio, p50/p95 latency and throughput over the window."""
+        self._trim(time.monotonic())
+        n = len(self._events)
+        outcomes = [o for _, o, _ in self._events]
+        latencies = sorted(s for _, _, s in self._events)
+
+        def quantile(q: float) -> float:
+            return round(latencies[min(n - 1, int(q * n))] * 1e3, 3) if n else 0.0
+
+        failures = sum(1 for o in outcomes if o in {"transient", "exception", "deadLetter"})
+        return {
+            "count": n,
+            "errorRatio": round(failures / n, 4) if n else 0.0,
+            "exceptionRatio": round(outcomes.count("exception") / n, 4) if n else 0.0,
+            "p50LatencyMs": quantile(0.5),
+            "p95LatencyMs": quantile(0.95),
+            "throughput": round(n / self.window, 3),
+            "totals": dict(self.totals),
+        }

@@ -1,0 +1,159 @@
+"""Everything the data plane says to NATS JetStream, in one module.
+
+Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
+A revision consumes through a durable pull consumer with explicit acks; creating it with the
+plan's config on every start is also how drift is corrected (JetStream creates or updates a
+consumer whose editable fields differ). Business keys that completed are kept in a KV bucket per
+namespace so a record re-sent long after JetStream's duplicate window still has one effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from .plan import Plan
+
+__all__ = [
+    "STREAMS",
+    "JetStreamWiring",
+    "connect",
+    "consumer_config",
+    "ensure_streams",
+    "kv_key",
+]
+
+_DAY = 86400.0
+
+#: name -> (subjects, max age in seconds, retention)
+STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
+    "ONCEFLOW_IN": (["onceflow.*.in.>"], 7 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_EVENTS": (["onceflow.*.events.>"], 7 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_EXCEPTIONS": (["onceflow.*.exceptions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_DECISIONS": (["onceflow.*.decisions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_DLQ": (["onceflow.*.dlq.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_AUDIT": (["onceflow.*.audit.>"], 30 * _DAY, RetentionPolicy.LIMITS),
+    # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
+    "ONCEFLOW_ADVISORIES": (
+        [
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
+        ],
+        30 * _DAY,
+        RetentionPolicy.LIMITS,
+    ),
+}
+KEY_TTL = 90 * _DAY
+
+
+async def connect(url: str, *, name: str) -> Client:
+    """Connect with endless reconnects: a broker restart must not end a runner or gateway."""
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create every Onceflow stream, or update it to the expected subjects and limits."""
+    for name, (subjects, max_age, retention) in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=retention,
+            storage=StorageType.FILE,
+            max_age=max_age,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+def consumer_config(plan: Plan) -> ConsumerConfig:
+    """The durable pull consumer of one Integration, as its plan says."""
+    policy = plan.error_policy
+    return ConsumerConfig(
+        name=plan.nats.consumer,
+        durable_name=plan.nats.consumer,
+        description=f"onceflow integration {plan.namespace}/{plan.integration}",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=policy.ack_wait,
+        max_deliver=policy.max_deliver,
+        backoff=list(policy.backoff) or None,
+        filter_subject=plan.nats.subject,
+        max_ack_pending=plan.concurrency,
+    )
+
+
+def kv_key(integration: str, business_key: str) -> str:
+    """KV keys allow few characters; the business key is base64url-encoded under its Integration."""
+    return f"{integration}.{base64.urlsafe_b64encode(business_key.encode()).decode()}"
+
+
+@dataclass
+class JetStreamWiring:
+    """One revision's JetStream handles: its consumer subscription, publishers and key store."""
+
+    nc: Client
+    js: JetStreamContext
+    kv: KeyValue
+    plan: Plan
+
+    @classmethod
+    async def open(cls, nc: Client, plan: Plan) -> JetStreamWiring:
+        js = nc.jetstream(timeout=5)
+        await ensure_streams(js)
+        await js.add_consumer(plan.nats.stream, consumer_config(plan))
+        try:
+            kv = await js.key_value(plan.nats.kv_bucket)
+        except (NotFoundError, BadRequestError):
+            kv = await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        return cls(nc, js, kv, plan)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(self.plan.nats.consumer, stream=self.plan.nats.stream)
+
+    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
+        """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
+        ack = await self.js.publish(subject, payload, headers={**headers, "Nats-Msg-Id": msg_id})
+        return bool(ack.duplicate)
+
+    async def is_done(self, business_key: str) -> bool:
+        try:
+            await self.kv.get(kv_key(self.plan.integration, business_key))
+        except KeyNotFoundError:
+            return False
+        return True
+
+    async def mark_done(self, business_key: str, outcome: Mapping[str, Any]) -> None:
+        await self.kv.put(kv_key(self.plan.integration, business_key), json.dumps(outcome).encode())
+
+    async def publish_untracked(self, subject: str, payload: bytes) -> None:
+        """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
+        await self.nc.publish(subject, payload)

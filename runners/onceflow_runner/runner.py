@@ -1,0 +1,408 @@
+"""The runner process: pull records of one revision from JetStream and settle each exactly once.
+
+`settle` is the one place where delivery is decided, and it reads like the guarantee:
+
+- done before (business key in the KV store)  -> ack, counted as a duplicate, no effect;
+- completed or filtered                        -> key marked done, then ack;
+- parked for approval                          -> exception stream (original bytes), then ack;
+- permanent failure                            -> exception stream (original bytes), then ack;
+- transient failure, deliveries left           -> nak with the target's Retry-After or backoff;
+- transient failure, last delivery             -> dead-letter stream (original bytes), then ack.
+
+Every ack comes after the record's side effects and after its exception or dead letter has a
+PubAck; a crash anywhere before the ack means a redelivery, and redeliveries are harmless
+because outbound calls carry an Idempotency-Key and publishes a Nats-Msg-Id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from aiohttp import web
+from nats.aio.msg import Msg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import natsio
+from .engine import Engine, Outcome
+from .errors import MalformedInput, PermanentFailure, TransientFailure
+from .metrics import RollingStats, RunnerMetrics
+from .outbound import HttpCaller
+from .plan import Plan
+from .x12 import decode_x12
+
+__all__ = ["Runner", "decode_payload", "header_safe"]
+
+log = logging.getLogger("onceflow.runner")
+
+
+def header_safe(text: str, limit: int = 1000) -> str:
+    """NATS header values are one line."""
+    return " ".join(str(text).split())[:limit]
+
+
+def decode_payload(data: bytes, content_type: str) -> Any:
+    """Bytes -> the `input` the steps see: JSON, or an X12 850 decoded into a canonical order."""
+    if "x12" in content_type.lower() or data.lstrip()[:3] == b"ISA":
+        return decode_x12(data)
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise MalformedInput(f"payload is not JSON ({exc}); fix the sender and resend") from None
+
+
+class _JetStreamEvents:
+    """EventSink that publishes canonical CloudEvents (binary mode) to ONCEFLOW_EVENTS."""
+
+    def __init__(self, wiring: natsio.JetStreamWiring) -> None:
+        self.wiring = wiring
+        self.plan = wiring.plan
+
+    async def publish_event(
+        self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-type": f"io.onceflow.{entity}.{verb}",
+            "ce-source": f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
+            "ce-id": str(meta["businessKey"]),
+            "ce-time": datetime.now(UTC).isoformat(),
+            "content-type": "application/json",
+            "Onceflow-Origin": self.plan.source,
+            "Onceflow-Revision": self.plan.revision,
+        }
+        if meta.get("traceparent"):
+            headers["traceparent"] = str(meta["traceparent"])
+        subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
+        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, msg_id)
+
+
+class Runner:
+    """One runner process (or, in tests, one of several in an interpreter)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        nats_url: str,
+        secrets_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        heartbeat_seconds: float = 2.0,
+        caller: HttpCaller | None = None,
+    ) -> None:
+        self.plan = plan
+        self.nats_url = nats_url
+        self.secrets_dir = secrets_dir
+        self.host, self.port = host, port
+        self.heartbeat_seconds = heartbeat_seconds
+        self.metrics = RunnerMetrics()
+        self.stats = RollingStats()
+        self.caller = caller or HttpCaller(plan.connectors, secrets_dir)
+        self.labels = {"integration": plan.integration, "revision": plan.revision}
+        self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._site: web.TCPSite | None = None
+        self._http: web.AppRunner | None = None
+        self.ready = False
+        self.last_success: datetime | None = None
+        self.lag = 0
+
+    async def start(self) -> None:
+        """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
+        self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
+        self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan)
+        self.engine = Engine(self.plan, self.caller, _JetStreamEvents(self.wiring))
+        self.sub = await self.wiring.subscribe()
+        await self._serve_http()
+        self._tasks = [asyncio.create_task(self._pull_loop()), asyncio.create_task(self._heartbeat_loop())]
+        self.ready = True
+        log.info("runner ready", extra={"integration": self.plan.integration, "revision": self.plan.revision})
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop pulling, let in-flight records settle (or be redelivered later), then disconnect."""
+        self.ready = False
+        self._stopping.set()
+        if self._inflight:
+            await asyncio.wait(
+                set(self._inflight), timeout=grace if grace is not None else self.plan.error_policy.ack_wait
+            )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.caller.aclose()
+        if self._http is not None:
+            await self._http.cleanup()
+
+    async def _serve_http(self) -> None:
+        app = web.Application()
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        async def healthz(_: web.Request) -> web.Response:
+            alive = all(not t.done() for t in self._tasks) or self._stopping.is_set()
+            return web.Response(status=200 if alive else 500, text="ok" if alive else "pull loop died")
+
+        async def readyz(_: web.Request) -> web.Response:
+            ok = self.ready and self.nc.is_connected
+            return web.Response(status=200 if ok else 503, text="ready" if ok else "not ready")
+
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        self._site = web.TCPSite(self._http, self.host, self.port)
+        await self._site.start()
+        self.port = _bound_port(self._site, self.port)
+
+    async def _pull_loop(self) -> None:
+        limit = self.plan.concurrency
+        while not self._stopping.is_set():
+            free = limit - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self.sub.fetch(free, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except (
+                nats.errors.ConnectionClosedError,
+                nats.errors.NoRespondersError,
+                nats.errors.Error,
+            ) as exc:
+                log.warning("fetch failed; retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._settle_guarded(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _settle_guarded(self, msg: Msg) -> None:
+        self.metrics.in_flight.labels(**self.labels).inc()
+        try:
+            await self.settle(msg)
+        except Exception as exc:
+            # Could not even publish the exception or dead letter (e.g. NATS down): leave the
+            # message unacked; JetStream redelivers it after ack_wait. Nothing is lost.
+            log.error(
+                "settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)}
+            )
+        finally:
+            self.metrics.in_flight.labels(**self.labels).dec()
+
+    def _meta(self, msg: Msg) -> dict[str, Any]:
+        headers = msg.headers or {}
+        md = msg.metadata
+        return {
+            "deliveryId": headers.get("Onceflow-Delivery-Id")
+            or headers.get("Nats-Msg-Id")
+            or f"seq-{md.sequence.stream}",
+            "source": headers.get("Onceflow-Origin", self.plan.source),
+            "origin": headers.get("Onceflow-Origin", ""),
+            "event": headers.get("Onceflow-Event", ""),
+            "subject": msg.subject,
+            "traceparent": headers.get("traceparent", ""),
+            "decision": headers.get("Onceflow-Decision", ""),
+            "revision": self.plan.revision,
+            "integration": self.plan.integration,
+            "streamSequence": md.sequence.stream,
+            "delivered": md.num_delivered,
+        }
+
+    async def settle(self, msg: Msg) -> None:
+        """Process one delivery and decide its fate (see the module docstring)."""
+        started = time.perf_counter()
+        self.metrics.received.labels(**self.labels).inc()
+        meta = self._meta(msg)
+        content_type = (msg.headers or {}).get("Content-Type", "application/json")
+        try:
+            payload = decode_payload(msg.data, content_type)
+            meta["businessKey"] = self.engine.business_key(payload, meta)
+            if await self.wiring.is_done(meta["businessKey"]):
+                self.metrics.duplicates.labels(**self.labels).inc()
+                await self._audit(meta, "duplicate", [], "business key already done")
+                await msg.ack_sync()
+                return
+            outcome = await self.engine.run(payload, meta)
+        except PermanentFailure as exc:
+            self._failed(exc.step, exc.reason)
+            target = (
+                "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
+            )
+            await self._park(msg, meta, target, exc.reason, str(exc), exc.step)
+            self.stats.record(target, time.perf_counter() - started)
+            return
+        except TransientFailure as exc:
+            self._failed(exc.step, "Transient")
+            await self._retry_or_dead_letter(msg, meta, exc, started)
+            return
+        await self._finish(msg, meta, outcome, started)
+
+    async def _finish(self, msg: Msg, meta: dict[str, Any], outcome: Outcome, started: float) -> None:
+        steps = [s.__dict__ for s in outcome.steps]
+        if outcome.kind == "parked":
+            await self._park(
+                msg, meta, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates
+            )
+            self.stats.record("parked", time.perf_counter() - started)
+            return
+        await self.wiring.mark_done(
+            meta["businessKey"], {"outcome": outcome.kind, "revision": self.plan.revision, "at": time.time()}
+        )
+        await msg.ack_sync()
+        seconds = time.perf_counter() - started
+        if outcome.kind == "completed":
+            self.metrics.processed.labels(**self.labels).inc()
+            self.last_success = datetime.now(UTC)
+        else:
+            self.metrics.filtered.labels(**self.labels).inc()
+        self.metrics.record_seconds.labels(**self.labels).observe(seconds)
+        for step in outcome.steps:
+            if step.status is not None:
+                connector = next(
+                    (s.request.connector for s in self.plan.steps if s.name == step.step and s.request), ""
+                )
+                self.metrics.call_seconds.labels(
+                    **self.labels, connector=connector, code=str(step.status)
+                ).observe(step.latency_ms / 1e3)
+        self.stats.record(outcome.kind, seconds)
+        await self._audit(meta, outcome.kind, steps, outcome.reason)
+
+    def _failed(self, step: str, reason: str) -> None:
+        self.metrics.failed.labels(**self.labels, step=step or "-", reason=reason).inc()
+
+    async def _retry_or_dead_letter(
+        self, msg: Msg, meta: dict[str, Any], exc: TransientFailure, started: float
+    ) -> None:
+        policy = self.plan.error_policy
+        delivered = int(meta["delivered"])
+        if delivered >= policy.max_deliver:
+            await self._park(msg, meta, "deadLetter", "MaxDeliveriesExceeded", str(exc), exc.step)
+            self.stats.record("deadLetter", time.perf_counter() - started)
+            return
+        backoff = policy.backoff[min(delivered - 1, len(policy.backoff) - 1)] if policy.backoff else 1.0
+        delay = exc.delay if exc.delay is not None else backoff * random.uniform(0.8, 1.2)
+        await msg.nak(delay=delay)
+        self.stats.record("transient", time.perf_counter() - started)
+        await self._audit(meta, "retrying", [], f"{exc} (delivery {delivered}, next in {delay:.1f}s)")
+
+    async def _park(
+        self,
+        msg: Msg,
+        meta: dict[str, Any],
+        target: str,
+        reason: str,
+        error: str,
+        step: str,
+        candidates: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Send the original bytes and headers, with why, to the exception or dead-letter stream."""
+        names = self.plan.nats
+        subject = names.dlq_subject if target == "deadLetter" else names.exceptions_subject
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        headers.update(
+            {
+                "Onceflow-Reason": reason,
+                "Onceflow-Error": header_safe(error),
+                "Onceflow-Step": step or "-",
+                "Onceflow-Integration": self.plan.integration,
+                "Onceflow-Revision": self.plan.revision,
+                "Onceflow-Business-Key": header_safe(meta.get("businessKey", "")) or "-",
+                "Onceflow-Original-Subject": msg.subject,
+                "Onceflow-Stream-Sequence": str(meta["streamSequence"]),
+                "Onceflow-Deliveries": str(meta["delivered"]),
+            }
+        )
+        if candidates:
+            headers["Onceflow-Candidates"] = header_safe(json.dumps(candidates, default=str), 4000)
+        msg_id = f"{target}/{self.plan.integration}/{meta['streamSequence']}"
+        await self.wiring.publish(subject, msg.data, headers, msg_id)
+        await msg.ack_sync()
+        if target == "deadLetter":
+            self.metrics.dead_letters.labels(**self.labels).inc()
+        else:
+            self.metrics.exceptions.labels(**self.labels, reason=reason).inc()
+        await self._audit(meta, target, [], f"{reason}: {error}")
+
+    async def _audit(
+        self, meta: Mapping[str, Any], outcome: str, steps: list[dict[str, Any]], detail: str
+    ) -> None:
+        entry = {
+            "time": datetime.now(UTC).isoformat(),
+            "integration": self.plan.integration,
+            "revision": self.plan.revision,
+            "businessKey": meta.get("businessKey"),
+            "deliveryId": meta.get("deliveryId"),
+            "source": meta.get("source"),
+            "delivered": meta.get("delivered"),
+            "outcome": outcome,
+            "detail": detail,
+            "steps": steps,
+        }
+        with contextlib.suppress(Exception):
+            await self.wiring.publish_untracked(
+                self.plan.nats.audit_subject, json.dumps(entry, default=str).encode()
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                info = await self.sub.consumer_info()
+                self.lag = int(info.num_pending or 0)
+                self.metrics.consumer_lag.labels(**self.labels).set(self.lag)
+            beat = {
+                "integration": self.plan.integration,
+                "revision": self.plan.revision,
+                "pod": self.pod,
+                "time": datetime.now(UTC).isoformat(),
+                "consumerLag": self.lag,
+                "lastSuccessTime": self.last_success.isoformat() if self.last_success else None,
+                **self.stats.snapshot(),
+            }
+            with contextlib.suppress(Exception):
+                await self.wiring.publish_untracked(self.plan.nats.stats_subject, json.dumps(beat).encode())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
+
+
+def _bound_port(site: web.TCPSite, default: int) -> int:
+    """The port the OS picked when asked for port 0."""
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else default
+
+
+async def run_until_signalled(runner: Runner) -> None:
+    """Start, then stop gracefully on SIGTERM or SIGINT (in-flight records settle first)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.start()
+    await stop.wait()
+    await runner.stop()

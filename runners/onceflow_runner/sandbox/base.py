@@ -1,0 +1,130 @@
+"""What every sandbox shares: an aiohttp server on loopback, fault injection, effect books."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Fault", "SandboxServer"]
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` matching requests with `status` (and Retry-After), or slowly."""
+
+    status: int = 503
+    times: int = 1
+    retry_after: float | None = None
+    delay_seconds: float = 0.0
+    path_prefix: str = "/"
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class SandboxServer:
+    """Base of the sandboxes. Subclasses add their routes in `routes()`."""
+
+    name = "sandbox"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.faults: list[Fault] = []
+        self.effects: Counter[str] = Counter()
+        self.requests = 0
+        self._idempotent: dict[str, tuple[int, Any]] = {}
+        self._runner: web.AppRunner | None = None
+        self.lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._faults_middleware])
+        app.router.add_post("/_sandbox/faults", self._add_fault)
+        app.router.add_delete("/_sandbox/faults", self._clear_faults)
+        app.router.add_get("/_sandbox/state", self._state)
+        app.router.add_get("/healthz", self._healthz)
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def state(self) -> dict[str, Any]:
+        return {"effects": dict(self.effects), "requests": self.requests}
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _state(self, _: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        raw = await request.json()
+        fault = Fault(
+            status=int(raw.get("status", 503)),
+            times=int(raw.get("times", 1)),
+            retry_after=raw.get("retryAfter"),
+            delay_seconds=float(raw.get("delaySeconds", 0)),
+            path_prefix=str(raw.get("pathPrefix", "/")),
+            body=dict(raw.get("body", {})),
+        )
+        self.faults.append(fault)
+        return web.json_response({"queued": len(self.faults)})
+
+    async def _clear_faults(self, _: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.json_response({"queued": 0})
+
+    @web.middleware
+    async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_sandbox") or request.path == "/healthz":
+            return await handler(request)  # type: ignore[no-any-return]
+        self.requests += 1
+        fault = next((f for f in self.faults if request.path.startswith(f.path_prefix) and f.times > 0), None)
+        if fault is not None:
+            fault.times -= 1
+            if fault.delay_seconds:
+                await asyncio.sleep(fault.delay_seconds)
+            if fault.status < 400:
+                return await handler(request)  # type: ignore[no-any-return]
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            body = fault.body or {"exc_type": "ServiceUnavailable", "_server_messages": "injected fault"}
+            return web.json_response(body, status=fault.status, headers=headers)
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def once(self, request: web.Request, effect_key: str, create: Any) -> web.Response:
+        """Run `create()` once per Idempotency-Key; replays get the first answer, no new effect."""
+        key = request.headers.get("Idempotency-Key")
+        async with self.lock:
+            if key and key in self._idempotent:
+                status, body = self._idempotent[key]
+                return web.json_response(body, status=status, headers={"Idempotent-Replayed": "true"})
+            status, body = await create()
+            if status < 300:
+                self.effects[key or effect_key] += 1
+                if key:
+                    self._idempotent[key] = (status, body)
+            return web.json_response(body, status=status)
+
+    @staticmethod
+    async def json_body(request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except ValueError:
+            return None
