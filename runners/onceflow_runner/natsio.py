@@ -95,7 +95,12 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
 
 
 def consumer_config(plan: Plan) -> ConsumerConfig:
-    """The durable pull consumer of one Integration, as its plan says."""
+    """The durable pull consumer of one Integration, as its plan says.
+
+    The backoff list is *not* set on the consumer: JetStream would then use it as the ack
+    deadline of each delivery, cutting short a slow but healthy call. `ack_wait` bounds a
+    delivery; the backoff delays are applied by the runner with `nak(delay)` after a failure.
+    """
     policy = plan.error_policy
     return ConsumerConfig(
         name=plan.nats.consumer,
@@ -105,7 +110,6 @@ def consumer_config(plan: Plan) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=policy.ack_wait,
         max_deliver=policy.max_deliver,
-        backoff=list(policy.backoff) or None,
         filter_subject=plan.nats.subject,
         max_ack_pending=plan.concurrency,
     )

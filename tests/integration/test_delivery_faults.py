@@ -1,0 +1,299 @@
+"""Nothing lost, nothing doubled: ledgers under faults (poison, 417, 503 storms, kill -9,
+broker restart, SIGTERM drain, exhausted deliveries).
+
+Every test ends with the same ledger, computed from the systems' own books:
+accepted (202 from the gateway) = ERP effects + exceptions + dead letters, and no business key
+has more than one ERP effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from onceflow_operator.localrun import LocalRun
+from onceflow_operator.natsserver import NatsServer
+from onceflow_runner.sandbox import ErpSandbox, Fault
+from tests.integration.scenario import eventually, new_namespace, signed_post, stream_messages
+
+SECRET = "ledger-secret"
+SIG = {"header": "X-Signature"}
+
+
+def manifests(
+    erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None
+) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src"}, "stringData": {"secret": SECRET}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "erp-api"},
+            "stringData": {"api-key": "sandbox-key", "api-secret": "sandbox-secret"},
+        },
+        {
+            "apiVersion": "onceflow.io/v1alpha1",
+            "kind": "Connector",
+            "metadata": {"name": "src"},
+            "spec": {
+                "type": "Webhook",
+                "webhook": {
+                    "path": "/in",
+                    "signature": {
+                        "scheme": "hmac",
+                        "header": "X-Signature",
+                        "secretRef": {"name": "src", "key": "secret"},
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "onceflow.io/v1alpha1",
+            "kind": "Connector",
+            "metadata": {"name": "erp"},
+            "spec": {
+                "type": "REST",
+                "rest": {
+                    "baseURL": erp_url,
+                    "rateLimit": {"requestsPerSecond": 5000, "burst": 500},
+                    "retry": {"attempts": 1},
+                    "auth": {
+                        "type": "ERPNextToken",
+                        "erpnextToken": {
+                            "apiKeyRef": {"name": "erp-api", "key": "api-key"},
+                            "apiSecretRef": {"name": "erp-api", "key": "api-secret"},
+                        },
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "onceflow.io/v1alpha1",
+            "kind": "Integration",
+            "metadata": {"name": "ledger"},
+            "spec": {
+                "trigger": {"connector": {"name": "src"}},
+                "businessKey": "'k/' + input.key",
+                "concurrency": 32,
+                "errorPolicy": {
+                    "backoff": backoff or ["100ms", "200ms", "300ms"],
+                    "maxDeliver": max_deliver,
+                    "ackWait": "5s",
+                },
+                "steps": [
+                    {
+                        "name": "canonical",
+                        "map": {"fields": {"customer_name": "input.name", "tax_id": "input.key"}},
+                    },
+                    {"name": "create", "call": {"connector": "erp", "path": '"/api/resource/Customer"'}},
+                ],
+            },
+        },
+    ]
+
+
+@dataclass
+class Ledger:
+    accepted: set[str]
+    effects: dict[str, int]
+    exceptions: list[Any]
+    dead_letters: list[Any]
+
+    def check(self) -> None:
+        doubled = {k: n for k, n in self.effects.items() if n > 1}
+        assert doubled == {}, f"doubled effects: {doubled}"
+        settled = len(self.effects) + len(self.exceptions) + len(self.dead_letters)
+        assert settled == len(self.accepted), (
+            f"accepted {len(self.accepted)} != effects {len(self.effects)} + exceptions {len(self.exceptions)}"
+            f" + dead letters {len(self.dead_letters)}"
+        )
+
+
+class Harness:
+    def __init__(self, nats: NatsServer, erp: ErpSandbox, run: LocalRun, namespace: str) -> None:
+        self.nats, self.erp, self.run, self.namespace = nats, erp, run, namespace
+        self.accepted: set[str] = set()
+        self.client = httpx.AsyncClient(timeout=10)
+
+    async def send(self, key: str, body: bytes | None = None, *, deadline: float = 60.0) -> None:
+        """Post until the gateway answers 202 (a real sender retries 503 and connection errors)."""
+        payload = body if body is not None else json.dumps({"key": key, "name": f"Customer {key}"}).encode()
+        stop = time.monotonic() + deadline
+        while True:
+            try:
+                resp = await signed_post(
+                    self.client, self.run.gateway_url("src"), "hmac", SECRET, payload, key, **SIG
+                )
+                if resp.status_code == 202:
+                    self.accepted.add(key)
+                    return
+                assert resp.status_code == 503, resp.text
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < stop, f"record {key} never accepted"
+            await asyncio.sleep(0.1)
+
+    async def send_many(self, keys: list[str], concurrency: int = 16) -> None:
+        queue = list(keys)
+
+        async def worker() -> None:
+            while queue:
+                await self.send(queue.pop())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def ledger(self) -> Ledger:
+        subject = "onceflow.{ns}.{kind}.ledger"
+        return Ledger(
+            set(self.accepted),
+            {k.removeprefix("k/").removesuffix("/create"): n for k, n in self.erp.effects.items()},
+            await stream_messages(
+                self.nats.url, "ONCEFLOW_EXCEPTIONS", subject.format(ns=self.namespace, kind="exceptions")
+            ),
+            await stream_messages(
+                self.nats.url, "ONCEFLOW_DLQ", subject.format(ns=self.namespace, kind="dlq")
+            ),
+        )
+
+    async def settled(self, expected: int, within: float = 60.0) -> Ledger:
+        async def done() -> Ledger | None:
+            ledger = await self.ledger()
+            total = len(ledger.effects) + len(ledger.exceptions) + len(ledger.dead_letters)
+            return ledger if total >= expected else None
+
+        await eventually(done, within=within, interval=0.2)
+        await asyncio.sleep(0.5)  # a late double would show up now
+        final = await self.ledger()
+        final.check()
+        return final
+
+
+async def start(nats: NatsServer, **kw: Any) -> Harness:
+    from onceflow_operator.controlplane import free_port
+
+    erp = ErpSandbox()
+    await erp.start()
+    namespace = new_namespace()
+    run = LocalRun.from_documents(
+        manifests(erp.url, **kw), namespace=namespace, nats_url=nats.url, first_port=free_port()
+    )
+    for table in (run.gateways, run.runners):
+        for name, (plan, _) in list(table.items()):
+            table[name] = (plan, free_port())
+    await asyncio.to_thread(run.start)
+    return Harness(nats, erp, run, namespace)
+
+
+@pytest.fixture
+async def harness(nats_server: NatsServer) -> AsyncIterator[Harness]:
+    h = await start(nats_server)
+    yield h
+    await h.client.aclose()
+    await asyncio.to_thread(h.run.stop)
+    await h.erp.stop()
+
+
+async def test_poison_message_goes_to_exceptions_and_the_consumer_keeps_going(harness: Harness) -> None:
+    await harness.send("poison", b"{not json at all")
+    await harness.send_many([f"p{i}" for i in range(20)])
+    ledger = await harness.settled(21)
+    (poison,) = ledger.exceptions
+    assert poison.data == b"{not json at all"
+    assert poison.headers["Onceflow-Reason"] == "MalformedInput"
+    assert len(ledger.effects) == 20
+
+
+async def test_erp_417_goes_to_exceptions_with_the_original_bytes(harness: Harness) -> None:
+    body = json.dumps({"key": "nameless", "name": ""}).encode()
+    await harness.send("nameless", body)
+    ledger = await harness.settled(1)
+    (exc,) = ledger.exceptions
+    assert exc.data == body
+    assert exc.headers["Onceflow-Reason"] == "RejectedByTarget"
+    assert exc.headers["Onceflow-Step"] == "create"
+    assert "417" in exc.headers["Onceflow-Error"]
+    assert "ValidationError" in exc.headers["Onceflow-Error"]
+
+
+async def test_503_and_429_storm_ends_in_one_effect_per_key(harness: Harness) -> None:
+    harness.erp.faults += [
+        Fault(status=503, times=40, retry_after=0.1),
+        Fault(status=429, times=40, retry_after=0.1),
+    ]
+    await harness.send_many([f"s{i}" for i in range(60)])
+    ledger = await harness.settled(60)
+    assert len(ledger.effects) == 60
+    assert ledger.dead_letters == []
+
+
+async def test_duplicate_deliveries_of_many_records_make_one_effect_each(harness: Harness) -> None:
+    keys = [f"d{i}" for i in range(40)]
+    await harness.send_many(keys + keys + keys)
+    ledger = await harness.settled(40)
+    assert len(ledger.effects) == 40
+
+
+async def test_kill_9_of_a_runner_mid_batch_loses_and_doubles_nothing(harness: Harness) -> None:
+    harness.erp.faults.append(Fault(status=200, times=10_000, delay_seconds=0.02))
+    sender = asyncio.create_task(harness.send_many([f"k{i}" for i in range(300)]))
+    await eventually(lambda: len(harness.erp.effects) >= 40, within=60)
+    await asyncio.to_thread(harness.run.restart, "runner-ledger", kill=True)
+    await sender
+    ledger = await harness.settled(300, within=90)
+    assert len(ledger.effects) == 300
+
+
+async def test_sigterm_drains_in_flight_records(harness: Harness) -> None:
+    harness.erp.faults.append(Fault(status=200, times=10_000, delay_seconds=1.0))
+    await harness.send_many([f"t{i}" for i in range(60)])
+    await eventually(lambda: len(harness.erp.effects) >= 1, within=30)
+    assert len(harness.erp.effects) < 60, "the runner must still have records in flight"
+    proc = harness.run.procs["runner-ledger"]
+    await asyncio.to_thread(harness.run.restart, "runner-ledger")
+    assert proc.returncode == 0
+    ledger = await harness.settled(60)
+    assert len(ledger.effects) == 60
+
+
+async def test_exhausted_deliveries_go_to_the_dead_letter_stream(nats_server: NatsServer) -> None:
+    h = await start(nats_server, max_deliver=3, backoff=["100ms", "100ms"])
+    try:
+        h.erp.faults.append(Fault(status=503, times=10_000))
+        body = json.dumps({"key": "doomed", "name": "Doomed Ltd"}).encode()
+        await h.send("doomed", body)
+        ledger = await h.settled(1)
+        (dead,) = ledger.dead_letters
+        assert dead.data == body
+        assert dead.headers["Onceflow-Reason"] == "MaxDeliveriesExceeded"
+        assert dead.headers["Onceflow-Deliveries"] == "3"
+    finally:
+        await h.client.aclose()
+        await asyncio.to_thread(h.run.stop)
+        await h.erp.stop()
+
+
+async def test_nats_server_kill_and_restart_under_load_loses_nothing() -> None:
+    nats = NatsServer()
+    nats.start()
+    h = await start(nats)
+    try:
+        sender = asyncio.create_task(h.send_many([f"r{i}" for i in range(200)], concurrency=8))
+        await eventually(lambda: len(h.erp.effects) >= 30, within=60)
+        await asyncio.to_thread(nats.stop, kill=True)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(nats.start)
+        await sender
+        ledger = await h.settled(200, within=120)
+        assert len(ledger.effects) == 200
+    finally:
+        await h.client.aclose()
+        await asyncio.to_thread(h.run.stop)
+        await h.erp.stop()
+        nats.close()

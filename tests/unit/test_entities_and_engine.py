@@ -1,0 +1,230 @@
+"""Canonical entities and the engine's steps, without any server (a recording Caller stands in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from onceflow_runner.engine import Engine, Response, find_matches
+from onceflow_runner.entities import gs1_check_digit_ok, validate_entity
+from onceflow_runner.errors import InvalidRecord, PermanentFailure
+from onceflow_runner.plan import (
+    PLAN_VERSION,
+    MatchRulePlan,
+    NatsPlan,
+    Plan,
+    RequestPlan,
+    StepPlan,
+    SyncPolicyPlan,
+)
+
+NATS = NatsPlan(
+    stream="ONCEFLOW_IN",
+    subject="s",
+    consumer="c",
+    exceptions_subject="e",
+    dlq_subject="d",
+    audit_subject="a",
+    events_prefix="ev",
+    stats_subject="st",
+    decisions_subject="de",
+    kv_bucket="kv",
+)
+POLICY = SyncPolicyPlan(
+    name="customer",
+    entity="customer",
+    owner_default="erp",
+    owners={"email": "crm"},
+    match_rules=(
+        MatchRulePlan(name="same-tax-id", exact=("tax_id",)),
+        MatchRulePlan(name="similar-name", exact=("postal_code",), fuzzy_field="name", fuzzy_threshold=0.9),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "code", ["4006381333931", "036000291452", "0614141000012", "96385074", "00012345600012"]
+)
+def test_gs1_valid_codes(code: str) -> None:
+    assert gs1_check_digit_ok(code)
+
+
+@pytest.mark.parametrize("code", ["4006381333932", "036000291453", "0614141000013", "12345", "40063813339A1"])
+def test_gs1_invalid_codes(code: str) -> None:
+    assert not gs1_check_digit_ok(code)
+
+
+def test_customer_validation_names_every_bad_field() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        validate_entity("customer", {"name": "Acme", "tax_id": "", "country": "XX"}, step="check")
+    message = str(caught.value)
+    assert "record.tax_id" in message
+    assert "record.country: 'XX' is not an ISO 3166-1 alpha-2 country code" in message
+    assert caught.value.step == "check"
+
+
+def test_order_line_gtin_check_digit_is_enforced() -> None:
+    order = {
+        "po_no": "1",
+        "currency": "EUR",
+        "lines": [{"sku": "A", "quantity": 1, "price": 2, "gtin": "4006381333932"}],
+    }
+    with pytest.raises(InvalidRecord, match=r"record.lines.0.gtin"):
+        validate_entity("order", order, step="v")
+
+
+class RecordingCaller:
+    def __init__(self, answers: Mapping[str, Response] | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.answers = dict(answers or {})
+
+    async def request(self, connector: str, method: str, path: str, **kw: Any) -> Response:
+        self.calls.append({"connector": connector, "method": method, "path": path, **kw})
+        return self.answers.get(path, Response(200, {"data": {"name": "CUST-1"}}))
+
+
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any, str]] = []
+
+    async def publish_event(
+        self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        self.events.append((entity, verb, data, msg_id))
+
+
+def plan(*steps: StepPlan, business_key: str | None = "'c/' + input.tax", source: str = "crm") -> Plan:
+    return Plan(
+        plan_version=PLAN_VERSION,
+        namespace="ns",
+        integration="flow",
+        revision="flow-1",
+        source=source,
+        business_key=business_key,
+        steps=steps,
+        sync_policy=POLICY,
+        nats=NATS,
+    )
+
+
+MAP = StepPlan.model_validate(
+    {
+        "name": "canonical",
+        "kind": "map",
+        "map": {"fields": {"name": "input.company", "tax_id": "input.tax", "postal_code": "input.zip"}},
+    }
+)
+CALL = StepPlan(
+    name="create",
+    kind="call",
+    request=RequestPlan(connector="erp", method="POST", path='"/api/resource/Customer"'),
+)
+META = {"deliveryId": "d1", "businessKey": "c/DE1"}
+
+
+async def test_map_then_call_sends_the_record_with_a_derived_idempotency_key() -> None:
+    caller, events = RecordingCaller(), RecordingEvents()
+    engine = Engine(plan(MAP, CALL), caller, events)
+    payload = {"company": "Acme", "tax": "DE1", "zip": "10115"}
+    assert engine.business_key(payload, META) == "c/DE1"
+    outcome = await engine.run(payload, META)
+    assert outcome.kind == "completed"
+    (call,) = caller.calls
+    assert call["body"] == {"name": "Acme", "tax_id": "DE1", "postal_code": "10115"}
+    assert call["idempotency_key"] == "c/DE1/create"
+    assert [s.outcome for s in outcome.steps] == ["ok", "ok"]
+
+
+async def test_filter_false_stops_the_record_without_calls() -> None:
+    caller = RecordingCaller()
+    only_big = StepPlan(name="big", kind="filter", condition="input.total > 100")
+    outcome = await Engine(plan(only_big, CALL), caller, RecordingEvents()).run(
+        {"total": 5, "tax": "1"}, META
+    )
+    assert outcome.kind == "filtered"
+    assert caller.calls == []
+
+
+async def test_missing_field_in_cel_is_an_invalid_record_naming_the_field() -> None:
+    with pytest.raises(InvalidRecord, match="the record has no field 'zip'") as caught:
+        await Engine(plan(MAP), RecordingCaller(), RecordingEvents()).run({"company": "A", "tax": "1"}, META)
+    assert caught.value.step == "canonical"
+
+
+async def test_put_sends_only_fields_the_source_owns() -> None:
+    caller = RecordingCaller()
+    update = StepPlan(
+        name="update",
+        kind="call",
+        request=RequestPlan(
+            connector="erp",
+            method="PUT",
+            path='"/api/resource/Customer/C1"',
+            body='{"email": input.email, "credit_limit": 1.0}',
+        ),
+    )
+    outcome = await Engine(plan(update), caller, RecordingEvents()).run({"email": "a@b.c", "tax": "1"}, META)
+    assert caller.calls[0]["body"] == {"email": "a@b.c"}
+    assert any(s.outcome == "dropped" and "credit_limit" in s.detail for s in outcome.steps)
+
+
+async def test_call_back_to_the_origin_system_is_suppressed() -> None:
+    caller = RecordingCaller()
+    outcome = await Engine(plan(CALL), caller, RecordingEvents()).run({"tax": "1"}, {**META, "origin": "erp"})
+    assert caller.calls == []
+    assert outcome.steps[0].outcome == "skipped"
+
+
+async def test_dedupe_match_parks_for_approval_with_candidates() -> None:
+    search = RequestPlan(connector="erp", method="GET", path='"/api/resource/Customer"')
+    dedupe = StepPlan(name="existing", kind="dedupe", request=search)
+    answers = {"/api/resource/Customer": Response(200, {"data": [{"name": "ACME", "tax_id": "DE1"}]})}
+    outcome = await Engine(plan(MAP, dedupe, CALL), RecordingCaller(answers), RecordingEvents()).run(
+        {"company": "Acme", "tax": "DE1", "zip": "1"}, META
+    )
+    assert outcome.kind == "parked"
+    assert outcome.step == "existing"
+    assert outcome.candidates[0]["rule"] == "same-tax-id"
+
+
+async def test_approved_decision_lets_a_parked_record_through() -> None:
+    approve = StepPlan.model_validate(
+        {"name": "check", "kind": "approve", "approve": {"reason": "big", "when": "true"}}
+    )
+    caller = RecordingCaller()
+    engine = Engine(plan(approve, CALL), caller, RecordingEvents())
+    assert (await engine.run({"tax": "1"}, META)).kind == "parked"
+    assert (await engine.run({"tax": "1"}, {**META, "decision": "approved"})).kind == "completed"
+    assert len(caller.calls) == 1
+
+
+async def test_publish_uses_business_key_and_step_as_message_id() -> None:
+    events = RecordingEvents()
+    publish = StepPlan.model_validate(
+        {"name": "announce", "kind": "publish", "publish": {"entity": "customer", "verb": "created"}}
+    )
+    await Engine(plan(publish), RecordingCaller(), events).run({"tax": "1"}, META)
+    assert events.events == [("customer", "created", {"tax": "1"}, "c/DE1/announce")]
+
+
+async def test_lookup_404_fails_when_asked_to() -> None:
+    lookup = StepPlan(
+        name="item",
+        kind="lookup",
+        request=RequestPlan(connector="erp", method="GET", path='"/api/resource/Item/X"', not_found="Fail"),
+    )
+    caller = RecordingCaller({"/api/resource/Item/X": Response(404, {})})
+    with pytest.raises(PermanentFailure, match="404"):
+        await Engine(plan(lookup), caller, RecordingEvents()).run({"tax": "1"}, META)
+
+
+def test_fuzzy_match_threshold() -> None:
+    record = {"name": "Acme Industrial GmbH", "postal_code": "10115"}
+    close = {"name": "ACME Industrial GmbH.", "postal_code": "10115"}
+    other_town = {"name": "Acme Industrial GmbH", "postal_code": "80331"}
+    different = {"name": "Zenith Tools AG", "postal_code": "10115"}
+    matches = find_matches(record, [close, other_town, different], POLICY)
+    assert [m["candidate"] for m in matches] == [close]
+    assert matches[0]["score"] >= 0.9

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from onceflow_operator.api import Connector, Integration, SyncPolicy
+from onceflow_operator.planner import InvalidSpec, gateway_plan, plan_from_integration
+from onceflow_runner.durations import parse_duration
+from onceflow_runner.plan import PLAN_VERSION, Plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_examples() -> tuple[dict[str, Connector], dict[str, SyncPolicy], list[Integration]]:
+    docs = [
+        d for p in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
+    ]
+    connectors = {
+        d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d["kind"] == "Connector"
+    }
+    policies = {
+        d["metadata"]["name"]: SyncPolicy.model_validate(d) for d in docs if d["kind"] == "SyncPolicy"
+    }
+    integrations = [Integration.model_validate(d) for d in docs if d["kind"] == "Integration"]
+    return connectors, policies, integrations
+
+
+def test_every_example_integration_compiles_to_a_plan_that_round_trips() -> None:
+    connectors, policies, integrations = load_examples()
+    assert len(integrations) >= 5
+    for integration in integrations:
+        ref = integration.spec.sync_policy_ref
+        plan = plan_from_integration(
+            integration, connectors, policies[ref.name] if ref else None, namespace="sales"
+        )
+        again = Plan.model_validate(json.loads(plan.to_json()))
+        assert again == plan
+        assert plan.plan_version == PLAN_VERSION
+        assert "sandbox-secret" not in plan.to_json()
+
+
+def test_plan_names_follow_the_nats_layout() -> None:
+    connectors, policies, integrations = load_examples()
+    onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    plan = plan_from_integration(onboarding, connectors, policies["customer"], namespace="sales")
+    assert plan.nats.subject == "onceflow.sales.in.crm-webhooks.customer.approved"
+    assert plan.nats.consumer == "sales_customer-onboarding"
+    assert plan.nats.exceptions_subject == "onceflow.sales.exceptions.customer-onboarding"
+    assert plan.nats.kv_bucket == "onceflow-keys-sales"
+    assert plan.source == "crm-webhooks"
+    assert plan.error_policy.backoff == (1.0, 10.0, 60.0)
+    invoice = next(i for i in integrations if i.metadata["name"] == "invoice-to-accounting")
+    assert (
+        plan_from_integration(invoice, connectors, policies["invoice"], namespace="sales").nats.stream
+        == "ONCEFLOW_EVENTS"
+    )
+
+
+def test_revision_changes_with_the_workflow_not_with_replicas() -> None:
+    connectors, policies, integrations = load_examples()
+    onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    base = plan_from_integration(onboarding, connectors, policies["customer"], namespace="s").revision
+    scaled = onboarding.model_copy(update={"spec": onboarding.spec.model_copy(update={"replicas": 7})})
+    assert plan_from_integration(scaled, connectors, policies["customer"], namespace="s").revision == base
+    steps = list(onboarding.spec.steps)[:-1]
+    shorter = onboarding.model_copy(update={"spec": onboarding.spec.model_copy(update={"steps": steps})})
+    assert plan_from_integration(shorter, connectors, policies["customer"], namespace="s").revision != base
+
+
+def test_missing_connector_and_policy_are_named_with_their_field_paths() -> None:
+    connectors, _, integrations = load_examples()
+    onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    without_wms = {k: v for k, v in connectors.items() if k != "wms"}
+    with pytest.raises(InvalidSpec) as caught:
+        plan_from_integration(onboarding, without_wms, None, namespace="sales")
+    paths = {p.path for p in caught.value.problems}
+    assert "spec.steps[5].call.connector" in paths
+    assert "spec.syncPolicyRef.name" in paths
+    assert "Connector 'wms' does not exist in sales" in str(caught.value)
+
+
+def test_gateway_plan_of_a_webhook_connector() -> None:
+    connectors, _, _ = load_examples()
+    plan = gateway_plan(connectors["shop-webhooks"], namespace="sales")
+    assert plan.signature.scheme == "shopify"
+    assert plan.event_header == "X-Shopify-Topic"
+    assert plan.subject_prefix == "onceflow.sales.in.shop-webhooks"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("1m30s", 90), ("2h", 7200)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_is_named() -> None:
+    with pytest.raises(ValueError, match="'5 minutes' is not a duration"):
+        parse_duration("5 minutes")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (
+            {"planVersion": "onceflow.io/plan/v99"},
+            "planVersion 'onceflow.io/plan/v99'; this runner understands",
+        ),
+        ({"planVersion": PLAN_VERSION, "namespace": "x"}, "is invalid at"),
+    ],
+)
+def test_runner_refuses_unknown_or_invalid_plan_with_exit_code_2(
+    tmp_path: Path, content: dict[str, str], says: str
+) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(content))
+    proc = subprocess.run(
+        [sys.executable, "-m", "onceflow_operator.cli", "runner", "--plan", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert says in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_runner_does_not_import_kopf_or_kubernetes() -> None:
+    code = "import sys, onceflow_runner.runner, onceflow_runner.gateway; print(sorted(m for m in sys.modules if m.split('.')[0] in {'kopf','kubernetes','onceflow_operator'}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[]"
