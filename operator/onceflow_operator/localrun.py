@@ -90,8 +90,7 @@ class LocalRun:
                     _write_secret(secrets, doc)
                 elif kind == "Connector":
                     if base_urls and name in base_urls and doc.get("spec", {}).get("rest"):
-                        doc = json.loads(json.dumps(doc))
-                        doc["spec"]["rest"]["baseURL"] = base_urls[name]
+                        doc = _with_base_url(doc, base_urls[name])
                     connectors[name] = Connector.model_validate(doc)
                 elif kind == "Integration":
                     integrations.append(Integration.model_validate(doc))
@@ -196,6 +195,9 @@ class LocalRun:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        keep = os.environ.get("ONCEFLOW_KEEP_LOGS")
+        if keep:
+            shutil.copytree(self.workdir / "logs", Path(keep) / self.workdir.name, dirs_exist_ok=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def serve_forever(self) -> None:
@@ -214,6 +216,18 @@ class LocalRun:
             pass
         finally:
             self.stop()
+
+
+def _with_base_url(doc: dict[str, Any], url: str) -> dict[str, Any]:
+    """Point a REST Connector (and an OAuth2 token URL on the same host) at another base URL."""
+    doc = json.loads(json.dumps(doc))
+    rest = doc["spec"]["rest"]
+    old = rest["baseURL"].rstrip("/")
+    rest["baseURL"] = url
+    oauth2 = rest.get("auth", {}).get("oauth2")
+    if oauth2 and str(oauth2.get("tokenURL", "")).startswith(old):
+        oauth2["tokenURL"] = url.rstrip("/") + oauth2["tokenURL"][len(old) :]
+    return doc
 
 
 def _ready(port: int) -> bool:

@@ -120,6 +120,13 @@ class Engine:
         self.events = events
         for source in self._expressions():
             compile_expression(source)  # fail at start, not on the first record
+        sync = plan.sync_policy
+        #: What CEL sees as `policy`: the SyncPolicy's tolerances and entity.
+        self.policy: dict[str, Any] = (
+            {"name": sync.name, "entity": sync.entity, "priceDeviationPercent": sync.price_deviation_percent}
+            if sync
+            else {}
+        )
 
     def _expressions(self) -> list[str]:
         out = [self.plan.business_key] if self.plan.business_key else []
@@ -153,7 +160,13 @@ class Engine:
 
     async def run(self, payload: Any, meta: Mapping[str, Any]) -> Outcome:
         """Run every step; raise PermanentFailure or TransientFailure, or return the Outcome."""
-        ctx: dict[str, Any] = {"input": payload, "record": payload, "steps": {}, "meta": dict(meta)}
+        ctx: dict[str, Any] = {
+            "input": payload,
+            "record": payload,
+            "steps": {},
+            "meta": dict(meta),
+            "policy": self.policy,
+        }
         results: list[StepResult] = []
         approved = meta.get("decision") == "approved"
         for step in self.plan.steps:

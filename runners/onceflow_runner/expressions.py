@@ -2,7 +2,8 @@
 
 Expressions see `input` (the decoded payload as received), `record` (the working record the
 steps build), `steps` (results of earlier lookup, dedupe, call and map steps), `meta` (business
-key, delivery id, event, source, revision) and, where a step says so, `response`.
+key, delivery id, event, source, revision), `policy` (the SyncPolicy's entity and tolerances,
+e.g. `policy.priceDeviationPercent`) and, where a step says so, `response`.
 """
 
 from __future__ import annotations

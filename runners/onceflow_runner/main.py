@@ -41,6 +41,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at scale
 
 
 def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:

@@ -165,3 +165,9 @@ async def sandbox_effects(box: ErpSandbox | RecorderSandbox) -> dict[str, int]:
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def signature_headers(scheme: str, secret: str, body: bytes, delivery_id: str, **cfg: Any) -> dict[str, str]:
+    return sign(
+        SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time())
+    )
