@@ -16,7 +16,7 @@ from rapidfuzz import fuzz
 
 from .entities import validate_entity
 from .errors import InvalidRecord, PermanentFailure
-from .expressions import compile_expression, evaluate
+from .expressions import bind, compile_expression, evaluate
 from .plan import Plan, RequestPlan, StepPlan, SyncPolicyPlan
 
 __all__ = ["Caller", "Engine", "EventSink", "Outcome", "Response", "StepResult", "find_matches"]
@@ -193,8 +193,9 @@ class Engine:
                 if evaluate(rule, ctx, step=name, what="rule") is not True:
                     raise InvalidRecord(message, step=name)
         elif step.kind == "map" and step.map:
+            bound = bind(ctx, step.map.fields.values())
             mapped = {
-                key: evaluate(expr, ctx, step=name, what=f"field {key}")
+                key: evaluate(expr, bound, step=name, what=f"field {key}")
                 for key, expr in step.map.fields.items()
             }
             base = (

@@ -1,5 +1,6 @@
 """Outbound calls to REST Connectors over httpx: auth, rate limit, retries, classification.
 
+Requests go through `AiohttpTransport` (see its docstring for the measurement that chose it).
 A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
 the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
 429, 5xx, timeouts, connection errors; `Retry-After` honoured) or a `RejectedByTarget` (any other
@@ -24,6 +25,7 @@ import httpx
 from .engine import Response
 from .errors import PlanError, RejectedByTarget, TransientFailure
 from .plan import ConnectorPlan, SecretRef
+from .transport import AiohttpTransport
 
 __all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]
 
@@ -91,9 +93,8 @@ class _Connector:
             )
         self.token_expires = 0.0
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30)
         self.client = httpx.AsyncClient(
-            base_url=plan.base_url, timeout=timeout, limits=limits, transport=transport
+            base_url=plan.base_url, timeout=timeout, transport=transport or AiohttpTransport()
         )
 
     @staticmethod

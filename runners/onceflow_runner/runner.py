@@ -247,7 +247,7 @@ class Runner:
             if await self.wiring.is_done(meta["businessKey"]):
                 self.metrics.duplicates.labels(**self.labels).inc()
                 await self._audit(meta, "duplicate", [], "business key already done")
-                await msg.ack_sync()
+                await msg.ack()
                 return
             outcome = await self.engine.run(payload, meta)
         except PermanentFailure as exc:
@@ -275,7 +275,7 @@ class Runner:
         await self.wiring.mark_done(
             meta["businessKey"], {"outcome": outcome.kind, "revision": self.plan.revision, "at": time.time()}
         )
-        await msg.ack_sync()
+        await msg.ack()
         seconds = time.perf_counter() - started
         if outcome.kind == "completed":
             self.metrics.processed.labels(**self.labels).inc()
@@ -343,7 +343,7 @@ class Runner:
             headers["Onceflow-Candidates"] = header_safe(json.dumps(candidates, default=str), 4000)
         msg_id = f"{target}/{self.plan.integration}/{meta['streamSequence']}"
         await self.wiring.publish(subject, msg.data, headers, msg_id)
-        await msg.ack_sync()
+        await msg.ack()
         if target == "deadLetter":
             self.metrics.dead_letters.labels(**self.labels).inc()
         else:

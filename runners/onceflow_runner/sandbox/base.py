@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ class SandboxServer:
         self.host, self.port = host, port
         self.faults: list[Fault] = []
         self.effects: Counter[str] = Counter()
+        #: Wall-clock time of each key's first effect, for end-to-end latency measurements.
+        self.effect_times: dict[str, float] = {}
         self.requests = 0
         self._idempotent: dict[str, tuple[int, Any]] = {}
         self._runner: web.AppRunner | None = None
@@ -71,8 +74,11 @@ class SandboxServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    async def _state(self, _: web.Request) -> web.Response:
-        return web.json_response(self.state())
+    async def _state(self, request: web.Request) -> web.Response:
+        state = self.state()
+        if request.query.get("times"):
+            state["effectTimes"] = self.effect_times
+        return web.json_response(state)
 
     async def _add_fault(self, request: web.Request) -> web.Response:
         raw = await request.json()
@@ -118,6 +124,7 @@ class SandboxServer:
             status, body = await create()
             if status < 300:
                 self.effects[key or effect_key] += 1
+                self.effect_times.setdefault(key or effect_key, time.time())
                 if key:
                     self._idempotent[key] = (status, body)
             return web.json_response(body, status=status)
