@@ -14,6 +14,14 @@ import click
 __all__ = ["main"]
 
 
+def expand_paths(files: tuple[Path, ...]) -> list[Path]:
+    """Files as given; folders as their YAML files, recursively, in a stable order."""
+    paths: list[Path] = []
+    for f in files:
+        paths += sorted(p for p in f.rglob("*") if p.suffix in {".yaml", ".yml"}) if f.is_dir() else [f]
+    return paths
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onceflow")
 def main() -> None:
@@ -38,10 +46,7 @@ def validate(files: tuple[Path, ...]) -> None:
     """
     from .validation import validate_paths
 
-    paths: list[Path] = []
-    for f in files:
-        paths += sorted(p for p in f.rglob("*") if p.suffix in {".yaml", ".yml"}) if f.is_dir() else [f]
-    checked, problems = validate_paths(paths)
+    checked, problems = validate_paths(expand_paths(files))
     for problem in problems:
         click.echo(str(problem))
     if problems:
@@ -146,9 +151,7 @@ def local_run(
     """Run the gateways and runners for these manifests as local processes until Ctrl-C."""
     from .localrun import LocalRun, LocalRunError
 
-    paths: list[Path] = []
-    for f in files:
-        paths += sorted(p for p in f.rglob("*") if p.suffix in {".yaml", ".yml"}) if f.is_dir() else [f]
+    paths = expand_paths(files)
     try:
         overrides = dict(item.split("=", 1) for item in base_urls)
         run = LocalRun.from_paths(
@@ -187,6 +190,44 @@ def sandbox(erp_port: int, recorders: tuple[str, ...]) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(serve())
+
+
+@main.command("test")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="One Integration, plus the Connectors and SyncPolicy it uses (missing Connectors are stubbed).",
+)
+@click.option(
+    "--fixtures",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of fixture YAML files: input, responses, expect.",
+)
+def test_workflow(files: tuple[Path, ...], fixtures: Path) -> None:
+    """Run golden fixtures through an Integration with no network; exit 1 when any fails."""
+    from onceflow_runner.errors import OnceflowError
+
+    from .planner import InvalidSpec
+    from .workflowtest import run_fixtures
+
+    try:
+        results = run_fixtures([p for p in expand_paths(files) if fixtures not in p.parents], fixtures)
+    except (InvalidSpec, OnceflowError) as exc:
+        click.echo(f"onceflow test: {exc}", err=True)
+        sys.exit(1)
+    for result in results:
+        click.echo(f"{'PASS' if not result.problems else 'FAIL'} {result.name}")
+        for problem in result.problems:
+            click.echo(f"  {problem}")
+    failed = sum(1 for r in results if r.problems)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed or not results:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def plan_from_integration(
                 candidates=step.dedupe.candidates if step.dedupe else "response.data",
                 on_match=step.dedupe.on_match if step.dedupe else "Approve",
             )
-            if step.dedupe and sync_policy is None:
+            if step.dedupe and spec.sync_policy_ref is None:
                 problems.append(
                     Problem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
                 )

@@ -173,7 +173,7 @@ async def test_3pl_milestones_update_the_erp_delivery_and_the_portal_once_each(
             "carrier": "DHL",
             "tracking": "JD0146000012345",
         },
-        {"delivery_note": "MAT-DN-00042", "milestone": "shipped"},  # no tracking: refused
+        {"delivery_note": "MAT-DN-00043", "milestone": "shipped"},  # no tracking: refused
     ]
     async with httpx.AsyncClient() as client:
         for i, event in enumerate(milestones):

@@ -17,9 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_examples() -> tuple[dict[str, Connector], dict[str, SyncPolicy], list[Integration]]:
-    docs = [
-        d for p in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
-    ]
+    files = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if "fixtures" not in p.parts)
+    docs = [d for p in files for d in yaml.safe_load_all(p.read_text()) if d]
     connectors = {
         d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d["kind"] == "Connector"
     }
