@@ -222,15 +222,24 @@ async def test_erp_417_goes_to_exceptions_with_the_original_bytes(harness: Harne
     assert "ValidationError" in exc.headers["Onceflow-Error"]
 
 
-async def test_503_and_429_storm_ends_in_one_effect_per_key(harness: Harness) -> None:
-    harness.erp.faults += [
-        Fault(status=503, times=40, retry_after=0.1),
-        Fault(status=429, times=40, retry_after=0.1),
-    ]
-    await harness.send_many([f"s{i}" for i in range(60)])
-    ledger = await harness.settled(60)
-    assert len(ledger.effects) == 60
-    assert ledger.dead_letters == []
+async def test_503_and_429_storm_ends_in_one_effect_per_key(nats_server: NatsServer) -> None:
+    # 80 refusals over 60 records: with maxDeliver 4 one unlucky record could rightly end as a
+    # dead letter; 30 deliveries make every record outlast the storm.
+    h = await start(nats_server, max_deliver=30, backoff=["100ms"])
+    try:
+        h.erp.faults += [
+            Fault(status=503, times=40, retry_after=0.1),
+            Fault(status=429, times=40, retry_after=0.1),
+        ]
+        await h.send_many([f"s{i}" for i in range(60)])
+        ledger = await h.settled(60)
+        assert len(ledger.effects) == 60
+        assert ledger.dead_letters == []
+        assert sum(f.times for f in h.erp.faults) == 0
+    finally:
+        await h.client.aclose()
+        await asyncio.to_thread(h.run.stop)
+        await h.erp.stop()
 
 
 async def test_duplicate_deliveries_of_many_records_make_one_effect_each(harness: Harness) -> None:
