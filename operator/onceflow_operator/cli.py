@@ -192,6 +192,28 @@ def sandbox(erp_port: int, recorders: tuple[str, ...]) -> None:
     asyncio.run(serve())
 
 
+@main.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (needs the ClusterRole).")
+@click.option(
+    "--liveness", default="http://0.0.0.0:8081/healthz", show_default=True, help="Kopf liveness endpoint."
+)
+@click.option("--metrics-port", default=8080, show_default=True, help="Port for Prometheus /metrics.")
+def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int) -> None:
+    """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
+    if not namespaces and not all_namespaces:
+        raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+
+    start_http_server(metrics_port)
+    kopf.run(
+        standalone=True, clusterwide=all_namespaces, namespaces=list(namespaces), liveness_endpoint=liveness
+    )
+
+
 @main.command("test")
 @click.option(
     "-f",

@@ -1,0 +1,127 @@
+"""Kopf handlers: registration only. The work is in `reconcile.py`; objects come from `builders.py`.
+
+Set-up follows Kopf's advice for well-behaved operators: our own finalizer and annotation
+prefix (`onceflow.io/...`), no handler results in status (handlers return None and write
+status through the typed reconcile outcome), bounded retries, watch timeouts. Every handler
+is level-based: create, update, resume and a timer all run the same idempotent reconcile, so
+changes in what an object references (a Secret, a Connector, a Deployment's availability) are
+picked up within one timer interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+from prometheus_client import Counter, Histogram
+
+from .kube import KubeClient, KubeError
+from .reconcile import (
+    OperatorConfig,
+    Outcome,
+    probe_connector,
+    reconcile_connector,
+    reconcile_integration,
+    reconcile_syncpolicy,
+)
+
+__all__ = ["RECONCILE_SECONDS"]
+
+GROUP, VERSION = "onceflow.io", "v1alpha1"
+RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
+RETRIES = 10
+
+RECONCILES = Counter(
+    "onceflow_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"]
+)
+RECONCILE_SECONDS_HIST = Histogram("onceflow_operator_reconcile_seconds", "Reconcile duration.", ["kind"])
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = "onceflow.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="onceflow.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="onceflow.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.queueing.error_delays = [1, 5, 15, 30, 60]
+    memo.kube = KubeClient.from_environment()
+    memo.config = OperatorConfig(
+        image=os.environ.get("ONCEFLOW_IMAGE", OperatorConfig.image),
+        nats_url=os.environ.get("ONCEFLOW_NATS_URL", OperatorConfig.nats_url),
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
+
+
+async def _settle(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, outcome: Outcome) -> None:
+    """Write the outcome's status through the handler's patch and record its Events."""
+    patch.status.update(outcome.status)
+    for reason, message, warning in outcome.events:
+        try:
+            await memo.kube.event(dict(body), reason=reason, message=message, warning=warning)
+        except KubeError:
+            logging.getLogger("onceflow.operator").warning("could not record event %s on %s", reason, kind)
+
+
+async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, work: Any) -> None:
+    started = time.perf_counter()
+    try:
+        outcome = await work
+    except KubeError as exc:
+        RECONCILES.labels(kind=kind, outcome="error").inc()
+        if exc.status in {409, 429} or exc.status >= 500:
+            raise kopf.TemporaryError(f"API server answered {exc}; retrying", delay=5) from None
+        raise kopf.PermanentError(f"API server refused a request: {exc}") from None
+    finally:
+        RECONCILE_SECONDS_HIST.labels(kind=kind).observe(time.perf_counter() - started)
+    ready: dict[str, Any] = next(
+        (c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {}
+    )
+    RECONCILES.labels(kind=kind, outcome=ready.get("reason", "unknown")).inc()
+    await _settle(kind, body, patch, memo, outcome)
+
+
+@kopf.on.resume(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "connectors", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run("Connector", body, patch, memo, reconcile_connector(memo.kube, body, memo.config))
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "connectors",
+    interval=60,
+    initial_delay=1,
+    when=lambda spec, **_: spec.get("type") == "REST",
+)
+async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    patch.status.update(await probe_connector(body))
+
+
+@kopf.on.resume(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "integrations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run("Integration", body, patch, memo, reconcile_integration(memo.kube, body, memo.config))
+
+
+@kopf.on.resume(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "syncpolicies", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run("SyncPolicy", body, patch, memo, reconcile_syncpolicy(memo.kube, body))

@@ -1,0 +1,208 @@
+"""The one module that talks to the Kubernetes API (besides Kopf's own watching).
+
+A small async client over aiohttp: get, list, server-side apply, status patch, delete, events.
+Why not a generated client: the operator needs six verbs on a handful of kinds, and server-side
+apply (field manager `onceflow-operator`) is exactly what keeps it from fighting Argo CD over
+fields it does not own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "resource_path"]
+
+FIELD_MANAGER = "onceflow-operator"
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "Event": "events",
+    "Deployment": "deployments",
+    "ControllerRevision": "controllerrevisions",
+    "Connector": "connectors",
+    "Integration": "integrations",
+    "SyncPolicy": "syncpolicies",
+}
+_SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeError(Exception):
+    """The API server refused a request; `status` is its HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """URL path of a kind (and object) from its apiVersion and kind."""
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    tail = f"/{name}" if name else ""
+    return f"{prefix}{ns}/{_PLURALS[kind]}{tail}"
+
+
+class KubeClient:
+    """Async Kubernetes API client from a kubeconfig or the pod's service account."""
+
+    def __init__(self, server: str, ssl_context: ssl.SSLContext, headers: dict[str, str]) -> None:
+        self.server = server.rstrip("/")
+        self._ssl = ssl_context
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
+        path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        if not kubeconfig and (_SA / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            host, port = (
+                os.environ["KUBERNETES_SERVICE_HOST"],
+                os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+            )
+            context = ssl.create_default_context(cafile=str(_SA / "ca.crt"))
+            token = (_SA / "token").read_text().strip()
+            return cls(f"https://{host}:{port}", context, {"Authorization": f"Bearer {token}"})
+        return cls._from_kubeconfig(Path(path))
+
+    @classmethod
+    def _from_kubeconfig(cls, path: Path) -> KubeClient:
+        config = yaml.safe_load(path.read_text())
+        current = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
+        user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
+        context = ssl.create_default_context()
+        if cluster.get("certificate-authority-data"):
+            context.load_verify_locations(
+                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+            )
+        elif cluster.get("certificate-authority"):
+            context.load_verify_locations(cafile=cluster["certificate-authority"])
+        headers: dict[str, str] = {}
+        if user.get("client-certificate-data"):
+            folder = Path(tempfile.mkdtemp(prefix="onceflow-kube-"))
+            cert, key = folder / "tls.crt", folder / "tls.key"
+            cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+            key.write_bytes(base64.b64decode(user["client-key-data"]))
+            key.chmod(0o600)
+            context.load_cert_chain(str(cert), str(key))
+        elif user.get("client-certificate"):
+            context.load_cert_chain(user["client-certificate"], user["client-key"])
+        if user.get("token"):
+            headers["Authorization"] = f"Bearer {user['token']}"
+        return cls(cluster["server"], context, headers)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        data = None if body is None else json.dumps(body)
+        async with self._client().request(
+            method, self.server + path, data=data, params=params, headers={"Content-Type": content_type}
+        ) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise KubeError(resp.status, str(message)[:500])
+            return json.loads(text) if text else None
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", resource_path(api_version, kind, namespace, name))  # type: ignore[no-any-return]
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None, *, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": selector} if selector else None
+        result = await self._call("GET", resource_path(api_version, kind, namespace), params=params)
+        return list(result.get("items", []))
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as `onceflow-operator`, forcing only over fields we own."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._call(  # type: ignore[no-any-return]
+            "PATCH",
+            path,
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        path = resource_path(api_version, kind, namespace, name) + "/status"
+        await self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._call("DELETE", resource_path(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def event(
+        self, involved: dict[str, Any], *, reason: str, message: str, warning: bool = True
+    ) -> None:
+        """Record a core/v1 Event on an object (what `kubectl describe` shows)."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("POST", resource_path("v1", "Event", meta["namespace"]), body=event)

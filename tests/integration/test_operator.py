@@ -1,0 +1,207 @@
+"""The operator against the real kube-apiserver, driven by Kopf's KopfRunner and real kubectl.
+
+There are no nodes: Deployments never get pods here, so availability is simulated by writing a
+Deployment's status as its controller would. Everything else is the real API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from onceflow_operator.controlplane import ControlPlane
+from tests import cases
+from tests.conftest import Kubectl
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture(scope="module")
+def operator_running(control_plane: ControlPlane, crds_installed: None) -> Iterator[None]:
+    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
+    os.environ["ONCEFLOW_RECONCILE_SECONDS"] = "1"
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "-m", "onceflow_operator.handlers"], timeout=60
+    ) as runner:
+        time.sleep(1)
+        yield
+    assert runner.exit_code == 0, runner.output
+
+
+def wait_for(check: Callable[[], Any], within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"not within {within}s: {last!r}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
+    out = kubectl.run("get", "events", "-o", "json", f"--field-selector=involvedObject.name={name}").stdout
+    return list(json.loads(out)["items"])
+
+
+def test_connector_with_missing_secret_is_stalled_then_recovers(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    kubectl.apply(cases.connector_rest())
+    stalled = wait_for(lambda: condition(kubectl.get("connector", "erp"), "Stalled"))
+    assert stalled["reason"] == "SecretNotFound"
+    assert "Secret erp (key token" in stalled["message"]
+    assert condition(kubectl.get("connector", "erp"), "Ready")["status"] == "False"  # type: ignore[index]
+    assert wait_for(lambda: [e for e in events(kubectl, "erp") if e["reason"] == "SecretNotFound"])
+    kubectl.apply(secret("erp", token="t0ken"))
+    ready = wait_for(
+        lambda: (c := condition(kubectl.get("connector", "erp"), "Ready")) and c["status"] == "True" and c
+    )
+    assert ready["reason"] == "Configured"
+    connector = kubectl.get("connector", "erp")
+    assert condition(connector, "Stalled") is None
+    assert connector["status"]["endpoint"] == "http://erp.example.test:8000"
+    assert connector["status"]["observedGeneration"] == connector["metadata"]["generation"]
+    assert "t0ken" not in json.dumps(connector)
+
+
+def test_webhook_connector_gets_a_restricted_gateway_and_service(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    kubectl.apply(secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), cases.connector_webhook())
+    deployment = wait_for(
+        lambda: kubectl.run("get", "deployment", "crm-gateway", "-o", "json", check=False).stdout
+    )
+    pod = json.loads(deployment)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["args"][:2] == ["gateway", "--plan"]
+    assert "whsec" not in deployment
+    assert (
+        json.loads(kubectl.run("get", "service", "crm-gateway", "-o", "json").stdout)["spec"]["ports"][0][
+            "port"
+        ]
+        == 80
+    )
+    connector = wait_for(
+        lambda: (c := kubectl.get("connector", "crm")).get("status", {}).get("endpoint") and c
+    )
+    assert connector["status"]["endpoint"] == f"http://crm-gateway.{kubectl.namespace}.svc/crm"
+    assert condition(connector, "Ready")["reason"] == "GatewayNotAvailable"  # type: ignore[index]
+
+
+def _mark_available(kubectl: Kubectl, deployment: str) -> None:
+    kubectl.run(
+        "patch",
+        "deployment",
+        deployment,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}}),
+    )
+
+
+def test_integration_becomes_a_revision_with_runners_and_turns_ready(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    status = wait_for(
+        lambda: (
+            kubectl.get("integration", "onboard").get("status", {}).get("currentRevision")
+            and kubectl.get("integration", "onboard")["status"]
+        )
+    )
+    revision = status["currentRevision"]
+    assert status["revision"] == 1
+    assert status["phase"] == "Progressing"
+    deployment = json.loads(kubectl.run("get", "deployment", revision, "-o", "json").stdout)
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "Integration"
+    configmap = deployment["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+    plan_cm = json.loads(kubectl.run("get", "configmap", configmap, "-o", "json").stdout)
+    assert plan_cm["immutable"] is True
+    assert json.loads(plan_cm["data"]["plan.json"])["revision"] == revision
+    assert kubectl.run("get", "controllerrevision", revision, "-o", "jsonpath={.revision}").stdout == "1"
+    _mark_available(kubectl, revision)
+    kubectl.run("wait", "--for=condition=Ready", "integration/onboard", "--timeout=30s")
+    ready = kubectl.get("integration", "onboard")
+    assert ready["status"]["phase"] == "Healthy"
+    assert ready["status"]["stableRevision"] == revision
+    assert condition(ready, "Reconciling") is None
+
+
+def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    first = wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
+    changed = cases.integration()
+    changed["spec"]["steps"][0]["map"]["fields"]["country"] = "input.country"
+    kubectl.apply(changed)
+    second = wait_for(
+        lambda: (r := kubectl.get("integration", "onboard")["status"].get("currentRevision")) != first and r
+    )
+    assert kubectl.get("integration", "onboard")["status"]["revision"] == 2
+    kubectl.apply(cases.integration())
+    wait_for(lambda: kubectl.get("integration", "onboard")["status"].get("currentRevision") == first)
+    assert kubectl.get("integration", "onboard")["status"]["revision"] == 1
+    revisions = kubectl.run("get", "controllerrevisions", "-o", "name").stdout.split()
+    assert sorted(revisions) == sorted(
+        [f"controllerrevision.apps/{first}", f"controllerrevision.apps/{second}"]
+    )
+
+
+def test_integration_naming_a_missing_connector_is_stalled_with_the_field_path(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    kubectl.apply(cases.integration())
+    stalled = wait_for(lambda: condition(kubectl.get("integration", "onboard"), "Stalled"))
+    assert stalled["reason"] == "InvalidSpec"
+    assert "spec.trigger.connector.name: Connector 'crm' does not exist" in stalled["message"]
+    assert "spec.steps[2].call.connector: Connector 'erp' does not exist" in stalled["message"]
+    assert kubectl.get("integration", "onboard")["status"]["phase"] == "Degraded"
+    assert wait_for(lambda: [e for e in events(kubectl, "onboard") if e["reason"] == "InvalidSpec"])
+    table = kubectl.run("get", "integration", "onboard").stdout.splitlines()[1].split()
+    assert table[1:3] == ["False", "Degraded"]
+
+
+def test_syncpolicy_lists_the_integrations_that_use_it(kubectl: Kubectl, operator_running: None) -> None:
+    flow = cases.integration()
+    flow["spec"]["syncPolicyRef"] = {"name": "customer"}
+    kubectl.apply(cases.syncpolicy(), flow)
+    policy = wait_for(
+        lambda: (p := kubectl.get("syncpolicy", "customer")).get("status", {}).get("integrations") and p
+    )
+    assert policy["status"]["integrations"] == ["onboard"]
+    assert condition(policy, "Ready")["status"] == "True"  # type: ignore[index]
