@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -86,3 +87,17 @@ def nats_server() -> Iterator[NatsServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def operator_running(control_plane: ControlPlane, crds_installed: None) -> Iterator[None]:
+    """The operator, in this process (Kopf's KopfRunner), watching every namespace."""
+    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
+    os.environ["ONCEFLOW_RECONCILE_SECONDS"] = "1"
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "-m", "onceflow_operator.handlers"], timeout=60
+    ) as runner:
+        yield
+    assert runner.exit_code == 0, runner.output

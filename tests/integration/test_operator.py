@@ -7,32 +7,16 @@ Deployment's status as its controller would. Everything else is the real API ser
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from onceflow_operator.controlplane import ControlPlane
 from tests import cases
 from tests.conftest import Kubectl
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture(scope="module")
-def operator_running(control_plane: ControlPlane, crds_installed: None) -> Iterator[None]:
-    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
-    os.environ["ONCEFLOW_RECONCILE_SECONDS"] = "1"
-    from kopf.testing import KopfRunner
-
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "onceflow_operator.handlers"], timeout=60
-    ) as runner:
-        time.sleep(1)
-        yield
-    assert runner.exit_code == 0, runner.output
 
 
 def wait_for(check: Callable[[], Any], within: float = 30.0) -> Any:
