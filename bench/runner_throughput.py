@@ -45,9 +45,7 @@ CONCURRENCY = 64
 async def publish_records(nc: nats.NATS, subject: str, n: int) -> None:
     js = nc.jetstream()
     futures = [
-        await js.publish_async(
-            subject, json.dumps(record(i)).encode(), headers={"Nats-Msg-Id": f"{subject}/{i}"}
-        )
+        await js.publish_async(subject, json.dumps(record(i)).encode(), headers={"Nats-Msg-Id": f"{subject}/{i}"})
         for i in range(n)
     ]
     await asyncio.gather(*futures)
@@ -74,9 +72,7 @@ async def raw_pipeline(url: str, n: int) -> float:
                 "postal_code": data["zip"],
             }
         )
-        await js.publish(
-            f"onceflow.{ns}.events.customer.created", msg.data, headers={"Nats-Msg-Id": data["key"]}
-        )
+        await js.publish(f"onceflow.{ns}.events.customer.created", msg.data, headers={"Nats-Msg-Id": data["key"]})
         await msg.ack()
 
     while done < n:
@@ -219,24 +215,18 @@ async def main(n: int) -> dict[str, float]:
         await nc.close()
         out: dict[str, float] = {}
         out["raw_pipeline_per_s"] = await raw_pipeline(server.url, n)
-        out["runner_publish_per_s"] = await runner_pipeline(
-            server.url, n, [*VALIDATE_MAP, publish], {}, secrets
-        )
+        out["runner_publish_per_s"] = await runner_pipeline(server.url, n, [*VALIDATE_MAP, publish], {}, secrets)
         out["raw_aiohttp_per_s"] = await raw_aiohttp(erp, n)
         out["httpx_default_per_s"] = await httpx_client(erp, n, None)
         out["httpx_onceflow_transport_per_s"] = await httpx_client(erp, n, AiohttpTransport())
         before = len(erp_state(erp)["effects"])
-        out["runner_call_per_s"] = await runner_pipeline(
-            server.url, n, [*VALIDATE_MAP, call], erp_connector, secrets
-        )
+        out["runner_call_per_s"] = await runner_pipeline(server.url, n, [*VALIDATE_MAP, call], erp_connector, secrets)
         out["erp_effects_added"] = len(erp_state(erp)["effects"]) - before
         out["runner_start_to_ready_s"] = runner_start_seconds(server.url, secrets)
         out["publish_ratio_vs_raw"] = out["runner_publish_per_s"] / out["raw_pipeline_per_s"]
         out["call_ratio_vs_raw_client"] = out["runner_call_per_s"] / out["raw_aiohttp_per_s"]
         out["httpx_default_ratio_vs_aiohttp"] = out["httpx_default_per_s"] / out["raw_aiohttp_per_s"]
-        out["httpx_onceflow_ratio_vs_aiohttp"] = (
-            out["httpx_onceflow_transport_per_s"] / out["raw_aiohttp_per_s"]
-        )
+        out["httpx_onceflow_ratio_vs_aiohttp"] = out["httpx_onceflow_transport_per_s"] / out["raw_aiohttp_per_s"]
         return {k: round(v, 3) for k, v in out.items()}
     finally:
         sandbox.terminate()
@@ -245,9 +235,7 @@ async def main(n: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=5000)
     args = parser.parse_args()
     result = asyncio.run(main(args.records))

@@ -121,9 +121,7 @@ async def sender_load(url: str, senders: int, seconds: float, run_id: str) -> di
         i = 0
         while time.monotonic() < stop:
             key = f"{run_id}-{n}-{i}"
-            body = json.dumps(
-                {"key": key, "company": f"Customer {key}", "tax": f"DE{key}", "country": "DE"}
-            ).encode()
+            body = json.dumps({"key": key, "company": f"Customer {key}", "tax": f"DE{key}", "country": "DE"}).encode()
             headers = sign(config, SECRET, body, delivery_id=key, timestamp=int(time.time()))
             t = time.time()
             async with session.post(url, data=body, headers=headers) as resp:
@@ -187,9 +185,7 @@ async def main(seconds: float) -> dict[str, Any]:
                 "lost": len(sent) - len(ours),
                 "doubled": sum(1 for n in ours.values() if n > 1),
             }
-        pids = (
-            [p.pid for p in run.procs.values()] + [sandbox.pid] + ([server.proc.pid] if server.proc else [])
-        )
+        pids = [p.pid for p in run.procs.values()] + [sandbox.pid] + ([server.proc.pid] if server.proc else [])
         results["peak_rss_mb_all_processes"] = peak_rss_mb(pids)
         return results
     finally:
@@ -200,9 +196,7 @@ async def main(seconds: float) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     result = asyncio.run(main(args.seconds))

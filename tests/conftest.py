@@ -29,9 +29,7 @@ class Kubectl:
     kubeconfig: Path
     namespace: str = "default"
 
-    def run(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [KUBECTL, f"--kubeconfig={self.kubeconfig}", f"--namespace={self.namespace}", *args]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, check=False)
         if check and proc.returncode != 0:
@@ -40,9 +38,7 @@ class Kubectl:
 
     def apply(self, *objs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
         text = yaml.safe_dump_all(list(objs))
-        return self.run(
-            "apply", "--server-side", "--field-manager=onceflow-tests", "-f", "-", stdin=text, check=check
-        )
+        return self.run("apply", "--server-side", "--field-manager=onceflow-tests", "-f", "-", stdin=text, check=check)
 
     def get(self, resource: str, name: str) -> dict[str, Any]:
         return json.loads(self.run("get", resource, name, "-o", "json").stdout)  # type: ignore[no-any-return]
@@ -90,9 +86,10 @@ def nats_server() -> Iterator[NatsServer]:
 
 
 @pytest.fixture(scope="session")
-def operator_running(control_plane: ControlPlane, crds_installed: None) -> Iterator[None]:
+def operator_running(control_plane: ControlPlane, crds_installed: None, nats_server: NatsServer) -> Iterator[None]:
     """The operator, in this process (Kopf's KopfRunner), watching every namespace."""
     os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
+    os.environ["ONCEFLOW_NATS_URL"] = nats_server.url
     os.environ["ONCEFLOW_RECONCILE_SECONDS"] = "1"
     from kopf.testing import KopfRunner
 

@@ -126,10 +126,7 @@ def _pod_template(
     mounts: list[dict[str, Any]] = [
         {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
-        *(
-            {"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True}
-            for s in secret_list
-        ),
+        *({"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True} for s in secret_list),
     ]
     return {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},

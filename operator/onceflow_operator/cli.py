@@ -79,9 +79,7 @@ def crds(output_dirs: tuple[Path, ...]) -> None:
             click.echo(f"wrote {folder / name}")
 
 
-_NATS = click.option(
-    "--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL."
-)
+_NATS = click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL.")
 _SECRETS = click.option(
     "--secrets-dir",
     default="/var/run/onceflow/secrets",
@@ -106,15 +104,11 @@ def runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: i
 
 
 @main.command()
-@click.option(
-    "--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Gateway plan JSON file."
-)
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Gateway plan JSON file.")
 @_NATS
 @_SECRETS
 @_HOST
-@click.option(
-    "--port", default=8080, show_default=True, help="Port for webhooks, /healthz, /readyz, /metrics."
-)
+@click.option("--port", default=8080, show_default=True, help="Port for webhooks, /healthz, /readyz, /metrics.")
 def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> None:
     """Serve one webhook Connector: check signatures, store in JetStream, answer 2xx after the PubAck."""
     from onceflow_runner.main import run_gateway
@@ -138,25 +132,17 @@ def local() -> None:
     help="Manifests: Connectors, Secrets, Integrations, SyncPolicies.",
 )
 @_NATS
-@click.option(
-    "--port", default=8080, show_default=True, help="First gateway port; one port per webhook Connector."
-)
+@click.option("--port", default=8080, show_default=True, help="First gateway port; one port per webhook Connector.")
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace the objects act in.")
-@click.option(
-    "--base-url", "base_urls", multiple=True, help="CONNECTOR=URL: call this URL instead (e.g. a sandbox)."
-)
-def local_run(
-    files: tuple[Path, ...], nats_url: str, port: int, namespace: str, base_urls: tuple[str, ...]
-) -> None:
+@click.option("--base-url", "base_urls", multiple=True, help="CONNECTOR=URL: call this URL instead (e.g. a sandbox).")
+def local_run(files: tuple[Path, ...], nats_url: str, port: int, namespace: str, base_urls: tuple[str, ...]) -> None:
     """Run the gateways and runners for these manifests as local processes until Ctrl-C."""
     from .localrun import LocalRun, LocalRunError
 
     paths = expand_paths(files)
     try:
         overrides = dict(item.split("=", 1) for item in base_urls)
-        run = LocalRun.from_paths(
-            paths, namespace=namespace, nats_url=nats_url, first_port=port, base_urls=overrides
-        )
+        run = LocalRun.from_paths(paths, namespace=namespace, nats_url=nats_url, first_port=port, base_urls=overrides)
     except LocalRunError as exc:
         click.echo(f"onceflow local run: {exc}", err=True)
         sys.exit(1)
@@ -195,9 +181,7 @@ def sandbox(erp_port: int, recorders: tuple[str, ...]) -> None:
 @main.command()
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (needs the ClusterRole).")
-@click.option(
-    "--liveness", default="http://0.0.0.0:8081/healthz", show_default=True, help="Kopf liveness endpoint."
-)
+@click.option("--liveness", default="http://0.0.0.0:8081/healthz", show_default=True, help="Kopf liveness endpoint.")
 @click.option("--metrics-port", default=8080, show_default=True, help="Port for Prometheus /metrics.")
 def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int) -> None:
     """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
@@ -209,9 +193,7 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, m
     from . import handlers  # noqa: F401  (registers the handlers)
 
     start_http_server(metrics_port)
-    kopf.run(
-        standalone=True, clusterwide=all_namespaces, namespaces=list(namespaces), liveness_endpoint=liveness
-    )
+    kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=list(namespaces), liveness_endpoint=liveness)
 
 
 @main.command("test")

@@ -109,15 +109,11 @@ def _issue(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
         )
     else:
-        usage = (
-            x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-        )
+        usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256())
@@ -233,9 +229,7 @@ class ControlPlane:
 
     def _spawn(self, argv: list[str], log: Path) -> None:
         with log.open("wb") as out:
-            self._procs.append(
-                subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            )
+            self._procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
 
     def _write_pki(self, pki: Path) -> tuple[bytes, bytes, bytes]:
         ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -78,9 +78,7 @@ class LocalExecutor:
             template = deployment["spec"]["template"]
             template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:12]
             running = [
-                r
-                for r in self.replicas.get(key, [])
-                if r.proc.returncode is None and r.template_hash == template_hash
+                r for r in self.replicas.get(key, []) if r.proc.returncode is None and r.template_hash == template_hash
             ]
             for stale in [r for r in self.replicas.get(key, []) if r not in running]:
                 await _stop(stale)

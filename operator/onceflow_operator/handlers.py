@@ -18,10 +18,13 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Histogram
 
+from .figures import FigureBook
 from .kube import KubeClient, KubeError
 from .reconcile import (
+    NatsLink,
     OperatorConfig,
     Outcome,
+    finalize_integration,
     probe_connector,
     reconcile_connector,
     reconcile_integration,
@@ -34,9 +37,7 @@ GROUP, VERSION = "onceflow.io", "v1alpha1"
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
 
-RECONCILES = Counter(
-    "onceflow_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"]
-)
+RECONCILES = Counter("onceflow_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"])
 RECONCILE_SECONDS_HIST = Histogram("onceflow_operator_reconcile_seconds", "Reconcile duration.", ["kind"])
 
 
@@ -56,11 +57,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         image=os.environ.get("ONCEFLOW_IMAGE", OperatorConfig.image),
         nats_url=os.environ.get("ONCEFLOW_NATS_URL", OperatorConfig.nats_url),
     )
+    memo.nats = NatsLink(memo.config.nats_url, FigureBook())
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo.kube.close()
+    await memo.nats.close()
 
 
 async def _settle(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, outcome: Outcome) -> None:
@@ -84,9 +87,7 @@ async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, w
         raise kopf.PermanentError(f"API server refused a request: {exc}") from None
     finally:
         RECONCILE_SECONDS_HIST.labels(kind=kind).observe(time.perf_counter() - started)
-    ready: dict[str, Any] = next(
-        (c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {}
-    )
+    ready: dict[str, Any] = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {})
     RECONCILES.labels(kind=kind, outcome=ready.get("reason", "unknown")).inc()
     await _settle(kind, body, patch, memo, outcome)
 
@@ -116,7 +117,15 @@ async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, "integrations", retries=RETRIES)
 @kopf.timer(GROUP, VERSION, "integrations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
 async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run("Integration", body, patch, memo, reconcile_integration(memo.kube, body, memo.config))
+    await _run("Integration", body, patch, memo, reconcile_integration(memo.kube, body, memo.config, memo.nats))
+
+
+@kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)
+async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await finalize_integration(body, memo.nats)
+    except Exception as exc:
+        raise kopf.TemporaryError(f"could not remove the JetStream consumer ({type(exc).__name__})", delay=10) from None
 
 
 @kopf.on.resume(GROUP, VERSION, "syncpolicies", retries=RETRIES)

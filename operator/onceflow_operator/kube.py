@@ -84,9 +84,7 @@ class KubeClient:
         user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
         context = ssl.create_default_context()
         if cluster.get("certificate-authority-data"):
-            context.load_verify_locations(
-                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-            )
+            context.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
         elif cluster.get("certificate-authority"):
             context.load_verify_locations(cafile=cluster["certificate-authority"])
         headers: dict[str, str] = {}
@@ -138,9 +136,7 @@ class KubeClient:
                 raise KubeError(resp.status, str(message)[:500])
             return json.loads(text) if text else None
 
-    async def get(
-        self, api_version: str, kind: str, namespace: str | None, name: str
-    ) -> dict[str, Any] | None:
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
             return await self._call("GET", resource_path(api_version, kind, namespace, name))  # type: ignore[no-any-return]
         except KubeError as exc:
@@ -180,9 +176,7 @@ class KubeClient:
             if exc.status != 404:
                 raise
 
-    async def event(
-        self, involved: dict[str, Any], *, reason: str, message: str, warning: bool = True
-    ) -> None:
+    async def event(self, involved: dict[str, Any], *, reason: str, message: str, warning: bool = True) -> None:
         """Record a core/v1 Event on an object (what `kubectl describe` shows)."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -140,9 +140,7 @@ class LocalRun:
             str(port),
         ]
         with (self.workdir / "logs" / f"{key}.log").open("ab") as log:
-            self.procs[key] = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            self.procs[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every gateway and runner and wait until each answers /readyz."""

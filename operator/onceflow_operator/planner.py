@@ -155,9 +155,7 @@ def nats_names(namespace: str, integration: str, subject: str) -> NatsPlan:
     base = f"onceflow.{namespace}"
     tokens = subject.split(".")
     stream = (
-        "ONCEFLOW_EVENTS"
-        if len(tokens) > 2 and tokens[0] == "onceflow" and tokens[2] == "events"
-        else "ONCEFLOW_IN"
+        "ONCEFLOW_EVENTS" if len(tokens) > 2 and tokens[0] == "onceflow" and tokens[2] == "events" else "ONCEFLOW_IN"
     )
     return NatsPlan(
         stream=stream,
@@ -196,18 +194,14 @@ def plan_from_integration(
             )
         elif hook.spec.type != "Webhook":
             problems.append(
-                Problem(
-                    "spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook"
-                )
+                Problem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
             )
         event = trigger.connector.event
         subject = f"onceflow.{namespace}.in.{source}." + (">" if event == "*" else event)
     elif trigger.subject:
         subject = trigger.subject
     else:
-        problems.append(
-            Problem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet")
-        )
+        problems.append(Problem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
         subject = f"onceflow.{namespace}.schedule.{name}"
 
     used: dict[str, ConnectorPlan] = {}
@@ -220,13 +214,9 @@ def plan_from_integration(
             conn = connectors.get(request.connector)
             path = f"spec.steps[{i}].{kind}.connector"
             if conn is None:
-                problems.append(
-                    Problem(path, f"Connector {request.connector!r} does not exist in {namespace}")
-                )
+                problems.append(Problem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
             elif conn.spec.type != "REST":
-                problems.append(
-                    Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
-                )
+                problems.append(Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST"))
             else:
                 used[request.connector] = _connector_plan(conn)
             block["request"] = RequestPlan(
@@ -254,9 +244,7 @@ def plan_from_integration(
         if step.filter:
             block["condition"] = step.filter.condition
         if step.publish:
-            block["publish"] = PublishPlan(
-                entity=step.publish.entity, verb=step.publish.verb, data=step.publish.data
-            )
+            block["publish"] = PublishPlan(entity=step.publish.entity, verb=step.publish.verb, data=step.publish.data)
         if step.approve:
             block["approve"] = ApprovePlan(reason=step.approve.reason, when=step.approve.when)
         steps.append(StepPlan.model_validate({"name": step.name, "kind": kind, **block}))

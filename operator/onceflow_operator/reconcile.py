@@ -15,7 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 from pydantic import ValidationError
+
+from onceflow_runner import natsio
 
 from .api import Connector, Integration, SyncPolicy
 from .builders import (
@@ -27,12 +31,15 @@ from .builders import (
     set_condition,
     without_condition,
 )
+from .figures import FigureBook
 from .kube import KubeClient
-from .planner import InvalidSpec, gateway_plan, plan_from_integration
+from .planner import InvalidSpec, gateway_plan, nats_names, plan_from_integration
 
 __all__ = [
+    "NatsLink",
     "OperatorConfig",
     "Outcome",
+    "finalize_integration",
     "probe_connector",
     "reconcile_connector",
     "reconcile_integration",
@@ -48,6 +55,28 @@ class OperatorConfig:
 
     image: str = "ghcr.io/onceflow/onceflow:0.1.0"
     nats_url: str = "nats://nats.nats.svc:4222"
+
+
+class NatsLink:
+    """The operator's NATS connection, made on first use and retried on the next reconcile.
+
+    It provisions JetStream streams and consumers and collects runner heartbeats into `book`.
+    """
+
+    def __init__(self, url: str, book: FigureBook) -> None:
+        self.url = url
+        self.book = book
+        self._nc: Client | None = None
+
+    async def jetstream(self) -> JetStreamContext:
+        if self._nc is None or self._nc.is_closed:
+            self._nc = await natsio.connect(self.url, name="onceflow-operator")
+            await natsio.subscribe_stats(self._nc, self.book.record)
+        return self._nc.jetstream(timeout=5)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
 
 
 @dataclass
@@ -104,17 +133,13 @@ def _secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
     return out
 
 
-async def _check_secrets(
-    kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]
-) -> tuple[list[str], str]:
+async def _check_secrets(kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]) -> tuple[list[str], str]:
     """Return (problems, checksum of the Secrets' resourceVersions)."""
     problems, versions = [], []
     for path, name, key in refs:
         secret = await kube.get("v1", "Secret", namespace, name)
         if secret is None:
-            problems.append(
-                f"Secret {name} (key {key}, from {path}) does not exist in {namespace}; create it"
-            )
+            problems.append(f"Secret {name} (key {key}, from {path}) does not exist in {namespace}; create it")
         elif key not in (secret.get("data") or {}) and key not in (secret.get("stringData") or {}):
             problems.append(f"Secret {name} has no key {key} (from {path}); add the key or fix {path}.key")
         else:
@@ -150,9 +175,7 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
         )
     if connector.spec.rest:
         status["endpoint"] = connector.spec.rest.base_url
-        return Outcome(
-            _ready(status, generation, True, "Configured", "secrets present; endpoint probed on a timer")
-        )
+        return Outcome(_ready(status, generation, True, "Configured", "secrets present; endpoint probed on a timer"))
     plan = gateway_plan(connector, namespace=namespace)
     configmap = build_plan_configmap(
         f"{meta['name']}-gateway", namespace, plan.to_json(), body, {"onceflow.io/connector": meta["name"]}
@@ -268,8 +291,10 @@ async def _revision_number(kube: KubeClient, body: Mapping[str, Any], revision: 
     return number
 
 
-async def reconcile_integration(kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> Outcome:
-    """Compile the plan; apply its ConfigMap, ControllerRevision and runner Deployment; report."""
+async def reconcile_integration(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, nats: NatsLink | None = None
+) -> Outcome:
+    """Compile the plan; provision its consumer; apply ConfigMap, ControllerRevision, Deployment; report."""
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
@@ -293,6 +318,17 @@ async def reconcile_integration(kube: KubeClient, body: Mapping[str, Any], confi
             _ready(status, generation, False, "InvalidSpec", message, stalled=True),
             [("InvalidSpec", message, True)],
         )
+    events: list[tuple[str, str, bool]] = []
+    nats_problem = ""
+    if nats is not None:
+        try:
+            await natsio.provision_consumer(await nats.jetstream(), plan)
+        except Exception as exc:  # any NATS failure: report it, keep the rest of the revision in place
+            nats_problem = f"JetStream at {nats.url} could not be provisioned ({type(exc).__name__}); retrying"
+            events.append(("NatsUnavailable", nats_problem, True))
+        figures = nats.book.figures(namespace, name, plan.revision)
+        if figures is not None:
+            status["figures"] = figures
     plan_json = plan.to_json()
     configmap = build_plan_configmap(
         name,
@@ -316,6 +352,9 @@ async def reconcile_integration(kube: KubeClient, body: Mapping[str, Any], confi
         )
     )
     status.update({"currentRevision": plan.revision, "revision": number})
+    if nats_problem:
+        status.update({"phase": "Degraded", "message": nats_problem})
+        return Outcome(_ready(status, generation, False, "NatsUnavailable", nats_problem, reconciling=True), events)
     if _available(deployment):
         status.update(
             {
@@ -326,12 +365,8 @@ async def reconcile_integration(kube: KubeClient, body: Mapping[str, Any], confi
             }
         )
         return Outcome(_ready(status, generation, True, "RunnersAvailable", status["message"]))
-    status.update(
-        {"phase": "Progressing", "message": f"waiting for runners of revision {number} ({plan.revision})"}
-    )
-    return Outcome(
-        _ready(status, generation, False, "RunnersNotAvailable", status["message"], reconciling=True)
-    )
+    status.update({"phase": "Progressing", "message": f"waiting for runners of revision {number} ({plan.revision})"})
+    return Outcome(_ready(status, generation, False, "RunnersNotAvailable", status["message"], reconciling=True))
 
 
 def _plan_secret_names(connector: Any) -> list[str]:
@@ -346,6 +381,15 @@ def _plan_secret_names(connector: Any) -> list[str]:
         auth.client_secret,
     ]
     return [r.name for r in refs if r is not None]
+
+
+async def finalize_integration(body: Mapping[str, Any], nats: NatsLink) -> None:
+    """On delete: remove the Integration's durable consumer (its Deployments go with their owner)."""
+    meta = body["metadata"]
+    trigger = body["spec"].get("trigger") or {}
+    subject = trigger.get("subject") or f"onceflow.{meta['namespace']}.in.x"
+    names = nats_names(meta["namespace"], meta["name"], subject)
+    await natsio.remove_consumer(await nats.jetstream(), names.stream, names.consumer)
 
 
 async def reconcile_syncpolicy(kube: KubeClient, body: Mapping[str, Any]) -> Outcome:

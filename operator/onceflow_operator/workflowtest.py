@@ -47,9 +47,7 @@ class _Recorder:
         )
         return Response(int(answer.get("status", 200)), answer.get("body"))
 
-    async def publish_event(
-        self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
-    ) -> None:
+    async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
         self.events.append({"type": f"io.onceflow.{entity}.{verb}", "id": msg_id, "data": data})
 
 
@@ -77,9 +75,7 @@ def _subset(expected: Any, actual: Any, where: str) -> list[str]:
         if not isinstance(actual, list) or len(expected) != len(actual):
             return [f"{where}: expected {len(expected)} item(s), got {actual!r}"]
         return [
-            p
-            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-            for p in _subset(e, a, f"{where}[{i}]")
+            p for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for p in _subset(e, a, f"{where}[{i}]")
         ]
     return [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r}"]
 
@@ -122,12 +118,8 @@ async def _run_case(engine: Engine, case: dict[str, Any], recorder: _Recorder) -
 def run_fixtures(manifests: list[Path], fixtures: Path, *, namespace: str = "default") -> list[CaseResult]:
     """Run every fixture in `fixtures` against the Integration(s) in `manifests`."""
     docs = [d for p in manifests for d in load_manifests(p)]
-    connectors = {
-        d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d.get("kind") == "Connector"
-    }
-    policies = {
-        d["metadata"]["name"]: SyncPolicy.model_validate(d) for d in docs if d.get("kind") == "SyncPolicy"
-    }
+    connectors = {d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d.get("kind") == "Connector"}
+    policies = {d["metadata"]["name"]: SyncPolicy.model_validate(d) for d in docs if d.get("kind") == "SyncPolicy"}
     integrations = [Integration.model_validate(d) for d in docs if d.get("kind") == "Integration"]
     if len(integrations) != 1:
         raise OnceflowError(f"give exactly one Integration with -f (found {len(integrations)})")
@@ -159,9 +151,7 @@ def run_fixtures(manifests: list[Path], fixtures: Path, *, namespace: str = "def
             }
         )
     ref = integration.spec.sync_policy_ref
-    plan = plan_from_integration(
-        integration, connectors, policies.get(ref.name) if ref else None, namespace=namespace
-    )
+    plan = plan_from_integration(integration, connectors, policies.get(ref.name) if ref else None, namespace=namespace)
     results = []
     for path in sorted(fixtures.glob("*.yaml")):
         case = yaml.safe_load(path.read_text()) or {}

@@ -84,9 +84,7 @@ def _norm(value: Any) -> str:
     return " ".join(str(value).casefold().split())
 
 
-def find_matches(
-    record: Mapping[str, Any], candidates: list[Any], policy: SyncPolicyPlan
-) -> list[dict[str, Any]]:
+def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncPolicyPlan) -> list[dict[str, Any]]:
     """Return candidates that any match rule says are the same record, best score first."""
     found: list[dict[str, Any]] = []
     for candidate in candidates:
@@ -94,8 +92,7 @@ def find_matches(
             continue
         for rule in policy.match_rules:
             if any(
-                not record.get(f) or not candidate.get(f) or _norm(record[f]) != _norm(candidate[f])
-                for f in rule.exact
+                not record.get(f) or not candidate.get(f) or _norm(record[f]) != _norm(candidate[f]) for f in rule.exact
             ):
                 continue
             score = 1.0
@@ -151,9 +148,7 @@ class Engine:
         """The record's business key: the plan's CEL, or the delivery id the sender gave."""
         if not self.plan.business_key:
             return str(meta["deliveryId"])
-        value = evaluate(
-            self.plan.business_key, {"input": payload, "meta": dict(meta)}, step="", what="businessKey"
-        )
+        value = evaluate(self.plan.business_key, {"input": payload, "meta": dict(meta)}, step="", what="businessKey")
         if value in (None, ""):
             raise InvalidRecord("businessKey evaluated to an empty value; the record cannot be de-duplicated")
         return str(value)
@@ -177,9 +172,7 @@ class Engine:
                 return outcome
             if results and results[-1].step == step.name:
                 continue
-            results.append(
-                StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3)
-            )
+            results.append(StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3))
         return Outcome("completed", ctx["record"], results)
 
     async def _run_step(
@@ -195,12 +188,9 @@ class Engine:
         elif step.kind == "map" and step.map:
             bound = bind(ctx, step.map.fields.values())
             mapped = {
-                key: evaluate(expr, bound, step=name, what=f"field {key}")
-                for key, expr in step.map.fields.items()
+                key: evaluate(expr, bound, step=name, what=f"field {key}") for key, expr in step.map.fields.items()
             }
-            base = (
-                dict(ctx["record"]) if step.map.mode == "Merge" and isinstance(ctx["record"], Mapping) else {}
-            )
+            base = dict(ctx["record"]) if step.map.mode == "Merge" and isinstance(ctx["record"], Mapping) else {}
             ctx["record"] = {**base, **mapped}
             ctx["steps"][name] = ctx["record"]
         elif step.kind == "filter" and step.condition:
@@ -210,19 +200,11 @@ class Engine:
         elif step.kind in {"lookup", "dedupe", "call"} and step.request:
             return await self._request_step(step, step.request, ctx, results, approved=approved)
         elif step.kind == "publish" and step.publish:
-            data = (
-                evaluate(step.publish.data, ctx, step=name, what="data")
-                if step.publish.data
-                else ctx["record"]
-            )
+            data = evaluate(step.publish.data, ctx, step=name, what="data") if step.publish.data else ctx["record"]
             key = f"{ctx['meta']['businessKey']}/{name}"
-            await self.events.publish_event(
-                step.publish.entity, step.publish.verb, data, msg_id=key, meta=ctx["meta"]
-            )
+            await self.events.publish_event(step.publish.entity, step.publish.verb, data, msg_id=key, meta=ctx["meta"])
         elif step.kind == "approve" and step.approve:
-            wanted = (
-                step.approve.when is None or evaluate(step.approve.when, ctx, step=name, what="when") is True
-            )
+            wanted = step.approve.when is None or evaluate(step.approve.when, ctx, step=name, what="when") is True
             if wanted and not approved:
                 results.append(StepResult(name, step.kind, "parked", step.approve.reason))
                 return Outcome("parked", ctx["record"], reason=step.approve.reason, step=name)
@@ -241,9 +223,7 @@ class Engine:
         meta = ctx["meta"]
         if step.kind == "call" and meta.get("origin") == req.connector:
             # The record came from this system: sending it back would echo the change.
-            results.append(
-                StepResult(name, step.kind, "skipped", f"echo to origin {req.connector} suppressed")
-            )
+            results.append(StepResult(name, step.kind, "skipped", f"echo to origin {req.connector} suppressed"))
             return None
         path = str(evaluate(req.path, ctx, step=name, what="path"))
         query = {k: str(evaluate(v, ctx, step=name, what=f"query {k}")) for k, v in req.query.items()}
@@ -272,34 +252,24 @@ class Engine:
         )
         if response.status == 404 and step.kind == "lookup" and req.not_found == "Continue":
             ctx["steps"][name] = None
-            results.append(
-                StepResult(name, step.kind, "not-found", status=404, latency_ms=response.latency_ms)
-            )
+            results.append(StepResult(name, step.kind, "not-found", status=404, latency_ms=response.latency_ms))
             return None
         if response.status == 404:
             raise PermanentFailure(f"{req.connector} answered 404 for {req.method} {path}", step=name)
         ctx["steps"][name] = response.body
-        results.append(
-            StepResult(name, step.kind, "ok", status=response.status, latency_ms=response.latency_ms)
-        )
+        results.append(StepResult(name, step.kind, "ok", status=response.status, latency_ms=response.latency_ms))
         if step.kind != "dedupe":
             return None
-        candidates = evaluate(
-            req.candidates, {**ctx, "response": response.body}, step=name, what="candidates"
-        )
+        candidates = evaluate(req.candidates, {**ctx, "response": response.body}, step=name, what="candidates")
         policy = self.plan.sync_policy
         matches = find_matches(ctx["record"], list(candidates or []), policy) if policy else []
         ctx["steps"][name] = {"matches": matches}
         if not matches or approved:
             return None
         if req.on_match == "Skip":
-            return Outcome(
-                "filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name
-            )
+            return Outcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
         if req.on_match == "Exception":
-            raise PermanentFailure(
-                f"{len(matches)} existing record(s) match (rule {matches[0]['rule']})", step=name
-            )
+            raise PermanentFailure(f"{len(matches)} existing record(s) match (rule {matches[0]['rule']})", step=name)
         best = matches[0]
         reason = (
             f"possible duplicate: {len(matches)} existing record(s) match "
@@ -317,14 +287,10 @@ class Engine:
             or not self.plan.source
         ):
             return body
-        kept = {
-            k: v for k, v in body.items() if policy.owners.get(k, policy.owner_default) == self.plan.source
-        }
+        kept = {k: v for k, v in body.items() if policy.owners.get(k, policy.owner_default) == self.plan.source}
         dropped = sorted(set(body) - set(kept))
         if dropped:
             results.append(
-                StepResult(
-                    name, "ownership", "dropped", f"{self.plan.source} does not own {', '.join(dropped)}"
-                )
+                StepResult(name, "ownership", "dropped", f"{self.plan.source} does not own {', '.join(dropped)}")
             )
         return kept

@@ -49,8 +49,6 @@ def evaluate(source: str, context: Mapping[str, Any] | cel.Context, *, step: str
     try:
         return compile_expression(source).execute(bound)
     except KeyError as exc:
-        raise InvalidRecord(
-            f"{what}: the record has no field {exc.args[0]!r} ({source})", step=step
-        ) from None
+        raise InvalidRecord(f"{what}: the record has no field {exc.args[0]!r} ({source})", step=step) from None
     except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
         raise InvalidRecord(f"{what}: {str(exc).splitlines()[0]} ({source})", step=step) from None

@@ -98,13 +98,9 @@ class Gateway:
         return web.Response(status=200 if ok else 503, text="ready" if ok else "NATS not connected")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def _answer(
-        self, status: int, body: dict[str, object], headers: dict[str, str] | None = None
-    ) -> web.Response:
+    def _answer(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
         self.metrics.requests.labels(connector=self.plan.connector, code=str(status)).inc()
         return web.json_response(body, status=status, headers=headers)
 
@@ -154,9 +150,7 @@ class Gateway:
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
             return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})
-        self.metrics.accepted_seconds.labels(connector=self.plan.connector).observe(
-            time.perf_counter() - started
-        )
+        self.metrics.accepted_seconds.labels(connector=self.plan.connector).observe(time.perf_counter() - started)
         return self._answer(
             202, {"accepted": True, "id": delivery_id, "duplicate": bool(ack.duplicate), "sequence": ack.seq}
         )

@@ -23,9 +23,7 @@ class RunnerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ["integration", "revision"]
-        self.received = Counter(
-            "onceflow_runner_received_total", "Deliveries fetched.", labels, registry=self.registry
-        )
+        self.received = Counter("onceflow_runner_received_total", "Deliveries fetched.", labels, registry=self.registry)
         self.processed = Counter(
             "onceflow_runner_processed_total",
             "Records that completed all steps.",
@@ -82,9 +80,7 @@ class RunnerMetrics:
             labels,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
-            "onceflow_runner_in_flight", "Records being processed.", labels, registry=self.registry
-        )
+        self.in_flight = Gauge("onceflow_runner_in_flight", "Records being processed.", labels, registry=self.registry)
 
 
 class GatewayMetrics:

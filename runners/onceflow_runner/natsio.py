@@ -39,6 +39,9 @@ __all__ = [
     "consumer_config",
     "ensure_streams",
     "kv_key",
+    "provision_consumer",
+    "remove_consumer",
+    "subscribe_stats",
 ]
 
 _DAY = 86400.0
@@ -161,3 +164,31 @@ class JetStreamWiring:
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
         await self.nc.publish(subject, payload)
+
+
+async def provision_consumer(js: JetStreamContext, plan: Plan) -> None:
+    """Create the streams and the revision's durable consumer, or correct their drift."""
+    await ensure_streams(js)
+    await js.add_consumer(plan.nats.stream, consumer_config(plan))
+
+
+async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> bool:
+    """Delete a durable consumer; False when it was already gone."""
+    try:
+        return bool(await js.delete_consumer(stream, consumer))
+    except NotFoundError:
+        return False
+
+
+async def subscribe_stats(nc: Client, handler: Any) -> None:
+    """Receive every runner heartbeat (`onceflow.<ns>.stats.<integration>`) as parsed JSON."""
+
+    async def on_message(msg: Any) -> None:
+        try:
+            beat = json.loads(msg.data)
+        except ValueError:
+            return
+        namespace = msg.subject.split(".")[1]
+        handler(namespace, beat)
+
+    await nc.subscribe("onceflow.*.stats.*", cb=on_message)

@@ -79,9 +79,7 @@ class TokenBucket:
 
 
 class _Connector:
-    def __init__(
-        self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None
-    ) -> None:
+    def __init__(self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None) -> None:
         self.plan = plan
         self.bucket = TokenBucket(plan.requests_per_second, plan.burst)
         self.headers = self._auth_headers(plan, secrets_dir)
@@ -119,13 +117,9 @@ class _Connector:
         client_id, client_secret = self.oauth
         data = {"grant_type": "client_credentials", "scope": " ".join(self.plan.auth.scopes)}
         try:
-            resp = await self.client.post(
-                self.plan.auth.token_url, data=data, auth=(client_id, client_secret)
-            )
+            resp = await self.client.post(self.plan.auth.token_url, data=data, auth=(client_id, client_secret))
         except httpx.HTTPError as exc:
-            raise TransientFailure(
-                f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})"
-            ) from None
+            raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
             raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
         token = resp.json()
@@ -143,9 +137,7 @@ class HttpCaller:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._connectors = {
-            name: _Connector(plan, secrets_dir, transport) for name, plan in connectors.items()
-        }
+        self._connectors = {name: _Connector(plan, secrets_dir, transport) for name, plan in connectors.items()}
 
     async def aclose(self) -> None:
         for conn in self._connectors.values():
@@ -187,9 +179,7 @@ class HttpCaller:
             except httpx.TimeoutException:
                 failure = TransientFailure(f"{connector}: {method} {path} timed out", step=step)
             except httpx.TransportError as exc:
-                failure = TransientFailure(
-                    f"{connector}: {method} {path} failed ({type(exc).__name__})", step=step
-                )
+                failure = TransientFailure(f"{connector}: {method} {path} failed ({type(exc).__name__})", step=step)
             else:
                 latency = (time.perf_counter() - started) * 1e3
                 status = resp.status_code
@@ -202,14 +192,10 @@ class HttpCaller:
                         status=status,
                     )
                 wait = retry_after_seconds(resp.headers.get("Retry-After"))
-                failure = TransientFailure(
-                    f"{connector} answered {status} to {method} {path}", step=step, delay=wait
-                )
+                failure = TransientFailure(f"{connector} answered {status} to {method} {path}", step=step, delay=wait)
             if attempt == plan.attempts or (failure.delay is not None and failure.delay > plan.max_backoff):
                 raise failure
-            await asyncio.sleep(
-                failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5)
-            )
+            await asyncio.sleep(failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, plan.max_backoff)
         raise AssertionError("unreachable")  # pragma: no cover
 

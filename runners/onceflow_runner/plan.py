@@ -266,6 +266,4 @@ def _load(path: Path, model: type[_P]) -> _P:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise PlanError(
-            f"plan {path} is invalid at {where}: {first['msg']} ({exc.error_count()} error(s))"
-        ) from None
+        raise PlanError(f"plan {path} is invalid at {where}: {first['msg']} ({exc.error_count()} error(s))") from None

@@ -70,9 +70,7 @@ class _JetStreamEvents:
         self.wiring = wiring
         self.plan = wiring.plan
 
-    async def publish_event(
-        self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
-    ) -> None:
+    async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
         headers = {
             "ce-specversion": "1.0",
             "ce-type": f"io.onceflow.{entity}.{verb}",
@@ -210,9 +208,7 @@ class Runner:
         except Exception as exc:
             # Could not even publish the exception or dead letter (e.g. NATS down): leave the
             # message unacked; JetStream redelivers it after ack_wait. Nothing is lost.
-            log.error(
-                "settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)}
-            )
+            log.error("settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)})
         finally:
             self.metrics.in_flight.labels(**self.labels).dec()
 
@@ -252,9 +248,7 @@ class Runner:
             outcome = await self.engine.run(payload, meta)
         except PermanentFailure as exc:
             self._failed(exc.step, exc.reason)
-            target = (
-                "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
-            )
+            target = "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
             await self._park(msg, meta, target, exc.reason, str(exc), exc.step)
             self.stats.record(target, time.perf_counter() - started)
             return
@@ -288,9 +282,9 @@ class Runner:
                 connector = next(
                     (s.request.connector for s in self.plan.steps if s.name == step.step and s.request), ""
                 )
-                self.metrics.call_seconds.labels(
-                    **self.labels, connector=connector, code=str(step.status)
-                ).observe(step.latency_ms / 1e3)
+                self.metrics.call_seconds.labels(**self.labels, connector=connector, code=str(step.status)).observe(
+                    step.latency_ms / 1e3
+                )
         self.stats.record(outcome.kind, seconds)
         await self._audit(meta, outcome.kind, steps, outcome.reason)
 
@@ -350,9 +344,7 @@ class Runner:
             self.metrics.exceptions.labels(**self.labels, reason=reason).inc()
         await self._audit(meta, target, [], f"{reason}: {error}")
 
-    async def _audit(
-        self, meta: Mapping[str, Any], outcome: str, steps: list[dict[str, Any]], detail: str
-    ) -> None:
+    async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[dict[str, Any]], detail: str) -> None:
         entry = {
             "time": datetime.now(UTC).isoformat(),
             "integration": self.plan.integration,
@@ -366,9 +358,7 @@ class Runner:
             "steps": steps,
         }
         with contextlib.suppress(Exception):
-            await self.wiring.publish_untracked(
-                self.plan.nats.audit_subject, json.dumps(entry, default=str).encode()
-            )
+            await self.wiring.publish_untracked(self.plan.nats.audit_subject, json.dumps(entry, default=str).encode())
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():

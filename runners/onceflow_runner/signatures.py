@@ -115,13 +115,9 @@ def verify(config: SignatureConfig, secret: str, headers: Mapping[str, str], bod
         msg_id = _header(headers, "webhook-id")
         timestamp = _header(headers, "webhook-timestamp")
         _check_time(timestamp, now, config.tolerance_seconds)
-        expected = base64.b64encode(
-            _mac(_standard_webhooks_key(secret), f"{msg_id}.{timestamp}.".encode() + body)
-        )
+        expected = base64.b64encode(_mac(_standard_webhooks_key(secret), f"{msg_id}.{timestamp}.".encode() + body))
         offered = [
-            s.split(",", 1)[1].encode()
-            for s in _header(headers, "webhook-signature").split()
-            if s.startswith("v1,")
+            s.split(",", 1)[1].encode() for s in _header(headers, "webhook-signature").split() if s.startswith("v1,")
         ]
         if not any(hmac.compare_digest(o, expected) for o in offered):
             raise SignatureError("no v1 signature in webhook-signature matches the body")
@@ -146,9 +142,7 @@ def _has(headers: Mapping[str, str], name: str) -> bool:
     return True
 
 
-def sign(
-    config: SignatureConfig, secret: str, body: bytes, *, delivery_id: str, timestamp: int
-) -> dict[str, str]:
+def sign(config: SignatureConfig, secret: str, body: bytes, *, delivery_id: str, timestamp: int) -> dict[str, str]:
     """Return the headers a sender of this scheme would add; used by the sandboxes and tests."""
     scheme = config.scheme
     if scheme == "github":

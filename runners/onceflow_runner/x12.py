@@ -23,9 +23,7 @@ def split_segments(data: bytes) -> list[list[str]]:
     """Split an interchange into segments of elements using the separators the ISA declares."""
     text = data.decode("utf-8", errors="replace").lstrip()
     if not text.startswith("ISA") or len(text) < 106:
-        raise MalformedInput(
-            "segment ISA at position 1: an X12 interchange must start with a 106-character ISA"
-        )
+        raise MalformedInput("segment ISA at position 1: an X12 interchange must start with a 106-character ISA")
     element, terminator = text[3], text[105]
     segments = []
     for raw in text.split(terminator):
@@ -61,9 +59,7 @@ def decode_x12(data: bytes) -> dict[str, Any]:
     if iea[1] != str(groups):
         raise _fail(iea, len(segments), f"IEA01 says {iea[1]} group(s) but the interchange has {groups}")
     if groups != 1 or ids.count("ST") != 1:
-        raise _fail(
-            segments[1], 2, "exactly one GS group with one ST transaction set is accepted per interchange"
-        )
+        raise _fail(segments[1], 2, "exactly one GS group with one ST transaction set is accepted per interchange")
     gs_at, ge_at, st_at, se_at = (ids.index(x) for x in ("GS", "GE", "ST", "SE"))
     gs, ge, st, se = segments[gs_at], segments[ge_at], segments[st_at], segments[se_at]
     if ge[1:3] != ["1", gs[6] if len(gs) > 6 else ""]:
@@ -108,9 +104,7 @@ def decode_x12(data: bytes) -> dict[str, Any]:
         elif tag == "CTT":
             declared = int(_number(seg, 1, position, "line count"))
             if declared != len(order["lines"]):
-                raise _fail(
-                    seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}"
-                )
+                raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BEG segment")
     return order

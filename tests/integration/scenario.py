@@ -70,9 +70,7 @@ def new_namespace() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
-async def start_local_run(
-    docs: list[dict[str, Any]], namespace: str, nats_url: str, boxes: Sandboxes
-) -> LocalRun:
+async def start_local_run(docs: list[dict[str, Any]], namespace: str, nats_url: str, boxes: Sandboxes) -> LocalRun:
     from onceflow_operator.controlplane import free_port
 
     run = LocalRun.from_documents(
@@ -102,9 +100,7 @@ def crm_customer_event(tax_id: str, name: str = "Acme Industrial GmbH", **change
 def signed_post(
     client: httpx.AsyncClient, url: str, scheme: str, secret: str, body: bytes, delivery_id: str, **cfg: Any
 ) -> Any:
-    headers = sign(
-        SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time())
-    )
+    headers = sign(SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time()))
     headers["Content-Type"] = "application/json"
     return client.post(url, content=body, headers=headers)
 
@@ -168,6 +164,4 @@ def dumps(obj: Any) -> bytes:
 
 
 def signature_headers(scheme: str, secret: str, body: bytes, delivery_id: str, **cfg: Any) -> dict[str, str]:
-    return sign(
-        SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time())
-    )
+    return sign(SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time()))

@@ -69,17 +69,13 @@ async def test_approved_crm_customer_reaches_erp_wms_and_shop_once(
     created = boxes.erp.docs["Customer"]["Acme Industrial GmbH"]
     assert created["tax_id"] == tid
     assert created["customer_type"] == "Company"
-    events = await stream_messages(
-        nats_server.url, "ONCEFLOW_EVENTS", f"onceflow.{namespace}.events.customer.created"
-    )
+    events = await stream_messages(nats_server.url, "ONCEFLOW_EVENTS", f"onceflow.{namespace}.events.customer.created")
     assert len(events) == 1
     assert events[0].headers["ce-type"] == "io.onceflow.customer.created"
     assert events[0].headers["ce-id"] == f"customer/{tid}"
 
 
-async def test_retried_webhook_creates_one_erp_customer(
-    onboarding: tuple[LocalRun, str], boxes: Sandboxes
-) -> None:
+async def test_retried_webhook_creates_one_erp_customer(onboarding: tuple[LocalRun, str], boxes: Sandboxes) -> None:
     run, _ = onboarding
     tid = tax_id()
     body = dumps(crm_customer_event(tid))
@@ -107,13 +103,9 @@ async def test_invalid_customer_goes_to_exceptions_with_original_bytes_and_nothi
     onboarding: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer
 ) -> None:
     run, namespace = onboarding
-    body = dumps(
-        crm_customer_event(tax_id(), address={"city": "Nowhere", "postal_code": "1", "country": "XX"})
-    )
+    body = dumps(crm_customer_event(tax_id(), address={"city": "Nowhere", "postal_code": "1", "country": "XX"}))
     async with httpx.AsyncClient() as client:
-        resp = await signed_post(
-            client, run.gateway_url("crm-webhooks"), "standard-webhooks", CRM_SECRET, body, "m1"
-        )
+        resp = await signed_post(client, run.gateway_url("crm-webhooks"), "standard-webhooks", CRM_SECRET, body, "m1")
     assert resp.status_code == 202
     subject = f"onceflow.{namespace}.exceptions.customer-onboarding"
     (exc,) = await eventually(lambda: stream_messages(nats_server.url, "ONCEFLOW_EXCEPTIONS", subject))

@@ -27,9 +27,7 @@ SECRET = "ledger-secret"
 SIG = {"header": "X-Signature"}
 
 
-def manifests(
-    erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None
-) -> list[dict[str, Any]]:
+def manifests(erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src"}, "stringData": {"secret": SECRET}},
         {
@@ -128,9 +126,7 @@ class Harness:
         stop = time.monotonic() + deadline
         while True:
             try:
-                resp = await signed_post(
-                    self.client, self.run.gateway_url("src"), "hmac", SECRET, payload, key, **SIG
-                )
+                resp = await signed_post(self.client, self.run.gateway_url("src"), "hmac", SECRET, payload, key, **SIG)
                 if resp.status_code == 202:
                     self.accepted.add(key)
                     return
@@ -157,9 +153,7 @@ class Harness:
             await stream_messages(
                 self.nats.url, "ONCEFLOW_EXCEPTIONS", subject.format(ns=self.namespace, kind="exceptions")
             ),
-            await stream_messages(
-                self.nats.url, "ONCEFLOW_DLQ", subject.format(ns=self.namespace, kind="dlq")
-            ),
+            await stream_messages(self.nats.url, "ONCEFLOW_DLQ", subject.format(ns=self.namespace, kind="dlq")),
         )
 
     async def settled(self, expected: int, within: float = 60.0) -> Ledger:

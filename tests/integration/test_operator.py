@@ -6,13 +6,16 @@ Deployment's status as its controller would. Everything else is the real API ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import nats
 import pytest
 
+from onceflow_operator.natsserver import NatsServer
 from tests import cases
 from tests.conftest import Kubectl
 
@@ -43,9 +46,7 @@ def events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
     return list(json.loads(out)["items"])
 
 
-def test_connector_with_missing_secret_is_stalled_then_recovers(
-    kubectl: Kubectl, operator_running: None
-) -> None:
+def test_connector_with_missing_secret_is_stalled_then_recovers(kubectl: Kubectl, operator_running: None) -> None:
     kubectl.apply(cases.connector_rest())
     stalled = wait_for(lambda: condition(kubectl.get("connector", "erp"), "Stalled"))
     assert stalled["reason"] == "SecretNotFound"
@@ -53,9 +54,7 @@ def test_connector_with_missing_secret_is_stalled_then_recovers(
     assert condition(kubectl.get("connector", "erp"), "Ready")["status"] == "False"  # type: ignore[index]
     assert wait_for(lambda: [e for e in events(kubectl, "erp") if e["reason"] == "SecretNotFound"])
     kubectl.apply(secret("erp", token="t0ken"))
-    ready = wait_for(
-        lambda: (c := condition(kubectl.get("connector", "erp"), "Ready")) and c["status"] == "True" and c
-    )
+    ready = wait_for(lambda: (c := condition(kubectl.get("connector", "erp"), "Ready")) and c["status"] == "True" and c)
     assert ready["reason"] == "Configured"
     connector = kubectl.get("connector", "erp")
     assert condition(connector, "Stalled") is None
@@ -64,13 +63,9 @@ def test_connector_with_missing_secret_is_stalled_then_recovers(
     assert "t0ken" not in json.dumps(connector)
 
 
-def test_webhook_connector_gets_a_restricted_gateway_and_service(
-    kubectl: Kubectl, operator_running: None
-) -> None:
+def test_webhook_connector_gets_a_restricted_gateway_and_service(kubectl: Kubectl, operator_running: None) -> None:
     kubectl.apply(secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), cases.connector_webhook())
-    deployment = wait_for(
-        lambda: kubectl.run("get", "deployment", "crm-gateway", "-o", "json", check=False).stdout
-    )
+    deployment = wait_for(lambda: kubectl.run("get", "deployment", "crm-gateway", "-o", "json", check=False).stdout)
     pod = json.loads(deployment)["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["automountServiceAccountToken"] is False
@@ -81,14 +76,9 @@ def test_webhook_connector_gets_a_restricted_gateway_and_service(
     assert container["args"][:2] == ["gateway", "--plan"]
     assert "whsec" not in deployment
     assert (
-        json.loads(kubectl.run("get", "service", "crm-gateway", "-o", "json").stdout)["spec"]["ports"][0][
-            "port"
-        ]
-        == 80
+        json.loads(kubectl.run("get", "service", "crm-gateway", "-o", "json").stdout)["spec"]["ports"][0]["port"] == 80
     )
-    connector = wait_for(
-        lambda: (c := kubectl.get("connector", "crm")).get("status", {}).get("endpoint") and c
-    )
+    connector = wait_for(lambda: (c := kubectl.get("connector", "crm")).get("status", {}).get("endpoint") and c)
     assert connector["status"]["endpoint"] == f"http://crm-gateway.{kubectl.namespace}.svc/crm"
     assert condition(connector, "Ready")["reason"] == "GatewayNotAvailable"  # type: ignore[index]
 
@@ -105,9 +95,7 @@ def _mark_available(kubectl: Kubectl, deployment: str) -> None:
     )
 
 
-def test_integration_becomes_a_revision_with_runners_and_turns_ready(
-    kubectl: Kubectl, operator_running: None
-) -> None:
+def test_integration_becomes_a_revision_with_runners_and_turns_ready(kubectl: Kubectl, operator_running: None) -> None:
     kubectl.apply(
         secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         secret("erp", token="t"),
@@ -139,9 +127,7 @@ def test_integration_becomes_a_revision_with_runners_and_turns_ready(
     assert condition(ready, "Reconciling") is None
 
 
-def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(
-    kubectl: Kubectl, operator_running: None
-) -> None:
+def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(kubectl: Kubectl, operator_running: None) -> None:
     kubectl.apply(
         secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         secret("erp", token="t"),
@@ -161,9 +147,7 @@ def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(
     wait_for(lambda: kubectl.get("integration", "onboard")["status"].get("currentRevision") == first)
     assert kubectl.get("integration", "onboard")["status"]["revision"] == 1
     revisions = kubectl.run("get", "controllerrevisions", "-o", "name").stdout.split()
-    assert sorted(revisions) == sorted(
-        [f"controllerrevision.apps/{first}", f"controllerrevision.apps/{second}"]
-    )
+    assert sorted(revisions) == sorted([f"controllerrevision.apps/{first}", f"controllerrevision.apps/{second}"])
 
 
 def test_integration_naming_a_missing_connector_is_stalled_with_the_field_path(
@@ -184,8 +168,35 @@ def test_syncpolicy_lists_the_integrations_that_use_it(kubectl: Kubectl, operato
     flow = cases.integration()
     flow["spec"]["syncPolicyRef"] = {"name": "customer"}
     kubectl.apply(cases.syncpolicy(), flow)
-    policy = wait_for(
-        lambda: (p := kubectl.get("syncpolicy", "customer")).get("status", {}).get("integrations") and p
-    )
+    policy = wait_for(lambda: (p := kubectl.get("syncpolicy", "customer")).get("status", {}).get("integrations") and p)
     assert policy["status"]["integrations"] == ["onboard"]
     assert condition(policy, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+def test_integration_consumer_is_provisioned_and_removed_on_delete(
+    kubectl: Kubectl, operator_running: None, nats_server: NatsServer
+) -> None:
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    consumer = f"{kubectl.namespace}_onboard"
+    info = wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)))
+    assert info.config.filter_subject == f"onceflow.{kubectl.namespace}.in.crm.customer.approved"
+    assert info.config.max_deliver == 5
+    assert "onceflow.io/finalizer" in kubectl.get("integration", "onboard")["metadata"]["finalizers"]
+    kubectl.run("delete", "integration", "onboard", "--timeout=60s")
+    assert wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)) is None)
+
+
+async def _consumer(url: str, name: str) -> Any:
+    nc = await nats.connect(url)
+    try:
+        return await nc.jetstream().consumer_info("ONCEFLOW_IN", name)
+    except nats.js.errors.NotFoundError:
+        return None
+    finally:
+        await nc.close()

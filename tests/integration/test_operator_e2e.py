@@ -91,6 +91,11 @@ async def test_applied_examples_run_and_a_signed_webhook_lands_in_the_erp_once(
             assert resp.status_code == 202, resp.text
     await eventually(lambda: sandbox_effects(boxes.shop), within=30)
     assert await sandbox_effects(boxes.erp) == {f"customer/{tax_id}/createInErp": 1}
+    figures = await eventually(
+        lambda: kubectl.get("integration", "customer-onboarding")["status"].get("figures", {}).get("processed"),
+        within=30,
+    )
+    assert figures == 1
     table = kubectl.run("get", "onceflow").stdout
     assert "customer-onboarding" in table
     described = json.loads(kubectl.run("get", "deployment", "-o", "json").stdout)["items"]

@@ -253,9 +253,7 @@ async def _has_key(effects: object, key: str) -> object:
     return got if key in got else None
 
 
-async def _shopify_post(
-    client: httpx.AsyncClient, run: LocalRun, body: bytes, webhook_id: str
-) -> httpx.Response:
+async def _shopify_post(client: httpx.AsyncClient, run: LocalRun, body: bytes, webhook_id: str) -> httpx.Response:
     from tests.integration.scenario import signature_headers
 
     headers = signature_headers("shopify", SHOP_SECRET, body, webhook_id)

@@ -44,9 +44,7 @@ POLICY = SyncPolicyPlan(
 )
 
 
-@pytest.mark.parametrize(
-    "code", ["4006381333931", "036000291452", "0614141000012", "96385074", "00012345600012"]
-)
+@pytest.mark.parametrize("code", ["4006381333931", "036000291452", "0614141000012", "96385074", "00012345600012"])
 def test_gs1_valid_codes(code: str) -> None:
     assert gs1_check_digit_ok(code)
 
@@ -89,9 +87,7 @@ class RecordingEvents:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, Any, str]] = []
 
-    async def publish_event(
-        self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
-    ) -> None:
+    async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
         self.events.append((entity, verb, data, msg_id))
 
 
@@ -140,9 +136,7 @@ async def test_map_then_call_sends_the_record_with_a_derived_idempotency_key() -
 async def test_filter_false_stops_the_record_without_calls() -> None:
     caller = RecordingCaller()
     only_big = StepPlan(name="big", kind="filter", condition="input.total > 100")
-    outcome = await Engine(plan(only_big, CALL), caller, RecordingEvents()).run(
-        {"total": 5, "tax": "1"}, META
-    )
+    outcome = await Engine(plan(only_big, CALL), caller, RecordingEvents()).run({"total": 5, "tax": "1"}, META)
     assert outcome.kind == "filtered"
     assert caller.calls == []
 

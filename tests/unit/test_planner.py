@@ -19,12 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def load_examples() -> tuple[dict[str, Connector], dict[str, SyncPolicy], list[Integration]]:
     files = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if "fixtures" not in p.parts)
     docs = [d for p in files for d in yaml.safe_load_all(p.read_text()) if d]
-    connectors = {
-        d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d["kind"] == "Connector"
-    }
-    policies = {
-        d["metadata"]["name"]: SyncPolicy.model_validate(d) for d in docs if d["kind"] == "SyncPolicy"
-    }
+    connectors = {d["metadata"]["name"]: Connector.model_validate(d) for d in docs if d["kind"] == "Connector"}
+    policies = {d["metadata"]["name"]: SyncPolicy.model_validate(d) for d in docs if d["kind"] == "SyncPolicy"}
     integrations = [Integration.model_validate(d) for d in docs if d["kind"] == "Integration"]
     return connectors, policies, integrations
 
@@ -34,9 +30,7 @@ def test_every_example_integration_compiles_to_a_plan_that_round_trips() -> None
     assert len(integrations) >= 5
     for integration in integrations:
         ref = integration.spec.sync_policy_ref
-        plan = plan_from_integration(
-            integration, connectors, policies[ref.name] if ref else None, namespace="sales"
-        )
+        plan = plan_from_integration(integration, connectors, policies[ref.name] if ref else None, namespace="sales")
         again = Plan.model_validate(json.loads(plan.to_json()))
         assert again == plan
         assert plan.plan_version == PLAN_VERSION
@@ -130,7 +124,5 @@ def test_runner_refuses_unknown_or_invalid_plan_with_exit_code_2(
 
 def test_runner_does_not_import_kopf_or_kubernetes() -> None:
     code = "import sys, onceflow_runner.runner, onceflow_runner.gateway; print(sorted(m for m in sys.modules if m.split('.')[0] in {'kopf','kubernetes','onceflow_operator'}))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "[]"

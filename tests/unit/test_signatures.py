@@ -11,9 +11,7 @@ NOW = 1_800_000_000
 
 def test_github_published_vector() -> None:
     # From GitHub's "Validating webhook deliveries" documentation.
-    headers = {
-        "X-Hub-Signature-256": "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-    }
+    headers = {"X-Hub-Signature-256": "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"}
     delivery = verify(SignatureConfig("github"), "It's a Secret to Everybody", headers, b"Hello, World!", NOW)
     assert delivery.startswith("sha256:")
 

@@ -20,9 +20,7 @@ def test_offline_validate_refuses_invalid_object_naming_the_field(case: cases.In
     assert any(p.path.startswith(case.field) and case.says in p.message + p.path for p in problems), problems
 
 
-@pytest.mark.parametrize(
-    "make", [cases.connector_rest, cases.connector_webhook, cases.integration, cases.syncpolicy]
-)
+@pytest.mark.parametrize("make", [cases.connector_rest, cases.connector_webhook, cases.integration, cases.syncpolicy])
 def test_valid_base_objects_pass(make: object) -> None:
     assert validate_manifest(make(), "x.yaml") == []  # type: ignore[operator]
 
@@ -37,9 +35,7 @@ def test_cel_that_does_not_compile_is_reported_with_its_field_path() -> None:
     obj = cases.integration()
     obj["spec"]["steps"][0]["map"]["fields"]["name"] = "input.company +"
     (problem,) = validate_manifest(obj, "flow.yaml")
-    assert str(problem).startswith(
-        "flow.yaml:Integration/onboard: spec.steps[0].map.fields.name: CEL does not compile"
-    )
+    assert str(problem).startswith("flow.yaml:Integration/onboard: spec.steps[0].map.fields.name: CEL does not compile")
 
 
 def test_reading_a_later_step_is_reported() -> None:
@@ -80,9 +76,7 @@ def test_cli_prints_one_line_per_problem_and_exits_1(tmp_path: Path) -> None:
 def test_non_onceflow_documents_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "mixed.yaml"
     path.write_text(
-        yaml.safe_dump_all(
-            [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}, cases.syncpolicy()]
-        )
+        yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}, cases.syncpolicy()])
     )
     result = CliRunner().invoke(main, ["validate", "-f", str(path)])
     assert result.exit_code == 0

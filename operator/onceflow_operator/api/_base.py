@@ -104,18 +104,14 @@ class LocalObjectReference(ApiModel):
 class Condition(ApiModel):
     """One observation of the object's state, following Kubernetes API conventions."""
 
-    type: str = Field(
-        description="Condition type in CamelCase, e.g. Ready, Reconciling, Stalled.", max_length=64
-    )
+    type: str = Field(description="Condition type in CamelCase, e.g. Ready, Reconciling, Stalled.", max_length=64)
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         default="",
         description="One CamelCase word saying why the condition has its status.",
         max_length=128,
     )
-    message: str = Field(
-        default="", description="What happened and what to do, for a person.", max_length=4096
-    )
+    message: str = Field(default="", description="What happened and what to do, for a person.", max_length=4096)
     last_transition_time: datetime | None = Field(default=None, description="When the status last changed.")
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation this condition was computed from.", ge=0

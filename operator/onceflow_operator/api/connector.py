@@ -153,9 +153,7 @@ class RestAuth(ApiModel):
     erpnext_token: ErpNextTokenAuth | None = Field(
         default=None, alias="erpnextToken", description="For type ERPNextToken."
     )
-    oauth2: OAuth2ClientCredentials | None = Field(
-        default=None, description="For type OAuth2ClientCredentials."
-    )
+    oauth2: OAuth2ClientCredentials | None = Field(default=None, description="For type OAuth2ClientCredentials.")
 
 
 class RateLimit(ApiModel):
@@ -170,12 +168,8 @@ class RateLimit(ApiModel):
 class Timeouts(ApiModel):
     """Timeouts for one outbound call."""
 
-    connect: str = Field(
-        default="5s", description="Time to open a connection.", pattern=DURATION, max_length=32
-    )
-    read: str = Field(
-        default="30s", description="Time to wait for the answer.", pattern=DURATION, max_length=32
-    )
+    connect: str = Field(default="5s", description="Time to open a connection.", pattern=DURATION, max_length=32)
+    read: str = Field(default="30s", description="Time to wait for the answer.", pattern=DURATION, max_length=32)
 
 
 class RetryPolicy(ApiModel):
@@ -215,9 +209,7 @@ class RestConnector(ApiModel):
         pattern=r"^/[^\s]*$",
         max_length=1024,
     )
-    probe_interval_seconds: int = Field(
-        default=60, description="Seconds between reachability probes.", ge=10, le=3600
-    )
+    probe_interval_seconds: int = Field(default=60, description="Seconds between reachability probes.", ge=10, le=3600)
 
 
 class WebhookSignature(ApiModel):
@@ -247,15 +239,9 @@ class WebhookSignature(ApiModel):
         pattern=r"^[A-Za-z0-9-]+$",
         max_length=128,
     )
-    algorithm: Literal["sha256", "sha1", "sha512"] = Field(
-        default="sha256", description="For hmac: the HMAC digest."
-    )
-    encoding: Literal["hex", "base64"] = Field(
-        default="hex", description="For hmac: how the digest is written."
-    )
-    prefix: str = Field(
-        default="", description="For hmac: text before the digest, e.g. `sha256=`.", max_length=32
-    )
+    algorithm: Literal["sha256", "sha1", "sha512"] = Field(default="sha256", description="For hmac: the HMAC digest.")
+    encoding: Literal["hex", "base64"] = Field(default="hex", description="For hmac: how the digest is written.")
+    prefix: str = Field(default="", description="For hmac: text before the digest, e.g. `sha256=`.", max_length=32)
     tolerance_seconds: int = Field(
         default=300,
         description="For stripe and standard-webhooks: how old a timestamp may be before it is refused.",

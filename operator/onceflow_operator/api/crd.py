@@ -89,9 +89,7 @@ KINDS: tuple[KindInfo, ...] = (
             _column("Phase", ".status.phase"),
             _column("Version", ".spec.version"),
             _column("Revision", ".status.revision", "integer"),
-            _column(
-                "Weight", ".status.canaryWeight", "integer", description="Percent to the current revision"
-            ),
+            _column("Weight", ".status.canaryWeight", "integer", description="Percent to the current revision"),
             _AGE,
             _column("Stable", ".status.stableRevision", wide=True),
             _column("Current", ".status.currentRevision", wide=True),

@@ -71,9 +71,7 @@ Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
 class RuleCheck(ApiModel):
     """A CEL rule a record must satisfy, with the message an operator will read."""
 
-    expression: Cel = Field(
-        description="CEL expression over `record` (and `input`, `meta`) that must be true."
-    )
+    expression: Cel = Field(description="CEL expression over `record` (and `input`, `meta`) that must be true.")
     message: str = Field(
         description="What is wrong with the record when the rule fails, and what to do.", max_length=1024
     )
@@ -91,9 +89,7 @@ class ValidateStep(ApiModel):
 class MapStep(ApiModel):
     """Build the next `record` from CEL expressions, one per target field."""
 
-    fields: dict[str, Cel] = Field(
-        description="Target field name -> CEL expression.", min_length=1, max_length=100
-    )
+    fields: dict[str, Cel] = Field(description="Target field name -> CEL expression.", min_length=1, max_length=100)
     mode: Literal["Replace", "Merge"] = Field(
         default="Replace",
         description="Replace: the fields become the whole record. Merge: they are set on the current record.",
@@ -112,9 +108,7 @@ class LookupStep(ApiModel):
     connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
     method: HttpMethod = Field(default="GET", description="HTTP method.")
     path: Cel = Field(description='CEL expression giving the path, e.g. "/api/resource/Item/" + record.sku.')
-    query: dict[str, Cel] = Field(
-        default_factory=dict, description="Query parameter -> CEL expression.", max_length=32
-    )
+    query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     not_found: Literal["Fail", "Continue"] = Field(
         default="Continue", description="On 404: Continue binds null; Fail raises an exception."
     )
@@ -123,13 +117,9 @@ class LookupStep(ApiModel):
 class DedupeStep(ApiModel):
     """Find existing records that match by the SyncPolicy's identity rules; matches go to approval."""
 
-    connector: str = Field(
-        description="Name of a REST Connector to search.", pattern=DNS_LABEL, max_length=63
-    )
+    connector: str = Field(description="Name of a REST Connector to search.", pattern=DNS_LABEL, max_length=63)
     path: Cel = Field(description="CEL expression giving the search path.")
-    query: dict[str, Cel] = Field(
-        default_factory=dict, description="Query parameter -> CEL expression.", max_length=32
-    )
+    query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     candidates: Cel = Field(
         default="response.data", description="CEL expression selecting the candidate list from `response`."
     )
@@ -191,8 +181,7 @@ class Step(ApiModel):
     }
 
     name: str = Field(
-        description="Step name, unique in the workflow; a CEL identifier so later steps can read "
-        "steps.<name>.",
+        description="Step name, unique in the workflow; a CEL identifier so later steps can read steps.<name>.",
         pattern=IDENTIFIER,
         max_length=63,
     )
@@ -294,18 +283,14 @@ class ErrorPolicy(ApiModel):
 class PauseStep(ApiModel):
     """Wait: for a duration, or until promoted when no duration is given."""
 
-    duration: str | None = Field(
-        default=None, description="How long to wait.", pattern=DURATION, max_length=32
-    )
+    duration: str | None = Field(default=None, description="How long to wait.", pattern=DURATION, max_length=32)
 
 
 class PrometheusProvider(ApiModel):
     """Read a metric from Prometheus instead of the runners' own heartbeats."""
 
     address: str = Field(description="Prometheus base URL.", pattern=r"^https?://[^\s]+$", max_length=2048)
-    query: str = Field(
-        description="PromQL query returning one scalar or one-element vector.", max_length=4096
-    )
+    query: str = Field(description="PromQL query returning one scalar or one-element vector.", max_length=4096)
 
 
 class AnalysisProvider(ApiModel):
@@ -318,19 +303,14 @@ class AnalysisMetric(ApiModel):
     """One measurement taken repeatedly during a canary step."""
 
     name: str = Field(description="Metric name.", pattern=IDENTIFIER, max_length=63)
-    interval: str = Field(
-        default="30s", description="Time between measurements.", pattern=DURATION, max_length=32
-    )
+    interval: str = Field(default="30s", description="Time between measurements.", pattern=DURATION, max_length=32)
     count: int = Field(default=3, description="Measurements to take.", ge=1, le=100)
     success_condition: Cel = Field(
-        description="CEL over `result` (errorRatio, exceptionRatio, p95LatencyMs, throughput; "
-        "or a Prometheus scalar)."
+        description="CEL over `result` (errorRatio, exceptionRatio, p95LatencyMs, throughput; or a Prometheus scalar)."
     )
     failure_condition: Cel | None = Field(default=None, description="CEL that marks a measurement failed.")
     failure_limit: int = Field(default=0, description="Failed measurements tolerated.", ge=0, le=100)
-    inconclusive_limit: int = Field(
-        default=0, description="Inconclusive measurements tolerated.", ge=0, le=100
-    )
+    inconclusive_limit: int = Field(default=0, description="Inconclusive measurements tolerated.", ge=0, le=100)
     provider: AnalysisProvider = Field(default_factory=AnalysisProvider, description="Metric source.")
 
 
@@ -373,9 +353,7 @@ class CanaryStrategy(ApiModel):
 class RollbackWindow(ApiModel):
     """Going back to one of the last N revisions skips the canary steps (a git revert is fast)."""
 
-    revisions: int = Field(
-        default=1, description="How many previous revisions are fast-tracked.", ge=0, le=10
-    )
+    revisions: int = Field(default=1, description="How many previous revisions are fast-tracked.", ge=0, le=10)
 
 
 class Strategy(ApiModel):
@@ -435,9 +413,7 @@ class IntegrationSpec(ApiModel):
         default=16, description="Records in flight per runner pod (JetStream max ack pending).", ge=1, le=1000
     )
     strategy: Strategy = Field(default_factory=Strategy, description="How new revisions roll out.")
-    revision_history_limit: int = Field(
-        default=10, description="Old revisions kept for rollback.", ge=0, le=100
-    )
+    revision_history_limit: int = Field(default=10, description="Old revisions kept for rollback.", ge=0, le=100)
     progress_deadline_seconds: int = Field(
         default=600,
         description="A rollout that makes no progress for this long is reported.",

@@ -103,9 +103,7 @@ class ReconcileEndpoint(ApiModel):
 class ReconcileSchedule(ApiModel):
     """A periodic comparison of the entity between two systems, reporting drift."""
 
-    schedule: str = Field(
-        default="0 * * * *", description="Cron schedule of the reconcile job.", max_length=128
-    )
+    schedule: str = Field(default="0 * * * *", description="Cron schedule of the reconcile job.", max_length=128)
     suspend: bool = Field(default=False, description="Stop scheduling reconcile runs.")
     left: ReconcileEndpoint = Field(description="First system, usually the system of record.")
     right: ReconcileEndpoint = Field(description="Second system.")
@@ -124,8 +122,7 @@ class SyncPolicySpec(ApiModel):
     }
 
     entity: Entity = Field(
-        description="Business entity governed: customer, item, price, order, shipment, invoice or supplier. "
-        "Immutable.",
+        description="Business entity governed: customer, item, price, order, shipment, invoice or supplier. Immutable.",
         json_schema_extra=immutable("entity", "create a new SyncPolicy for another entity"),
     )
     ownership: Ownership = Field(description="System of record per field.")

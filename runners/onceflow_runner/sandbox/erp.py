@@ -29,9 +29,7 @@ class ErpSandbox(SandboxServer):
 
     name = "erp"
 
-    def __init__(
-        self, *, api_key: str = "sandbox-key", api_secret: str = "sandbox-secret", **kw: Any
-    ) -> None:
+    def __init__(self, *, api_key: str = "sandbox-key", api_secret: str = "sandbox-secret", **kw: Any) -> None:
         super().__init__(**kw)
         self.token = f"token {api_key}:{api_secret}"
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}

@@ -39,9 +39,7 @@ class RecorderSandbox(SandboxServer):
 
     async def _any(self, request: web.Request) -> web.Response:
         if request.method == "GET":
-            return web.json_response(
-                {"data": [b for m, p, _, b in self.received if p == request.path and m != "GET"]}
-            )
+            return web.json_response({"data": [b for m, p, _, b in self.received if p == request.path and m != "GET"]})
         body = await self.json_body(request)
 
         async def write() -> tuple[int, Any]:

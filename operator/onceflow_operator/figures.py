@@ -1,0 +1,53 @@
+"""Business figures for Integration status, from the runners' stats heartbeats (pure).
+
+Each runner process sends its cumulative counts every few seconds. The operator keeps the latest
+heartbeat per pod and sums the pods of one revision; a pod silent for longer than `stale_after`
+no longer counts toward lag (its counts stay, they happened).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FigureBook"]
+
+
+@dataclass
+class FigureBook:
+    """Latest heartbeat per (namespace, integration, revision, pod)."""
+
+    stale_after: float = 30.0
+    _beats: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    def record(self, namespace: str, beat: dict[str, Any], *, now: float | None = None) -> None:
+        key = (namespace, str(beat.get("integration")), str(beat.get("revision")), str(beat.get("pod")))
+        self._beats[key] = (now if now is not None else time.monotonic(), beat)
+
+    def figures(
+        self, namespace: str, integration: str, revision: str, *, now: float | None = None
+    ) -> dict[str, Any] | None:
+        """Status `figures` for one revision, or None when no runner of it has reported."""
+        now = now if now is not None else time.monotonic()
+        beats = [
+            (t, b) for (ns, i, r, _), (t, b) in self._beats.items() if (ns, i, r) == (namespace, integration, revision)
+        ]
+        if not beats:
+            return None
+        totals: dict[str, int] = {}
+        for _, beat in beats:
+            for outcome, count in (beat.get("totals") or {}).items():
+                totals[outcome] = totals.get(outcome, 0) + int(count)
+        fresh = [b for t, b in beats if now - t <= self.stale_after]
+        successes = [str(b["lastSuccessTime"]) for _, b in beats if b.get("lastSuccessTime")]
+        out: dict[str, Any] = {
+            "processed": totals.get("completed", 0),
+            "failed": totals.get("transient", 0) + totals.get("exception", 0) + totals.get("deadLetter", 0),
+            "exceptions": totals.get("exception", 0) + totals.get("parked", 0),
+            "deadLettered": totals.get("deadLetter", 0),
+            "consumerLag": max((int(b.get("consumerLag", 0)) for b in fresh), default=0),
+        }
+        if successes:
+            out["lastSuccessTime"] = max(successes)
+        return out
