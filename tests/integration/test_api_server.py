@@ -154,10 +154,22 @@ def test_kubectl_explain_shows_the_model_descriptions(kubectl: Kubectl) -> None:
     assert "Secret key holding the bearer token." in out
 
 
-def test_kustomize_base_renders_the_crds(admin_kubectl: Kubectl) -> None:
+def test_kustomize_base_renders_crds_namespace_rbac_and_operator(admin_kubectl: Kubectl) -> None:
     rendered = admin_kubectl.run("kustomize", str(ROOT / "manifests" / "base")).stdout
-    names = {doc["metadata"]["name"] for doc in yaml.safe_load_all(rendered)}
-    assert names == {"connectors.onceflow.io", "integrations.onceflow.io", "syncpolicies.onceflow.io"}
+    kinds = sorted(f"{doc['kind']}/{doc['metadata']['name']}" for doc in yaml.safe_load_all(rendered))
+    assert kinds == [
+        "ClusterRole/onceflow-operator",
+        "ClusterRoleBinding/onceflow-operator",
+        "CustomResourceDefinition/connectors.onceflow.io",
+        "CustomResourceDefinition/integrations.onceflow.io",
+        "CustomResourceDefinition/syncpolicies.onceflow.io",
+        "Deployment/onceflow-operator",
+        "Namespace/onceflow-system",
+        "Service/onceflow-operator-metrics",
+        "ServiceAccount/onceflow-operator",
+    ]
+    rules = next(d for d in yaml.safe_load_all(rendered) if d["kind"] == "ClusterRole")["rules"]
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
 
 
 def test_kubectl_finds_the_onceflow_plugin(admin_kubectl: Kubectl) -> None:
