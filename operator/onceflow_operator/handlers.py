@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Histogram
 
 from .figures import FigureBook
 from .kube import KubeClient, KubeError
+from .metrics import MANAGED, RECONCILE_DURATION, RECONCILES
 from .reconcile import (
     NatsLink,
     OperatorConfig,
@@ -36,9 +36,6 @@ __all__ = ["RECONCILE_SECONDS"]
 GROUP, VERSION = "onceflow.io", "v1alpha1"
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
-
-RECONCILES = Counter("onceflow_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"])
-RECONCILE_SECONDS_HIST = Histogram("onceflow_operator_reconcile_seconds", "Reconcile duration.", ["kind"])
 
 
 @kopf.on.startup()
@@ -81,14 +78,16 @@ async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, w
     try:
         outcome = await work
     except KubeError as exc:
-        RECONCILES.labels(kind=kind, outcome="error").inc()
+        RECONCILES.labels(kind=kind, reason="ApiError").inc()
         if exc.status in {409, 429} or exc.status >= 500:
             raise kopf.TemporaryError(f"API server answered {exc}; retrying", delay=5) from None
         raise kopf.PermanentError(f"API server refused a request: {exc}") from None
     finally:
-        RECONCILE_SECONDS_HIST.labels(kind=kind).observe(time.perf_counter() - started)
+        RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - started)
     ready: dict[str, Any] = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {})
-    RECONCILES.labels(kind=kind, outcome=ready.get("reason", "unknown")).inc()
+    RECONCILES.labels(kind=kind, reason=ready.get("reason", "Unknown")).inc()
+    memo.setdefault("managed", {}).setdefault(kind, set()).add(body["metadata"]["uid"])
+    MANAGED.labels(kind=kind).set(len(memo["managed"][kind]))
     await _settle(kind, body, patch, memo, outcome)
 
 
@@ -122,6 +121,7 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
 
 @kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)
 async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("Integration", body, memo)
     try:
         await finalize_integration(body, memo.nats)
     except Exception as exc:
@@ -134,3 +134,19 @@ async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
 @kopf.timer(GROUP, VERSION, "syncpolicies", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
 async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     await _run("SyncPolicy", body, patch, memo, reconcile_syncpolicy(memo.kube, body))
+
+
+def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    managed = memo.setdefault("managed", {}).setdefault(kind, set())
+    managed.discard(body["metadata"]["uid"])
+    MANAGED.labels(kind=kind).set(len(managed))
+
+
+@kopf.on.delete(GROUP, VERSION, "connectors", optional=True)
+async def connector_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("Connector", body, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, "syncpolicies", optional=True)
+async def syncpolicy_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("SyncPolicy", body, memo)

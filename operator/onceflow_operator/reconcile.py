@@ -33,6 +33,7 @@ from .builders import (
 )
 from .figures import FigureBook
 from .kube import KubeClient
+from .metrics import NATS_CALLS, NATS_FAILURES
 from .planner import InvalidSpec, gateway_plan, nats_names, plan_from_integration
 
 __all__ = [
@@ -321,9 +322,13 @@ async def reconcile_integration(
     events: list[tuple[str, str, bool]] = []
     nats_problem = ""
     if nats is not None:
+        NATS_CALLS.labels(operation="provision").inc()
         try:
             await natsio.provision_consumer(await nats.jetstream(), plan)
-        except Exception as exc:  # any NATS failure: report it, keep the rest of the revision in place
+        except Exception as exc:
+            NATS_FAILURES.labels(
+                operation="provision"
+            ).inc()  # any NATS failure: report it, keep the rest of the revision in place
             nats_problem = f"JetStream at {nats.url} could not be provisioned ({type(exc).__name__}); retrying"
             events.append(("NatsUnavailable", nats_problem, True))
         figures = nats.book.figures(namespace, name, plan.revision)
@@ -389,7 +394,12 @@ async def finalize_integration(body: Mapping[str, Any], nats: NatsLink) -> None:
     trigger = body["spec"].get("trigger") or {}
     subject = trigger.get("subject") or f"onceflow.{meta['namespace']}.in.x"
     names = nats_names(meta["namespace"], meta["name"], subject)
-    await natsio.remove_consumer(await nats.jetstream(), names.stream, names.consumer)
+    NATS_CALLS.labels(operation="remove").inc()
+    try:
+        await natsio.remove_consumer(await nats.jetstream(), names.stream, names.consumer)
+    except Exception:
+        NATS_FAILURES.labels(operation="remove").inc()
+        raise
 
 
 async def reconcile_syncpolicy(kube: KubeClient, body: Mapping[str, Any]) -> Outcome:

@@ -15,6 +15,7 @@ from typing import Any
 import nats
 import pytest
 
+from onceflow_operator.controlplane import ControlPlane
 from onceflow_operator.natsserver import NatsServer
 from tests import cases
 from tests.conftest import Kubectl
@@ -200,3 +201,74 @@ async def _consumer(url: str, name: str) -> Any:
         return None
     finally:
         await nc.close()
+
+
+def test_secret_rotation_rolls_the_gateway_pods(kubectl: Kubectl, operator_running: None) -> None:
+    kubectl.apply(secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), cases.connector_webhook())
+
+    def checksum() -> str | None:
+        out = kubectl.run("get", "deployment", "crm-gateway", "-o", "json", check=False).stdout
+        if not out:
+            return None
+        annotations = json.loads(out)["spec"]["template"]["metadata"].get("annotations", {})
+        return annotations.get("onceflow.io/secrets-checksum")
+
+    before = wait_for(checksum)
+    kubectl.apply(secret("crm", secret="whsec_dGhlIG5ldyBrZXkgYWZ0ZXIgcm90YXRpb24="))
+    after = wait_for(lambda: (c := checksum()) != before and c)
+    assert after != before
+
+
+async def test_reconciling_again_changes_nothing(kubectl: Kubectl, control_plane: ControlPlane) -> None:
+    # What an operator restarted mid-reconcile does: run the same reconcile again.
+    from onceflow_operator.kube import KubeClient
+    from onceflow_operator.reconcile import OperatorConfig, reconcile_integration
+
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    body = kubectl.get("integration", "onboard")
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        first = await reconcile_integration(kube, body, OperatorConfig())
+        snapshot = _children(kubectl)
+        second = await reconcile_integration(kube, body, OperatorConfig())
+    finally:
+        await kube.close()
+    assert second.status["currentRevision"] == first.status["currentRevision"]
+    assert second.status["revision"] == first.status["revision"] == 1
+    assert _children(kubectl) == snapshot  # same objects, same resourceVersions: nothing rewritten
+
+
+def _children(kubectl: Kubectl) -> list[tuple[str, str, str]]:
+    items = json.loads(kubectl.run("get", "deployments,configmaps,controllerrevisions", "-o", "json").stdout)["items"]
+    return sorted(
+        (i["kind"], i["metadata"]["name"], i["metadata"]["resourceVersion"])
+        for i in items
+        if i["metadata"]["name"] != "kube-root-ca.crt"
+    )
+
+
+def test_children_carry_owner_references(kubectl: Kubectl, operator_running: None) -> None:
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
+    uid = kubectl.get("integration", "onboard")["metadata"]["uid"]
+    items = json.loads(
+        kubectl.run(
+            "get", "deployments,configmaps,controllerrevisions", "-l", "onceflow.io/integration=onboard", "-o", "json"
+        ).stdout
+    )["items"]
+    assert {i["kind"] for i in items} == {"Deployment", "ConfigMap", "ControllerRevision"}
+    for item in items:
+        (ref,) = item["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("Integration", uid, True)

@@ -1,0 +1,17 @@
+"""The operator's Prometheus metrics (served by `onceflow operator --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["MANAGED", "NATS_CALLS", "NATS_FAILURES", "RECONCILES", "RECONCILE_DURATION"]
+
+RECONCILES = Counter(
+    "onceflow_operator_reconciles_total", "Reconciles by kind and the Ready reason they ended with.", ["kind", "reason"]
+)
+RECONCILE_DURATION = Histogram("onceflow_operator_reconcile_seconds", "Time one reconcile took.", ["kind"])
+MANAGED = Gauge("onceflow_operator_objects_managed", "Objects of each kind the operator reconciles.", ["kind"])
+NATS_CALLS = Counter("onceflow_operator_nats_provisioning_total", "JetStream provisioning calls.", ["operation"])
+NATS_FAILURES = Counter(
+    "onceflow_operator_nats_provisioning_failures_total", "JetStream provisioning calls that failed.", ["operation"]
+)
