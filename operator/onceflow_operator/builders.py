@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from onceflow_runner.plan import GatewayPlan, Plan, SecretRef
+from onceflow_runner.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
 
 __all__ = [
     "PLAN_MOUNT",
@@ -19,6 +19,7 @@ __all__ = [
     "build_gateway_deployment",
     "build_gateway_service",
     "build_plan_configmap",
+    "build_reconcile_cronjob",
     "build_runner_deployment",
     "owner_reference",
     "plan_secrets",
@@ -50,13 +51,16 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def plan_secrets(plan: Plan | GatewayPlan) -> list[str]:
+def plan_secrets(plan: Plan | GatewayPlan | ReconcilePlan) -> list[str]:
     """Names of the Secrets a plan reads, sorted."""
     refs: list[SecretRef | None] = []
     if isinstance(plan, GatewayPlan):
         refs.append(plan.signature.secret)
     else:
-        for connector in plan.connectors.values():
+        connectors = (
+            [plan.left.connector, plan.right.connector] if isinstance(plan, ReconcilePlan) else plan.connectors.values()
+        )
+        for connector in connectors:
             auth = connector.auth
             refs += [
                 auth.token,
@@ -277,6 +281,53 @@ def build_gateway_deployment(
                 port_name="http",
                 annotations={"onceflow.io/secrets-checksum": secrets_checksum},
             ),
+        },
+    }
+
+
+def build_reconcile_cronjob(
+    plan: ReconcilePlan,
+    configmap: str,
+    owner: Mapping[str, Any],
+    *,
+    image: str,
+    nats_url: str,
+    schedule: str,
+    suspend: bool,
+    secrets_checksum: str,
+) -> dict[str, Any]:
+    """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
+    labels = {**_PART_OF, "app.kubernetes.io/name": "onceflow-reconcile", "onceflow.io/syncpolicy": plan.sync_policy}
+    args = ["reconcile", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
+    template = _pod_template(
+        labels=labels,
+        image=image,
+        args=args,
+        configmap=configmap,
+        secrets=plan_secrets(plan),
+        port=METRICS_PORT,
+        port_name="metrics",
+        annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+    )
+    container = template["spec"]["containers"][0]
+    del container["livenessProbe"], container["readinessProbe"]  # a job that runs once and exits
+    template["spec"]["restartPolicy"] = "OnFailure"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": f"{plan.sync_policy}-reconcile",
+            "namespace": plan.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "schedule": schedule,
+            "suspend": suspend,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"spec": {"backoffLimit": 2, "activeDeadlineSeconds": 1800, "template": template}},
         },
     }
 

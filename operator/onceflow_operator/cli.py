@@ -116,6 +116,17 @@ def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: 
     sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port))
 
 
+@main.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Reconcile plan JSON file.")
+@_NATS
+@_SECRETS
+def reconcile(plan_path: Path, nats_url: str, secrets_dir: Path) -> None:
+    """Compare a SyncPolicy's entity between its two systems once; publish the drift (a CronJob runs this)."""
+    from onceflow_runner.main import run_reconcile_job
+
+    sys.exit(run_reconcile_job(plan_path, nats_url, secrets_dir))
+
+
 @main.group()
 def local() -> None:
     """Run Connectors and Integrations without a cluster."""

@@ -133,7 +133,7 @@ async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.update(GROUP, VERSION, "syncpolicies", retries=RETRIES)
 @kopf.timer(GROUP, VERSION, "syncpolicies", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
 async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run("SyncPolicy", body, patch, memo, reconcile_syncpolicy(memo.kube, body))
+    await _run("SyncPolicy", body, patch, memo, reconcile_syncpolicy(memo.kube, body, memo.config, memo.nats))
 
 
 def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:

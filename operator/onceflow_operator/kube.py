@@ -30,6 +30,7 @@ _PLURALS = {
     "Event": "events",
     "Deployment": "deployments",
     "ControllerRevision": "controllerrevisions",
+    "CronJob": "cronjobs",
     "Connector": "connectors",
     "Integration": "integrations",
     "SyncPolicy": "syncpolicies",

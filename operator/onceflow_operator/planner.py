@@ -25,6 +25,8 @@ from onceflow_runner.plan import (
     NatsPlan,
     Plan,
     PublishPlan,
+    ReconcilePlan,
+    ReconcileSide,
     RequestPlan,
     SecretRef,
     SignaturePlan,
@@ -40,6 +42,7 @@ from .validation import semantic_problems
 __all__ = [
     "InvalidSpec",
     "Problem",
+    "drift_subject",
     "gateway_plan",
     "plan_from_integration",
     "revision_hash",
@@ -283,6 +286,43 @@ def plan_from_integration(
         sync_policy=_sync_policy_plan(sync_policy) if sync_policy else None,
         concurrency=spec.concurrency,
         nats=nats_names(namespace, name, subject),
+    )
+
+
+def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
+    """Where a SyncPolicy's drift results go (kept in ONCEFLOW_EVENTS; the last one is its status)."""
+    return f"onceflow.{namespace}.events.{entity}.drift.{sync_policy}"
+
+
+def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> ReconcilePlan:
+    """Compile a SyncPolicy's `reconcile` block into the plan its CronJob runs."""
+    spec = policy.spec.reconcile
+    name = str(policy.metadata.get("name"))
+    if spec is None:
+        raise InvalidSpec([Problem("spec.reconcile", "this SyncPolicy has no reconcile block")])
+    problems = []
+    sides = {}
+    for side_name, side in (("left", spec.left), ("right", spec.right)):
+        conn = connectors.get(side.connector)
+        if conn is None or conn.spec.type != "REST":
+            problems.append(
+                Problem(
+                    f"spec.reconcile.{side_name}.connector",
+                    f"REST Connector {side.connector!r} does not exist in {namespace}",
+                )
+            )
+            continue
+        sides[side_name] = ReconcileSide(connector=_connector_plan(conn), path=side.path, key_field=side.key_field)
+    if problems:
+        raise InvalidSpec(problems)
+    return ReconcilePlan(
+        plan_version=PLAN_VERSION,
+        namespace=namespace,
+        sync_policy=name,
+        entity=policy.spec.entity,
+        left=sides["left"],
+        right=sides["right"],
+        events_subject=drift_subject(namespace, policy.spec.entity, name),
     )
 
 

@@ -7,7 +7,9 @@ plus the Events to record. Kopf handlers (in `handlers.py`) only call these.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from .builders import (
     build_gateway_deployment,
     build_gateway_service,
     build_plan_configmap,
+    build_reconcile_cronjob,
     build_runner_deployment,
     plan_secrets,
     set_condition,
@@ -34,7 +37,7 @@ from .builders import (
 from .figures import FigureBook
 from .kube import KubeClient
 from .metrics import NATS_CALLS, NATS_FAILURES
-from .planner import InvalidSpec, gateway_plan, nats_names, plan_from_integration
+from .planner import InvalidSpec, drift_subject, gateway_plan, nats_names, plan_from_integration, reconcile_plan
 
 __all__ = [
     "NatsLink",
@@ -68,12 +71,24 @@ class NatsLink:
         self.url = url
         self.book = book
         self._nc: Client | None = None
+        self._lock = asyncio.Lock()
 
     async def jetstream(self) -> JetStreamContext:
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await natsio.connect(self.url, name="onceflow-operator")
-            await natsio.subscribe_stats(self._nc, self.book.record)
+        # Handlers run concurrently: one connection, made once, or a second one would leak.
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await natsio.connect(self.url, name="onceflow-operator")
+                await natsio.subscribe_stats(self._nc, self.book.record)
         return self._nc.jetstream(timeout=5)
+
+    async def last_drift(self, subject: str) -> dict[str, Any] | None:
+        """The newest drift result a reconcile job published, or None."""
+        try:
+            msg = await (await self.jetstream()).get_last_msg("ONCEFLOW_EVENTS", subject)
+        except Exception:  # no result yet, or NATS away: status keeps what it had
+            return None
+        result: dict[str, Any] = json.loads(msg.data or b"null")
+        return result
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
@@ -402,16 +417,51 @@ async def finalize_integration(body: Mapping[str, Any], nats: NatsLink) -> None:
         raise
 
 
-async def reconcile_syncpolicy(kube: KubeClient, body: Mapping[str, Any]) -> Outcome:
-    """Validate, and list the Integrations that use the policy."""
+async def reconcile_syncpolicy(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, nats: NatsLink | None = None
+) -> Outcome:
+    """Validate; list the Integrations that use the policy; run its drift check on a CronJob; report drift."""
     meta = body["metadata"]
-    generation = int(meta.get("generation", 1))
+    namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
-    SyncPolicy.model_validate({**body, "status": None})
+    policy = SyncPolicy.model_validate({**body, "status": None})
     users = sorted(
         i["metadata"]["name"]
-        for i in await kube.list(API, "Integration", meta["namespace"])
-        if (i.get("spec", {}).get("syncPolicyRef") or {}).get("name") == meta["name"]
+        for i in await kube.list(API, "Integration", namespace)
+        if (i.get("spec", {}).get("syncPolicyRef") or {}).get("name") == name
     )
     status["integrations"] = users
+    if policy.spec.reconcile is not None:
+        connectors = {
+            c["metadata"]["name"]: Connector.model_validate({**c, "status": None})
+            for c in await kube.list(API, "Connector", namespace)
+        }
+        try:
+            plan = reconcile_plan(policy, connectors, namespace=namespace)
+        except InvalidSpec as exc:
+            return Outcome(
+                _ready(status, generation, False, "InvalidSpec", str(exc), stalled=True),
+                [("InvalidSpec", str(exc), True)],
+            )
+        configmap = build_plan_configmap(
+            f"{name}-reconcile", namespace, plan.to_json(), body, {"onceflow.io/syncpolicy": name}
+        )
+        await kube.apply(configmap)
+        await kube.apply(
+            build_reconcile_cronjob(
+                plan,
+                configmap["metadata"]["name"],
+                body,
+                image=config.image,
+                nats_url=config.nats_url,
+                schedule=policy.spec.reconcile.schedule,
+                suspend=policy.spec.reconcile.suspend,
+                secrets_checksum=await _secrets_checksum(kube, namespace, plan_secrets(plan)),
+            )
+        )
+        if nats is not None:
+            drift = await nats.last_drift(drift_subject(namespace, policy.spec.entity, name))
+            if drift is not None:
+                status["drift"] = {k: drift[k] for k in ("total", "missingLeft", "missingRight", "mismatched")}
+                status["drift"]["lastRunTime"] = drift["time"]
     return Outcome(_ready(status, generation, True, "Valid", f"used by {len(users)} Integration(s)"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import PlanError
 from .plan import load_gateway_plan, load_plan
 
-__all__ = ["configure_logging", "run_gateway", "run_runner"]
+__all__ = ["configure_logging", "run_gateway", "run_reconcile_job", "run_runner"]
 
 EXIT_BAD_PLAN = 2
 
@@ -82,4 +82,26 @@ def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, po
         await gateway.stop()
 
     asyncio.run(serve())
+    return 0
+
+
+def run_reconcile_job(plan_path: Path, nats_url: str, secrets_dir: Path) -> int:
+    """Run one drift check; print its result as JSON; exit 2 for an unusable plan, 1 on failure."""
+    import nats.errors
+
+    from .errors import OnceflowError
+    from .plan import load_reconcile_plan
+    from .reconcile_job import run_reconcile
+
+    try:
+        plan = load_reconcile_plan(plan_path)
+    except PlanError as exc:
+        print(f"onceflow reconcile: {exc}", file=sys.stderr)
+        return EXIT_BAD_PLAN
+    try:
+        result = asyncio.run(run_reconcile(plan, nats_url, secrets_dir))
+    except (OnceflowError, OSError, nats.errors.Error) as exc:
+        print(f"onceflow reconcile: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
     return 0

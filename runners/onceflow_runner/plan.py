@@ -27,12 +27,15 @@ __all__ = [
     "MatchRulePlan",
     "NatsPlan",
     "Plan",
+    "ReconcilePlan",
+    "ReconcileSide",
     "SecretRef",
     "SignaturePlan",
     "StepPlan",
     "SyncPolicyPlan",
     "load_gateway_plan",
     "load_plan",
+    "load_reconcile_plan",
 ]
 
 PLAN_VERSION = "onceflow.io/plan/v1"
@@ -236,6 +239,36 @@ class GatewayPlan(_Contract):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=1)
+
+
+class ReconcileSide(_Contract):
+    """Where one system lists the entity."""
+
+    connector: ConnectorPlan
+    path: str
+    key_field: str
+
+
+class ReconcilePlan(_Contract):
+    """A SyncPolicy's periodic drift check (run by its CronJob as `onceflow reconcile`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    plan_version: str = Field(alias="planVersion")
+    namespace: str
+    sync_policy: str
+    entity: str
+    left: ReconcileSide
+    right: ReconcileSide
+    events_subject: str
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=1)
+
+
+def load_reconcile_plan(path: Path) -> ReconcilePlan:
+    """Read a reconcile plan file; raise PlanError when it cannot be run."""
+    return _load(path, ReconcilePlan)
 
 
 def load_plan(path: Path) -> Plan:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -219,7 +220,9 @@ def test_secret_rotation_rolls_the_gateway_pods(kubectl: Kubectl, operator_runni
     assert after != before
 
 
-async def test_reconciling_again_changes_nothing(kubectl: Kubectl, control_plane: ControlPlane) -> None:
+async def test_reconciling_again_changes_nothing(
+    kubectl: Kubectl, control_plane: ControlPlane, operator_running: None
+) -> None:
     # What an operator restarted mid-reconcile does: run the same reconcile again.
     from onceflow_operator.kube import KubeClient
     from onceflow_operator.reconcile import OperatorConfig, reconcile_integration
@@ -231,12 +234,16 @@ async def test_reconciling_again_changes_nothing(kubectl: Kubectl, control_plane
         cases.connector_rest(),
         cases.integration(),
     )
+    # The operator reconciles this namespace too; let it settle first, so that whatever changes
+    # below is ours.
+    wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
     body = kubectl.get("integration", "onboard")
     kube = KubeClient.from_environment(str(control_plane.kubeconfig))
     try:
-        first = await reconcile_integration(kube, body, OperatorConfig())
+        config = OperatorConfig(nats_url=os.environ["ONCEFLOW_NATS_URL"])  # the running operator's settings
+        first = await reconcile_integration(kube, body, config)
         snapshot = _children(kubectl)
-        second = await reconcile_integration(kube, body, OperatorConfig())
+        second = await reconcile_integration(kube, body, config)
     finally:
         await kube.close()
     assert second.status["currentRevision"] == first.status["currentRevision"]
