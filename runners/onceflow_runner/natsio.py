@@ -35,11 +35,14 @@ from .plan import Plan
 __all__ = [
     "STREAMS",
     "JetStreamWiring",
+    "StoredMessage",
     "connect",
     "consumer_config",
     "ensure_streams",
+    "get_stored",
     "kv_key",
     "provision_consumer",
+    "read_stream",
     "remove_consumer",
     "subscribe_stats",
 ]
@@ -192,3 +195,56 @@ async def subscribe_stats(nc: Client, handler: Any) -> None:
         handler(namespace, beat)
 
     await nc.subscribe("onceflow.*.stats.*", cb=on_message)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as a stream keeps it."""
+
+    stream: str
+    sequence: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    time: str
+
+
+async def read_stream(js: JetStreamContext, stream: str, subject: str, *, limit: int = 10000) -> list[StoredMessage]:
+    """Every message on `subject` (wildcards allowed) in `stream`, oldest first, without acking anything."""
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, filter_subject=subject, inactive_threshold=30.0
+    )
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
+    out: list[StoredMessage] = []
+    try:
+        while len(out) < limit:
+            try:
+                batch = await sub.fetch(min(256, limit - len(out)), timeout=0.5)
+            except TimeoutError:
+                break
+            for msg in batch:
+                md = msg.metadata
+                out.append(
+                    StoredMessage(
+                        stream,
+                        md.sequence.stream,
+                        msg.subject,
+                        dict(msg.headers or {}),
+                        msg.data,
+                        md.timestamp.isoformat() if md.timestamp else "",
+                    )
+                )
+            if batch and batch[-1].metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> StoredMessage | None:
+    """One stored message by its sequence, or None."""
+    try:
+        msg = await js.get_msg(stream, sequence)
+    except NotFoundError:
+        return None
+    return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", "")
