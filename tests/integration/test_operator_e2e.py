@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from onceflow_operator.cli import main
 from onceflow_operator.controlplane import ControlPlane
 from onceflow_operator.executor import LocalExecutor
 from onceflow_operator.kube import KubeClient
@@ -96,6 +98,16 @@ async def test_applied_examples_run_and_a_signed_webhook_lands_in_the_erp_once(
         within=30,
     )
     assert figures == 1
+    overview = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["status", "-n", kubectl.namespace, "-o", "json", "--kubeconfig", str(kubectl.kubeconfig)],
+    )
+    assert overview.exit_code == 0, overview.output
+    rows = {(r["kind"], r["name"]): r for r in json.loads(overview.output)}
+    assert rows[("Integration", "customer-onboarding")]["processed"] == 1
+    assert rows[("Integration", "customer-onboarding")]["ready"] == "True"
+    assert rows[("Connector", "crm-webhooks")]["ready"] == "True"
     table = kubectl.run("get", "onceflow").stdout
     assert "customer-onboarding" in table
     described = json.loads(kubectl.run("get", "deployment", "-o", "json").stdout)["items"]
