@@ -10,7 +10,9 @@ BIN := $(VENV)/bin
 .PHONY: test setup control-plane lint typecheck unit crds clean
 
 test: setup control-plane lint typecheck
-	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" $(BIN)/pytest
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
+	ONCEFLOW_HELM="$$(hack/build-helm.sh | tail -n 1)" \
+	$(BIN)/pytest
 
 setup: $(VENV)/.installed
 
@@ -22,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 control-plane:
 	hack/build-control-plane.sh >/dev/null
+	hack/build-helm.sh >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .

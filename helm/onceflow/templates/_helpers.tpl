@@ -1,0 +1,35 @@
+{{- define "onceflow.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "onceflow.labels" -}}
+app.kubernetes.io/name: onceflow-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: onceflow-control-plane
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+
+{{/* The operator's rights on objects in the namespaces it watches (same as manifests/base). */}}
+{{- define "onceflow.namespacedRules" -}}
+- apiGroups: [onceflow.io]
+  resources: [connectors, integrations, syncpolicies]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [onceflow.io]
+  resources: [connectors/status, integrations/status, syncpolicies/status]
+  verbs: [get, patch, update]
+- apiGroups: [apps]
+  resources: [deployments, controllerrevisions]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
