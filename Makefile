@@ -7,12 +7,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test setup control-plane lint typecheck unit crds clean
+.PHONY: test demo setup control-plane lint typecheck unit crds clean
 
 test: setup control-plane lint typecheck
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
 	ONCEFLOW_HELM="$$(hack/build-helm.sh | tail -n 1)" \
 	$(BIN)/pytest
+
+# The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
+# plays the three scenarios and prints what arrived where.
+demo: setup control-plane
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" $(BIN)/onceflow dev demo --examples examples
 
 setup: $(VENV)/.installed
 

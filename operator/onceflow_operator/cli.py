@@ -210,6 +210,30 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, m
     kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=list(namespaces), liveness_endpoint=liveness)
 
 
+@main.group()
+def dev() -> None:
+    """The embedded system for development and evaluation (real control plane, local processes)."""
+
+
+@dev.command("demo")
+@click.option(
+    "--examples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("examples"),
+    show_default=True,
+    help="The examples folder to apply.",
+)
+def dev_demo(examples: Path) -> None:
+    """Start everything, play the three distribution scenarios, print what arrived where, stop."""
+    from .controlplane import ControlPlaneError
+    from .demo import main_demo
+
+    try:
+        sys.exit(main_demo(examples.resolve()))
+    except ControlPlaneError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("test")
 @click.option(
     "-f",
