@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, env_note, peak_rss_mb
 
-from onceflow_operator.controlplane import ControlPlane, free_port
+from onceflow_operator.controlplane import ControlPlane
+from onceflow_operator.executor import spawn_operator
 from onceflow_operator.kube import KubeClient
 from onceflow_operator.natsserver import NatsServer
 
@@ -165,28 +165,7 @@ async def main(sizes: list[int], timeout: float, resync: float) -> dict[str, Any
             },
         ]
         kubectl(cp.kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(base))
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cp.kubeconfig),
-            "ONCEFLOW_NATS_URL": nats.url,
-            "ONCEFLOW_RECONCILE_SECONDS": "5",
-        }
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "onceflow_operator.cli",
-                "operator",
-                "-A",
-                "--metrics-port",
-                str(free_port()),
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        operator = spawn_operator(cp.kubeconfig, nats.url, resync_seconds=resync)
         try:
             time.sleep(3)
             results: dict[str, Any] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ import yaml
 from onceflow_runner.sandbox import ErpSandbox, RecorderSandbox
 from onceflow_runner.signatures import SignatureConfig, sign
 
-from .controlplane import ControlPlane, free_port
-from .executor import LocalExecutor
+from .controlplane import ControlPlane
+from .executor import LocalExecutor, spawn_operator
 from .kube import KubeClient
 from .natsserver import NatsServer
 from .review import list_exceptions
@@ -257,28 +256,7 @@ async def run_demo(examples: Path, *, keep_seconds: float = 0) -> int:
             "crd/syncpolicies.onceflow.io",
         )
         run("create", "namespace", NAMESPACE)
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cp.kubeconfig),
-            "ONCEFLOW_NATS_URL": nats_server.url,
-            "ONCEFLOW_RECONCILE_SECONDS": "2",
-        }
-        operator = subprocess.Popen(  # noqa: ASYNC220 - started once, before the event loop has work
-            [
-                sys.executable,
-                "-m",
-                "onceflow_operator.cli",
-                "operator",
-                "-A",
-                "--metrics-port",
-                str(free_port()),
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        operator = spawn_operator(cp.kubeconfig, nats_server.url, resync_seconds=2)
         kube = KubeClient.from_environment(str(cp.kubeconfig))
         executor = LocalExecutor(kube, nats_server.url, namespace=NAMESPACE)
         stop = asyncio.Event()

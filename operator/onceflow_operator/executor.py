@@ -16,8 +16,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from .builders import PLAN_MOUNT, SECRETS_MOUNT
 from .controlplane import free_port
 from .kube import KubeClient, KubeError
 
-__all__ = ["LocalExecutor"]
+__all__ = ["LocalExecutor", "spawn_operator"]
 
 SELECTOR = "app.kubernetes.io/part-of=onceflow"
 
@@ -180,3 +182,25 @@ async def _ready(port: int) -> bool:
             return resp.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
+
+
+def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 30) -> subprocess.Popen[bytes]:
+    """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks)."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "ONCEFLOW_NATS_URL": nats_url,
+        "ONCEFLOW_RECONCILE_SECONDS": str(resync_seconds),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "onceflow_operator.cli",
+        "operator",
+        "-A",
+        "--metrics-port",
+        str(free_port()),
+        "--liveness",
+        f"http://127.0.0.1:{free_port()}/healthz",
+    ]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
