@@ -163,6 +163,28 @@ def _pod_template(
     }
 
 
+def _deployment(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    selector: Mapping[str, str],
+    owner: Mapping[str, Any],
+    replicas: int,
+    template: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {"replicas": replicas, "selector": {"matchLabels": dict(selector)}, "template": template},
+    }
+
+
 def build_runner_deployment(
     plan: Plan,
     configmap: str,
@@ -196,35 +218,24 @@ def build_runner_deployment(
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": plan.revision,
-            "namespace": plan.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {
-                "matchLabels": {
-                    "onceflow.io/integration": plan.integration,
-                    "onceflow.io/revision": plan.revision,
-                }
-            },
-            "template": _pod_template(
-                labels=labels,
-                image=image,
-                args=args,
-                configmap=configmap,
-                secrets=plan_secrets(plan),
-                port=METRICS_PORT,
-                port_name="metrics",
-                annotations=annotations,
-            ),
-        },
-    }
+    return _deployment(
+        plan.revision,
+        plan.namespace,
+        labels,
+        {"onceflow.io/integration": plan.integration, "onceflow.io/revision": plan.revision},
+        owner,
+        replicas,
+        _pod_template(
+            labels=labels,
+            image=image,
+            args=args,
+            configmap=configmap,
+            secrets=plan_secrets(plan),
+            port=METRICS_PORT,
+            port_name="metrics",
+            annotations=annotations,
+        ),
+    )
 
 
 def build_gateway_deployment(
@@ -254,35 +265,24 @@ def build_gateway_deployment(
         "--port",
         str(GATEWAY_PORT),
     ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": f"{plan.connector}-gateway",
-            "namespace": plan.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {
-                "matchLabels": {
-                    "onceflow.io/connector": plan.connector,
-                    "app.kubernetes.io/name": "onceflow-gateway",
-                }
-            },
-            "template": _pod_template(
-                labels=labels,
-                image=image,
-                args=args,
-                configmap=configmap,
-                secrets=plan_secrets(plan),
-                port=GATEWAY_PORT,
-                port_name="http",
-                annotations={"onceflow.io/secrets-checksum": secrets_checksum},
-            ),
-        },
-    }
+    return _deployment(
+        f"{plan.connector}-gateway",
+        plan.namespace,
+        labels,
+        {"onceflow.io/connector": plan.connector, "app.kubernetes.io/name": "onceflow-gateway"},
+        owner,
+        replicas,
+        _pod_template(
+            labels=labels,
+            image=image,
+            args=args,
+            configmap=configmap,
+            secrets=plan_secrets(plan),
+            port=GATEWAY_PORT,
+            port_name="http",
+            annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+        ),
+    )
 
 
 def build_reconcile_cronjob(

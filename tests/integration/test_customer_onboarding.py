@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from onceflow_operator.localrun import LocalRun
 from onceflow_operator.natsserver import NatsServer
@@ -16,29 +14,10 @@ from tests.integration.scenario import (
     crm_customer_event,
     dumps,
     eventually,
-    example_documents,
-    new_namespace,
     sandbox_effects,
     signed_post,
-    start_local_run,
-    start_sandboxes,
     stream_messages,
 )
-
-
-@pytest.fixture
-async def boxes() -> AsyncIterator[Sandboxes]:
-    sandboxes = await start_sandboxes()
-    yield sandboxes
-    await sandboxes.stop()
-
-
-@pytest.fixture
-async def onboarding(nats_server: NatsServer, boxes: Sandboxes) -> AsyncIterator[tuple[LocalRun, str]]:
-    namespace = new_namespace()
-    run = await start_local_run(example_documents("customer-onboarding"), namespace, nats_server.url, boxes)
-    yield run, namespace
-    run.stop()
 
 
 def tax_id() -> str:

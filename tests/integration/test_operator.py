@@ -190,7 +190,10 @@ def test_integration_consumer_is_provisioned_and_removed_on_delete(
     assert info.config.filter_subject == f"onceflow.{kubectl.namespace}.in.crm.customer.approved"
     assert info.config.max_deliver == 5
     assert "onceflow.io/finalizer" in kubectl.get("integration", "onboard")["metadata"]["finalizers"]
-    kubectl.run("delete", "integration", "onboard", "--timeout=60s")
+    kubectl.run("delete", "integration", "onboard", "--wait=false")
+    wait_for(
+        lambda: not kubectl.run("get", "integration", "onboard", "--ignore-not-found", "-o", "name").stdout, within=120
+    )
     assert wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)) is None)
 
 

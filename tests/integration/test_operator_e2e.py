@@ -28,17 +28,9 @@ from tests.integration.scenario import (
     example_documents,
     sandbox_effects,
     signed_post,
-    start_sandboxes,
 )
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def boxes() -> AsyncIterator[Sandboxes]:
-    sandboxes = await start_sandboxes()
-    yield sandboxes
-    await sandboxes.stop()
 
 
 @pytest.fixture

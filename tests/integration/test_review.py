@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from click.testing import CliRunner, Result
 
 from onceflow_operator.cli import main
@@ -23,28 +21,9 @@ from tests.integration.scenario import (
     crm_customer_event,
     dumps,
     eventually,
-    example_documents,
-    new_namespace,
     sandbox_effects,
     signed_post,
-    start_local_run,
-    start_sandboxes,
 )
-
-
-@pytest.fixture
-async def boxes() -> AsyncIterator[Sandboxes]:
-    sandboxes = await start_sandboxes()
-    yield sandboxes
-    await sandboxes.stop()
-
-
-@pytest.fixture
-async def onboarding(nats_server: NatsServer, boxes: Sandboxes) -> AsyncIterator[tuple[LocalRun, str]]:
-    namespace = new_namespace()
-    run = await start_local_run(example_documents("customer-onboarding"), namespace, nats_server.url, boxes)
-    yield run, namespace
-    run.stop()
 
 
 async def cli(nats: NatsServer, *args: str, env: dict[str, str] | None = None) -> Result:

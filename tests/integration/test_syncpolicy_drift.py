@@ -8,7 +8,6 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,16 +15,9 @@ import pytest
 
 from onceflow_operator.natsserver import NatsServer
 from tests.conftest import Kubectl
-from tests.integration.scenario import Sandboxes, eventually, example_documents, start_sandboxes
+from tests.integration.scenario import Sandboxes, eventually, example_documents
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def boxes() -> AsyncIterator[Sandboxes]:
-    sandboxes = await start_sandboxes()
-    yield sandboxes
-    await sandboxes.stop()
 
 
 def run_job_locally(kubectl: Kubectl, cronjob: dict, nats_url: str, folder: Path) -> dict:  # type: ignore[type-arg]

@@ -1,0 +1,34 @@
+"""Fixtures of the data-plane and end-to-end tests: sandboxes and scenario 1 under local run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from onceflow_operator.localrun import LocalRun
+from onceflow_operator.natsserver import NatsServer
+from tests.integration.scenario import (
+    Sandboxes,
+    example_documents,
+    new_namespace,
+    start_local_run,
+    start_sandboxes,
+)
+
+
+@pytest.fixture
+async def boxes() -> AsyncIterator[Sandboxes]:
+    """Fresh sandbox ERP and receiving systems on loopback."""
+    sandboxes = await start_sandboxes()
+    yield sandboxes
+    await sandboxes.stop()
+
+
+@pytest.fixture
+async def onboarding(nats_server: NatsServer, boxes: Sandboxes) -> AsyncIterator[tuple[LocalRun, str]]:
+    """Scenario 1's example manifests under `onceflow local run`, in a namespace of their own."""
+    namespace = new_namespace()
+    run = await start_local_run(example_documents("customer-onboarding"), namespace, nats_server.url, boxes)
+    yield run, namespace
+    run.stop()
