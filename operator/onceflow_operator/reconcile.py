@@ -271,6 +271,17 @@ async def probe_connector(body: Mapping[str, Any]) -> dict[str, Any]:
     return status
 
 
+async def _connectors(kube: KubeClient, namespace: str) -> dict[str, Connector]:
+    """The namespace's Connectors by name; one that does not parse is left out (it is Stalled on its own)."""
+    connectors: dict[str, Connector] = {}
+    for item in await kube.list(API, "Connector", namespace):
+        try:
+            connectors[item["metadata"]["name"]] = Connector.model_validate({**item, "status": None})
+        except ValidationError:
+            continue
+    return connectors
+
+
 async def _revision_number(kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str) -> int:
     """Record the revision as a ControllerRevision; an equal older spec reuses its number."""
     meta = body["metadata"]
@@ -315,12 +326,7 @@ async def reconcile_integration(
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
     integration = Integration.model_validate({**body, "status": None})
-    connectors: dict[str, Connector] = {}
-    for item in await kube.list(API, "Connector", namespace):
-        try:
-            connectors[item["metadata"]["name"]] = Connector.model_validate({**item, "status": None})
-        except ValidationError:
-            continue
+    connectors = await _connectors(kube, namespace)
     policy = None
     if integration.spec.sync_policy_ref:
         raw = await kube.get(API, "SyncPolicy", namespace, integration.spec.sync_policy_ref.name)
@@ -432,10 +438,7 @@ async def reconcile_syncpolicy(
     )
     status["integrations"] = users
     if policy.spec.reconcile is not None:
-        connectors = {
-            c["metadata"]["name"]: Connector.model_validate({**c, "status": None})
-            for c in await kube.list(API, "Connector", namespace)
-        }
+        connectors = await _connectors(kube, namespace)
         try:
             plan = reconcile_plan(policy, connectors, namespace=namespace)
         except InvalidSpec as exc:

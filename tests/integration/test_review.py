@@ -84,7 +84,7 @@ async def test_a_parked_duplicate_is_approved_once_and_lands_in_the_erp_once(
     again = await cli(nats_server, "exceptions", "approve", str(parked["sequence"]), "-n", namespace, "-m", "twice")
     assert again.exit_code != 0
     assert "already decided: approve by alice" in again.output
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # no condition to wait on: this gives a wrongly doubled effect time to show
     assert (await sandbox_effects(boxes.erp))[key] == 1
     assert await waiting(nats_server, namespace) == []
 
