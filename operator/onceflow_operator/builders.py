@@ -23,6 +23,7 @@ __all__ = [
     "build_runner_deployment",
     "owner_reference",
     "plan_secrets",
+    "runner_deployment_name",
     "set_condition",
     "without_condition",
 ]
@@ -171,6 +172,7 @@ def _deployment(
     owner: Mapping[str, Any],
     replicas: int,
     template: dict[str, Any],
+    strategy: str = "RollingUpdate",
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -181,8 +183,18 @@ def _deployment(
             "labels": dict(labels),
             "ownerReferences": [owner_reference(owner)],
         },
-        "spec": {"replicas": replicas, "selector": {"matchLabels": dict(selector)}, "template": template},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(selector)},
+            "strategy": {"type": strategy},
+            "template": template,
+        },
     }
+
+
+def runner_deployment_name(integration: str, lane: str) -> str:
+    """`<integration>-runner` for the main lane, `<integration>-canary` for a rollout's canary lane."""
+    return f"{integration}-runner" if lane == "main" else f"{integration}-canary"
 
 
 def build_runner_deployment(
@@ -194,12 +206,15 @@ def build_runner_deployment(
     nats_url: str,
     replicas: int,
     secrets_checksum: str,
+    lane: str = "main",
+    strategy: str = "RollingUpdate",
 ) -> dict[str, Any]:
-    """The runner Deployment of one revision (`<integration>-<revision hash>`)."""
+    """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only)."""
+    selector = {"onceflow.io/integration": plan.integration, "onceflow.io/lane": lane}
     labels = {
         **_PART_OF,
         "app.kubernetes.io/name": "onceflow-runner",
-        "onceflow.io/integration": plan.integration,
+        **selector,
         "onceflow.io/revision": plan.revision,
     }
     args = [
@@ -212,6 +227,8 @@ def build_runner_deployment(
         SECRETS_MOUNT,
         "--port",
         str(METRICS_PORT),
+        "--lane",
+        lane,
     ]
     annotations = {
         "onceflow.io/secrets-checksum": secrets_checksum,
@@ -219,10 +236,10 @@ def build_runner_deployment(
         "prometheus.io/port": str(METRICS_PORT),
     }
     return _deployment(
-        plan.revision,
+        runner_deployment_name(plan.integration, lane),
         plan.namespace,
         labels,
-        {"onceflow.io/integration": plan.integration, "onceflow.io/revision": plan.revision},
+        selector,
         owner,
         replicas,
         _pod_template(
@@ -235,6 +252,7 @@ def build_runner_deployment(
             port_name="metrics",
             annotations=annotations,
         ),
+        "Recreate" if strategy == "Recreate" else "RollingUpdate",
     )
 
 

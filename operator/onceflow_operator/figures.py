@@ -51,3 +51,30 @@ class FigureBook:
         if successes:
             out["lastSuccessTime"] = max(successes)
         return out
+
+    def analysis(
+        self, namespace: str, integration: str, revision: str, *, now: float | None = None
+    ) -> dict[str, float] | None:
+        """The `result` a canary analysis sees: one revision's last-minute window over its live pods.
+
+        Ratios are weighted by each pod's record count, throughput is summed, p95 is the worst pod's.
+        None when no live pod of the revision settled a record in the window (no data is no verdict).
+        """
+        now = now if now is not None else time.monotonic()
+        live = [
+            b
+            for (ns, i, r, _), (t, b) in self._beats.items()
+            if (ns, i, r) == (namespace, integration, revision) and now - t <= self.stale_after
+        ]
+        count = sum(int(b.get("count", 0)) for b in live)
+        if count == 0:
+            return None
+        return {
+            "count": count,
+            "errorRatio": round(sum(float(b.get("errorRatio", 0)) * int(b.get("count", 0)) for b in live) / count, 4),
+            "exceptionRatio": round(
+                sum(float(b.get("exceptionRatio", 0)) * int(b.get("count", 0)) for b in live) / count, 4
+            ),
+            "p95LatencyMs": max(float(b.get("p95LatencyMs", 0)) for b in live),
+            "throughput": round(sum(float(b.get("throughput", 0)) for b in live), 3),
+        }

@@ -10,6 +10,7 @@ picked up within one timer interval.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -31,11 +32,13 @@ from .reconcile import (
     reconcile_syncpolicy,
 )
 
-__all__ = ["RECONCILE_SECONDS"]
+__all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
 
 GROUP, VERSION = "onceflow.io", "v1alpha1"
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
+#: Rollout verbs (promote, promote-full, abort, retry, pause, resume) arrive as this annotation.
+ACTION_ANNOTATION = "onceflow.io/action"
 
 
 @kopf.on.startup()
@@ -63,9 +66,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo.nats.close()
 
 
-async def _settle(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, outcome: Outcome) -> None:
-    """Write the outcome's status through the handler's patch and record its Events."""
-    patch.status.update(outcome.status)
+async def _record_events(kind: str, body: Any, memo: kopf.Memo, outcome: Outcome) -> None:
     for reason, message, warning in outcome.events:
         try:
             await memo.kube.event(dict(body), reason=reason, message=message, warning=warning)
@@ -73,22 +74,35 @@ async def _settle(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
             logging.getLogger("onceflow.operator").warning("could not record event %s on %s", reason, kind)
 
 
-async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, work: Any) -> None:
+def _kopf_error(exc: KubeError) -> Exception:
+    """Conflicts, throttling and server errors are retried; anything else is reported once."""
+    if exc.status in {409, 429} or exc.status >= 500:
+        return kopf.TemporaryError(f"API server answered {exc}; retrying", delay=5)
+    return kopf.PermanentError(f"API server refused a request: {exc}")
+
+
+async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Outcome:
+    """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
     started = time.perf_counter()
     try:
-        outcome = await work
+        outcome: Outcome = await work
     except KubeError as exc:
         RECONCILES.labels(kind=kind, reason="ApiError").inc()
-        if exc.status in {409, 429} or exc.status >= 500:
-            raise kopf.TemporaryError(f"API server answered {exc}; retrying", delay=5) from None
-        raise kopf.PermanentError(f"API server refused a request: {exc}") from None
+        raise _kopf_error(exc) from None
     finally:
         RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - started)
     ready: dict[str, Any] = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {})
     RECONCILES.labels(kind=kind, reason=ready.get("reason", "Unknown")).inc()
     memo.setdefault("managed", {}).setdefault(kind, set()).add(body["metadata"]["uid"])
     MANAGED.labels(kind=kind).set(len(memo["managed"][kind]))
-    await _settle(kind, body, patch, memo, outcome)
+    return outcome
+
+
+async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, work: Any) -> None:
+    """Reconcile, then write status through the handler's patch and record the Events."""
+    outcome = await _reconciled(kind, body, memo, work)
+    patch.status.update(outcome.status)
+    await _record_events(kind, body, memo, outcome)
 
 
 @kopf.on.resume(GROUP, VERSION, "connectors", retries=RETRIES)
@@ -116,7 +130,31 @@ async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, "integrations", retries=RETRIES)
 @kopf.timer(GROUP, VERSION, "integrations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
 async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run("Integration", body, patch, memo, reconcile_integration(memo.kube, body, memo.config, memo.nats))
+    # Change handlers and the timer may fire together; a rollout moves one reconcile at a time.
+    lock = memo.setdefault("locks", {}).setdefault(body["metadata"]["uid"], asyncio.Lock())
+    async with lock:
+        # Kopf hands each handler the body it saw when it was queued, and applies a handler's patch
+        # only after it returns. A rollout must build on the status the previous reconcile wrote,
+        # or a step (or a verb) would be undone: so read the object fresh and write status here.
+        meta = body["metadata"]
+        api, namespace, name = f"{GROUP}/{VERSION}", meta["namespace"], meta["name"]
+        try:
+            fresh = await memo.kube.get(api, "Integration", namespace, name)
+        except KubeError as exc:
+            raise _kopf_error(exc) from None
+        if fresh is None:
+            return
+        action = (fresh["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+        outcome = await _reconciled(
+            "Integration", fresh, memo, reconcile_integration(memo.kube, fresh, memo.config, memo.nats, action)
+        )
+        try:
+            await memo.kube.patch_status(api, "Integration", namespace, name, outcome.status)
+            if action is not None:  # a verb is done once; removing it is a metadata change Argo CD ignores
+                await memo.kube.annotate(api, "Integration", namespace, name, {ACTION_ANNOTATION: None})
+        except KubeError as exc:
+            raise _kopf_error(exc) from None
+        await _record_events("Integration", fresh, memo, outcome)
 
 
 @kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)
@@ -137,6 +175,7 @@ async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: A
 
 
 def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    memo.setdefault("locks", {}).pop(body["metadata"]["uid"], None)
     managed = memo.setdefault("managed", {}).setdefault(kind, set())
     managed.discard(body["metadata"]["uid"])
     MANAGED.labels(kind=kind).set(len(managed))

@@ -170,6 +170,17 @@ class KubeClient:
         path = resource_path(api_version, kind, namespace, name) + "/status"
         await self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
 
+    async def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> dict[str, Any]:
+        """Merge-patch annotations (None removes one): how rollout verbs reach the operator without a spec edit."""
+        return await self._call(  # type: ignore[no-any-return]
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             await self._call("DELETE", resource_path(api_version, kind, namespace, name))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +22,11 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from onceflow_runner import natsio
+from onceflow_runner.plan import Plan
+from onceflow_runner.split import SplitTable
 
 from .api import Connector, Integration, SyncPolicy
+from .api.integration import AnalysisMetric
 from .builders import (
     build_gateway_deployment,
     build_gateway_service,
@@ -31,6 +34,7 @@ from .builders import (
     build_reconcile_cronjob,
     build_runner_deployment,
     plan_secrets,
+    runner_deployment_name,
     set_condition,
     without_condition,
 )
@@ -38,6 +42,8 @@ from .figures import FigureBook
 from .kube import KubeClient
 from .metrics import NATS_CALLS, NATS_FAILURES
 from .planner import InvalidSpec, drift_subject, gateway_plan, nats_names, plan_from_integration, reconcile_plan
+from .prometheus import PrometheusError, query_prometheus
+from .rollout import Decision, Measurement, RolloutView, decide, due_metrics
 
 __all__ = [
     "NatsLink",
@@ -282,16 +288,30 @@ async def _connectors(kube: KubeClient, namespace: str) -> dict[str, Connector]:
     return connectors
 
 
-async def _revision_number(kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str) -> int:
-    """Record the revision as a ControllerRevision; an equal older spec reuses its number."""
+def _owner_ref(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": API,
+        "kind": "Integration",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def _revisions(
+    kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str, version: str
+) -> dict[str, int]:
+    """Record the revision as a ControllerRevision (an equal older spec reuses its number); all by name."""
     meta = body["metadata"]
     existing = await kube.list(
         "apps/v1", "ControllerRevision", meta["namespace"], selector=f"onceflow.io/integration={meta['name']}"
     )
-    for item in existing:
-        if item["metadata"]["name"] == revision:
-            return int(item["revision"])
-    number = max((int(i["revision"]) for i in existing), default=0) + 1
+    numbers = {item["metadata"]["name"]: int(item["revision"]) for item in existing}
+    if revision in numbers:
+        return numbers
+    numbers[revision] = max(numbers.values(), default=0) + 1
     await kube.apply(
         {
             "apiVersion": "apps/v1",
@@ -300,28 +320,136 @@ async def _revision_number(kube: KubeClient, body: Mapping[str, Any], revision: 
                 "name": revision,
                 "namespace": meta["namespace"],
                 "labels": {"onceflow.io/integration": meta["name"], "app.kubernetes.io/part-of": "onceflow"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": API,
-                        "kind": "Integration",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [_owner_ref(body)],
             },
-            "data": {"planHash": hashlib.sha256(plan_json.encode()).hexdigest()},
-            "revision": number,
+            "data": {"planHash": hashlib.sha256(plan_json.encode()).hexdigest(), "version": version},
+            "revision": numbers[revision],
         }
     )
-    return number
+    return numbers
+
+
+async def _prune_revisions(
+    kube: KubeClient, namespace: str, name: str, numbers: dict[str, int], keep: set[str], limit: int
+) -> None:
+    """Delete the oldest revisions beyond `limit` (never one in use) and their plan ConfigMaps."""
+    old = sorted((n, r) for r, n in numbers.items() if r not in keep)
+
+    for _, revision in old[: max(0, len(old) - limit)]:
+        await kube.delete("apps/v1", "ControllerRevision", namespace, revision)
+        for cm in await kube.list("v1", "ConfigMap", namespace, selector=f"onceflow.io/revision={revision}"):
+            await kube.delete("v1", "ConfigMap", namespace, cm["metadata"]["name"])
+        numbers.pop(revision)
+
+
+async def _stored_plan(kube: KubeClient, namespace: str, name: str, revision: str) -> tuple[Plan, str] | None:
+    """A revision's plan from its immutable ConfigMap, and the ConfigMap's name."""
+    selector = f"onceflow.io/integration={name},onceflow.io/revision={revision}"
+    for cm in await kube.list("v1", "ConfigMap", namespace, selector=selector):
+        text = (cm.get("data") or {}).get("plan.json")
+        if text:
+            return Plan.model_validate_json(text), cm["metadata"]["name"]
+    return None
+
+
+def _lane_state(deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+    """(revision the lane's pods run, whether they are all updated and available)."""
+    if not deployment:
+        return None, False
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    revision = ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get("onceflow.io/revision")
+    want = int(spec.get("replicas", 1))
+    current = int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 1))
+    ready = (
+        current
+        and int(status.get("updatedReplicas", 0)) >= want
+        and int(status.get("availableReplicas", 0)) >= min(want, 1)
+    )
+    return revision, ready
+
+
+async def _measure(
+    metric: AnalysisMetric, nats: NatsLink | None, namespace: str, name: str, revision: str
+) -> Measurement:
+    """One reading: a Prometheus query, or the canary revision's heartbeat window."""
+    if metric.provider.prometheus is None:
+        result = nats.book.analysis(namespace, name, revision) if nats is not None else None
+        return Measurement(result, "" if result else "no canary runner settled a record in the last minute")
+    source = metric.provider.prometheus
+    try:
+        return Measurement(await query_prometheus(source.address, source.query))
+    except PrometheusError as exc:
+        return Measurement(None, str(exc))
+
+
+@dataclass
+class _Lanes:
+    """What NATS says about an Integration's lanes."""
+
+    table: SplitTable | None = None
+    canary_floor: int | None = None
+    main_floor: int | None = None
+
+    @property
+    def canary_drained(self) -> bool:
+        if self.canary_floor is None:
+            return True
+        return self.table is not None and self.table.weight == 0 and self.canary_floor >= self.table.last_sequence
+
+
+async def _observe_lanes(js: JetStreamContext, plan: Plan) -> _Lanes:
+    subject = natsio.rollout_subject(plan.nats, plan.namespace, plan.integration)
+    return _Lanes(
+        table=await natsio.read_split(js, plan.nats.stream, subject),
+        canary_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "canary")),
+        main_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "main")),
+    )
+
+
+async def _apply_split(js: JetStreamContext, lanes: _Lanes, main: Plan, canary: Plan | None, weight: int) -> int:
+    """Publish a split marker when the weight in force must change; open the canary lane at its first marker."""
+    table = lanes.table
+    subject = natsio.rollout_subject(main.nats, main.namespace, main.integration)
+    opening = canary is not None and lanes.canary_floor is None
+    if opening or (table is not None and table.weight != weight) or (table is None and weight != 0):
+        # Only markers below *both* lanes' ack floors are forgotten: a lagging lane still judges by them.
+        floors = [f for f in (lanes.main_floor, lanes.canary_floor) if f is not None]
+        base = table.compacted(min(floors, default=0)) if table is not None else None
+        table = await natsio.publish_split(js, subject, base, weight)
+        lanes.table = table
+    if opening and canary is not None and table is not None:
+        await natsio.provision_consumer(js, canary, "canary", start_sequence=table.last_sequence)
+        lanes.canary_floor = 0
+    return table.last_sequence if table is not None else 0
+
+
+def _conditions(status: dict[str, Any], generation: int, decision: Decision) -> list[dict[str, Any]]:
+    conditions = list(status.get("conditions") or [])
+    now = _now()
+    for kind, (ok, reason, message) in (
+        ("Ready", decision.ready),
+        ("Available", decision.available),
+        ("Progressing", decision.progressing),
+    ):
+        conditions = set_condition(conditions, kind, ok, reason, message, generation=generation, now=now)
+    stalled = decision.ready[1] in {"ProgressDeadlineExceeded", "RolloutAborted", "AnalysisFailed"}
+    for kind, on in (("Stalled", stalled), ("Reconciling", not decision.ready[0] and not stalled)):
+        conditions = (
+            set_condition(conditions, kind, True, decision.ready[1], decision.ready[2], generation=generation, now=now)
+            if on
+            else without_condition(conditions, kind)
+        )
+    return conditions
 
 
 async def reconcile_integration(
-    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, nats: NatsLink | None = None
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    nats: NatsLink | None = None,
+    action: str | None = None,
 ) -> Outcome:
-    """Compile the plan; provision its consumer; apply ConfigMap, ControllerRevision, Deployment; report."""
+    """Compile the revision, decide the rollout, run each lane's revision, move the split, report."""
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
@@ -340,59 +468,126 @@ async def reconcile_integration(
             _ready(status, generation, False, "InvalidSpec", message, stalled=True),
             [("InvalidSpec", message, True)],
         )
-    events: list[tuple[str, str, bool]] = []
-    nats_problem = ""
-    if nats is not None:
-        NATS_CALLS.labels(operation="provision").inc()
-        try:
-            await natsio.provision_consumer(await nats.jetstream(), plan)
-        except Exception as exc:
-            NATS_FAILURES.labels(
-                operation="provision"
-            ).inc()  # any NATS failure: report it, keep the rest of the revision in place
-            nats_problem = f"JetStream at {nats.url} could not be provisioned ({type(exc).__name__}); retrying"
-            events.append(("NatsUnavailable", nats_problem, True))
-        figures = nats.book.figures(namespace, name, plan.revision)
-        if figures is not None:
-            status["figures"] = figures
     plan_json = plan.to_json()
     configmap = build_plan_configmap(
-        name,
-        namespace,
-        plan_json,
-        body,
-        {"onceflow.io/integration": name, "onceflow.io/revision": plan.revision},
+        name, namespace, plan_json, body, {"onceflow.io/integration": name, "onceflow.io/revision": plan.revision}
     )
     await kube.apply(configmap)
-    number = await _revision_number(kube, body, plan.revision, plan_json)
-    checksum = await _secrets_checksum(kube, namespace, plan_secrets(plan))
-    deployment = await kube.apply(
-        build_runner_deployment(
-            plan,
-            configmap["metadata"]["name"],
-            body,
-            image=config.image,
-            nats_url=config.nats_url,
-            replicas=integration.spec.replicas,
-            secrets_checksum=checksum,
-        )
+    numbers = await _revisions(kube, body, plan.revision, plan_json, integration.spec.version)
+    plans = {plan.revision: (plan, configmap["metadata"]["name"])}
+
+    async def plan_of(revision: str) -> tuple[Plan, str]:
+        if revision not in plans:
+            plans[revision] = await _stored_plan(kube, namespace, name, revision) or plans[plan.revision]
+        return plans[revision]
+
+    deployments = {
+        lane: await kube.get("apps/v1", "Deployment", namespace, runner_deployment_name(name, lane))
+        for lane in ("main", "canary")
+    }
+    main_running, main_available = _lane_state(deployments["main"])
+    canary_running, canary_available = _lane_state(deployments["canary"])
+    events: list[tuple[str, str, bool]] = []
+    nats_problem = ""
+    lanes = _Lanes()
+    js: JetStreamContext | None = None
+    if nats is not None:
+        try:
+            js = await nats.jetstream()
+            lanes = await _observe_lanes(js, plan)
+        except Exception as exc:  # NATS away: no rollout step moves until it is back
+            js = None
+            nats_problem = f"JetStream at {nats.url} is not reachable ({type(exc).__name__}); retrying"
+    stable = status.get("stableRevision") or None
+    view = RolloutView(
+        desired=plan.revision,
+        desired_number=numbers[plan.revision],
+        stable=stable,
+        strategy=integration.spec.strategy,
+        status=status,
+        now=_now(),
+        main_running=main_running,
+        main_available=main_available,
+        canary_running=canary_running,
+        canary_available=canary_available,
+        canary_drained=lanes.canary_drained if js is not None else False,
+        spec_paused=integration.spec.paused,
+        progress_deadline_seconds=integration.spec.progress_deadline_seconds,
+        action=action,
+        revision_numbers=numbers,
     )
-    status.update({"currentRevision": plan.revision, "revision": number})
+    if js is not None:
+        measured = {m.name: await _measure(m, nats, namespace, name, plan.revision) for m in due_metrics(view)}
+        view = replace(view, measurements=measured)
+    decision = decide(view)
+    if js is None and nats is not None:  # hold every lane and the split where they are
+        decision.main = main_running or decision.main
+        decision.canary = canary_running
+    main_plan, main_cm = await plan_of(decision.main)
+    canary_plan = (await plan_of(decision.canary))[0] if decision.canary else None
+    if js is not None and nats is not None:
+        NATS_CALLS.labels(operation="provision").inc()
+        try:
+            await natsio.provision_consumer(js, main_plan)
+            if canary_plan is not None or lanes.table is not None:
+                decision.status.setdefault("rollout", {})["splitSequence"] = await _apply_split(
+                    js, lanes, main_plan, canary_plan, decision.weight
+                )
+            if decision.canary is None and lanes.canary_floor is not None and deployments["canary"] is None:
+                await natsio.remove_consumer(js, plan.nats.stream, natsio.lane_consumer(plan, "canary"))
+        except Exception as exc:
+            NATS_FAILURES.labels(operation="provision").inc()
+            nats_problem = f"JetStream at {nats.url} could not be provisioned ({type(exc).__name__}); retrying"
+    if nats_problem:
+        events.append(("NatsUnavailable", nats_problem, True))
+    await _apply_lane(kube, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
+    if decision.canary is not None and canary_plan is not None and (js is not None or deployments["canary"]):
+        canary_cm = (await plan_of(decision.canary))[1]
+        await _apply_lane(kube, config, body, "canary", canary_plan, canary_cm, 1, integration)
+    elif deployments["canary"] is not None:
+        await kube.delete("apps/v1", "Deployment", namespace, runner_deployment_name(name, "canary"))
+    in_use = (decision.canary, decision.status.get("stableRevision") or stable)
+    keep = {plan.revision, decision.main, *(r for r in in_use if r)}
+    await _prune_revisions(kube, namespace, name, numbers, keep, integration.spec.revision_history_limit)
+    if nats is not None:
+        figures = nats.book.figures(namespace, name, decision.main)
+        if figures is not None:
+            status["figures"] = figures
+    status.update(decision.status)
+    status.update({"currentRevision": plan.revision, "revision": numbers[plan.revision]})
+    events.extend(decision.events)
     if nats_problem:
         status.update({"phase": "Degraded", "message": nats_problem})
         return Outcome(_ready(status, generation, False, "NatsUnavailable", nats_problem, reconciling=True), events)
-    if _available(deployment):
-        status.update(
-            {
-                "phase": "Healthy",
-                "stableRevision": plan.revision,
-                "message": f"revision {number} is serving",
-                "canaryWeight": 100,
-            }
+    status["conditions"] = _conditions(status, generation, decision)
+    status["observedGeneration"] = generation
+    return Outcome(status, events)
+
+
+async def _apply_lane(
+    kube: KubeClient,
+    config: OperatorConfig,
+    body: Mapping[str, Any],
+    lane: str,
+    plan: Plan,
+    configmap: str,
+    replicas: int,
+    integration: Integration,
+) -> dict[str, Any]:
+    checksum = await _secrets_checksum(kube, plan.namespace, plan_secrets(plan))
+    return await kube.apply(
+        build_runner_deployment(
+            plan,
+            configmap,
+            body,
+            image=config.image,
+            nats_url=config.nats_url,
+            replicas=replicas,
+            secrets_checksum=checksum,
+            lane=lane,
+            strategy=integration.spec.strategy.type,
         )
-        return Outcome(_ready(status, generation, True, "RunnersAvailable", status["message"]))
-    status.update({"phase": "Progressing", "message": f"waiting for runners of revision {number} ({plan.revision})"})
-    return Outcome(_ready(status, generation, False, "RunnersNotAvailable", status["message"], reconciling=True))
+    )
 
 
 def _plan_secret_names(connector: Any) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import PlanError
 from .plan import load_gateway_plan, load_plan
+from .split import Lane
 
 __all__ = ["configure_logging", "run_gateway", "run_reconcile_job", "run_runner"]
 
@@ -44,13 +45,13 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at scale
 
 
-def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
+def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, lane: Lane = "main") -> int:
     """Run a runner until SIGTERM; return the exit code (2 for a plan it cannot run)."""
     from .runner import Runner, run_until_signalled
 
     try:
         plan = load_plan(plan_path)
-        runner = Runner(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port)
+        runner = Runner(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port, lane=lane)
     except PlanError as exc:
         print(f"onceflow runner: {exc}", file=sys.stderr)
         return EXIT_BAD_PLAN

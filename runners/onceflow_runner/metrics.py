@@ -42,6 +42,12 @@ class RunnerMetrics:
             labels,
             registry=self.registry,
         )
+        self.skipped = Counter(
+            "onceflow_runner_skipped_total",
+            "Split markers and records owned by the other rollout lane, acked without effect.",
+            labels,
+            registry=self.registry,
+        )
         self.failed = Counter(
             "onceflow_runner_failed_total",
             "Step failures by step and reason (transient and permanent).",

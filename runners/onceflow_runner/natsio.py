@@ -30,20 +30,26 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from .plan import Plan
+from .plan import NatsPlan, Plan
+from .split import MARKER_HEADER, Lane, SplitTable
 
 __all__ = [
     "STREAMS",
     "JetStreamWiring",
     "StoredMessage",
+    "ack_floor",
     "connect",
     "consumer_config",
     "ensure_streams",
     "get_stored",
     "kv_key",
+    "lane_consumer",
     "provision_consumer",
+    "publish_split",
+    "read_split",
     "read_stream",
     "remove_consumer",
+    "rollout_subject",
     "subscribe_stats",
 ]
 
@@ -100,23 +106,51 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             await js.update_stream(config)
 
 
-def consumer_config(plan: Plan) -> ConsumerConfig:
-    """The durable pull consumer of one Integration, as its plan says.
+def rollout_subject(names: NatsPlan, namespace: str, integration: str) -> str:
+    """Where split markers for an Integration go: in its trigger's stream, so they are ordered with its records."""
+    area = "events" if names.stream == "ONCEFLOW_EVENTS" else "in"
+    return f"onceflow.{namespace}.{area}._rollout.{integration}"
 
-    The backoff list is *not* set on the consumer: JetStream would then use it as the ack
-    deadline of each delivery, cutting short a slow but healthy call. `ack_wait` bounds a
-    delivery; the backoff delays are applied by the runner with `nak(delay)` after a failure.
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching (`*` one token, `>` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def lane_consumer(plan: Plan, lane: Lane) -> str:
+    """The durable consumer a lane reads."""
+    return plan.nats.consumer if lane == "main" else f"{plan.nats.consumer}_canary"
+
+
+def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None = None) -> ConsumerConfig:
+    """The durable pull consumer of one Integration lane, as its plan says.
+
+    Both lanes also receive the Integration's split markers (see `split.py`), which is what lets
+    the operator tell when a lane has settled everything before a marker. The canary lane starts
+    at the rollout's first marker. The backoff list is *not* set on the consumer: JetStream would
+    then use it as the ack deadline of each delivery, cutting short a slow but healthy call.
+    `ack_wait` bounds a delivery; the backoff delays are applied by the runner with `nak(delay)`.
     """
     policy = plan.error_policy
+    markers = rollout_subject(plan.nats, plan.namespace, plan.integration)
+    subjects = [plan.nats.subject] if subject_matches(plan.nats.subject, markers) else [plan.nats.subject, markers]
+    name = lane_consumer(plan, lane)
     return ConsumerConfig(
-        name=plan.nats.consumer,
-        durable_name=plan.nats.consumer,
-        description=f"onceflow integration {plan.namespace}/{plan.integration}",
-        deliver_policy=DeliverPolicy.ALL,
+        name=name,
+        durable_name=name,
+        description=f"onceflow integration {plan.namespace}/{plan.integration} ({lane} lane)",
+        deliver_policy=DeliverPolicy.ALL if start_sequence is None else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start_sequence,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=policy.ack_wait,
         max_deliver=policy.max_deliver,
-        filter_subject=plan.nats.subject,
+        filter_subjects=subjects,
         max_ack_pending=plan.concurrency,
     )
 
@@ -135,19 +169,29 @@ class JetStreamWiring:
     kv: KeyValue
     plan: Plan
 
+    lane: Lane = "main"
+
     @classmethod
-    async def open(cls, nc: Client, plan: Plan) -> JetStreamWiring:
+    async def open(cls, nc: Client, plan: Plan, lane: Lane = "main") -> JetStreamWiring:
         js = nc.jetstream(timeout=5)
         await ensure_streams(js)
-        await js.add_consumer(plan.nats.stream, consumer_config(plan))
+        if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
+            await js.add_consumer(plan.nats.stream, consumer_config(plan))
         try:
             kv = await js.key_value(plan.nats.kv_bucket)
         except (NotFoundError, BadRequestError):
             kv = await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
-        return cls(nc, js, kv, plan)
+        return cls(nc, js, kv, plan, lane)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe_bind(self.plan.nats.consumer, stream=self.plan.nats.stream)
+        return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
+
+    async def split_table(self) -> SplitTable | None:
+        return await read_split(self.js, self.plan.nats.stream, self.rollout_subject)
+
+    @property
+    def rollout_subject(self) -> str:
+        return rollout_subject(self.plan.nats, self.plan.namespace, self.plan.integration)
 
     async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
         """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
@@ -169,10 +213,37 @@ class JetStreamWiring:
         await self.nc.publish(subject, payload)
 
 
-async def provision_consumer(js: JetStreamContext, plan: Plan) -> None:
-    """Create the streams and the revision's durable consumer, or correct their drift."""
+async def provision_consumer(
+    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None
+) -> None:
+    """Create the streams and a lane's durable consumer, or correct their drift."""
     await ensure_streams(js)
-    await js.add_consumer(plan.nats.stream, consumer_config(plan))
+    await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
+
+
+async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTable | None:
+    """The newest split marker's table, or None when the Integration never had a rollout."""
+    try:
+        msg = await js.get_last_msg(stream, subject)
+    except NotFoundError:
+        return None
+    return SplitTable.from_marker(int(msg.seq or 0), msg.data or b"{}")
+
+
+async def publish_split(js: JetStreamContext, subject: str, table: SplitTable | None, weight: int) -> SplitTable:
+    """Publish the next split marker; return the table it makes (its entry carries the marker's sequence)."""
+    base = table or SplitTable()
+    ack = await js.publish(subject, base.marker_payload(weight), headers={MARKER_HEADER: "split"})
+    return base.then(int(ack.seq), weight)
+
+
+async def ack_floor(js: JetStreamContext, stream: str, consumer: str) -> int | None:
+    """Stream sequence up to which a consumer has settled everything; None when it does not exist."""
+    try:
+        info = await js.consumer_info(stream, consumer)
+    except NotFoundError:
+        return None
+    return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
 
 
 async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> bool:

@@ -41,6 +41,7 @@ from .errors import MalformedInput, PermanentFailure, TransientFailure
 from .metrics import RollingStats, RunnerMetrics
 from .outbound import HttpCaller
 from .plan import Plan
+from .split import MARKER_HEADER, Lane, SplitTable, owns
 from .x12 import decode_x12
 
 __all__ = ["Runner", "decode_payload", "header_safe"]
@@ -100,8 +101,10 @@ class Runner:
         port: int = 0,
         heartbeat_seconds: float = 2.0,
         caller: HttpCaller | None = None,
+        lane: Lane = "main",
     ) -> None:
         self.plan = plan
+        self.lane = lane
         self.nats_url = nats_url
         self.secrets_dir = secrets_dir
         self.host, self.port = host, port
@@ -110,6 +113,7 @@ class Runner:
         self.stats = RollingStats()
         self.caller = caller or HttpCaller(plan.connectors, secrets_dir)
         self.labels = {"integration": plan.integration, "revision": plan.revision}
+        self.split: SplitTable | None = None
         self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -123,7 +127,7 @@ class Runner:
     async def start(self) -> None:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
-        self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan)
+        self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
         self.engine = Engine(self.plan, self.caller, _JetStreamEvents(self.wiring))
         self.sub = await self.wiring.subscribe()
         await self._serve_http()
@@ -135,6 +139,11 @@ class Runner:
         """Stop pulling, let in-flight records settle (or be redelivered later), then disconnect."""
         self.ready = False
         self._stopping.set()
+        if self._tasks:
+            # Let a fetch in progress return (it times out within a second) and its records start:
+            # cancelling it would strand what it fetched until ack_wait sends it elsewhere.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), 2.5)
         if self._inflight:
             await asyncio.wait(
                 set(self._inflight), timeout=grace if grace is not None else self.plan.error_policy.ack_wait
@@ -196,10 +205,29 @@ class Runner:
                 log.warning("fetch failed; retrying", extra={"error": type(exc).__name__})
                 await asyncio.sleep(0.5)
                 continue
+            try:
+                # Read after the fetch: every marker that can apply to these records is stored by now.
+                self.split = await self.wiring.split_table()
+            except Exception as exc:  # cannot judge ownership: leave the batch for redelivery
+                log.warning("split marker unreadable; batch left for redelivery", extra={"error": type(exc).__name__})
+                await asyncio.sleep(0.5)
+                continue
             for msg in msgs:
+                if not self._mine(msg):
+                    continue
                 task = asyncio.create_task(self._settle_guarded(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    def _mine(self, msg: Msg) -> bool:
+        """Ack split markers and the other lane's records at once (no effect); True for our records."""
+        if (msg.headers or {}).get(MARKER_HEADER) or not owns(self.lane, msg.metadata.sequence.stream, self.split):
+            self.metrics.skipped.labels(**self.labels).inc()
+            task = asyncio.create_task(msg.ack())
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            return False
+        return True
 
     async def _settle_guarded(self, msg: Msg) -> None:
         self.metrics.in_flight.labels(**self.labels).inc()
@@ -369,6 +397,7 @@ class Runner:
             beat = {
                 "integration": self.plan.integration,
                 "revision": self.plan.revision,
+                "lane": self.lane,
                 "pod": self.pod,
                 "time": datetime.now(UTC).isoformat(),
                 "consumerLag": self.lag,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from onceflow_operator.controlplane import ControlPlane
+from onceflow_operator.executor import LocalExecutor
+from onceflow_operator.kube import KubeClient
 from onceflow_operator.localrun import LocalRun
 from onceflow_operator.natsserver import NatsServer
+from tests.conftest import Kubectl
 from tests.integration.scenario import (
     Sandboxes,
     example_documents,
@@ -32,3 +37,18 @@ async def onboarding(nats_server: NatsServer, boxes: Sandboxes) -> AsyncIterator
     run = await start_local_run(example_documents("customer-onboarding"), namespace, nats_server.url, boxes)
     yield run, namespace
     run.stop()
+
+
+@pytest.fixture
+async def executor(
+    control_plane: ControlPlane, nats_server: NatsServer, kubectl: Kubectl
+) -> AsyncIterator[LocalExecutor]:
+    """The local executor: runs the test namespace's runner and gateway Deployments as processes."""
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    runner = LocalExecutor(kube, nats_server.url, namespace=kubectl.namespace)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    yield runner
+    stop.set()
+    await task
+    await kube.close()

@@ -86,14 +86,12 @@ def test_webhook_connector_gets_a_restricted_gateway_and_service(kubectl: Kubect
 
 
 def _mark_available(kubectl: Kubectl, deployment: str) -> None:
+    """Write the status the Deployment controller would once its pod is ready."""
+    generation = kubectl.get("deployment", deployment)["metadata"]["generation"]
+    status = {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1}
+    status.update(availableReplicas=1, readyReplicas=1)
     kubectl.run(
-        "patch",
-        "deployment",
-        deployment,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}}),
+        "patch", "deployment", deployment, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status})
     )
 
 
@@ -114,19 +112,22 @@ def test_integration_becomes_a_revision_with_runners_and_turns_ready(kubectl: Ku
     revision = status["currentRevision"]
     assert status["revision"] == 1
     assert status["phase"] == "Progressing"
-    deployment = json.loads(kubectl.run("get", "deployment", revision, "-o", "json").stdout)
+    deployment = kubectl.get("deployment", "onboard-runner")
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "Integration"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["onceflow.io/revision"] == revision
     configmap = deployment["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
     plan_cm = json.loads(kubectl.run("get", "configmap", configmap, "-o", "json").stdout)
     assert plan_cm["immutable"] is True
     assert json.loads(plan_cm["data"]["plan.json"])["revision"] == revision
     assert kubectl.run("get", "controllerrevision", revision, "-o", "jsonpath={.revision}").stdout == "1"
-    _mark_available(kubectl, revision)
+    _mark_available(kubectl, "onboard-runner")
     kubectl.run("wait", "--for=condition=Ready", "integration/onboard", "--timeout=30s")
     ready = kubectl.get("integration", "onboard")
     assert ready["status"]["phase"] == "Healthy"
     assert ready["status"]["stableRevision"] == revision
     assert condition(ready, "Reconciling") is None
+    assert condition(ready, "Available")["status"] == "True"  # type: ignore[index]
+    assert condition(ready, "Progressing")["reason"] == "NewRevisionPromoted"  # type: ignore[index]
 
 
 def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(kubectl: Kubectl, operator_running: None) -> None:
@@ -187,7 +188,10 @@ def test_integration_consumer_is_provisioned_and_removed_on_delete(
     )
     consumer = f"{kubectl.namespace}_onboard"
     info = wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)))
-    assert info.config.filter_subject == f"onceflow.{kubectl.namespace}.in.crm.customer.approved"
+    assert info.config.filter_subjects == [
+        f"onceflow.{kubectl.namespace}.in.crm.customer.approved",
+        f"onceflow.{kubectl.namespace}.in._rollout.onboard",  # split markers, see onceflow_runner.split
+    ]
     assert info.config.max_deliver == 5
     assert "onceflow.io/finalizer" in kubectl.get("integration", "onboard")["metadata"]["finalizers"]
     kubectl.run("delete", "integration", "onboard", "--wait=false")

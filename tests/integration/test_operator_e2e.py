@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,10 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from onceflow_operator.cli import main
-from onceflow_operator.controlplane import ControlPlane
 from onceflow_operator.executor import LocalExecutor
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.natsserver import NatsServer
 from tests.conftest import Kubectl
 from tests.integration.scenario import (
     CRM_SECRET,
@@ -31,20 +27,6 @@ from tests.integration.scenario import (
 )
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def executor(
-    control_plane: ControlPlane, nats_server: NatsServer, kubectl: Kubectl
-) -> AsyncIterator[LocalExecutor]:
-    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
-    runner = LocalExecutor(kube, nats_server.url, namespace=kubectl.namespace)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    yield runner
-    stop.set()
-    await task
-    await kube.close()
 
 
 def pointed_at(docs: list[dict[str, Any]], boxes: Sandboxes) -> list[dict[str, Any]]:

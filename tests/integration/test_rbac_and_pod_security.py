@@ -119,7 +119,8 @@ async def test_reconcile_works_with_only_the_service_accounts_rights(
     finally:
         await kube.close()
     assert outcome.status["revision"] == 1
-    assert await asyncio.to_thread(k.run, "get", "deployment", outcome.status["currentRevision"])
+    runner = await asyncio.to_thread(k.get, "deployment", "onboard-runner")
+    assert runner["spec"]["template"]["metadata"]["labels"]["onceflow.io/revision"] == outcome.status["currentRevision"]
 
 
 def test_the_pod_security_check_does_catch_a_violation(admin_kubectl: Kubectl, installed: None) -> None:

@@ -126,3 +126,41 @@ def test_runner_does_not_import_kopf_or_kubernetes() -> None:
     code = "import sys, onceflow_runner.runner, onceflow_runner.gateway; print(sorted(m for m in sys.modules if m.split('.')[0] in {'kopf','kubernetes','onceflow_operator'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_lanes_are_deployments_named_by_lane_that_select_no_revision() -> None:
+    from onceflow_operator.builders import build_runner_deployment
+    from onceflow_runner.natsio import consumer_config
+
+    connectors, policies, integrations = load_examples()
+    integration = next(i for i in integrations if i.spec.strategy.type == "Canary")
+    plan = plan_from_integration(integration, connectors, policies.get("customer"), namespace="sales")
+    owner = {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": plan.integration, "uid": "u"},
+    }
+    main, canary = (
+        build_runner_deployment(
+            plan, "cm", owner, image="i", nats_url="n", replicas=2, secrets_checksum="c", lane=lane, strategy="Recreate"
+        )
+        for lane in ("main", "canary")
+    )
+    assert (main["metadata"]["name"], canary["metadata"]["name"]) == (
+        f"{plan.integration}-runner",
+        f"{plan.integration}-canary",
+    )
+    assert main["spec"]["strategy"] == {"type": "Recreate"}
+    # The selector names the lane only, so a lane can switch revision in place (selectors are immutable).
+    assert main["spec"]["selector"]["matchLabels"] == {
+        "onceflow.io/integration": plan.integration,
+        "onceflow.io/lane": "main",
+    }
+    assert canary["spec"]["template"]["metadata"]["labels"]["onceflow.io/revision"] == plan.revision
+    assert canary["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--lane", "canary"]
+    main_consumer, canary_consumer = consumer_config(plan), consumer_config(plan, "canary", start_sequence=42)
+    assert canary_consumer.durable_name == f"{main_consumer.durable_name}_canary"
+    assert (canary_consumer.opt_start_seq, main_consumer.opt_start_seq) == (42, None)
+    assert main_consumer.filter_subjects == [plan.nats.subject, f"onceflow.sales.in._rollout.{plan.integration}"]
+    wildcard = plan.model_copy(update={"nats": plan.nats.model_copy(update={"subject": "onceflow.sales.in.>"})})
+    assert consumer_config(wildcard).filter_subjects == ["onceflow.sales.in.>"]  # already covers the markers

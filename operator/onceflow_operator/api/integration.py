@@ -47,10 +47,13 @@ __all__ = [
     "IntegrationStatus",
     "LookupStep",
     "MapStep",
+    "MetricRun",
+    "PauseCondition",
     "PauseStep",
     "PrometheusProvider",
     "PublishStep",
     "RollbackWindow",
+    "RolloutStatus",
     "RuleCheck",
     "ScheduleTrigger",
     "Step",
@@ -423,12 +426,58 @@ class IntegrationSpec(ApiModel):
     paused: bool = Field(default=False, description="Stop the rollout where it is; records keep flowing.")
 
 
+class MetricRun(ApiModel):
+    """Measurements of one analysis metric in the current step."""
+
+    name: str = Field(description="Metric name.", max_length=63)
+    taken: int = Field(default=0, description="Measurements taken.", ge=0)
+    failed: int = Field(default=0, description="Measurements that failed.", ge=0)
+    inconclusive: int = Field(default=0, description="Measurements with no verdict (or no data).", ge=0)
+    last_value: str = Field(default="", description="The last measured result, as text.", max_length=512)
+    last_time: datetime | None = Field(default=None, description="When it was last measured.")
+
+
 class AnalysisStatus(ApiModel):
     """Result of the current or last canary analysis."""
 
     phase: Literal["Running", "Successful", "Failed", "Inconclusive"] = Field(description="Outcome so far.")
+    step: int = Field(default=0, description="Canary step the analysis belongs to.", ge=0)
     metric: str = Field(default="", description="Metric that decided the outcome.", max_length=63)
     message: str = Field(default="", description="Measured values and conditions.", max_length=1024)
+    metrics: list[MetricRun] = Field(default_factory=list, description="Per-metric measurements.", max_length=10)
+
+
+class PauseCondition(ApiModel):
+    """Why the rollout is not moving."""
+
+    reason: Literal["PausedByUser", "CanaryPauseStep", "InconclusiveAnalysis", "SpecPaused"] = Field(
+        description="PausedByUser (verb), CanaryPauseStep (a pause step without duration), "
+        "InconclusiveAnalysis, or SpecPaused (spec.paused)."
+    )
+    start_time: datetime = Field(description="When the pause began.")
+
+
+class RolloutStatus(ApiModel):
+    """The operator's rollout bookkeeping; read it, never write it (use the verbs)."""
+
+    canary_revision: str = Field(default="", description="Revision in canary, if any.", max_length=253)
+    aborted_revision: str = Field(
+        default="", description="Revision whose rollout was aborted; retry or a new spec clears it.", max_length=253
+    )
+    step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    progress_at: datetime | None = Field(default=None, description="When the rollout last made progress.")
+    paused_by_user: bool = Field(default=False, description="Set by the pause verb, cleared by resume.")
+    pause_conditions: list[PauseCondition] = Field(
+        default_factory=list, description="Why the rollout is waiting.", max_length=4
+    )
+    split_sequence: int = Field(default=0, description="Stream sequence of the newest split marker.", ge=0)
+    draining_revision: str = Field(
+        default="", description="Revision finishing the canary lane's records before it is removed.", max_length=253
+    )
+    previous_stable: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list, description="Revisions that were stable before, newest first.", max_length=10
+    )
+    last_action: str = Field(default="", description="The last verb handled, with its time.", max_length=128)
 
 
 class BusinessFigures(ApiModel):
@@ -463,6 +512,7 @@ class IntegrationStatus(ApiModel):
         default=None, description="Percent of records the current revision takes.", ge=0, le=100
     )
     analysis: AnalysisStatus | None = Field(default=None, description="Current or last analysis.")
+    rollout: RolloutStatus | None = Field(default=None, description="Rollout bookkeeping.")
     figures: BusinessFigures | None = Field(default=None, description="Business figures from the runners.")
 
 

@@ -1,0 +1,93 @@
+"""Which runner lane owns which record during a canary rollout (pure).
+
+An Integration has up to two lanes, each a durable consumer on the same stream and filter:
+`main` (the stable revision) and `canary`. During a rollout both lanes see every record; a
+record belongs to exactly one of them, decided by its stream sequence alone:
+
+    owner(seq) = canary  if bucket(seq) < weight in force at seq  else  main
+
+`bucket` spreads sequences evenly over 0..99. The weight in force at a sequence comes from
+*split markers*: small messages the operator publishes into the same stream on the
+Integration's rollout subject. A marker published at sequence M sets the weight for every
+record with a higher sequence; records before the first marker belong to `main`.
+
+Because a marker is ordered with the records in the stream, both lanes judge a record by the
+same weight however far apart their backlogs are: no record is taken by both, none by neither.
+A runner re-reads the newest marker after every fetch; any marker that could apply to a record
+it holds was stored before that read, so its table is complete for the batch. The lane that
+does not own a record acks it without effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["MARKER_HEADER", "Lane", "SplitTable", "bucket", "owns"]
+
+Lane = Literal["main", "canary"]
+MARKER_HEADER = "Onceflow-Rollout"
+
+
+def bucket(sequence: int) -> int:
+    """A stream sequence's bucket, 0..99, uniform and the same in every process."""
+    digest = hashlib.blake2b(sequence.to_bytes(8, "big"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100
+
+
+@dataclass(frozen=True)
+class SplitTable:
+    """(marker sequence, canary weight) in stream order."""
+
+    entries: tuple[tuple[int, int], ...] = ()
+
+    def weight_at(self, sequence: int) -> int | None:
+        """The canary weight in force for a record at `sequence`; None before the first marker."""
+        weight = None
+        for start, value in self.entries:
+            if start >= sequence:
+                break
+            weight = value
+        return weight
+
+    def then(self, sequence: int, weight: int) -> SplitTable:
+        """The table with one more marker."""
+        return SplitTable((*self.entries, (sequence, weight)))
+
+    def marker_payload(self, weight: int) -> bytes:
+        """The body of the next marker: the earlier entries plus its weight (its sequence is its own)."""
+        return json.dumps({"previous": [list(e) for e in self.entries], "weight": weight}).encode()
+
+    def compacted(self, ack_floor: int) -> SplitTable:
+        """Drop markers that only govern records at or below `ack_floor` (all settled, never judged again)."""
+        keep = [
+            entry
+            for i, entry in enumerate(self.entries)
+            if i == len(self.entries) - 1 or self.entries[i + 1][0] > ack_floor
+        ]
+        return SplitTable(tuple(keep))
+
+    @classmethod
+    def from_marker(cls, sequence: int, payload: bytes) -> SplitTable:
+        body = json.loads(payload)
+        previous = tuple((int(s), int(w)) for s, w in body.get("previous", []))
+        return cls((*previous, (sequence, int(body["weight"]))))
+
+    @property
+    def last_sequence(self) -> int:
+        return self.entries[-1][0] if self.entries else 0
+
+    @property
+    def weight(self) -> int:
+        return self.entries[-1][1] if self.entries else 0
+
+
+def owns(lane: Lane, sequence: int, table: SplitTable | None) -> bool:
+    """True when the record at `sequence` is this lane's to process."""
+    weight = table.weight_at(sequence) if table is not None else None
+    if weight is None:
+        return lane == "main"
+    in_canary = bucket(sequence) < weight
+    return in_canary if lane == "canary" else not in_canary

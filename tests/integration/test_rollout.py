@@ -1,0 +1,294 @@
+"""Canary rollouts end to end: real kube-apiserver, nats-server, the operator (Kopf), the local
+executor running the runner Deployments as processes, and the sandbox ERP.
+
+Records are published straight into the Integration's trigger subject while revisions change;
+a ledger then checks that every accepted record ended as exactly one ERP customer or exactly
+one exception, whichever revision (or lane) handled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import pytest
+from click.testing import CliRunner
+
+from onceflow_operator.cli import main
+from onceflow_operator.executor import LocalExecutor
+from onceflow_operator.natsserver import NatsServer
+from tests.conftest import Kubectl
+from tests.integration.scenario import Sandboxes, eventually, example_documents, sandbox_effects, stream_messages
+
+pytestmark = pytest.mark.controlplane
+
+GOOD_STEPS = [
+    {"setWeight": 30},
+    {"pause": {}},
+    {
+        "analysis": {
+            "metrics": [{"name": "errors", "interval": "1s", "count": 2, "successCondition": "result.errorRatio < 0.2"}]
+        }
+    },
+    {"setWeight": 60},
+    {"pause": {"duration": "2s"}},
+]
+ANALYSED_STEPS = [
+    {"setWeight": 50},
+    {
+        "analysis": {
+            "metrics": [{"name": "errors", "interval": "2s", "count": 3, "successCondition": "result.errorRatio < 0.2"}]
+        }
+    },
+    {"pause": {}},
+]
+
+
+def integration(
+    namespace: str, *, customer_type: str = "", broken: bool = False, steps: list[Any], history: int = 10
+) -> dict[str, Any]:
+    """The workflow under test. `customer_type` makes a distinct revision whose ERP records show it;
+    `broken` sends a body without customer_name, which the ERP refuses (417: an exception per record)."""
+    fields = ['"customer_name": input.id'] if not broken else []
+    if customer_type or broken:
+        fields.append(f'"customer_type": "{customer_type or "Company"}"')
+    return {
+        "apiVersion": "onceflow.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": "sync"},
+        "spec": {
+            "version": customer_type or ("broken" if broken else "plain"),
+            "trigger": {"subject": f"onceflow.{namespace}.in.test.customer"},
+            "businessKey": "'c/' + input.id",
+            "steps": [
+                {
+                    "name": "create",
+                    "call": {
+                        "connector": "erp",
+                        "method": "POST",
+                        "path": '"/api/resource/Customer"',
+                        "body": "{" + ", ".join(fields) + "}",
+                    },
+                }
+            ],
+            "errorPolicy": {"backoff": ["1s"], "maxDeliver": 3, "ackWait": "5s"},
+            "strategy": {"type": "Canary", "canary": {"steps": steps}},
+            "revisionHistoryLimit": history,
+        },
+    }
+
+
+@dataclass
+class Publisher:
+    """Publishes records at a steady pace into JetStream; `accepted` are the ones with a PubAck."""
+
+    url: str
+    subject: str
+    accepted: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, per_second: float = 25, limit: int = 4000) -> None:
+        nc = await nats.connect(self.url)
+        js = nc.jetstream(timeout=5)
+        try:
+            while not self._stop.is_set() and len(self.accepted) < limit:
+                key = f"k{len(self.accepted):05d}"
+                # The message id is unique across tests: JetStream drops a repeated id within its window.
+                ack = await js.publish(
+                    self.subject, json.dumps({"id": key}).encode(), headers={"Nats-Msg-Id": f"{self.subject}/{key}"}
+                )
+                assert not ack.duplicate
+                self.accepted.append(key)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1 / per_second)
+        finally:
+            await nc.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def erp_connector(boxes: Sandboxes) -> list[dict[str, Any]]:
+    docs = example_documents("common")
+    for doc in docs:
+        if doc["kind"] == "Connector":
+            doc["spec"]["rest"]["baseURL"] = boxes.erp.url
+    return docs
+
+
+async def status_of(kubectl: Kubectl) -> dict[str, Any]:
+    obj = await asyncio.to_thread(kubectl.get, "integration", "sync")
+    return dict(obj.get("status") or {})
+
+
+async def until_status(kubectl: Kubectl, check: Any, within: float = 60.0) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        status = await status_of(kubectl)
+        return status if check(status) else None
+
+    result: dict[str, Any] = await eventually(probe, within=within, interval=0.3)
+    return result
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+async def cli(kubectl: Kubectl, *args: str, code: int = 0) -> str:
+    """`onceflow ARGS -n NS` in a thread (the CLI runs its own event loop)."""
+    argv = [*args, "-n", kubectl.namespace, "--kubeconfig", str(kubectl.kubeconfig)]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv, catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+async def ledger(nats_url: str, namespace: str, boxes: Sandboxes, accepted: list[str]) -> tuple[set[str], set[str]]:
+    """Wait until every accepted record is an ERP customer or an exception; assert none is both or doubled."""
+
+    async def settled() -> tuple[set[str], list[str]] | None:
+        created = set(boxes.erp.docs.get("Customer", {}))
+        parked = [
+            json.loads(m.data)["id"]
+            for m in await stream_messages(nats_url, "ONCEFLOW_EXCEPTIONS", f"onceflow.{namespace}.exceptions.sync")
+        ]
+        missing = sorted(set(accepted) - created - set(parked))
+        return (created, parked) if not missing else None
+
+    try:
+        created, parked = await eventually(settled, within=90, interval=0.5)
+    except AssertionError:
+        created = set(boxes.erp.docs.get("Customer", {}))
+        parked = [
+            json.loads(m.data)["id"]
+            for m in await stream_messages(nats_url, "ONCEFLOW_EXCEPTIONS", f"onceflow.{namespace}.exceptions.sync")
+        ]
+        missing = sorted(set(accepted) - created - set(parked))
+        stored = await stream_messages(nats_url, "ONCEFLOW_IN", f"onceflow.{namespace}.in.>")
+        where = [
+            (m.seq, m.data)
+            for m in stored
+            if b"_rollout" in m.subject.encode() or (json.loads(m.data).get("id") in missing)
+        ]
+        nc = await nats.connect(nats_url)
+        consumers = [
+            (c.name, c.ack_floor, c.num_pending, c.num_ack_pending, c.num_redelivered)
+            for c in await nc.jetstream().consumers_info("ONCEFLOW_IN")
+            if namespace in c.name
+        ]
+        await nc.close()
+        raise AssertionError(
+            f"missing {missing[:20]} ({len(missing)}); stream {where[:40]}; consumers {consumers}"
+        ) from None
+    assert created | set(parked) == set(accepted), "a record ended nowhere, or somewhere it was never sent"
+    assert len(parked) == len(set(parked)), "a record was parked twice"
+    assert not created & set(parked), "a record is both an ERP customer and an exception"
+    assert set((await sandbox_effects(boxes.erp)).values()) <= {1}, "an ERP effect happened twice"
+    return created, set(parked)
+
+
+async def test_a_broken_canary_aborts_by_itself_nothing_is_lost_and_a_revert_is_instant(
+    kubectl: Kubectl, operator_running: None, executor: LocalExecutor, boxes: Sandboxes, nats_server: NatsServer
+) -> None:
+    namespace = kubectl.namespace
+    kubectl.apply(*erp_connector(boxes), integration(namespace, steps=ANALYSED_STEPS))
+    await asyncio.to_thread(kubectl.run, "wait", "--for=condition=Ready", "integration/sync", "--timeout=90s")
+    stable = (await status_of(kubectl))["stableRevision"]
+    main_generation = kubectl.get("deployment", "sync-runner")["metadata"]["generation"]
+    pub = Publisher(nats_server.url, f"onceflow.{namespace}.in.test.customer")
+    publishing = asyncio.create_task(pub.run())
+    await eventually(lambda: len(boxes.erp.docs.get("Customer", {})) >= 10, within=30)
+
+    kubectl.apply(integration(namespace, broken=True, steps=ANALYSED_STEPS))
+    aborted = await until_status(kubectl, lambda s: condition(s, "Ready").get("reason") == "AnalysisFailed", 90)
+    broken = aborted["currentRevision"]
+    assert aborted["phase"] == "Degraded"
+    assert aborted["rollout"]["abortedRevision"] == broken
+    assert aborted["analysis"]["phase"] == "Failed"
+    assert f"revision 2 ({broken})" in aborted["message"]
+    assert f"revision 1 ({stable})" in aborted["message"]
+    assert "errors" in aborted["message"]
+    assert aborted["canaryWeight"] == 0
+    assert condition(aborted, "Available")["status"] == "True"  # the stable revision never stopped
+    assert condition(aborted, "Stalled")["reason"] == "AnalysisFailed"
+    events = json.loads(kubectl.run("get", "events", "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "AnalysisFailed" and e["type"] == "Warning" for e in events)
+
+    # The canary lane finishes what it owned on the stable revision, then goes away.
+    await eventually(lambda: not kubectl.run("get", "deployment", "sync-canary", check=False).stdout, within=60)
+    pub.stop()
+    await publishing
+    created, parked = await ledger(nats_server.url, namespace, boxes, pub.accepted)
+    assert parked, "the broken canary took records; they must show as exceptions"
+    assert len(created) > len(parked)
+
+    # git revert: the spec equals the stable revision again; nothing rolls, Ready at once.
+    kubectl.apply(integration(namespace, steps=ANALYSED_STEPS))
+    reverted = await until_status(kubectl, lambda s: condition(s, "Ready").get("status") == "True", 15)
+    assert (reverted["currentRevision"], reverted["revision"], reverted["phase"]) == (stable, 1, "Healthy")
+    assert reverted["rollout"]["abortedRevision"] == ""
+    assert kubectl.get("deployment", "sync-runner")["metadata"]["generation"] == main_generation
+
+
+async def test_a_good_canary_walks_its_steps_with_verbs_and_history_is_pruned(
+    kubectl: Kubectl, operator_running: None, executor: LocalExecutor, boxes: Sandboxes, nats_server: NatsServer
+) -> None:
+    namespace = kubectl.namespace
+    kubectl.apply(*erp_connector(boxes), integration(namespace, steps=GOOD_STEPS, history=1))
+    await asyncio.to_thread(kubectl.run, "wait", "--for=condition=Ready", "integration/sync", "--timeout=90s")
+    pub = Publisher(nats_server.url, f"onceflow.{namespace}.in.test.customer")
+    publishing = asyncio.create_task(pub.run())
+
+    kubectl.apply(integration(namespace, customer_type="Company", steps=GOOD_STEPS, history=1))
+    paused = await until_status(kubectl, lambda s: s.get("currentStepIndex") == 1 and s.get("phase") == "Paused")
+    assert paused["canaryWeight"] == 30
+    assert condition(paused, "Ready")["status"] == "False"
+    assert condition(paused, "Progressing")["status"] == "True"
+    text = await cli(kubectl, "rollout", "status", "sync")
+    assert "▶ 1 pause (until promoted)" in text
+    assert "✔ 0 setWeight 30%" in text
+
+    def both_revisions_served() -> bool:
+        docs = boxes.erp.docs.get("Customer", {}).values()
+        return any(d.get("customer_type") == "Company" for d in docs) and any("customer_type" not in d for d in docs)
+
+    await eventually(both_revisions_served, within=30)
+    assert "promote requested" in await cli(kubectl, "rollout", "promote", "sync")
+    promoted = await until_status(kubectl, lambda s: s.get("stableRevision") == s.get("currentRevision"), 90)
+    assert promoted["phase"] == "Healthy"
+    assert promoted["analysis"]["phase"] == "Successful"
+    watched = await cli(kubectl, "rollout", "status", "sync", "--watch", "--timeout", "60")
+    assert "Phase        Healthy" in watched
+    await eventually(lambda: not kubectl.run("get", "deployment", "sync-canary", check=False).stdout, within=60)
+    runner = kubectl.get("deployment", "sync-runner")
+    assert runner["spec"]["template"]["metadata"]["labels"]["onceflow.io/revision"] == promoted["stableRevision"]
+
+    # A third revision: abort it by hand, retry it, then promote it fully.
+    kubectl.apply(integration(namespace, customer_type="Individual", steps=GOOD_STEPS, history=1))
+    await until_status(kubectl, lambda s: s.get("currentStepIndex") == 1 and s.get("phase") == "Paused")
+    await cli(kubectl, "rollout", "abort", "sync")
+    aborted = await until_status(kubectl, lambda s: condition(s, "Ready").get("reason") == "RolloutAborted")
+    assert "aborted by a person" in aborted["message"]
+    assert "onceflow.io/action" not in kubectl.get("integration", "sync")["metadata"].get("annotations", {})
+    await cli(kubectl, "rollout", "retry", "sync")
+    await until_status(kubectl, lambda s: s["rollout"].get("canaryRevision") == s["currentRevision"])
+    await cli(kubectl, "rollout", "promote-full", "sync")
+    third = await until_status(kubectl, lambda s: s.get("stableRevision") == s.get("currentRevision"), 90)
+    assert third["revision"] == 3
+    await eventually(lambda: not kubectl.run("get", "deployment", "sync-canary", check=False).stdout, within=60)
+
+    pub.stop()
+    await publishing
+    _created, parked = await ledger(nats_server.url, namespace, boxes, pub.accepted)
+    assert not parked
+    types = {d.get("customer_type", "") for d in boxes.erp.docs["Customer"].values()}
+    assert types == {"", "Company", "Individual"}
+
+    # revisionHistoryLimit 1: the stable revision plus one older one remain.
+    history = json.loads(await cli(kubectl, "rollout", "history", "sync", "-o", "json"))
+    assert [row["revision"] for row in history] == [3, 2]
+    assert history[0]["status"] == "stable,current"
+    assert history[1]["version"] == "Company"

@@ -1,0 +1,208 @@
+"""The rollout decisions, step by step, without a server (operator/onceflow_operator/rollout.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from onceflow_operator.api.integration import AnalysisMetric, Strategy
+from onceflow_operator.rollout import Decision, Measurement, RolloutView, decide, due_metrics, judge
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+NUMBERS = {"a": 1, "b": 2, "c": 3}
+CANARY = Strategy.model_validate(
+    {
+        "type": "Canary",
+        "canary": {
+            "steps": [
+                {"setWeight": 20},
+                {"pause": {"duration": "1m"}},
+                {
+                    "analysis": {
+                        "metrics": [
+                            {
+                                "name": "errors",
+                                "interval": "30s",
+                                "count": 2,
+                                "successCondition": "result.errorRatio < 0.1",
+                            }
+                        ]
+                    }
+                },
+                {"setWeight": 50},
+                {"pause": {}},
+            ]
+        },
+    }
+)
+
+
+def view(status: dict[str, Any], **kw: Any) -> RolloutView:
+    base: dict[str, Any] = {
+        "desired": "b",
+        "desired_number": 2,
+        "stable": "a",
+        "strategy": CANARY,
+        "status": status,
+        "now": T0,
+        "main_running": "a",
+        "main_available": True,
+        "revision_numbers": NUMBERS,
+    }
+    return RolloutView(**{**base, **kw})
+
+
+def apply(status: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    """What the reconcile writes back: the decision's status over the old one."""
+    return {**status, **decision.status}
+
+
+def test_first_revision_waits_for_runners_then_is_stable() -> None:
+    first = decide(view({}, desired="a", stable=None, main_running=None, main_available=False))
+    assert (first.main, first.canary, first.ready[0], first.status["phase"]) == ("a", None, False, "Progressing")
+    served = decide(view({}, desired="a", stable=None))
+    assert served.ready == (True, "RunnersAvailable", "revision 1 (a) is serving")
+    assert served.status["stableRevision"] == "a"
+
+
+def test_a_good_canary_walks_every_step_to_promotion() -> None:
+    status: dict[str, Any] = {"stableRevision": "a"}
+    start = decide(view(status))
+    assert (start.main, start.canary, start.weight) == ("a", "b", 0)
+    assert start.events[0][0] == "RolloutStarted"
+    assert "waiting for the canary runners" in start.status["message"]
+    status = apply(status, start)
+
+    running = decide(view(status, canary_running="b", canary_available=True))
+    assert (running.weight, running.status["currentStepIndex"], running.status["phase"]) == (20, 1, "Paused")
+    status = apply(status, running)
+    assert decide(view(status, canary_running="b", canary_available=True, now=T0 + timedelta(seconds=30))).weight == 20
+
+    later = view(status, canary_running="b", canary_available=True, now=T0 + timedelta(seconds=61))
+    assert [m.name for m in due_metrics(replace(later, status=apply(status, decide(later))))] == ["errors"]
+    analysing = decide(later)
+    assert analysing.status["currentStepIndex"] == 2
+    status = apply(status, analysing)
+    good = Measurement({"errorRatio": 0.0})
+    for seconds in (62, 95):
+        step = decide(
+            view(
+                status,
+                canary_running="b",
+                canary_available=True,
+                now=T0 + timedelta(seconds=seconds),
+                measurements={"errors": good},
+            )
+        )
+        status = apply(status, step)
+    assert step.status["analysis"]["phase"] == "Successful"
+    assert (step.weight, step.status["currentStepIndex"], step.status["phase"]) == (50, 4, "Paused")
+    assert "promote to continue" in step.status["message"]
+
+    promoting = decide(view(status, canary_running="b", canary_available=True, action="promote"))
+    assert (promoting.main, promoting.canary, promoting.weight) == ("b", "b", 0)  # canary lane finishes on b
+    status = apply(status, promoting)
+    done = decide(view(status, main_running="b", canary_running="b", canary_available=True))
+    assert done.status["stableRevision"] == "b"
+    assert done.ready[0]
+    assert done.status["rollout"]["previousStable"] == ["a"]
+    assert ("NewRevisionPromoted", "revision 2 (b) is stable", False) in done.events
+    status = apply(status, done)
+    settled = decide(view(status, stable="b", main_running="b", canary_running="b", canary_drained=True))
+    assert settled.canary is None
+    assert settled.ready[0]
+    assert settled.events == []
+
+
+def test_a_failed_analysis_aborts_and_the_stable_revision_finishes_the_canarys_records() -> None:
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 2, "canaryWeight": 20}
+    status["rollout"] = {"canaryRevision": "b", "stepStartedAt": "2026-11-27T12:00:00Z"}
+    bad = Measurement({"errorRatio": 0.8})
+    aborted = decide(view(status, canary_running="b", canary_available=True, measurements={"errors": bad}))
+    assert (aborted.main, aborted.canary, aborted.weight) == ("a", "a", 0)
+    assert aborted.status["phase"] == "Degraded"
+    assert aborted.ready[1] == "AnalysisFailed"
+    reason, message, warning = aborted.events[0]
+    assert reason == "AnalysisFailed"
+    assert warning
+    assert "revision 2 (b)" in message
+    assert "revision 1 (a)" in message
+    assert "errors" in message
+    status = apply(status, aborted)
+    again = decide(view(status, canary_running="a", canary_available=True))
+    assert (again.main, again.canary, again.weight, again.events) == ("a", "a", 0, [])
+    assert again.status["message"] == aborted.status["message"]
+    gone = decide(view(status, canary_running="a", canary_drained=True))
+    assert gone.canary is None
+    assert gone.status["phase"] == "Degraded"
+    retried = decide(view(status, action="retry"))
+    assert retried.canary == "b"
+    assert retried.events[0][0] == "RolloutStarted"
+
+
+def test_reverting_the_spec_mid_canary_returns_to_stable_at_once() -> None:
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 1, "canaryWeight": 20}
+    status["rollout"] = {"canaryRevision": "b"}
+    revert = decide(view(status, desired="a", canary_running="b", canary_available=True))
+    assert (revert.main, revert.canary, revert.weight) == ("a", "a", 0)
+    assert revert.ready[0]
+    assert revert.events[0][0] == "RolloutAborted"
+
+
+def test_a_recent_stable_revision_is_fast_tracked_without_canary_steps() -> None:
+    status: dict[str, Any] = {"stableRevision": "b", "rollout": {"previousStable": ["a"]}}
+    back = decide(view(status, desired="a", stable="b", main_running="b"))
+    assert (back.main, back.canary, back.weight, back.status["phase"]) == ("a", None, 0, "Progressing")
+    served = decide(view(status, desired="a", stable="b", main_running="a"))
+    assert served.status["stableRevision"] == "a"
+    assert "fast-tracked rollback" in served.status["message"]
+    far = decide(view({"stableRevision": "c", "rollout": {"previousStable": ["b", "a"]}}, desired="a", stable="c"))
+    assert far.canary == "a"  # outside the window of one: a normal canary
+
+
+def test_a_new_revision_mid_rollout_restarts_the_steps() -> None:
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 4, "canaryWeight": 50}
+    status["rollout"] = {"canaryRevision": "b"}
+    restart = decide(view(status, desired="c", canary_running="b", canary_available=True))
+    assert (restart.canary, restart.weight, restart.status["currentStepIndex"]) == ("c", 0, 0)
+    assert restart.events[0][0] == "RolloutRestarted"
+
+
+def test_pause_verbs_and_spec_paused_hold_the_step() -> None:
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 0, "rollout": {"canaryRevision": "b"}}
+    held = decide(view(status, canary_running="b", canary_available=True, action="pause"))
+    assert held.weight == 0
+    assert held.status["rollout"]["pausedByUser"]
+    assert held.status["rollout"]["pauseConditions"][0]["reason"] == "PausedByUser"
+    status = apply(status, held)
+    resumed = decide(view(status, canary_running="b", canary_available=True, action="resume"))
+    assert resumed.weight == 20
+    spec_paused = decide(view(status, canary_running="b", canary_available=True, spec_paused=True, action="resume"))
+    assert spec_paused.status["phase"] == "Paused"
+    assert spec_paused.weight == 0
+
+
+def test_a_stalled_rollout_reports_the_deadline() -> None:
+    status: dict[str, Any] = {
+        "stableRevision": "a",
+        "rollout": {"canaryRevision": "b", "progressAt": "2026-11-27T11:00:00Z"},
+    }
+    late = decide(view(status, progress_deadline_seconds=600))
+    assert late.ready[1] == "ProgressDeadlineExceeded"
+    assert late.progressing[0] is False
+    assert late.events[-1][0] == "ProgressDeadlineExceeded"
+
+
+def test_judge_follows_success_then_failure_then_inconclusive() -> None:
+    metric = AnalysisMetric.model_validate(
+        {"name": "m", "successCondition": "result.errorRatio < 0.1", "failureCondition": "result.errorRatio > 0.5"}
+    )
+    assert judge(metric, Measurement({"errorRatio": 0.0}))[0] == "Successful"
+    assert judge(metric, Measurement({"errorRatio": 0.9}))[0] == "Failed"
+    assert judge(metric, Measurement({"errorRatio": 0.3}))[0] == "Inconclusive"
+    assert judge(metric, Measurement(None, "no data"))[0] == "Inconclusive"
+    assert judge(metric, Measurement({"other": 1}))[0] == "Inconclusive"
+    scalar = AnalysisMetric.model_validate({"name": "p", "successCondition": "result < 0.05"})
+    assert judge(scalar, Measurement(0.01))[0] == "Successful"
+    assert judge(scalar, Measurement(0.2))[0] == "Failed"
