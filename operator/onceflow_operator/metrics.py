@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["MANAGED", "NATS_CALLS", "NATS_FAILURES", "RECONCILES", "RECONCILE_DURATION"]
+__all__ = [
+    "CONNECTOR_REACHABLE",
+    "MANAGED",
+    "NATS_CALLS",
+    "NATS_FAILURES",
+    "RECONCILES",
+    "RECONCILE_DURATION",
+    "ROLLOUT_EVENTS",
+]
 
 RECONCILES = Counter(
     "onceflow_operator_reconciles_total", "Reconciles by kind and the Ready reason they ended with.", ["kind", "reason"]
@@ -14,4 +22,15 @@ MANAGED = Gauge("onceflow_operator_objects_managed", "Objects of each kind the o
 NATS_CALLS = Counter("onceflow_operator_nats_provisioning_total", "JetStream provisioning calls.", ["operation"])
 NATS_FAILURES = Counter(
     "onceflow_operator_nats_provisioning_failures_total", "JetStream provisioning calls that failed.", ["operation"]
+)
+ROLLOUT_EVENTS = Counter(
+    "onceflow_operator_rollout_events_total",
+    "Rollout events by Integration: RolloutStarted, RolloutRestarted, NewRevisionPromoted, AnalysisFailed, "
+    "RolloutAborted, ProgressDeadlineExceeded.",
+    ["namespace", "integration", "reason"],
+)
+CONNECTOR_REACHABLE = Gauge(
+    "onceflow_connector_reachable",
+    "1 when the REST Connector's health path answered its last probe, 0 when it did not.",
+    ["namespace", "connector"],
 )

@@ -165,6 +165,7 @@ def test_kustomize_base_renders_crds_namespace_rbac_and_operator(admin_kubectl: 
         "CustomResourceDefinition/syncpolicies.onceflow.io",
         "Deployment/onceflow-operator",
         "Namespace/onceflow-system",
+        "NetworkPolicy/onceflow-operator",
         "Service/onceflow-operator-metrics",
         "ServiceAccount/onceflow-operator",
     ]

@@ -43,6 +43,23 @@ def test_operator_deployment_meets_the_restricted_profile(admin_kubectl: Kubectl
     assert "would violate PodSecurity" not in dry.stderr
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_kustomize_overlays_render_and_pass_the_restricted_profile(
+    admin_kubectl: Kubectl, installed: None, overlay: str
+) -> None:
+    rendered = admin_kubectl.run("kustomize", str(ROOT / "manifests" / "overlays" / overlay)).stdout
+    docs = list(yaml.safe_load_all(rendered))
+    operator = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    image = operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert env["ONCEFLOW_IMAGE"] == image  # runners and gateways run the operator's own image
+    assert {d["kind"] for d in docs} >= {"CustomResourceDefinition", "ClusterRole", "NetworkPolicy", "Deployment"}
+    dry = Kubectl(admin_kubectl.kubeconfig, "onceflow-system").run(
+        "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-", stdin=rendered
+    )
+    assert "would violate PodSecurity" not in dry.stderr, dry.stderr
+
+
 def test_runner_deployment_meets_the_restricted_profile(admin_kubectl: Kubectl, installed: None) -> None:
     connectors, policies, integrations = load_examples()
     from onceflow_operator.planner import plan_from_integration
