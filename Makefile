@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: argocd test demo setup control-plane lint typecheck unit crds clean
+.PHONY: docs argocd test demo setup control-plane lint typecheck unit crds clean
 
 test: setup control-plane lint typecheck
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
@@ -51,6 +51,9 @@ unit: setup
 
 crds: setup
 	$(BIN)/onceflow crds -o crds -o helm/onceflow/crds
+
+docs: setup
+	$(BIN)/python -m onceflow_operator.apidoc docs/api-reference.md
 
 argocd: setup
 	$(BIN)/python -m onceflow_operator.argocd manifests/argocd

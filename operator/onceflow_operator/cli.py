@@ -242,6 +242,63 @@ def dev_demo(examples: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+_STATE = click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the background system keeps its state (default ~/.cache/onceflow/dev).",
+)
+_EXAMPLES = click.option(
+    "--examples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("examples"),
+    show_default=True,
+    help="The examples folder to apply.",
+)
+
+
+@dev.command("up")
+@_EXAMPLES
+@_STATE
+def dev_up(examples: Path, state: Path | None) -> None:
+    """Start everything in the background and apply the examples; print how to reach it."""
+    from .devenv import DevError, default_state, up
+
+    folder = state or default_state()
+    try:
+        info = up(examples.resolve(), folder)
+    except DevError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"onceflow dev is up (pid {info['pid']}, namespace {info['namespace']}).")
+    click.echo(f"  export KUBECONFIG={info['kubeconfig']}")
+    click.echo(f"  export ONCEFLOW_NATS_URL={info['nats']}")
+    click.echo(f"  kubectl get onceflow -n {info['namespace']}")
+    for name, url in sorted({**info["sandboxes"], **info["gateways"]}.items()):
+        click.echo(f"  {name:14s} {url}")
+    click.echo("Stop it with: onceflow dev down")
+
+
+@dev.command("down")
+@_STATE
+def dev_down(state: Path | None) -> None:
+    """Stop the background system; no process of it is left behind."""
+    from .devenv import default_state, down
+
+    stopped = down(state or default_state())
+    click.echo("onceflow dev stopped" if stopped else "onceflow dev was not running")
+
+
+@dev.command("serve", hidden=True)
+@_EXAMPLES
+@_STATE
+def dev_serve(examples: Path, state: Path | None) -> None:
+    """What `dev up` runs in the background."""
+    from .demo import main_serve
+    from .devenv import default_state
+
+    main_serve(examples.resolve(), state or default_state())
+
+
 @main.command("test")
 @click.option(
     "-f",

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,7 @@ from .kube import KubeClient
 from .natsserver import NatsServer
 from .review import list_exceptions
 
-__all__ = ["main_demo", "run_demo"]
+__all__ = ["Environment", "environment", "main_demo", "main_serve", "run_demo", "serve"]
 
 NAMESPACE = "demo"
 #: The ERP effects the scenarios must produce, one each.
@@ -225,8 +230,25 @@ async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list
     return sent
 
 
-async def run_demo(examples: Path, *, keep_seconds: float = 0) -> int:
-    """Run the demo; return 0 when every scenario's records arrived exactly once."""
+@dataclass
+class Environment:
+    """Everything `environment()` started, for the demo and for `dev up`."""
+
+    kubeconfig: Path
+    nats_url: str
+    erp: ErpSandbox
+    receivers: dict[str, RecorderSandbox]
+    executor: LocalExecutor
+    kube: KubeClient
+    run: Callable[..., str]
+
+    def urls(self) -> dict[str, str]:
+        return {"erp": self.erp.url, **{name: box.url for name, box in self.receivers.items()}}
+
+
+@asynccontextmanager
+async def environment(examples: Path) -> AsyncIterator[Environment]:
+    """Start the control plane, nats-server, sandboxes, operator and executor; apply the examples; wait for Ready."""
     _say("== starting: kube-apiserver + etcd, nats-server, sandboxes, operator, local executor")
     nats_server = NatsServer()
     nats_server.start()
@@ -241,73 +263,99 @@ async def run_demo(examples: Path, *, keep_seconds: float = 0) -> int:
     erp.seed("Delivery Note", {"name": "MAT-DN-00042", "customer": "Acme", "status": "To Deliver"})
     urls = {"erp": erp.url, **{name: box.url for name, box in receivers.items()}}
     operator: subprocess.Popen[bytes] | None = None
-    with ControlPlane() as cp:
+    try:
+        with ControlPlane() as cp:
 
-        def run(*args: str, stdin: str | None = None) -> str:
-            return _kubectl(cp.kubeconfig, *args, stdin=stdin)
+            def run(*args: str, stdin: str | None = None) -> str:
+                return _kubectl(cp.kubeconfig, *args, stdin=stdin)
 
-        root = examples.parent
-        run("apply", "--server-side", "-k", str(root / "crds"))
-        run(
-            "wait",
-            "--for=condition=Established",
-            "crd/integrations.onceflow.io",
-            "crd/connectors.onceflow.io",
-            "crd/syncpolicies.onceflow.io",
-        )
-        run("create", "namespace", NAMESPACE)
-        operator = spawn_operator(cp.kubeconfig, nats_server.url, resync_seconds=2)
-        kube = KubeClient.from_environment(str(cp.kubeconfig))
-        executor = LocalExecutor(kube, nats_server.url, namespace=NAMESPACE)
-        stop = asyncio.Event()
-        exec_task = asyncio.create_task(executor.run(stop))
-        try:
-            _say(f"== applying {examples} (REST Connectors pointed at the sandboxes)")
-            run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_docs(examples, urls)))
+            run("apply", "--server-side", "-k", str(examples.parent / "crds"))
+            run(
+                "wait",
+                "--for=condition=Established",
+                "crd/integrations.onceflow.io",
+                "crd/connectors.onceflow.io",
+                "crd/syncpolicies.onceflow.io",
+            )
+            run("create", "namespace", NAMESPACE)
+            operator = spawn_operator(cp.kubeconfig, nats_server.url, resync_seconds=2)
+            kube = KubeClient.from_environment(str(cp.kubeconfig))
+            executor = LocalExecutor(kube, nats_server.url, namespace=NAMESPACE)
+            stop = asyncio.Event()
+            exec_task = asyncio.create_task(executor.run(stop))
+            try:
+                _say(f"== applying {examples} (REST Connectors pointed at the sandboxes)")
+                run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_docs(examples, urls)))
+                await _wait("every Integration and webhook Connector to be Ready", lambda: _all_ready(kube), 180)
+                yield Environment(cp.kubeconfig, nats_server.url, erp, receivers, executor, kube, run)
+            finally:
+                stop.set()
+                await exec_task
+                await kube.close()
+                if operator is not None:
+                    operator.terminate()
+                    operator.wait(timeout=30)
+    finally:
+        for box in (erp, *receivers.values()):
+            await box.stop()
+        nats_server.close()
 
-            async def all_ready() -> bool:
-                items = [
-                    *await kube.list("onceflow.io/v1alpha1", "Integration", NAMESPACE),
-                    *await kube.list("onceflow.io/v1alpha1", "Connector", NAMESPACE),
-                ]
-                hooks = [i for i in items if i["kind"] == "Connector" and i["spec"]["type"] == "Webhook"]
-                flows = [i for i in items if i["kind"] == "Integration"]
-                ready = [
-                    i
-                    for i in hooks + flows
-                    for c in i.get("status", {}).get("conditions", [])
-                    if c["type"] == "Ready" and c["status"] == "True"
-                ]
-                return bool(flows) and len(ready) == len(hooks) + len(flows)
 
-            await _wait("every Integration and webhook Connector to be Ready", all_ready, within=180)
-            _say("== everything is Ready; playing the scenarios")
-            sent = await _play(executor, erp, nats_server.url)
-            for scenario, what in sent:
-                _say(f"   sent [{scenario}] {what}")
+async def _all_ready(kube: KubeClient) -> bool:
+    items = [
+        *await kube.list("onceflow.io/v1alpha1", "Integration", NAMESPACE),
+        *await kube.list("onceflow.io/v1alpha1", "Connector", NAMESPACE),
+    ]
+    hooks = [i for i in items if i["kind"] == "Connector" and i["spec"]["type"] == "Webhook"]
+    flows = [i for i in items if i["kind"] == "Integration"]
+    ready = [
+        i
+        for i in hooks + flows
+        for c in i.get("status", {}).get("conditions", [])
+        if c["type"] == "Ready" and c["status"] == "True"
+    ]
+    return bool(flows) and len(ready) == len(hooks) + len(flows)
 
-            def arrived() -> bool:
-                return (
-                    set(erp.effects) >= EXPECTED_ERP
-                    and len(receivers["portal"].effects) >= 2
-                    and bool(receivers["accounting"].effects)
-                )
 
-            await _wait("the records to arrive", arrived, within=60)
-            await asyncio.sleep(2)  # a late double would show up now
-            return await _summary(erp, receivers, nats_server.url, run("get", "onceflow", "-n", NAMESPACE))
-        finally:
-            if keep_seconds:
-                await asyncio.sleep(keep_seconds)
-            stop.set()
-            await exec_task
-            await kube.close()
-            if operator is not None:
-                operator.terminate()
-                operator.wait(timeout=30)
-            for box in (erp, *receivers.values()):
-                await box.stop()
-            nats_server.close()
+async def run_demo(examples: Path) -> int:
+    """Run the demo; return 0 when every scenario's records arrived exactly once."""
+    async with environment(examples) as env:
+        _say("== everything is Ready; playing the scenarios")
+        sent = await _play(env.executor, env.erp, env.nats_url)
+        for scenario, what in sent:
+            _say(f"   sent [{scenario}] {what}")
+
+        def arrived() -> bool:
+            return (
+                set(env.erp.effects) >= EXPECTED_ERP
+                and len(env.receivers["portal"].effects) >= 2
+                and bool(env.receivers["accounting"].effects)
+            )
+
+        await _wait("the records to arrive", arrived, within=60)
+        await asyncio.sleep(2)  # a late double would show up now
+        return await _summary(env.erp, env.receivers, env.nats_url, env.run("get", "onceflow", "-n", NAMESPACE))
+
+
+async def serve(examples: Path, state: Path) -> None:
+    """`dev up`'s background process: bring everything up, write state.json, run until SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with environment(examples) as env:
+        kubeconfig = state / "kubeconfig"
+        shutil.copy(env.kubeconfig, kubeconfig)
+        gateways = {
+            name.removesuffix("-gateway"): f"http://127.0.0.1:{env.executor.port_of(ns, name)}"
+            for ns, name in env.executor.replicas
+            if ns == NAMESPACE and name.endswith("-gateway")
+        }
+        doc = {"pid": os.getpid(), "kubeconfig": str(kubeconfig), "nats": env.nats_url, "namespace": NAMESPACE}
+        doc |= {"sandboxes": env.urls(), "gateways": gateways}
+        (state / "state.json.tmp").write_text(json.dumps(doc, indent=2))
+        (state / "state.json.tmp").rename(state / "state.json")
+        await stop.wait()
 
 
 async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_url: str, table: str) -> int:
@@ -340,3 +388,8 @@ async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_
 def main_demo(examples: Path) -> int:
     """Entry point for the CLI."""
     return asyncio.run(run_demo(examples))
+
+
+def main_serve(examples: Path, state: Path) -> None:
+    """Entry point of `onceflow dev serve` (what `dev up` starts in the background)."""
+    asyncio.run(serve(examples, state))

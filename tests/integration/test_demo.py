@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import KUBECTL, ROOT
 
 pytestmark = pytest.mark.controlplane
 
@@ -27,3 +29,55 @@ def test_dev_demo_plays_every_scenario_exactly_once() -> None:
     assert "accounting  1 effect(s): invoice/ACC-SINV-2026-00017/postToAccounting x1" in out
     assert "exceptions waiting for a person (1)" in out
     assert "integration.onceflow.io/customer-onboarding     True    Healthy" in out
+
+
+def _session_members(sid: int) -> list[int]:
+    """PIDs whose session is `sid` (what `dev up` started lives in one session)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _onceflow(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "onceflow_operator.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
+
+
+def test_dev_up_then_down_twice_leaves_no_process_behind(tmp_path: Path) -> None:
+    state = tmp_path / "dev"
+    try:
+        _up_and_down_twice(state)
+    finally:  # never leave a background system behind a failed assertion
+        _onceflow("dev", "down", "--state", str(state), timeout=180)
+    assert "was not running" in _onceflow("dev", "down", "--state", str(state)).stdout
+
+
+def _up_and_down_twice(state: Path) -> None:
+    for _ in range(2):  # a second run works too
+        started = _onceflow("dev", "up", "--examples", str(ROOT / "examples"), "--state", str(state))
+        assert started.returncode == 0, started.stdout + started.stderr
+        info = json.loads((state / "state.json").read_text())
+        assert f"export KUBECONFIG={info['kubeconfig']}" in started.stdout
+        assert "crm-webhooks" in started.stdout
+        table = subprocess.run(
+            [KUBECTL, f"--kubeconfig={info['kubeconfig']}", "get", "integrations", "-n", "demo", "--no-headers"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        rows = table.strip().splitlines()
+        assert len(rows) == 5, rows  # every example Integration
+        assert all(" True " in row and " Healthy " in row for row in rows), rows
+        assert _session_members(info["pid"]), "the background system runs in its own session"
+        stopped = _onceflow("dev", "down", "--state", str(state), timeout=180)
+        assert stopped.returncode == 0
+        assert "onceflow dev stopped" in stopped.stdout
+        assert _session_members(info["pid"]) == []
+        assert not state.exists()

@@ -126,3 +126,16 @@ def test_syncpolicy_defaults() -> None:
     assert policy.spec.conflict_policy == "SystemOfRecordWins"
     assert policy.spec.match_rules == []
     assert policy.spec.tolerances.price_deviation_percent == 0
+
+
+def test_the_api_reference_is_generated_from_the_models_and_is_current() -> None:
+    from onceflow_operator.apidoc import render
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "api-reference.md").read_text()
+    assert committed == render(), "docs/api-reference.md is stale: run `make docs`"
+    for field in (
+        "`spec.strategy.canary.steps[].setWeight`",
+        "`spec.rest.auth.type`",
+        "`status.rollout.canaryRevision`",
+    ):
+        assert field in committed
