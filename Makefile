@@ -17,6 +17,7 @@ test: setup control-plane lint typecheck
 	ONCEFLOW_PROMETHEUS="$$(hack/install-prometheus.sh | tail -n 1)" \
 	ONCEFLOW_MONITORING_CRDS="$$(hack/build-monitoring-crds.sh | tail -n 1)" \
 	ONCEFLOW_CHECKOV="$$(hack/install-checkov.sh | tail -n 1)" \
+	ONCEFLOW_CHROMIUM="$$(hack/install-chromium.sh | tail -n 1)" \
 	$(BIN)/pytest
 
 # The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
@@ -38,6 +39,7 @@ control-plane:
 	hack/install-prometheus.sh >/dev/null
 	hack/build-monitoring-crds.sh >/dev/null
 	hack/install-checkov.sh >/dev/null
+	hack/install-chromium.sh >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .

@@ -181,6 +181,26 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def access_review(
+        self, user: str, groups: tuple[str, ...], *, verb: str, namespace: str, group: str, resource: str
+    ) -> dict[str, Any]:
+        """Ask the API server whether `user` (in `groups`) may `verb` `group/resource` in `namespace`."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": [*groups],
+                "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource},
+            },
+        }
+        return await self._call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body)  # type: ignore[no-any-return]
+
+    async def token_review(self, token: str) -> dict[str, Any]:
+        """Ask the API server whose bearer token this is (the token itself is never logged)."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        return await self._call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body)  # type: ignore[no-any-return]
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             await self._call("DELETE", resource_path(api_version, kind, namespace, name))
