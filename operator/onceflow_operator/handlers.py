@@ -14,13 +14,24 @@ import asyncio
 import logging
 import os
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from .figures import FigureBook
 from .kube import KubeClient, KubeError
-from .metrics import CONNECTOR_REACHABLE, MANAGED, RECONCILE_DURATION, RECONCILES, ROLLOUT_EVENTS
+from .metrics import (
+    CONNECTOR_REACHABLE,
+    DECISION_SECONDS,
+    DECISIONS_LAST_HOUR,
+    EXCEPTIONS_OLDEST,
+    EXCEPTIONS_WAITING,
+    MANAGED,
+    RECONCILE_DURATION,
+    RECONCILES,
+    ROLLOUT_EVENTS,
+)
 from .reconcile import (
     NatsLink,
     OperatorConfig,
@@ -31,12 +42,15 @@ from .reconcile import (
     reconcile_integration,
     reconcile_syncpolicy,
 )
+from .review import list_exceptions, review_figures
 
 __all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
 
 GROUP, VERSION = "onceflow.io", "v1alpha1"
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
+#: How often the exception and decision gauges are read from the streams.
+REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
 #: Rollout verbs (promote, promote-full, abort, retry, pause, resume) arrive as this annotation.
 ACTION_ANNOTATION = "onceflow.io/action"
 
@@ -163,6 +177,27 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
         for reason, _message, _warning in outcome.events:
             ROLLOUT_EVENTS.labels(namespace=namespace, integration=name, reason=reason).inc()
         await _record_events("Integration", fresh, memo, outcome)
+
+
+@kopf.timer(GROUP, VERSION, "integrations", interval=REVIEW_SECONDS, initial_delay=5)
+async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Exceptions waiting, decisions and time to decision, read from the streams into gauges."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        js = await memo.nats.jetstream()
+        records = await list_exceptions(js, namespace, integration=name, include_decided=True)
+    except Exception:  # NATS away: keep the last values; the next tick tries again
+        return
+    figures = review_figures(records, datetime.now(UTC))
+    seen = memo.setdefault("review_labels", {}).setdefault((namespace, name), {"reason": set(), "action": set()})
+    for reason in seen["reason"] | set(figures.waiting_by_reason):
+        EXCEPTIONS_WAITING.labels(namespace, name, reason).set(figures.waiting_by_reason.get(reason, 0))
+    for action in seen["action"] | set(figures.decisions_last_hour):
+        DECISIONS_LAST_HOUR.labels(namespace, name, action).set(figures.decisions_last_hour.get(action, 0))
+    seen["reason"] |= set(figures.waiting_by_reason)
+    seen["action"] |= set(figures.decisions_last_hour)
+    EXCEPTIONS_OLDEST.labels(namespace, name).set(figures.oldest_waiting_seconds)
+    DECISION_SECONDS.labels(namespace, name).set(figures.mean_seconds_to_decision_last_hour)
 
 
 @kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)

@@ -6,6 +6,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "CONNECTOR_REACHABLE",
+    "DECISIONS_LAST_HOUR",
+    "DECISION_SECONDS",
+    "EXCEPTIONS_OLDEST",
+    "EXCEPTIONS_WAITING",
     "MANAGED",
     "NATS_CALLS",
     "NATS_FAILURES",
@@ -33,4 +37,24 @@ CONNECTOR_REACHABLE = Gauge(
     "onceflow_connector_reachable",
     "1 when the REST Connector's health path answered its last probe, 0 when it did not.",
     ["namespace", "connector"],
+)
+EXCEPTIONS_WAITING = Gauge(
+    "onceflow_exceptions_waiting",
+    "Exceptions waiting for a person's decision, by Integration and reason.",
+    ["namespace", "integration", "reason"],
+)
+EXCEPTIONS_OLDEST = Gauge(
+    "onceflow_exceptions_oldest_waiting_seconds",
+    "Age of the oldest exception still waiting for a decision (0 when none waits).",
+    ["namespace", "integration"],
+)
+DECISIONS_LAST_HOUR = Gauge(
+    "onceflow_decisions_last_hour",
+    "Decisions made on the Integration's exceptions in the last hour, by action.",
+    ["namespace", "integration", "action"],
+)
+DECISION_SECONDS = Gauge(
+    "onceflow_decision_seconds_last_hour",
+    "Mean time from an exception being parked to its decision, over the last hour's decisions.",
+    ["namespace", "integration"],
 )

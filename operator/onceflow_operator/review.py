@@ -20,7 +20,16 @@ from nats.js import JetStreamContext
 
 from onceflow_runner import natsio
 
-__all__ = ["Decision", "ExceptionRecord", "ReviewError", "decide", "list_exceptions", "trace"]
+__all__ = [
+    "Decision",
+    "ExceptionRecord",
+    "ReviewError",
+    "ReviewFigures",
+    "decide",
+    "list_exceptions",
+    "review_figures",
+    "trace",
+]
 
 Action = Literal["retry", "approve", "edit", "discard", "reject"]
 _RESENDS = {"retry": "retried", "approve": "approved", "edit": "edited"}
@@ -203,3 +212,45 @@ async def trace(js: JetStreamContext, namespace: str, business_key: str) -> list
     for record in await list_exceptions(js, namespace, business_key=business_key, include_decided=True):
         events.append({"kind": "exception", "time": record.time, **record.summary()})
     return sorted(events, key=lambda e: str(e.get("time", "")))
+
+
+@dataclass(frozen=True)
+class ReviewFigures:
+    """How the people side of one Integration is doing, for metrics and alerts."""
+
+    waiting_by_reason: dict[str, int]
+    oldest_waiting_seconds: float
+    decisions_last_hour: dict[str, int]
+    mean_seconds_to_decision_last_hour: float
+
+
+def _when(stamp: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigures:
+    """Waiting exceptions by reason and the oldest one's age; decisions and time to decision in the last hour."""
+    waiting: dict[str, int] = {}
+    oldest = 0.0
+    decided: dict[str, int] = {}
+    delays: list[float] = []
+    for record in records:
+        parked = _when(record.time)
+        if record.decision is None:
+            waiting[record.reason] = waiting.get(record.reason, 0) + 1
+            if parked is not None:
+                oldest = max(oldest, (now - parked).total_seconds())
+            continue
+        at = _when(str(record.decision.get("time", "")))
+        if at is None or (now - at).total_seconds() > 3600:
+            continue
+        action = str(record.decision.get("action", ""))
+        decided[action] = decided.get(action, 0) + 1
+        if parked is not None:
+            delays.append((at - parked).total_seconds())
+    mean = sum(delays) / len(delays) if delays else 0.0
+    return ReviewFigures(waiting, oldest, decided, mean)
