@@ -21,6 +21,7 @@ __all__ = [
     "build_plan_configmap",
     "build_reconcile_cronjob",
     "build_runner_deployment",
+    "nats_auth_env",
     "owner_reference",
     "plan_secrets",
     "runner_deployment_name",
@@ -120,6 +121,7 @@ def _pod_template(
     port: int,
     port_name: str,
     annotations: Mapping[str, str],
+    nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
@@ -145,6 +147,7 @@ def _pod_template(
                     "name": "onceflow",
                     "image": image,
                     "args": args,
+                    "env": nats_auth_env(nats_auth_secret),
                     "ports": [{"name": port_name, "containerPort": port}],
                     "securityContext": container_security,
                     "resources": {
@@ -162,6 +165,17 @@ def _pod_template(
             "volumes": volumes,
         },
     }
+
+
+def nats_auth_env(secret: str) -> list[dict[str, Any]]:
+    """NATS credentials from a Secret in the pod's namespace: keys `user` + `password`, or `token`."""
+    if not secret:
+        return []
+    keys = (("ONCEFLOW_NATS_USER", "user"), ("ONCEFLOW_NATS_PASSWORD", "password"), ("ONCEFLOW_NATS_TOKEN", "token"))
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for env, key in keys
+    ]
 
 
 def _deployment(
@@ -208,6 +222,7 @@ def build_runner_deployment(
     secrets_checksum: str,
     lane: str = "main",
     strategy: str = "RollingUpdate",
+    nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only)."""
     selector = {"onceflow.io/integration": plan.integration, "onceflow.io/lane": lane}
@@ -251,6 +266,7 @@ def build_runner_deployment(
             port=METRICS_PORT,
             port_name="metrics",
             annotations=annotations,
+            nats_auth_secret=nats_auth_secret,
         ),
         "Recreate" if strategy == "Recreate" else "RollingUpdate",
     )
@@ -265,6 +281,7 @@ def build_gateway_deployment(
     nats_url: str,
     replicas: int,
     secrets_checksum: str,
+    nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     """The gateway Deployment of one webhook Connector (`<connector>-gateway`)."""
     labels = {
@@ -299,6 +316,7 @@ def build_gateway_deployment(
             port=GATEWAY_PORT,
             port_name="http",
             annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+            nats_auth_secret=nats_auth_secret,
         ),
     )
 
@@ -313,6 +331,7 @@ def build_reconcile_cronjob(
     schedule: str,
     suspend: bool,
     secrets_checksum: str,
+    nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
     labels = {**_PART_OF, "app.kubernetes.io/name": "onceflow-reconcile", "onceflow.io/syncpolicy": plan.sync_policy}
@@ -326,6 +345,7 @@ def build_reconcile_cronjob(
         port=METRICS_PORT,
         port_name="metrics",
         annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+        nats_auth_secret=nats_auth_secret,
     )
     container = template["spec"]["containers"][0]
     del container["livenessProbe"], container["readinessProbe"]  # a job that runs once and exits

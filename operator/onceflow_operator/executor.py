@@ -128,6 +128,7 @@ class LocalExecutor:
                     (secrets / name / k).write_bytes(base64.b64decode(v))
         port = free_port()
         args = _local_args(pod["containers"][0]["args"], folder, secrets, self.nats_url, port)
+        env = {**os.environ, **await self._container_env(namespace, pod["containers"][0])}
         log = folder / f"{port}.log"
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -138,8 +139,29 @@ class LocalExecutor:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
+                env=env,
             )
         return _Replica(proc, port, template_hash)
+
+    async def _container_env(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+        """The container's env as a kubelet gives it: plain values and Secret keys (optional ones may be absent)."""
+        secrets: dict[str, dict[str, str]] = {}
+        out: dict[str, str] = {}
+        for item in container.get("env", []):
+            if "value" in item:
+                out[item["name"]] = str(item["value"])
+                continue
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if not ref:
+                continue
+            if ref["name"] not in secrets:
+                secret = await self.kube.get("v1", "Secret", namespace, ref["name"])
+                secrets[ref["name"]] = {
+                    k: base64.b64decode(v).decode() for k, v in ((secret or {}).get("data") or {}).items()
+                }
+            if ref["key"] in secrets[ref["name"]]:
+                out[item["name"]] = secrets[ref["name"]][ref["key"]]
+        return out
 
     async def stop_all(self) -> None:
         for replicas in self.replicas.values():

@@ -70,6 +70,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = OperatorConfig(
         image=os.environ.get("ONCEFLOW_IMAGE", OperatorConfig.image),
         nats_url=os.environ.get("ONCEFLOW_NATS_URL", OperatorConfig.nats_url),
+        nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
     )
     memo.nats = NatsLink(memo.config.nats_url, FigureBook())
 

@@ -40,6 +40,8 @@ class NatsServer:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="onceflow-nats-")))
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: Extra server flags, e.g. ["--user", "u", "--pass", "p"] to require authentication.
+    extra: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -55,6 +57,7 @@ class NatsServer:
             str(self.port),
             "-sd",
             str(self.workdir / "js"),
+            *self.extra,
         ]
         with (self.workdir / "nats.log").open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -65,6 +65,9 @@ class OperatorConfig:
 
     image: str = "ghcr.io/onceflow/onceflow:0.1.0"
     nats_url: str = "nats://nats.nats.svc:4222"
+    #: A Secret (keys user + password, or token) that every runner, gateway and job reads from its
+    #: own namespace for NATS credentials; empty when NATS needs none.
+    nats_auth_secret: str = ""
 
 
 class NatsLink:
@@ -211,6 +214,7 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
             body,
             image=config.image,
             nats_url=config.nats_url,
+            nats_auth_secret=config.nats_auth_secret,
             replicas=replicas,
             secrets_checksum=checksum,
         )
@@ -582,6 +586,7 @@ async def _apply_lane(
             body,
             image=config.image,
             nats_url=config.nats_url,
+            nats_auth_secret=config.nats_auth_secret,
             replicas=replicas,
             secrets_checksum=checksum,
             lane=lane,
@@ -652,6 +657,7 @@ async def reconcile_syncpolicy(
                 body,
                 image=config.image,
                 nats_url=config.nats_url,
+                nats_auth_secret=config.nats_auth_secret,
                 schedule=policy.spec.reconcile.schedule,
                 suspend=policy.spec.reconcile.suspend,
                 secrets_checksum=await _secrets_checksum(kube, namespace, plan_secrets(plan)),

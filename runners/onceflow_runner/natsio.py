@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,12 @@ from .plan import NatsPlan, Plan
 from .split import MARKER_HEADER, Lane, SplitTable
 
 __all__ = [
+    "AUTH_ENV",
     "STREAMS",
     "JetStreamWiring",
     "StoredMessage",
     "ack_floor",
+    "auth_from_environment",
     "connect",
     "consumer_config",
     "ensure_streams",
@@ -76,6 +79,20 @@ STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
 KEY_TTL = 90 * _DAY
 
 
+#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods).
+AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN")
+
+
+def auth_from_environment() -> dict[str, str]:
+    """User and password, or a token, for nats.connect; nothing when none is set."""
+    user, password, token = (os.environ.get(name, "") for name in AUTH_ENV)
+    if token:
+        return {"token": token}
+    if user:
+        return {"user": user, "password": password}
+    return {}
+
+
 async def connect(url: str, *, name: str) -> Client:
     """Connect with endless reconnects: a broker restart must not end a runner or gateway."""
     return await nats.connect(
@@ -85,6 +102,7 @@ async def connect(url: str, *, name: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=5,
         allow_reconnect=True,
+        **auth_from_environment(),
     )
 
 
