@@ -223,4 +223,22 @@ INVALID: tuple[Invalid, ...] = (
         "spec.matchRules[0]",
         "a match rule needs exact fields",
     ),
+    Invalid(
+        "suggestion-changes-credit",
+        _with(
+            integration,
+            _set(
+                "spec.steps.1.validate.rules",
+                [
+                    {
+                        "expression": "record.credit_limit <= 250000.0",
+                        "message": "credit_limit is above policy",
+                        "suggest": {"field": "data.credit_limit", "value": "250000"},
+                    }
+                ],
+            ),
+        ),
+        "spec.steps[1].validate.rules[0].suggest",
+        "price and credit fields are never changed by a suggestion",
+    ),
 )

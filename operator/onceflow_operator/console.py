@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from onceflow_runner import natsio
 
 from .kube import KubeClient, KubeError
-from .review import Action, ExceptionRecord, ReviewError, decide, get_exception, list_exceptions
+from .review import Action, ExceptionRecord, ReviewError, decide, get_exception, list_exceptions, with_fix
 
 __all__ = ["Console", "Identity", "suggestion"]
 
@@ -278,6 +278,18 @@ class Console:
             f"<tr><th>Parked</th><td>{html.escape(record.time)}</td></tr></table>"
         )
         parts.append(f"<p class=note><strong>Suggestion (not applied):</strong> {html.escape(suggestion(record))}</p>")
+        editable = pretty
+        if record.suggestion and record.decision is None:
+            fixed = with_fix(record.payload, record.suggestion)
+            field = html.escape(str(record.suggestion.get("field")))
+            value = html.escape(json.dumps(record.suggestion.get("value"), ensure_ascii=False))
+            parts.append(
+                f"<p class=note><strong>Suggested fix:</strong> set <code>{field}</code> to <code>{value}</code>. "
+                "It is filled into the edit form below; nothing changes until you send it. "
+                "Price and credit fields are never part of a suggestion.</p>"
+            )
+            if fixed is not None:
+                editable = fixed.decode()
         if record.candidates:
             columns = "".join(
                 f"<div><h3>Candidate {i + 1}</h3><pre>{html.escape(json.dumps(c, indent=2, ensure_ascii=False))}</pre>"
@@ -302,7 +314,7 @@ class Console:
             f"{buttons}</form>"
             "<h2>Edit and retry</h2>"
             f"<form method=post><input type=hidden name=csrf value={csrf}><input type=hidden name=action value=edit>"
-            f"<textarea name=payload rows=18 aria-label=payload>{html.escape(pretty)}</textarea>"
+            f"<textarea name=payload rows=18 aria-label=payload>{html.escape(editable)}</textarea>"
             "<label>Why <input name=why size=60 required></label> <button>Edit and retry</button></form>"
         )
         return "".join(parts)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from onceflow_runner.durations import parse_duration
 from onceflow_runner.plan import (
     PLAN_VERSION,
+    PROTECTED_FIELDS,
     ApprovePlan,
     AuthPlan,
     ConnectorPlan,
@@ -238,9 +239,19 @@ def plan_from_integration(
                     Problem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
                 )
         if step.validate_:
+            fixes = [(n, r.suggest.field, r.suggest.value) for n, r in enumerate(step.validate_.rules) if r.suggest]
+            for n, path, _ in fixes:
+                if PROTECTED_FIELDS.search(path):
+                    problems.append(
+                        Problem(
+                            f"spec.steps[{i}].validate.rules[{n}].suggest.field",
+                            f"{path} is a price or credit field; suggestions never change those, a person decides",
+                        )
+                    )
             block["validate"] = ValidatePlan(
                 entity=step.validate_.entity,
                 rules=tuple((r.expression, r.message) for r in step.validate_.rules),
+                suggestions=tuple(f for f in fixes if not PROTECTED_FIELDS.search(f[1])),
             )
         if step.map:
             block["map"] = MapPlan(fields=dict(step.map.fields), mode=step.map.mode)

@@ -29,6 +29,7 @@ __all__ = [
     "list_exceptions",
     "review_figures",
     "trace",
+    "with_fix",
 ]
 
 Action = Literal["retry", "approve", "edit", "discard", "reject"]
@@ -54,6 +55,8 @@ class ExceptionRecord:
     payload: bytes
     candidates: list[dict[str, Any]]
     decision: dict[str, Any] | None
+    #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
+    suggestion: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class ExceptionRecord:
             "revision": self.revision,
             "time": self.time,
             "decision": self.decision,
+            "suggestion": self.suggestion,
         }
 
 
@@ -86,6 +90,10 @@ def _record(msg: natsio.StoredMessage, decisions: dict[int, dict[str, Any]]) -> 
         candidates = json.loads(h.get("Onceflow-Candidates", "[]"))
     except ValueError:
         candidates = []
+    try:
+        suggestion = json.loads(h["Onceflow-Suggestion"]) if "Onceflow-Suggestion" in h else None
+    except ValueError:
+        suggestion = None
     return ExceptionRecord(
         msg.sequence,
         h.get("Onceflow-Integration", ""),
@@ -98,6 +106,7 @@ def _record(msg: natsio.StoredMessage, decisions: dict[int, dict[str, Any]]) -> 
         msg.data,
         candidates,
         decisions.get(msg.sequence),
+        suggestion if isinstance(suggestion, dict) else None,
     )
 
 
@@ -222,6 +231,24 @@ class ReviewFigures:
     oldest_waiting_seconds: float
     decisions_last_hour: dict[str, int]
     mean_seconds_to_decision_last_hour: float
+
+
+def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
+    """The payload with a suggested fix applied (for the reviewer to look at and send); None if it does not fit."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    *parents, leaf = str(suggestion.get("field", "")).split(".")
+    node = doc
+    for key in parents:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            return None
+        node = node[key]
+    if not isinstance(node, dict) or not leaf:
+        return None
+    node[leaf] = suggestion.get("value")
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
 
 
 def _when(stamp: str) -> datetime | None:

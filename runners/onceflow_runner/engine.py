@@ -108,6 +108,17 @@ def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncP
     return sorted(found, key=lambda m: -float(m["score"]))
 
 
+def _suggest(fix: tuple[str, str] | None, ctx: Mapping[str, Any], step: str) -> dict[str, Any] | None:
+    """The proposed value of a failed rule's suggested fix; None when there is none or it cannot be computed."""
+    if fix is None:
+        return None
+    path, expression = fix
+    try:
+        return {"field": path, "value": evaluate(expression, ctx, step=step, what="suggestion")}
+    except InvalidRecord:
+        return None
+
+
 class Engine:
     """Runs one plan's steps over records."""
 
@@ -182,9 +193,10 @@ class Engine:
         if step.kind == "validate" and step.validate_:
             if step.validate_.entity:
                 validate_entity(step.validate_.entity, ctx["record"], step=name)
-            for rule, message in step.validate_.rules:
+            fixes = {n: (path, expr) for n, path, expr in step.validate_.suggestions}
+            for n, (rule, message) in enumerate(step.validate_.rules):
                 if evaluate(rule, ctx, step=name, what="rule") is not True:
-                    raise InvalidRecord(message, step=name)
+                    raise InvalidRecord(message, step=name, suggestion=_suggest(fixes.get(n), ctx, name))
         elif step.kind == "map" and step.map:
             bound = bind(ctx, step.map.fields.values())
             mapped = {

@@ -14,6 +14,8 @@ can be read off one function.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "InvalidRecord",
     "MalformedInput",
@@ -43,9 +45,11 @@ class PermanentFailure(OnceflowError):
 
     reason = "PermanentFailure"
 
-    def __init__(self, message: str, *, step: str = "") -> None:
+    def __init__(self, message: str, *, step: str = "", suggestion: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.step = step
+        #: {"field": payload path, "value": proposed value}: offered to the reviewer, never applied here.
+        self.suggestion = suggestion
 
 
 class InvalidRecord(PermanentFailure):

@@ -130,7 +130,9 @@ class Gateway:
             return self._answer(401, {"error": f"signature rejected: {exc}"})
         event = self._event(None, body, request)
         headers = {
-            "Nats-Msg-Id": f"{self.plan.connector}/{delivery_id}"[:256],
+            # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
+            # same delivery id must not look like a retry of this one.
+            "Nats-Msg-Id": f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"[:256],
             "Onceflow-Delivery-Id": delivery_id[:256],
             "Onceflow-Origin": self.plan.connector,
             "Onceflow-Event": event,

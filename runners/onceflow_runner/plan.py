@@ -9,10 +9,11 @@ policy, the SyncPolicy rules and the NATS names. The runner refuses a plan whose
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PlanError
 
@@ -83,11 +84,25 @@ class ConnectorPlan(_Contract):
     max_backoff: float = 10
 
 
+#: Field names no suggestion may change (prices, credit): checked again here, so that a plan made
+#: by hand cannot slip one past the operator.
+PROTECTED_FIELDS = re.compile(r"(?i)(price|credit|rate|amount|total|discount|cost)")
+
+
 class ValidatePlan(_Contract):
-    """Canonical entity and (CEL rule, message) pairs."""
+    """Canonical entity, (CEL rule, message) pairs, and suggested fixes by rule index."""
 
     entity: str | None = None
     rules: tuple[tuple[str, str], ...] = ()
+    #: (rule index, payload field path, CEL giving the proposed value)
+    suggestions: tuple[tuple[int, str, str], ...] = ()
+
+    @model_validator(mode="after")
+    def _no_suggestion_touches_prices_or_credit(self) -> ValidatePlan:
+        for _, path, _ in self.suggestions:
+            if PROTECTED_FIELDS.search(path):
+                raise ValueError(f"a suggestion may not change {path}: price and credit fields are decided by people")
+        return self
 
 
 class MapPlan(_Contract):

@@ -85,7 +85,9 @@ class _JetStreamEvents:
         if meta.get("traceparent"):
             headers["traceparent"] = str(meta["traceparent"])
         subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
-        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, msg_id)
+        # Scoped: another Integration (or namespace) may publish for the same business key and step name.
+        scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
+        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
 
 
 class Runner:
@@ -277,7 +279,7 @@ class Runner:
         except PermanentFailure as exc:
             self._failed(exc.step, exc.reason)
             target = "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
-            await self._park(msg, meta, target, exc.reason, str(exc), exc.step)
+            await self._park(msg, meta, target, exc.reason, str(exc), exc.step, suggestion=exc.suggestion)
             self.stats.record(target, time.perf_counter() - started)
             return
         except TransientFailure as exc:
@@ -343,6 +345,8 @@ class Runner:
         error: str,
         step: str,
         candidates: list[dict[str, Any]] | None = None,
+        *,
+        suggestion: dict[str, Any] | None = None,
     ) -> None:
         """Send the original bytes and headers, with why, to the exception or dead-letter stream."""
         names = self.plan.nats
@@ -363,6 +367,8 @@ class Runner:
         )
         if candidates:
             headers["Onceflow-Candidates"] = header_safe(json.dumps(candidates, default=str), 4000)
+        if suggestion:
+            headers["Onceflow-Suggestion"] = header_safe(json.dumps(suggestion, default=str), 2000)
         msg_id = f"{target}/{self.plan.integration}/{meta['streamSequence']}"
         await self.wiring.publish(subject, msg.data, headers, msg_id)
         await msg.ack()

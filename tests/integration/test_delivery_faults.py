@@ -27,7 +27,10 @@ SECRET = "ledger-secret"
 SIG = {"header": "X-Signature"}
 
 
-def manifests(erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None) -> list[dict[str, Any]]:
+def manifests(
+    erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None, rules: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    check = [{"name": "check", "validate": {"rules": rules}}] if rules else []
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src"}, "stringData": {"secret": SECRET}},
         {
@@ -90,6 +93,7 @@ def manifests(erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None =
                         "name": "canonical",
                         "map": {"fields": {"customer_name": "input.name", "tax_id": "input.key"}},
                     },
+                    *check,
                     {"name": "create", "call": {"connector": "erp", "path": '"/api/resource/Customer"'}},
                 ],
             },

@@ -222,3 +222,35 @@ def test_fuzzy_match_threshold() -> None:
     matches = find_matches(record, [close, other_town, different], POLICY)
     assert [m["candidate"] for m in matches] == [close]
     assert matches[0]["score"] >= 0.9
+
+
+async def test_a_failed_rule_offers_its_suggested_fix_and_changes_nothing() -> None:
+    from onceflow_runner.plan import ValidatePlan
+
+    rule = ("input.currency in ['EUR', 'USD']", "currency must be an ISO code such as EUR")
+    check = StepPlan(
+        name="check",
+        kind="validate",
+        validate=ValidatePlan(
+            rules=(rule,), suggestions=((0, "currency", "{'€': 'EUR', '$': 'USD'}[input.currency]"),)
+        ),
+    )
+    caller = RecordingCaller()
+    with pytest.raises(InvalidRecord) as caught:
+        await Engine(plan(check, CALL), caller, RecordingEvents()).run({"currency": "€", "tax": "1"}, META)
+    assert caught.value.suggestion == {"field": "currency", "value": "EUR"}
+    assert caller.calls == []
+    with pytest.raises(InvalidRecord) as unknown:  # no proposal when the fix itself cannot be computed
+        await Engine(plan(check, CALL), caller, RecordingEvents()).run({"currency": "kr", "tax": "1"}, META)
+    assert unknown.value.suggestion is None
+
+
+def test_a_plan_whose_suggestion_would_change_a_price_or_credit_field_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from onceflow_runner.plan import ValidatePlan
+
+    for field in ("data.credit_limit", "lines.price_list_rate", "grand_total", "discount"):
+        with pytest.raises(ValidationError, match="price and credit fields are decided by people"):
+            ValidatePlan(rules=(("true", "m"),), suggestions=((0, field, "1"),))
+    assert ValidatePlan(rules=(("true", "m"),), suggestions=((0, "data.address.country", "'DE'"),)).suggestions

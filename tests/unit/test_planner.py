@@ -164,3 +164,20 @@ def test_lanes_are_deployments_named_by_lane_that_select_no_revision() -> None:
     assert main_consumer.filter_subjects == [plan.nats.subject, f"onceflow.sales.in._rollout.{plan.integration}"]
     wildcard = plan.model_copy(update={"nats": plan.nats.model_copy(update={"subject": "onceflow.sales.in.>"})})
     assert consumer_config(wildcard).filter_subjects == ["onceflow.sales.in.>"]  # already covers the markers
+
+
+def test_plan_validation_refuses_a_suggestion_on_a_credit_field_naming_its_path() -> None:
+    connectors, policies, integrations = load_examples()
+    integration = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    doc = integration.model_dump(by_alias=True, exclude_none=True, mode="json")
+    check = next(s for s in doc["spec"]["steps"] if s["name"] == "checkCustomer")
+    check["validate"]["rules"][0]["suggest"] = {"field": "data.credit_limit", "value": "250000.0"}
+    with pytest.raises(InvalidSpec) as refused:
+        plan_from_integration(Integration.model_validate(doc), connectors, policies.get("customer"), namespace="n")
+    assert "spec.steps[1].validate.rules[0].suggest.field" in str(refused.value)
+    assert "suggestions never change those" in str(refused.value)
+    check["validate"]["rules"][0]["suggest"] = {"field": "data.address.country", "value": "'DE'"}
+    plan = plan_from_integration(Integration.model_validate(doc), connectors, policies.get("customer"), namespace="n")
+    validate = next(s for s in plan.steps if s.name == "checkCustomer").validate_
+    assert validate is not None
+    assert validate.suggestions == ((0, "data.address.country", "'DE'"),)

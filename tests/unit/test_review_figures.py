@@ -42,3 +42,33 @@ def test_decisions_of_the_last_hour_and_their_mean_time_to_decision() -> None:
     assert figures.oldest_waiting_seconds == 0.0
     assert figures.decisions_last_hour == {"edit": 1, "approve": 1}
     assert figures.mean_seconds_to_decision_last_hour == 30 * 60
+
+
+def test_the_page_fills_a_suggested_fix_into_the_edit_form_without_sending_it() -> None:
+    from onceflow_operator.console import Console, Identity
+    from onceflow_operator.review import with_fix
+
+    payload = b'{"data": {"currency": "\\u20ac", "credit_limit": 300000}}'
+    fixed = with_fix(payload, {"field": "data.currency", "value": "EUR"})
+    assert fixed is not None
+    assert b'"currency": "EUR"' in fixed
+    assert b'"credit_limit": 300000' in fixed
+    assert with_fix(payload, {"field": "data.missing.deeper", "value": 1}) is None
+    parked = ExceptionRecord(
+        7,
+        "sync",
+        "InvalidRecord",
+        "check",
+        "currency must be ISO",
+        "k7",
+        "r1",
+        NOW.isoformat(),
+        payload,
+        [],
+        None,
+        {"field": "data.currency", "value": "EUR"},
+    )
+    page = Console("nats://unused", None, auth="proxy")._detail(parked, "sales", Identity("alice"), None)  # type: ignore[arg-type]
+    assert "Suggested fix:</strong> set <code>data.currency</code> to <code>&quot;EUR&quot;</code>" in page
+    assert "nothing changes until you send it" in page
+    assert "&quot;currency&quot;: &quot;EUR&quot;" in page.split("<textarea")[1]  # pre-filled, not sent

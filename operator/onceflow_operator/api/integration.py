@@ -28,6 +28,7 @@ from ._base import (
 
 __all__ = [
     "ENTITIES",
+    "PROTECTED_FIELDS",
     "STEP_KINDS",
     "AnalysisMetric",
     "AnalysisProvider",
@@ -58,6 +59,7 @@ __all__ = [
     "ScheduleTrigger",
     "Step",
     "Strategy",
+    "SuggestedFix",
     "Trigger",
     "ValidateStep",
 ]
@@ -71,12 +73,39 @@ Cel = Annotated[str, Field(min_length=1, max_length=4096)]
 Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
 
 
+#: Fields no automated suggestion may change: prices and credit are decided by people only.
+PROTECTED_FIELDS = "(?i)(price|credit|rate|amount|total|discount|cost)"
+
+
+class SuggestedFix(ApiModel):
+    """A correction offered to the person reviewing the exception; shown, never applied on its own."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                f"!self.field.matches('{PROTECTED_FIELDS}')",
+                "price and credit fields are never changed by a suggestion; leave them to the reviewer",
+            ),
+        )
+    }
+
+    field: str = Field(
+        description="Dot path into the received payload to change, e.g. data.address.country.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        max_length=253,
+    )
+    value: Cel = Field(description="CEL over `input`, `record` and `meta` giving the proposed value.")
+
+
 class RuleCheck(ApiModel):
     """A CEL rule a record must satisfy, with the message an operator will read."""
 
     expression: Cel = Field(description="CEL expression over `record` (and `input`, `meta`) that must be true.")
     message: str = Field(
         description="What is wrong with the record when the rule fails, and what to do.", max_length=1024
+    )
+    suggest: SuggestedFix | None = Field(
+        default=None, description="A correction to offer the reviewer when the rule fails (never applied by itself)."
     )
 
 
