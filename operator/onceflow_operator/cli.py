@@ -411,6 +411,8 @@ def exceptions() -> None:
 @click.option("--integration", help="Only this Integration.")
 @click.option("--reason", help="Only this reason, e.g. InvalidRecord, ApprovalRequired.")
 @click.option("--key", "business_key", help="Only this business key.")
+@click.option("--step", help="Only exceptions raised at this step.")
+@click.option("--older-than", help="Only exceptions parked longer ago than this, e.g. 30m, 24h.")
 @click.option("--all", "include_decided", is_flag=True, help="Include exceptions already decided.")
 def exceptions_list(
     namespace: str,
@@ -419,10 +421,21 @@ def exceptions_list(
     integration: str | None,
     reason: str | None,
     business_key: str | None,
+    step: str | None,
+    older_than: str | None,
     include_decided: bool,
 ) -> None:
     """List exceptions, oldest first."""
+    from datetime import UTC, datetime, timedelta
+
+    from onceflow_runner.durations import parse_duration
+
     from .review import list_exceptions
+
+    try:
+        cutoff = datetime.now(UTC) - timedelta(seconds=parse_duration(older_than)) if older_than else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
 
     records = _with_jetstream(
         nats_url,
@@ -435,6 +448,10 @@ def exceptions_list(
             include_decided=include_decided,
         ),
     )
+    if step:
+        records = [r for r in records if r.step == step]
+    if cutoff is not None:
+        records = [r for r in records if r.time and datetime.fromisoformat(r.time) < cutoff]
     rows = [
         r.summary() | {"decision": (r.decision or {}).get("action", ""), "decidedBy": (r.decision or {}).get("who", "")}
         for r in records

@@ -117,6 +117,12 @@ async def test_a_record_that_failed_validation_is_fixed_from_the_page_and_lands_
     assert "credit_limit" in str(waiting["error"])
     key = f"customer/{tax_id}"
     assert "exception" in await cli("trace", key, *ns)
+    by_step = json.loads(
+        await cli("exceptions", "list", *ns, "--step", "checkCustomer", "--older-than", "0s", "-o", "json")
+    )
+    assert [r["sequence"] for r in by_step] == [waiting["sequence"]]
+    assert json.loads(await cli("exceptions", "list", *ns, "--older-than", "1h", "-o", "json")) == []
+    assert json.loads(await cli("exceptions", "list", *ns, "--step", "createInErp", "-o", "json")) == []
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
