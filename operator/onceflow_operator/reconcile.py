@@ -505,7 +505,6 @@ async def reconcile_integration(
     stable = status.get("stableRevision") or None
     view = RolloutView(
         desired=plan.revision,
-        desired_number=numbers[plan.revision],
         stable=stable,
         strategy=integration.spec.strategy,
         status=status,
@@ -593,20 +592,6 @@ async def _apply_lane(
             strategy=integration.spec.strategy.type,
         )
     )
-
-
-def _plan_secret_names(connector: Any) -> list[str]:
-    auth = connector.auth
-    refs = [
-        auth.token,
-        auth.username,
-        auth.password,
-        auth.api_key,
-        auth.api_secret,
-        auth.client_id,
-        auth.client_secret,
-    ]
-    return [r.name for r in refs if r is not None]
 
 
 async def finalize_integration(body: Mapping[str, Any], nats: NatsLink) -> None:

@@ -44,7 +44,6 @@ class RolloutView:
     """What the reconcile observed."""
 
     desired: str
-    desired_number: int
     stable: str | None
     strategy: Strategy
     status: Mapping[str, Any]
@@ -73,10 +72,6 @@ class Decision:
     available: tuple[bool, str, str]
     progressing: tuple[bool, str, str]
     events: list[tuple[str, str, bool]] = field(default_factory=list)
-
-    @property
-    def canary_draining(self) -> bool:
-        return self.canary is not None and self.weight == 0
 
 
 def _time(value: Any) -> datetime | None:

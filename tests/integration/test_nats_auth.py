@@ -113,8 +113,13 @@ async def test_a_runner_pod_gets_the_nats_secret_and_connects(
             secrets = kubectl.run("get", "secrets", "-o", "name").stdout
             raise AssertionError(f"the runner never became ready: {logs[-600:]} secrets: {secrets}") from None
         nc = await nats.connect(guarded_nats.url, user="onceflow", password="s3cret-pw")
-        info = await nc.jetstream().consumer_info(plan.nats.stream, plan.nats.consumer)
-        assert info.num_waiting >= 0  # the runner created and bound its consumer through the guarded server
+        js = nc.jetstream()
+
+        async def pulling() -> bool:  # the runner's own pull requests, made through the guarded server
+            info = await js.consumer_info(plan.nats.stream, plan.nats.consumer)
+            return int(info.num_waiting or 0) >= 1
+
+        assert await eventually(pulling, within=15, interval=0.2)
         await nc.close()
     finally:
         stop.set()

@@ -30,7 +30,7 @@ async def test_the_suggestion_reaches_the_reviewer_and_is_applied_only_by_a_deci
         (parked,) = await eventually(lambda: list_exceptions(js, harness.namespace), within=20, interval=0.2)
         assert parked.reason == "InvalidRecord"
         assert parked.suggestion == {"field": "name", "value": "Nordwind Logistik GmbH"}
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # grace period: an effect made without a decision would show now
         assert harness.erp.effects == {}  # shown, not applied
         fixed = with_fix(parked.payload, parked.suggestion)
         assert fixed is not None

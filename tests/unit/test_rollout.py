@@ -41,7 +41,6 @@ CANARY = Strategy.model_validate(
 def view(status: dict[str, Any], **kw: Any) -> RolloutView:
     base: dict[str, Any] = {
         "desired": "b",
-        "desired_number": 2,
         "stable": "a",
         "strategy": CANARY,
         "status": status,
