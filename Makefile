@@ -55,10 +55,10 @@ crds: setup
 	$(BIN)/onceflow crds -o crds -o helm/onceflow/crds
 
 docs: setup
-	$(BIN)/python -m onceflow_operator.apidoc docs/api-reference.md
+	$(BIN)/python -m onceflow_operator.gen.apidoc docs/api-reference.md
 
 argocd: setup
-	$(BIN)/python -m onceflow_operator.argocd manifests/argocd
+	$(BIN)/python -m onceflow_operator.gen.argocd manifests/argocd
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

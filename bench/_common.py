@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from onceflow_operator.controlplane import free_port
-from onceflow_runner.plan import PLAN_VERSION, Plan
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_runner.contract.plan import PLAN_VERSION, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "onceflow_operator.cli",
+            "onceflow_operator.cli.main",
             "sandbox",
             "--erp-port",
             str(port),

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, env_note, peak_rss_mb
 
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.executor import spawn_operator
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.executor import spawn_operator
+from onceflow_operator.dev.natsserver import NatsServer
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 

@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import VALIDATE_MAP, bench_plan, env_note, erp_state, record, start_sandbox, wait_http
 
-from onceflow_operator.controlplane import free_port
-from onceflow_operator.natsserver import NatsServer
-from onceflow_runner.entities import Customer
-from onceflow_runner.natsio import ensure_streams
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters.natsio import ensure_streams
+from onceflow_runner.adapters.transport import AiohttpTransport
+from onceflow_runner.engine.entities import Customer
 from onceflow_runner.runner import Runner
-from onceflow_runner.transport import AiohttpTransport
 
 CONCURRENCY = 64
 
@@ -153,7 +153,7 @@ def runner_start_seconds(url: str, secrets: Path) -> float:
         [
             sys.executable,
             "-m",
-            "onceflow_operator.cli",
+            "onceflow_operator.cli.main",
             "runner",
             "--plan",
             str(path),

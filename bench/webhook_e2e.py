@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import env_note, peak_rss_mb, start_sandbox
 
-from onceflow_operator.controlplane import free_port
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
-from onceflow_runner.signatures import SignatureConfig, sign
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.gateway.signatures import SignatureConfig, sign
 
 SECRET = "bench-secret"
 

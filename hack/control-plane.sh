@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBEBUILDER_ASSETS="$(hack/build-control-plane.sh | tail -n 1)"
 export KUBEBUILDER_ASSETS
-exec .venv/bin/python -m onceflow_operator.controlplane
+exec .venv/bin/python -m onceflow_operator.dev.controlplane

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -94,7 +94,7 @@ def operator_running(control_plane: ControlPlane, crds_installed: None, nats_ser
     from kopf.testing import KopfRunner
 
     with KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "onceflow_operator.handlers"], timeout=60
+        ["run", "--standalone", "--all-namespaces", "-m", "onceflow_operator.controller.handlers"], timeout=60
     ) as runner:
         yield
     assert runner.exit_code == 0, runner.output

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from onceflow_operator.controlplane import free_port
+from onceflow_operator.dev.controlplane import free_port
 
 
 def prometheus_binary() -> str:

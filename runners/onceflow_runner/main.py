@@ -12,9 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import PlanError
-from .plan import load_gateway_plan, load_plan
-from .split import Lane
+from onceflow_runner.contract.plan import load_gateway_plan, load_plan
+from onceflow_runner.contract.split import Lane
+from onceflow_runner.errors import PlanError
 
 __all__ = ["configure_logging", "run_gateway", "run_reconcile_job", "run_runner"]
 
@@ -47,7 +47,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, lane: Lane = "main") -> int:
     """Run a runner until SIGTERM; return the exit code (2 for a plan it cannot run)."""
-    from .runner import Runner, run_until_signalled
+    from onceflow_runner.runner import Runner, run_until_signalled
 
     try:
         plan = load_plan(plan_path)
@@ -62,7 +62,7 @@ def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, por
 
 def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
     """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run)."""
-    from .gateway import Gateway
+    from onceflow_runner.gateway.server import Gateway
 
     try:
         plan = load_gateway_plan(plan_path)
@@ -90,9 +90,9 @@ def run_reconcile_job(plan_path: Path, nats_url: str, secrets_dir: Path) -> int:
     """Run one drift check; print its result as JSON; exit 2 for an unusable plan, 1 on failure."""
     import nats.errors
 
-    from .errors import OnceflowError
-    from .plan import load_reconcile_plan
-    from .reconcile_job import run_reconcile
+    from onceflow_runner.contract.plan import load_reconcile_plan
+    from onceflow_runner.drift.job import run_reconcile
+    from onceflow_runner.errors import OnceflowError
 
     try:
         plan = load_reconcile_plan(plan_path)

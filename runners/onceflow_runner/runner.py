@@ -35,14 +35,14 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import natsio
-from .engine import Engine, Outcome
-from .errors import MalformedInput, PermanentFailure, TransientFailure
-from .metrics import RollingStats, RunnerMetrics
-from .outbound import HttpCaller
-from .plan import Plan
-from .split import MARKER_HEADER, Lane, SplitTable, owns
-from .x12 import decode_x12
+from onceflow_runner.adapters import natsio
+from onceflow_runner.adapters.outbound import HttpCaller
+from onceflow_runner.contract.plan import Plan
+from onceflow_runner.contract.split import MARKER_HEADER, Lane, SplitTable, owns
+from onceflow_runner.engine.core import Engine, Outcome
+from onceflow_runner.errors import MalformedInput, PermanentFailure, TransientFailure
+from onceflow_runner.metrics import RollingStats, RunnerMetrics
+from onceflow_runner.payloads.x12 import decode_x12
 
 __all__ = ["Runner", "decode_payload", "header_safe"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from onceflow_operator.controlplane import free_port
+from onceflow_operator.dev.controlplane import free_port
 from tests.conftest import ROOT
 from tests.integration.scenario import CRM_SECRET, crm_customer_event, dumps, signature_headers
 

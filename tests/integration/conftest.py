@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.executor import LocalExecutor
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.executor import LocalExecutor
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.conftest import Kubectl
 from tests.integration.scenario import (
     Sandboxes,

@@ -15,9 +15,9 @@ import httpx
 import nats
 import yaml
 
-from onceflow_operator.localrun import LocalRun
-from onceflow_runner.sandbox import ErpSandbox, RecorderSandbox
-from onceflow_runner.signatures import SignatureConfig, sign
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_runner.gateway.signatures import SignatureConfig, sign
+from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CRM_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -71,7 +71,7 @@ def new_namespace() -> str:
 
 
 async def start_local_run(docs: list[dict[str, Any]], namespace: str, nats_url: str, boxes: Sandboxes) -> LocalRun:
-    from onceflow_operator.controlplane import free_port
+    from onceflow_operator.dev.controlplane import free_port
 
     run = LocalRun.from_documents(
         docs, namespace=namespace, nats_url=nats_url, first_port=free_port(), base_urls=boxes.base_urls()

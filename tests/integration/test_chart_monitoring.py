@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import REGISTRY as OPERATOR_REGISTRY
 from prometheus_client import CollectorRegistry
 
-import onceflow_operator.metrics  # noqa: F401  (registers the operator's metrics)
+import onceflow_operator.controller.metrics  # noqa: F401  (registers the operator's metrics)
 from onceflow_runner.metrics import GatewayMetrics, RunnerMetrics
 from tests.conftest import ROOT, Kubectl
 from tests.integration.test_helm_chart import CHART, helm, render  # noqa: F401  (the helm fixture)

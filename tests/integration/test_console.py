@@ -19,12 +19,12 @@ from aiohttp import web
 from click.testing import CliRunner
 from playwright.async_api import async_playwright
 
-from onceflow_operator.cli import main
-from onceflow_operator.console import Console
-from onceflow_operator.controlplane import ControlPlane, free_port
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.cli.main import main
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.console import Console
 from tests.conftest import ROOT, Kubectl
 from tests.integration.scenario import CRM_SECRET, Sandboxes, crm_customer_event, dumps, eventually, signed_post
 

@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.integration.scenario import (
     CRM_SECRET,
     Sandboxes,
@@ -166,7 +166,7 @@ async def test_similar_existing_customer_is_parked_for_approval_not_created(
 
 
 def _fault(status: int, *, times: int, retry_after: float | None = None, path: str = "/") -> object:
-    from onceflow_runner.sandbox import Fault
+    from onceflow_runner.testing.sandbox import Fault
 
     return Fault(status=status, times=times, retry_after=retry_after, path_prefix=path)
 

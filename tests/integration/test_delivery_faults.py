@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
-from onceflow_runner.sandbox import ErpSandbox, Fault
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.testing.sandbox import ErpSandbox, Fault
 from tests.integration.scenario import eventually, new_namespace, signed_post, stream_messages
 
 SECRET = "ledger-secret"
@@ -174,7 +174,7 @@ class Harness:
 
 
 async def start(nats: NatsServer, **kw: Any) -> Harness:
-    from onceflow_operator.controlplane import free_port
+    from onceflow_operator.dev.controlplane import free_port
 
     erp = ErpSandbox()
     await erp.start()

@@ -12,13 +12,13 @@ import aiohttp
 import nats
 import pytest
 
-from onceflow_operator.builders import build_plan_configmap, build_runner_deployment
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.executor import LocalExecutor
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.natsserver import NatsServer
-from onceflow_operator.planner import plan_from_integration
-from onceflow_runner import natsio
+from onceflow_operator.build.objects import build_plan_configmap, build_runner_deployment
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.compiler.planner import plan_from_integration
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.executor import LocalExecutor
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters import natsio
 from tests.conftest import Kubectl
 from tests.integration.scenario import eventually, example_documents
 from tests.unit.test_planner import load_examples

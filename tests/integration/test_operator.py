@@ -16,8 +16,8 @@ from typing import Any
 import nats
 import pytest
 
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.natsserver import NatsServer
 from tests import cases
 from tests.conftest import Kubectl
 
@@ -190,7 +190,7 @@ def test_integration_consumer_is_provisioned_and_removed_on_delete(
     info = wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)))
     assert info.config.filter_subjects == [
         f"onceflow.{kubectl.namespace}.in.crm.customer.approved",
-        f"onceflow.{kubectl.namespace}.in._rollout.onboard",  # split markers, see onceflow_runner.split
+        f"onceflow.{kubectl.namespace}.in._rollout.onboard",  # split markers, see onceflow_runner.contract.split
     ]
     assert info.config.max_deliver == 5
     assert "onceflow.io/finalizer" in kubectl.get("integration", "onboard")["metadata"]["finalizers"]
@@ -231,8 +231,8 @@ async def test_reconciling_again_changes_nothing(
     kubectl: Kubectl, control_plane: ControlPlane, operator_running: None
 ) -> None:
     # What an operator restarted mid-reconcile does: run the same reconcile again.
-    from onceflow_operator.kube import KubeClient
-    from onceflow_operator.reconcile import OperatorConfig, reconcile_integration
+    from onceflow_operator.clients.kube import KubeClient
+    from onceflow_operator.controller.reconcile import OperatorConfig, reconcile_integration
 
     kubectl.apply(
         secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),

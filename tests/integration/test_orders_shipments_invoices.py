@@ -10,8 +10,8 @@ import httpx
 import nats
 import pytest
 
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.integration.scenario import (
     Sandboxes,
     dumps,

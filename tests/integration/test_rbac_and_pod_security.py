@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onceflow_operator.builders import build_runner_deployment
-from onceflow_operator.controlplane import ControlPlane
-from onceflow_operator.kube import KubeClient
-from onceflow_operator.reconcile import OperatorConfig, reconcile_integration
+from onceflow_operator.build.objects import build_runner_deployment
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.reconcile import OperatorConfig, reconcile_integration
+from onceflow_operator.dev.controlplane import ControlPlane
 from tests import cases
 from tests.conftest import ROOT, Kubectl
 from tests.unit.test_planner import load_examples
@@ -62,7 +62,7 @@ def test_kustomize_overlays_render_and_pass_the_restricted_profile(
 
 def test_runner_deployment_meets_the_restricted_profile(admin_kubectl: Kubectl, installed: None) -> None:
     connectors, policies, integrations = load_examples()
-    from onceflow_operator.planner import plan_from_integration
+    from onceflow_operator.compiler.planner import plan_from_integration
 
     onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
     plan = plan_from_integration(onboarding, connectors, policies["customer"], namespace="onceflow-system")

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from click.testing import CliRunner, Result
 
-from onceflow_operator.cli import main
-from onceflow_operator.localrun import LocalRun
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.cli.main import main
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.integration.scenario import (
     CRM_SECRET,
     Sandboxes,

@@ -18,9 +18,9 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from onceflow_operator.cli import main
-from onceflow_operator.executor import LocalExecutor
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.cli.main import main
+from onceflow_operator.dev.executor import LocalExecutor
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.conftest import Kubectl
 from tests.integration.scenario import Sandboxes, eventually, example_documents, sandbox_effects, stream_messages
 

@@ -10,7 +10,7 @@ import httpx
 import nats
 import pytest
 
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.integration.test_delivery_faults import Harness, start
 
 
@@ -70,7 +70,9 @@ async def test_gateway_refuses_bodies_over_the_cap_with_413(harness: Harness) ->
 
 
 async def test_logs_never_contain_secret_values(harness: Harness) -> None:
-    harness.erp.faults.append(__import__("onceflow_runner.sandbox", fromlist=["Fault"]).Fault(status=401, times=1))
+    harness.erp.faults.append(
+        __import__("onceflow_runner.testing.sandbox", fromlist=["Fault"]).Fault(status=401, times=1)
+    )
     await harness.send("secret-check")
     await harness.settled(1)
     logs = "".join(p.read_text(errors="replace") for p in (harness.run.workdir / "logs").glob("*.log"))

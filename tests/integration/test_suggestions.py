@@ -8,8 +8,8 @@ import json
 
 import nats
 
-from onceflow_operator.natsserver import NatsServer
-from onceflow_operator.review import decide, list_exceptions, with_fix
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import decide, list_exceptions, with_fix
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import start
 

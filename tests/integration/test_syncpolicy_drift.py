@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from onceflow_operator.natsserver import NatsServer
+from onceflow_operator.dev.natsserver import NatsServer
 from tests.conftest import Kubectl
 from tests.integration.scenario import Sandboxes, eventually, example_documents
 
@@ -38,7 +38,11 @@ def run_job_locally(kubectl: Kubectl, cronjob: dict, nats_url: str, folder: Path
     args[args.index("--nats") + 1] = nats_url
     args[args.index("--secrets-dir") + 1] = str(folder / "secrets")
     proc = subprocess.run(
-        [sys.executable, "-m", "onceflow_operator.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "onceflow_operator.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]

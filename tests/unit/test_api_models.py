@@ -9,7 +9,7 @@ import yaml
 
 from onceflow_operator.api import KINDS, Integration, SyncPolicy, build_crds
 from onceflow_operator.api.crd import openapi_schema
-from onceflow_operator.crdfiles import crd_files
+from onceflow_operator.gen.crdfiles import crd_files
 from tests import cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_syncpolicy_defaults() -> None:
 
 
 def test_the_api_reference_is_generated_from_the_models_and_is_current() -> None:
-    from onceflow_operator.apidoc import render
+    from onceflow_operator.gen.apidoc import render
 
     committed = (Path(__file__).resolve().parents[2] / "docs" / "api-reference.md").read_text()
     assert committed == render(), "docs/api-reference.md is stale: run `make docs`"

@@ -88,7 +88,7 @@ def test_action(folder: Path, case: dict[str, Any]) -> None:
 
 
 def test_the_argocd_cm_snippet_is_generated_from_these_scripts() -> None:
-    from onceflow_operator.argocd import build_argocd_cm, render
+    from onceflow_operator.gen.argocd import build_argocd_cm, render
 
     committed = (ROOT.parents[1] / "argocd-cm.yaml").read_text()
     assert committed == render(ROOT.parent), "manifests/argocd/argocd-cm.yaml is stale: run `make argocd`"

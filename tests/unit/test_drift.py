@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from onceflow_runner.drift import compare_records, records_of
+from onceflow_runner.drift.compare import compare_records, records_of
 
 
 def test_counts_missing_on_each_side_and_mismatches() -> None:

@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from onceflow_runner.engine import Engine, Response, find_matches
-from onceflow_runner.entities import gs1_check_digit_ok, validate_entity
-from onceflow_runner.errors import InvalidRecord, PermanentFailure
-from onceflow_runner.plan import (
+from onceflow_runner.contract.plan import (
     PLAN_VERSION,
     MatchRulePlan,
     NatsPlan,
@@ -19,6 +16,9 @@ from onceflow_runner.plan import (
     StepPlan,
     SyncPolicyPlan,
 )
+from onceflow_runner.engine.core import Engine, Response, find_matches
+from onceflow_runner.engine.entities import gs1_check_digit_ok, validate_entity
+from onceflow_runner.errors import InvalidRecord, PermanentFailure
 
 NATS = NatsPlan(
     stream="ONCEFLOW_IN",
@@ -225,7 +225,7 @@ def test_fuzzy_match_threshold() -> None:
 
 
 async def test_a_failed_rule_offers_its_suggested_fix_and_changes_nothing() -> None:
-    from onceflow_runner.plan import ValidatePlan
+    from onceflow_runner.contract.plan import ValidatePlan
 
     rule = ("input.currency in ['EUR', 'USD']", "currency must be an ISO code such as EUR")
     check = StepPlan(
@@ -248,7 +248,7 @@ async def test_a_failed_rule_offers_its_suggested_fix_and_changes_nothing() -> N
 def test_a_plan_whose_suggestion_would_change_a_price_or_credit_field_is_refused() -> None:
     from pydantic import ValidationError
 
-    from onceflow_runner.plan import ValidatePlan
+    from onceflow_runner.contract.plan import ValidatePlan
 
     for field in ("data.credit_limit", "lines.price_list_rate", "grand_total", "discount"):
         with pytest.raises(ValidationError, match="price and credit fields are decided by people"):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from onceflow_operator.figures import FigureBook
+from onceflow_operator.controller.figures import FigureBook
 
 
 def beat(pod: str, revision: str = "r1", **totals: int) -> dict[str, object]:

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from onceflow_operator.api import Connector, Integration, SyncPolicy
-from onceflow_operator.planner import InvalidSpec, gateway_plan, plan_from_integration
-from onceflow_runner.durations import parse_duration
-from onceflow_runner.plan import PLAN_VERSION, Plan
+from onceflow_operator.compiler.planner import InvalidSpec, gateway_plan, plan_from_integration
+from onceflow_runner.contract.durations import parse_duration
+from onceflow_runner.contract.plan import PLAN_VERSION, Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_runner_refuses_unknown_or_invalid_plan_with_exit_code_2(
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(content))
     proc = subprocess.run(
-        [sys.executable, "-m", "onceflow_operator.cli", "runner", "--plan", str(path)],
+        [sys.executable, "-m", "onceflow_operator.cli.main", "runner", "--plan", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,14 +123,14 @@ def test_runner_refuses_unknown_or_invalid_plan_with_exit_code_2(
 
 
 def test_runner_does_not_import_kopf_or_kubernetes() -> None:
-    code = "import sys, onceflow_runner.runner, onceflow_runner.gateway; print(sorted(m for m in sys.modules if m.split('.')[0] in {'kopf','kubernetes','onceflow_operator'}))"
+    code = "import sys, onceflow_runner.runner, onceflow_runner.gateway.server; print(sorted(m for m in sys.modules if m.split('.')[0] in {'kopf','kubernetes','onceflow_operator'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "[]"
 
 
 def test_lanes_are_deployments_named_by_lane_that_select_no_revision() -> None:
-    from onceflow_operator.builders import build_runner_deployment
-    from onceflow_runner.natsio import consumer_config
+    from onceflow_operator.build.objects import build_runner_deployment
+    from onceflow_runner.adapters.natsio import consumer_config
 
     connectors, policies, integrations = load_examples()
     integration = next(i for i in integrations if i.spec.strategy.type == "Canary")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onceflow_operator.review import ExceptionRecord, review_figures
+from onceflow_operator.review.exceptions import ExceptionRecord, review_figures
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -45,8 +45,8 @@ def test_decisions_of_the_last_hour_and_their_mean_time_to_decision() -> None:
 
 
 def test_the_page_fills_a_suggested_fix_into_the_edit_form_without_sending_it() -> None:
-    from onceflow_operator.console import Console, Identity
-    from onceflow_operator.review import with_fix
+    from onceflow_operator.review.console import Console, Identity
+    from onceflow_operator.review.exceptions import with_fix
 
     payload = b'{"data": {"currency": "\\u20ac", "credit_limit": 300000}}'
     fixed = with_fix(payload, {"field": "data.currency", "value": "EUR"})

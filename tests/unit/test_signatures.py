@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onceflow_runner.signatures import SignatureConfig, SignatureError, sign, verify
+from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, sign, verify
 
 NOW = 1_800_000_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onceflow_runner.split import SplitTable, bucket, owns
+from onceflow_runner.contract.split import SplitTable, bucket, owns
 
 
 def test_without_markers_the_main_lane_owns_everything() -> None:

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from onceflow_operator.cli import main
-from onceflow_operator.validation import validate_manifest
+from onceflow_operator.cli.main import main
+from onceflow_operator.compiler.validation import validate_manifest
 from tests import cases
 
 ROOT = Path(__file__).resolve().parents[2]

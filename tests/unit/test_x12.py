@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from onceflow_runner.errors import MalformedInput
-from onceflow_runner.x12 import decode_x12
+from onceflow_runner.payloads.x12 import decode_x12
 
 
 def interchange(

@@ -1,10 +1,17 @@
 """The onceflow.io/v1alpha1 API: pydantic models that are the single source of the CRDs."""
 
-from ._base import Condition, LocalObjectReference, SecretKeyRef
-from .connector import Connector, ConnectorSpec, ConnectorStatus
-from .crd import GROUP, KINDS, VERSION, build_crd, build_crds
-from .integration import ENTITIES, STEP_KINDS, Integration, IntegrationSpec, IntegrationStatus, Step
-from .syncpolicy import SyncPolicy, SyncPolicySpec, SyncPolicyStatus
+from onceflow_operator.api._base import Condition, LocalObjectReference, SecretKeyRef
+from onceflow_operator.api.connector import Connector, ConnectorSpec, ConnectorStatus
+from onceflow_operator.api.crd import GROUP, KINDS, VERSION, build_crd, build_crds
+from onceflow_operator.api.integration import (
+    ENTITIES,
+    STEP_KINDS,
+    Integration,
+    IntegrationSpec,
+    IntegrationStatus,
+    Step,
+)
+from onceflow_operator.api.syncpolicy import SyncPolicy, SyncPolicySpec, SyncPolicyStatus
 
 __all__ = [
     "ENTITIES",

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from .connector import Connector
-from .integration import Integration
-from .syncpolicy import SyncPolicy
+from onceflow_operator.api.connector import Connector
+from onceflow_operator.api.integration import Integration
+from onceflow_operator.api.syncpolicy import SyncPolicy
 
 __all__ = ["GROUP", "KINDS", "VERSION", "KindInfo", "build_crd", "build_crds", "openapi_schema"]
 

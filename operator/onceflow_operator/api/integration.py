@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ._base import (
+from onceflow_operator.api._base import (
     DNS_LABEL,
     DURATION,
     IDENTIFIER,

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
-from .integration import Entity
+from onceflow_operator.api._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
+from onceflow_operator.api.integration import Entity
 
 __all__ = [
     "Drift",

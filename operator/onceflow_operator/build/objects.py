@@ -1,0 +1,425 @@
+"""Pure builders: the Kubernetes objects the operator creates, from plans and API objects.
+
+No I/O here: every function returns dicts, tested against expected shapes without a cluster.
+Runner and gateway pods meet the *restricted* Pod Security profile and get no API access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from onceflow_runner.contract.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
+
+__all__ = [
+    "PLAN_MOUNT",
+    "SECRETS_MOUNT",
+    "build_gateway_deployment",
+    "build_gateway_service",
+    "build_plan_configmap",
+    "build_reconcile_cronjob",
+    "build_runner_deployment",
+    "nats_auth_env",
+    "owner_reference",
+    "plan_secrets",
+    "runner_deployment_name",
+    "set_condition",
+    "without_condition",
+]
+
+PLAN_MOUNT = "/etc/onceflow"
+SECRETS_MOUNT = "/var/run/onceflow/secrets"
+METRICS_PORT = 9090
+GATEWAY_PORT = 8080
+_PART_OF = {"app.kubernetes.io/part-of": "onceflow", "app.kubernetes.io/managed-by": "onceflow-operator"}
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """Make `owner` the controller of what we create (deleted with it, shown by kubectl)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def plan_secrets(plan: Plan | GatewayPlan | ReconcilePlan) -> list[str]:
+    """Names of the Secrets a plan reads, sorted."""
+    refs: list[SecretRef | None] = []
+    if isinstance(plan, GatewayPlan):
+        refs.append(plan.signature.secret)
+    else:
+        connectors = (
+            [plan.left.connector, plan.right.connector] if isinstance(plan, ReconcilePlan) else plan.connectors.values()
+        )
+        for connector in connectors:
+            auth = connector.auth
+            refs += [
+                auth.token,
+                auth.username,
+                auth.password,
+                auth.api_key,
+                auth.api_secret,
+                auth.client_id,
+                auth.client_secret,
+            ]
+    return sorted({r.name for r in refs if r is not None})
+
+
+def build_plan_configmap(
+    name: str, namespace: str, plan_json: str, owner: Mapping[str, Any], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """An immutable ConfigMap holding one plan; its name carries the plan's hash."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-plan-{_short_hash(plan_json)}",
+            "namespace": namespace,
+            "labels": {**_PART_OF, **labels},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "immutable": True,
+        "data": {"plan.json": plan_json},
+    }
+
+
+def _pod_security() -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return pod, container
+
+
+def _pod_template(
+    *,
+    labels: Mapping[str, str],
+    image: str,
+    args: list[str],
+    configmap: str,
+    secrets: Iterable[str],
+    port: int,
+    port_name: str,
+    annotations: Mapping[str, str],
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    pod_security, container_security = _pod_security()
+    secret_list = list(secrets)
+    volumes: list[dict[str, Any]] = [
+        {"name": "plan", "configMap": {"name": configmap}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        *({"name": f"secret-{s}", "secret": {"secretName": s}} for s in secret_list),
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        *({"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True} for s in secret_list),
+    ]
+    return {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pod_security,
+            "terminationGracePeriodSeconds": 45,
+            "containers": [
+                {
+                    "name": "onceflow",
+                    "image": image,
+                    "args": args,
+                    "env": nats_auth_env(nats_auth_secret),
+                    "ports": [{"name": port_name, "containerPort": port}],
+                    "securityContext": container_security,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": "512Mi"},
+                    },
+                    "livenessProbe": {
+                        "httpGet": {"path": "/healthz", "port": port_name},
+                        "periodSeconds": 10,
+                    },
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": port_name}, "periodSeconds": 5},
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def nats_auth_env(secret: str) -> list[dict[str, Any]]:
+    """NATS credentials from a Secret in the pod's namespace: keys `user` + `password`, or `token`."""
+    if not secret:
+        return []
+    keys = (("ONCEFLOW_NATS_USER", "user"), ("ONCEFLOW_NATS_PASSWORD", "password"), ("ONCEFLOW_NATS_TOKEN", "token"))
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for env, key in keys
+    ]
+
+
+def _deployment(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    selector: Mapping[str, str],
+    owner: Mapping[str, Any],
+    replicas: int,
+    template: dict[str, Any],
+    strategy: str = "RollingUpdate",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(selector)},
+            "strategy": {"type": strategy},
+            "template": template,
+        },
+    }
+
+
+def runner_deployment_name(integration: str, lane: str) -> str:
+    """`<integration>-runner` for the main lane, `<integration>-canary` for a rollout's canary lane."""
+    return f"{integration}-runner" if lane == "main" else f"{integration}-canary"
+
+
+def build_runner_deployment(
+    plan: Plan,
+    configmap: str,
+    owner: Mapping[str, Any],
+    *,
+    image: str,
+    nats_url: str,
+    replicas: int,
+    secrets_checksum: str,
+    lane: str = "main",
+    strategy: str = "RollingUpdate",
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only)."""
+    selector = {"onceflow.io/integration": plan.integration, "onceflow.io/lane": lane}
+    labels = {
+        **_PART_OF,
+        "app.kubernetes.io/name": "onceflow-runner",
+        **selector,
+        "onceflow.io/revision": plan.revision,
+    }
+    args = [
+        "runner",
+        "--plan",
+        f"{PLAN_MOUNT}/plan.json",
+        "--nats",
+        nats_url,
+        "--secrets-dir",
+        SECRETS_MOUNT,
+        "--port",
+        str(METRICS_PORT),
+        "--lane",
+        lane,
+    ]
+    annotations = {
+        "onceflow.io/secrets-checksum": secrets_checksum,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+    }
+    return _deployment(
+        runner_deployment_name(plan.integration, lane),
+        plan.namespace,
+        labels,
+        selector,
+        owner,
+        replicas,
+        _pod_template(
+            labels=labels,
+            image=image,
+            args=args,
+            configmap=configmap,
+            secrets=plan_secrets(plan),
+            port=METRICS_PORT,
+            port_name="metrics",
+            annotations=annotations,
+            nats_auth_secret=nats_auth_secret,
+        ),
+        "Recreate" if strategy == "Recreate" else "RollingUpdate",
+    )
+
+
+def build_gateway_deployment(
+    plan: GatewayPlan,
+    configmap: str,
+    owner: Mapping[str, Any],
+    *,
+    image: str,
+    nats_url: str,
+    replicas: int,
+    secrets_checksum: str,
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    """The gateway Deployment of one webhook Connector (`<connector>-gateway`)."""
+    labels = {
+        **_PART_OF,
+        "app.kubernetes.io/name": "onceflow-gateway",
+        "onceflow.io/connector": plan.connector,
+    }
+    args = [
+        "gateway",
+        "--plan",
+        f"{PLAN_MOUNT}/plan.json",
+        "--nats",
+        nats_url,
+        "--secrets-dir",
+        SECRETS_MOUNT,
+        "--port",
+        str(GATEWAY_PORT),
+    ]
+    return _deployment(
+        f"{plan.connector}-gateway",
+        plan.namespace,
+        labels,
+        {"onceflow.io/connector": plan.connector, "app.kubernetes.io/name": "onceflow-gateway"},
+        owner,
+        replicas,
+        _pod_template(
+            labels=labels,
+            image=image,
+            args=args,
+            configmap=configmap,
+            secrets=plan_secrets(plan),
+            port=GATEWAY_PORT,
+            port_name="http",
+            annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+            nats_auth_secret=nats_auth_secret,
+        ),
+    )
+
+
+def build_reconcile_cronjob(
+    plan: ReconcilePlan,
+    configmap: str,
+    owner: Mapping[str, Any],
+    *,
+    image: str,
+    nats_url: str,
+    schedule: str,
+    suspend: bool,
+    secrets_checksum: str,
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
+    labels = {**_PART_OF, "app.kubernetes.io/name": "onceflow-reconcile", "onceflow.io/syncpolicy": plan.sync_policy}
+    args = ["reconcile", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
+    template = _pod_template(
+        labels=labels,
+        image=image,
+        args=args,
+        configmap=configmap,
+        secrets=plan_secrets(plan),
+        port=METRICS_PORT,
+        port_name="metrics",
+        annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+        nats_auth_secret=nats_auth_secret,
+    )
+    container = template["spec"]["containers"][0]
+    del container["livenessProbe"], container["readinessProbe"]  # a job that runs once and exits
+    template["spec"]["restartPolicy"] = "OnFailure"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": f"{plan.sync_policy}-reconcile",
+            "namespace": plan.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "schedule": schedule,
+            "suspend": suspend,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"spec": {"backoffLimit": 2, "activeDeadlineSeconds": 1800, "template": template}},
+        },
+    }
+
+
+def build_gateway_service(plan: GatewayPlan, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The Service senders post to: http://<connector>-gateway.<namespace>.svc<path>."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": f"{plan.connector}-gateway",
+            "namespace": plan.namespace,
+            "labels": {**_PART_OF, "onceflow.io/connector": plan.connector},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "selector": {
+                "onceflow.io/connector": plan.connector,
+                "app.kubernetes.io/name": "onceflow-gateway",
+            },
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Return conditions with `type_` set; lastTransitionTime moves only when the status changes."""
+    value = "True" if status else "False"
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    since = (
+        old["lastTransitionTime"]
+        if old and old.get("status") == value and old.get("lastTransitionTime")
+        else (now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+    new = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message[:4096],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+    return [*(c for c in conditions if c.get("type") != type_), new]
+
+
+def without_condition(conditions: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
+    """kstatus: Reconciling and Stalled are present only while true."""
+    return [c for c in conditions if c.get("type") != type_]

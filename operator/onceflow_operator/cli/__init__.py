@@ -1,0 +1,1 @@
+"""The `onceflow` command (also `kubectl onceflow`): one module per command group, plus output formatting."""

@@ -1,0 +1,1 @@
+"""Pure compile layer: Integration + Connectors + SyncPolicy -> the runner's plans; offline validation."""

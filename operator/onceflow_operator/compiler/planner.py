@@ -1,0 +1,365 @@
+"""Compile API objects into the runner's plan: pure functions, no cluster, no NATS.
+
+`plan_from_integration` is what the operator stores (one plan per revision) and what
+`onceflow local run` feeds the runner. Problems are raised as `InvalidSpec` carrying field paths,
+so the same message reaches `onceflow validate`, a Stalled condition and an Event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from onceflow_operator.api import Connector, Integration, SyncPolicy
+from onceflow_operator.api._base import SecretKeyRef
+from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.contract.durations import parse_duration
+from onceflow_runner.contract.plan import (
+    PLAN_VERSION,
+    PROTECTED_FIELDS,
+    ApprovePlan,
+    AuthPlan,
+    ConnectorPlan,
+    ErrorPolicyPlan,
+    GatewayPlan,
+    MapPlan,
+    MatchRulePlan,
+    NatsPlan,
+    Plan,
+    PublishPlan,
+    ReconcilePlan,
+    ReconcileSide,
+    RequestPlan,
+    SecretRef,
+    SignaturePlan,
+    StepPlan,
+    SyncPolicyPlan,
+    ValidatePlan,
+)
+
+__all__ = [
+    "InvalidSpec",
+    "Problem",
+    "drift_subject",
+    "gateway_plan",
+    "plan_from_integration",
+    "revision_hash",
+    "workflow_spec",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a spec cannot be planned: where and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(Exception):
+    """The objects cannot be compiled into a plan; `problems` says where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _ref(ref: SecretKeyRef | None) -> SecretRef | None:
+    return SecretRef(name=ref.name, key=ref.key) if ref else None
+
+
+def workflow_spec(integration: Integration) -> dict[str, object]:
+    """The part of the spec that makes a revision (how it is run — replicas, strategy — does not)."""
+    spec = integration.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {
+        k: spec[k]
+        for k in ("trigger", "businessKey", "steps", "errorPolicy", "syncPolicyRef", "concurrency")
+        if k in spec
+    }
+
+
+def revision_hash(integration: Integration, extra: Mapping[str, object] | None = None) -> str:
+    """A short, stable hash of the normalised workflow spec (and what it compiles in)."""
+    doc = {"workflow": workflow_spec(integration), **(extra or {})}
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return digest[:10]
+
+
+def _connector_plan(connector: Connector) -> ConnectorPlan:
+    rest = connector.spec.rest
+    assert rest is not None
+    auth = rest.auth
+    auth_plan = AuthPlan(type=auth.type)
+    if auth.bearer:
+        auth_plan = AuthPlan(type="Bearer", token=_ref(auth.bearer.token_ref))
+    elif auth.basic:
+        auth_plan = AuthPlan(
+            type="Basic", username=_ref(auth.basic.username_ref), password=_ref(auth.basic.password_ref)
+        )
+    elif auth.api_key:
+        auth_plan = AuthPlan(type="APIKey", header=auth.api_key.header, api_key=_ref(auth.api_key.value_ref))
+    elif auth.erpnext_token:
+        auth_plan = AuthPlan(
+            type="ERPNextToken",
+            api_key=_ref(auth.erpnext_token.api_key_ref),
+            api_secret=_ref(auth.erpnext_token.api_secret_ref),
+        )
+    elif auth.oauth2:
+        auth_plan = AuthPlan(
+            type="OAuth2ClientCredentials",
+            client_id=_ref(auth.oauth2.client_id_ref),
+            client_secret=_ref(auth.oauth2.client_secret_ref),
+            token_url=auth.oauth2.token_url,
+            scopes=tuple(auth.oauth2.scopes),
+        )
+    return ConnectorPlan(
+        name=str(connector.metadata.get("name")),
+        base_url=rest.base_url,
+        auth=auth_plan,
+        requests_per_second=rest.rate_limit.requests_per_second,
+        burst=rest.rate_limit.burst,
+        connect_timeout=parse_duration(rest.timeouts.connect),
+        read_timeout=parse_duration(rest.timeouts.read),
+        attempts=rest.retry.attempts,
+        initial_backoff=parse_duration(rest.retry.initial_backoff),
+        max_backoff=parse_duration(rest.retry.max_backoff),
+    )
+
+
+def _sync_policy_plan(policy: SyncPolicy) -> SyncPolicyPlan:
+    spec = policy.spec
+    return SyncPolicyPlan(
+        name=str(policy.metadata.get("name")),
+        entity=spec.entity,
+        owner_default=spec.ownership.default,
+        owners=dict(spec.ownership.fields),
+        identity_keys=tuple(spec.identity.keys),
+        match_rules=tuple(
+            MatchRulePlan(
+                name=r.name,
+                exact=tuple(r.exact),
+                fuzzy_field=r.fuzzy.field if r.fuzzy else None,
+                fuzzy_threshold=r.fuzzy.threshold if r.fuzzy else 1.0,
+            )
+            for r in spec.match_rules
+        ),
+        conflict_policy=spec.conflict_policy,
+        price_deviation_percent=spec.tolerances.price_deviation_percent,
+    )
+
+
+def nats_names(namespace: str, integration: str, subject: str) -> NatsPlan:
+    """DESIGN.md's NATS layout for one Integration."""
+    base = f"onceflow.{namespace}"
+    tokens = subject.split(".")
+    stream = (
+        "ONCEFLOW_EVENTS" if len(tokens) > 2 and tokens[0] == "onceflow" and tokens[2] == "events" else "ONCEFLOW_IN"
+    )
+    return NatsPlan(
+        stream=stream,
+        subject=subject,
+        consumer=f"{namespace}_{integration}",
+        exceptions_subject=f"{base}.exceptions.{integration}",
+        dlq_subject=f"{base}.dlq.{integration}",
+        audit_subject=f"{base}.audit.{integration}",
+        events_prefix=f"{base}.events",
+        stats_subject=f"{base}.stats.{integration}",
+        decisions_subject=f"{base}.decisions.{integration}",
+        kv_bucket=f"onceflow-keys-{namespace}",
+    )
+
+
+def plan_from_integration(
+    integration: Integration,
+    connectors: Mapping[str, Connector],
+    sync_policy: SyncPolicy | None,
+    *,
+    namespace: str,
+) -> Plan:
+    """Compile one Integration with the Connectors and SyncPolicy it names into a runner plan."""
+    spec = integration.spec
+    name = str(integration.metadata.get("name"))
+    problems = [Problem(path, message) for path, message in semantic_problems(integration)]
+
+    source = ""
+    trigger = spec.trigger
+    if trigger.connector:
+        source = trigger.connector.name
+        hook = connectors.get(source)
+        if hook is None:
+            problems.append(
+                Problem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
+            )
+        elif hook.spec.type != "Webhook":
+            problems.append(
+                Problem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
+            )
+        event = trigger.connector.event
+        subject = f"onceflow.{namespace}.in.{source}." + (">" if event == "*" else event)
+    elif trigger.subject:
+        subject = trigger.subject
+    else:
+        problems.append(Problem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
+        subject = f"onceflow.{namespace}.schedule.{name}"
+
+    used: dict[str, ConnectorPlan] = {}
+    steps: list[StepPlan] = []
+    for i, step in enumerate(spec.steps):
+        kind = step.kind
+        block: dict[str, object] = {}
+        request = step.lookup or step.dedupe or step.call
+        if request is not None:
+            conn = connectors.get(request.connector)
+            path = f"spec.steps[{i}].{kind}.connector"
+            if conn is None:
+                problems.append(Problem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
+            elif conn.spec.type != "REST":
+                problems.append(Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST"))
+            else:
+                used[request.connector] = _connector_plan(conn)
+            block["request"] = RequestPlan(
+                connector=request.connector,
+                method=getattr(request, "method", "GET"),
+                path=request.path,
+                query=dict(getattr(request, "query", {}) or {}),
+                body=step.call.body if step.call else None,
+                idempotency_key=step.call.idempotency_key if step.call else None,
+                not_found=step.lookup.not_found if step.lookup else "Continue",
+                candidates=step.dedupe.candidates if step.dedupe else "response.data",
+                on_match=step.dedupe.on_match if step.dedupe else "Approve",
+            )
+            if step.dedupe and spec.sync_policy_ref is None:
+                problems.append(
+                    Problem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
+                )
+        if step.validate_:
+            fixes = [(n, r.suggest.field, r.suggest.value) for n, r in enumerate(step.validate_.rules) if r.suggest]
+            for n, path, _ in fixes:
+                if PROTECTED_FIELDS.search(path):
+                    problems.append(
+                        Problem(
+                            f"spec.steps[{i}].validate.rules[{n}].suggest.field",
+                            f"{path} is a price or credit field; suggestions never change those, a person decides",
+                        )
+                    )
+            block["validate"] = ValidatePlan(
+                entity=step.validate_.entity,
+                rules=tuple((r.expression, r.message) for r in step.validate_.rules),
+                suggestions=tuple(f for f in fixes if not PROTECTED_FIELDS.search(f[1])),
+            )
+        if step.map:
+            block["map"] = MapPlan(fields=dict(step.map.fields), mode=step.map.mode)
+        if step.filter:
+            block["condition"] = step.filter.condition
+        if step.publish:
+            block["publish"] = PublishPlan(entity=step.publish.entity, verb=step.publish.verb, data=step.publish.data)
+        if step.approve:
+            block["approve"] = ApprovePlan(reason=step.approve.reason, when=step.approve.when)
+        steps.append(StepPlan.model_validate({"name": step.name, "kind": kind, **block}))
+
+    if spec.sync_policy_ref and sync_policy is None:
+        problems.append(
+            Problem(
+                "spec.syncPolicyRef.name",
+                f"SyncPolicy {spec.sync_policy_ref.name!r} does not exist in {namespace}",
+            )
+        )
+    if problems:
+        raise InvalidSpec(problems)
+
+    policy = spec.error_policy
+    compiled_in = {
+        "connectors": {k: v.model_dump(mode="json") for k, v in sorted(used.items())},
+        "syncPolicy": _sync_policy_plan(sync_policy).model_dump(mode="json") if sync_policy else None,
+    }
+    return Plan(
+        plan_version=PLAN_VERSION,
+        namespace=namespace,
+        integration=name,
+        revision=f"{name}-{revision_hash(integration, compiled_in)}",
+        version=spec.version,
+        source=source,
+        business_key=spec.business_key,
+        steps=tuple(steps),
+        connectors=used,
+        error_policy=ErrorPolicyPlan(
+            backoff=tuple(parse_duration(d) for d in policy.backoff),
+            max_deliver=policy.max_deliver,
+            ack_wait=parse_duration(policy.ack_wait),
+            permanent_failures=policy.permanent_failures,
+        ),
+        sync_policy=_sync_policy_plan(sync_policy) if sync_policy else None,
+        concurrency=spec.concurrency,
+        nats=nats_names(namespace, name, subject),
+    )
+
+
+def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
+    """Where a SyncPolicy's drift results go (kept in ONCEFLOW_EVENTS; the last one is its status)."""
+    return f"onceflow.{namespace}.events.{entity}.drift.{sync_policy}"
+
+
+def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> ReconcilePlan:
+    """Compile a SyncPolicy's `reconcile` block into the plan its CronJob runs."""
+    spec = policy.spec.reconcile
+    name = str(policy.metadata.get("name"))
+    if spec is None:
+        raise InvalidSpec([Problem("spec.reconcile", "this SyncPolicy has no reconcile block")])
+    problems = []
+    sides = {}
+    for side_name, side in (("left", spec.left), ("right", spec.right)):
+        conn = connectors.get(side.connector)
+        if conn is None or conn.spec.type != "REST":
+            problems.append(
+                Problem(
+                    f"spec.reconcile.{side_name}.connector",
+                    f"REST Connector {side.connector!r} does not exist in {namespace}",
+                )
+            )
+            continue
+        sides[side_name] = ReconcileSide(connector=_connector_plan(conn), path=side.path, key_field=side.key_field)
+    if problems:
+        raise InvalidSpec(problems)
+    return ReconcilePlan(
+        plan_version=PLAN_VERSION,
+        namespace=namespace,
+        sync_policy=name,
+        entity=policy.spec.entity,
+        left=sides["left"],
+        right=sides["right"],
+        events_subject=drift_subject(namespace, policy.spec.entity, name),
+    )
+
+
+def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
+    """Compile a Webhook Connector into its gateway's plan."""
+    hook = connector.spec.webhook
+    name = str(connector.metadata.get("name"))
+    if hook is None:
+        raise InvalidSpec([Problem("spec.webhook", f"Connector {name!r} is not a Webhook connector")])
+    sig = hook.signature
+    return GatewayPlan(
+        plan_version=PLAN_VERSION,
+        namespace=namespace,
+        connector=name,
+        path=hook.path,
+        signature=SignaturePlan(
+            scheme=sig.scheme,
+            secret=SecretRef(name=sig.secret_ref.name, key=sig.secret_ref.key),
+            header=sig.header or "",
+            algorithm=sig.algorithm,
+            encoding=sig.encoding,
+            prefix=sig.prefix,
+            tolerance_seconds=sig.tolerance_seconds,
+        ),
+        event_header=hook.event.header,
+        event_body_field=hook.event.body_field,
+        event_default=hook.event.default,
+        max_body_bytes=hook.max_body_bytes,
+        subject_prefix=f"onceflow.{namespace}.in.{name}",
+    )

@@ -1,0 +1,271 @@
+"""Offline checks of Onceflow manifests: what `onceflow validate -f` runs before `kubectl apply`.
+
+Why: a platform engineer should learn that a workflow is wrong in their editor or in CI, not
+from a Stalled condition after Argo CD synced it. The checks are the same ones the API server
+runs (schema from the same pydantic models; the CRDs' own CEL rules, evaluated here with a CEL
+library) plus what only Onceflow can know: every CEL expression in the steps compiles, and a
+step reads only results of steps that run before it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cel
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from onceflow_operator.api import GROUP, KINDS, VERSION, Integration
+from onceflow_operator.api.crd import build_crd
+
+__all__ = [
+    "Problem",
+    "cel_expressions",
+    "load_manifests",
+    "semantic_problems",
+    "validate_manifest",
+    "validate_paths",
+]
+
+_API_VERSION = f"{GROUP}/{VERSION}"
+_MODELS: dict[str, type[BaseModel]] = {info.kind: info.model for info in KINDS}
+#: Steps whose results later steps can read as steps.<name>.
+_STEPS_WITH_RESULTS = {"lookup", "dedupe", "call", "map"}
+_STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one manifest, printed as `file:Kind/name: path: message`."""
+
+    source: str
+    kind: str
+    name: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.source}:{self.kind}/{self.name}: {where}{self.message}"
+
+
+def load_manifests(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield every YAML document in a file that is a mapping (lists of items are expanded)."""
+    with path.open() as fh:
+        for doc in yaml.safe_load_all(fh):
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                yield from (item for item in doc.get("items", []) if isinstance(item, dict))
+            elif isinstance(doc, dict):
+                yield doc
+
+
+def _loc_to_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-after", "function-before"} or "[" in part:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+@cache
+def _schema(kind: str) -> dict[str, Any]:
+    info = next(i for i in KINDS if i.kind == kind)
+    schema: dict[str, Any] = build_crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@cache
+def _program(rule: str) -> cel.Program:
+    return cel.compile(rule)
+
+
+def _check_rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Evaluate the schema's x-kubernetes-validations like the API server (not transition rules)."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"]:
+            continue
+        try:
+            holds = _program(rule["rule"]).execute({"self": value}) is True
+        except (ValueError, RuntimeError, KeyError, TypeError):
+            holds = False  # the API server also refuses an object whose rule cannot be evaluated
+        if not holds:
+            yield (path + rule.get("fieldPath", "")).lstrip("."), rule["message"]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, sub in value.items():
+            sub_schema = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub_schema is not None:
+                yield from _check_rules(sub_schema, sub, f"{path}.{key}" if path else key)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        if schema.get("x-kubernetes-list-type") == "map":
+            yield from _duplicate_keys(schema["x-kubernetes-list-map-keys"], value, path)
+        for i, item in enumerate(value):
+            yield from _check_rules(schema["items"], item, f"{path}[{i}]")
+
+
+def _duplicate_keys(keys: list[str], items: list[Any], path: str) -> Iterator[tuple[str, str]]:
+    seen: set[tuple[Any, ...]] = set()
+    for i, item in enumerate(items):
+        key = tuple(item.get(k) for k in keys) if isinstance(item, dict) else (item,)
+        if key in seen:
+            shown = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
+            yield (
+                f"{path}[{i}]",
+                f"Duplicate value: {shown} is used twice; entries are keyed by {'/'.join(keys)}",
+            )
+        seen.add(key)
+
+
+#: Error types whose offending value is safe and useful to echo. Never extra fields: a mistyped
+#: key such as `tokne: ...` may hold a secret value.
+_ECHO_VALUE = {
+    "literal_error",
+    "enum",
+    "string_pattern_mismatch",
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "int_parsing",
+    "bool_parsing",
+}
+
+
+def _describe(err: Any) -> str:
+    """Pydantic's message, plus the offending value when it is safe and short enough to show."""
+    value = err.get("input")
+    if err["type"] in _ECHO_VALUE and isinstance(value, str | int | float | bool) and len(str(value)) <= 80:
+        return f"{err['msg']} (got {value!r})"
+    return str(err["msg"])
+
+
+def cel_expressions(integration: Integration) -> Iterator[tuple[str, str]]:
+    """Yield (field path, CEL source) for every expression in an Integration's spec."""
+    spec = integration.spec
+    if spec.business_key:
+        yield "spec.businessKey", spec.business_key
+    for i, step in enumerate(spec.steps):
+        base = f"spec.steps[{i}]"
+        if step.validate_:
+            for j, rule in enumerate(step.validate_.rules):
+                yield f"{base}.validate.rules[{j}].expression", rule.expression
+        if step.map:
+            for name, expr in step.map.fields.items():
+                yield f"{base}.map.fields.{name}", expr
+        if step.filter:
+            yield f"{base}.filter.condition", step.filter.condition
+        for kind in ("lookup", "dedupe", "call"):
+            block = getattr(step, kind)
+            if block is None:
+                continue
+            yield f"{base}.{kind}.path", block.path
+            for name, expr in getattr(block, "query", {}).items():
+                yield f"{base}.{kind}.query.{name}", expr
+        if step.dedupe:
+            yield f"{base}.dedupe.candidates", step.dedupe.candidates
+        if step.call:
+            if step.call.body:
+                yield f"{base}.call.body", step.call.body
+            if step.call.idempotency_key:
+                yield f"{base}.call.idempotencyKey", step.call.idempotency_key
+        if step.publish and step.publish.data:
+            yield f"{base}.publish.data", step.publish.data
+        if step.approve and step.approve.when:
+            yield f"{base}.approve.when", step.approve.when
+    if spec.strategy.canary:
+        for i, cstep in enumerate(spec.strategy.canary.steps):
+            for j, metric in enumerate(cstep.analysis.metrics if cstep.analysis else []):
+                base = f"spec.strategy.canary.steps[{i}].analysis.metrics[{j}]"
+                yield f"{base}.successCondition", metric.success_condition
+                if metric.failure_condition:
+                    yield f"{base}.failureCondition", metric.failure_condition
+
+
+def _step_index(path: str) -> int | None:
+    match = re.match(r"spec\.steps\[(\d+)\]", path)
+    return int(match.group(1)) if match else None
+
+
+def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) for CEL that does not compile and step references that cannot work."""
+    steps = integration.spec.steps
+    position = {step.name: i for i, step in enumerate(steps)}
+    for path, source in cel_expressions(integration):
+        try:
+            cel.compile(source)
+        except ValueError as exc:
+            detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
+            yield path, f"CEL does not compile ({detail}); fix the expression"
+            continue
+        at = _step_index(path)
+        for match in _STEP_REF.finditer(source):
+            ref = match.group(1) or match.group(2)
+            if ref not in position:
+                yield path, f"reads steps.{ref}, but no step is named {ref!r}; use one of {sorted(position)}"
+            elif at is not None and position[ref] >= at:
+                yield path, f"reads steps.{ref}, which runs at or after this step; move {ref!r} earlier"
+            elif steps[position[ref]].kind not in _STEPS_WITH_RESULTS:
+                yield (
+                    path,
+                    (
+                        f"reads steps.{ref}, a {steps[position[ref]].kind} step, which has no result; "
+                        "only lookup, dedupe, call and map steps do"
+                    ),
+                )
+
+
+def validate_manifest(doc: dict[str, Any], source: str) -> list[Problem]:
+    """Return every problem found in one manifest; an empty list means it is valid."""
+    kind = str(doc.get("kind", ""))
+    metadata = doc.get("metadata") or {}
+    name = str(metadata.get("name", "<no name>")) if isinstance(metadata, dict) else "<no name>"
+
+    def problem(path: str, message: str) -> Problem:
+        return Problem(source, kind or "<no kind>", name, path, message)
+
+    if not str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
+        return []
+    if doc.get("apiVersion") != _API_VERSION:
+        return [problem("apiVersion", f"unknown version {doc.get('apiVersion')!r}; use {_API_VERSION}")]
+    model = _MODELS.get(kind)
+    if model is None:
+        return [problem("kind", f"unknown kind {kind!r}; use one of {sorted(_MODELS)}")]
+    try:
+        obj = model.model_validate(doc)
+    except ValidationError as exc:
+        return [problem(_loc_to_path(err["loc"]), _describe(err)) for err in exc.errors(include_url=False)]
+    problems = [
+        problem(path, message)
+        for path, message in _check_rules(
+            _schema(kind), obj.model_dump(by_alias=True, exclude_none=True, mode="json"), ""
+        )
+    ]
+    if isinstance(obj, Integration) and not problems:
+        problems += [problem(path, message) for path, message in semantic_problems(obj)]
+    return problems
+
+
+def validate_paths(paths: Iterable[Path]) -> tuple[int, list[Problem]]:
+    """Validate every Onceflow manifest in the files; return (manifests checked, problems)."""
+    checked, problems = 0, []
+    for path in paths:
+        try:
+            docs = list(load_manifests(path))
+        except (OSError, yaml.YAMLError) as exc:
+            problems.append(Problem(str(path), "<file>", "-", "", f"cannot read: {exc}"))
+            continue
+        for doc in docs:
+            if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
+                checked += 1
+                problems += validate_manifest(doc, str(path))
+    return checked, problems

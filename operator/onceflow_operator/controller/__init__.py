@@ -1,0 +1,1 @@
+"""The operator: Kopf handlers (the only importer of kopf) and the reconcile of each kind they call."""

@@ -1,0 +1,235 @@
+"""Kopf handlers: registration only. The work is in `reconcile.py`; objects come from `builders.py`.
+
+Set-up follows Kopf's advice for well-behaved operators: our own finalizer and annotation
+prefix (`onceflow.io/...`), no handler results in status (handlers return None and write
+status through the typed reconcile outcome), bounded retries, watch timeouts. Every handler
+is level-based: create, update, resume and a timer all run the same idempotent reconcile, so
+changes in what an object references (a Secret, a Connector, a Deployment's availability) are
+picked up within one timer interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from onceflow_operator.clients.kube import KubeClient, KubeError
+from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.metrics import (
+    CONNECTOR_REACHABLE,
+    DECISION_SECONDS,
+    DECISIONS_LAST_HOUR,
+    EXCEPTIONS_OLDEST,
+    EXCEPTIONS_WAITING,
+    MANAGED,
+    RECONCILE_DURATION,
+    RECONCILES,
+    ROLLOUT_EVENTS,
+)
+from onceflow_operator.controller.reconcile import (
+    NatsLink,
+    OperatorConfig,
+    Outcome,
+    finalize_integration,
+    probe_connector,
+    reconcile_connector,
+    reconcile_integration,
+    reconcile_syncpolicy,
+)
+from onceflow_operator.review.exceptions import list_exceptions, review_figures
+
+__all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
+
+GROUP, VERSION = "onceflow.io", "v1alpha1"
+RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
+RETRIES = 10
+#: How often the exception and decision gauges are read from the streams.
+REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
+#: Rollout verbs (promote, promote-full, abort, retry, pause, resume) arrive as this annotation.
+ACTION_ANNOTATION = "onceflow.io/action"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = "onceflow.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="onceflow.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="onceflow.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.queueing.error_delays = [1, 5, 15, 30, 60]
+    memo.kube = KubeClient.from_environment()
+    memo.config = OperatorConfig(
+        image=os.environ.get("ONCEFLOW_IMAGE", OperatorConfig.image),
+        nats_url=os.environ.get("ONCEFLOW_NATS_URL", OperatorConfig.nats_url),
+        nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+    )
+    memo.nats = NatsLink(memo.config.nats_url, FigureBook())
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
+    await memo.nats.close()
+
+
+async def _record_events(kind: str, body: Any, memo: kopf.Memo, outcome: Outcome) -> None:
+    for reason, message, warning in outcome.events:
+        try:
+            await memo.kube.event(dict(body), reason=reason, message=message, warning=warning)
+        except KubeError:
+            logging.getLogger("onceflow.operator").warning("could not record event %s on %s", reason, kind)
+
+
+def _kopf_error(exc: KubeError) -> Exception:
+    """Conflicts, throttling and server errors are retried; anything else is reported once."""
+    if exc.status in {409, 429} or exc.status >= 500:
+        return kopf.TemporaryError(f"API server answered {exc}; retrying", delay=5)
+    return kopf.PermanentError(f"API server refused a request: {exc}")
+
+
+async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Outcome:
+    """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
+    started = time.perf_counter()
+    try:
+        outcome: Outcome = await work
+    except KubeError as exc:
+        RECONCILES.labels(kind=kind, reason="ApiError").inc()
+        raise _kopf_error(exc) from None
+    finally:
+        RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - started)
+    ready: dict[str, Any] = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Ready"), {})
+    RECONCILES.labels(kind=kind, reason=ready.get("reason", "Unknown")).inc()
+    memo.setdefault("managed", {}).setdefault(kind, set()).add(body["metadata"]["uid"])
+    MANAGED.labels(kind=kind).set(len(memo["managed"][kind]))
+    return outcome
+
+
+async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, work: Any) -> None:
+    """Reconcile, then write status through the handler's patch and record the Events."""
+    outcome = await _reconciled(kind, body, memo, work)
+    patch.status.update(outcome.status)
+    await _record_events(kind, body, memo, outcome)
+
+
+@kopf.on.resume(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "connectors", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "connectors", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run("Connector", body, patch, memo, reconcile_connector(memo.kube, body, memo.config))
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "connectors",
+    interval=60,
+    initial_delay=1,
+    when=lambda spec, **_: spec.get("type") == "REST",
+)
+async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    status = await probe_connector(body)
+    reachable: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Reachable"), {})
+    meta = body["metadata"]
+    CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(
+        1 if reachable.get("status") == "True" else 0
+    )
+    patch.status.update(status)
+
+
+@kopf.on.resume(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "integrations", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "integrations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    # Change handlers and the timer may fire together; a rollout moves one reconcile at a time.
+    lock = memo.setdefault("locks", {}).setdefault(body["metadata"]["uid"], asyncio.Lock())
+    async with lock:
+        # Kopf hands each handler the body it saw when it was queued, and applies a handler's patch
+        # only after it returns. A rollout must build on the status the previous reconcile wrote,
+        # or a step (or a verb) would be undone: so read the object fresh and write status here.
+        meta = body["metadata"]
+        api, namespace, name = f"{GROUP}/{VERSION}", meta["namespace"], meta["name"]
+        try:
+            fresh = await memo.kube.get(api, "Integration", namespace, name)
+        except KubeError as exc:
+            raise _kopf_error(exc) from None
+        if fresh is None:
+            return
+        action = (fresh["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+        outcome = await _reconciled(
+            "Integration", fresh, memo, reconcile_integration(memo.kube, fresh, memo.config, memo.nats, action)
+        )
+        try:
+            await memo.kube.patch_status(api, "Integration", namespace, name, outcome.status)
+            if action is not None:  # a verb is done once; removing it is a metadata change Argo CD ignores
+                await memo.kube.annotate(api, "Integration", namespace, name, {ACTION_ANNOTATION: None})
+        except KubeError as exc:
+            raise _kopf_error(exc) from None
+        for reason, _message, _warning in outcome.events:
+            ROLLOUT_EVENTS.labels(namespace=namespace, integration=name, reason=reason).inc()
+        await _record_events("Integration", fresh, memo, outcome)
+
+
+@kopf.timer(GROUP, VERSION, "integrations", interval=REVIEW_SECONDS, initial_delay=5)
+async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Exceptions waiting, decisions and time to decision, read from the streams into gauges."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        js = await memo.nats.jetstream()
+        records = await list_exceptions(js, namespace, integration=name, include_decided=True)
+    except Exception:  # NATS away: keep the last values; the next tick tries again
+        return
+    figures = review_figures(records, datetime.now(UTC))
+    seen = memo.setdefault("review_labels", {}).setdefault((namespace, name), {"reason": set(), "action": set()})
+    for reason in seen["reason"] | set(figures.waiting_by_reason):
+        EXCEPTIONS_WAITING.labels(namespace, name, reason).set(figures.waiting_by_reason.get(reason, 0))
+    for action in seen["action"] | set(figures.decisions_last_hour):
+        DECISIONS_LAST_HOUR.labels(namespace, name, action).set(figures.decisions_last_hour.get(action, 0))
+    seen["reason"] |= set(figures.waiting_by_reason)
+    seen["action"] |= set(figures.decisions_last_hour)
+    EXCEPTIONS_OLDEST.labels(namespace, name).set(figures.oldest_waiting_seconds)
+    DECISION_SECONDS.labels(namespace, name).set(figures.mean_seconds_to_decision_last_hour)
+
+
+@kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)
+async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("Integration", body, memo)
+    try:
+        await finalize_integration(body, memo.nats)
+    except Exception as exc:
+        raise kopf.TemporaryError(f"could not remove the JetStream consumer ({type(exc).__name__})", delay=10) from None
+
+
+@kopf.on.resume(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.on.create(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.on.update(GROUP, VERSION, "syncpolicies", retries=RETRIES)
+@kopf.timer(GROUP, VERSION, "syncpolicies", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run("SyncPolicy", body, patch, memo, reconcile_syncpolicy(memo.kube, body, memo.config, memo.nats))
+
+
+def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    memo.setdefault("locks", {}).pop(body["metadata"]["uid"], None)
+    managed = memo.setdefault("managed", {}).setdefault(kind, set())
+    managed.discard(body["metadata"]["uid"])
+    MANAGED.labels(kind=kind).set(len(managed))
+
+
+@kopf.on.delete(GROUP, VERSION, "connectors", optional=True)
+async def connector_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("Connector", body, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, "syncpolicies", optional=True)
+async def syncpolicy_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _forget("SyncPolicy", body, memo)

@@ -1,0 +1,248 @@
+"""`onceflow local run`: the gateways and runners of some manifests as local processes.
+
+Like `rpk connect run`: no cluster, the same plans the operator would write, the same
+`onceflow gateway` and `onceflow runner` processes a pod would run, Secrets read from the given
+Secret manifests and written to a private folder laid out like Secret volumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from onceflow_operator.api import Connector, Integration, SyncPolicy
+from onceflow_operator.compiler.planner import InvalidSpec, gateway_plan, plan_from_integration
+from onceflow_operator.compiler.validation import load_manifests
+
+__all__ = ["LocalRun", "LocalRunError"]
+
+
+class LocalRunError(Exception):
+    """The manifests cannot be run; the message says which object and why."""
+
+
+@dataclass
+class LocalRun:
+    """Plans written to a folder, and the processes running them."""
+
+    namespace: str
+    nats_url: str
+    workdir: Path
+    gateways: dict[str, tuple[Path, int]] = field(default_factory=dict)
+    runners: dict[str, tuple[Path, int]] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def from_paths(
+        cls,
+        paths: list[Path],
+        *,
+        namespace: str,
+        nats_url: str,
+        first_port: int = 8080,
+        base_urls: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> LocalRun:
+        """Read manifests, compile plans, write secrets; raise LocalRunError on any problem."""
+        docs = [(p, d) for p in paths for d in load_manifests(p)]
+        return cls.from_documents(
+            [d for _, d in docs],
+            namespace=namespace,
+            nats_url=nats_url,
+            first_port=first_port,
+            base_urls=base_urls,
+            workdir=workdir,
+        )
+
+    @classmethod
+    def from_documents(
+        cls,
+        docs: list[dict[str, Any]],
+        *,
+        namespace: str,
+        nats_url: str,
+        first_port: int = 8080,
+        base_urls: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> LocalRun:
+        run = cls(namespace, nats_url, workdir or Path(tempfile.mkdtemp(prefix="onceflow-local-")))
+        secrets = run.workdir / "secrets"
+        connectors: dict[str, Connector] = {}
+        integrations: list[Integration] = []
+        policies: dict[str, SyncPolicy] = {}
+        for doc in docs:
+            kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name", "?")
+            try:
+                if kind == "Secret":
+                    _write_secret(secrets, doc)
+                elif kind == "Connector":
+                    if base_urls and name in base_urls and doc.get("spec", {}).get("rest"):
+                        doc = _with_base_url(doc, base_urls[name])
+                    connectors[name] = Connector.model_validate(doc)
+                elif kind == "Integration":
+                    integrations.append(Integration.model_validate(doc))
+                elif kind == "SyncPolicy":
+                    policies[name] = SyncPolicy.model_validate(doc)
+            except ValidationError as exc:
+                raise LocalRunError(f"{kind}/{name}: {exc.errors(include_url=False)[0]['msg']}") from None
+        port = first_port
+        for name, connector in sorted(connectors.items()):
+            if connector.spec.type == "Webhook":
+                plan_file = run.workdir / "gateways" / f"{name}.json"
+                plan_file.parent.mkdir(parents=True, exist_ok=True)
+                plan_file.write_text(gateway_plan(connector, namespace=namespace).to_json())
+                run.gateways[name] = (plan_file, port)
+                port += 1
+        for integration in integrations:
+            name = str(integration.metadata.get("name"))
+            ref = integration.spec.sync_policy_ref
+            try:
+                plan = plan_from_integration(
+                    integration, connectors, policies.get(ref.name) if ref else None, namespace=namespace
+                )
+            except InvalidSpec as exc:
+                raise LocalRunError(f"Integration/{name}: {exc}") from None
+            plan_file = run.workdir / "plans" / f"{name}.json"
+            plan_file.parent.mkdir(parents=True, exist_ok=True)
+            plan_file.write_text(plan.to_json())
+            run.runners[name] = (plan_file, port)
+            port += 1
+        return run
+
+    def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "onceflow_operator.cli.main",
+            role,
+            "--plan",
+            str(plan),
+            "--nats",
+            self.nats_url,
+            "--secrets-dir",
+            str(self.workdir / "secrets"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        with (self.workdir / "logs" / f"{key}.log").open("ab") as log:
+            self.procs[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every gateway and runner and wait until each answers /readyz."""
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        for name, (plan, port) in self.gateways.items():
+            self._spawn(f"gateway-{name}", "gateway", plan, port)
+        for name, (plan, port) in self.runners.items():
+            self._spawn(f"runner-{name}", "runner", plan, port)
+        ports = {f"gateway-{n}": p for n, (_, p) in self.gateways.items()} | {
+            f"runner-{n}": p for n, (_, p) in self.runners.items()
+        }
+        deadline = time.monotonic() + timeout
+        for key, port in ports.items():
+            while not _ready(port):
+                proc = self.procs[key]
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (self.workdir / "logs" / f"{key}.log").read_text(errors="replace")[-1500:]
+                    self.stop()
+                    raise LocalRunError(f"{key} did not become ready:\n{tail}")
+                time.sleep(0.1)
+
+    def restart(self, key: str, *, kill: bool = False) -> None:
+        """Stop one process (SIGKILL when `kill`) and start it again: for fault tests."""
+        proc = self.procs[key]
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        proc.wait(timeout=60)
+        role, _, name = key.partition("-")
+        plan, port = (self.gateways if role == "gateway" else self.runners)[name]
+        self._spawn(key, role, plan, port)
+        deadline = time.monotonic() + 30
+        while not _ready(port):
+            if time.monotonic() > deadline:
+                raise LocalRunError(f"{key} did not come back")
+            time.sleep(0.1)
+
+    def gateway_url(self, connector: str) -> str:
+        plan, port = self.gateways[connector]
+        path = json.loads(plan.read_text())["path"]
+        return f"http://127.0.0.1:{port}{path}"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every process (runners drain in-flight records), then remove the folder."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        keep = os.environ.get("ONCEFLOW_KEEP_LOGS")
+        if keep:
+            shutil.copytree(self.workdir / "logs", Path(keep) / self.workdir.name, dirs_exist_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def serve_forever(self) -> None:
+        """Start, print where the gateways listen, and stop cleanly on Ctrl-C or SIGTERM."""
+        self.start()
+        for name in self.gateways:
+            print(f"gateway {name}: {self.gateway_url(name)}", flush=True)
+        for name, (_, port) in self.runners.items():
+            print(f"runner {name}: metrics http://127.0.0.1:{port}/metrics", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while all(p.poll() is None for p in self.procs.values()):
+                time.sleep(0.5)
+            print("a process exited; stopping the rest", file=sys.stderr)
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.stop()
+
+
+def _with_base_url(doc: dict[str, Any], url: str) -> dict[str, Any]:
+    """Point a REST Connector (and an OAuth2 token URL on the same host) at another base URL."""
+    doc = json.loads(json.dumps(doc))
+    rest = doc["spec"]["rest"]
+    old = rest["baseURL"].rstrip("/")
+    rest["baseURL"] = url
+    oauth2 = rest.get("auth", {}).get("oauth2")
+    if oauth2 and str(oauth2.get("tokenURL", "")).startswith(old):
+        oauth2["tokenURL"] = url.rstrip("/") + oauth2["tokenURL"][len(old) :]
+    return doc
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _write_secret(folder: Path, doc: dict[str, Any]) -> None:
+    name = doc["metadata"]["name"]
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    values = {k: base64.b64decode(v) for k, v in (doc.get("data") or {}).items()}
+    values |= {k: str(v).encode() for k, v in (doc.get("stringData") or {}).items()}
+    for key, value in values.items():
+        (target / key).write_bytes(value)
+        (target / key).chmod(0o600)

@@ -1,0 +1,1 @@
+"""Build-time generators: CRD YAML, the API reference, the Argo CD snippet."""

@@ -1,0 +1,1 @@
+"""What operations people see and do: exceptions, decisions, trace, figures, the review console."""

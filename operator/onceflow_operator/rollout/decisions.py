@@ -1,0 +1,467 @@
+"""Rollout decisions for one Integration (pure: no API server, no NATS, no clock of its own).
+
+`decide` takes what the reconcile observed (the revision the spec asks for, the stable one, the
+lanes' Deployments, the last status, a verb, analysis measurements) and returns what should run:
+which revision each lane runs, the canary weight in force, and the status to write.
+
+Lanes (see `onceflow_runner.contract.split`): the *main* lane is the Integration's durable consumer and
+runs the stable revision; during a canary the *canary* lane runs the new revision and owns
+`weight` percent of the records by stream sequence. Every end of a canary sets the weight to 0
+and leaves the canary lane running until it has settled the records it owned before that
+marker; on promotion those are finished by the new revision, on abort by the stable revision
+(the canary lane's pods are switched to it). Then the lane is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from onceflow_operator.api.integration import AnalysisMetric, CanaryStep, Strategy
+from onceflow_runner.contract.durations import parse_duration
+from onceflow_runner.engine.expressions import evaluate
+from onceflow_runner.errors import InvalidRecord
+
+__all__ = ["ACTIONS", "Decision", "Measurement", "RolloutView", "decide", "due_metrics", "judge"]
+
+ACTIONS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+Verdict = Literal["Successful", "Failed", "Inconclusive"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One reading of a metric: the `result` CEL sees, or None when there was no data."""
+
+    result: Any
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """What the reconcile observed."""
+
+    desired: str
+    stable: str | None
+    strategy: Strategy
+    status: Mapping[str, Any]
+    now: datetime
+    main_running: str | None = None
+    main_available: bool = False
+    canary_running: str | None = None
+    canary_available: bool = False
+    canary_drained: bool = False
+    spec_paused: bool = False
+    progress_deadline_seconds: float = 600
+    action: str | None = None
+    measurements: Mapping[str, Measurement] = field(default_factory=dict)
+    revision_numbers: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    """What should run and what to report."""
+
+    main: str
+    canary: str | None
+    weight: int
+    status: dict[str, Any]
+    ready: tuple[bool, str, str]
+    available: tuple[bool, str, str]
+    progressing: tuple[bool, str, str]
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def judge(metric: AnalysisMetric, measurement: Measurement) -> tuple[Verdict, str]:
+    """One measurement's verdict, as Argo Rollouts defines it: success, else failure, else inconclusive."""
+    if measurement.result is None:
+        return "Inconclusive", measurement.note or "no data from the canary yet"
+    context = {"result": measurement.result}
+    try:
+        if evaluate(metric.success_condition, context, step=metric.name, what="successCondition") is True:
+            return "Successful", f"{metric.success_condition} held"
+        if metric.failure_condition is None:
+            return "Failed", f"{metric.success_condition} did not hold"
+        if evaluate(metric.failure_condition, context, step=metric.name, what="failureCondition") is True:
+            return "Failed", f"{metric.failure_condition} held"
+    except InvalidRecord as exc:
+        return "Inconclusive", exc.reason
+    return "Inconclusive", "neither condition held"
+
+
+def _current_step(view: RolloutView, index: int) -> CanaryStep | None:
+    steps = view.strategy.canary.steps if view.strategy.canary else []
+    return steps[index] if index < len(steps) else None
+
+
+def due_metrics(view: RolloutView) -> list[AnalysisMetric]:
+    """Metrics of the current analysis step whose next measurement is due (the reconcile takes them)."""
+    rollout = view.status.get("rollout") or {}
+    if not rollout.get("canaryRevision") or rollout.get("canaryRevision") != view.desired:
+        return []
+    index = int(view.status.get("currentStepIndex") or 0)
+    step = _current_step(view, index)
+    if step is None or step.analysis is None:
+        return []
+    analysis = view.status.get("analysis") or {}
+    runs = {r["name"]: r for r in analysis.get("metrics") or []} if analysis.get("step") == index else {}
+    due = []
+    for metric in step.analysis.metrics:
+        run = runs.get(metric.name, {})
+        last = _time(run.get("lastTime"))
+        if int(run.get("taken", 0)) < metric.count and (
+            last is None or (view.now - last).total_seconds() >= parse_duration(metric.interval)
+        ):
+            due.append(metric)
+    return due
+
+
+class _Walk:
+    """Mutable state while one reconcile walks the canary steps."""
+
+    def __init__(self, view: RolloutView) -> None:
+        self.view = view
+        status = view.status
+        self.rollout: dict[str, Any] = dict(status.get("rollout") or {})
+        self.index = int(status.get("currentStepIndex") or 0)
+        self.weight = int(status.get("canaryWeight") or 0) if self.rollout.get("canaryRevision") else 0
+        self.analysis: dict[str, Any] | None = dict(status["analysis"]) if status.get("analysis") else None
+        self.events: list[tuple[str, str, bool]] = []
+        self.pauses: list[dict[str, Any]] = []
+
+    def number(self, revision: str | None) -> str:
+        n = self.view.revision_numbers.get(revision or "")
+        return f"revision {n} ({revision})" if n else f"revision {revision}"
+
+    def next_step(self) -> None:
+        self.index += 1
+        self.rollout["stepStartedAt"] = _stamp(self.view.now)
+        self.rollout["progressAt"] = _stamp(self.view.now)
+
+
+def _fast_tracked(view: RolloutView, rollout: Mapping[str, Any]) -> bool:
+    window = view.strategy.rollback_window.revisions
+    return view.desired in list(rollout.get("previousStable") or [])[:window]
+
+
+def decide(view: RolloutView) -> Decision:
+    """The rollout's next state. Idempotent: the same view gives the same decision."""
+    walk = _Walk(view)
+    rollout = walk.rollout
+    rollout.setdefault("previousStable", [])
+    action = view.action if view.action in ACTIONS else None
+    if action:
+        rollout["lastAction"] = f"{action} at {_stamp(view.now)}"
+    if action == "pause":
+        rollout["pausedByUser"] = True
+    elif action == "resume":
+        rollout["pausedByUser"] = False
+    if view.stable is None or view.desired == view.stable:
+        return _steady(view, walk)
+    if view.strategy.type != "Canary" or _fast_tracked(view, rollout):
+        return _replace(view, walk)
+    if rollout.get("abortedRevision") == view.desired and action != "retry":
+        return _aborted(view, walk)
+    if rollout.get("canaryRevision") != view.desired or action == "retry":
+        restarted = bool(rollout.get("canaryRevision")) and action != "retry"
+        rollout.update(
+            {
+                "canaryRevision": view.desired,
+                "abortedRevision": "",
+                "stepStartedAt": _stamp(view.now),
+                "progressAt": _stamp(view.now),
+            }
+        )
+        walk.index, walk.weight, walk.analysis = 0, 0, None
+        walk.events.append(
+            (
+                "RolloutRestarted" if restarted else "RolloutStarted",
+                f"canary of {walk.number(view.desired)} begins; {walk.number(view.stable)} stays stable",
+                False,
+            )
+        )
+    return _canary(view, walk, action)
+
+
+def _promoted(view: RolloutView, walk: _Walk, stable: str | None) -> None:
+    previous = [r for r in walk.rollout.get("previousStable", []) if r != view.desired]
+    if stable and stable != view.desired:
+        previous = [stable, *[r for r in previous if r != stable]]
+    walk.rollout["previousStable"] = previous[:10]
+    walk.events.append(("NewRevisionPromoted", f"{walk.number(view.desired)} is stable", False))
+
+
+def _steady(view: RolloutView, walk: _Walk) -> Decision:
+    """The spec asks for the stable revision (or the first one): run it; end any canary."""
+    rollout = walk.rollout
+    target = view.desired
+    canary = _ending_lane(view, walk, target)
+    if rollout.get("canaryRevision"):
+        walk.events.append(
+            (
+                "RolloutAborted",
+                f"the spec is back to stable {walk.number(target)}; canary {walk.number(rollout['canaryRevision'])} "
+                "stopped, its records finish on the stable revision",
+                False,
+            )
+        )
+    rollout.update({"canaryRevision": "", "abortedRevision": "", "stepStartedAt": None, "pauseConditions": []})
+    serving = view.main_running == target and view.main_available
+    if serving:
+        rollout["progressAt"] = _stamp(view.now)
+    status: dict[str, Any] = {"currentStepIndex": None, "canaryWeight": 100 if serving else 0, "rollout": rollout}
+    if serving:
+        if view.stable is None:
+            _promoted(view, walk, None)
+        status.update(stableRevision=target, phase="Healthy", message=f"{walk.number(target)} is serving")
+        return Decision(
+            target,
+            canary,
+            0,
+            status,
+            (True, "RunnersAvailable", status["message"]),
+            (True, "RunnersAvailable", status["message"]),
+            (False, "NewRevisionPromoted" if view.stable is None else "Steady", status["message"]),
+            walk.events,
+        )
+    message = f"waiting for the runners of {walk.number(target)}"
+    status.update(phase="Progressing", message=message)
+    return _waiting(view, walk, target, canary, 0, status, "RunnersNotAvailable", message)
+
+
+def _ending_lane(view: RolloutView, walk: _Walk, finisher: str) -> str | None:
+    """The canary lane, if one exists, switched to `finisher` to settle what it owned; None once drained."""
+    lane_exists = view.canary_running is not None or bool(walk.rollout.get("canaryRevision"))
+    if not lane_exists or view.canary_drained:
+        walk.rollout["drainingRevision"] = ""
+        return None
+    walk.rollout["drainingRevision"] = finisher
+    return finisher
+
+
+def _waiting(
+    view: RolloutView,
+    walk: _Walk,
+    main: str,
+    canary: str | None,
+    weight: int,
+    status: dict[str, Any],
+    reason: str,
+    message: str,
+) -> Decision:
+    """Not Ready yet; Progressing unless the deadline passed without progress."""
+    since = _time(walk.rollout.get("progressAt")) or view.now
+    walk.rollout.setdefault("progressAt", _stamp(since))
+    late = (view.now - since).total_seconds() > view.progress_deadline_seconds
+    serving = view.main_available
+    available = (serving, "StableServing" if serving else "RunnersNotAvailable", "stable runners are serving")
+    if late:
+        message = f"{message}; no progress for {int(view.progress_deadline_seconds)}s"
+        status["message"] = message
+        return Decision(
+            main,
+            canary,
+            weight,
+            status,
+            (False, "ProgressDeadlineExceeded", message),
+            available,
+            (False, "ProgressDeadlineExceeded", message),
+            [*walk.events, ("ProgressDeadlineExceeded", message, True)],
+        )
+    return Decision(
+        main, canary, weight, status, (False, reason, message), available, (True, reason, message), walk.events
+    )
+
+
+def _replace(view: RolloutView, walk: _Walk) -> Decision:
+    """Recreate, RollingUpdate, or a fast-tracked rollback: the main lane moves to the new revision."""
+    rollout = walk.rollout
+    if rollout.get("canaryRevision") != view.desired:  # a canary of another revision ends here
+        rollout["canaryRevision"] = ""
+    rollout.update({"abortedRevision": "", "pauseConditions": []})
+    canary = _ending_lane(view, walk, view.desired)
+    if view.main_running == view.desired and view.main_available:
+        rollout["canaryRevision"] = ""
+        rollout["progressAt"] = _stamp(view.now)
+        _promoted(view, walk, view.stable)
+        how = "fast-tracked rollback" if view.strategy.type == "Canary" else view.strategy.type
+        message = f"{walk.number(view.desired)} is serving ({how})"
+        status = {
+            "stableRevision": view.desired,
+            "phase": "Healthy",
+            "message": message,
+            "currentStepIndex": None,
+            "canaryWeight": 100,
+            "rollout": rollout,
+        }
+        return Decision(
+            view.desired,
+            canary,
+            0,
+            status,
+            (True, "NewRevisionPromoted", message),
+            (True, "RunnersAvailable", message),
+            (False, "NewRevisionPromoted", message),
+            walk.events,
+        )
+    message = f"replacing {walk.number(view.stable)} with {walk.number(view.desired)}"
+    status = {"phase": "Progressing", "message": message, "currentStepIndex": None, "canaryWeight": 0}
+    status["rollout"] = rollout
+    return _waiting(view, walk, view.desired, canary, 0, status, "RunnersNotAvailable", message)
+
+
+def _aborted(view: RolloutView, walk: _Walk) -> Decision:
+    """An aborted revision stays aborted until retry or a new spec: the stable revision serves."""
+    rollout = walk.rollout
+    canary = _ending_lane(view, walk, view.stable or view.desired)
+    message = (
+        (view.status.get("message") or "")
+        if view.status.get("phase") == "Degraded"
+        else (f"rollout of {walk.number(view.desired)} was aborted; {walk.number(view.stable)} serves")
+    )
+    status = {"phase": "Degraded", "message": message, "canaryWeight": 0, "rollout": rollout}
+    return Decision(
+        view.stable or view.desired,
+        canary,
+        0,
+        status,
+        (False, "RolloutAborted", message),
+        (view.main_available, "StableServing", f"{walk.number(view.stable)} serves"),
+        (False, "RolloutAborted", message),
+        walk.events,
+    )
+
+
+def _abort(view: RolloutView, walk: _Walk, reason: str, detail: str) -> Decision:
+    walk.rollout.update({"abortedRevision": view.desired, "canaryRevision": "", "pauseConditions": []})
+    message = (
+        f"rollout of {walk.number(view.desired)} aborted: {detail}; stable {walk.number(view.stable)} "
+        "keeps serving and finishes the canary's records"
+    )
+    walk.events.append((reason, message, True))
+    decision = _aborted(view, walk)
+    decision.status["message"] = message
+    decision.ready = (False, reason, message)
+    decision.progressing = (False, reason, message)
+    if walk.analysis is not None:
+        decision.status["analysis"] = walk.analysis
+    return decision
+
+
+def _analysis_step(view: RolloutView, walk: _Walk, metrics: Sequence[AnalysisMetric]) -> Verdict | None:
+    """Fold new measurements into the step's runs; the verdict once there is one."""
+    same_step = (walk.analysis or {}).get("step") == walk.index
+    runs = {r["name"]: dict(r) for r in ((walk.analysis or {}).get("metrics") or [])} if same_step else {}
+    for metric in metrics:
+        run = runs.setdefault(
+            metric.name, {"name": metric.name, "taken": 0, "failed": 0, "inconclusive": 0, "lastValue": ""}
+        )
+        if metric.name in view.measurements:
+            measurement = view.measurements[metric.name]
+            verdict, note = judge(metric, measurement)
+            run["taken"] += 1
+            run["failed"] += verdict == "Failed"
+            run["inconclusive"] += verdict == "Inconclusive"
+            run["lastValue"] = f"{measurement.result!r}: {note}"[:512]
+            run["lastTime"] = _stamp(view.now)
+    analysis: dict[str, Any] = {"phase": "Running", "step": walk.index, "metrics": [runs[m.name] for m in metrics]}
+    walk.analysis = analysis
+    for metric in metrics:
+        run = runs[metric.name]
+        if run["failed"] > metric.failure_limit:
+            analysis.update(phase="Failed", metric=metric.name, message=f"{metric.name}: {run.get('lastValue', '')}")
+            return "Failed"
+        if run["inconclusive"] > metric.inconclusive_limit:
+            analysis.update(
+                phase="Inconclusive", metric=metric.name, message=f"{metric.name}: {run.get('lastValue', '')}"
+            )
+            return "Inconclusive"
+    if all(runs[m.name]["taken"] >= m.count for m in metrics):
+        analysis.update(phase="Successful", message="all measurements passed")
+        return "Successful"
+    return None
+
+
+def _canary(view: RolloutView, walk: _Walk, action: str | None) -> Decision:
+    rollout, steps = walk.rollout, (view.strategy.canary.steps if view.strategy.canary else [])
+    if action == "abort":
+        return _abort(view, walk, "RolloutAborted", "aborted by a person")
+    if action == "promote-full":
+        walk.index = len(steps)
+    elif action in {"promote", "resume"} and walk.index < len(steps):
+        step = steps[walk.index]
+        if step.pause is not None or (step.analysis is not None and action == "promote"):
+            walk.next_step()
+        elif step.analysis is not None:  # resume after an inconclusive analysis measures again
+            walk.analysis = None
+    canary_ready = view.canary_running == view.desired and view.canary_available
+    blocked = ""
+    while walk.index < len(steps):
+        if view.spec_paused or rollout.get("pausedByUser"):
+            reason = "SpecPaused" if view.spec_paused else "PausedByUser"
+            walk.pauses.append({"reason": reason, "startTime": _stamp(view.now)})
+            blocked = "paused (spec.paused)" if view.spec_paused else "paused by a person; resume to continue"
+            break
+        step = steps[walk.index]
+        if step.set_weight is not None:
+            if not canary_ready:
+                blocked = f"waiting for the canary runners of {walk.number(view.desired)}"
+                break
+            walk.weight = step.set_weight
+            walk.next_step()
+        elif step.pause is not None:
+            started = _time(rollout.get("stepStartedAt")) or view.now
+            if step.pause.duration and (view.now - started).total_seconds() >= parse_duration(step.pause.duration):
+                walk.next_step()
+                continue
+            walk.pauses.append({"reason": "CanaryPauseStep", "startTime": _stamp(started)})
+            rollout["progressAt"] = _stamp(view.now)  # a pause is a step, not a stall
+            blocked = (
+                f"pausing {step.pause.duration} at step {walk.index}"
+                if step.pause.duration
+                else (f"paused at step {walk.index}; promote to continue")
+            )
+            break
+        else:
+            assert step.analysis is not None
+            verdict = _analysis_step(view, walk, step.analysis.metrics)
+            if verdict == "Failed":
+                assert walk.analysis is not None
+                return _abort(view, walk, "AnalysisFailed", f"analysis failed on {walk.analysis.get('message', '')}")
+            if verdict == "Inconclusive":
+                walk.pauses.append({"reason": "InconclusiveAnalysis", "startTime": _stamp(view.now)})
+                blocked = "analysis inconclusive; promote to continue or abort"
+                break
+            if verdict is None:
+                rollout["progressAt"] = _stamp(view.now)
+                blocked = f"analysing at step {walk.index}"
+                break
+            walk.next_step()
+    rollout["pauseConditions"] = walk.pauses
+    status: dict[str, Any] = {"currentStepIndex": walk.index, "canaryWeight": walk.weight, "rollout": rollout}
+    status["analysis"] = walk.analysis
+    stable = view.stable or view.desired
+    if walk.index >= len(steps):  # every step passed: the new revision takes the main lane
+        status["canaryWeight"] = 0
+        decision = _replace(view, walk)
+        decision.status = {**status, **decision.status}
+        if "stableRevision" not in decision.status:  # still promoting: stay past the last step
+            decision.status["currentStepIndex"] = walk.index
+        return decision
+    rollout["drainingRevision"] = ""
+    label = f"canary {walk.number(view.desired)} at {walk.weight}%, step {walk.index}/{len(steps)}: {blocked}"
+    status.update(phase="Paused" if walk.pauses else "Progressing", message=label)
+    return _waiting(view, walk, stable, view.desired, walk.weight, status, "RolloutInProgress", label)

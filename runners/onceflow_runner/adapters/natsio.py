@@ -1,0 +1,339 @@
+"""Everything the data plane says to NATS JetStream, in one module.
+
+Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
+A revision consumes through a durable pull consumer with explicit acks; creating it with the
+plan's config on every start is also how drift is corrected (JetStream creates or updates a
+consumer whose editable fields differ). Business keys that completed are kept in a KV bucket per
+namespace so a record re-sent long after JetStream's duplicate window still has one effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from onceflow_runner.contract.plan import NatsPlan, Plan
+from onceflow_runner.contract.split import MARKER_HEADER, Lane, SplitTable
+
+__all__ = [
+    "AUTH_ENV",
+    "STREAMS",
+    "JetStreamWiring",
+    "StoredMessage",
+    "ack_floor",
+    "auth_from_environment",
+    "connect",
+    "consumer_config",
+    "ensure_streams",
+    "get_stored",
+    "kv_key",
+    "lane_consumer",
+    "provision_consumer",
+    "publish_split",
+    "read_split",
+    "read_stream",
+    "remove_consumer",
+    "rollout_subject",
+    "subscribe_stats",
+]
+
+_DAY = 86400.0
+
+#: name -> (subjects, max age in seconds, retention)
+STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
+    "ONCEFLOW_IN": (["onceflow.*.in.>"], 7 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_EVENTS": (["onceflow.*.events.>"], 7 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_EXCEPTIONS": (["onceflow.*.exceptions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_DECISIONS": (["onceflow.*.decisions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_DLQ": (["onceflow.*.dlq.>"], 90 * _DAY, RetentionPolicy.LIMITS),
+    "ONCEFLOW_AUDIT": (["onceflow.*.audit.>"], 30 * _DAY, RetentionPolicy.LIMITS),
+    # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
+    "ONCEFLOW_ADVISORIES": (
+        [
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
+        ],
+        30 * _DAY,
+        RetentionPolicy.LIMITS,
+    ),
+}
+KEY_TTL = 90 * _DAY
+
+
+#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods).
+AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN")
+
+
+def auth_from_environment() -> dict[str, str]:
+    """User and password, or a token, for nats.connect; nothing when none is set."""
+    user, password, token = (os.environ.get(name, "") for name in AUTH_ENV)
+    if token:
+        return {"token": token}
+    if user:
+        return {"user": user, "password": password}
+    return {}
+
+
+async def connect(url: str, *, name: str) -> Client:
+    """Connect with endless reconnects: a broker restart must not end a runner or gateway."""
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        **auth_from_environment(),
+    )
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create every Onceflow stream, or update it to the expected subjects and limits."""
+    for name, (subjects, max_age, retention) in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=retention,
+            storage=StorageType.FILE,
+            max_age=max_age,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+def rollout_subject(names: NatsPlan, namespace: str, integration: str) -> str:
+    """Where split markers for an Integration go: in its trigger's stream, so they are ordered with its records."""
+    area = "events" if names.stream == "ONCEFLOW_EVENTS" else "in"
+    return f"onceflow.{namespace}.{area}._rollout.{integration}"
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching (`*` one token, `>` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def lane_consumer(plan: Plan, lane: Lane) -> str:
+    """The durable consumer a lane reads."""
+    return plan.nats.consumer if lane == "main" else f"{plan.nats.consumer}_canary"
+
+
+def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None = None) -> ConsumerConfig:
+    """The durable pull consumer of one Integration lane, as its plan says.
+
+    Both lanes also receive the Integration's split markers (see `split.py`), which is what lets
+    the operator tell when a lane has settled everything before a marker. The canary lane starts
+    at the rollout's first marker. The backoff list is *not* set on the consumer: JetStream would
+    then use it as the ack deadline of each delivery, cutting short a slow but healthy call.
+    `ack_wait` bounds a delivery; the backoff delays are applied by the runner with `nak(delay)`.
+    """
+    policy = plan.error_policy
+    markers = rollout_subject(plan.nats, plan.namespace, plan.integration)
+    subjects = [plan.nats.subject] if subject_matches(plan.nats.subject, markers) else [plan.nats.subject, markers]
+    name = lane_consumer(plan, lane)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"onceflow integration {plan.namespace}/{plan.integration} ({lane} lane)",
+        deliver_policy=DeliverPolicy.ALL if start_sequence is None else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start_sequence,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=policy.ack_wait,
+        max_deliver=policy.max_deliver,
+        filter_subjects=subjects,
+        max_ack_pending=plan.concurrency,
+    )
+
+
+def kv_key(integration: str, business_key: str) -> str:
+    """KV keys allow few characters; the business key is base64url-encoded under its Integration."""
+    return f"{integration}.{base64.urlsafe_b64encode(business_key.encode()).decode()}"
+
+
+@dataclass
+class JetStreamWiring:
+    """One revision's JetStream handles: its consumer subscription, publishers and key store."""
+
+    nc: Client
+    js: JetStreamContext
+    kv: KeyValue
+    plan: Plan
+
+    lane: Lane = "main"
+
+    @classmethod
+    async def open(cls, nc: Client, plan: Plan, lane: Lane = "main") -> JetStreamWiring:
+        js = nc.jetstream(timeout=5)
+        await ensure_streams(js)
+        if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
+            await js.add_consumer(plan.nats.stream, consumer_config(plan))
+        try:
+            kv = await js.key_value(plan.nats.kv_bucket)
+        except (NotFoundError, BadRequestError):
+            kv = await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        return cls(nc, js, kv, plan, lane)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
+
+    async def split_table(self) -> SplitTable | None:
+        return await read_split(self.js, self.plan.nats.stream, self.rollout_subject)
+
+    @property
+    def rollout_subject(self) -> str:
+        return rollout_subject(self.plan.nats, self.plan.namespace, self.plan.integration)
+
+    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
+        """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
+        ack = await self.js.publish(subject, payload, headers={**headers, "Nats-Msg-Id": msg_id})
+        return bool(ack.duplicate)
+
+    async def is_done(self, business_key: str) -> bool:
+        try:
+            await self.kv.get(kv_key(self.plan.integration, business_key))
+        except KeyNotFoundError:
+            return False
+        return True
+
+    async def mark_done(self, business_key: str, outcome: Mapping[str, Any]) -> None:
+        await self.kv.put(kv_key(self.plan.integration, business_key), json.dumps(outcome).encode())
+
+    async def publish_untracked(self, subject: str, payload: bytes) -> None:
+        """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
+        await self.nc.publish(subject, payload)
+
+
+async def provision_consumer(
+    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None
+) -> None:
+    """Create the streams and a lane's durable consumer, or correct their drift."""
+    await ensure_streams(js)
+    await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
+
+
+async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTable | None:
+    """The newest split marker's table, or None when the Integration never had a rollout."""
+    try:
+        msg = await js.get_last_msg(stream, subject)
+    except NotFoundError:
+        return None
+    return SplitTable.from_marker(int(msg.seq or 0), msg.data or b"{}")
+
+
+async def publish_split(js: JetStreamContext, subject: str, table: SplitTable | None, weight: int) -> SplitTable:
+    """Publish the next split marker; return the table it makes (its entry carries the marker's sequence)."""
+    base = table or SplitTable()
+    ack = await js.publish(subject, base.marker_payload(weight), headers={MARKER_HEADER: "split"})
+    return base.then(int(ack.seq), weight)
+
+
+async def ack_floor(js: JetStreamContext, stream: str, consumer: str) -> int | None:
+    """Stream sequence up to which a consumer has settled everything; None when it does not exist."""
+    try:
+        info = await js.consumer_info(stream, consumer)
+    except NotFoundError:
+        return None
+    return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+
+
+async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> bool:
+    """Delete a durable consumer; False when it was already gone."""
+    try:
+        return bool(await js.delete_consumer(stream, consumer))
+    except NotFoundError:
+        return False
+
+
+async def subscribe_stats(nc: Client, handler: Any) -> None:
+    """Receive every runner heartbeat (`onceflow.<ns>.stats.<integration>`) as parsed JSON."""
+
+    async def on_message(msg: Any) -> None:
+        try:
+            beat = json.loads(msg.data)
+        except ValueError:
+            return
+        namespace = msg.subject.split(".")[1]
+        handler(namespace, beat)
+
+    await nc.subscribe("onceflow.*.stats.*", cb=on_message)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as a stream keeps it."""
+
+    stream: str
+    sequence: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    time: str
+
+
+async def read_stream(js: JetStreamContext, stream: str, subject: str, *, limit: int = 10000) -> list[StoredMessage]:
+    """Every message on `subject` (wildcards allowed) in `stream`, oldest first, without acking anything."""
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, filter_subject=subject, inactive_threshold=30.0
+    )
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
+    out: list[StoredMessage] = []
+    try:
+        while len(out) < limit:
+            try:
+                batch = await sub.fetch(min(256, limit - len(out)), timeout=0.5)
+            except TimeoutError:
+                break
+            for msg in batch:
+                md = msg.metadata
+                out.append(
+                    StoredMessage(
+                        stream,
+                        md.sequence.stream,
+                        msg.subject,
+                        dict(msg.headers or {}),
+                        msg.data,
+                        md.timestamp.isoformat() if md.timestamp else "",
+                    )
+                )
+            if batch and batch[-1].metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> StoredMessage | None:
+    """One stored message by its sequence, or None."""
+    try:
+        msg = await js.get_msg(stream, sequence)
+    except NotFoundError:
+        return None
+    return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", "")

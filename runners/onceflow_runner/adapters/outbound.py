@@ -1,0 +1,219 @@
+"""Outbound calls to REST Connectors over httpx: auth, rate limit, retries, classification.
+
+Requests go through `AiohttpTransport` (see its docstring for the measurement that chose it).
+A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
+the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
+429, 5xx, timeouts, connection errors; `Retry-After` honoured) or a `RejectedByTarget` (any other
+4xx). Idempotent retries happen here, briefly, before the message is handed back to JetStream
+with a delay. Secrets are read from files at start and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from onceflow_runner.adapters.transport import AiohttpTransport
+from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
+from onceflow_runner.engine.core import Response
+from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
+
+__all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]
+
+_TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+
+
+def read_secret(secrets_dir: Path, ref: SecretRef | None) -> str:
+    """Read one Secret key from a mounted Secret volume layout: <dir>/<secret>/<key>."""
+    if ref is None:
+        raise PlanError("the plan names an auth type without its secret reference")
+    path = secrets_dir / ref.name / ref.key
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise PlanError(f"secret {ref.name}/{ref.key} is not mounted at {path}") from None
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse Retry-After (seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (now if now is not None else time.time()))
+
+
+class TokenBucket:
+    """A per-connector rate limit: `rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.capacity = rate, float(burst)
+        self.tokens, self.updated = float(burst), time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class _Connector:
+    def __init__(self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.plan = plan
+        self.bucket = TokenBucket(plan.requests_per_second, plan.burst)
+        self.headers = self._auth_headers(plan, secrets_dir)
+        self.oauth: tuple[str, str] | None = None
+        if plan.auth.type == "OAuth2ClientCredentials":
+            self.oauth = (
+                read_secret(secrets_dir, plan.auth.client_id),
+                read_secret(secrets_dir, plan.auth.client_secret),
+            )
+        self.token_expires = 0.0
+        timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
+        self.client = httpx.AsyncClient(
+            base_url=plan.base_url, timeout=timeout, transport=transport or AiohttpTransport()
+        )
+
+    @staticmethod
+    def _auth_headers(plan: ConnectorPlan, secrets: Path) -> dict[str, str]:
+        auth = plan.auth
+        if auth.type == "Bearer":
+            return {"Authorization": f"Bearer {read_secret(secrets, auth.token)}"}
+        if auth.type == "Basic":
+            pair = f"{read_secret(secrets, auth.username)}:{read_secret(secrets, auth.password)}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        if auth.type == "APIKey":
+            return {auth.header or "X-API-Key": read_secret(secrets, auth.api_key)}
+        if auth.type == "ERPNextToken":
+            key, secret = read_secret(secrets, auth.api_key), read_secret(secrets, auth.api_secret)
+            return {"Authorization": f"token {key}:{secret}"}
+        return {}
+
+    async def refresh_token(self) -> None:
+        """OAuth2 client credentials: fetch a token when there is none or it is about to expire."""
+        if self.oauth is None or time.monotonic() < self.token_expires:
+            return
+        client_id, client_secret = self.oauth
+        data = {"grant_type": "client_credentials", "scope": " ".join(self.plan.auth.scopes)}
+        try:
+            resp = await self.client.post(self.plan.auth.token_url, data=data, auth=(client_id, client_secret))
+        except httpx.HTTPError as exc:
+            raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
+        if resp.status_code != 200:
+            raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
+        token = resp.json()
+        self.headers = {"Authorization": f"Bearer {token['access_token']}"}
+        self.token_expires = time.monotonic() + float(token.get("expires_in", 300)) - 30
+
+
+class HttpCaller:
+    """The Caller the engine uses in a runner: one pooled httpx client per Connector."""
+
+    def __init__(
+        self,
+        connectors: Mapping[str, ConnectorPlan],
+        secrets_dir: Path,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._connectors = {name: _Connector(plan, secrets_dir, transport) for name, plan in connectors.items()}
+
+    async def aclose(self) -> None:
+        for conn in self._connectors.values():
+            await conn.client.aclose()
+
+    async def request(
+        self,
+        connector: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str],
+        body: Any,
+        idempotency_key: str | None,
+        headers: Mapping[str, str],
+        step: str,
+    ) -> Response:
+        conn = self._connectors[connector]
+        plan = conn.plan
+        send_headers = {**headers}
+        if idempotency_key:
+            send_headers["Idempotency-Key"] = idempotency_key
+        content = None if body is None else json.dumps(body, separators=(",", ":"), default=str).encode()
+        if content is not None:
+            send_headers["Content-Type"] = "application/json"
+        delay = plan.initial_backoff
+        for attempt in range(1, plan.attempts + 1):
+            await conn.bucket.take()
+            await conn.refresh_token()
+            started = time.perf_counter()
+            try:
+                resp = await conn.client.request(
+                    method,
+                    path,
+                    params=dict(query) or None,
+                    content=content,
+                    headers={**conn.headers, **send_headers},
+                )
+            except httpx.TimeoutException:
+                failure = TransientFailure(f"{connector}: {method} {path} timed out", step=step)
+            except httpx.TransportError as exc:
+                failure = TransientFailure(f"{connector}: {method} {path} failed ({type(exc).__name__})", step=step)
+            else:
+                latency = (time.perf_counter() - started) * 1e3
+                status = resp.status_code
+                if status < 400 or status in {404, 409}:
+                    return Response(status, _json_or_text(resp), latency)
+                if status not in _TRANSIENT:
+                    raise RejectedByTarget(
+                        f"{connector} refused {method} {path} with {status}: {_summary(resp)}",
+                        step=step,
+                        status=status,
+                    )
+                wait = retry_after_seconds(resp.headers.get("Retry-After"))
+                failure = TransientFailure(f"{connector} answered {status} to {method} {path}", step=step, delay=wait)
+            if attempt == plan.attempts or (failure.delay is not None and failure.delay > plan.max_backoff):
+                raise failure
+            await asyncio.sleep(failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, plan.max_backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json_or_text(resp: httpx.Response) -> Any:
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
+
+
+def _summary(resp: httpx.Response) -> str:
+    """A short, secret-free reason from an error answer (ERPNext puts it in exc_type/_server_messages)."""
+    body = _json_or_text(resp)
+    if isinstance(body, Mapping):
+        for key in ("exc_type", "message", "error", "_server_messages"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return str(body)[:300] if body else resp.reason_phrase

@@ -1,0 +1,317 @@
+"""The plan: the contract between the operator (which writes it) and the runner (which runs it).
+
+One plan is one revision of one Integration, self-contained: steps with their CEL, the
+Connectors they call (endpoints and *where* the secrets are, never the secrets), the error
+policy, the SyncPolicy rules and the NATS names. The runner refuses a plan whose
+`planVersion` it does not know, so an old runner can never half-run a newer plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from onceflow_runner.errors import PlanError
+
+_P = TypeVar("_P", bound=BaseModel)
+
+__all__ = [
+    "PLAN_VERSION",
+    "AuthPlan",
+    "ConnectorPlan",
+    "ErrorPolicyPlan",
+    "GatewayPlan",
+    "MatchRulePlan",
+    "NatsPlan",
+    "Plan",
+    "ReconcilePlan",
+    "ReconcileSide",
+    "SecretRef",
+    "SignaturePlan",
+    "StepPlan",
+    "SyncPolicyPlan",
+    "load_gateway_plan",
+    "load_plan",
+    "load_reconcile_plan",
+]
+
+PLAN_VERSION = "onceflow.io/plan/v1"
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Contract):
+    """A Secret key; the runner reads it from `<secrets dir>/<name>/<key>` (a Secret volume)."""
+
+    name: str
+    key: str
+
+
+class AuthPlan(_Contract):
+    """Outbound authentication; every secret is a reference."""
+
+    type: Literal["None", "Bearer", "Basic", "APIKey", "ERPNextToken", "OAuth2ClientCredentials"] = "None"
+    header: str = ""
+    token: SecretRef | None = None
+    username: SecretRef | None = None
+    password: SecretRef | None = None
+    api_key: SecretRef | None = None
+    api_secret: SecretRef | None = None
+    client_id: SecretRef | None = None
+    client_secret: SecretRef | None = None
+    token_url: str = ""
+    scopes: tuple[str, ...] = ()
+
+
+class ConnectorPlan(_Contract):
+    """A REST endpoint as the runner calls it."""
+
+    name: str
+    base_url: str
+    auth: AuthPlan = AuthPlan()
+    requests_per_second: float = 50
+    burst: int = 10
+    connect_timeout: float = 5
+    read_timeout: float = 30
+    attempts: int = 3
+    initial_backoff: float = 0.2
+    max_backoff: float = 10
+
+
+#: Field names no suggestion may change (prices, credit): checked again here, so that a plan made
+#: by hand cannot slip one past the operator.
+PROTECTED_FIELDS = re.compile(r"(?i)(price|credit|rate|amount|total|discount|cost)")
+
+
+class ValidatePlan(_Contract):
+    """Canonical entity, (CEL rule, message) pairs, and suggested fixes by rule index."""
+
+    entity: str | None = None
+    rules: tuple[tuple[str, str], ...] = ()
+    #: (rule index, payload field path, CEL giving the proposed value)
+    suggestions: tuple[tuple[int, str, str], ...] = ()
+
+    @model_validator(mode="after")
+    def _no_suggestion_touches_prices_or_credit(self) -> ValidatePlan:
+        for _, path, _ in self.suggestions:
+            if PROTECTED_FIELDS.search(path):
+                raise ValueError(f"a suggestion may not change {path}: price and credit fields are decided by people")
+        return self
+
+
+class MapPlan(_Contract):
+    """Target field -> CEL."""
+
+    fields: dict[str, str]
+    mode: Literal["Replace", "Merge"] = "Replace"
+
+
+class RequestPlan(_Contract):
+    """lookup, dedupe and call share one request shape."""
+
+    connector: str
+    method: str
+    path: str
+    query: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    idempotency_key: str | None = None
+    not_found: Literal["Fail", "Continue"] = "Continue"
+    candidates: str = "response.data"
+    on_match: Literal["Approve", "Skip", "Exception"] = "Approve"
+
+
+class PublishPlan(_Contract):
+    """A canonical event to publish."""
+
+    entity: str
+    verb: str
+    data: str | None = None
+
+
+class ApprovePlan(_Contract):
+    """Park for a person when `when` holds."""
+
+    reason: str
+    when: str | None = None
+
+
+class StepPlan(_Contract):
+    """One step; `kind` names the one block that is set."""
+
+    name: str
+    kind: Literal["validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve"]
+    validate_: ValidatePlan | None = Field(default=None, alias="validate")
+    map: MapPlan | None = None
+    condition: str | None = None
+    request: RequestPlan | None = None
+    publish: PublishPlan | None = None
+    approve: ApprovePlan | None = None
+
+
+class ErrorPolicyPlan(_Contract):
+    """Redelivery delays and limits, in seconds."""
+
+    backoff: tuple[float, ...] = (1.0, 10.0, 60.0)
+    max_deliver: int = 5
+    ack_wait: float = 30
+    permanent_failures: Literal["Exception", "DeadLetter"] = "Exception"
+
+
+class MatchRulePlan(_Contract):
+    """One identity match rule of the SyncPolicy."""
+
+    name: str
+    exact: tuple[str, ...] = ()
+    fuzzy_field: str | None = None
+    fuzzy_threshold: float = 1.0
+
+
+class SyncPolicyPlan(_Contract):
+    """The entity rules compiled in from the Integration's SyncPolicy."""
+
+    name: str
+    entity: str
+    owner_default: str
+    owners: dict[str, str] = Field(default_factory=dict)
+    identity_keys: tuple[str, ...] = ()
+    match_rules: tuple[MatchRulePlan, ...] = ()
+    conflict_policy: Literal["SystemOfRecordWins", "Manual"] = "SystemOfRecordWins"
+    price_deviation_percent: float = 0
+
+
+class NatsPlan(_Contract):
+    """Every NATS name the revision uses (DESIGN.md, NATS layout)."""
+
+    stream: str
+    subject: str
+    consumer: str
+    exceptions_subject: str
+    dlq_subject: str
+    audit_subject: str
+    events_prefix: str
+    stats_subject: str
+    decisions_subject: str
+    kv_bucket: str
+
+
+class Plan(_Contract):
+    """Everything one revision of one Integration needs to run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    plan_version: str = Field(alias="planVersion")
+    namespace: str
+    integration: str
+    revision: str
+    version: str = ""
+    source: str = Field(default="", description="Connector the trigger reads from (origin of records).")
+    business_key: str | None = None
+    steps: tuple[StepPlan, ...]
+    connectors: dict[str, ConnectorPlan] = Field(default_factory=dict)
+    error_policy: ErrorPolicyPlan = ErrorPolicyPlan()
+    sync_policy: SyncPolicyPlan | None = None
+    concurrency: int = 16
+    nats: NatsPlan
+
+    def to_json(self) -> str:
+        """Serialise as the operator stores it in the plan ConfigMap."""
+        return self.model_dump_json(by_alias=True, indent=1)
+
+
+class SignaturePlan(_Contract):
+    """How the gateway checks a sender's signature."""
+
+    scheme: Literal["github", "stripe", "shopify", "standard-webhooks", "hmac"]
+    secret: SecretRef
+    header: str = ""
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    tolerance_seconds: int = 300
+
+
+class GatewayPlan(_Contract):
+    """Everything one webhook gateway (one inbound Connector) needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    plan_version: str = Field(alias="planVersion")
+    namespace: str
+    connector: str
+    path: str = "/"
+    signature: SignaturePlan
+    event_header: str | None = None
+    event_body_field: str | None = None
+    event_default: str = "received"
+    max_body_bytes: int = 1048576
+    subject_prefix: str
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=1)
+
+
+class ReconcileSide(_Contract):
+    """Where one system lists the entity."""
+
+    connector: ConnectorPlan
+    path: str
+    key_field: str
+
+
+class ReconcilePlan(_Contract):
+    """A SyncPolicy's periodic drift check (run by its CronJob as `onceflow reconcile`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    plan_version: str = Field(alias="planVersion")
+    namespace: str
+    sync_policy: str
+    entity: str
+    left: ReconcileSide
+    right: ReconcileSide
+    events_subject: str
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=1)
+
+
+def load_reconcile_plan(path: Path) -> ReconcilePlan:
+    """Read a reconcile plan file; raise PlanError when it cannot be run."""
+    return _load(path, ReconcilePlan)
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a runner plan file; raise PlanError with one clear sentence when it cannot be run."""
+    return _load(path, Plan)
+
+
+def load_gateway_plan(path: Path) -> GatewayPlan:
+    """Read a gateway plan file; raise PlanError when it cannot be run."""
+    return _load(path, GatewayPlan)
+
+
+def _load(path: Path, model: type[_P]) -> _P:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"cannot read plan {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"plan {path} is not a JSON object")
+    version = raw.get("planVersion")
+    if version != PLAN_VERSION:
+        raise PlanError(
+            f"plan {path} has planVersion {version!r}; this runner understands {PLAN_VERSION!r} "
+            "(run the runner image that matches the operator)"
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PlanError(f"plan {path} is invalid at {where}: {first['msg']} ({exc.error_count()} error(s))") from None

@@ -1,0 +1,1 @@
+"""The workflow engine: steps over a record, canonical entities, CEL expressions."""

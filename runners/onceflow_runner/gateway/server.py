@@ -1,0 +1,158 @@
+"""The webhook gateway: signed HTTP in, JetStream out, 2xx only after the PubAck.
+
+Order of checks, cheapest and safest first: body size (413), signature (401; nothing stored),
+then publish with the sender's delivery id as `Nats-Msg-Id`, so a sender's retry within the
+duplicate window is stored once. If JetStream does not acknowledge in time the answer is 503
+with Retry-After, and the sender retries: a record is never acknowledged and then lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from onceflow_runner.adapters import natsio
+from onceflow_runner.adapters.outbound import read_secret
+from onceflow_runner.contract.plan import GatewayPlan
+from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, verify
+from onceflow_runner.metrics import GatewayMetrics
+
+__all__ = ["Gateway", "event_token"]
+
+log = logging.getLogger("onceflow.gateway")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_./-]+")
+
+
+def event_token(name: str) -> str:
+    """An event name as subject tokens: dots kept (customer.approved), anything else unsafe -> _."""
+    cleaned = _UNSAFE.sub("_", name.strip()).strip(".")
+    return re.sub(r"\.{2,}", ".", cleaned) or "received"
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+class Gateway:
+    """One inbound Connector's HTTP endpoint."""
+
+    def __init__(
+        self, plan: GatewayPlan, *, nats_url: str, secrets_dir: Path, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.plan = plan
+        self.nats_url = nats_url
+        self.host, self.port = host, port
+        sig = plan.signature
+        self.signature = SignatureConfig(
+            sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, sig.tolerance_seconds
+        )
+        self.secret = read_secret(secrets_dir, sig.secret)
+        self.metrics = GatewayMetrics()
+        self._runner: web.AppRunner | None = None
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.plan.path}"
+
+    async def start(self) -> None:
+        self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
+        self.js = self.nc.jetstream(timeout=5)
+        await natsio.ensure_streams(self.js)
+        app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
+        app.router.add_post(self.plan.path, self.receive)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_endpoint)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("gateway ready", extra={"connector": self.plan.connector, "url": self.url})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.nc is not None:
+            await self.nc.drain()
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        ok = self.nc is not None and self.nc.is_connected
+        return web.Response(status=200 if ok else 503, text="ready" if ok else "NATS not connected")
+
+    async def metrics_endpoint(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _answer(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
+        self.metrics.requests.labels(connector=self.plan.connector, code=str(status)).inc()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _event(self, headers: dict[str, str] | None, body: bytes, request: web.Request) -> str:
+        if self.plan.event_header and request.headers.get(self.plan.event_header):
+            return event_token(request.headers[self.plan.event_header])
+        if self.plan.event_body_field:
+            try:
+                value = json.loads(body).get(self.plan.event_body_field)
+            except (ValueError, AttributeError):
+                value = None
+            if isinstance(value, str) and value:
+                return event_token(value)
+        return event_token(self.plan.event_default)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        limit = self.plan.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._answer(413, {"error": f"body larger than {limit} bytes"})
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            return self._answer(413, {"error": f"body larger than {limit} bytes"})
+        try:
+            delivery_id = verify(self.signature, self.secret, request.headers, body, time.time())
+        except SignatureError as exc:
+            return self._answer(401, {"error": f"signature rejected: {exc}"})
+        event = self._event(None, body, request)
+        headers = {
+            # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
+            # same delivery id must not look like a retry of this one.
+            "Nats-Msg-Id": f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"[:256],
+            "Onceflow-Delivery-Id": delivery_id[:256],
+            "Onceflow-Origin": self.plan.connector,
+            "Onceflow-Event": event,
+            "Content-Type": request.headers.get("Content-Type", "application/json"),
+            "ce-specversion": "1.0",
+            "ce-type": f"io.onceflow.{self.plan.connector}.{event}",
+            "ce-source": f"/namespaces/{self.plan.namespace}/connectors/{self.plan.connector}",
+            "ce-id": delivery_id[:256],
+            "ce-time": datetime.now(UTC).isoformat(),
+            "traceparent": request.headers.get("traceparent") or new_traceparent(),
+        }
+        subject = f"{self.plan.subject_prefix}.{event}"
+        if self.js is None or self.nc is None or not self.nc.is_connected:
+            return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
+        try:
+            ack = await self.js.publish(subject, body, headers=headers, timeout=5)
+        except Exception as exc:  # any failure to get a PubAck means "not stored"
+            log.warning("publish failed", extra={"error": type(exc).__name__})
+            return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})
+        self.metrics.accepted_seconds.labels(connector=self.plan.connector).observe(time.perf_counter() - started)
+        return self._answer(
+            202, {"accepted": True, "id": delivery_id, "duplicate": bool(ack.duplicate), "sequence": ack.seq}
+        )

@@ -1,0 +1,1 @@
+"""Decoding inbound payloads into records (JSON, X12)."""

@@ -1,0 +1,110 @@
+"""X12 850 purchase orders decoded into the canonical order, with envelope and count checks.
+
+A trading partner's 850 arrives as one interchange (ISA ... IEA) holding one functional group
+(GS ... GE) holding one transaction set (ST ... SE). Separators are read from the ISA segment
+itself, as the standard says. Any mismatch (control numbers, segment or line counts) is a
+`MalformedInput` naming the segment and its position, so the exception queue says exactly
+what the partner must fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onceflow_runner.errors import MalformedInput
+
+__all__ = ["decode_x12", "split_segments"]
+
+_ID_QUALIFIERS_SKU = {"BP", "VP", "IN", "SK", "VN"}
+_ID_QUALIFIERS_GTIN = {"UP", "EN", "UK", "UA"}
+
+
+def split_segments(data: bytes) -> list[list[str]]:
+    """Split an interchange into segments of elements using the separators the ISA declares."""
+    text = data.decode("utf-8", errors="replace").lstrip()
+    if not text.startswith("ISA") or len(text) < 106:
+        raise MalformedInput("segment ISA at position 1: an X12 interchange must start with a 106-character ISA")
+    element, terminator = text[3], text[105]
+    segments = []
+    for raw in text.split(terminator):
+        raw = raw.strip("\r\n ")
+        if raw:
+            segments.append(raw.split(element))
+    return segments
+
+
+def _fail(seg: list[str], position: int, message: str) -> MalformedInput:
+    return MalformedInput(f"segment {seg[0]} at position {position}: {message}")
+
+
+def _number(seg: list[str], index: int, position: int, what: str) -> float:
+    try:
+        return float(seg[index])
+    except (IndexError, ValueError):
+        raise _fail(seg, position, f"{what} (element {index:02d}) is not a number") from None
+
+
+def decode_x12(data: bytes) -> dict[str, Any]:
+    """Decode one 850 into {po_no, order_date, buyer, currency, lines[], ship_to}."""
+    segments = split_segments(data)
+    ids = [s[0] for s in segments]
+    isa, iea = segments[0], segments[-1]
+    if iea[0] != "IEA":
+        raise _fail(iea, len(segments), "the interchange must end with IEA")
+    if len(isa) < 17:
+        raise _fail(isa, 1, "ISA must have 16 elements")
+    if iea[2:3] != [isa[13]]:
+        raise _fail(iea, len(segments), f"control number {iea[2:3]} does not match ISA13 {isa[13]!r}")
+    groups = ids.count("GS")
+    if iea[1] != str(groups):
+        raise _fail(iea, len(segments), f"IEA01 says {iea[1]} group(s) but the interchange has {groups}")
+    if groups != 1 or ids.count("ST") != 1:
+        raise _fail(segments[1], 2, "exactly one GS group with one ST transaction set is accepted per interchange")
+    gs_at, ge_at, st_at, se_at = (ids.index(x) for x in ("GS", "GE", "ST", "SE"))
+    gs, ge, st, se = segments[gs_at], segments[ge_at], segments[st_at], segments[se_at]
+    if ge[1:3] != ["1", gs[6] if len(gs) > 6 else ""]:
+        raise _fail(ge, ge_at + 1, "GE must say 1 transaction set and repeat GS06 as its control number")
+    if len(st) < 3 or st[1] != "850":
+        raise _fail(st, st_at + 1, "only 850 purchase orders are accepted")
+    count = se_at - st_at + 1
+    if se[1:3] != [str(count), st[2]]:
+        raise _fail(se, se_at + 1, f"SE must count {count} segments and repeat ST02 {st[2]!r}")
+
+    order: dict[str, Any] = {"lines": [], "currency": "USD"}
+    for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
+        tag = seg[0]
+        if tag == "BEG":
+            if len(seg) < 6 or not seg[3]:
+                raise _fail(seg, position, "BEG03 (purchase order number) is required")
+            order["po_no"], order["order_date"] = seg[3], seg[5]
+        elif tag == "CUR" and len(seg) > 2:
+            order["currency"] = seg[2]
+        elif tag == "N1" and len(seg) > 2:
+            party = {"name": seg[2], "id": seg[4] if len(seg) > 4 else ""}
+            if seg[1] == "BY":
+                order["buyer"] = party["id"] or party["name"]
+                order["buyer_name"] = party["name"]
+            elif seg[1] == "ST":
+                order["ship_to"] = party
+        elif tag == "PO1":
+            line: dict[str, Any] = {
+                "line": seg[1] if len(seg) > 1 else str(len(order["lines"]) + 1),
+                "quantity": _number(seg, 2, position, "quantity"),
+                "uom": seg[3] if len(seg) > 3 else "",
+                "price": _number(seg, 4, position, "unit price"),
+            }
+            for i in range(6, len(seg) - 1, 2):
+                if seg[i] in _ID_QUALIFIERS_SKU and "sku" not in line:
+                    line["sku"] = seg[i + 1]
+                elif seg[i] in _ID_QUALIFIERS_GTIN:
+                    line["gtin"] = seg[i + 1]
+            if "sku" not in line:
+                raise _fail(seg, position, "PO1 needs a buyer or vendor part number (BP/VP qualifier)")
+            order["lines"].append(line)
+        elif tag == "CTT":
+            declared = int(_number(seg, 1, position, "line count"))
+            if declared != len(order["lines"]):
+                raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
+    if "po_no" not in order:
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BEG segment")
+    return order
