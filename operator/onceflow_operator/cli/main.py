@@ -209,13 +209,11 @@ def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, m
     """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
-    import kopf
-    from prometheus_client import start_http_server
+    from onceflow_operator.controller.run import run_operator
 
-    from onceflow_operator.controller import handlers  # noqa: F401  (registers the handlers)
-
-    start_http_server(metrics_port)
-    kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=list(namespaces), liveness_endpoint=liveness)
+    run_operator(
+        namespaces=list(namespaces), all_namespaces=all_namespaces, liveness=liveness, metrics_port=metrics_port
+    )
 
 
 @main.group()
