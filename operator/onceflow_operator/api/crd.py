@@ -19,12 +19,11 @@ from pydantic_core import core_schema
 
 from onceflow_operator.api.connector import Connector
 from onceflow_operator.api.integration import Integration
+from onceflow_operator.api.names import GROUP, VERSION
 from onceflow_operator.api.syncpolicy import SyncPolicy
 
 __all__ = ["GROUP", "KINDS", "VERSION", "KindInfo", "build_crd", "build_crds", "openapi_schema"]
 
-GROUP = "onceflow.io"
-VERSION = "v1alpha1"
 CATEGORY = "onceflow"
 _READY = '.status.conditions[?(@.type=="Ready")].status'
 

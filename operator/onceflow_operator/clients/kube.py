@@ -20,9 +20,10 @@ from typing import Any
 import aiohttp
 import yaml
 
+from onceflow_operator.api.names import FIELD_MANAGER
+
 __all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "resource_path"]
 
-FIELD_MANAGER = "onceflow-operator"
 _PLURALS = {
     "ConfigMap": "configmaps",
     "Secret": "secrets",
