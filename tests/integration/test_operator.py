@@ -232,7 +232,8 @@ async def test_reconciling_again_changes_nothing(
 ) -> None:
     # What an operator restarted mid-reconcile does: run the same reconcile again.
     from onceflow_operator.clients.kube import KubeClient
-    from onceflow_operator.controller.reconcile import OperatorConfig, reconcile_integration
+    from onceflow_operator.controller.integration import reconcile_integration
+    from onceflow_operator.controller.settings import OperatorConfig
 
     kubectl.apply(
         secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),

@@ -12,7 +12,8 @@ import yaml
 
 from onceflow_operator.build.objects import build_runner_deployment
 from onceflow_operator.clients.kube import KubeClient
-from onceflow_operator.controller.reconcile import OperatorConfig, reconcile_integration
+from onceflow_operator.controller.integration import reconcile_integration
+from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.dev.controlplane import ControlPlane
 from tests import cases
 from tests.conftest import ROOT, Kubectl

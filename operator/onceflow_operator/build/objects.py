@@ -11,6 +11,17 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from onceflow_operator.api.names import (
+    LABEL_CONNECTOR,
+    LABEL_INTEGRATION,
+    LABEL_LANE,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    LABEL_REVISION,
+    LABEL_SYNCPOLICY,
+    PART_OF_LABELS,
+    SECRETS_CHECKSUM_ANNOTATION,
+)
 from onceflow_runner.contract.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
 
 __all__ = [
@@ -24,16 +35,14 @@ __all__ = [
     "nats_auth_env",
     "owner_reference",
     "plan_secrets",
+    "build_controller_revision",
     "runner_deployment_name",
-    "set_condition",
-    "without_condition",
 ]
 
 PLAN_MOUNT = "/etc/onceflow"
 SECRETS_MOUNT = "/var/run/onceflow/secrets"
 METRICS_PORT = 9090
 GATEWAY_PORT = 8080
-_PART_OF = {"app.kubernetes.io/part-of": "onceflow", "app.kubernetes.io/managed-by": "onceflow-operator"}
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +95,7 @@ def build_plan_configmap(
         "metadata": {
             "name": f"{name}-plan-{_short_hash(plan_json)}",
             "namespace": namespace,
-            "labels": {**_PART_OF, **labels},
+            "labels": {**PART_OF_LABELS, **labels},
             "ownerReferences": [owner_reference(owner)],
         },
         "immutable": True,
@@ -225,12 +234,12 @@ def build_runner_deployment(
     nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only)."""
-    selector = {"onceflow.io/integration": plan.integration, "onceflow.io/lane": lane}
+    selector = {LABEL_INTEGRATION: plan.integration, LABEL_LANE: lane}
     labels = {
-        **_PART_OF,
-        "app.kubernetes.io/name": "onceflow-runner",
+        **PART_OF_LABELS,
+        LABEL_NAME: "onceflow-runner",
         **selector,
-        "onceflow.io/revision": plan.revision,
+        LABEL_REVISION: plan.revision,
     }
     args = [
         "runner",
@@ -246,7 +255,7 @@ def build_runner_deployment(
         lane,
     ]
     annotations = {
-        "onceflow.io/secrets-checksum": secrets_checksum,
+        SECRETS_CHECKSUM_ANNOTATION: secrets_checksum,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
     }
@@ -285,9 +294,9 @@ def build_gateway_deployment(
 ) -> dict[str, Any]:
     """The gateway Deployment of one webhook Connector (`<connector>-gateway`)."""
     labels = {
-        **_PART_OF,
-        "app.kubernetes.io/name": "onceflow-gateway",
-        "onceflow.io/connector": plan.connector,
+        **PART_OF_LABELS,
+        LABEL_NAME: "onceflow-gateway",
+        LABEL_CONNECTOR: plan.connector,
     }
     args = [
         "gateway",
@@ -304,7 +313,7 @@ def build_gateway_deployment(
         f"{plan.connector}-gateway",
         plan.namespace,
         labels,
-        {"onceflow.io/connector": plan.connector, "app.kubernetes.io/name": "onceflow-gateway"},
+        {LABEL_CONNECTOR: plan.connector, LABEL_NAME: "onceflow-gateway"},
         owner,
         replicas,
         _pod_template(
@@ -315,7 +324,7 @@ def build_gateway_deployment(
             secrets=plan_secrets(plan),
             port=GATEWAY_PORT,
             port_name="http",
-            annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+            annotations={SECRETS_CHECKSUM_ANNOTATION: secrets_checksum},
             nats_auth_secret=nats_auth_secret,
         ),
     )
@@ -334,7 +343,7 @@ def build_reconcile_cronjob(
     nats_auth_secret: str = "",
 ) -> dict[str, Any]:
     """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
-    labels = {**_PART_OF, "app.kubernetes.io/name": "onceflow-reconcile", "onceflow.io/syncpolicy": plan.sync_policy}
+    labels = {**PART_OF_LABELS, LABEL_NAME: "onceflow-reconcile", LABEL_SYNCPOLICY: plan.sync_policy}
     args = ["reconcile", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
     template = _pod_template(
         labels=labels,
@@ -344,7 +353,7 @@ def build_reconcile_cronjob(
         secrets=plan_secrets(plan),
         port=METRICS_PORT,
         port_name="metrics",
-        annotations={"onceflow.io/secrets-checksum": secrets_checksum},
+        annotations={SECRETS_CHECKSUM_ANNOTATION: secrets_checksum},
         nats_auth_secret=nats_auth_secret,
     )
     container = template["spec"]["containers"][0]
@@ -378,48 +387,33 @@ def build_gateway_service(plan: GatewayPlan, owner: Mapping[str, Any]) -> dict[s
         "metadata": {
             "name": f"{plan.connector}-gateway",
             "namespace": plan.namespace,
-            "labels": {**_PART_OF, "onceflow.io/connector": plan.connector},
+            "labels": {**PART_OF_LABELS, LABEL_CONNECTOR: plan.connector},
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": {
             "selector": {
-                "onceflow.io/connector": plan.connector,
-                "app.kubernetes.io/name": "onceflow-gateway",
+                LABEL_CONNECTOR: plan.connector,
+                LABEL_NAME: "onceflow-gateway",
             },
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     }
 
 
-def set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str,
-    *,
-    generation: int,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Return conditions with `type_` set; lastTransitionTime moves only when the status changes."""
-    value = "True" if status else "False"
-    old = next((c for c in conditions if c.get("type") == type_), None)
-    since = (
-        old["lastTransitionTime"]
-        if old and old.get("status") == value and old.get("lastTransitionTime")
-        else (now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    )
-    new = {
-        "type": type_,
-        "status": value,
-        "reason": reason,
-        "message": message[:4096],
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
+def build_controller_revision(
+    owner: Mapping[str, Any], revision: str, plan_json: str, version: str, number: int
+) -> dict[str, Any]:
+    """The ControllerRevision that records one Integration revision (hash of its plan, its number)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": revision,
+            "namespace": meta["namespace"],
+            "labels": {LABEL_INTEGRATION: meta["name"], LABEL_PART_OF: "onceflow"},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": {"planHash": hashlib.sha256(plan_json.encode()).hexdigest(), "version": version},
+        "revision": number,
     }
-    return [*(c for c in conditions if c.get("type") != type_), new]
-
-
-def without_condition(conditions: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
-    """kstatus: Reconciling and Stalled are present only while true."""
-    return [c for c in conditions if c.get("type") != type_]

@@ -1,4 +1,4 @@
-"""Kopf handlers: registration only. The work is in `reconcile.py`; objects come from `builders.py`.
+"""Kopf handlers: registration only. The work is in `connector.py`, `integration.py`, `syncpolicy.py`.
 
 Set-up follows Kopf's advice for well-behaved operators: our own finalizer and annotation
 prefix (`onceflow.io/...`), no handler results in status (handlers return None and write
@@ -19,8 +19,12 @@ from typing import Any
 
 import kopf
 
+from onceflow_operator.api.names import ACTION_ANNOTATION, API_VERSION, FINALIZER, GROUP, STORAGE_PREFIX, VERSION
+from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient, KubeError
+from onceflow_operator.controller.connector import probe_connector, reconcile_connector
 from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.integration import finalize_integration, reconcile_integration
 from onceflow_operator.controller.metrics import (
     CONNECTOR_REACHABLE,
     DECISION_SECONDS,
@@ -32,47 +36,34 @@ from onceflow_operator.controller.metrics import (
     RECONCILES,
     ROLLOUT_EVENTS,
 )
-from onceflow_operator.controller.reconcile import (
-    NatsLink,
-    OperatorConfig,
-    Outcome,
-    finalize_integration,
-    probe_connector,
-    reconcile_connector,
-    reconcile_integration,
-    reconcile_syncpolicy,
-)
+from onceflow_operator.controller.settings import OperatorConfig
+from onceflow_operator.controller.status import ReconcileResult, checked_status
+from onceflow_operator.controller.syncpolicy import reconcile_syncpolicy
 from onceflow_operator.review.exceptions import list_exceptions, review_figures
 
 __all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
 
-GROUP, VERSION = "onceflow.io", "v1alpha1"
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
-#: Rollout verbs (promote, promote-full, abort, retry, pause, resume) arrive as this annotation.
-ACTION_ANNOTATION = "onceflow.io/action"
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = "onceflow.io/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="onceflow.io")
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="onceflow.io", key="last-handled-configuration"
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.queueing.error_delays = [1, 5, 15, 30, 60]
     memo.kube = KubeClient.from_environment()
-    memo.config = OperatorConfig(
-        image=os.environ.get("ONCEFLOW_IMAGE", OperatorConfig.image),
-        nats_url=os.environ.get("ONCEFLOW_NATS_URL", OperatorConfig.nats_url),
-        nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
-    )
-    memo.nats = NatsLink(memo.config.nats_url, FigureBook())
+    memo.config = OperatorConfig.from_environment()
+    memo.book = FigureBook()
+    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record)
 
 
 @kopf.on.cleanup()
@@ -81,7 +72,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo.nats.close()
 
 
-async def _record_events(kind: str, body: Any, memo: kopf.Memo, outcome: Outcome) -> None:
+async def _record_events(kind: str, body: Any, memo: kopf.Memo, outcome: ReconcileResult) -> None:
     for reason, message, warning in outcome.events:
         try:
             await memo.kube.event(dict(body), reason=reason, message=message, warning=warning)
@@ -96,11 +87,11 @@ def _kopf_error(exc: KubeError) -> Exception:
     return kopf.PermanentError(f"API server refused a request: {exc}")
 
 
-async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Outcome:
+async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> ReconcileResult:
     """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
     started = time.perf_counter()
     try:
-        outcome: Outcome = await work
+        outcome: ReconcileResult = await work
     except KubeError as exc:
         RECONCILES.labels(kind=kind, reason="ApiError").inc()
         raise _kopf_error(exc) from None
@@ -116,7 +107,7 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Outco
 async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, work: Any) -> None:
     """Reconcile, then write status through the handler's patch and record the Events."""
     outcome = await _reconciled(kind, body, memo, work)
-    patch.status.update(outcome.status)
+    patch.status.update(checked_status(kind, outcome.status))
     await _record_events(kind, body, memo, outcome)
 
 
@@ -143,7 +134,7 @@ async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(
         1 if reachable.get("status") == "True" else 0
     )
-    patch.status.update(status)
+    patch.status.update(checked_status("Connector", status))
 
 
 @kopf.on.resume(GROUP, VERSION, "integrations", retries=RETRIES)
@@ -158,7 +149,7 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
         # only after it returns. A rollout must build on the status the previous reconcile wrote,
         # or a step (or a verb) would be undone: so read the object fresh and write status here.
         meta = body["metadata"]
-        api, namespace, name = f"{GROUP}/{VERSION}", meta["namespace"], meta["name"]
+        api, namespace, name = API_VERSION, meta["namespace"], meta["name"]
         try:
             fresh = await memo.kube.get(api, "Integration", namespace, name)
         except KubeError as exc:
@@ -167,10 +158,15 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
             return
         action = (fresh["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
         outcome = await _reconciled(
-            "Integration", fresh, memo, reconcile_integration(memo.kube, fresh, memo.config, memo.nats, action)
+            "Integration",
+            fresh,
+            memo,
+            reconcile_integration(memo.kube, fresh, memo.config, memo.nats, action, book=memo.book),
         )
         try:
-            await memo.kube.patch_status(api, "Integration", namespace, name, outcome.status)
+            await memo.kube.patch_status(
+                api, "Integration", namespace, name, checked_status("Integration", outcome.status)
+            )
             if action is not None:  # a verb is done once; removing it is a metadata change Argo CD ignores
                 await memo.kube.annotate(api, "Integration", namespace, name, {ACTION_ANNOTATION: None})
         except KubeError as exc:

@@ -24,9 +24,9 @@ from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.errors import InvalidRecord
 
-__all__ = ["ACTIONS", "Decision", "Measurement", "RolloutView", "decide", "due_metrics", "judge"]
+__all__ = ["ROLLOUT_VERBS", "Measurement", "RolloutDecision", "RolloutView", "decide", "due_metrics", "judge"]
 
-ACTIONS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+ROLLOUT_VERBS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
 Verdict = Literal["Successful", "Failed", "Inconclusive"]
 
 
@@ -60,7 +60,7 @@ class RolloutView:
 
 
 @dataclass
-class Decision:
+class RolloutDecision:
     """What should run and what to report."""
 
     main: str
@@ -157,12 +157,12 @@ def _fast_tracked(view: RolloutView, rollout: Mapping[str, Any]) -> bool:
     return view.desired in list(rollout.get("previousStable") or [])[:window]
 
 
-def decide(view: RolloutView) -> Decision:
+def decide(view: RolloutView) -> RolloutDecision:
     """The rollout's next state. Idempotent: the same view gives the same decision."""
     walk = _Walk(view)
     rollout = walk.rollout
     rollout.setdefault("previousStable", [])
-    action = view.action if view.action in ACTIONS else None
+    action = view.action if view.action in ROLLOUT_VERBS else None
     if action:
         rollout["lastAction"] = f"{action} at {_stamp(view.now)}"
     if action == "pause":
@@ -204,7 +204,7 @@ def _promoted(view: RolloutView, walk: _Walk, stable: str | None) -> None:
     walk.events.append(("NewRevisionPromoted", f"{walk.number(view.desired)} is stable", False))
 
 
-def _steady(view: RolloutView, walk: _Walk) -> Decision:
+def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
     """The spec asks for the stable revision (or the first one): run it; end any canary."""
     rollout = walk.rollout
     target = view.desired
@@ -227,7 +227,7 @@ def _steady(view: RolloutView, walk: _Walk) -> Decision:
         if view.stable is None:
             _promoted(view, walk, None)
         status.update(stableRevision=target, phase="Healthy", message=f"{walk.number(target)} is serving")
-        return Decision(
+        return RolloutDecision(
             target,
             canary,
             0,
@@ -261,7 +261,7 @@ def _waiting(
     status: dict[str, Any],
     reason: str,
     message: str,
-) -> Decision:
+) -> RolloutDecision:
     """Not Ready yet; Progressing unless the deadline passed without progress."""
     since = _time(walk.rollout.get("progressAt")) or view.now
     walk.rollout.setdefault("progressAt", _stamp(since))
@@ -271,7 +271,7 @@ def _waiting(
     if late:
         message = f"{message}; no progress for {int(view.progress_deadline_seconds)}s"
         status["message"] = message
-        return Decision(
+        return RolloutDecision(
             main,
             canary,
             weight,
@@ -281,12 +281,12 @@ def _waiting(
             (False, "ProgressDeadlineExceeded", message),
             [*walk.events, ("ProgressDeadlineExceeded", message, True)],
         )
-    return Decision(
+    return RolloutDecision(
         main, canary, weight, status, (False, reason, message), available, (True, reason, message), walk.events
     )
 
 
-def _replace(view: RolloutView, walk: _Walk) -> Decision:
+def _replace(view: RolloutView, walk: _Walk) -> RolloutDecision:
     """Recreate, RollingUpdate, or a fast-tracked rollback: the main lane moves to the new revision."""
     rollout = walk.rollout
     if rollout.get("canaryRevision") != view.desired:  # a canary of another revision ends here
@@ -307,7 +307,7 @@ def _replace(view: RolloutView, walk: _Walk) -> Decision:
             "canaryWeight": 100,
             "rollout": rollout,
         }
-        return Decision(
+        return RolloutDecision(
             view.desired,
             canary,
             0,
@@ -323,7 +323,7 @@ def _replace(view: RolloutView, walk: _Walk) -> Decision:
     return _waiting(view, walk, view.desired, canary, 0, status, "RunnersNotAvailable", message)
 
 
-def _aborted(view: RolloutView, walk: _Walk) -> Decision:
+def _aborted(view: RolloutView, walk: _Walk) -> RolloutDecision:
     """An aborted revision stays aborted until retry or a new spec: the stable revision serves."""
     rollout = walk.rollout
     canary = _ending_lane(view, walk, view.stable or view.desired)
@@ -333,7 +333,7 @@ def _aborted(view: RolloutView, walk: _Walk) -> Decision:
         else (f"rollout of {walk.number(view.desired)} was aborted; {walk.number(view.stable)} serves")
     )
     status = {"phase": "Degraded", "message": message, "canaryWeight": 0, "rollout": rollout}
-    return Decision(
+    return RolloutDecision(
         view.stable or view.desired,
         canary,
         0,
@@ -345,7 +345,7 @@ def _aborted(view: RolloutView, walk: _Walk) -> Decision:
     )
 
 
-def _abort(view: RolloutView, walk: _Walk, reason: str, detail: str) -> Decision:
+def _abort(view: RolloutView, walk: _Walk, reason: str, detail: str) -> RolloutDecision:
     walk.rollout.update({"abortedRevision": view.desired, "canaryRevision": "", "pauseConditions": []})
     message = (
         f"rollout of {walk.number(view.desired)} aborted: {detail}; stable {walk.number(view.stable)} "
@@ -395,7 +395,7 @@ def _analysis_step(view: RolloutView, walk: _Walk, metrics: Sequence[AnalysisMet
     return None
 
 
-def _canary(view: RolloutView, walk: _Walk, action: str | None) -> Decision:
+def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecision:
     rollout, steps = walk.rollout, (view.strategy.canary.steps if view.strategy.canary else [])
     if action == "abort":
         return _abort(view, walk, "RolloutAborted", "aborted by a person")

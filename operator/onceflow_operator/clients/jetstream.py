@@ -1,0 +1,112 @@
+"""The operator's one NATS connection: JetStream consumers, split markers, heartbeats, drift results.
+
+The controller decides; this module carries the decisions out against JetStream and reports what
+it sees, so that nothing else on the control plane's reconcile path imports a NATS client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from onceflow_runner.adapters import natsio
+from onceflow_runner.contract.plan import Plan
+from onceflow_runner.contract.split import Lane, SplitTable
+
+__all__ = ["JetStreamLink", "LaneState"]
+
+
+@dataclass
+class LaneState:
+    """What JetStream says about an Integration's lanes: the split table and each consumer's ack floor."""
+
+    table: SplitTable | None = None
+    canary_floor: int | None = None
+    main_floor: int | None = None
+
+    @property
+    def canary_drained(self) -> bool:
+        """True when no canary lane exists, or it has settled every record it owned before weight 0."""
+        if self.canary_floor is None:
+            return True
+        return self.table is not None and self.table.weight == 0 and self.canary_floor >= self.table.last_sequence
+
+
+class JetStreamLink:
+    """One connection, made on first use and retried on the next reconcile.
+
+    Every runner heartbeat on the connection is handed to `on_heartbeat` (the controller's figure book).
+    """
+
+    def __init__(self, url: str, on_heartbeat: Callable[..., None]) -> None:
+        self.url = url
+        self.on_heartbeat = on_heartbeat
+        self._nc: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def jetstream(self) -> JetStreamContext:
+        # Handlers run concurrently: one connection, made once, or a second one would leak.
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await natsio.connect(self.url, name="onceflow-operator")
+                await natsio.subscribe_stats(self._nc, self.on_heartbeat)
+        return self._nc.jetstream(timeout=5)
+
+    async def last_drift(self, stream: str, subject: str) -> dict[str, Any] | None:
+        """The newest drift result a drift check published, or None."""
+        try:
+            msg = await (await self.jetstream()).get_last_msg(stream, subject)
+        except Exception:  # no result yet, or NATS away: status keeps what it had
+            return None
+        result: dict[str, Any] = json.loads(msg.data or b"null")
+        return result
+
+    async def observe_lanes(self, plan: Plan) -> LaneState:
+        js = await self.jetstream()
+        subject = natsio.rollout_subject(plan.nats, plan.namespace, plan.integration)
+        return LaneState(
+            table=await natsio.read_split(js, plan.nats.stream, subject),
+            canary_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "canary")),
+            main_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "main")),
+        )
+
+    async def provision(self, plan: Plan) -> None:
+        """Create or correct the main lane's durable consumer (and the streams)."""
+        await natsio.provision_consumer(await self.jetstream(), plan)
+
+    async def apply_split(self, lanes: LaneState, main: Plan, canary: Plan | None, weight: int) -> int:
+        """Publish a split marker when the weight in force must change; open the canary lane at its first marker.
+
+        Returns the sequence of the newest marker (0 when there is none).
+        """
+        js = await self.jetstream()
+        table = lanes.table
+        subject = natsio.rollout_subject(main.nats, main.namespace, main.integration)
+        opening = canary is not None and lanes.canary_floor is None
+        if opening or (table is not None and table.weight != weight) or (table is None and weight != 0):
+            # Only markers below *both* lanes' ack floors are forgotten: a lagging lane still judges by them.
+            floors = [f for f in (lanes.main_floor, lanes.canary_floor) if f is not None]
+            base = table.compacted(min(floors, default=0)) if table is not None else None
+            table = await natsio.publish_split(js, subject, base, weight)
+            lanes.table = table
+        if opening and canary is not None and table is not None:
+            await natsio.provision_consumer(js, canary, "canary", start_sequence=table.last_sequence)
+            lanes.canary_floor = 0
+        return table.last_sequence if table is not None else 0
+
+    async def remove_lane(self, plan: Plan, lane: Lane) -> bool:
+        """Delete a lane's durable consumer; False when it was already gone."""
+        return await self.remove_consumer(plan.nats.stream, natsio.lane_consumer(plan, lane))
+
+    async def remove_consumer(self, stream: str, consumer: str) -> bool:
+        return await natsio.remove_consumer(await self.jetstream(), stream, consumer)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()

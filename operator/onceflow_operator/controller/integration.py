@@ -1,0 +1,292 @@
+"""Reconcile an Integration: compile its revision, decide the rollout, run each lane, move the split.
+
+Level-based and idempotent: every pass reads the object and what it references, applies what the
+pure builders return (server-side apply, so a second pass changes nothing) and returns the status.
+The rollout itself is decided in `rollout.decisions`; JetStream is reached through
+`clients.jetstream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from onceflow_operator.api import Integration, SyncPolicy
+from onceflow_operator.api.integration import AnalysisMetric
+from onceflow_operator.api.names import API_VERSION, LABEL_INTEGRATION, LABEL_REVISION
+from onceflow_operator.build.conditions import set_condition, without_condition
+from onceflow_operator.build.objects import (
+    build_controller_revision,
+    build_plan_configmap,
+    build_runner_deployment,
+    plan_secrets,
+    runner_deployment_name,
+)
+from onceflow_operator.clients.jetstream import JetStreamLink, LaneState
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
+from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
+from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
+from onceflow_operator.controller.references import connectors_in, secrets_checksum
+from onceflow_operator.controller.settings import OperatorConfig
+from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_operator.rollout.decisions import Measurement, RolloutDecision, RolloutView, decide, due_metrics
+from onceflow_runner.contract.plan import Plan
+
+__all__ = ["finalize_integration", "reconcile_integration"]
+
+
+async def _revisions(
+    kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str, version: str
+) -> dict[str, int]:
+    """Record the revision as a ControllerRevision (an equal older spec reuses its number); all by name."""
+    meta = body["metadata"]
+    existing = await kube.list(
+        "apps/v1", "ControllerRevision", meta["namespace"], selector=f"{LABEL_INTEGRATION}={meta['name']}"
+    )
+    numbers = {item["metadata"]["name"]: int(item["revision"]) for item in existing}
+    if revision in numbers:
+        return numbers
+    numbers[revision] = max(numbers.values(), default=0) + 1
+    await kube.apply(build_controller_revision(body, revision, plan_json, version, numbers[revision]))
+    return numbers
+
+
+async def _prune_revisions(
+    kube: KubeClient, namespace: str, numbers: dict[str, int], keep: set[str], limit: int
+) -> None:
+    """Delete the oldest revisions beyond `limit` (never one in use) and their plan ConfigMaps."""
+    old = sorted((n, r) for r, n in numbers.items() if r not in keep)
+    for _, revision in old[: max(0, len(old) - limit)]:
+        await kube.delete("apps/v1", "ControllerRevision", namespace, revision)
+        for cm in await kube.list("v1", "ConfigMap", namespace, selector=f"{LABEL_REVISION}={revision}"):
+            await kube.delete("v1", "ConfigMap", namespace, cm["metadata"]["name"])
+        numbers.pop(revision)
+
+
+async def _stored_plan(kube: KubeClient, namespace: str, name: str, revision: str) -> tuple[Plan, str] | None:
+    """A revision's plan from its immutable ConfigMap, and the ConfigMap's name."""
+    selector = f"{LABEL_INTEGRATION}={name},{LABEL_REVISION}={revision}"
+    for cm in await kube.list("v1", "ConfigMap", namespace, selector=selector):
+        text = (cm.get("data") or {}).get("plan.json")
+        if text:
+            return Plan.model_validate_json(text), cm["metadata"]["name"]
+    return None
+
+
+def _lane_state(deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+    """(revision the lane's pods run, whether they are all updated and available)."""
+    if not deployment:
+        return None, False
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    revision = ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get(LABEL_REVISION)
+    want = int(spec.get("replicas", 1))
+    current = int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 1))
+    ready = (
+        current
+        and int(status.get("updatedReplicas", 0)) >= want
+        and int(status.get("availableReplicas", 0)) >= min(want, 1)
+    )
+    return revision, ready
+
+
+async def _measure(
+    metric: AnalysisMetric, book: FigureBook | None, namespace: str, name: str, revision: str
+) -> Measurement:
+    """One reading: a Prometheus query, or the canary revision's heartbeat window."""
+    if metric.provider.prometheus is None:
+        result = book.analysis(namespace, name, revision) if book is not None else None
+        return Measurement(result, "" if result else "no canary runner settled a record in the last minute")
+    source = metric.provider.prometheus
+    try:
+        return Measurement(await query_prometheus(source.address, source.query))
+    except PrometheusError as exc:
+        return Measurement(None, str(exc))
+
+
+def _conditions(status: dict[str, Any], generation: int, decision: RolloutDecision) -> list[dict[str, Any]]:
+    conditions = list(status.get("conditions") or [])
+    moment = now()
+    for kind, (ok, reason, message) in (
+        ("Ready", decision.ready),
+        ("Available", decision.available),
+        ("Progressing", decision.progressing),
+    ):
+        conditions = set_condition(conditions, kind, ok, reason, message, generation=generation, now=moment)
+    stalled = decision.ready[1] in {"ProgressDeadlineExceeded", "RolloutAborted", "AnalysisFailed"}
+    for kind, on in (("Stalled", stalled), ("Reconciling", not decision.ready[0] and not stalled)):
+        conditions = (
+            set_condition(
+                conditions, kind, True, decision.ready[1], decision.ready[2], generation=generation, now=moment
+            )
+            if on
+            else without_condition(conditions, kind)
+        )
+    return conditions
+
+
+async def reconcile_integration(
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    jetstream: JetStreamLink | None = None,
+    action: str | None = None,
+    *,
+    book: FigureBook | None = None,
+) -> ReconcileResult:
+    """Compile the revision, decide the rollout, run each lane's revision, move the split, report."""
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
+    status = dict(body.get("status") or {})
+    integration = Integration.model_validate({**body, "status": None})
+    connectors = await connectors_in(kube, namespace)
+    policy = None
+    if integration.spec.sync_policy_ref:
+        raw = await kube.get(API_VERSION, "SyncPolicy", namespace, integration.spec.sync_policy_ref.name)
+        policy = SyncPolicy.model_validate({**raw, "status": None}) if raw else None
+    try:
+        plan = plan_from_integration(integration, connectors, policy, namespace=namespace)
+    except InvalidSpec as exc:
+        message = str(exc)
+        status.update({"phase": "Degraded", "message": message})
+        return ReconcileResult(
+            with_ready(status, generation, False, "InvalidSpec", message, stalled=True),
+            [("InvalidSpec", message, True)],
+        )
+    plan_json = plan.to_json()
+    configmap = build_plan_configmap(
+        name, namespace, plan_json, body, {LABEL_INTEGRATION: name, LABEL_REVISION: plan.revision}
+    )
+    await kube.apply(configmap)
+    numbers = await _revisions(kube, body, plan.revision, plan_json, integration.spec.version)
+    plans = {plan.revision: (plan, configmap["metadata"]["name"])}
+
+    async def plan_of(revision: str) -> tuple[Plan, str]:
+        if revision not in plans:
+            plans[revision] = await _stored_plan(kube, namespace, name, revision) or plans[plan.revision]
+        return plans[revision]
+
+    deployments = {
+        lane: await kube.get("apps/v1", "Deployment", namespace, runner_deployment_name(name, lane))
+        for lane in ("main", "canary")
+    }
+    main_running, main_available = _lane_state(deployments["main"])
+    canary_running, canary_available = _lane_state(deployments["canary"])
+    events: list[tuple[str, str, bool]] = []
+    nats_problem = ""
+    lanes = LaneState()
+    reached = False
+    if jetstream is not None:
+        try:
+            lanes = await jetstream.observe_lanes(plan)
+            reached = True
+        except Exception as exc:  # NATS away: no rollout step moves until it is back
+            nats_problem = f"JetStream at {jetstream.url} is not reachable ({type(exc).__name__}); retrying"
+    stable = status.get("stableRevision") or None
+    view = RolloutView(
+        desired=plan.revision,
+        stable=stable,
+        strategy=integration.spec.strategy,
+        status=status,
+        now=now(),
+        main_running=main_running,
+        main_available=main_available,
+        canary_running=canary_running,
+        canary_available=canary_available,
+        canary_drained=lanes.canary_drained if reached else False,
+        spec_paused=integration.spec.paused,
+        progress_deadline_seconds=integration.spec.progress_deadline_seconds,
+        action=action,
+        revision_numbers=numbers,
+    )
+    if reached:
+        measured = {m.name: await _measure(m, book, namespace, name, plan.revision) for m in due_metrics(view)}
+        view = replace(view, measurements=measured)
+    decision = decide(view)
+    if jetstream is not None and not reached:  # hold every lane and the split where they are
+        decision.main = main_running or decision.main
+        decision.canary = canary_running
+    main_plan, main_cm = await plan_of(decision.main)
+    canary_plan = (await plan_of(decision.canary))[0] if decision.canary else None
+    if jetstream is not None and reached:
+        NATS_CALLS.labels(operation="provision").inc()
+        try:
+            await jetstream.provision(main_plan)
+            if canary_plan is not None or lanes.table is not None:
+                decision.status.setdefault("rollout", {})["splitSequence"] = await jetstream.apply_split(
+                    lanes, main_plan, canary_plan, decision.weight
+                )
+            if decision.canary is None and lanes.canary_floor is not None and deployments["canary"] is None:
+                await jetstream.remove_lane(plan, "canary")
+        except Exception as exc:
+            NATS_FAILURES.labels(operation="provision").inc()
+            nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({type(exc).__name__}); retrying"
+    if nats_problem:
+        events.append(("NatsUnavailable", nats_problem, True))
+    await _apply_lane(kube, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
+    if decision.canary is not None and canary_plan is not None and (reached or deployments["canary"]):
+        canary_cm = (await plan_of(decision.canary))[1]
+        await _apply_lane(kube, config, body, "canary", canary_plan, canary_cm, 1, integration)
+    elif deployments["canary"] is not None:
+        await kube.delete("apps/v1", "Deployment", namespace, runner_deployment_name(name, "canary"))
+    in_use = (decision.canary, decision.status.get("stableRevision") or stable)
+    keep = {plan.revision, decision.main, *(r for r in in_use if r)}
+    await _prune_revisions(kube, namespace, numbers, keep, integration.spec.revision_history_limit)
+    if book is not None:
+        figures = book.figures(namespace, name, decision.main)
+        if figures is not None:
+            status["figures"] = figures
+    status.update(decision.status)
+    status.update({"currentRevision": plan.revision, "revision": numbers[plan.revision]})
+    events.extend(decision.events)
+    if nats_problem:
+        status.update({"phase": "Degraded", "message": nats_problem})
+        return ReconcileResult(
+            with_ready(status, generation, False, "NatsUnavailable", nats_problem, reconciling=True), events
+        )
+    status["conditions"] = _conditions(status, generation, decision)
+    status["observedGeneration"] = generation
+    return ReconcileResult(status, events)
+
+
+async def _apply_lane(
+    kube: KubeClient,
+    config: OperatorConfig,
+    body: Mapping[str, Any],
+    lane: str,
+    plan: Plan,
+    configmap: str,
+    replicas: int,
+    integration: Integration,
+) -> dict[str, Any]:
+    checksum = await secrets_checksum(kube, plan.namespace, plan_secrets(plan))
+    return await kube.apply(
+        build_runner_deployment(
+            plan,
+            configmap,
+            body,
+            image=config.image,
+            nats_url=config.nats_url,
+            nats_auth_secret=config.nats_auth_secret,
+            replicas=replicas,
+            secrets_checksum=checksum,
+            lane=lane,
+            strategy=integration.spec.strategy.type,
+        )
+    )
+
+
+async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink) -> None:
+    """On delete: remove the Integration's durable consumer (its Deployments go with their owner)."""
+    meta = body["metadata"]
+    trigger = body["spec"].get("trigger") or {}
+    subject = trigger.get("subject") or f"onceflow.{meta['namespace']}.in.x"
+    names = nats_names(meta["namespace"], meta["name"], subject)
+    NATS_CALLS.labels(operation="remove").inc()
+    try:
+        await jetstream.remove_consumer(names.stream, names.consumer)
+    except Exception:
+        NATS_FAILURES.labels(operation="remove").inc()
+        raise

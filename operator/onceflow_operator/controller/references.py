@@ -1,0 +1,68 @@
+"""What an object references: the namespace's Connectors and the Secrets a Connector or plan reads."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import ValidationError
+
+from onceflow_operator.api import Connector
+from onceflow_operator.api.names import API_VERSION
+from onceflow_operator.clients.kube import KubeClient
+
+__all__ = ["check_secrets", "connectors_in", "secret_refs", "secrets_checksum"]
+
+
+async def connectors_in(kube: KubeClient, namespace: str) -> dict[str, Connector]:
+    """The namespace's Connectors by name; one that does not parse is left out (it is Stalled on its own)."""
+    connectors: dict[str, Connector] = {}
+    for item in await kube.list(API_VERSION, "Connector", namespace):
+        try:
+            connectors[item["metadata"]["name"]] = Connector.model_validate({**item, "status": None})
+        except ValidationError:
+            continue
+    return connectors
+
+
+def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
+    """(field path, secret, key) for every Secret a Connector reads."""
+    spec = connector.spec
+    out: list[tuple[str, str, str]] = []
+    if spec.webhook:
+        ref = spec.webhook.signature.secret_ref
+        out.append(("spec.webhook.signature.secretRef", ref.name, ref.key))
+    if spec.rest:
+        auth = spec.rest.auth
+        for block_name in ("bearer", "basic", "api_key", "erpnext_token", "oauth2"):
+            block = getattr(auth, block_name)
+            if block is None:
+                continue
+            for attr, info in type(block).model_fields.items():
+                value = getattr(block, attr)
+                if attr.endswith("_ref") and value is not None:
+                    alias = info.alias or attr
+                    out.append((f"spec.rest.auth.{type(block).__name__}.{alias}", value.name, value.key))
+    return out
+
+
+async def check_secrets(kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]) -> tuple[list[str], str]:
+    """Return (problems, checksum of the Secrets' resourceVersions)."""
+    problems, versions = [], []
+    for path, name, key in refs:
+        secret = await kube.get("v1", "Secret", namespace, name)
+        if secret is None:
+            problems.append(f"Secret {name} (key {key}, from {path}) does not exist in {namespace}; create it")
+        elif key not in (secret.get("data") or {}) and key not in (secret.get("stringData") or {}):
+            problems.append(f"Secret {name} has no key {key} (from {path}); add the key or fix {path}.key")
+        else:
+            versions.append(f"{name}={secret['metadata'].get('resourceVersion', '')}")
+    return problems, hashlib.sha256(",".join(sorted(versions)).encode()).hexdigest()[:16]
+
+
+async def secrets_checksum(kube: KubeClient, namespace: str, names: list[str]) -> str:
+    """Changes when any Secret a pod mounts changes, so the pod template (and the pods) roll."""
+    versions = []
+    for name in names:
+        secret = await kube.get("v1", "Secret", namespace, name)
+        versions.append(f"{name}={(secret or {}).get('metadata', {}).get('resourceVersion', 'missing')}")
+    return hashlib.sha256(",".join(versions).encode()).hexdigest()[:16]

@@ -1,0 +1,27 @@
+"""Settings of one operator process, read from its environment once at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["OperatorConfig"]
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator stamps into the pods it creates."""
+
+    image: str = "ghcr.io/onceflow/onceflow:0.1.0"
+    nats_url: str = "nats://nats.nats.svc:4222"
+    #: A Secret (keys user + password, or token) that every runner, gateway and job reads from its
+    #: own namespace for NATS credentials; empty when NATS needs none.
+    nats_auth_secret: str = ""
+
+    @classmethod
+    def from_environment(cls) -> OperatorConfig:
+        return cls(
+            image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
+            nats_url=os.environ.get("ONCEFLOW_NATS_URL", cls.nats_url),
+            nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+        )

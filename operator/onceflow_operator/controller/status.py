@@ -1,0 +1,79 @@
+"""What a reconcile returns, and the status conditions every kind shares.
+
+A reconcile returns a `ReconcileResult`: the status to write and the Events to record. The status
+is checked against the kind's typed status model in `api/` before it leaves the controller, so a
+misspelt field fails here instead of being pruned silently by the API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from onceflow_operator.api import ConnectorStatus, IntegrationStatus, SyncPolicyStatus
+from onceflow_operator.api._base import ApiModel
+from onceflow_operator.build.conditions import set_condition, without_condition
+
+__all__ = ["STATUS_MODELS", "ReconcileResult", "checked_status", "now", "with_ready"]
+
+#: kind -> the status model the CRD declares for it.
+STATUS_MODELS: dict[str, type[ApiModel]] = {
+    "Connector": ConnectorStatus,
+    "Integration": IntegrationStatus,
+    "SyncPolicy": SyncPolicyStatus,
+}
+
+
+@dataclass
+class ReconcileResult:
+    """The status to write and the Events to record as (reason, message, warning)."""
+
+    status: dict[str, Any]
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+
+
+def now() -> datetime:
+    """The time a condition or probe is stamped with (UTC)."""
+    return datetime.now(UTC)
+
+
+def checked_status(kind: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Return `status` unchanged once the kind's status model accepts it (extra fields are refused).
+
+    The dict itself is what gets patched, so a None still clears a field in the merge patch.
+    """
+    STATUS_MODELS[kind].model_validate(_without_nulls(status))
+    return status
+
+
+def _without_nulls(value: Any) -> Any:
+    """A merge patch's nulls delete fields; the model judges what remains."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def with_ready(
+    status: Mapping[str, Any],
+    generation: int,
+    ok: bool,
+    reason: str,
+    message: str,
+    *,
+    stalled: bool = False,
+    reconciling: bool = False,
+) -> dict[str, Any]:
+    """The status with Ready set, and Stalled / Reconciling present only while true."""
+    conditions = list(status.get("conditions") or [])
+    conditions = set_condition(conditions, "Ready", ok, reason, message, generation=generation, now=now())
+    for kind, on in (("Stalled", stalled), ("Reconciling", reconciling)):
+        conditions = (
+            set_condition(conditions, kind, True, reason, message, generation=generation, now=now())
+            if on
+            else without_condition(conditions, kind)
+        )
+    return {**status, "conditions": conditions, "observedGeneration": generation}

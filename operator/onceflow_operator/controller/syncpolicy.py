@@ -1,0 +1,67 @@
+"""Reconcile a SyncPolicy: which Integrations use it, its drift check CronJob, the last drift found."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from onceflow_operator.api import SyncPolicy
+from onceflow_operator.api.names import API_VERSION, LABEL_SYNCPOLICY
+from onceflow_operator.build.objects import build_plan_configmap, build_reconcile_cronjob, plan_secrets
+from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.compiler.planner import InvalidSpec, drift_subject, reconcile_plan
+from onceflow_operator.controller.references import connectors_in, secrets_checksum
+from onceflow_operator.controller.settings import OperatorConfig
+from onceflow_operator.controller.status import ReconcileResult, with_ready
+
+__all__ = ["reconcile_syncpolicy"]
+
+#: Where drift checks publish their results (with the canonical events).
+DRIFT_STREAM = "ONCEFLOW_EVENTS"
+
+
+async def reconcile_syncpolicy(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, jetstream: JetStreamLink | None = None
+) -> ReconcileResult:
+    """Validate; list the Integrations that use the policy; run its drift check on a CronJob; report drift."""
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
+    status = dict(body.get("status") or {})
+    policy = SyncPolicy.model_validate({**body, "status": None})
+    users = sorted(
+        i["metadata"]["name"]
+        for i in await kube.list(API_VERSION, "Integration", namespace)
+        if (i.get("spec", {}).get("syncPolicyRef") or {}).get("name") == name
+    )
+    status["integrations"] = users
+    if policy.spec.reconcile is not None:
+        connectors = await connectors_in(kube, namespace)
+        try:
+            plan = reconcile_plan(policy, connectors, namespace=namespace)
+        except InvalidSpec as exc:
+            return ReconcileResult(
+                with_ready(status, generation, False, "InvalidSpec", str(exc), stalled=True),
+                [("InvalidSpec", str(exc), True)],
+            )
+        configmap = build_plan_configmap(f"{name}-reconcile", namespace, plan.to_json(), body, {LABEL_SYNCPOLICY: name})
+        await kube.apply(configmap)
+        await kube.apply(
+            build_reconcile_cronjob(
+                plan,
+                configmap["metadata"]["name"],
+                body,
+                image=config.image,
+                nats_url=config.nats_url,
+                nats_auth_secret=config.nats_auth_secret,
+                schedule=policy.spec.reconcile.schedule,
+                suspend=policy.spec.reconcile.suspend,
+                secrets_checksum=await secrets_checksum(kube, namespace, plan_secrets(plan)),
+            )
+        )
+        if jetstream is not None:
+            drift = await jetstream.last_drift(DRIFT_STREAM, drift_subject(namespace, policy.spec.entity, name))
+            if drift is not None:
+                status["drift"] = {k: drift[k] for k in ("total", "missingLeft", "missingRight", "mismatched")}
+                status["drift"]["lastRunTime"] = drift["time"]
+    return ReconcileResult(with_ready(status, generation, True, "Valid", f"used by {len(users)} Integration(s)"))
