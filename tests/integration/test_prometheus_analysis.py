@@ -10,7 +10,7 @@ import pytest
 from onceflow_operator.api.integration import AnalysisMetric
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_operator.rollout.decisions import Measurement, judge
+from onceflow_operator.rollout.analysis import Measurement, judge
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import Harness, start
 from tests.prometheus import PrometheusServer

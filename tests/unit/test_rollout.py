@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from onceflow_operator.api.integration import AnalysisMetric, Strategy
-from onceflow_operator.rollout.decisions import Measurement, RolloutView, decide, due_metrics, judge
+from onceflow_operator.rollout.analysis import Measurement, judge
 from onceflow_operator.rollout.decisions import RolloutDecision as Decision
+from onceflow_operator.rollout.decisions import RolloutView, decide, due_metrics
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NUMBERS = {"a": 1, "b": 2, "c": 3}

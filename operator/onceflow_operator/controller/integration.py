@@ -32,7 +32,8 @@ from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
 from onceflow_operator.controller.references import connectors_in, secrets_checksum
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
-from onceflow_operator.rollout.decisions import Measurement, RolloutDecision, RolloutView, decide, due_metrics
+from onceflow_operator.rollout.analysis import Measurement
+from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, decide, due_metrics
 from onceflow_runner.contract.plan import Plan
 
 __all__ = ["finalize_integration", "reconcile_integration"]

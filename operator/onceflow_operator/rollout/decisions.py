@@ -14,28 +14,19 @@ marker; on promotion those are finished by the new revision, on abort by the sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from onceflow_operator.api.integration import AnalysisMetric, CanaryStep, Strategy
+from onceflow_operator.rollout.analysis import Measurement, fold_analysis
 from onceflow_runner.contract.durations import parse_duration
-from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.errors import InvalidRecord
+from onceflow_runner.contract.timestamps import format_time, parse_time
 
-__all__ = ["ROLLOUT_VERBS", "Measurement", "RolloutDecision", "RolloutView", "decide", "due_metrics", "judge"]
+__all__ = ["ROLLOUT_VERBS", "RolloutDecision", "RolloutView", "decide", "due_metrics"]
 
 ROLLOUT_VERBS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
-Verdict = Literal["Successful", "Failed", "Inconclusive"]
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One reading of a metric: the `result` CEL sees, or None when there was no data."""
-
-    result: Any
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,35 +64,6 @@ class RolloutDecision:
     events: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return None
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def judge(metric: AnalysisMetric, measurement: Measurement) -> tuple[Verdict, str]:
-    """One measurement's verdict, as Argo Rollouts defines it: success, else failure, else inconclusive."""
-    if measurement.result is None:
-        return "Inconclusive", measurement.note or "no data from the canary yet"
-    context = {"result": measurement.result}
-    try:
-        if evaluate(metric.success_condition, context, step=metric.name, what="successCondition") is True:
-            return "Successful", f"{metric.success_condition} held"
-        if metric.failure_condition is None:
-            return "Failed", f"{metric.success_condition} did not hold"
-        if evaluate(metric.failure_condition, context, step=metric.name, what="failureCondition") is True:
-            return "Failed", f"{metric.failure_condition} held"
-    except InvalidRecord as exc:
-        return "Inconclusive", exc.reason
-    return "Inconclusive", "neither condition held"
-
-
 def _current_step(view: RolloutView, index: int) -> CanaryStep | None:
     steps = view.strategy.canary.steps if view.strategy.canary else []
     return steps[index] if index < len(steps) else None
@@ -121,7 +83,7 @@ def due_metrics(view: RolloutView) -> list[AnalysisMetric]:
     due = []
     for metric in step.analysis.metrics:
         run = runs.get(metric.name, {})
-        last = _time(run.get("lastTime"))
+        last = parse_time(run.get("lastTime"))
         if int(run.get("taken", 0)) < metric.count and (
             last is None or (view.now - last).total_seconds() >= parse_duration(metric.interval)
         ):
@@ -148,8 +110,8 @@ class _Walk:
 
     def next_step(self) -> None:
         self.index += 1
-        self.rollout["stepStartedAt"] = _stamp(self.view.now)
-        self.rollout["progressAt"] = _stamp(self.view.now)
+        self.rollout["stepStartedAt"] = format_time(self.view.now)
+        self.rollout["progressAt"] = format_time(self.view.now)
 
 
 def _fast_tracked(view: RolloutView, rollout: Mapping[str, Any]) -> bool:
@@ -164,7 +126,7 @@ def decide(view: RolloutView) -> RolloutDecision:
     rollout.setdefault("previousStable", [])
     action = view.action if view.action in ROLLOUT_VERBS else None
     if action:
-        rollout["lastAction"] = f"{action} at {_stamp(view.now)}"
+        rollout["lastAction"] = f"{action} at {format_time(view.now)}"
     if action == "pause":
         rollout["pausedByUser"] = True
     elif action == "resume":
@@ -181,8 +143,8 @@ def decide(view: RolloutView) -> RolloutDecision:
             {
                 "canaryRevision": view.desired,
                 "abortedRevision": "",
-                "stepStartedAt": _stamp(view.now),
-                "progressAt": _stamp(view.now),
+                "stepStartedAt": format_time(view.now),
+                "progressAt": format_time(view.now),
             }
         )
         walk.index, walk.weight, walk.analysis = 0, 0, None
@@ -221,7 +183,7 @@ def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
     rollout.update({"canaryRevision": "", "abortedRevision": "", "stepStartedAt": None, "pauseConditions": []})
     serving = view.main_running == target and view.main_available
     if serving:
-        rollout["progressAt"] = _stamp(view.now)
+        rollout["progressAt"] = format_time(view.now)
     status: dict[str, Any] = {"currentStepIndex": None, "canaryWeight": 100 if serving else 0, "rollout": rollout}
     if serving:
         if view.stable is None:
@@ -263,8 +225,8 @@ def _waiting(
     message: str,
 ) -> RolloutDecision:
     """Not Ready yet; Progressing unless the deadline passed without progress."""
-    since = _time(walk.rollout.get("progressAt")) or view.now
-    walk.rollout.setdefault("progressAt", _stamp(since))
+    since = parse_time(walk.rollout.get("progressAt")) or view.now
+    walk.rollout.setdefault("progressAt", format_time(since))
     late = (view.now - since).total_seconds() > view.progress_deadline_seconds
     serving = view.main_available
     available = (serving, "StableServing" if serving else "RunnersNotAvailable", "stable runners are serving")
@@ -295,7 +257,7 @@ def _replace(view: RolloutView, walk: _Walk) -> RolloutDecision:
     canary = _ending_lane(view, walk, view.desired)
     if view.main_running == view.desired and view.main_available:
         rollout["canaryRevision"] = ""
-        rollout["progressAt"] = _stamp(view.now)
+        rollout["progressAt"] = format_time(view.now)
         _promoted(view, walk, view.stable)
         how = "fast-tracked rollback" if view.strategy.type == "Canary" else view.strategy.type
         message = f"{walk.number(view.desired)} is serving ({how})"
@@ -361,40 +323,6 @@ def _abort(view: RolloutView, walk: _Walk, reason: str, detail: str) -> RolloutD
     return decision
 
 
-def _analysis_step(view: RolloutView, walk: _Walk, metrics: Sequence[AnalysisMetric]) -> Verdict | None:
-    """Fold new measurements into the step's runs; the verdict once there is one."""
-    same_step = (walk.analysis or {}).get("step") == walk.index
-    runs = {r["name"]: dict(r) for r in ((walk.analysis or {}).get("metrics") or [])} if same_step else {}
-    for metric in metrics:
-        run = runs.setdefault(
-            metric.name, {"name": metric.name, "taken": 0, "failed": 0, "inconclusive": 0, "lastValue": ""}
-        )
-        if metric.name in view.measurements:
-            measurement = view.measurements[metric.name]
-            verdict, note = judge(metric, measurement)
-            run["taken"] += 1
-            run["failed"] += verdict == "Failed"
-            run["inconclusive"] += verdict == "Inconclusive"
-            run["lastValue"] = f"{measurement.result!r}: {note}"[:512]
-            run["lastTime"] = _stamp(view.now)
-    analysis: dict[str, Any] = {"phase": "Running", "step": walk.index, "metrics": [runs[m.name] for m in metrics]}
-    walk.analysis = analysis
-    for metric in metrics:
-        run = runs[metric.name]
-        if run["failed"] > metric.failure_limit:
-            analysis.update(phase="Failed", metric=metric.name, message=f"{metric.name}: {run.get('lastValue', '')}")
-            return "Failed"
-        if run["inconclusive"] > metric.inconclusive_limit:
-            analysis.update(
-                phase="Inconclusive", metric=metric.name, message=f"{metric.name}: {run.get('lastValue', '')}"
-            )
-            return "Inconclusive"
-    if all(runs[m.name]["taken"] >= m.count for m in metrics):
-        analysis.update(phase="Successful", message="all measurements passed")
-        return "Successful"
-    return None
-
-
 def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecision:
     rollout, steps = walk.rollout, (view.strategy.canary.steps if view.strategy.canary else [])
     if action == "abort":
@@ -412,7 +340,7 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
     while walk.index < len(steps):
         if view.spec_paused or rollout.get("pausedByUser"):
             reason = "SpecPaused" if view.spec_paused else "PausedByUser"
-            walk.pauses.append({"reason": reason, "startTime": _stamp(view.now)})
+            walk.pauses.append({"reason": reason, "startTime": format_time(view.now)})
             blocked = "paused (spec.paused)" if view.spec_paused else "paused by a person; resume to continue"
             break
         step = steps[walk.index]
@@ -423,12 +351,12 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
             walk.weight = step.set_weight
             walk.next_step()
         elif step.pause is not None:
-            started = _time(rollout.get("stepStartedAt")) or view.now
+            started = parse_time(rollout.get("stepStartedAt")) or view.now
             if step.pause.duration and (view.now - started).total_seconds() >= parse_duration(step.pause.duration):
                 walk.next_step()
                 continue
-            walk.pauses.append({"reason": "CanaryPauseStep", "startTime": _stamp(started)})
-            rollout["progressAt"] = _stamp(view.now)  # a pause is a step, not a stall
+            walk.pauses.append({"reason": "CanaryPauseStep", "startTime": format_time(started)})
+            rollout["progressAt"] = format_time(view.now)  # a pause is a step, not a stall
             blocked = (
                 f"pausing {step.pause.duration} at step {walk.index}"
                 if step.pause.duration
@@ -437,16 +365,18 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
             break
         else:
             assert step.analysis is not None
-            verdict = _analysis_step(view, walk, step.analysis.metrics)
+            walk.analysis, verdict = fold_analysis(
+                walk.analysis, walk.index, step.analysis.metrics, view.measurements, view.now
+            )
             if verdict == "Failed":
                 assert walk.analysis is not None
                 return _abort(view, walk, "AnalysisFailed", f"analysis failed on {walk.analysis.get('message', '')}")
             if verdict == "Inconclusive":
-                walk.pauses.append({"reason": "InconclusiveAnalysis", "startTime": _stamp(view.now)})
+                walk.pauses.append({"reason": "InconclusiveAnalysis", "startTime": format_time(view.now)})
                 blocked = "analysis inconclusive; promote to continue or abort"
                 break
             if verdict is None:
-                rollout["progressAt"] = _stamp(view.now)
+                rollout["progressAt"] = format_time(view.now)
                 blocked = f"analysing at step {walk.index}"
                 break
             walk.next_step()
