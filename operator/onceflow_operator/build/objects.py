@@ -22,28 +22,20 @@ from onceflow_operator.api.names import (
     PART_OF_LABELS,
     SECRETS_CHECKSUM_ANNOTATION,
 )
+from onceflow_operator.build.pods import GATEWAY_PORT, METRICS_PORT, PLAN_MOUNT, SECRETS_MOUNT, pod_template
 from onceflow_runner.contract.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
 
 __all__ = [
-    "PLAN_MOUNT",
-    "SECRETS_MOUNT",
     "build_gateway_deployment",
     "build_gateway_service",
     "build_plan_configmap",
     "build_reconcile_cronjob",
     "build_runner_deployment",
-    "nats_auth_env",
     "owner_reference",
     "plan_secrets",
     "build_controller_revision",
     "runner_deployment_name",
 ]
-
-PLAN_MOUNT = "/etc/onceflow"
-SECRETS_MOUNT = "/var/run/onceflow/secrets"
-METRICS_PORT = 9090
-GATEWAY_PORT = 8080
-
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     """Make `owner` the controller of what we create (deleted with it, shown by kubectl)."""
@@ -101,90 +93,6 @@ def build_plan_configmap(
         "immutable": True,
         "data": {"plan.json": plan_json},
     }
-
-
-def _pod_security() -> tuple[dict[str, Any], dict[str, Any]]:
-    pod = {
-        "runAsNonRoot": True,
-        "runAsUser": 65532,
-        "runAsGroup": 65532,
-        "fsGroup": 65532,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    container = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    return pod, container
-
-
-def _pod_template(
-    *,
-    labels: Mapping[str, str],
-    image: str,
-    args: list[str],
-    configmap: str,
-    secrets: Iterable[str],
-    port: int,
-    port_name: str,
-    annotations: Mapping[str, str],
-    nats_auth_secret: str = "",
-) -> dict[str, Any]:
-    pod_security, container_security = _pod_security()
-    secret_list = list(secrets)
-    volumes: list[dict[str, Any]] = [
-        {"name": "plan", "configMap": {"name": configmap}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        *({"name": f"secret-{s}", "secret": {"secretName": s}} for s in secret_list),
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-        *({"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True} for s in secret_list),
-    ]
-    return {
-        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": pod_security,
-            "terminationGracePeriodSeconds": 45,
-            "containers": [
-                {
-                    "name": "onceflow",
-                    "image": image,
-                    "args": args,
-                    "env": nats_auth_env(nats_auth_secret),
-                    "ports": [{"name": port_name, "containerPort": port}],
-                    "securityContext": container_security,
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                        "limits": {"memory": "512Mi"},
-                    },
-                    "livenessProbe": {
-                        "httpGet": {"path": "/healthz", "port": port_name},
-                        "periodSeconds": 10,
-                    },
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": port_name}, "periodSeconds": 5},
-                    "volumeMounts": mounts,
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
-
-
-def nats_auth_env(secret: str) -> list[dict[str, Any]]:
-    """NATS credentials from a Secret in the pod's namespace: keys `user` + `password`, or `token`."""
-    if not secret:
-        return []
-    keys = (("ONCEFLOW_NATS_USER", "user"), ("ONCEFLOW_NATS_PASSWORD", "password"), ("ONCEFLOW_NATS_TOKEN", "token"))
-    return [
-        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-        for env, key in keys
-    ]
 
 
 def _deployment(
@@ -266,7 +174,7 @@ def build_runner_deployment(
         selector,
         owner,
         replicas,
-        _pod_template(
+        pod_template(
             labels=labels,
             image=image,
             args=args,
@@ -316,7 +224,7 @@ def build_gateway_deployment(
         {LABEL_CONNECTOR: plan.connector, LABEL_NAME: "onceflow-gateway"},
         owner,
         replicas,
-        _pod_template(
+        pod_template(
             labels=labels,
             image=image,
             args=args,
@@ -345,7 +253,7 @@ def build_reconcile_cronjob(
     """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
     labels = {**PART_OF_LABELS, LABEL_NAME: "onceflow-reconcile", LABEL_SYNCPOLICY: plan.sync_policy}
     args = ["reconcile", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
-    template = _pod_template(
+    template = pod_template(
         labels=labels,
         image=image,
         args=args,

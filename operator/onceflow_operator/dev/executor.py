@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from onceflow_operator.build.objects import PLAN_MOUNT, SECRETS_MOUNT
+from onceflow_operator.build.pods import PLAN_MOUNT, SECRETS_MOUNT
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.dev.controlplane import free_port
 
