@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from pydantic import ValidationError
 
 from onceflow_operator.api import Connector
 from onceflow_operator.api.names import API_VERSION
+from onceflow_operator.build.pods import secrets_checksum_of
 from onceflow_operator.clients.kube import KubeClient
 
 __all__ = ["check_secrets", "connectors_in", "secret_refs", "secrets_checksum"]
@@ -47,7 +46,8 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
 
 async def check_secrets(kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]) -> tuple[list[str], str]:
     """Return (problems, checksum of the Secrets' resourceVersions)."""
-    problems, versions = [], []
+    problems: list[str] = []
+    versions: dict[str, str] = {}
     for path, name, key in refs:
         secret = await kube.get("v1", "Secret", namespace, name)
         if secret is None:
@@ -55,14 +55,14 @@ async def check_secrets(kube: KubeClient, namespace: str, refs: list[tuple[str, 
         elif key not in (secret.get("data") or {}) and key not in (secret.get("stringData") or {}):
             problems.append(f"Secret {name} has no key {key} (from {path}); add the key or fix {path}.key")
         else:
-            versions.append(f"{name}={secret['metadata'].get('resourceVersion', '')}")
-    return problems, hashlib.sha256(",".join(sorted(versions)).encode()).hexdigest()[:16]
+            versions[name] = secret["metadata"].get("resourceVersion", "")
+    return problems, secrets_checksum_of(versions)
 
 
 async def secrets_checksum(kube: KubeClient, namespace: str, names: list[str]) -> str:
     """Changes when any Secret a pod mounts changes, so the pod template (and the pods) roll."""
-    versions = []
+    versions: dict[str, str] = {}
     for name in names:
         secret = await kube.get("v1", "Secret", namespace, name)
-        versions.append(f"{name}={(secret or {}).get('metadata', {}).get('resourceVersion', 'missing')}")
-    return hashlib.sha256(",".join(versions).encode()).hexdigest()[:16]
+        versions[name] = (secret or {}).get("metadata", {}).get("resourceVersion", "missing")
+    return secrets_checksum_of(versions)
