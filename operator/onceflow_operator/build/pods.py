@@ -1,0 +1,121 @@
+"""The pod every Onceflow workload runs (pure): restricted Pod Security, no API access, plan and secrets mounted.
+
+Runner, gateway and drift-check pods differ only in their command, ports and labels; the rest
+(security context, volumes, NATS credentials from a Secret, probes) is decided here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "GATEWAY_PORT",
+    "METRICS_PORT",
+    "PLAN_MOUNT",
+    "SECRETS_MOUNT",
+    "nats_auth_env",
+    "pod_template",
+    "secrets_checksum_of",
+]
+
+PLAN_MOUNT = "/etc/onceflow"
+SECRETS_MOUNT = "/var/run/onceflow/secrets"
+METRICS_PORT = 9090
+GATEWAY_PORT = 8080
+
+
+def _pod_security() -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return pod, container
+
+
+def pod_template(
+    *,
+    labels: Mapping[str, str],
+    image: str,
+    args: list[str],
+    configmap: str,
+    secrets: Iterable[str],
+    port: int,
+    port_name: str,
+    annotations: Mapping[str, str],
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    pod_security, container_security = _pod_security()
+    secret_list = list(secrets)
+    volumes: list[dict[str, Any]] = [
+        {"name": "plan", "configMap": {"name": configmap}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        *({"name": f"secret-{s}", "secret": {"secretName": s}} for s in secret_list),
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        *({"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True} for s in secret_list),
+    ]
+    return {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pod_security,
+            "terminationGracePeriodSeconds": 45,
+            "containers": [
+                {
+                    "name": "onceflow",
+                    "image": image,
+                    "args": args,
+                    "env": nats_auth_env(nats_auth_secret),
+                    "ports": [{"name": port_name, "containerPort": port}],
+                    "securityContext": container_security,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": "512Mi"},
+                    },
+                    "livenessProbe": {
+                        "httpGet": {"path": "/healthz", "port": port_name},
+                        "periodSeconds": 10,
+                    },
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": port_name}, "periodSeconds": 5},
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def nats_auth_env(secret: str) -> list[dict[str, Any]]:
+    """NATS credentials from a Secret in the pod's namespace: keys `user` + `password`, or `token`."""
+    if not secret:
+        return []
+    keys = (("ONCEFLOW_NATS_USER", "user"), ("ONCEFLOW_NATS_PASSWORD", "password"), ("ONCEFLOW_NATS_TOKEN", "token"))
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for env, key in keys
+    ]
+
+
+
+
+def secrets_checksum_of(versions: Mapping[str, str]) -> str:
+    """The pod template annotation that rolls the pods when a Secret they read changes.
+
+    `versions` maps each Secret's name to its resourceVersion ("missing" when it does not exist).
+    """
+    text = ",".join(f"{name}={version}" for name, version in sorted(versions.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
