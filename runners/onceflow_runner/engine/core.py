@@ -1,7 +1,7 @@
 """The workflow engine: one record through a plan's steps, with no I/O of its own.
 
 The engine gets a `Caller` (outbound HTTP) and an `EventSink` (canonical events) and returns an
-`Outcome`; it never acks, naks or touches NATS. That keeps every step testable without a
+`RecordOutcome`; it never acks, naks or touches NATS. That keeps every step testable without a
 server and puts delivery decisions in exactly one place (the runner's settle step). What each
 step kind does lives in its module under `steps`; this module only walks the steps, binds
 their results, computes the business key and says how the record left.
@@ -15,12 +15,12 @@ from typing import Any
 
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.engine.expressions import compile_expression, evaluate
-from onceflow_runner.engine.outcome import Outcome, StepResult
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink
-from onceflow_runner.engine.steps import STEP_KINDS, RecordRun
+from onceflow_runner.engine.steps import STEP_RUNNERS, RecordRun
 from onceflow_runner.errors import InvalidRecord
 
-__all__ = ["Engine", "Outcome"]
+__all__ = ["Engine", "Outcome", "RecordOutcome"]
 
 
 class Engine:
@@ -45,8 +45,8 @@ class Engine:
         # with a stray block fails at start, as it always has. Order: the plan's blocks, deduplicated.
         out = [self.plan.business_key] if self.plan.business_key else []
         for step in self.plan.steps:
-            for kind in STEP_KINDS.values():
-                out += kind.expressions(step)
+            for runner in STEP_RUNNERS.values():
+                out += runner.expressions(step)
         return list(dict.fromkeys(out))
 
     def business_key(self, payload: Any, meta: Mapping[str, Any]) -> str:
@@ -58,8 +58,8 @@ class Engine:
             raise InvalidRecord("businessKey evaluated to an empty value; the record cannot be de-duplicated")
         return str(value)
 
-    async def run(self, payload: Any, meta: Mapping[str, Any]) -> Outcome:
-        """Run every step; raise PermanentFailure or TransientFailure, or return the Outcome."""
+    async def run(self, payload: Any, meta: Mapping[str, Any]) -> RecordOutcome:
+        """Run every step; raise PermanentFailure or TransientFailure, or return the RecordOutcome."""
         context: dict[str, Any] = {
             "input": payload,
             "record": payload,
@@ -77,11 +77,16 @@ class Engine:
         results = record.results
         for step in self.plan.steps:
             started = time.perf_counter()
-            outcome = await STEP_KINDS[step.kind].run(step, record)
+            outcome = await STEP_RUNNERS[step.kind].run(step, record)
             if outcome is not None:
                 outcome.steps = results
                 return outcome
             if results and results[-1].step == step.name:
                 continue
             results.append(StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3))
-        return Outcome("completed", context["record"], results)
+        return RecordOutcome("completed", context["record"], results)
+
+
+#: Old name, kept only because runner.py still imports `Outcome` from here; it goes when runner.py
+#: imports RecordOutcome (the controller has its own Outcome, a different thing).
+Outcome = RecordOutcome

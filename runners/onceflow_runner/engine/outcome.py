@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Outcome", "StepResult"]
+__all__ = ["RecordOutcome", "StepResult"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class StepResult:
 
 
 @dataclass
-class Outcome:
+class RecordOutcome:
     """How a record left the engine."""
 
     kind: Literal["completed", "filtered", "parked"]

@@ -1,8 +1,8 @@
 """What a step kind is to the engine, and the state of one record that every kind works on.
 
 Why: the engine walks the steps and knows no kind by name; each kind's module declares one
-`StepKind` (the CEL it reads, so the engine compiles it at start, and the coroutine that runs
-it), and `steps.STEP_KINDS` maps kind names to them.
+`StepRunner` (the CEL it reads, so the engine compiles it at start, and the coroutine that runs
+it), and `steps.STEP_RUNNERS` maps kind names to them.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan, StepPlan
-from onceflow_runner.engine.outcome import Outcome, StepResult
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink
 
-__all__ = ["RecordRun", "StepKind"]
+__all__ = ["RecordRun", "StepRunner"]
 
 
 @dataclass
@@ -34,11 +34,11 @@ class RecordRun:
 
 
 @dataclass(frozen=True)
-class StepKind:
+class StepRunner:
     """One step kind: its name in the plan, the CEL it reads from a step, and how it runs."""
 
     name: str
     #: Every CEL source this kind reads from a step; compiled when the engine starts.
     expressions: Callable[[StepPlan], list[str]]
-    #: Run the step; return an Outcome to stop the record here, None to go on.
-    run: Callable[[StepPlan, RecordRun], Awaitable[Outcome | None]]
+    #: Run the step; return a RecordOutcome to stop the record here, None to go on.
+    run: Callable[[StepPlan, RecordRun], Awaitable[RecordOutcome | None]]

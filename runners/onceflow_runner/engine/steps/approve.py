@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from onceflow_runner.contract.plan import StepPlan
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.engine.outcome import Outcome, StepResult
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
 __all__ = ["APPROVE"]
 
@@ -18,7 +18,7 @@ def _expressions(step: StepPlan) -> list[str]:
     return [step.approve.when] if step.approve and step.approve.when else []
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     gate = step.approve
     if gate is None:
         return None
@@ -26,8 +26,8 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     wanted = gate.when is None or evaluate(gate.when, ctx, step=step.name, what="when") is True
     if wanted and not run.approved:
         run.results.append(StepResult(step.name, step.kind, "parked", gate.reason))
-        return Outcome("parked", ctx["record"], reason=gate.reason, step=step.name)
+        return RecordOutcome("parked", ctx["record"], reason=gate.reason, step=step.name)
     return None
 
 
-APPROVE = StepKind("approve", expressions=_expressions, run=_run)
+APPROVE = StepRunner("approve", expressions=_expressions, run=_run)

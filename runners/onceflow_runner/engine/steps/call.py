@@ -12,8 +12,8 @@ from typing import Any
 
 from onceflow_runner.contract.plan import RequestPlan, StepPlan
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.engine.outcome import Outcome, StepResult
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
 
 __all__ = ["CALL"]
@@ -39,7 +39,7 @@ def _owned_fields_only(run: RecordRun, req: RequestPlan, body: Any, name: str) -
     return kept
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     req = step.request
     if req is None:
         return None
@@ -63,4 +63,4 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     return None
 
 
-CALL = StepKind("call", expressions=_expressions, run=_run)
+CALL = StepRunner("call", expressions=_expressions, run=_run)

@@ -13,8 +13,8 @@ from rapidfuzz import fuzz
 
 from onceflow_runner.contract.plan import StepPlan, SyncPolicyPlan
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.engine.outcome import Outcome
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
 from onceflow_runner.errors import PermanentFailure
 
@@ -53,7 +53,7 @@ def _expressions(step: StepPlan) -> list[str]:
     return [*request_expressions(step), step.request.candidates] if step.request else []
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     req = step.request
     if req is None:
         return None
@@ -69,7 +69,7 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     if not matches or run.approved:
         return None
     if req.on_match == "Skip":
-        return Outcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
+        return RecordOutcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
     if req.on_match == "Exception":
         raise PermanentFailure(f"{len(matches)} existing record(s) match (rule {matches[0]['rule']})", step=name)
     best = matches[0]
@@ -77,7 +77,7 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
         f"possible duplicate: {len(matches)} existing record(s) match "
         f"(best: rule {best['rule']}, score {best['score']})"
     )
-    return Outcome("parked", ctx["record"], reason=reason, step=name, candidates=matches)
+    return RecordOutcome("parked", ctx["record"], reason=reason, step=name, candidates=matches)
 
 
-DEDUPE = StepKind("dedupe", expressions=_expressions, run=_run)
+DEDUPE = StepRunner("dedupe", expressions=_expressions, run=_run)

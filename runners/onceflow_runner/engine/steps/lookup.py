@@ -7,14 +7,14 @@ steps may test), and is a permanent failure otherwise.
 from __future__ import annotations
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.outcome import Outcome, StepResult
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
 
 __all__ = ["LOOKUP"]
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     req = step.request
     if req is None:
         return None
@@ -28,4 +28,4 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     return None
 
 
-LOOKUP = StepKind("lookup", expressions=request_expressions, run=_run)
+LOOKUP = StepRunner("lookup", expressions=request_expressions, run=_run)

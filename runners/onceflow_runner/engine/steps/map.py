@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 from onceflow_runner.contract.plan import StepPlan
 from onceflow_runner.engine.expressions import bind, evaluate
-from onceflow_runner.engine.outcome import Outcome
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
 __all__ = ["MAP"]
 
@@ -20,7 +20,7 @@ def _expressions(step: StepPlan) -> list[str]:
     return list(step.map.fields.values()) if step.map else []
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     spec = step.map
     if spec is None:
         return None
@@ -33,4 +33,4 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     return None
 
 
-MAP = StepKind("map", expressions=_expressions, run=_run)
+MAP = StepRunner("map", expressions=_expressions, run=_run)

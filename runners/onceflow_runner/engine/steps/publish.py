@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from onceflow_runner.contract.plan import StepPlan
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.engine.outcome import Outcome
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
 __all__ = ["PUBLISH"]
 
@@ -14,7 +14,7 @@ def _expressions(step: StepPlan) -> list[str]:
     return [step.publish.data] if step.publish and step.publish.data else []
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     event = step.publish
     if event is None:
         return None
@@ -25,4 +25,4 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     return None
 
 
-PUBLISH = StepKind("publish", expressions=_expressions, run=_run)
+PUBLISH = StepRunner("publish", expressions=_expressions, run=_run)

@@ -12,8 +12,8 @@ from typing import Any
 from onceflow_runner.contract.plan import StepPlan
 from onceflow_runner.engine.entities import validate_entity
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.engine.outcome import Outcome
-from onceflow_runner.engine.steps._kind import RecordRun, StepKind
+from onceflow_runner.engine.outcome import RecordOutcome
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.errors import InvalidRecord
 
 __all__ = ["VALIDATE"]
@@ -34,7 +34,7 @@ def _suggest(fix: tuple[str, str] | None, ctx: Mapping[str, Any], step: str) -> 
         return None
 
 
-async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     check = step.validate_
     if check is None:
         return None
@@ -49,4 +49,4 @@ async def _run(step: StepPlan, run: RecordRun) -> Outcome | None:
     return None
 
 
-VALIDATE = StepKind("validate", expressions=_expressions, run=_run)
+VALIDATE = StepRunner("validate", expressions=_expressions, run=_run)
