@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from onceflow_runner.contract.plan import STEP_KINDS
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps.approve import APPROVE
 from onceflow_runner.engine.steps.call import CALL
@@ -27,3 +28,5 @@ __all__ = ["STEP_RUNNERS", "RecordRun", "StepRunner"]
 STEP_RUNNERS: Mapping[str, StepRunner] = MappingProxyType(
     {runner.name: runner for runner in (VALIDATE, MAP, FILTER, LOOKUP, DEDUPE, CALL, PUBLISH, APPROVE)}
 )
+if tuple(STEP_RUNNERS) != STEP_KINDS:
+    raise RuntimeError(f"step runners {tuple(STEP_RUNNERS)} do not match the plan's step kinds {STEP_KINDS}")
