@@ -16,8 +16,10 @@ from onceflow_runner.contract.plan import (
     StepPlan,
     SyncPolicyPlan,
 )
-from onceflow_runner.engine.core import Engine, Response, find_matches
+from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.entities import gs1_check_digit_ok, validate_entity
+from onceflow_runner.engine.ports import Response
+from onceflow_runner.engine.steps.dedupe import find_matches
 from onceflow_runner.errors import InvalidRecord, PermanentFailure
 
 NATS = NatsPlan(

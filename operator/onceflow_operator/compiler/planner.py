@@ -14,29 +14,24 @@ from dataclasses import dataclass
 
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
+from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.validation import semantic_problems
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
-    PROTECTED_FIELDS,
-    ApprovePlan,
     AuthPlan,
     ConnectorPlan,
     ErrorPolicyPlan,
     GatewayPlan,
-    MapPlan,
     MatchRulePlan,
     NatsPlan,
     Plan,
-    PublishPlan,
     ReconcilePlan,
     ReconcileSide,
-    RequestPlan,
     SecretRef,
     SignaturePlan,
     StepPlan,
     SyncPolicyPlan,
-    ValidatePlan,
 )
 
 __all__ = [
@@ -210,57 +205,19 @@ def plan_from_integration(
     used: dict[str, ConnectorPlan] = {}
     steps: list[StepPlan] = []
     for i, step in enumerate(spec.steps):
-        kind = step.kind
-        block: dict[str, object] = {}
-        request = step.lookup or step.dedupe or step.call
+        compiled = compile_step(step, f"spec.steps[{i}]", has_sync_policy=spec.sync_policy_ref is not None)
+        request = compiled.plan.request
         if request is not None:
             conn = connectors.get(request.connector)
-            path = f"spec.steps[{i}].{kind}.connector"
+            path = f"spec.steps[{i}].{step.kind}.connector"
             if conn is None:
                 problems.append(Problem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
             elif conn.spec.type != "REST":
                 problems.append(Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST"))
             else:
                 used[request.connector] = _connector_plan(conn)
-            block["request"] = RequestPlan(
-                connector=request.connector,
-                method=getattr(request, "method", "GET"),
-                path=request.path,
-                query=dict(getattr(request, "query", {}) or {}),
-                body=step.call.body if step.call else None,
-                idempotency_key=step.call.idempotency_key if step.call else None,
-                not_found=step.lookup.not_found if step.lookup else "Continue",
-                candidates=step.dedupe.candidates if step.dedupe else "response.data",
-                on_match=step.dedupe.on_match if step.dedupe else "Approve",
-            )
-            if step.dedupe and spec.sync_policy_ref is None:
-                problems.append(
-                    Problem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
-                )
-        if step.validate_:
-            fixes = [(n, r.suggest.field, r.suggest.value) for n, r in enumerate(step.validate_.rules) if r.suggest]
-            for n, path, _ in fixes:
-                if PROTECTED_FIELDS.search(path):
-                    problems.append(
-                        Problem(
-                            f"spec.steps[{i}].validate.rules[{n}].suggest.field",
-                            f"{path} is a price or credit field; suggestions never change those, a person decides",
-                        )
-                    )
-            block["validate"] = ValidatePlan(
-                entity=step.validate_.entity,
-                rules=tuple((r.expression, r.message) for r in step.validate_.rules),
-                suggestions=tuple(f for f in fixes if not PROTECTED_FIELDS.search(f[1])),
-            )
-        if step.map:
-            block["map"] = MapPlan(fields=dict(step.map.fields), mode=step.map.mode)
-        if step.filter:
-            block["condition"] = step.filter.condition
-        if step.publish:
-            block["publish"] = PublishPlan(entity=step.publish.entity, verb=step.publish.verb, data=step.publish.data)
-        if step.approve:
-            block["approve"] = ApprovePlan(reason=step.approve.reason, when=step.approve.when)
-        steps.append(StepPlan.model_validate({"name": step.name, "kind": kind, **block}))
+        problems += [Problem(path, message) for path, message in compiled.problems]
+        steps.append(compiled.plan)
 
     if spec.sync_policy_ref and sync_policy is None:
         problems.append(

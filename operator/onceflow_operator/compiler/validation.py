@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from onceflow_operator.api import GROUP, KINDS, VERSION, Integration
 from onceflow_operator.api.crd import build_crd
+from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
 
 __all__ = [
     "Problem",
@@ -35,7 +36,7 @@ __all__ = [
 _API_VERSION = f"{GROUP}/{VERSION}"
 _MODELS: dict[str, type[BaseModel]] = {info.kind: info.model for info in KINDS}
 #: Steps whose results later steps can read as steps.<name>.
-_STEPS_WITH_RESULTS = {"lookup", "dedupe", "call", "map"}
+_STEPS_WITH_RESULTS = {kind for kind, compiler in STEP_COMPILERS.items() if compiler.has_result}
 _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 
 
@@ -155,33 +156,7 @@ def cel_expressions(integration: Integration) -> Iterator[tuple[str, str]]:
     if spec.business_key:
         yield "spec.businessKey", spec.business_key
     for i, step in enumerate(spec.steps):
-        base = f"spec.steps[{i}]"
-        if step.validate_:
-            for j, rule in enumerate(step.validate_.rules):
-                yield f"{base}.validate.rules[{j}].expression", rule.expression
-        if step.map:
-            for name, expr in step.map.fields.items():
-                yield f"{base}.map.fields.{name}", expr
-        if step.filter:
-            yield f"{base}.filter.condition", step.filter.condition
-        for kind in ("lookup", "dedupe", "call"):
-            block = getattr(step, kind)
-            if block is None:
-                continue
-            yield f"{base}.{kind}.path", block.path
-            for name, expr in getattr(block, "query", {}).items():
-                yield f"{base}.{kind}.query.{name}", expr
-        if step.dedupe:
-            yield f"{base}.dedupe.candidates", step.dedupe.candidates
-        if step.call:
-            if step.call.body:
-                yield f"{base}.call.body", step.call.body
-            if step.call.idempotency_key:
-                yield f"{base}.call.idempotencyKey", step.call.idempotency_key
-        if step.publish and step.publish.data:
-            yield f"{base}.publish.data", step.publish.data
-        if step.approve and step.approve.when:
-            yield f"{base}.approve.when", step.approve.when
+        yield from step_expressions(step, f"spec.steps[{i}]")
     if spec.strategy.canary:
         for i, cstep in enumerate(spec.strategy.canary.steps):
             for j, metric in enumerate(cstep.analysis.metrics if cstep.analysis else []):

@@ -19,7 +19,8 @@ import yaml
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
-from onceflow_runner.engine.core import Engine, Response
+from onceflow_runner.engine.core import Engine
+from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
 from onceflow_runner.runner import decode_payload
 

@@ -24,7 +24,7 @@ import httpx
 
 from onceflow_runner.adapters.transport import AiohttpTransport
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
-from onceflow_runner.engine.core import Response
+from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
 
 __all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]

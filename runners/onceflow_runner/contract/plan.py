@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,19 +21,27 @@ _P = TypeVar("_P", bound=BaseModel)
 
 __all__ = [
     "PLAN_VERSION",
+    "PROTECTED_FIELDS",
+    "STEP_KINDS",
+    "ApprovePlan",
     "AuthPlan",
     "ConnectorPlan",
     "ErrorPolicyPlan",
     "GatewayPlan",
+    "MapPlan",
     "MatchRulePlan",
     "NatsPlan",
     "Plan",
+    "PublishPlan",
     "ReconcilePlan",
     "ReconcileSide",
+    "RequestPlan",
     "SecretRef",
     "SignaturePlan",
+    "StepKindName",
     "StepPlan",
     "SyncPolicyPlan",
+    "ValidatePlan",
     "load_gateway_plan",
     "load_plan",
     "load_reconcile_plan",
@@ -141,11 +149,20 @@ class ApprovePlan(_Contract):
     when: str | None = None
 
 
+#: The step kinds a plan may name; the runner has one module per kind (`engine.steps`) and checks
+#: at import that it runs exactly these.
+StepKindName = Literal["validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve"]
+STEP_KINDS: tuple[str, ...] = get_args(StepKindName)
+
+
+# Each kind's block is the field of its name, except `filter` (its `condition`) and lookup, dedupe
+# and call, which share the `request` block. A new kind adds its name to StepKindName, its block
+# model and its field here: the plan's wire shape is this model, so it stays explicit.
 class StepPlan(_Contract):
     """One step; `kind` names the one block that is set."""
 
     name: str
-    kind: Literal["validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve"]
+    kind: StepKindName
     validate_: ValidatePlan | None = Field(default=None, alias="validate")
     map: MapPlan | None = None
     condition: str | None = None

@@ -1,0 +1,218 @@
+"""Each step kind's compilation: from an Integration's step to its block of the runner's plan.
+
+Why: the planner compiles an Integration (trigger, Connectors, SyncPolicy, NATS names) and
+names no step kind; what a kind puts in the plan, what is wrong with it, and where its CEL is
+(for `onceflow validate`) is one `StepCompiler` here, next to the other kinds'. The blocks'
+wire shape is the plan contract's (`onceflow_runner.contract.plan`), which the runner owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from onceflow_operator.api import STEP_KINDS, Step
+from onceflow_runner.contract.plan import (
+    PROTECTED_FIELDS,
+    ApprovePlan,
+    MapPlan,
+    PublishPlan,
+    RequestPlan,
+    StepPlan,
+    ValidatePlan,
+)
+
+__all__ = ["STEP_COMPILERS", "CompiledStep", "StepCompiler", "compile_step", "step_expressions"]
+
+#: (field path, message), as `semantic_problems` yields them; the planner turns them into Problems.
+PathMessage = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """A step as the plan carries it, and what is wrong with it (field paths under spec.steps[i])."""
+
+    plan: StepPlan
+    problems: tuple[PathMessage, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepCompiler:
+    """One step kind on the control plane: its plan block, its problems, and where its CEL is."""
+
+    kind: str
+    #: (step, its path e.g. spec.steps[2], whether the Integration names a SyncPolicy) ->
+    #: the StepPlan fields of the kind's block, and the problems found.
+    block: Callable[[Step, str, bool], tuple[dict[str, object], list[PathMessage]]]
+    #: (step, its path) -> (field path, CEL source) for every expression of the kind's block.
+    expressions: Callable[[Step, str], Iterator[PathMessage]]
+    #: Later steps can read this kind's result as steps.<name>.
+    has_result: bool = False
+
+
+def _validate_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.validate_
+    assert spec is not None
+    problems: list[PathMessage] = []
+    fixes = [(n, r.suggest.field, r.suggest.value) for n, r in enumerate(spec.rules) if r.suggest]
+    for n, path, _ in fixes:
+        if PROTECTED_FIELDS.search(path):
+            problems.append(
+                (
+                    f"{at}.validate.rules[{n}].suggest.field",
+                    f"{path} is a price or credit field; suggestions never change those, a person decides",
+                )
+            )
+    block = ValidatePlan(
+        entity=spec.entity,
+        rules=tuple((r.expression, r.message) for r in spec.rules),
+        suggestions=tuple(f for f in fixes if not PROTECTED_FIELDS.search(f[1])),
+    )
+    return {"validate": block}, problems
+
+
+def _validate_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    for j, rule in enumerate(step.validate_.rules if step.validate_ else []):
+        yield f"{at}.validate.rules[{j}].expression", rule.expression
+
+
+def _map_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    assert step.map is not None
+    return {"map": MapPlan(fields=dict(step.map.fields), mode=step.map.mode)}, []
+
+
+def _map_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    for name, expr in (step.map.fields if step.map else {}).items():
+        yield f"{at}.map.fields.{name}", expr
+
+
+def _filter_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    assert step.filter is not None
+    return {"condition": step.filter.condition}, []
+
+
+def _filter_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    if step.filter:
+        yield f"{at}.filter.condition", step.filter.condition
+
+
+def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.lookup
+    assert spec is not None
+    request = RequestPlan(
+        connector=spec.connector, method=spec.method, path=spec.path, query=dict(spec.query), not_found=spec.not_found
+    )
+    return {"request": request}, []
+
+
+def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.dedupe
+    assert spec is not None
+    request = RequestPlan(
+        connector=spec.connector,
+        method="GET",
+        path=spec.path,
+        query=dict(spec.query),
+        candidates=spec.candidates,
+        on_match=spec.on_match,
+    )
+    problems = [] if has_sync_policy else [(f"{at}.dedupe", "dedupe needs spec.syncPolicyRef for its match rules")]
+    return {"request": request}, problems
+
+
+def _call_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.call
+    assert spec is not None
+    request = RequestPlan(
+        connector=spec.connector,
+        method=spec.method,
+        path=spec.path,
+        body=spec.body,
+        idempotency_key=spec.idempotency_key,
+    )
+    return {"request": request}, []
+
+
+def _request_expressions(kind: str) -> Callable[[Step, str], Iterator[PathMessage]]:
+    """The path and query of lookup, dedupe and call, under the kind's own field name."""
+
+    def expressions(step: Step, at: str) -> Iterator[PathMessage]:
+        block = getattr(step, kind)
+        if block is None:
+            return
+        yield f"{at}.{kind}.path", block.path
+        for name, expr in getattr(block, "query", {}).items():
+            yield f"{at}.{kind}.query.{name}", expr
+
+    return expressions
+
+
+def _dedupe_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    yield from _request_expressions("dedupe")(step, at)
+    if step.dedupe:
+        yield f"{at}.dedupe.candidates", step.dedupe.candidates
+
+
+def _call_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    yield from _request_expressions("call")(step, at)
+    if step.call and step.call.body:
+        yield f"{at}.call.body", step.call.body
+    if step.call and step.call.idempotency_key:
+        yield f"{at}.call.idempotencyKey", step.call.idempotency_key
+
+
+def _publish_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.publish
+    assert spec is not None
+    return {"publish": PublishPlan(entity=spec.entity, verb=spec.verb, data=spec.data)}, []
+
+
+def _publish_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    if step.publish and step.publish.data:
+        yield f"{at}.publish.data", step.publish.data
+
+
+def _approve_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.approve
+    assert spec is not None
+    return {"approve": ApprovePlan(reason=spec.reason, when=spec.when)}, []
+
+
+def _approve_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    if step.approve and step.approve.when:
+        yield f"{at}.approve.when", step.approve.when
+
+
+#: Every step kind the planner compiles, in the order of the API's STEP_KINDS; adding a kind is one
+#: entry here (plus its API model and its plan block).
+STEP_COMPILERS: Mapping[str, StepCompiler] = MappingProxyType(
+    {
+        compiler.kind: compiler
+        for compiler in (
+            StepCompiler("validate", _validate_block, _validate_expressions),
+            StepCompiler("map", _map_block, _map_expressions, has_result=True),
+            StepCompiler("filter", _filter_block, _filter_expressions),
+            StepCompiler("lookup", _lookup_block, _request_expressions("lookup"), has_result=True),
+            StepCompiler("dedupe", _dedupe_block, _dedupe_expressions, has_result=True),
+            StepCompiler("call", _call_block, _call_expressions, has_result=True),
+            StepCompiler("publish", _publish_block, _publish_expressions),
+            StepCompiler("approve", _approve_block, _approve_expressions),
+        )
+    }
+)
+if tuple(STEP_COMPILERS) != STEP_KINDS:
+    raise RuntimeError(f"step compilers {tuple(STEP_COMPILERS)} do not match the API's step kinds {STEP_KINDS}")
+
+
+def compile_step(step: Step, at: str, *, has_sync_policy: bool) -> CompiledStep:
+    """Compile one step (at `at`, e.g. spec.steps[2]) into its plan, with the problems found."""
+    compiler = STEP_COMPILERS.get(step.kind)
+    block, problems = compiler.block(step, at, has_sync_policy) if compiler else ({}, [])
+    return CompiledStep(StepPlan.model_validate({"name": step.name, "kind": step.kind, **block}), tuple(problems))
+
+
+def step_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    """Yield (field path, CEL source) for every expression of every block the step sets."""
+    for compiler in STEP_COMPILERS.values():
+        yield from compiler.expressions(step, at)

@@ -1,0 +1,44 @@
+"""What a step kind is to the engine, and the state of one record that every kind works on.
+
+Why: the engine walks the steps and knows no kind by name; each kind's module declares one
+`StepRunner` (the CEL it reads, so the engine compiles it at start, and the coroutine that runs
+it), and `steps.STEP_RUNNERS` maps kind names to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from onceflow_runner.contract.plan import Plan, StepPlan
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.ports import Caller, EventSink
+
+__all__ = ["RecordRun", "StepRunner"]
+
+
+@dataclass
+class RecordRun:
+    """One record on its way through a plan's steps: what steps read, and what they leave behind."""
+
+    plan: Plan
+    caller: Caller
+    events: EventSink
+    #: What CEL sees: `input`, `record`, `steps`, `meta`, `policy` (see `engine.expressions`).
+    context: dict[str, Any]
+    #: A person approved this record already (a decision replayed it): approvals and matches pass.
+    approved: bool
+    #: One entry per step that says more than "ok"; the engine adds the plain "ok" ones.
+    results: list[StepResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepRunner:
+    """One step kind: its name in the plan, the CEL it reads from a step, and how it runs."""
+
+    name: str
+    #: Every CEL source this kind reads from a step; compiled when the engine starts.
+    expressions: Callable[[StepPlan], list[str]]
+    #: Run the step; return a RecordOutcome to stop the record here, None to go on.
+    run: Callable[[StepPlan, RecordRun], Awaitable[RecordOutcome | None]]

@@ -1,0 +1,83 @@
+"""The `dedupe` step: search a Connector and match the candidates by the SyncPolicy's identity rules.
+
+Matching (exact fields, then a fuzzy score on one field) lives here with the step that uses it;
+what a match means (park for a person, skip, or raise an exception) is the plan's `onMatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rapidfuzz import fuzz
+
+from onceflow_runner.contract.plan import StepPlan, SyncPolicyPlan
+from onceflow_runner.engine.expressions import evaluate
+from onceflow_runner.engine.outcome import RecordOutcome
+from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
+from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
+from onceflow_runner.errors import PermanentFailure
+
+__all__ = ["DEDUPE", "find_matches"]
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).casefold().split())
+
+
+def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncPolicyPlan) -> list[dict[str, Any]]:
+    """Return candidates that any match rule says are the same record, best score first."""
+    found: list[dict[str, Any]] = []
+    for candidate in candidates:
+        if not isinstance(candidate, Mapping):
+            continue
+        for rule in policy.match_rules:
+            if any(
+                not record.get(f) or not candidate.get(f) or _norm(record[f]) != _norm(candidate[f]) for f in rule.exact
+            ):
+                continue
+            score = 1.0
+            if rule.fuzzy_field:
+                left, right = record.get(rule.fuzzy_field), candidate.get(rule.fuzzy_field)
+                if not left or not right:
+                    continue
+                score = fuzz.token_sort_ratio(_norm(left), _norm(right)) / 100.0
+                if score < rule.fuzzy_threshold:
+                    continue
+            found.append({"rule": rule.name, "score": round(score, 3), "candidate": dict(candidate)})
+            break
+    return sorted(found, key=lambda m: -float(m["score"]))
+
+
+def _expressions(step: StepPlan) -> list[str]:
+    return [*request_expressions(step), step.request.candidates] if step.request else []
+
+
+async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
+    req = step.request
+    if req is None:
+        return None
+    name = step.name
+    ctx = run.context
+    path, query = request_target(step, req, run)
+    response = await send_request(step, req, run, path, query)
+    bind_response(step, req, run, path, response)
+    candidates = evaluate(req.candidates, {**ctx, "response": response.body}, step=name, what="candidates")
+    policy = run.plan.sync_policy
+    matches = find_matches(ctx["record"], list(candidates or []), policy) if policy else []
+    ctx["steps"][name] = {"matches": matches}
+    if not matches or run.approved:
+        return None
+    if req.on_match == "Skip":
+        return RecordOutcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
+    if req.on_match == "Exception":
+        raise PermanentFailure(f"{len(matches)} existing record(s) match (rule {matches[0]['rule']})", step=name)
+    best = matches[0]
+    reason = (
+        f"possible duplicate: {len(matches)} existing record(s) match "
+        f"(best: rule {best['rule']}, score {best['score']})"
+    )
+    return RecordOutcome("parked", ctx["record"], reason=reason, step=name, candidates=matches)
+
+
+DEDUPE = StepRunner("dedupe", expressions=_expressions, run=_run)
