@@ -7,8 +7,7 @@ Runner and gateway pods meet the *restricted* Pod Security profile and get no AP
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from onceflow_operator.api.names import (
@@ -26,6 +25,7 @@ from onceflow_operator.build.pods import GATEWAY_PORT, METRICS_PORT, PLAN_MOUNT,
 from onceflow_runner.contract.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
 
 __all__ = [
+    "build_controller_revision",
     "build_gateway_deployment",
     "build_gateway_service",
     "build_plan_configmap",
@@ -33,9 +33,9 @@ __all__ = [
     "build_runner_deployment",
     "owner_reference",
     "plan_secrets",
-    "build_controller_revision",
     "runner_deployment_name",
 ]
+
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     """Make `owner` the controller of what we create (deleted with it, shown by kubectl)."""

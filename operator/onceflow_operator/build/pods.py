@@ -55,6 +55,7 @@ def pod_template(
     annotations: Mapping[str, str],
     nats_auth_secret: str = "",
 ) -> dict[str, Any]:
+    """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only."""
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
     volumes: list[dict[str, Any]] = [
@@ -108,8 +109,6 @@ def nats_auth_env(secret: str) -> list[dict[str, Any]]:
         {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
         for env, key in keys
     ]
-
-
 
 
 def secrets_checksum_of(versions: Mapping[str, str]) -> str:
