@@ -149,7 +149,7 @@ async def main(sizes: list[int], timeout: float, resync: float) -> dict[str, Any
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": "s", "namespace": namespace},
+                "metadata": {"name": "s", "namespace": namespace, "labels": {"onceflow.io/credentials": "true"}},
                 "stringData": {"k": "v"},
             },
             {

@@ -40,7 +40,8 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 
 def secret(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+    labels = {"onceflow.io/credentials": "true"}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels}, "stringData": data}
 
 
 def events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
@@ -63,6 +64,21 @@ def test_connector_with_missing_secret_is_stalled_then_recovers(kubectl: Kubectl
     assert connector["status"]["endpoint"] == "http://erp.example.test:8000"
     assert connector["status"]["observedGeneration"] == connector["metadata"]["generation"]
     assert "t0ken" not in json.dumps(connector)
+
+
+def test_connector_naming_an_unlabelled_secret_is_stalled_until_its_owner_opts_in(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    # Any Secret of the namespace could otherwise be sent to a base URL the Connector's author chose.
+    unlabelled = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "erp"}, "stringData": {"token": "t0ken"}}
+    kubectl.apply(unlabelled, cases.connector_rest())
+    stalled = wait_for(lambda: condition(kubectl.get("connector", "erp"), "Stalled"))
+    assert stalled["reason"] == "SecretNotUsable"
+    assert "kubectl label secret erp onceflow.io/credentials=true" in stalled["message"]
+    kubectl.run("label", "secret", "erp", "onceflow.io/credentials=true")
+    ready = wait_for(lambda: (c := condition(kubectl.get("connector", "erp"), "Ready")) and c["status"] == "True" and c)
+    assert ready["reason"] == "Configured"
+    assert "t0ken" not in json.dumps(kubectl.get("connector", "erp"))
 
 
 def test_webhook_connector_gets_a_restricted_gateway_and_service(kubectl: Kubectl, operator_running: None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ACTION_ANNOTATION",
     "API_VERSION",
+    "CREDENTIALS_LABEL",
     "FIELD_MANAGER",
     "FINALIZER",
     "GROUP",
@@ -42,6 +43,10 @@ STORAGE_PREFIX = GROUP
 ACTION_ANNOTATION = f"{GROUP}/action"
 #: Hash of the Secrets a pod reads, so a Secret rotation rolls the pods.
 SECRETS_CHECKSUM_ANNOTATION = f"{GROUP}/secrets-checksum"
+
+#: Opt-in on a Secret: only Secrets labelled `onceflow.io/credentials: "true"` may be named by a
+#: Connector, so a Connector cannot send an unrelated Secret of its namespace to its base URL.
+CREDENTIALS_LABEL = f"{GROUP}/credentials"
 
 LABEL_CONNECTOR = f"{GROUP}/connector"
 LABEL_INTEGRATION = f"{GROUP}/integration"

@@ -1,13 +1,51 @@
-"""Probing a REST Connector's endpoint from the operator: one GET, any HTTP answer means reachable."""
+"""Probing a REST Connector's endpoint from the operator: one GET, any HTTP answer means reachable.
+
+The probe runs inside the operator pod, which can read every namespace's Connectors: it must not
+become a way to make that pod fetch something for a tenant. So it follows no redirects (a 3xx is
+reported as the answer it is) and refuses link-local and cloud-metadata addresses, both as
+literals and as what a host name resolves to (the resolver itself filters, so a name that
+resolves elsewhere between a check and the connection cannot slip through).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
-__all__ = ["ProbeResult", "probe_endpoint"]
+__all__ = ["ProbeResult", "is_forbidden_address", "probe_endpoint"]
+
+#: Instance-metadata endpoints outside the link-local ranges (Alibaba Cloud; AWS over IPv6).
+_METADATA = {ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+def is_forbidden_address(address: str) -> bool:
+    """True for link-local (169.254.0.0/16, fe80::/10) and cloud instance-metadata addresses."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_link_local or ip in _METADATA
+
+
+class _GuardedResolver(ThreadedResolver):
+    """Resolves as usual, then drops forbidden addresses; none left is a resolution error."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        allowed = [r for r in await super().resolve(host, port, family) if not is_forbidden_address(r["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves only to link-local or metadata addresses")
+        return allowed
 
 
 @dataclass(frozen=True)
@@ -21,16 +59,20 @@ class ProbeResult:
 
 
 async def probe_endpoint(url: str, *, seconds: float = 5.0) -> ProbeResult:
-    """GET `url` once; a connection error or time-out is reported by its type name, never raised."""
+    """GET `url` once without following redirects; a failure is reported by its kind, never raised."""
     started = time.perf_counter()
+    host = urlsplit(url).hostname or ""
+    if is_forbidden_address(host):
+        return ProbeResult(url, None, "refused: link-local or metadata address", 0)
     code: int | None = None
     error = ""
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver())
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
-            session.get(url) as resp,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds), connector=connector) as session,
+            session.get(url, allow_redirects=False) as resp,
         ):
             code = resp.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         error = type(exc).__name__
     return ProbeResult(url, code, error, int((time.perf_counter() - started) * 1000))

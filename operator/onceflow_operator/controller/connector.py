@@ -36,10 +36,10 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
     connector = Connector.model_validate({**body, "status": None})
     problems, checksum = await check_secrets(kube, namespace, secret_refs(connector))
     if problems:
-        message = "; ".join(problems)
+        reason = problems[0][0]
+        message = "; ".join(text for _, text in problems)
         return ReconcileResult(
-            with_ready(status, generation, False, "SecretNotFound", message, stalled=True),
-            [("SecretNotFound", message, True)],
+            with_ready(status, generation, False, reason, message, stalled=True), [(reason, message, True)]
         )
     if connector.spec.rest:
         status["endpoint"] = connector.spec.rest.base_url

@@ -29,7 +29,7 @@ from onceflow_operator.clients.prometheus import PrometheusError, query_promethe
 from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
 from onceflow_operator.controller.figures import FigureBook
 from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
-from onceflow_operator.controller.references import connectors_in, secrets_checksum
+from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
 from onceflow_operator.rollout.analysis import Measurement
@@ -155,6 +155,14 @@ async def reconcile_integration(
         return ReconcileResult(
             with_ready(status, generation, False, "InvalidSpec", message, stalled=True),
             [("InvalidSpec", message, True)],
+        )
+    refused = await unusable_secrets(kube, namespace, plan_secrets(plan), "a Connector this Integration calls")
+    if refused:
+        message = "; ".join(refused)
+        status.update({"phase": "Degraded", "message": message})
+        return ReconcileResult(
+            with_ready(status, generation, False, "SecretNotUsable", message, stalled=True),
+            [("SecretNotUsable", message, True)],
         )
     plan_json = plan.to_json()
     configmap = build_plan_configmap(

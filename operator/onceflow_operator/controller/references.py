@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import ValidationError
 
 from onceflow_operator.api import Connector
-from onceflow_operator.api.names import API_VERSION
+from onceflow_operator.api.names import API_VERSION, CREDENTIALS_LABEL
 from onceflow_operator.build.pods import secrets_checksum_of
 from onceflow_operator.clients.kube import KubeClient
 
-__all__ = ["check_secrets", "connectors_in", "secret_refs", "secrets_checksum"]
+__all__ = ["check_secrets", "connectors_in", "is_usable_secret", "secret_refs", "secrets_checksum", "unusable_secrets"]
 
 
 async def connectors_in(kube: KubeClient, namespace: str) -> dict[str, Connector]:
@@ -44,19 +47,57 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
     return out
 
 
-async def check_secrets(kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]) -> tuple[list[str], str]:
-    """Return (problems, checksum of the Secrets' resourceVersions)."""
-    problems: list[str] = []
+def is_usable_secret(secret: Mapping[str, Any]) -> bool:
+    """True when the Secret's owner let Onceflow use it (label `onceflow.io/credentials: "true"`)."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(CREDENTIALS_LABEL) == "true")
+
+
+def _not_usable(name: str, path: str) -> str:
+    return (
+        f"Secret {name} (from {path}) is not labelled {CREDENTIALS_LABEL}=true; Onceflow only sends Secrets "
+        f"labelled so: kubectl label secret {name} {CREDENTIALS_LABEL}=true"
+    )
+
+
+async def check_secrets(
+    kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]
+) -> tuple[list[tuple[str, str]], str]:
+    """Return the problems as (reason, message) and the checksum of the Secrets' resourceVersions.
+
+    Reasons: SecretNotFound (no Secret, or no such key) and SecretNotUsable (not labelled for Onceflow).
+    """
+    problems: list[tuple[str, str]] = []
     versions: dict[str, str] = {}
     for path, name, key in refs:
         secret = await kube.get("v1", "Secret", namespace, name)
         if secret is None:
-            problems.append(f"Secret {name} (key {key}, from {path}) does not exist in {namespace}; create it")
+            problems.append(
+                ("SecretNotFound", f"Secret {name} (key {key}, from {path}) does not exist in {namespace}; create it")
+            )
         elif key not in (secret.get("data") or {}) and key not in (secret.get("stringData") or {}):
-            problems.append(f"Secret {name} has no key {key} (from {path}); add the key or fix {path}.key")
+            problems.append(
+                ("SecretNotFound", f"Secret {name} has no key {key} (from {path}); add the key or fix {path}.key")
+            )
+        elif not is_usable_secret(secret):
+            problems.append(("SecretNotUsable", _not_usable(name, path)))
         else:
             versions[name] = secret["metadata"].get("resourceVersion", "")
     return problems, secrets_checksum_of(versions)
+
+
+async def unusable_secrets(kube: KubeClient, namespace: str, names: list[str], what: str) -> list[str]:
+    """Problems for Secrets a plan mounts that exist but are not labelled for Onceflow's use.
+
+    A missing Secret is not a problem here: its Connector is Stalled with SecretNotFound, and the
+    pods wait for it, as pods do for any Secret volume.
+    """
+    problems = []
+    for name in names:
+        secret = await kube.get("v1", "Secret", namespace, name)
+        if secret is not None and not is_usable_secret(secret):
+            problems.append(_not_usable(name, what))
+    return problems
 
 
 async def secrets_checksum(kube: KubeClient, namespace: str, names: list[str]) -> str:

@@ -11,7 +11,7 @@ from onceflow_operator.build.objects import build_plan_configmap, build_reconcil
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.planner import InvalidSpec, drift_subject, reconcile_plan
-from onceflow_operator.controller.references import connectors_in, secrets_checksum
+from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, with_ready
 
@@ -43,6 +43,13 @@ async def reconcile_syncpolicy(
             return ReconcileResult(
                 with_ready(status, generation, False, "InvalidSpec", str(exc), stalled=True),
                 [("InvalidSpec", str(exc), True)],
+            )
+        refused = await unusable_secrets(kube, namespace, plan_secrets(plan), "a Connector the drift check reads")
+        if refused:
+            message = "; ".join(refused)
+            return ReconcileResult(
+                with_ready(status, generation, False, "SecretNotUsable", message, stalled=True),
+                [("SecretNotUsable", message, True)],
             )
         configmap = build_plan_configmap(f"{name}-reconcile", namespace, plan.to_json(), body, {LABEL_SYNCPOLICY: name})
         await kube.apply(configmap)
