@@ -1,0 +1,1 @@
+"""Pure builders: the Kubernetes objects the operator creates, returned as dicts, never applied here."""
