@@ -37,31 +37,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import HttpCaller
+from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import MARKER_HEADER, Lane, SplitTable, owns
 from onceflow_runner.engine.core import Engine, Outcome
-from onceflow_runner.errors import MalformedInput, PermanentFailure, TransientFailure
+from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
-from onceflow_runner.payloads.x12 import decode_x12
+from onceflow_runner.payloads.decode import decode_payload
 
-__all__ = ["Runner", "decode_payload", "header_safe"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("onceflow.runner")
-
-
-def header_safe(text: str, limit: int = 1000) -> str:
-    """NATS header values are one line."""
-    return " ".join(str(text).split())[:limit]
-
-
-def decode_payload(data: bytes, content_type: str) -> Any:
-    """Bytes -> the `input` the steps see: JSON, or an X12 850 decoded into a canonical order."""
-    if "x12" in content_type.lower() or data.lstrip()[:3] == b"ISA":
-        return decode_x12(data)
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise MalformedInput(f"payload is not JSON ({exc}); fix the sender and resend") from None
 
 
 class _JetStreamEvents:

@@ -41,7 +41,7 @@ from onceflow_runner.contract.plan import (
 
 __all__ = [
     "InvalidSpec",
-    "Problem",
+    "SpecProblem",
     "drift_subject",
     "gateway_plan",
     "plan_from_integration",
@@ -51,7 +51,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Problem:
+class SpecProblem:
     """One reason a spec cannot be planned: where and what."""
 
     path: str
@@ -64,7 +64,7 @@ class Problem:
 class InvalidSpec(Exception):
     """The objects cannot be compiled into a plan; `problems` says where and why."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[SpecProblem]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
 
@@ -184,7 +184,7 @@ def plan_from_integration(
     """Compile one Integration with the Connectors and SyncPolicy it names into a runner plan."""
     spec = integration.spec
     name = str(integration.metadata.get("name"))
-    problems = [Problem(path, message) for path, message in semantic_problems(integration)]
+    problems = [SpecProblem(path, message) for path, message in semantic_problems(integration)]
 
     source = ""
     trigger = spec.trigger
@@ -193,18 +193,18 @@ def plan_from_integration(
         hook = connectors.get(source)
         if hook is None:
             problems.append(
-                Problem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
+                SpecProblem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
             )
         elif hook.spec.type != "Webhook":
             problems.append(
-                Problem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
+                SpecProblem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
             )
         event = trigger.connector.event
         subject = f"onceflow.{namespace}.in.{source}." + (">" if event == "*" else event)
     elif trigger.subject:
         subject = trigger.subject
     else:
-        problems.append(Problem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
+        problems.append(SpecProblem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
         subject = f"onceflow.{namespace}.schedule.{name}"
 
     used: dict[str, ConnectorPlan] = {}
@@ -217,9 +217,11 @@ def plan_from_integration(
             conn = connectors.get(request.connector)
             path = f"spec.steps[{i}].{kind}.connector"
             if conn is None:
-                problems.append(Problem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
+                problems.append(SpecProblem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
             elif conn.spec.type != "REST":
-                problems.append(Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST"))
+                problems.append(
+                    SpecProblem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
+                )
             else:
                 used[request.connector] = _connector_plan(conn)
             block["request"] = RequestPlan(
@@ -235,14 +237,14 @@ def plan_from_integration(
             )
             if step.dedupe and spec.sync_policy_ref is None:
                 problems.append(
-                    Problem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
+                    SpecProblem(f"spec.steps[{i}].dedupe", "dedupe needs spec.syncPolicyRef for its match rules")
                 )
         if step.validate_:
             fixes = [(n, r.suggest.field, r.suggest.value) for n, r in enumerate(step.validate_.rules) if r.suggest]
             for n, path, _ in fixes:
                 if PROTECTED_FIELDS.search(path):
                     problems.append(
-                        Problem(
+                        SpecProblem(
                             f"spec.steps[{i}].validate.rules[{n}].suggest.field",
                             f"{path} is a price or credit field; suggestions never change those, a person decides",
                         )
@@ -264,7 +266,7 @@ def plan_from_integration(
 
     if spec.sync_policy_ref and sync_policy is None:
         problems.append(
-            Problem(
+            SpecProblem(
                 "spec.syncPolicyRef.name",
                 f"SyncPolicy {spec.sync_policy_ref.name!r} does not exist in {namespace}",
             )
@@ -309,14 +311,14 @@ def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, n
     spec = policy.spec.reconcile
     name = str(policy.metadata.get("name"))
     if spec is None:
-        raise InvalidSpec([Problem("spec.reconcile", "this SyncPolicy has no reconcile block")])
+        raise InvalidSpec([SpecProblem("spec.reconcile", "this SyncPolicy has no reconcile block")])
     problems = []
     sides = {}
     for side_name, side in (("left", spec.left), ("right", spec.right)):
         conn = connectors.get(side.connector)
         if conn is None or conn.spec.type != "REST":
             problems.append(
-                Problem(
+                SpecProblem(
                     f"spec.reconcile.{side_name}.connector",
                     f"REST Connector {side.connector!r} does not exist in {namespace}",
                 )
@@ -341,7 +343,7 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
     hook = connector.spec.webhook
     name = str(connector.metadata.get("name"))
     if hook is None:
-        raise InvalidSpec([Problem("spec.webhook", f"Connector {name!r} is not a Webhook connector")])
+        raise InvalidSpec([SpecProblem("spec.webhook", f"Connector {name!r} is not a Webhook connector")])
     sig = hook.signature
     return GatewayPlan(
         plan_version=PLAN_VERSION,

@@ -21,7 +21,7 @@ from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
 from onceflow_runner.engine.core import Engine, Response
 from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
-from onceflow_runner.runner import decode_payload
+from onceflow_runner.payloads.decode import decode_payload
 
 __all__ = ["CaseResult", "run_fixtures"]
 
