@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
@@ -38,6 +39,7 @@ from onceflow_runner.contract.plan import (
     SyncPolicyPlan,
     ValidatePlan,
 )
+from onceflow_runner.contract.subjects import drift_subject  # re-exported until controller/reconcile.py imports it
 
 __all__ = [
     "InvalidSpec",
@@ -154,23 +156,18 @@ def _sync_policy_plan(policy: SyncPolicy) -> SyncPolicyPlan:
 
 
 def nats_names(namespace: str, integration: str, subject: str) -> NatsPlan:
-    """DESIGN.md's NATS layout for one Integration."""
-    base = f"onceflow.{namespace}"
-    tokens = subject.split(".")
-    stream = (
-        "ONCEFLOW_EVENTS" if len(tokens) > 2 and tokens[0] == "onceflow" and tokens[2] == "events" else "ONCEFLOW_IN"
-    )
+    """DESIGN.md's NATS layout for one Integration (every name from `contract.subjects`)."""
     return NatsPlan(
-        stream=stream,
+        stream=subjects.stream_of_trigger(subject),
         subject=subject,
-        consumer=f"{namespace}_{integration}",
-        exceptions_subject=f"{base}.exceptions.{integration}",
-        dlq_subject=f"{base}.dlq.{integration}",
-        audit_subject=f"{base}.audit.{integration}",
-        events_prefix=f"{base}.events",
-        stats_subject=f"{base}.stats.{integration}",
-        decisions_subject=f"{base}.decisions.{integration}",
-        kv_bucket=f"onceflow-keys-{namespace}",
+        consumer=subjects.consumer_name(namespace, integration),
+        exceptions_subject=subjects.exceptions_subject(namespace, integration),
+        dlq_subject=subjects.dlq_subject(namespace, integration),
+        audit_subject=subjects.audit_subject(namespace, integration),
+        events_prefix=subjects.events_prefix(namespace),
+        stats_subject=subjects.stats_subject(namespace, integration),
+        decisions_subject=subjects.decisions_subject(namespace, integration),
+        kv_bucket=subjects.kv_bucket(namespace),
     )
 
 
@@ -200,12 +197,12 @@ def plan_from_integration(
                 SpecProblem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
             )
         event = trigger.connector.event
-        subject = f"onceflow.{namespace}.in.{source}." + (">" if event == "*" else event)
+        subject = subjects.inbound_subject(namespace, source, subjects.ANY_TAIL if event == "*" else event)
     elif trigger.subject:
         subject = trigger.subject
     else:
         problems.append(SpecProblem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
-        subject = f"onceflow.{namespace}.schedule.{name}"
+        subject = f"{subjects.namespace_root(namespace)}.schedule.{name}"
 
     used: dict[str, ConnectorPlan] = {}
     steps: list[StepPlan] = []
@@ -301,11 +298,6 @@ def plan_from_integration(
     )
 
 
-def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
-    """Where a SyncPolicy's drift results go (kept in ONCEFLOW_EVENTS; the last one is its status)."""
-    return f"onceflow.{namespace}.events.{entity}.drift.{sync_policy}"
-
-
 def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> ReconcilePlan:
     """Compile a SyncPolicy's `reconcile` block into the plan its CronJob runs."""
     spec = policy.spec.reconcile
@@ -363,5 +355,5 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
         event_body_field=hook.event.body_field,
         event_default=hook.event.default,
         max_body_bytes=hook.max_body_bytes,
-        subject_prefix=f"onceflow.{namespace}.in.{name}",
+        subject_prefix=subjects.inbound_prefix(namespace, name),
     )
