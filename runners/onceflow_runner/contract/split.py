@@ -15,7 +15,8 @@ Because a marker is ordered with the records in the stream, both lanes judge a r
 same weight however far apart their backlogs are: no record is taken by both, none by neither.
 A runner re-reads the newest marker after every fetch; any marker that could apply to a record
 it holds was stored before that read, so its table is complete for the batch. The lane that
-does not own a record acks it without effect.
+does not own a record acks it without effect. A marker is a `SplitMarker`: its body (the
+earlier entries and its weight) and its `Onceflow-Rollout: split` header.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from onceflow_runner.contract.headers import ROLLOUT
 from onceflow_runner.errors import WireFormatError
 
-__all__ = ["SPLIT", "Lane", "SplitMarker", "SplitTable", "bucket", "owns"]
+__all__ = ["SPLIT_MARKER_VALUE", "Lane", "SplitMarker", "SplitTable", "bucket", "owns"]
 
 Lane = Literal["main", "canary"]
 #: The `Onceflow-Rollout` header value of a split marker.
-SPLIT: Final = "split"
+SPLIT_MARKER_VALUE: Final = "split"
 
 
 class SplitMarker(BaseModel):
@@ -52,7 +53,7 @@ class SplitMarker(BaseModel):
     @staticmethod
     def headers() -> dict[str, str]:
         """What tells a runner a message is a marker, not a record."""
-        return {ROLLOUT: SPLIT}
+        return {ROLLOUT: SPLIT_MARKER_VALUE}
 
     @staticmethod
     def is_marker(headers: Mapping[str, str] | None) -> bool:
