@@ -6,7 +6,9 @@
     │   ├── InvalidRecord    canonical schema or CEL rule violated
     │   ├── RejectedByTarget 4xx other than 408/409/429 from a Connector
     │   └── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
-    └── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)
+    ├── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)
+    └── WireFormatError      a message on NATS is not what its contract says (`contract.messages`);
+                             the reader refuses it by name instead of guessing
 
 Routing lives in one place (the runner's settle step) so that "nothing lost, nothing doubled"
 can be read off one function.
@@ -24,6 +26,7 @@ __all__ = [
     "PlanError",
     "RejectedByTarget",
     "TransientFailure",
+    "WireFormatError",
 ]
 
 
@@ -81,3 +84,7 @@ class TransientFailure(OnceflowError):
         super().__init__(message)
         self.step = step
         self.delay = delay
+
+
+class WireFormatError(OnceflowError, ValueError):
+    """A message read from NATS does not match its typed contract; the message says which and why."""

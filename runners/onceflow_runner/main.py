@@ -104,5 +104,5 @@ def run_reconcile_job(plan_path: Path, nats_url: str, secrets_dir: Path) -> int:
     except (OnceflowError, OSError, nats.errors.Error) as exc:
         print(f"onceflow reconcile: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result))
+    print(result.to_wire().decode())
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -37,57 +36,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import HttpCaller
+from onceflow_runner.contract.headers import header_safe
+from onceflow_runner.contract.messages import AuditEntry, AuditStep, Heartbeat, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
-from onceflow_runner.contract.split import MARKER_HEADER, Lane, SplitTable, owns
-from onceflow_runner.engine.core import Engine, Outcome
-from onceflow_runner.errors import MalformedInput, PermanentFailure, TransientFailure
+from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable, owns
+from onceflow_runner.engine.core import Engine, Outcome, StepResult
+from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
-from onceflow_runner.payloads.x12 import decode_x12
+from onceflow_runner.payloads.decode import decode_payload
 
-__all__ = ["Runner", "decode_payload", "header_safe"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("onceflow.runner")
-
-
-def header_safe(text: str, limit: int = 1000) -> str:
-    """NATS header values are one line."""
-    return " ".join(str(text).split())[:limit]
-
-
-def decode_payload(data: bytes, content_type: str) -> Any:
-    """Bytes -> the `input` the steps see: JSON, or an X12 850 decoded into a canonical order."""
-    if "x12" in content_type.lower() or data.lstrip()[:3] == b"ISA":
-        return decode_x12(data)
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise MalformedInput(f"payload is not JSON ({exc}); fix the sender and resend") from None
-
-
-class _JetStreamEvents:
-    """EventSink that publishes canonical CloudEvents (binary mode) to ONCEFLOW_EVENTS."""
-
-    def __init__(self, wiring: natsio.JetStreamWiring) -> None:
-        self.wiring = wiring
-        self.plan = wiring.plan
-
-    async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-type": f"io.onceflow.{entity}.{verb}",
-            "ce-source": f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
-            "ce-id": str(meta["businessKey"]),
-            "ce-time": datetime.now(UTC).isoformat(),
-            "content-type": "application/json",
-            "Onceflow-Origin": self.plan.source,
-            "Onceflow-Revision": self.plan.revision,
-        }
-        if meta.get("traceparent"):
-            headers["traceparent"] = str(meta["traceparent"])
-        subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
-        # Scoped: another Integration (or namespace) may publish for the same business key and step name.
-        scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
-        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
 
 
 class Runner:
@@ -130,7 +90,7 @@ class Runner:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
         self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
-        self.engine = Engine(self.plan, self.caller, _JetStreamEvents(self.wiring))
+        self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring))
         self.sub = await self.wiring.subscribe()
         await self._serve_http()
         self._tasks = [asyncio.create_task(self._pull_loop()), asyncio.create_task(self._heartbeat_loop())]
@@ -223,7 +183,7 @@ class Runner:
 
     def _mine(self, msg: Msg) -> bool:
         """Ack split markers and the other lane's records at once (no effect); True for our records."""
-        if (msg.headers or {}).get(MARKER_HEADER) or not owns(self.lane, msg.metadata.sequence.stream, self.split):
+        if SplitMarker.is_marker(msg.headers) or not owns(self.lane, msg.metadata.sequence.stream, self.split):
             self.metrics.skipped.labels(**self.labels).inc()
             task = asyncio.create_task(msg.ack())
             self._inflight.add(task)
@@ -242,19 +202,16 @@ class Runner:
         finally:
             self.metrics.in_flight.labels(**self.labels).dec()
 
-    def _meta(self, msg: Msg) -> dict[str, Any]:
-        headers = msg.headers or {}
+    def _meta(self, msg: Msg, record: RecordHeaders) -> dict[str, Any]:
         md = msg.metadata
         return {
-            "deliveryId": headers.get("Onceflow-Delivery-Id")
-            or headers.get("Nats-Msg-Id")
-            or f"seq-{md.sequence.stream}",
-            "source": headers.get("Onceflow-Origin", self.plan.source),
-            "origin": headers.get("Onceflow-Origin", ""),
-            "event": headers.get("Onceflow-Event", ""),
+            "deliveryId": record.delivery_id or record.msg_id or f"seq-{md.sequence.stream}",
+            "source": record.origin if record.origin is not None else self.plan.source,
+            "origin": record.origin or "",
+            "event": record.event or "",
             "subject": msg.subject,
-            "traceparent": headers.get("traceparent", ""),
-            "decision": headers.get("Onceflow-Decision", ""),
+            "traceparent": record.traceparent or "",
+            "decision": record.decision or "",
             "revision": self.plan.revision,
             "integration": self.plan.integration,
             "streamSequence": md.sequence.stream,
@@ -265,10 +222,10 @@ class Runner:
         """Process one delivery and decide its fate (see the module docstring)."""
         started = time.perf_counter()
         self.metrics.received.labels(**self.labels).inc()
-        meta = self._meta(msg)
-        content_type = (msg.headers or {}).get("Content-Type", "application/json")
+        record = RecordHeaders.from_headers(msg.headers)
+        meta = self._meta(msg, record)
         try:
-            payload = decode_payload(msg.data, content_type)
+            payload = decode_payload(msg.data, record.content_type or "application/json")
             meta["businessKey"] = self.engine.business_key(payload, meta)
             if await self.wiring.is_done(meta["businessKey"]):
                 self.metrics.duplicates.labels(**self.labels).inc()
@@ -289,7 +246,6 @@ class Runner:
         await self._finish(msg, meta, outcome, started)
 
     async def _finish(self, msg: Msg, meta: dict[str, Any], outcome: Outcome, started: float) -> None:
-        steps = [s.__dict__ for s in outcome.steps]
         if outcome.kind == "parked":
             await self._park(
                 msg, meta, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates
@@ -316,7 +272,7 @@ class Runner:
                     step.latency_ms / 1e3
                 )
         self.stats.record(outcome.kind, seconds)
-        await self._audit(meta, outcome.kind, steps, outcome.reason)
+        await self._audit(meta, outcome.kind, outcome.steps, outcome.reason)
 
     def _failed(self, step: str, reason: str) -> None:
         self.metrics.failed.labels(**self.labels, step=step or "-", reason=reason).inc()
@@ -351,24 +307,20 @@ class Runner:
         """Send the original bytes and headers, with why, to the exception or dead-letter stream."""
         names = self.plan.nats
         subject = names.dlq_subject if target == "deadLetter" else names.exceptions_subject
-        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
-        headers.update(
-            {
-                "Onceflow-Reason": reason,
-                "Onceflow-Error": header_safe(error),
-                "Onceflow-Step": step or "-",
-                "Onceflow-Integration": self.plan.integration,
-                "Onceflow-Revision": self.plan.revision,
-                "Onceflow-Business-Key": header_safe(meta.get("businessKey", "")) or "-",
-                "Onceflow-Original-Subject": msg.subject,
-                "Onceflow-Stream-Sequence": str(meta["streamSequence"]),
-                "Onceflow-Deliveries": str(meta["delivered"]),
-            }
+        parked = ParkedRecord(
+            reason=reason,
+            error=error,
+            step=step,
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=str(meta.get("businessKey", "")),
+            original_subject=msg.subject,
+            stream_sequence=meta["streamSequence"],
+            deliveries=meta["delivered"],
+            candidates=candidates or [],
+            suggestion=suggestion,
         )
-        if candidates:
-            headers["Onceflow-Candidates"] = header_safe(json.dumps(candidates, default=str), 4000)
-        if suggestion:
-            headers["Onceflow-Suggestion"] = header_safe(json.dumps(suggestion, default=str), 2000)
+        headers = parked.to_headers(msg.headers)
         msg_id = f"{target}/{self.plan.integration}/{meta['streamSequence']}"
         await self.wiring.publish(subject, msg.data, headers, msg_id)
         await msg.ack()
@@ -378,21 +330,21 @@ class Runner:
             self.metrics.exceptions.labels(**self.labels, reason=reason).inc()
         await self._audit(meta, target, [], f"{reason}: {error}")
 
-    async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[dict[str, Any]], detail: str) -> None:
-        entry = {
-            "time": datetime.now(UTC).isoformat(),
-            "integration": self.plan.integration,
-            "revision": self.plan.revision,
-            "businessKey": meta.get("businessKey"),
-            "deliveryId": meta.get("deliveryId"),
-            "source": meta.get("source"),
-            "delivered": meta.get("delivered"),
-            "outcome": outcome,
-            "detail": detail,
-            "steps": steps,
-        }
+    async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
+        entry = AuditEntry(
+            time=datetime.now(UTC).isoformat(),
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=meta.get("businessKey"),
+            delivery_id=meta.get("deliveryId"),
+            source=meta.get("source"),
+            delivered=meta.get("delivered"),
+            outcome=outcome,
+            detail=detail,
+            steps=[AuditStep.model_validate(s.__dict__) for s in steps],
+        )
         with contextlib.suppress(Exception):
-            await self.wiring.publish_untracked(self.plan.nats.audit_subject, json.dumps(entry, default=str).encode())
+            await self.wiring.publish_untracked(self.plan.nats.audit_subject, entry.to_wire())
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():
@@ -400,18 +352,20 @@ class Runner:
                 info = await self.sub.consumer_info()
                 self.lag = int(info.num_pending or 0)
                 self.metrics.consumer_lag.labels(**self.labels).set(self.lag)
-            beat = {
-                "integration": self.plan.integration,
-                "revision": self.plan.revision,
-                "lane": self.lane,
-                "pod": self.pod,
-                "time": datetime.now(UTC).isoformat(),
-                "consumerLag": self.lag,
-                "lastSuccessTime": self.last_success.isoformat() if self.last_success else None,
-                **self.stats.snapshot(),
-            }
+            beat = Heartbeat.from_dict(
+                {
+                    "integration": self.plan.integration,
+                    "revision": self.plan.revision,
+                    "lane": self.lane,
+                    "pod": self.pod,
+                    "time": datetime.now(UTC).isoformat(),
+                    "consumerLag": self.lag,
+                    "lastSuccessTime": self.last_success.isoformat() if self.last_success else None,
+                    **self.stats.snapshot(),
+                }
+            )
             with contextlib.suppress(Exception):
-                await self.wiring.publish_untracked(self.plan.nats.stats_subject, json.dumps(beat).encode())
+                await self.wiring.publish_untracked(self.plan.nats.stats_subject, beat.to_wire())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
 

@@ -16,6 +16,7 @@ from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
@@ -33,10 +34,11 @@ from onceflow_runner.contract.plan import (
     StepPlan,
     SyncPolicyPlan,
 )
+from onceflow_runner.contract.subjects import drift_subject  # re-exported until controller/reconcile.py imports it
 
 __all__ = [
     "InvalidSpec",
-    "Problem",
+    "SpecProblem",
     "drift_subject",
     "gateway_plan",
     "plan_from_integration",
@@ -46,7 +48,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Problem:
+class SpecProblem:
     """One reason a spec cannot be planned: where and what."""
 
     path: str
@@ -59,7 +61,7 @@ class Problem:
 class InvalidSpec(Exception):
     """The objects cannot be compiled into a plan; `problems` says where and why."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[SpecProblem]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
 
@@ -149,23 +151,18 @@ def _sync_policy_plan(policy: SyncPolicy) -> SyncPolicyPlan:
 
 
 def nats_names(namespace: str, integration: str, subject: str) -> NatsPlan:
-    """DESIGN.md's NATS layout for one Integration."""
-    base = f"onceflow.{namespace}"
-    tokens = subject.split(".")
-    stream = (
-        "ONCEFLOW_EVENTS" if len(tokens) > 2 and tokens[0] == "onceflow" and tokens[2] == "events" else "ONCEFLOW_IN"
-    )
+    """DESIGN.md's NATS layout for one Integration (every name from `contract.subjects`)."""
     return NatsPlan(
-        stream=stream,
+        stream=subjects.stream_of_trigger(subject),
         subject=subject,
-        consumer=f"{namespace}_{integration}",
-        exceptions_subject=f"{base}.exceptions.{integration}",
-        dlq_subject=f"{base}.dlq.{integration}",
-        audit_subject=f"{base}.audit.{integration}",
-        events_prefix=f"{base}.events",
-        stats_subject=f"{base}.stats.{integration}",
-        decisions_subject=f"{base}.decisions.{integration}",
-        kv_bucket=f"onceflow-keys-{namespace}",
+        consumer=subjects.consumer_name(namespace, integration),
+        exceptions_subject=subjects.exceptions_subject(namespace, integration),
+        dlq_subject=subjects.dlq_subject(namespace, integration),
+        audit_subject=subjects.audit_subject(namespace, integration),
+        events_prefix=subjects.events_prefix(namespace),
+        stats_subject=subjects.stats_subject(namespace, integration),
+        decisions_subject=subjects.decisions_subject(namespace, integration),
+        kv_bucket=subjects.kv_bucket(namespace),
     )
 
 
@@ -179,7 +176,7 @@ def plan_from_integration(
     """Compile one Integration with the Connectors and SyncPolicy it names into a runner plan."""
     spec = integration.spec
     name = str(integration.metadata.get("name"))
-    problems = [Problem(path, message) for path, message in semantic_problems(integration)]
+    problems = [SpecProblem(path, message) for path, message in semantic_problems(integration)]
 
     source = ""
     trigger = spec.trigger
@@ -188,19 +185,19 @@ def plan_from_integration(
         hook = connectors.get(source)
         if hook is None:
             problems.append(
-                Problem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
+                SpecProblem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
             )
         elif hook.spec.type != "Webhook":
             problems.append(
-                Problem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
+                SpecProblem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
             )
         event = trigger.connector.event
-        subject = f"onceflow.{namespace}.in.{source}." + (">" if event == "*" else event)
+        subject = subjects.inbound_subject(namespace, source, subjects.ANY_TAIL if event == "*" else event)
     elif trigger.subject:
         subject = trigger.subject
     else:
-        problems.append(Problem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
-        subject = f"onceflow.{namespace}.schedule.{name}"
+        problems.append(SpecProblem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
+        subject = f"{subjects.namespace_root(namespace)}.schedule.{name}"
 
     used: dict[str, ConnectorPlan] = {}
     steps: list[StepPlan] = []
@@ -211,17 +208,19 @@ def plan_from_integration(
             conn = connectors.get(request.connector)
             path = f"spec.steps[{i}].{step.kind}.connector"
             if conn is None:
-                problems.append(Problem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
+                problems.append(SpecProblem(path, f"Connector {request.connector!r} does not exist in {namespace}"))
             elif conn.spec.type != "REST":
-                problems.append(Problem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST"))
+                problems.append(
+                    SpecProblem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
+                )
             else:
                 used[request.connector] = _connector_plan(conn)
-        problems += [Problem(path, message) for path, message in compiled.problems]
+        problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 
     if spec.sync_policy_ref and sync_policy is None:
         problems.append(
-            Problem(
+            SpecProblem(
                 "spec.syncPolicyRef.name",
                 f"SyncPolicy {spec.sync_policy_ref.name!r} does not exist in {namespace}",
             )
@@ -256,24 +255,19 @@ def plan_from_integration(
     )
 
 
-def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
-    """Where a SyncPolicy's drift results go (kept in ONCEFLOW_EVENTS; the last one is its status)."""
-    return f"onceflow.{namespace}.events.{entity}.drift.{sync_policy}"
-
-
 def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> ReconcilePlan:
     """Compile a SyncPolicy's `reconcile` block into the plan its CronJob runs."""
     spec = policy.spec.reconcile
     name = str(policy.metadata.get("name"))
     if spec is None:
-        raise InvalidSpec([Problem("spec.reconcile", "this SyncPolicy has no reconcile block")])
+        raise InvalidSpec([SpecProblem("spec.reconcile", "this SyncPolicy has no reconcile block")])
     problems = []
     sides = {}
     for side_name, side in (("left", spec.left), ("right", spec.right)):
         conn = connectors.get(side.connector)
         if conn is None or conn.spec.type != "REST":
             problems.append(
-                Problem(
+                SpecProblem(
                     f"spec.reconcile.{side_name}.connector",
                     f"REST Connector {side.connector!r} does not exist in {namespace}",
                 )
@@ -298,7 +292,7 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
     hook = connector.spec.webhook
     name = str(connector.metadata.get("name"))
     if hook is None:
-        raise InvalidSpec([Problem("spec.webhook", f"Connector {name!r} is not a Webhook connector")])
+        raise InvalidSpec([SpecProblem("spec.webhook", f"Connector {name!r} is not a Webhook connector")])
     sig = hook.signature
     return GatewayPlan(
         plan_version=PLAN_VERSION,
@@ -318,5 +312,5 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
         event_body_field=hook.event.body_field,
         event_default=hook.event.default,
         max_body_bytes=hook.max_body_bytes,
-        subject_prefix=f"onceflow.{namespace}.in.{name}",
+        subject_prefix=subjects.inbound_prefix(namespace, name),
     )

@@ -25,7 +25,7 @@ from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
 
 __all__ = [
-    "Problem",
+    "ManifestProblem",
     "cel_expressions",
     "load_manifests",
     "semantic_problems",
@@ -41,7 +41,7 @@ _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([
 
 
 @dataclass(frozen=True)
-class Problem:
+class ManifestProblem:
     """One thing wrong with one manifest, printed as `file:Kind/name: path: message`."""
 
     source: str
@@ -199,14 +199,14 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                 )
 
 
-def validate_manifest(doc: dict[str, Any], source: str) -> list[Problem]:
+def validate_manifest(doc: dict[str, Any], source: str) -> list[ManifestProblem]:
     """Return every problem found in one manifest; an empty list means it is valid."""
     kind = str(doc.get("kind", ""))
     metadata = doc.get("metadata") or {}
     name = str(metadata.get("name", "<no name>")) if isinstance(metadata, dict) else "<no name>"
 
-    def problem(path: str, message: str) -> Problem:
-        return Problem(source, kind or "<no kind>", name, path, message)
+    def problem(path: str, message: str) -> ManifestProblem:
+        return ManifestProblem(source, kind or "<no kind>", name, path, message)
 
     if not str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
         return []
@@ -230,14 +230,14 @@ def validate_manifest(doc: dict[str, Any], source: str) -> list[Problem]:
     return problems
 
 
-def validate_paths(paths: Iterable[Path]) -> tuple[int, list[Problem]]:
+def validate_paths(paths: Iterable[Path]) -> tuple[int, list[ManifestProblem]]:
     """Validate every Onceflow manifest in the files; return (manifests checked, problems)."""
     checked, problems = 0, []
     for path in paths:
         try:
             docs = list(load_manifests(path))
         except (OSError, yaml.YAMLError) as exc:
-            problems.append(Problem(str(path), "<file>", "-", "", f"cannot read: {exc}"))
+            problems.append(ManifestProblem(str(path), "<file>", "-", "", f"cannot read: {exc}"))
             continue
         for doc in docs:
             if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):

@@ -2,14 +2,18 @@
 
 Each runner process sends its cumulative counts every few seconds. The operator keeps the latest
 heartbeat per pod and sums the pods of one revision; a pod silent for longer than `stale_after`
-no longer counts toward lag (its counts stay, they happened).
+no longer counts toward lag (its counts stay, they happened). Heartbeats arrive typed
+(`contract.messages.Heartbeat`, parsed by `natsio.subscribe_stats`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from onceflow_runner.contract.messages import Heartbeat
 
 __all__ = ["FigureBook"]
 
@@ -19,10 +23,13 @@ class FigureBook:
     """Latest heartbeat per (namespace, integration, revision, pod)."""
 
     stale_after: float = 30.0
-    _beats: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _beats: dict[tuple[str, str, str, str], tuple[float, Heartbeat]] = field(default_factory=dict)
 
-    def record(self, namespace: str, beat: dict[str, Any], *, now: float | None = None) -> None:
-        key = (namespace, str(beat.get("integration")), str(beat.get("revision")), str(beat.get("pod")))
+    def record(self, namespace: str, beat: Heartbeat | Mapping[str, Any], *, now: float | None = None) -> None:
+        """Keep a pod's newest heartbeat (a mapping is read as a Heartbeat; WireFormatError if it is not one)."""
+        if not isinstance(beat, Heartbeat):
+            beat = Heartbeat.from_dict(beat)
+        key = (namespace, beat.integration, beat.revision, beat.pod)
         self._beats[key] = (now if now is not None else time.monotonic(), beat)
 
     def figures(
@@ -37,16 +44,16 @@ class FigureBook:
             return None
         totals: dict[str, int] = {}
         for _, beat in beats:
-            for outcome, count in (beat.get("totals") or {}).items():
-                totals[outcome] = totals.get(outcome, 0) + int(count)
+            for outcome, count in beat.totals.items():
+                totals[outcome] = totals.get(outcome, 0) + count
         fresh = [b for t, b in beats if now - t <= self.stale_after]
-        successes = [str(b["lastSuccessTime"]) for _, b in beats if b.get("lastSuccessTime")]
+        successes = [b.last_success_time for _, b in beats if b.last_success_time]
         out: dict[str, Any] = {
             "processed": totals.get("completed", 0),
             "failed": totals.get("transient", 0) + totals.get("exception", 0) + totals.get("deadLetter", 0),
             "exceptions": totals.get("exception", 0) + totals.get("parked", 0),
             "deadLettered": totals.get("deadLetter", 0),
-            "consumerLag": max((int(b.get("consumerLag", 0)) for b in fresh), default=0),
+            "consumerLag": max((b.consumer_lag for b in fresh), default=0),
         }
         if successes:
             out["lastSuccessTime"] = max(successes)
@@ -66,15 +73,13 @@ class FigureBook:
             for (ns, i, r, _), (t, b) in self._beats.items()
             if (ns, i, r) == (namespace, integration, revision) and now - t <= self.stale_after
         ]
-        count = sum(int(b.get("count", 0)) for b in live)
+        count = sum(b.count for b in live)
         if count == 0:
             return None
         return {
             "count": count,
-            "errorRatio": round(sum(float(b.get("errorRatio", 0)) * int(b.get("count", 0)) for b in live) / count, 4),
-            "exceptionRatio": round(
-                sum(float(b.get("exceptionRatio", 0)) * int(b.get("count", 0)) for b in live) / count, 4
-            ),
-            "p95LatencyMs": max(float(b.get("p95LatencyMs", 0)) for b in live),
-            "throughput": round(sum(float(b.get("throughput", 0)) for b in live), 3),
+            "errorRatio": round(sum(b.error_ratio * b.count for b in live) / count, 4),
+            "exceptionRatio": round(sum(b.exception_ratio * b.count for b in live) / count, 4),
+            "p95LatencyMs": max(b.p95_latency_ms for b in live),
+            "throughput": round(sum(b.throughput for b in live), 3),
         }

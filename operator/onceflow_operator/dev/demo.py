@@ -31,6 +31,8 @@ from onceflow_operator.dev.controlplane import ControlPlane
 from onceflow_operator.dev.executor import LocalExecutor, spawn_operator
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import list_exceptions
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.headers import NATS_MSG_ID
 from onceflow_runner.gateway.signatures import SignatureConfig, sign
 from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
 
@@ -220,9 +222,9 @@ async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list
         "docstatus": 1,
     }
     await nc.jetstream().publish(
-        "onceflow.finance.events.invoice.posted",
+        subjects.event_subject("finance", "invoice", "posted"),
         json.dumps(invoice).encode(),
-        headers={"Nats-Msg-Id": "erp/ACC-SINV-2026-00017"},
+        headers={NATS_MSG_ID: "erp/ACC-SINV-2026-00017"},
     )
     await nc.close()
     sent.append(("3 shipments, invoices", "ERP invoice ACC-SINV-2026-00017 posted"))

@@ -22,7 +22,7 @@ from onceflow_operator.compiler.validation import load_manifests
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
-from onceflow_runner.runner import decode_payload
+from onceflow_runner.payloads.decode import decode_payload
 
 __all__ = ["CaseResult", "run_fixtures"]
 

@@ -27,7 +27,6 @@ from nats.js import JetStreamContext
 
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.review.exceptions import (
-    Action,
     ExceptionRecord,
     ReviewError,
     decide,
@@ -36,10 +35,10 @@ from onceflow_operator.review.exceptions import (
     with_fix,
 )
 from onceflow_runner.adapters import natsio
+from onceflow_runner.contract.messages import REVIEW_ACTIONS, ReviewAction
 
 __all__ = ["Console", "Identity", "suggestion"]
 
-ACTIONS = ("retry", "approve", "edit", "reject", "discard")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -308,13 +307,15 @@ class Console:
         if record.decision is not None:
             d = record.decision
             parts.append(
-                f"<p class=ok>Decided: {html.escape(str(d.get('action')))} by {html.escape(str(d.get('who')))} "
-                f"at {html.escape(str(d.get('time')))} — {html.escape(str(d.get('why', '')))}</p>"
+                f"<p class=ok>Decided: {html.escape(d.action)} by {html.escape(d.who)} "
+                f"at {html.escape(d.time)} — {html.escape(d.why)}</p>"
             )
             parts.append(f"<h2>Payload as received</h2><pre>{html.escape(pretty)}</pre>")
             return "".join(parts)
         csrf = self._csrf(identity)
-        buttons = "".join(f"<button name=action value={a}>{a.capitalize()}</button>" for a in ACTIONS if a != "edit")
+        buttons = "".join(
+            f"<button name=action value={a}>{a.capitalize()}</button>" for a in REVIEW_ACTIONS if a != "edit"
+        )
         parts.append(
             f"<form method=post><input type=hidden name=csrf value={csrf}>"
             "<label>Why (kept in the audit trail) <input name=why size=60 required></label><br>"
@@ -331,10 +332,10 @@ class Console:
         identity = await self._require(request, "update", namespace)
         form = await request.post()
         self._check_csrf(request, identity, str(form.get("csrf", "")))
-        action = cast(Action, str(form.get("action", "")))
+        action = cast(ReviewAction, str(form.get("action", "")))
         why = str(form.get("why", "")).strip()
-        if action not in ACTIONS:
-            raise web.HTTPBadRequest(text=f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        if action not in REVIEW_ACTIONS:
+            raise web.HTTPBadRequest(text=f"unknown action {action!r}; one of {', '.join(REVIEW_ACTIONS)}")
         if not why:
             raise web.HTTPBadRequest(text="say why: the reason is kept in the audit trail")
         payload = None

@@ -12,28 +12,30 @@ that at most one effect.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from nats.js import JetStreamContext
 
 from onceflow_runner.adapters import natsio
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.headers import NATS_MSG_ID
+from onceflow_runner.contract.messages import AuditEntry, ParkedRecord, ReviewAction, ReviewDecision
+from onceflow_runner.errors import WireFormatError
 
 __all__ = [
-    "Decision",
     "ExceptionRecord",
     "ReviewError",
     "ReviewFigures",
     "decide",
+    "get_exception",
     "list_exceptions",
     "review_figures",
     "trace",
     "with_fix",
 ]
-
-Action = Literal["retry", "approve", "edit", "discard", "reject"]
-_RESENDS = {"retry": "retried", "approve": "approved", "edit": "edited"}
 
 
 class ReviewError(Exception):
@@ -54,9 +56,15 @@ class ExceptionRecord:
     time: str
     payload: bytes
     candidates: list[dict[str, Any]]
-    decision: dict[str, Any] | None
+    decision: ReviewDecision | None
     #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
     suggestion: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Callers that built records before decisions were typed pass the decision's wire dict.
+        if isinstance(self.decision, Mapping):
+            decided = ReviewDecision.from_dict({"exceptionSequence": self.sequence, **self.decision})
+            object.__setattr__(self, "decision", decided)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -68,53 +76,41 @@ class ExceptionRecord:
             "error": self.error,
             "revision": self.revision,
             "time": self.time,
-            "decision": self.decision,
+            "decision": self.decision.to_dict() if self.decision is not None else None,
             "suggestion": self.suggestion,
         }
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What a person decided about one exception."""
-
-    exception_sequence: int
-    action: str
-    who: str
-    why: str
-    time: str
-
-
-def _record(msg: natsio.StoredMessage, decisions: dict[int, dict[str, Any]]) -> ExceptionRecord:
-    h = msg.headers
+def _record(msg: natsio.StoredMessage, decisions: Mapping[int, ReviewDecision]) -> ExceptionRecord:
     try:
-        candidates = json.loads(h.get("Onceflow-Candidates", "[]"))
-    except ValueError:
-        candidates = []
-    try:
-        suggestion = json.loads(h["Onceflow-Suggestion"]) if "Onceflow-Suggestion" in h else None
-    except ValueError:
-        suggestion = None
+        parked = ParkedRecord.from_headers(msg.headers)
+    except WireFormatError as exc:
+        raise ReviewError(f"{msg.stream} message {msg.sequence} on {msg.subject}: {exc}") from None
     return ExceptionRecord(
         msg.sequence,
-        h.get("Onceflow-Integration", ""),
-        h.get("Onceflow-Reason", ""),
-        h.get("Onceflow-Step", ""),
-        h.get("Onceflow-Error", ""),
-        h.get("Onceflow-Business-Key", ""),
-        h.get("Onceflow-Revision", ""),
+        parked.integration,
+        parked.reason,
+        parked.step,
+        parked.error,
+        parked.business_key,
+        parked.revision,
         msg.time,
         msg.data,
-        candidates,
+        parked.candidates,
         decisions.get(msg.sequence),
-        suggestion if isinstance(suggestion, dict) else None,
+        parked.suggestion,
     )
 
 
-async def _decisions(js: JetStreamContext, namespace: str) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    for msg in await natsio.read_stream(js, "ONCEFLOW_DECISIONS", f"onceflow.{namespace}.decisions.>"):
-        entry = json.loads(msg.data)
-        out.setdefault(int(entry["exceptionSequence"]), entry)  # the first decision stands
+async def _decisions(js: JetStreamContext, namespace: str) -> dict[int, ReviewDecision]:
+    out: dict[int, ReviewDecision] = {}
+    subject = subjects.decisions_subject(namespace, subjects.ANY_TAIL)
+    for msg in await natsio.read_stream(js, subjects.DECISIONS_STREAM, subject):
+        try:
+            decision = ReviewDecision.from_wire(msg.data)
+        except WireFormatError as exc:
+            raise ReviewError(f"{msg.stream} message {msg.sequence} on {msg.subject}: {exc}") from None
+        out.setdefault(decision.exception_sequence, decision)  # the first decision stands
     return out
 
 
@@ -129,8 +125,8 @@ async def list_exceptions(
 ) -> list[ExceptionRecord]:
     """Exceptions of a namespace (by default only those still waiting), oldest first."""
     decisions = await _decisions(js, namespace)
-    subject = f"onceflow.{namespace}.exceptions.{integration or '*'}"
-    records = [_record(m, decisions) for m in await natsio.read_stream(js, "ONCEFLOW_EXCEPTIONS", subject)]
+    subject = subjects.exceptions_subject(namespace, integration or subjects.ANY_TOKEN)
+    records = [_record(m, decisions) for m in await natsio.read_stream(js, subjects.EXCEPTIONS_STREAM, subject)]
     return [
         r
         for r in records
@@ -141,8 +137,11 @@ async def list_exceptions(
 
 
 async def get_exception(js: JetStreamContext, namespace: str, sequence: int) -> ExceptionRecord:
-    msg = await natsio.get_stored(js, "ONCEFLOW_EXCEPTIONS", sequence)
-    if msg is None or not msg.subject.startswith(f"onceflow.{namespace}.exceptions."):
+    """One exception of a namespace, with its decision if there is one; ReviewError when there is none."""
+    msg = await natsio.get_stored(js, subjects.EXCEPTIONS_STREAM, sequence)
+    if msg is None or not subjects.subject_matches(
+        subjects.exceptions_subject(namespace, subjects.ANY_TOKEN), msg.subject
+    ):
         raise ReviewError(f"no exception {sequence} in namespace {namespace}")
     return _record(msg, await _decisions(js, namespace))
 
@@ -151,73 +150,65 @@ async def decide(
     js: JetStreamContext,
     namespace: str,
     sequence: int,
-    action: Action,
+    action: ReviewAction,
     *,
     who: str,
     why: str,
     payload: bytes | None = None,
-) -> Decision:
+) -> ReviewDecision:
     """Record a decision and, for retry/approve/edit, send the record through its Integration again."""
     record = await get_exception(js, namespace, sequence)
     if record.decision is not None:
         d = record.decision
-        raise ReviewError(f"exception {sequence} was already decided: {d['action']} by {d['who']} at {d['time']}")
+        raise ReviewError(f"exception {sequence} was already decided: {d.action} by {d.who} at {d.time}")
     if action == "edit" and payload is None:
         raise ReviewError("edit needs the corrected payload")
-    now = datetime.now(UTC).isoformat()
-    decision = Decision(sequence, action, who, why, now)
-    entry = {
-        "exceptionSequence": sequence,
-        "action": action,
-        "who": who,
-        "why": why,
-        "time": now,
-        "integration": record.integration,
-        "businessKey": record.business_key,
-        "reason": record.reason,
-    }
-    await js.publish(
-        f"onceflow.{namespace}.decisions.{record.integration}",
-        json.dumps(entry).encode(),
-        headers={"Nats-Msg-Id": f"decision/{namespace}/{sequence}"},
+    decision = ReviewDecision(
+        exception_sequence=sequence,
+        action=action,
+        who=who,
+        why=why,
+        time=datetime.now(UTC).isoformat(),
+        integration=record.integration,
+        business_key=record.business_key,
+        reason=record.reason,
     )
-    if action in _RESENDS:
-        stored = await natsio.get_stored(js, "ONCEFLOW_EXCEPTIONS", sequence)
+    await js.publish(
+        subjects.decisions_subject(namespace, record.integration),
+        decision.to_wire(),
+        headers={NATS_MSG_ID: f"decision/{namespace}/{sequence}"},
+    )
+    if decision.resends:
+        stored = await natsio.get_stored(js, subjects.EXCEPTIONS_STREAM, sequence)
         assert stored is not None
-        headers = {k: v for k, v in stored.headers.items() if not k.startswith("Onceflow-") and k != "Nats-Msg-Id"}
-        for keep in ("Onceflow-Origin", "Onceflow-Event", "Onceflow-Delivery-Id"):
-            if keep in stored.headers:
-                headers[keep] = stored.headers[keep]
-        headers.update(
-            {
-                "Onceflow-Decision": _RESENDS[action],
-                "Onceflow-Decided-By": who,
-                "Nats-Msg-Id": f"resend/{namespace}/{sequence}",
-            }
-        )
-        subject = stored.headers.get("Onceflow-Original-Subject", "")
+        subject = ParkedRecord.from_headers(stored.headers).original_subject
         if not subject:
             raise ReviewError(f"exception {sequence} does not say where it came from; it cannot be resent")
+        headers = decision.resend_headers(stored.headers, namespace)
         await js.publish(subject, payload if payload is not None else stored.data, headers=headers)
-    audit = {
-        "time": now,
-        "integration": record.integration,
-        "businessKey": record.business_key,
-        "outcome": "decision",
-        "detail": f"{action} by {who}: {why}",
-        "exceptionSequence": sequence,
-    }
-    await js.publish(f"onceflow.{namespace}.audit.{record.integration}", json.dumps(audit).encode())
+    audit = AuditEntry(
+        time=decision.time,
+        integration=record.integration,
+        business_key=record.business_key,
+        outcome="decision",
+        detail=f"{action} by {who}: {why}",
+        exception_sequence=sequence,
+    )
+    await js.publish(subjects.audit_subject(namespace, record.integration), audit.to_wire())
     return decision
 
 
 async def trace(js: JetStreamContext, namespace: str, business_key: str) -> list[dict[str, Any]]:
     """Everything recorded about one business key, in time order: steps, exceptions, decisions."""
     events: list[dict[str, Any]] = []
-    for msg in await natsio.read_stream(js, "ONCEFLOW_AUDIT", f"onceflow.{namespace}.audit.>"):
-        entry = json.loads(msg.data)
-        if entry.get("businessKey") == business_key:
-            events.append({"kind": "audit", **entry})
+    subject = subjects.audit_subject(namespace, subjects.ANY_TAIL)
+    for msg in await natsio.read_stream(js, subjects.AUDIT_STREAM, subject):
+        try:
+            entry = AuditEntry.from_wire(msg.data)
+        except WireFormatError as exc:
+            raise ReviewError(f"{msg.stream} message {msg.sequence} on {msg.subject}: {exc}") from None
+        if entry.business_key == business_key:
+            events.append({"kind": "audit", **entry.to_dict()})
     for record in await list_exceptions(js, namespace, business_key=business_key, include_decided=True):
         events.append({"kind": "exception", "time": record.time, **record.summary()})
     return sorted(events, key=lambda e: str(e.get("time", "")))
@@ -272,10 +263,10 @@ def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigur
             if parked is not None:
                 oldest = max(oldest, (now - parked).total_seconds())
             continue
-        at = _when(str(record.decision.get("time", "")))
+        at = _when(record.decision.time)
         if at is None or (now - at).total_seconds() > 3600:
             continue
-        action = str(record.decision.get("action", ""))
+        action = record.decision.action
         decided[action] = decided.get(action, 0) + 1
         if parked is not None:
             delays.append((at - parked).total_seconds())

@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -31,12 +32,18 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from onceflow_runner.contract import headers as h
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
+from onceflow_runner.contract.messages import Heartbeat
 from onceflow_runner.contract.plan import NatsPlan, Plan
-from onceflow_runner.contract.split import MARKER_HEADER, Lane, SplitTable
+from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable
+from onceflow_runner.errors import WireFormatError
 
 __all__ = [
     "AUTH_ENV",
     "STREAMS",
+    "JetStreamEvents",
     "JetStreamWiring",
     "StoredMessage",
     "ack_floor",
@@ -58,23 +65,19 @@ __all__ = [
 
 _DAY = 86400.0
 
-#: name -> (subjects, max age in seconds, retention)
+#: name -> (subjects, max age in seconds, retention); subjects as `contract.subjects` lays them out.
 STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
-    "ONCEFLOW_IN": (["onceflow.*.in.>"], 7 * _DAY, RetentionPolicy.LIMITS),
-    "ONCEFLOW_EVENTS": (["onceflow.*.events.>"], 7 * _DAY, RetentionPolicy.LIMITS),
-    "ONCEFLOW_EXCEPTIONS": (["onceflow.*.exceptions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
-    "ONCEFLOW_DECISIONS": (["onceflow.*.decisions.>"], 90 * _DAY, RetentionPolicy.LIMITS),
-    "ONCEFLOW_DLQ": (["onceflow.*.dlq.>"], 90 * _DAY, RetentionPolicy.LIMITS),
-    "ONCEFLOW_AUDIT": (["onceflow.*.audit.>"], 30 * _DAY, RetentionPolicy.LIMITS),
-    # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
-    "ONCEFLOW_ADVISORIES": (
-        [
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
-            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
-        ],
-        30 * _DAY,
-        RetentionPolicy.LIMITS,
-    ),
+    name: (subjects.stream_subjects(name), max_age, RetentionPolicy.LIMITS)
+    for name, max_age in (
+        (subjects.IN_STREAM, 7 * _DAY),
+        (subjects.EVENTS_STREAM, 7 * _DAY),
+        (subjects.EXCEPTIONS_STREAM, 90 * _DAY),
+        (subjects.DECISIONS_STREAM, 90 * _DAY),
+        (subjects.DLQ_STREAM, 90 * _DAY),
+        (subjects.AUDIT_STREAM, 30 * _DAY),
+        # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
+        (subjects.ADVISORIES_STREAM, 30 * _DAY),
+    )
 }
 KEY_TTL = 90 * _DAY
 
@@ -108,10 +111,10 @@ async def connect(url: str, *, name: str) -> Client:
 
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create every Onceflow stream, or update it to the expected subjects and limits."""
-    for name, (subjects, max_age, retention) in STREAMS.items():
+    for name, (filters, max_age, retention) in STREAMS.items():
         config = StreamConfig(
             name=name,
-            subjects=subjects,
+            subjects=filters,
             retention=retention,
             storage=StorageType.FILE,
             max_age=max_age,
@@ -126,19 +129,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
 
 def rollout_subject(names: NatsPlan, namespace: str, integration: str) -> str:
     """Where split markers for an Integration go: in its trigger's stream, so they are ordered with its records."""
-    area = "events" if names.stream == "ONCEFLOW_EVENTS" else "in"
-    return f"onceflow.{namespace}.{area}._rollout.{integration}"
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard matching (`*` one token, `>` the rest)."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
+    return subjects.rollout_subject(namespace, integration, names.stream)
 
 
 def lane_consumer(plan: Plan, lane: Lane) -> str:
@@ -157,7 +148,9 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     """
     policy = plan.error_policy
     markers = rollout_subject(plan.nats, plan.namespace, plan.integration)
-    subjects = [plan.nats.subject] if subject_matches(plan.nats.subject, markers) else [plan.nats.subject, markers]
+    filters = (
+        [plan.nats.subject] if subjects.subject_matches(plan.nats.subject, markers) else [plan.nats.subject, markers]
+    )
     name = lane_consumer(plan, lane)
     return ConsumerConfig(
         name=name,
@@ -168,7 +161,7 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=policy.ack_wait,
         max_deliver=policy.max_deliver,
-        filter_subjects=subjects,
+        filter_subjects=filters,
         max_ack_pending=plan.concurrency,
     )
 
@@ -213,7 +206,7 @@ class JetStreamWiring:
 
     async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
         """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
-        ack = await self.js.publish(subject, payload, headers={**headers, "Nats-Msg-Id": msg_id})
+        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: msg_id})
         return bool(ack.duplicate)
 
     async def is_done(self, business_key: str) -> bool:
@@ -229,6 +222,30 @@ class JetStreamWiring:
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
         await self.nc.publish(subject, payload)
+
+
+class JetStreamEvents:
+    """EventSink that publishes canonical CloudEvents (binary mode) to ONCEFLOW_EVENTS."""
+
+    def __init__(self, wiring: JetStreamWiring) -> None:
+        self.wiring = wiring
+        self.plan = wiring.plan
+
+    async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
+        headers = cloudevent_headers(
+            event_type=f"io.onceflow.{entity}.{verb}",
+            source=f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
+            event_id=str(meta["businessKey"]),
+            content_type="application/json",
+        )
+        headers[h.ORIGIN] = self.plan.source
+        headers[h.REVISION] = self.plan.revision
+        if meta.get("traceparent"):
+            headers[h.TRACEPARENT] = str(meta["traceparent"])
+        subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
+        # Scoped: another Integration (or namespace) may publish for the same business key and step name.
+        scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
+        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
 
 
 async def provision_consumer(
@@ -251,7 +268,7 @@ async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTa
 async def publish_split(js: JetStreamContext, subject: str, table: SplitTable | None, weight: int) -> SplitTable:
     """Publish the next split marker; return the table it makes (its entry carries the marker's sequence)."""
     base = table or SplitTable()
-    ack = await js.publish(subject, base.marker_payload(weight), headers={MARKER_HEADER: "split"})
+    ack = await js.publish(subject, base.marker_payload(weight), headers=SplitMarker.headers())
     return base.then(int(ack.seq), weight)
 
 
@@ -272,18 +289,22 @@ async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> b
         return False
 
 
-async def subscribe_stats(nc: Client, handler: Any) -> None:
-    """Receive every runner heartbeat (`onceflow.<ns>.stats.<integration>`) as parsed JSON."""
+async def subscribe_stats(nc: Client, handler: Callable[[str, Heartbeat], None]) -> None:
+    """Hand every runner heartbeat (`onceflow.<ns>.stats.<integration>`) to `handler(namespace, beat)`.
 
-    async def on_message(msg: Any) -> None:
+    A heartbeat that is not one (not JSON, or not a Heartbeat) is dropped: it is figures, not a
+    record, and the next one comes in seconds.
+    """
+
+    async def on_message(msg: Msg) -> None:
         try:
-            beat = json.loads(msg.data)
-        except ValueError:
+            beat = Heartbeat.from_wire(msg.data)
+            namespace = subjects.namespace_of(msg.subject)
+        except (WireFormatError, ValueError):
             return
-        namespace = msg.subject.split(".")[1]
         handler(namespace, beat)
 
-    await nc.subscribe("onceflow.*.stats.*", cb=on_message)
+    await nc.subscribe(subjects.STATS_SUBSCRIPTION, cb=on_message)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from onceflow_runner.adapters.transport import AiohttpTransport
+from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
@@ -159,7 +160,7 @@ class HttpCaller:
         plan = conn.plan
         send_headers = {**headers}
         if idempotency_key:
-            send_headers["Idempotency-Key"] = idempotency_key
+            send_headers[IDEMPOTENCY_KEY] = idempotency_key
         content = None if body is None else json.dumps(body, separators=(",", ":"), default=str).encode()
         if content is not None:
             send_headers["Content-Type"] = "application/json"

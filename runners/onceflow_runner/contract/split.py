@@ -15,20 +15,63 @@ Because a marker is ordered with the records in the stream, both lanes judge a r
 same weight however far apart their backlogs are: no record is taken by both, none by neither.
 A runner re-reads the newest marker after every fetch; any marker that could apply to a record
 it holds was stored before that read, so its table is complete for the batch. The lane that
-does not own a record acks it without effect.
+does not own a record acks it without effect. A marker is a `SplitMarker`: its body (the
+earlier entries and its weight) and its `Onceflow-Rollout: split` header.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-__all__ = ["MARKER_HEADER", "Lane", "SplitTable", "bucket", "owns"]
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from onceflow_runner.contract.headers import ROLLOUT
+from onceflow_runner.errors import WireFormatError
+
+__all__ = ["SPLIT_MARKER_VALUE", "Lane", "SplitMarker", "SplitTable", "bucket", "owns"]
 
 Lane = Literal["main", "canary"]
-MARKER_HEADER = "Onceflow-Rollout"
+#: The `Onceflow-Rollout` header value of a split marker.
+SPLIT_MARKER_VALUE: Final = "split"
+
+
+class SplitMarker(BaseModel):
+    """A split marker's body: the table's earlier entries and the weight it sets (its sequence is its own).
+
+    Written by the operator (`natsio.publish_split`), read by both lanes' runners and the operator.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    previous: tuple[tuple[int, int], ...] = ()
+    weight: int
+
+    @staticmethod
+    def headers() -> dict[str, str]:
+        """What tells a runner a message is a marker, not a record."""
+        return {ROLLOUT: SPLIT_MARKER_VALUE}
+
+    @staticmethod
+    def is_marker(headers: Mapping[str, str] | None) -> bool:
+        """True for a split marker's headers."""
+        return bool((headers or {}).get(ROLLOUT))
+
+    def to_wire(self) -> bytes:
+        return json.dumps({"previous": [list(e) for e in self.previous], "weight": self.weight}).encode()
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> SplitMarker:
+        """Read a marker body; WireFormatError when it is not one."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise WireFormatError(f"not a valid SplitMarker: {where}: {first['msg']}") from None
 
 
 def bucket(sequence: int) -> int:
@@ -58,7 +101,7 @@ class SplitTable:
 
     def marker_payload(self, weight: int) -> bytes:
         """The body of the next marker: the earlier entries plus its weight (its sequence is its own)."""
-        return json.dumps({"previous": [list(e) for e in self.entries], "weight": weight}).encode()
+        return SplitMarker(previous=self.entries, weight=weight).to_wire()
 
     def compacted(self, ack_floor: int) -> SplitTable:
         """Drop markers that only govern records at or below `ack_floor` (all settled, never judged again)."""
@@ -71,9 +114,8 @@ class SplitTable:
 
     @classmethod
     def from_marker(cls, sequence: int, payload: bytes) -> SplitTable:
-        body = json.loads(payload)
-        previous = tuple((int(s), int(w)) for s, w in body.get("previous", []))
-        return cls((*previous, (sequence, int(body["weight"]))))
+        marker = SplitMarker.from_wire(payload)
+        return cls((*marker.previous, (sequence, marker.weight)))
 
     @property
     def last_sequence(self) -> int:

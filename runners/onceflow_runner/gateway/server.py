@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
+from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
+from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, verify
 from onceflow_runner.metrics import GatewayMetrics
@@ -129,21 +130,21 @@ class Gateway:
         except SignatureError as exc:
             return self._answer(401, {"error": f"signature rejected: {exc}"})
         event = self._event(None, body, request)
-        headers = {
+        record = RecordHeaders(
             # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
             # same delivery id must not look like a retry of this one.
-            "Nats-Msg-Id": f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"[:256],
-            "Onceflow-Delivery-Id": delivery_id[:256],
-            "Onceflow-Origin": self.plan.connector,
-            "Onceflow-Event": event,
-            "Content-Type": request.headers.get("Content-Type", "application/json"),
-            "ce-specversion": "1.0",
-            "ce-type": f"io.onceflow.{self.plan.connector}.{event}",
-            "ce-source": f"/namespaces/{self.plan.namespace}/connectors/{self.plan.connector}",
-            "ce-id": delivery_id[:256],
-            "ce-time": datetime.now(UTC).isoformat(),
-            "traceparent": request.headers.get("traceparent") or new_traceparent(),
-        }
+            msg_id=f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"[:256],
+            delivery_id=delivery_id[:256],
+            origin=self.plan.connector,
+            event=event,
+            content_type=request.headers.get("Content-Type", "application/json"),
+            traceparent=request.headers.get(TRACEPARENT) or new_traceparent(),
+        )
+        headers = record.to_headers() | cloudevent_headers(
+            event_type=f"io.onceflow.{self.plan.connector}.{event}",
+            source=f"/namespaces/{self.plan.namespace}/connectors/{self.plan.connector}",
+            event_id=delivery_id[:256],
+        )
         subject = f"{self.plan.subject_prefix}.{event}"
         if self.js is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})

@@ -1,0 +1,131 @@
+"""NATS header names both planes use, defined once, and the one CloudEvents header builder (pure).
+
+Records move through NATS with their business meaning in headers:
+
+- JetStream's `Nats-Msg-Id` (de-duplication) and W3C `traceparent` (one trace across systems);
+- CloudEvents binary mode (`ce-specversion`, `ce-type`, `ce-source`, `ce-id`, `ce-time`,
+  `content-type`), built only by `cloudevent_headers`: gateways, runner events, drift results;
+- `Onceflow-*`: where a record came from (origin, event, sender's delivery id), why it was
+  parked (reason, error, step, ...), what a person decided, and the rollout marker.
+
+NATS header values are one line each; `header_safe` is applied to any free text (an error
+message, a business key) before it becomes a header value.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+__all__ = [
+    "BUSINESS_KEY",
+    "CANDIDATES",
+    "CE_CONTENT_TYPE",
+    "CE_ID",
+    "CE_SOURCE",
+    "CE_SPECVERSION",
+    "CE_TIME",
+    "CE_TYPE",
+    "CLOUDEVENTS_VERSION",
+    "CONTENT_TYPE",
+    "DECIDED_BY",
+    "DECISION",
+    "DELIVERIES",
+    "DELIVERY_ID",
+    "ERROR",
+    "EVENT",
+    "IDEMPOTENCY_KEY",
+    "INTEGRATION",
+    "NATS_MSG_ID",
+    "ONCEFLOW_PREFIX",
+    "ORIGIN",
+    "ORIGINAL_SUBJECT",
+    "REASON",
+    "REVISION",
+    "ROLLOUT",
+    "STEP",
+    "STREAM_SEQUENCE",
+    "SUGGESTION",
+    "TRACEPARENT",
+    "cloudevent_headers",
+    "header_safe",
+]
+
+# -- NATS, W3C and HTTP -------------------------------------------------------------------------
+NATS_MSG_ID: Final = "Nats-Msg-Id"
+TRACEPARENT: Final = "traceparent"
+#: The record's own content type, as the sender declared it (set by the gateway).
+CONTENT_TYPE: Final = "Content-Type"
+#: Outbound HTTP calls carry the business idempotency key here.
+IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+
+# -- CloudEvents, binary mode -------------------------------------------------------------------
+CLOUDEVENTS_VERSION: Final = "1.0"
+CE_SPECVERSION: Final = "ce-specversion"
+CE_TYPE: Final = "ce-type"
+CE_SOURCE: Final = "ce-source"
+CE_ID: Final = "ce-id"
+CE_TIME: Final = "ce-time"
+#: `datacontenttype` in binary mode (events the data plane writes itself).
+CE_CONTENT_TYPE: Final = "content-type"
+
+# -- Onceflow: where a record came from -----------------------------------------------------------
+ONCEFLOW_PREFIX: Final = "Onceflow-"
+ORIGIN: Final = "Onceflow-Origin"
+EVENT: Final = "Onceflow-Event"
+DELIVERY_ID: Final = "Onceflow-Delivery-Id"
+REVISION: Final = "Onceflow-Revision"
+
+# -- Onceflow: why a record was parked (exception and dead-letter streams) ------------------------
+REASON: Final = "Onceflow-Reason"
+ERROR: Final = "Onceflow-Error"
+STEP: Final = "Onceflow-Step"
+INTEGRATION: Final = "Onceflow-Integration"
+BUSINESS_KEY: Final = "Onceflow-Business-Key"
+ORIGINAL_SUBJECT: Final = "Onceflow-Original-Subject"
+STREAM_SEQUENCE: Final = "Onceflow-Stream-Sequence"
+DELIVERIES: Final = "Onceflow-Deliveries"
+CANDIDATES: Final = "Onceflow-Candidates"
+SUGGESTION: Final = "Onceflow-Suggestion"
+
+# -- Onceflow: a person's decision, on a record sent through again --------------------------------
+DECISION: Final = "Onceflow-Decision"
+DECIDED_BY: Final = "Onceflow-Decided-By"
+
+# -- Onceflow: a canary rollout's split marker (see contract/split.py) ---------------------------
+ROLLOUT: Final = "Onceflow-Rollout"
+
+
+def header_safe(text: str, limit: int = 1000) -> str:
+    """NATS header values are one line."""
+    return " ".join(str(text).split())[:limit]
+
+
+def cloudevent_headers(
+    *,
+    event_type: str,
+    source: str,
+    event_id: str,
+    time: str | None = None,
+    content_type: str | None = None,
+) -> dict[str, str]:
+    """CloudEvents binary-mode headers: specversion, type, source, id, time (now unless given).
+
+    Args:
+        event_type: reverse-DNS event type, e.g. `io.onceflow.customer.created`.
+        source: the producer, e.g. `/namespaces/sales/integrations/customer-sync`.
+        event_id: the business idempotency key (or the sender's delivery id), unique per source.
+        time: RFC 3339 time of the occurrence; now when not given.
+        content_type: the data's media type, as `content-type`; left out when None (a gateway
+            keeps the sender's own `Content-Type` instead).
+    """
+    headers = {
+        CE_SPECVERSION: CLOUDEVENTS_VERSION,
+        CE_TYPE: event_type,
+        CE_SOURCE: source,
+        CE_ID: event_id,
+        CE_TIME: time if time is not None else datetime.now(UTC).isoformat(),
+    }
+    if content_type is not None:
+        headers[CE_CONTENT_TYPE] = content_type
+    return headers

@@ -1,0 +1,359 @@
+"""The typed messages both planes write and read on NATS, besides the plan (pure).
+
+Each model is used by its writer *and* its reader, with one method to put it on the wire and one
+to read it back, so a field is named once:
+
+    RecordHeaders   gateway, review resend  -> runner          headers of a record to settle
+    Heartbeat       runner                  -> operator        figures and canary analysis
+    AuditEntry      runner, review decide   -> `onceflow trace` one step outcome or decision
+    ParkedRecord    runner `_park`          -> review          why a record waits (headers)
+    ReviewDecision  review decide           -> review          a person's decision (decisions stream)
+    DriftResult     drift job               -> operator        a SyncPolicy's drift figures
+
+(The rollout's split marker is `contract.split.SplitMarker`.) Readers accept messages written
+before a field existed (it takes its default) and ignore fields they do not know; a message
+that is not the model at all raises `WireFormatError` saying what and where, never a KeyError.
+JSON bodies are written with `json.dumps`, as before these models existed, so the bytes on
+the wire are unchanged; a field a writer did not set is left out, as the hand-built dicts did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Self, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from onceflow_runner.contract import headers as h
+from onceflow_runner.contract.split import Lane
+from onceflow_runner.errors import WireFormatError
+
+__all__ = [
+    "RESENT_AS",
+    "REVIEW_ACTIONS",
+    "AuditEntry",
+    "AuditStep",
+    "DriftResult",
+    "Heartbeat",
+    "ParkedRecord",
+    "RecordHeaders",
+    "ReviewAction",
+    "ReviewDecision",
+]
+
+#: What a person can decide about a parked record (in the order the console offers them).
+ReviewAction = Literal["retry", "approve", "edit", "reject", "discard"]
+REVIEW_ACTIONS: Final[tuple[ReviewAction, ...]] = get_args(ReviewAction)
+#: Decisions that send the record through its Integration again, and the `Onceflow-Decision` they carry.
+RESENT_AS: Final[Mapping[ReviewAction, str]] = {"retry": "retried", "approve": "approved", "edit": "edited"}
+
+
+def _validation_message(what: str, exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"not a valid {what}: {where}: {first['msg']} ({exc.error_count()} error(s))"
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read(model: type[_M], raw: Mapping[str, Any]) -> _M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise WireFormatError(_validation_message(model.__name__, exc)) from None
+
+
+class _Wire(BaseModel):
+    """A JSON message: camelCase on the wire, snake_case in Python, unknown fields ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as the JSON object the writer sends (fields it did not set are left out)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+    def to_wire(self) -> bytes:
+        """The message body."""
+        return json.dumps(self.to_dict()).encode()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Self:
+        """Read a decoded message; WireFormatError when it is not this model."""
+        return _read(cls, raw)
+
+    @classmethod
+    def from_wire(cls, data: bytes | str) -> Self:
+        """Read a message body; WireFormatError when it is not JSON or not this model."""
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise WireFormatError(f"not a valid {cls.__name__}: the body is not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise WireFormatError(f"not a valid {cls.__name__}: the body is {type(raw).__name__}, not an object")
+        return cls.from_dict(raw)
+
+
+@dataclass(frozen=True)
+class RecordHeaders:
+    """The headers a record carries into a runner: which delivery, from where, which trace, any decision.
+
+    Written by the gateway (with the CloudEvents headers) and by a review resend (which copies the
+    parked record's and adds the decision); read by the runner for its audit and ownership rules.
+    None means "not sent"; `to_headers` leaves those out.
+    """
+
+    msg_id: str | None = None
+    delivery_id: str | None = None
+    origin: str | None = None
+    event: str | None = None
+    content_type: str | None = None
+    traceparent: str | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+
+    def to_headers(self) -> dict[str, str]:
+        pairs = (
+            (h.NATS_MSG_ID, self.msg_id),
+            (h.DELIVERY_ID, self.delivery_id),
+            (h.ORIGIN, self.origin),
+            (h.EVENT, self.event),
+            (h.CONTENT_TYPE, self.content_type),
+            (h.TRACEPARENT, self.traceparent),
+            (h.DECISION, self.decision),
+            (h.DECIDED_BY, self.decided_by),
+        )
+        return {name: value for name, value in pairs if value is not None}
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str] | None) -> RecordHeaders:
+        found = headers or {}
+        return cls(
+            msg_id=found.get(h.NATS_MSG_ID),
+            delivery_id=found.get(h.DELIVERY_ID),
+            origin=found.get(h.ORIGIN),
+            event=found.get(h.EVENT),
+            content_type=found.get(h.CONTENT_TYPE) or found.get(h.CE_CONTENT_TYPE),
+            traceparent=found.get(h.TRACEPARENT),
+            decision=found.get(h.DECISION),
+            decided_by=found.get(h.DECIDED_BY),
+        )
+
+
+class Heartbeat(_Wire):
+    """One runner process's figures, sent every few seconds on `onceflow.<ns>.stats.<integration>`.
+
+    `totals` are cumulative counts per outcome since the process started; the other figures are
+    over the runner's rolling window (see `metrics.RollingStats.snapshot`, whose keys they are).
+    """
+
+    integration: str
+    revision: str
+    lane: Lane = "main"
+    pod: str = ""
+    time: str = ""
+    consumer_lag: int = 0
+    last_success_time: str | None = None
+    count: int = 0
+    error_ratio: float = 0.0
+    exception_ratio: float = 0.0
+    p50_latency_ms: float = 0.0
+    p95_latency_ms: float = 0.0
+    throughput: float = 0.0
+    totals: dict[str, int] = Field(default_factory=dict)
+
+
+class AuditStep(BaseModel):
+    """One step's outcome inside an audit entry (field names as the engine's `StepResult`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    step: str
+    kind: str = ""
+    outcome: str
+    detail: str = ""
+    status: int | None = None
+    latency_ms: float = 0.0
+
+
+class AuditEntry(_Wire):
+    """One line of a record's lineage on `onceflow.<ns>.audit.<integration>`, read by `onceflow trace`.
+
+    `outcome` is what happened: completed, filtered, duplicate, retrying, exception, deadLetter
+    (from a runner) or decision (from a person, with `exception_sequence`).
+    """
+
+    time: str
+    integration: str
+    revision: str = ""
+    business_key: str | None = None
+    delivery_id: str | None = None
+    source: str | None = None
+    delivered: int | None = None
+    outcome: str
+    detail: str = ""
+    steps: list[AuditStep] = Field(default_factory=list)
+    exception_sequence: int | None = None
+
+    def to_wire(self) -> bytes:
+        return json.dumps(self.to_dict(), default=str).encode()
+
+
+class ParkedRecord(BaseModel):
+    """Why a record waits in the exception (or dead-letter) stream: headers beside its original bytes.
+
+    The runner's `_park` writes them (`to_headers`, over the record's own headers); the review side
+    reads them back (`from_headers`). Candidates and suggestion are JSON cut to fit a header: one
+    cut short reads as none, as it always has.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    reason: str
+    error: str = ""
+    step: str = ""
+    integration: str = ""
+    revision: str = ""
+    business_key: str = ""
+    original_subject: str = ""
+    stream_sequence: int = 0
+    deliveries: int = 0
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
+    suggestion: dict[str, Any] | None = None
+
+    def to_headers(self, original: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The original record's headers (less its Nats-Msg-Id) with why it was parked."""
+        out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID}
+        out.update(
+            {
+                h.REASON: self.reason,
+                h.ERROR: h.header_safe(self.error),
+                h.STEP: self.step or "-",
+                h.INTEGRATION: self.integration,
+                h.REVISION: self.revision,
+                h.BUSINESS_KEY: h.header_safe(self.business_key) or "-",
+                h.ORIGINAL_SUBJECT: self.original_subject,
+                h.STREAM_SEQUENCE: str(self.stream_sequence),
+                h.DELIVERIES: str(self.deliveries),
+            }
+        )
+        if self.candidates:
+            out[h.CANDIDATES] = h.header_safe(json.dumps(self.candidates, default=str), 4000)
+        if self.suggestion:
+            out[h.SUGGESTION] = h.header_safe(json.dumps(self.suggestion, default=str), 2000)
+        return out
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str] | None) -> ParkedRecord:
+        """Read a parked record's headers; WireFormatError when it has no reason (it was never parked)."""
+        found = headers or {}
+        if h.REASON not in found:
+            raise WireFormatError(f"not a parked record: no {h.REASON} header")
+        candidates = _json_header(found, h.CANDIDATES)
+        suggestion = _json_header(found, h.SUGGESTION)
+        fields: dict[str, Any] = {
+            "reason": found[h.REASON],
+            "error": found.get(h.ERROR, ""),
+            "step": found.get(h.STEP, ""),
+            "integration": found.get(h.INTEGRATION, ""),
+            "revision": found.get(h.REVISION, ""),
+            "business_key": found.get(h.BUSINESS_KEY, ""),
+            "original_subject": found.get(h.ORIGINAL_SUBJECT, ""),
+            "stream_sequence": found.get(h.STREAM_SEQUENCE, "0"),
+            "deliveries": found.get(h.DELIVERIES, "0"),
+            "candidates": candidates if isinstance(candidates, list) else [],
+            "suggestion": suggestion if isinstance(suggestion, dict) else None,
+        }
+        return _read(cls, fields)
+
+
+def _json_header(headers: Mapping[str, str], name: str) -> Any:
+    try:
+        return json.loads(headers[name]) if name in headers else None
+    except ValueError:
+        return None
+
+
+class ReviewDecision(_Wire):
+    """What a person decided about one exception, on `onceflow.<ns>.decisions.<integration>`.
+
+    Keyed by the exception's stream sequence; the first decision about an exception stands.
+    (A rollout's promote/abort is a different thing: `onceflow_operator.rollout.decisions.Decision`.)
+    """
+
+    exception_sequence: int
+    action: ReviewAction
+    who: str
+    why: str = ""
+    time: str
+    integration: str = ""
+    business_key: str = ""
+    reason: str = ""
+
+    @property
+    def resends(self) -> bool:
+        """True when the decision sends the record through its Integration again."""
+        return self.action in RESENT_AS
+
+    def resend_headers(self, parked: Mapping[str, str], namespace: str) -> dict[str, str]:
+        """Headers of the record sent again: its own, where it came from, and this decision.
+
+        Why-parked headers are dropped (the runner writes fresh ones if it parks it again); the
+        message id is new and fixed, so a second resend of the same exception is stored once.
+        """
+        if not self.resends:
+            raise ValueError(f"a {self.action} decision sends nothing")
+        out = {k: v for k, v in parked.items() if not k.startswith(h.ONCEFLOW_PREFIX) and k != h.NATS_MSG_ID}
+        for keep in (h.ORIGIN, h.EVENT, h.DELIVERY_ID):
+            if keep in parked:
+                out[keep] = parked[keep]
+        out.update(
+            {
+                h.DECISION: RESENT_AS[self.action],
+                h.DECIDED_BY: self.who,
+                h.NATS_MSG_ID: f"resend/{namespace}/{self.exception_sequence}",
+            }
+        )
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The wire field `key` (camelCase), for callers that still read decisions as dicts.
+
+        Kept for `onceflow_operator/cli/main.py` (`(r.decision or {}).get("action", "")`) until it
+        reads attributes; remove then.
+        """
+        return self.model_dump(by_alias=True).get(key, default)
+
+
+class DriftResult(_Wire):
+    """One drift check between a SyncPolicy's two systems (CloudEvent `io.onceflow.<entity>.drift`).
+
+    The operator reads the newest one into the SyncPolicy's status (`to_status`).
+    """
+
+    sync_policy: str = ""
+    entity: str = ""
+    time: str
+    compared: int = 0
+    total: int
+    missing_left: int
+    missing_right: int
+    mismatched: int
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+
+    def to_status(self) -> dict[str, Any]:
+        """The SyncPolicy's `status.drift`."""
+        return {
+            "total": self.total,
+            "missingLeft": self.missing_left,
+            "missingRight": self.missing_right,
+            "mismatched": self.mismatched,
+            "lastRunTime": self.time,
+        }
+
+    def to_wire(self) -> bytes:
+        return json.dumps(self.to_dict(), default=str).encode()

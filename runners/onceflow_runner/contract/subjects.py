@@ -1,0 +1,202 @@
+"""Where every kind of record goes on NATS: stream names and subjects, defined once (pure).
+
+DESIGN.md's NATS layout, as code. The operator's planner writes these names into each plan, the
+NATS adapter derives the streams' subject filters from them, and the review side reads with them,
+so a subject is spelled in exactly one place:
+
+    onceflow.<ns>.in.<connector>.<event>        ONCEFLOW_IN          records accepted by a gateway
+    onceflow.<ns>.in._rollout.<integration>     (the trigger's)      split markers of a canary rollout
+    onceflow.<ns>.events.<entity>.<verb>        ONCEFLOW_EVENTS      canonical events (CloudEvents)
+    onceflow.<ns>.events.<entity>.drift.<sp>    ONCEFLOW_EVENTS      a SyncPolicy's drift results
+    onceflow.<ns>.exceptions.<integration>      ONCEFLOW_EXCEPTIONS  records waiting for a person
+    onceflow.<ns>.decisions.<integration>       ONCEFLOW_DECISIONS   people's decisions
+    onceflow.<ns>.dlq.<integration>             ONCEFLOW_DLQ         records out of deliveries
+    onceflow.<ns>.audit.<integration>           ONCEFLOW_AUDIT       one entry per step outcome
+    onceflow.<ns>.stats.<integration>           core NATS            runner heartbeats, not stored
+
+Every function takes the namespace first: everything a namespace's pods publish or consume lies
+under `onceflow.<ns>.` (tenancy). Where a reader wants every Integration, it passes a wildcard
+(`ANY_TOKEN` or `ANY_TAIL`) as the Integration.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+__all__ = [
+    "ADVISORIES_STREAM",
+    "ADVISORY_SUBJECTS",
+    "ANY_TAIL",
+    "ANY_TOKEN",
+    "AUDIT_STREAM",
+    "DECISIONS_STREAM",
+    "DLQ_STREAM",
+    "EVENTS_STREAM",
+    "EXCEPTIONS_STREAM",
+    "IN_STREAM",
+    "ROOT",
+    "STATS_SUBSCRIPTION",
+    "STREAM_AREAS",
+    "Area",
+    "audit_subject",
+    "consumer_name",
+    "decisions_subject",
+    "dlq_subject",
+    "drift_subject",
+    "event_subject",
+    "events_prefix",
+    "exceptions_subject",
+    "inbound_prefix",
+    "inbound_subject",
+    "kv_bucket",
+    "namespace_of",
+    "namespace_root",
+    "rollout_subject",
+    "stats_subject",
+    "stream_of_trigger",
+    "stream_subjects",
+    "subject_matches",
+]
+
+ROOT: Final = "onceflow"
+ANY_TOKEN: Final = "*"
+ANY_TAIL: Final = ">"
+
+IN_STREAM: Final = "ONCEFLOW_IN"
+EVENTS_STREAM: Final = "ONCEFLOW_EVENTS"
+EXCEPTIONS_STREAM: Final = "ONCEFLOW_EXCEPTIONS"
+DECISIONS_STREAM: Final = "ONCEFLOW_DECISIONS"
+DLQ_STREAM: Final = "ONCEFLOW_DLQ"
+AUDIT_STREAM: Final = "ONCEFLOW_AUDIT"
+ADVISORIES_STREAM: Final = "ONCEFLOW_ADVISORIES"
+
+#: The second token after `onceflow.<ns>.`: what kind of subject it is.
+Area = Literal["in", "events", "exceptions", "decisions", "dlq", "audit", "stats"]
+
+#: Stream -> the area it stores (of every namespace). Stats are core NATS and stored nowhere.
+STREAM_AREAS: Final[dict[str, Area]] = {
+    IN_STREAM: "in",
+    EVENTS_STREAM: "events",
+    EXCEPTIONS_STREAM: "exceptions",
+    DECISIONS_STREAM: "decisions",
+    DLQ_STREAM: "dlq",
+    AUDIT_STREAM: "audit",
+}
+
+#: JetStream's own advisories, kept in ADVISORIES_STREAM so no max-deliveries or termination goes unseen.
+ADVISORY_SUBJECTS: Final = (
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
+)
+
+#: What the operator subscribes to for every runner's heartbeat.
+STATS_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}.stats.{ANY_TOKEN}"
+
+_ROLLOUT_TOKEN = "_rollout"
+
+
+def namespace_root(namespace: str) -> str:
+    """`onceflow.<ns>`: everything of one namespace lies under it."""
+    return f"{ROOT}.{namespace}"
+
+
+def _area(namespace: str, area: Area) -> str:
+    return f"{namespace_root(namespace)}.{area}"
+
+
+def stream_subjects(stream: str) -> list[str]:
+    """The subject filter a stream is created with (all namespaces)."""
+    if stream == ADVISORIES_STREAM:
+        return list(ADVISORY_SUBJECTS)
+    return [f"{ROOT}.{ANY_TOKEN}.{STREAM_AREAS[stream]}.{ANY_TAIL}"]
+
+
+def inbound_prefix(namespace: str, connector: str) -> str:
+    """Where a webhook Connector's gateway publishes; the event name is appended."""
+    return f"{_area(namespace, 'in')}.{connector}"
+
+
+def inbound_subject(namespace: str, connector: str, event: str) -> str:
+    """One event of one webhook Connector (`event` may be `>` in a trigger)."""
+    return f"{inbound_prefix(namespace, connector)}.{event}"
+
+
+def events_prefix(namespace: str) -> str:
+    """Where canonical events go; entity and verb are appended."""
+    return _area(namespace, "events")
+
+
+def event_subject(namespace: str, entity: str, verb: str) -> str:
+    """One canonical event kind, e.g. `onceflow.sales.events.customer.created`."""
+    return f"{events_prefix(namespace)}.{entity}.{verb}"
+
+
+def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
+    """Where a SyncPolicy's drift results go (kept in ONCEFLOW_EVENTS; the last one is its status)."""
+    return f"{event_subject(namespace, entity, 'drift')}.{sync_policy}"
+
+
+def exceptions_subject(namespace: str, integration: str) -> str:
+    """Records of an Integration waiting for a person."""
+    return f"{_area(namespace, 'exceptions')}.{integration}"
+
+
+def decisions_subject(namespace: str, integration: str) -> str:
+    """People's decisions about an Integration's exceptions."""
+    return f"{_area(namespace, 'decisions')}.{integration}"
+
+
+def dlq_subject(namespace: str, integration: str) -> str:
+    """Records of an Integration that ran out of deliveries."""
+    return f"{_area(namespace, 'dlq')}.{integration}"
+
+
+def audit_subject(namespace: str, integration: str) -> str:
+    """One entry per step outcome and decision of an Integration."""
+    return f"{_area(namespace, 'audit')}.{integration}"
+
+
+def stats_subject(namespace: str, integration: str) -> str:
+    """Heartbeats of an Integration's runners (core NATS)."""
+    return f"{_area(namespace, 'stats')}.{integration}"
+
+
+def stream_of_trigger(subject: str) -> str:
+    """The stream that stores a trigger subject: canonical events, or else what gateways accepted."""
+    tokens = subject.split(".")
+    return EVENTS_STREAM if len(tokens) > 2 and tokens[0] == ROOT and tokens[2] == "events" else IN_STREAM
+
+
+def rollout_subject(namespace: str, integration: str, stream: str) -> str:
+    """Where split markers of an Integration go: in its trigger's stream, so they are ordered with its records."""
+    area: Area = "events" if stream == EVENTS_STREAM else "in"
+    return f"{_area(namespace, area)}.{_ROLLOUT_TOKEN}.{integration}"
+
+
+def consumer_name(namespace: str, integration: str) -> str:
+    """The durable consumer of an Integration's main lane (consumer names are global to a stream)."""
+    return f"{namespace}_{integration}"
+
+
+def kv_bucket(namespace: str) -> str:
+    """The key-value bucket of a namespace's completed business keys."""
+    return f"{ROOT}-keys-{namespace}"
+
+
+def namespace_of(subject: str) -> str:
+    """The namespace token of an `onceflow.<ns>.…` subject; ValueError for any other subject."""
+    tokens = subject.split(".")
+    if len(tokens) < 3 or tokens[0] != ROOT:
+        raise ValueError(f"{subject!r} is not an onceflow subject (onceflow.<namespace>.<area>...)")
+    return tokens[1]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching (`*` one token, `>` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ANY_TAIL:
+            return len(have) > i
+        if i >= len(have) or (token != ANY_TOKEN and token != have[i]):
+            return False
+    return len(want) == len(have)
