@@ -40,7 +40,8 @@ from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.messages import AuditEntry, AuditStep, Heartbeat, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable, owns
-from onceflow_runner.engine.core import Engine, Outcome, StepResult
+from onceflow_runner.engine.core import Engine
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.payloads.decode import decode_payload
@@ -245,7 +246,7 @@ class Runner:
             return
         await self._finish(msg, meta, outcome, started)
 
-    async def _finish(self, msg: Msg, meta: dict[str, Any], outcome: Outcome, started: float) -> None:
+    async def _finish(self, msg: Msg, meta: dict[str, Any], outcome: RecordOutcome, started: float) -> None:
         if outcome.kind == "parked":
             await self._park(
                 msg, meta, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates

@@ -7,15 +7,15 @@ it sees, so that nothing else on the control plane's reconcile path imports a NA
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from onceflow_runner.adapters import natsio
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.messages import DriftResult
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane, SplitTable
 
@@ -58,14 +58,13 @@ class JetStreamLink:
                 await natsio.subscribe_stats(self._nc, self.on_heartbeat)
         return self._nc.jetstream(timeout=5)
 
-    async def last_drift(self, stream: str, subject: str) -> dict[str, Any] | None:
-        """The newest drift result a drift check published, or None."""
+    async def last_drift(self, subject: str) -> DriftResult | None:
+        """The newest drift result a drift check published on `subject`, or None (none yet, unreadable, NATS away)."""
         try:
-            msg = await (await self.jetstream()).get_last_msg(stream, subject)
-        except Exception:  # no result yet, or NATS away: status keeps what it had
+            msg = await (await self.jetstream()).get_last_msg(subjects.EVENTS_STREAM, subject)
+            return DriftResult.from_wire(msg.data or b"")
+        except Exception:  # no result yet, a malformed one, or NATS away: status keeps what it had
             return None
-        result: dict[str, Any] = json.loads(msg.data or b"null")
-        return result
 
     async def observe_lanes(self, plan: Plan) -> LaneState:
         js = await self.jetstream()

@@ -34,12 +34,10 @@ from onceflow_runner.contract.plan import (
     StepPlan,
     SyncPolicyPlan,
 )
-from onceflow_runner.contract.subjects import drift_subject  # re-exported until controller/reconcile.py imports it
 
 __all__ = [
     "InvalidSpec",
     "SpecProblem",
-    "drift_subject",
     "gateway_plan",
     "plan_from_integration",
     "revision_hash",
@@ -283,7 +281,7 @@ def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, n
         entity=policy.spec.entity,
         left=sides["left"],
         right=sides["right"],
-        events_subject=drift_subject(namespace, policy.spec.entity, name),
+        events_subject=subjects.drift_subject(namespace, policy.spec.entity, name),
     )
 
 

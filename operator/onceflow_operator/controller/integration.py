@@ -34,6 +34,7 @@ from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
 from onceflow_operator.rollout.analysis import Measurement
 from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, decide, due_metrics
+from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import Plan
 
 __all__ = ["finalize_integration", "reconcile_integration"]
@@ -291,7 +292,7 @@ async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink
     """On delete: remove the Integration's durable consumer (its Deployments go with their owner)."""
     meta = body["metadata"]
     trigger = body["spec"].get("trigger") or {}
-    subject = trigger.get("subject") or f"onceflow.{meta['namespace']}.in.x"
+    subject = trigger.get("subject") or subjects.inbound_prefix(meta["namespace"], "x")
     names = nats_names(meta["namespace"], meta["name"], subject)
     NATS_CALLS.labels(operation="remove").inc()
     try:

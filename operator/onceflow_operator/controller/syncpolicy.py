@@ -10,15 +10,13 @@ from onceflow_operator.api.names import API_VERSION, LABEL_SYNCPOLICY
 from onceflow_operator.build.objects import build_plan_configmap, build_reconcile_cronjob, plan_secrets
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient
-from onceflow_operator.compiler.planner import InvalidSpec, drift_subject, reconcile_plan
+from onceflow_operator.compiler.planner import InvalidSpec, reconcile_plan
 from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, with_ready
+from onceflow_runner.contract.subjects import drift_subject
 
 __all__ = ["reconcile_syncpolicy"]
-
-#: Where drift checks publish their results (with the canonical events).
-DRIFT_STREAM = "ONCEFLOW_EVENTS"
 
 
 async def reconcile_syncpolicy(
@@ -67,8 +65,7 @@ async def reconcile_syncpolicy(
             )
         )
         if jetstream is not None:
-            drift = await jetstream.last_drift(DRIFT_STREAM, drift_subject(namespace, policy.spec.entity, name))
+            drift = await jetstream.last_drift(drift_subject(namespace, policy.spec.entity, name))
             if drift is not None:
-                status["drift"] = {k: drift[k] for k in ("total", "missingLeft", "missingRight", "mismatched")}
-                status["drift"]["lastRunTime"] = drift["time"]
+                status["drift"] = drift.to_status()
     return ReconcileResult(with_ready(status, generation, True, "Valid", f"used by {len(users)} Integration(s)"))

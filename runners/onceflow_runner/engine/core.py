@@ -20,7 +20,7 @@ from onceflow_runner.engine.ports import Caller, EventSink
 from onceflow_runner.engine.steps import STEP_RUNNERS, RecordRun
 from onceflow_runner.errors import InvalidRecord
 
-__all__ = ["Engine", "Outcome", "RecordOutcome"]
+__all__ = ["Engine", "RecordOutcome"]
 
 
 class Engine:
@@ -85,8 +85,3 @@ class Engine:
                 continue
             results.append(StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3))
         return RecordOutcome("completed", context["record"], results)
-
-
-#: Old name, kept only because runner.py still imports `Outcome` from here; it goes when runner.py
-#: imports RecordOutcome (the controller has its own Outcome, a different thing).
-Outcome = RecordOutcome

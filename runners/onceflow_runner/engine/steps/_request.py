@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.plan import RequestPlan, StepPlan
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import StepResult
@@ -45,9 +46,9 @@ async def send_request(
 ) -> Response:
     """Send the request with the record's origin and trace context."""
     meta = run.context["meta"]
-    headers = {"Onceflow-Origin": str(meta.get("source", ""))}
+    headers = {h.ORIGIN: str(meta.get("source", ""))}
     if meta.get("traceparent"):
-        headers["traceparent"] = str(meta["traceparent"])
+        headers[h.TRACEPARENT] = str(meta["traceparent"])
     return await run.caller.request(
         req.connector,
         req.method,
