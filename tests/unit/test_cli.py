@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from onceflow_operator.cli import main
 
@@ -60,3 +61,21 @@ def test_runner_starts_without_loading_the_operators_modules_or_kopf(tmp_path: P
             "onceflow_operator.cli.output",
         ]
     )
+
+
+def test_reconcile_is_a_hidden_alias_of_drift_check_that_says_so_on_stderr(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"planVersion": "onceflow.io/plan/v0"}))
+    drift = CliRunner().invoke(main, ["drift-check", "--plan", str(plan)])
+    alias = CliRunner().invoke(main, ["reconcile", "--plan", str(plan)])
+    assert (drift.exit_code, alias.exit_code) == (2, 2)  # both ran the check, which refused the plan
+    assert alias.stdout == drift.stdout
+    note, *rest = alias.stderr.splitlines()
+    assert note == (
+        "DeprecationWarning: The command 'reconcile' is deprecated."
+        " Use 'onceflow drift-check'; this alias goes in the next release."
+    )
+    assert rest == drift.stderr.splitlines()
+    listed = CliRunner().invoke(main, ["--help"]).stdout.splitlines()
+    assert any(line.split()[:1] == ["drift-check"] for line in listed)
+    assert not any(line.split()[:1] == ["reconcile"] for line in listed)

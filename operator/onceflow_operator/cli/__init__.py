@@ -3,7 +3,8 @@
 One module per command group, plus `output` for what they share (options, how rows print):
 
 - `validate`: `validate`, `crds`, `test` (offline).
-- `dataplane`: `runner`, `gateway`, `reconcile`, `sandbox`, `local run`.
+- `dataplane`: `runner`, `gateway`, `drift-check` (and its old name `reconcile`, hidden), `sandbox`,
+  `local run`.
 - `operator`: `operator`.
 - `dev`: `dev demo|up|down`.
 - `exceptions`: `exceptions ...`, `trace` (over NATS).
@@ -30,6 +31,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("validate", "test_workflow"),
     "runner": ("dataplane", "runner"),
     "gateway": ("dataplane", "gateway"),
+    "drift-check": ("dataplane", "drift_check"),
     "reconcile": ("dataplane", "reconcile"),
     "local": ("dataplane", "local"),
     "sandbox": ("dataplane", "sandbox"),

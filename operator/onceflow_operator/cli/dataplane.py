@@ -1,6 +1,6 @@
-"""The data plane's commands: `runner`, `gateway`, `reconcile` (the SyncPolicy drift job), `sandbox`, `local run`.
+"""The data plane's commands: `runner`, `gateway`, `drift-check` (a SyncPolicy's job), `sandbox`, `local run`.
 
-`runner`, `gateway` and the drift job are what the operator's pods run: each imports only
+`runner`, `gateway` and `drift-check` are what the operator's pods run: each imports only
 `onceflow_runner` when it runs, never the operator's dependencies (kopf, the Kubernetes client).
 """
 
@@ -13,7 +13,7 @@ import click
 
 from onceflow_operator.cli.output import expand_paths
 
-__all__ = ["gateway", "local", "reconcile", "runner", "sandbox"]
+__all__ = ["drift_check", "gateway", "local", "reconcile", "runner", "sandbox"]
 
 _NATS = click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL.")
 _SECRETS = click.option(
@@ -59,15 +59,28 @@ def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: 
     sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port))
 
 
-@click.command()
-@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Reconcile plan JSON file.")
-@_NATS
-@_SECRETS
-def reconcile(plan_path: Path, nats_url: str, secrets_dir: Path) -> None:
-    """Compare a SyncPolicy's entity between its two systems once; publish the drift (a CronJob runs this)."""
-    from onceflow_runner.main import run_reconcile_job
+def _drift_check_command(name: str, *, deprecated: str = "") -> click.Command:
+    @click.command(name, hidden=bool(deprecated), deprecated=deprecated)
+    @click.option(
+        "--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="Drift-check plan JSON file."
+    )
+    @_NATS
+    @_SECRETS
+    def command(plan_path: Path, nats_url: str, secrets_dir: Path) -> None:
+        """Compare a SyncPolicy's entity between its two systems once; publish the drift (a CronJob runs this)."""
+        from onceflow_runner.main import run_reconcile_job
 
-    sys.exit(run_reconcile_job(plan_path, nats_url, secrets_dir))
+        sys.exit(run_reconcile_job(plan_path, nats_url, secrets_dir))
+
+    return command
+
+
+drift_check = _drift_check_command("drift-check")
+#: The drift check's old name, kept hidden for one release: one line on stderr says so, then it runs
+#: the same check. "Reconcile" now means only the Kubernetes reconcile. Remove in the next release.
+reconcile = _drift_check_command(
+    "reconcile", deprecated="Use 'onceflow drift-check'; this alias goes in the next release."
+)
 
 
 @click.group()
