@@ -79,3 +79,22 @@ def test_reconcile_is_a_hidden_alias_of_drift_check_that_says_so_on_stderr(tmp_p
     listed = CliRunner().invoke(main, ["--help"]).stdout.splitlines()
     assert any(line.split()[:1] == ["drift-check"] for line in listed)
     assert not any(line.split()[:1] == ["reconcile"] for line in listed)
+
+
+def test_who_decides_is_the_kubeconfig_current_contexts_user_or_none_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onceflow_operator.clients.kube import kubeconfig_user
+
+    config = tmp_path / "config"
+    config.write_text(
+        "current-context: work\n"
+        "contexts:\n"
+        "- {name: home, context: {cluster: c, user: bob}}\n"
+        "- {name: work, context: {cluster: c, user: alice}}\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert kubeconfig_user() == "alice"
+    assert kubeconfig_user(str(tmp_path / "missing")) is None
+    config.write_text("current-context: gone\ncontexts: []\n")
+    assert kubeconfig_user() is None

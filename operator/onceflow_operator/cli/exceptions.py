@@ -21,18 +21,10 @@ Action = Literal["retry", "approve", "edit", "discard", "reject"]
 def _who(explicit: str | None) -> str:
     """Who decides: --as, else the kubeconfig user, else the OS user."""
     import getpass
-    import os
 
-    import yaml
+    from onceflow_operator.clients.kube import kubeconfig_user
 
-    if explicit:
-        return explicit
-    try:
-        config = yaml.safe_load(Path(os.environ.get("KUBECONFIG", Path.home() / ".kube/config")).read_text())
-        context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
-        return str(context["user"])
-    except (OSError, KeyError, StopIteration, TypeError):
-        return getpass.getuser()
+    return explicit or kubeconfig_user() or getpass.getuser()
 
 
 def _with_jetstream(nats_url: str, work: Any) -> Any:
