@@ -110,8 +110,8 @@ def _verb(action: str, summary: str) -> None:
     def command(name: str, namespace: str, kubeconfig: str | None) -> None:
         import asyncio
 
+        from onceflow_operator.api.names import ACTION_ANNOTATION
         from onceflow_operator.clients.kube import KubeClient, KubeError
-        from onceflow_operator.controller.handlers import ACTION_ANNOTATION
 
         async def send() -> None:
             kube = KubeClient.from_environment(kubeconfig)
