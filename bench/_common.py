@@ -37,7 +37,7 @@ def start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "onceflow_operator.cli.main",
+            "onceflow_operator",
             "sandbox",
             "--erp-port",
             str(port),

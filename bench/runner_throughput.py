@@ -153,7 +153,7 @@ def runner_start_seconds(url: str, secrets: Path) -> float:
         [
             sys.executable,
             "-m",
-            "onceflow_operator.cli.main",
+            "onceflow_operator",
             "runner",
             "--plan",
             str(path),

@@ -19,7 +19,7 @@ from aiohttp import web
 from click.testing import CliRunner
 from playwright.async_api import async_playwright
 
-from onceflow_operator.cli.main import main
+from onceflow_operator.cli import main
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.controlplane
 
 def test_dev_demo_plays_every_scenario_exactly_once() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "onceflow_operator.cli.main", "dev", "demo", "--examples", str(ROOT / "examples")],
+        [sys.executable, "-m", "onceflow_operator", "dev", "demo", "--examples", str(ROOT / "examples")],
         capture_output=True,
         text=True,
         timeout=420,
@@ -45,7 +45,7 @@ def _session_members(sid: int) -> list[int]:
 
 
 def _onceflow(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "onceflow_operator.cli.main", *args]
+    cmd = [sys.executable, "-m", "onceflow_operator", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
 
 

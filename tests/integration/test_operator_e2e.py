@@ -12,7 +12,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from onceflow_operator.cli.main import main
+from onceflow_operator.cli import main
 from onceflow_operator.dev.executor import LocalExecutor
 from tests.conftest import Kubectl
 from tests.integration.scenario import (

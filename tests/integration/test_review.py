@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from click.testing import CliRunner, Result
 
-from onceflow_operator.cli.main import main
+from onceflow_operator.cli import main
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
 from tests.integration.scenario import (

@@ -18,7 +18,7 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from onceflow_operator.cli.main import main
+from onceflow_operator.cli import main
 from onceflow_operator.dev.executor import LocalExecutor
 from onceflow_operator.dev.natsserver import NatsServer
 from tests.conftest import Kubectl

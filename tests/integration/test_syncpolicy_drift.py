@@ -38,7 +38,7 @@ def run_job_locally(kubectl: Kubectl, cronjob: dict, nats_url: str, folder: Path
     args[args.index("--nats") + 1] = nats_url
     args[args.index("--secrets-dir") + 1] = str(folder / "secrets")
     proc = subprocess.run(
-        [sys.executable, "-m", "onceflow_operator.cli.main", *args],
+        [sys.executable, "-m", "onceflow_operator", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -111,7 +111,7 @@ def test_runner_refuses_unknown_or_invalid_plan_with_exit_code_2(
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(content))
     proc = subprocess.run(
-        [sys.executable, "-m", "onceflow_operator.cli.main", "runner", "--plan", str(path)],
+        [sys.executable, "-m", "onceflow_operator", "runner", "--plan", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from onceflow_operator.cli.main import main
+from onceflow_operator.cli import main
 from onceflow_operator.compiler.validation import validate_manifest
 from tests import cases
 

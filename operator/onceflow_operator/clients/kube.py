@@ -22,7 +22,7 @@ import yaml
 
 from onceflow_operator.api.names import FIELD_MANAGER
 
-__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "resource_path"]
+__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "kubeconfig_user", "resource_path"]
 
 _PLURALS = {
     "ConfigMap": "configmaps",
@@ -55,6 +55,31 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     return f"{prefix}{ns}/{_PLURALS[kind]}{tail}"
 
 
+def _kubeconfig_path(kubeconfig: str | None) -> Path:
+    """The kubeconfig to read: the one given, else $KUBECONFIG, else ~/.kube/config."""
+    return Path(kubeconfig or os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+
+
+def _read_kubeconfig(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The kubeconfig at `path` and its current context (raises OSError, KeyError, StopIteration, TypeError)."""
+    config = yaml.safe_load(path.read_text())
+    current = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    return config, current
+
+
+def kubeconfig_user(kubeconfig: str | None = None) -> str | None:
+    """The user the kubeconfig's current context names, or None when there is no readable one.
+
+    The kubeconfig is the one given, else $KUBECONFIG, else ~/.kube/config; a pod's service
+    account is never consulted (it names no person). The CLI records it as who decided.
+    """
+    try:
+        _, current = _read_kubeconfig(_kubeconfig_path(kubeconfig))
+        return str(current["user"])
+    except (OSError, KeyError, StopIteration, TypeError):
+        return None
+
+
 class KubeClient:
     """Async Kubernetes API client from a kubeconfig or the pod's service account."""
 
@@ -67,7 +92,6 @@ class KubeClient:
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
         """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
-        path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
         if not kubeconfig and (_SA / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
             host, port = (
                 os.environ["KUBERNETES_SERVICE_HOST"],
@@ -76,12 +100,11 @@ class KubeClient:
             context = ssl.create_default_context(cafile=str(_SA / "ca.crt"))
             token = (_SA / "token").read_text().strip()
             return cls(f"https://{host}:{port}", context, {"Authorization": f"Bearer {token}"})
-        return cls._from_kubeconfig(Path(path))
+        return cls._from_kubeconfig(_kubeconfig_path(kubeconfig))
 
     @classmethod
     def _from_kubeconfig(cls, path: Path) -> KubeClient:
-        config = yaml.safe_load(path.read_text())
-        current = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+        config, current = _read_kubeconfig(path)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
         context = ssl.create_default_context()

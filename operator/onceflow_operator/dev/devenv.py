@@ -64,7 +64,7 @@ def up(examples: Path, state: Path, *, within: float = 600) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "onceflow_operator.cli.main",
+            "onceflow_operator",
             "dev",
             "serve",
             "--examples",

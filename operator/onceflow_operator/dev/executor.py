@@ -134,7 +134,7 @@ class LocalExecutor:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "onceflow_operator.cli.main",
+                "onceflow_operator",
                 *args,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
@@ -217,7 +217,7 @@ def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 3
     argv = [
         sys.executable,
         "-m",
-        "onceflow_operator.cli.main",
+        "onceflow_operator",
         "operator",
         "-A",
         "--metrics-port",

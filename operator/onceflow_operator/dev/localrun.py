@@ -126,7 +126,7 @@ class LocalRun:
         cmd = [
             sys.executable,
             "-m",
-            "onceflow_operator.cli.main",
+            "onceflow_operator",
             role,
             "--plan",
             str(plan),

@@ -1,0 +1,39 @@
+"""`onceflow console`: serve the review web page (`review.console`) with the cluster's RBAC deciding access."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import click
+
+from onceflow_operator.cli.output import kubeconfig_option, namespace_option, nats_option
+
+__all__ = ["console"]
+
+
+@click.command()
+@click.option(
+    "--auth",
+    type=click.Choice(["token", "proxy"]),
+    default="token",
+    show_default=True,
+    help="token: Kubernetes bearer tokens (TokenReview). proxy: trust X-Forwarded-User/-Groups from an OIDC proxy.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=8088, show_default=True, help="Port to serve on.")
+@namespace_option
+@nats_option
+@kubeconfig_option
+def console(auth: str, host: str, port: int, namespace: str, nats_url: str, kubeconfig: str | None) -> None:
+    """The review web page: exceptions waiting, one record with its candidates, and the decisions.
+
+    Access follows the cluster's RBAC: `get` / `update` on `exceptions.onceflow.io` in the
+    record's namespace (checked with a SubjectAccessReview per request).
+    """
+    from onceflow_operator.clients.kube import KubeClient
+    from onceflow_operator.review.console import Console, serve
+
+    mode: Literal["token", "proxy"] = "proxy" if auth == "proxy" else "token"
+    app = Console(nats_url, KubeClient.from_environment(kubeconfig), auth=mode, default_namespace=namespace)
+    click.echo(f"onceflow console on http://{host}:{port} (auth: {auth})")
+    serve(app, host, port)

@@ -1,0 +1,23 @@
+"""`onceflow operator`: the control plane's process, started through the controller (the only kopf importer)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["operator"]
+
+
+@click.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (needs the ClusterRole).")
+@click.option("--liveness", default="http://0.0.0.0:8081/healthz", show_default=True, help="Kopf liveness endpoint.")
+@click.option("--metrics-port", default=8080, show_default=True, help="Port for Prometheus /metrics.")
+def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int) -> None:
+    """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
+    if not namespaces and not all_namespaces:
+        raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    from onceflow_operator.controller.run import run_operator
+
+    run_operator(
+        namespaces=list(namespaces), all_namespaces=all_namespaces, liveness=liveness, metrics_port=metrics_port
+    )

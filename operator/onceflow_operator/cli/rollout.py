@@ -1,0 +1,137 @@
+"""`onceflow rollout`: see an Integration's rollout (status, history) and steer it (promote, abort, ...).
+
+The text comes from `rollout_text` (pure); the verbs are an annotation the operator consumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from onceflow_operator.cli.output import emit_rows, kubeconfig_option, namespace_option, output_option
+
+__all__ = ["rollout"]
+
+
+@click.group()
+def rollout() -> None:
+    """See and steer an Integration's rollout: status, history, promote, abort, retry, pause, resume.
+
+    Verbs are an annotation the operator consumes, never a spec edit, so Argo CD's self-heal
+    does not undo them.
+    """
+
+
+async def _integration_and_revisions(
+    kube: Any, namespace: str, name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    obj = await kube.get("onceflow.io/v1alpha1", "Integration", namespace, name)
+    if obj is None:
+        raise click.ClickException(f"Integration {name} not found in namespace {namespace}")
+    revisions = await kube.list("apps/v1", "ControllerRevision", namespace, selector=f"onceflow.io/integration={name}")
+    return obj, revisions
+
+
+@rollout.command("status")
+@click.argument("name")
+@namespace_option
+@kubeconfig_option
+@click.option("-w", "--watch", is_flag=True, help="Print again on every change until the rollout settles.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds --watch waits at most.")
+def rollout_status(name: str, namespace: str, kubeconfig: str | None, watch: bool, timeout: float) -> None:
+    """Revisions, weight, canary steps (✔ done, ▶ current), analysis and conditions.
+
+    With --watch, exit 0 when Ready, 1 when the rollout is aborted or stalled, 2 on timeout.
+    """
+    import asyncio
+    import time
+
+    from onceflow_operator.cli.rollout_text import render_status
+    from onceflow_operator.clients.kube import KubeClient
+
+    async def show() -> int:
+        kube = KubeClient.from_environment(kubeconfig)
+        shown, deadline = "", time.monotonic() + timeout
+        try:
+            while True:
+                obj, revisions = await _integration_and_revisions(kube, namespace, name)
+                numbers = {r["metadata"]["name"]: int(r["revision"]) for r in revisions}
+                text = render_status(obj, numbers)
+                if text != shown:
+                    click.echo(("\n" if shown else "") + text)
+                    shown = text
+                if not watch:
+                    return 0
+                conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+                current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation")
+                if current and conditions.get("Ready", {}).get("status") == "True":
+                    return 0
+                if current and "Stalled" in conditions:
+                    return 1
+                if time.monotonic() > deadline:
+                    return 2
+                await asyncio.sleep(1.0)
+        finally:
+            await kube.close()
+
+    sys.exit(asyncio.run(show()))
+
+
+@rollout.command("history")
+@click.argument("name")
+@namespace_option
+@kubeconfig_option
+@output_option
+def rollout_history(name: str, namespace: str, kubeconfig: str | None, output: str) -> None:
+    """The Integration's revisions (ControllerRevisions), newest first."""
+    import asyncio
+
+    from onceflow_operator.cli.rollout_text import history_rows
+    from onceflow_operator.clients.kube import KubeClient
+
+    async def collect() -> list[dict[str, Any]]:
+        kube = KubeClient.from_environment(kubeconfig)
+        try:
+            obj, revisions = await _integration_and_revisions(kube, namespace, name)
+        finally:
+            await kube.close()
+        return history_rows(obj, revisions)
+
+    emit_rows(asyncio.run(collect()), output, ["revision", "name", "version", "created", "status"])
+
+
+def _verb(action: str, summary: str) -> None:
+    @rollout.command(action, help=summary)
+    @click.argument("name")
+    @namespace_option
+    @kubeconfig_option
+    def command(name: str, namespace: str, kubeconfig: str | None) -> None:
+        import asyncio
+
+        from onceflow_operator.api.names import ACTION_ANNOTATION
+        from onceflow_operator.clients.kube import KubeClient, KubeError
+
+        async def send() -> None:
+            kube = KubeClient.from_environment(kubeconfig)
+            try:
+                await kube.annotate("onceflow.io/v1alpha1", "Integration", namespace, name, {ACTION_ANNOTATION: action})
+            except KubeError as exc:
+                raise click.ClickException(f"could not {action} {namespace}/{name}: {exc}") from None
+            finally:
+                await kube.close()
+
+        asyncio.run(send())
+        click.echo(f"integration.onceflow.io/{name} {action} requested; `onceflow rollout status {name} -w` to follow")
+
+
+for _verb_name, _verb_summary in (
+    ("promote", "Finish the current pause or analysis step and go on with the next."),
+    ("promote-full", "Skip the remaining steps: the canary revision becomes stable now."),
+    ("abort", "Stop the canary: weight 0, the stable revision serves and finishes the canary's records."),
+    ("retry", "Start an aborted revision's canary again from the first step."),
+    ("pause", "Hold the rollout at its current step (records keep flowing at the current weight)."),
+    ("resume", "Continue a paused rollout (also re-measures an inconclusive analysis)."),
+):
+    _verb(_verb_name, _verb_summary)
