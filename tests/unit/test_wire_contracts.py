@@ -304,7 +304,6 @@ def test_a_review_decision_round_trips_with_the_keys_review_always_wrote() -> No
         "reason",
     ]
     assert ReviewDecision.from_wire(made.to_wire()) == made
-    assert made.get("action") == "retry"  # dict-style reading, kept for the CLI
 
 
 def test_an_older_decision_without_context_reads_and_garbage_is_refused() -> None:

@@ -7,15 +7,14 @@ it (`--as`, else the kubeconfig user, else the OS user) and why.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
 
 from onceflow_operator.cli.output import emit_rows, namespace_option, nats_option, output_option
+from onceflow_runner.contract.messages import ReviewAction
 
 __all__ = ["exceptions", "trace"]
-
-Action = Literal["retry", "approve", "edit", "discard", "reject"]
 
 
 def _who(explicit: str | None) -> str:
@@ -25,6 +24,12 @@ def _who(explicit: str | None) -> str:
     from onceflow_operator.clients.kube import kubeconfig_user
 
     return explicit or kubeconfig_user() or getpass.getuser()
+
+
+def _decided(record: Any) -> dict[str, str]:
+    """The decision columns of an exception row (empty while it waits)."""
+    decision = record.decision
+    return {"decision": decision.action if decision else "", "decidedBy": decision.who if decision else ""}
 
 
 def _with_jetstream(nats_url: str, work: Any) -> Any:
@@ -73,6 +78,7 @@ def exceptions_list(
 
     from onceflow_operator.review.exceptions import list_exceptions
     from onceflow_runner.contract.durations import parse_duration
+    from onceflow_runner.contract.timestamps import parse_time
 
     try:
         cutoff = datetime.now(UTC) - timedelta(seconds=parse_duration(older_than)) if older_than else None
@@ -93,11 +99,8 @@ def exceptions_list(
     if step:
         records = [r for r in records if r.step == step]
     if cutoff is not None:
-        records = [r for r in records if r.time and datetime.fromisoformat(r.time) < cutoff]
-    rows = [
-        r.summary() | {"decision": (r.decision or {}).get("action", ""), "decidedBy": (r.decision or {}).get("who", "")}
-        for r in records
-    ]
+        records = [r for r in records if (at := parse_time(r.time)) is not None and at < cutoff]
+    rows = [r.summary() | _decided(r) for r in records]
     emit_rows(rows, output, ["sequence", "integration", "reason", "step", "businessKey", "time", "decision", "error"])
 
 
@@ -119,7 +122,7 @@ def exceptions_show(sequence: int, namespace: str, nats_url: str, output: str) -
 
 
 def _decide(
-    action: Action,
+    action: ReviewAction,
     sequence: int,
     namespace: str,
     nats_url: str,
@@ -141,7 +144,7 @@ def _decide(
 _AS = click.option("--as", "who", help="Who decides (default: the kubeconfig user).")
 _WHY = click.option("-m", "--reason", "why", required=True, help="Why: kept in the audit trail.")
 
-_ACTIONS: tuple[tuple[Action, str], ...] = (
+_ACTIONS: tuple[tuple[ReviewAction, str], ...] = (
     ("retry", "Send the record through its Integration again, unchanged."),
     ("approve", "Approve a parked record (duplicate or pricing check) and let it continue."),
     ("discard", "Close the exception without sending anything (e.g. a test record)."),
@@ -149,7 +152,7 @@ _ACTIONS: tuple[tuple[Action, str], ...] = (
 )
 for _action, _help in _ACTIONS:
 
-    def _make(action: Action) -> Any:
+    def _make(action: ReviewAction) -> Any:
         @click.argument("sequence", type=int)
         @namespace_option
         @nats_option

@@ -36,6 +36,7 @@ from onceflow_operator.review.exceptions import (
 )
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract.messages import REVIEW_ACTIONS, ReviewAction
+from onceflow_runner.contract.timestamps import parse_time
 
 __all__ = ["Console", "Identity", "suggestion"]
 
@@ -109,9 +110,8 @@ def _page(title: str, body: str, who: Identity | None) -> web.Response:
 
 
 def _age(stamp: str) -> str:
-    try:
-        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = parse_time(stamp)
+    if then is None:
         return ""
     seconds = int((datetime.now(UTC) - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

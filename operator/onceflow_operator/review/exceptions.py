@@ -23,6 +23,7 @@ from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import NATS_MSG_ID
 from onceflow_runner.contract.messages import AuditEntry, ParkedRecord, ReviewAction, ReviewDecision
+from onceflow_runner.contract.timestamps import parse_time
 from onceflow_runner.errors import WireFormatError
 
 __all__ = [
@@ -242,14 +243,6 @@ def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
     return json.dumps(doc, indent=2, ensure_ascii=False).encode()
 
 
-def _when(stamp: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigures:
     """Waiting exceptions by reason and the oldest one's age; decisions and time to decision in the last hour."""
     waiting: dict[str, int] = {}
@@ -257,13 +250,13 @@ def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigur
     decided: dict[str, int] = {}
     delays: list[float] = []
     for record in records:
-        parked = _when(record.time)
+        parked = parse_time(record.time)
         if record.decision is None:
             waiting[record.reason] = waiting.get(record.reason, 0) + 1
             if parked is not None:
                 oldest = max(oldest, (now - parked).total_seconds())
             continue
-        at = _when(record.decision.time)
+        at = parse_time(record.decision.time)
         if at is None or (now - at).total_seconds() > 3600:
             continue
         action = record.decision.action

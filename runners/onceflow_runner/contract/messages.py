@@ -320,14 +320,6 @@ class ReviewDecision(_Wire):
         )
         return out
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """The wire field `key` (camelCase), for callers that still read decisions as dicts.
-
-        Kept for `onceflow_operator/cli/main.py` (`(r.decision or {}).get("action", "")`) until it
-        reads attributes; remove then.
-        """
-        return self.model_dump(by_alias=True).get(key, default)
-
 
 class DriftResult(_Wire):
     """One drift check between a SyncPolicy's two systems (CloudEvent `io.onceflow.<entity>.drift`).
