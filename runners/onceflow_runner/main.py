@@ -16,7 +16,7 @@ from onceflow_runner.contract.plan import load_gateway_plan, load_plan
 from onceflow_runner.contract.split import Lane
 from onceflow_runner.errors import PlanError
 
-__all__ = ["configure_logging", "run_gateway", "run_reconcile_job", "run_runner"]
+__all__ = ["configure_logging", "run_drift_check_job", "run_gateway", "run_runner"]
 
 EXIT_BAD_PLAN = 2
 
@@ -86,23 +86,23 @@ def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, po
     return 0
 
 
-def run_reconcile_job(plan_path: Path, nats_url: str, secrets_dir: Path) -> int:
+def run_drift_check_job(plan_path: Path, nats_url: str, secrets_dir: Path) -> int:
     """Run one drift check; print its result as JSON; exit 2 for an unusable plan, 1 on failure."""
     import nats.errors
 
-    from onceflow_runner.contract.plan import load_reconcile_plan
-    from onceflow_runner.drift.job import run_reconcile
+    from onceflow_runner.contract.plan import load_drift_check_plan
+    from onceflow_runner.drift.job import run_drift_check
     from onceflow_runner.errors import OnceflowError
 
     try:
-        plan = load_reconcile_plan(plan_path)
+        plan = load_drift_check_plan(plan_path)
     except PlanError as exc:
-        print(f"onceflow reconcile: {exc}", file=sys.stderr)
+        print(f"onceflow drift-check: {exc}", file=sys.stderr)
         return EXIT_BAD_PLAN
     try:
-        result = asyncio.run(run_reconcile(plan, nats_url, secrets_dir))
+        result = asyncio.run(run_drift_check(plan, nats_url, secrets_dir))
     except (OnceflowError, OSError, nats.errors.Error) as exc:
-        print(f"onceflow reconcile: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"onceflow drift-check: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(result.to_wire().decode())
     return 0

@@ -64,7 +64,7 @@ async def test_drift_between_erp_and_shop_reaches_the_syncpolicy_status(
     kubectl.apply(*docs)
     cronjob = await eventually(
         lambda: json.loads(
-            kubectl.run("get", "cronjob", "customer-reconcile", "-o", "json", check=False).stdout or "null"
+            kubectl.run("get", "cronjob", "customer-drift-check", "-o", "json", check=False).stdout or "null"
         ),
         within=30,
     )

@@ -22,15 +22,16 @@ from onceflow_operator.api.names import (
     SECRETS_CHECKSUM_ANNOTATION,
 )
 from onceflow_operator.build.pods import GATEWAY_PORT, METRICS_PORT, PLAN_MOUNT, SECRETS_MOUNT, pod_template
-from onceflow_runner.contract.plan import GatewayPlan, Plan, ReconcilePlan, SecretRef
+from onceflow_runner.contract.plan import DriftCheckPlan, GatewayPlan, Plan, SecretRef
 
 __all__ = [
     "build_controller_revision",
+    "build_drift_check_cronjob",
     "build_gateway_deployment",
     "build_gateway_service",
     "build_plan_configmap",
-    "build_reconcile_cronjob",
     "build_runner_deployment",
+    "drift_check_name",
     "owner_reference",
     "plan_secrets",
     "runner_deployment_name",
@@ -54,14 +55,16 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def plan_secrets(plan: Plan | GatewayPlan | ReconcilePlan) -> list[str]:
+def plan_secrets(plan: Plan | GatewayPlan | DriftCheckPlan) -> list[str]:
     """Names of the Secrets a plan reads, sorted."""
     refs: list[SecretRef | None] = []
     if isinstance(plan, GatewayPlan):
         refs.append(plan.signature.secret)
     else:
         connectors = (
-            [plan.left.connector, plan.right.connector] if isinstance(plan, ReconcilePlan) else plan.connectors.values()
+            [plan.left.connector, plan.right.connector]
+            if isinstance(plan, DriftCheckPlan)
+            else plan.connectors.values()
         )
         for connector in connectors:
             auth = connector.auth
@@ -238,8 +241,13 @@ def build_gateway_deployment(
     )
 
 
-def build_reconcile_cronjob(
-    plan: ReconcilePlan,
+def drift_check_name(sync_policy: str) -> str:
+    """Name of a SyncPolicy's drift-check CronJob and plan ConfigMap."""
+    return f"{sync_policy}-drift-check"
+
+
+def build_drift_check_cronjob(
+    plan: DriftCheckPlan,
     configmap: str,
     owner: Mapping[str, Any],
     *,
@@ -250,9 +258,9 @@ def build_reconcile_cronjob(
     secrets_checksum: str,
     nats_auth_secret: str = "",
 ) -> dict[str, Any]:
-    """The CronJob that runs `onceflow reconcile` for one SyncPolicy (`<policy>-reconcile`)."""
-    labels = {**PART_OF_LABELS, LABEL_NAME: "onceflow-reconcile", LABEL_SYNCPOLICY: plan.sync_policy}
-    args = ["reconcile", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
+    """The CronJob that runs `onceflow drift-check` for one SyncPolicy (`<policy>-drift-check`)."""
+    labels = {**PART_OF_LABELS, LABEL_NAME: "onceflow-drift-check", LABEL_SYNCPOLICY: plan.sync_policy}
+    args = ["drift-check", "--plan", f"{PLAN_MOUNT}/plan.json", "--nats", nats_url, "--secrets-dir", SECRETS_MOUNT]
     template = pod_template(
         labels=labels,
         image=image,
@@ -271,7 +279,7 @@ def build_reconcile_cronjob(
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {
-            "name": f"{plan.sync_policy}-reconcile",
+            "name": drift_check_name(plan.sync_policy),
             "namespace": plan.namespace,
             "labels": labels,
             "ownerReferences": [owner_reference(owner)],

@@ -68,9 +68,9 @@ def _drift_check_command(name: str, *, deprecated: str = "") -> click.Command:
     @_SECRETS
     def command(plan_path: Path, nats_url: str, secrets_dir: Path) -> None:
         """Compare a SyncPolicy's entity between its two systems once; publish the drift (a CronJob runs this)."""
-        from onceflow_runner.main import run_reconcile_job
+        from onceflow_runner.main import run_drift_check_job
 
-        sys.exit(run_reconcile_job(plan_path, nats_url, secrets_dir))
+        sys.exit(run_drift_check_job(plan_path, nats_url, secrets_dir))
 
     return command
 

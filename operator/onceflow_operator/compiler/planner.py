@@ -22,13 +22,13 @@ from onceflow_runner.contract.plan import (
     PLAN_VERSION,
     AuthPlan,
     ConnectorPlan,
+    DriftCheckPlan,
+    DriftCheckSide,
     ErrorPolicyPlan,
     GatewayPlan,
     MatchRulePlan,
     NatsPlan,
     Plan,
-    ReconcilePlan,
-    ReconcileSide,
     SecretRef,
     SignaturePlan,
     StepPlan,
@@ -253,8 +253,8 @@ def plan_from_integration(
     )
 
 
-def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> ReconcilePlan:
-    """Compile a SyncPolicy's `reconcile` block into the plan its CronJob runs."""
+def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, namespace: str) -> DriftCheckPlan:
+    """Compile a SyncPolicy's `reconcile` block (its drift check) into the plan its CronJob runs."""
     spec = policy.spec.reconcile
     name = str(policy.metadata.get("name"))
     if spec is None:
@@ -271,10 +271,10 @@ def reconcile_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *, n
                 )
             )
             continue
-        sides[side_name] = ReconcileSide(connector=_connector_plan(conn), path=side.path, key_field=side.key_field)
+        sides[side_name] = DriftCheckSide(connector=_connector_plan(conn), path=side.path, key_field=side.key_field)
     if problems:
         raise InvalidSpec(problems)
-    return ReconcilePlan(
+    return DriftCheckPlan(
         plan_version=PLAN_VERSION,
         namespace=namespace,
         sync_policy=name,

@@ -7,10 +7,15 @@ from typing import Any
 
 from onceflow_operator.api import SyncPolicy
 from onceflow_operator.api.names import API_VERSION, LABEL_SYNCPOLICY
-from onceflow_operator.build.objects import build_plan_configmap, build_reconcile_cronjob, plan_secrets
+from onceflow_operator.build.objects import (
+    build_drift_check_cronjob,
+    build_plan_configmap,
+    drift_check_name,
+    plan_secrets,
+)
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient
-from onceflow_operator.compiler.planner import InvalidSpec, reconcile_plan
+from onceflow_operator.compiler.planner import InvalidSpec, drift_check_plan
 from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, with_ready
@@ -36,7 +41,7 @@ async def reconcile_syncpolicy(
     if policy.spec.reconcile is not None:
         connectors = await connectors_in(kube, namespace)
         try:
-            plan = reconcile_plan(policy, connectors, namespace=namespace)
+            plan = drift_check_plan(policy, connectors, namespace=namespace)
         except InvalidSpec as exc:
             return ReconcileResult(
                 with_ready(status, generation, False, "InvalidSpec", str(exc), stalled=True),
@@ -49,10 +54,12 @@ async def reconcile_syncpolicy(
                 with_ready(status, generation, False, "SecretNotUsable", message, stalled=True),
                 [("SecretNotUsable", message, True)],
             )
-        configmap = build_plan_configmap(f"{name}-reconcile", namespace, plan.to_json(), body, {LABEL_SYNCPOLICY: name})
+        configmap = build_plan_configmap(
+            drift_check_name(name), namespace, plan.to_json(), body, {LABEL_SYNCPOLICY: name}
+        )
         await kube.apply(configmap)
         await kube.apply(
-            build_reconcile_cronjob(
+            build_drift_check_cronjob(
                 plan,
                 configmap["metadata"]["name"],
                 body,
@@ -64,8 +71,18 @@ async def reconcile_syncpolicy(
                 secrets_checksum=await secrets_checksum(kube, namespace, plan_secrets(plan)),
             )
         )
+        await _remove_legacy_drift_job(kube, namespace, name)
         if jetstream is not None:
             drift = await jetstream.last_drift(drift_subject(namespace, policy.spec.entity, name))
             if drift is not None:
                 status["drift"] = drift.to_status()
     return ReconcileResult(with_ready(status, generation, True, "Valid", f"used by {len(users)} Integration(s)"))
+
+
+async def _remove_legacy_drift_job(kube: KubeClient, namespace: str, name: str) -> None:
+    """Delete the `<policy>-reconcile` CronJob and ConfigMap of releases before the drift-check rename.
+
+    Without this an upgraded cluster would run every drift check twice. Remove in the next release.
+    """
+    await kube.delete("batch/v1", "CronJob", namespace, f"{name}-reconcile")
+    await kube.delete("v1", "ConfigMap", namespace, f"{name}-reconcile")

@@ -26,6 +26,8 @@ __all__ = [
     "ApprovePlan",
     "AuthPlan",
     "ConnectorPlan",
+    "DriftCheckPlan",
+    "DriftCheckSide",
     "ErrorPolicyPlan",
     "GatewayPlan",
     "MapPlan",
@@ -33,8 +35,6 @@ __all__ = [
     "NatsPlan",
     "Plan",
     "PublishPlan",
-    "ReconcilePlan",
-    "ReconcileSide",
     "RequestPlan",
     "SecretRef",
     "SignaturePlan",
@@ -42,9 +42,9 @@ __all__ = [
     "StepPlan",
     "SyncPolicyPlan",
     "ValidatePlan",
+    "load_drift_check_plan",
     "load_gateway_plan",
     "load_plan",
-    "load_reconcile_plan",
 ]
 
 PLAN_VERSION = "onceflow.io/plan/v1"
@@ -273,7 +273,7 @@ class GatewayPlan(_Contract):
         return self.model_dump_json(by_alias=True, indent=1)
 
 
-class ReconcileSide(_Contract):
+class DriftCheckSide(_Contract):
     """Where one system lists the entity."""
 
     connector: ConnectorPlan
@@ -281,8 +281,8 @@ class ReconcileSide(_Contract):
     key_field: str
 
 
-class ReconcilePlan(_Contract):
-    """A SyncPolicy's periodic drift check (run by its CronJob as `onceflow reconcile`)."""
+class DriftCheckPlan(_Contract):
+    """A SyncPolicy's periodic drift check (run by its CronJob as `onceflow drift-check`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -290,17 +290,17 @@ class ReconcilePlan(_Contract):
     namespace: str
     sync_policy: str
     entity: str
-    left: ReconcileSide
-    right: ReconcileSide
+    left: DriftCheckSide
+    right: DriftCheckSide
     events_subject: str
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=1)
 
 
-def load_reconcile_plan(path: Path) -> ReconcilePlan:
-    """Read a reconcile plan file; raise PlanError when it cannot be run."""
-    return _load(path, ReconcilePlan)
+def load_drift_check_plan(path: Path) -> DriftCheckPlan:
+    """Read a drift-check plan file; raise PlanError when it cannot be run."""
+    return _load(path, DriftCheckPlan)
 
 
 def load_plan(path: Path) -> Plan:

@@ -1,4 +1,4 @@
-"""Drift between two systems' copies of one entity (pure), for `onceflow reconcile`.
+"""Drift between two systems' copies of one entity (pure), for `onceflow drift-check`.
 
 Records are matched by their identity key (each system names it its own way); for records in
 both, every field both carry (less bookkeeping fields) is compared after trimming and case

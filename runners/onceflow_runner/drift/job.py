@@ -1,4 +1,4 @@
-"""`onceflow reconcile`: one drift check between a SyncPolicy's two systems.
+"""`onceflow drift-check`: one drift check between a SyncPolicy's two systems.
 
 Lists the entity in both systems, compares them (`drift.compare_records`) and publishes the
 counts, a `DriftResult`, as a CloudEvent `io.onceflow.<entity>.drift` on
@@ -15,21 +15,28 @@ from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
 from onceflow_runner.contract.messages import DriftResult
-from onceflow_runner.contract.plan import ReconcilePlan
+from onceflow_runner.contract.plan import DriftCheckPlan
 from onceflow_runner.drift.compare import compare_records, records_of
 from onceflow_runner.errors import OnceflowError
 
-__all__ = ["run_reconcile"]
+__all__ = ["run_drift_check"]
 
 
-async def run_reconcile(plan: ReconcilePlan, nats_url: str, secrets_dir: Path) -> DriftResult:
+async def run_drift_check(plan: DriftCheckPlan, nats_url: str, secrets_dir: Path) -> DriftResult:
     """Compare, publish the result, and return it."""
     caller = HttpCaller({"left": plan.left.connector, "right": plan.right.connector}, secrets_dir)
     try:
         sides = []
         for name, side in (("left", plan.left), ("right", plan.right)):
             resp = await caller.request(
-                name, "GET", side.path, query={}, body=None, idempotency_key=None, headers={}, step=f"reconcile-{name}"
+                name,
+                "GET",
+                side.path,
+                query={},
+                body=None,
+                idempotency_key=None,
+                headers={},
+                step=f"drift-check-{name}",
             )
             if resp.status >= 400:
                 raise OnceflowError(f"{side.connector.name} answered {resp.status} to GET {side.path}")
@@ -49,7 +56,7 @@ async def run_reconcile(plan: ReconcilePlan, nats_url: str, secrets_dir: Path) -
         mismatched=report.mismatched,
         examples=report.examples,
     )
-    nc = await natsio.connect(nats_url, name=f"onceflow-reconcile/{plan.sync_policy}")
+    nc = await natsio.connect(nats_url, name=f"onceflow-drift-check/{plan.sync_policy}")
     try:
         headers = cloudevent_headers(
             event_type=f"io.onceflow.{plan.entity}.drift",
