@@ -103,8 +103,8 @@ class ReconcileEndpoint(ApiModel):
 class ReconcileSchedule(ApiModel):
     """A periodic comparison of the entity between two systems, reporting drift."""
 
-    schedule: str = Field(default="0 * * * *", description="Cron schedule of the reconcile job.", max_length=128)
-    suspend: bool = Field(default=False, description="Stop scheduling reconcile runs.")
+    schedule: str = Field(default="0 * * * *", description="Cron schedule of the drift check.", max_length=128)
+    suspend: bool = Field(default=False, description="Stop scheduling drift checks.")
     left: ReconcileEndpoint = Field(description="First system, usually the system of record.")
     right: ReconcileEndpoint = Field(description="Second system.")
 
@@ -153,13 +153,13 @@ class Identity(ApiModel):
 
 
 class Drift(ApiModel):
-    """What the last reconcile run found."""
+    """What the last drift check found."""
 
     total: int = Field(default=0, description="Records that differ or are missing on one side.", ge=0)
     missing_left: int = Field(default=0, description="Records only in the right system.", ge=0)
     missing_right: int = Field(default=0, description="Records only in the left system.", ge=0)
     mismatched: int = Field(default=0, description="Records in both with differing owned fields.", ge=0)
-    last_run_time: datetime | None = Field(default=None, description="When the last reconcile finished.")
+    last_run_time: datetime | None = Field(default=None, description="When the last drift check finished.")
 
 
 class SyncPolicyStatus(ApiModel):
@@ -172,11 +172,11 @@ class SyncPolicyStatus(ApiModel):
         description="Integrations that use this policy.",
         max_length=500,
     )
-    drift: Drift | None = Field(default=None, description="Result of the last reconcile run.")
+    drift: Drift | None = Field(default=None, description="Result of the last drift check.")
 
 
 class SyncPolicy(ApiModel):
-    """Rules for one business entity: system of record per field, identity, conflicts, reconcile."""
+    """Rules for one business entity: system of record per field, identity, conflicts, drift checks."""
 
     api_version: Literal["onceflow.io/v1alpha1"] = Field(default="onceflow.io/v1alpha1", alias="apiVersion")
     kind: Literal["SyncPolicy"] = "SyncPolicy"
