@@ -25,10 +25,10 @@ from onceflow_operator.api._base import (
     conditions_field,
     immutable,
 )
+from onceflow_runner.contract.plan import PROTECTED_FIELDS
 
 __all__ = [
     "ENTITIES",
-    "PROTECTED_FIELDS",
     "STEP_KINDS",
     "AnalysisMetric",
     "AnalysisProvider",
@@ -73,17 +73,13 @@ Cel = Annotated[str, Field(min_length=1, max_length=4096)]
 Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
 
 
-#: Fields no automated suggestion may change: prices and credit are decided by people only.
-PROTECTED_FIELDS = "(?i)(price|credit|rate|amount|total|discount|cost)"
-
-
 class SuggestedFix(ApiModel):
     """A correction offered to the person reviewing the exception; shown, never applied on its own."""
 
     model_config = {
         "json_schema_extra": cel_rules(
             (
-                f"!self.field.matches('{PROTECTED_FIELDS}')",
+                f"!self.field.matches('{PROTECTED_FIELDS.pattern}')",
                 "price and credit fields are never changed by a suggestion; leave them to the reviewer",
             ),
         )

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["build_argocd_cm", "main", "render"]
+from onceflow_operator.api.names import GROUP
 
-GROUP = "onceflow.io"
+__all__ = ["build_argocd_cm", "main", "render"]
 
 
 def build_argocd_cm(customizations: Path) -> dict[str, Any]:
