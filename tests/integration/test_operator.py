@@ -303,3 +303,47 @@ def test_children_carry_owner_references(kubectl: Kubectl, operator_running: Non
     for item in items:
         (ref,) = item["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["uid"], ref["controller"]) == ("Integration", uid, True)
+
+
+async def test_a_replaced_plan_configmap_never_runs(
+    kubectl: Kubectl, control_plane: ControlPlane, operator_running: None
+) -> None:
+    # Plan ConfigMaps are immutable, but anyone with ConfigMap rights can delete one and create
+    # another under the same labels; the revision's recorded hash decides which plan is real.
+    from onceflow_operator.clients.kube import KubeClient
+    from onceflow_operator.controller.integration import stored_plan
+
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+    revision = wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
+    recorded = kubectl.get("controllerrevision", revision)["data"]["planHash"]
+    configmaps = json.loads(
+        kubectl.run("get", "configmaps", "-l", f"onceflow.io/revision={revision}", "-o", "json").stdout
+    )["items"]
+    assert len(configmaps) == 1
+    genuine = configmaps[0]
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        namespace = genuine["metadata"]["namespace"]
+        found = await stored_plan(kube, namespace, "onboard", revision, recorded)
+        assert found is not None
+        assert found[0].revision == revision
+        forged = genuine["data"]["plan.json"].replace("http://erp.example.test:8000", "http://attacker.example.test")
+        assert forged != genuine["data"]["plan.json"]
+        kubectl.run("delete", "configmap", genuine["metadata"]["name"])
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": genuine["metadata"]["name"], "labels": genuine["metadata"]["labels"]},
+                "data": {"plan.json": forged},
+            }
+        )
+        assert await stored_plan(kube, namespace, "onboard", revision, recorded) is None
+    finally:
+        await kube.close()

@@ -8,6 +8,7 @@ The rollout itself is decided in `rollout.decisions`; JetStream is reached throu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -37,23 +38,29 @@ from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, de
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import Plan
 
-__all__ = ["finalize_integration", "reconcile_integration"]
+__all__ = ["finalize_integration", "reconcile_integration", "stored_plan"]
 
 
 async def _revisions(
     kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str, version: str
-) -> dict[str, int]:
-    """Record the revision as a ControllerRevision (an equal older spec reuses its number); all by name."""
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Record the revision as a ControllerRevision (an equal older spec reuses its number).
+
+    Returns every revision's number and the hash of its plan, by revision name.
+    """
     meta = body["metadata"]
     existing = await kube.list(
         "apps/v1", "ControllerRevision", meta["namespace"], selector=f"{LABEL_INTEGRATION}={meta['name']}"
     )
     numbers = {item["metadata"]["name"]: int(item["revision"]) for item in existing}
+    hashes = {item["metadata"]["name"]: str((item.get("data") or {}).get("planHash", "")) for item in existing}
     if revision in numbers:
-        return numbers
+        return numbers, hashes
     numbers[revision] = max(numbers.values(), default=0) + 1
-    await kube.apply(build_controller_revision(body, revision, plan_json, version, numbers[revision]))
-    return numbers
+    record = build_controller_revision(body, revision, plan_json, version, numbers[revision])
+    hashes[revision] = record["data"]["planHash"]
+    await kube.apply(record)
+    return numbers, hashes
 
 
 async def _prune_revisions(
@@ -68,12 +75,18 @@ async def _prune_revisions(
         numbers.pop(revision)
 
 
-async def _stored_plan(kube: KubeClient, namespace: str, name: str, revision: str) -> tuple[Plan, str] | None:
-    """A revision's plan from its immutable ConfigMap, and the ConfigMap's name."""
+async def stored_plan(
+    kube: KubeClient, namespace: str, name: str, revision: str, plan_hash: str
+) -> tuple[Plan, str] | None:
+    """A revision's plan from its immutable ConfigMap, and the ConfigMap's name.
+
+    Only a plan whose SHA-256 equals the hash its ControllerRevision recorded is returned: a plan
+    ConfigMap replaced by someone else (deleted and re-created: it is immutable) never runs.
+    """
     selector = f"{LABEL_INTEGRATION}={name},{LABEL_REVISION}={revision}"
     for cm in await kube.list("v1", "ConfigMap", namespace, selector=selector):
         text = (cm.get("data") or {}).get("plan.json")
-        if text:
+        if text and plan_hash and hashlib.sha256(text.encode()).hexdigest() == plan_hash:
             return Plan.model_validate_json(text), cm["metadata"]["name"]
     return None
 
@@ -170,12 +183,23 @@ async def reconcile_integration(
         name, namespace, plan_json, body, {LABEL_INTEGRATION: name, LABEL_REVISION: plan.revision}
     )
     await kube.apply(configmap)
-    numbers = await _revisions(kube, body, plan.revision, plan_json, integration.spec.version)
+    numbers, hashes = await _revisions(kube, body, plan.revision, plan_json, integration.spec.version)
     plans = {plan.revision: (plan, configmap["metadata"]["name"])}
+    events: list[tuple[str, str, bool]] = []
 
     async def plan_of(revision: str) -> tuple[Plan, str]:
         if revision not in plans:
-            plans[revision] = await _stored_plan(kube, namespace, name, revision) or plans[plan.revision]
+            stored = await stored_plan(kube, namespace, name, revision, hashes.get(revision, ""))
+            if stored is None:
+                events.append(
+                    (
+                        "StoredPlanMismatch",
+                        f"the plan of revision {revision} is missing or does not match its ControllerRevision's "
+                        f"hash; running revision {plan.revision} instead",
+                        True,
+                    )
+                )
+            plans[revision] = stored or plans[plan.revision]
         return plans[revision]
 
     deployments = {
@@ -184,7 +208,6 @@ async def reconcile_integration(
     }
     main_running, main_available = _lane_state(deployments["main"])
     canary_running, canary_available = _lane_state(deployments["canary"])
-    events: list[tuple[str, str, bool]] = []
     nats_problem = ""
     lanes = LaneState()
     reached = False
