@@ -335,15 +335,19 @@ async def test_a_replaced_plan_configmap_never_runs(
         assert found[0].revision == revision
         forged = genuine["data"]["plan.json"].replace("http://erp.example.test:8000", "http://attacker.example.test")
         assert forged != genuine["data"]["plan.json"]
-        kubectl.run("delete", "configmap", genuine["metadata"]["name"])
+        # The operator re-applies the current revision's ConfigMap on every pass, so the forgery
+        # stands under a second revision label whose record says it must be the genuine plan.
         kubectl.apply(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": genuine["metadata"]["name"], "labels": genuine["metadata"]["labels"]},
+                "metadata": {
+                    "name": "onboard-forged",
+                    "labels": {**genuine["metadata"]["labels"], "onceflow.io/revision": "forged"},
+                },
                 "data": {"plan.json": forged},
             }
         )
-        assert await stored_plan(kube, namespace, "onboard", revision, recorded) is None
+        assert await stored_plan(kube, namespace, "onboard", "forged", recorded) is None
     finally:
         await kube.close()
