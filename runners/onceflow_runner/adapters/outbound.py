@@ -3,9 +3,9 @@
 Requests go through `AiohttpTransport` (see its docstring for the measurement that chose it).
 A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
 the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
-429, 5xx, timeouts, connection errors; `Retry-After` honoured) or a `RejectedByTarget` (any other
-4xx). Idempotent retries happen here, briefly, before the message is handed back to JetStream
-with a delay. Secrets are read from files at start and never logged.
+429, 5xx, timeouts, connection errors; `Retry-After` honoured up to `retry.maxBackoff`) or a
+`RejectedByTarget` (any other 4xx). Idempotent retries happen here, briefly, before the message
+is handed back to JetStream with a delay. Secrets are read from files at start and never logged.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import random
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -43,19 +45,31 @@ def read_secret(secrets_dir: Path, ref: SecretRef | None) -> str:
         raise PlanError(f"secret {ref.name}/{ref.key} is not mounted at {path}") from None
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse Retry-After (seconds or an HTTP date)."""
+#: Retry-After as delay-seconds (RFC 9110: digits; a decimal fraction is tolerated).
+_DELAY_SECONDS = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*")
+
+
+def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
+    """Parse Retry-After (seconds or an HTTP date) into a delay between 0 and `cap` seconds.
+
+    Why the cap: a target answering `Retry-After: 3000000000` (or an HTTP date decades away) must
+    not bury a record; the Connector's `retry.maxBackoff` is the longest wait Onceflow honours.
+    Values that are not a delay or a date (`inf`, `nan`, `-5`, garbage) are ignored (None), so the
+    caller falls back to its own backoff.
+    """
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+        seconds = when - (now if now is not None else time.time())
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, when - (now if now is not None else time.time()))
+    return min(max(0.0, seconds), cap)
 
 
 class TokenBucket:
@@ -191,9 +205,13 @@ class HttpCaller:
                         step=step,
                         status=status,
                     )
-                wait = retry_after_seconds(resp.headers.get("Retry-After"))
+                wait = retry_after_seconds(resp.headers.get("Retry-After"), cap=plan.max_backoff)
                 failure = TransientFailure(f"{connector} answered {status} to {method} {path}", step=step, delay=wait)
-            if attempt == plan.attempts or (failure.delay is not None and failure.delay > plan.max_backoff):
+                if wait is not None and wait >= plan.max_backoff:
+                    # The target asked for the longest wait we honour (or more): hand the record back to
+                    # JetStream for that long rather than hold it here.
+                    raise failure
+            if attempt == plan.attempts:
                 raise failure
             await asyncio.sleep(failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, plan.max_backoff)

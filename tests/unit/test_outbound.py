@@ -1,0 +1,81 @@
+"""Outbound calls: how answers are classified and what a target or a payload can make the runner do.
+
+Unit tests use httpx's `MockTransport` (the test seam); where the wire matters (redirects, body
+sizes, slow answers) a real aiohttp server on 127.0.0.1 answers through the production transport.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onceflow_runner.adapters.outbound import HttpCaller, retry_after_seconds
+from onceflow_runner.contract.plan import ConnectorPlan
+from onceflow_runner.errors import TransientFailure
+
+PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def caller_answering(handler: Callable[[httpx.Request], httpx.Response], tmp_path: Path, **plan: object) -> HttpCaller:
+    connector = ConnectorPlan.model_validate({"name": "erp", "base_url": "http://erp.test:8000", **plan})
+    return HttpCaller({"erp": connector}, tmp_path, transport=httpx.MockTransport(handler))
+
+
+async def get(caller: HttpCaller, path: str = "/api/resource/Customer") -> object:
+    return await caller.request(
+        "erp", "GET", path, query={}, body=None, idempotency_key=None, headers={}, step="create-customer"
+    )
+
+
+# --- Retry-After (issue 19, item 7) -----------------------------------------------------------------
+
+retry_after_values = st.one_of(
+    st.sampled_from(["3000000000", "inf", "-inf", "nan", "Infinity", "-5", "1e400", "1_000", "", "  7 ", "0.5"]),
+    st.integers(min_value=-(10**12), max_value=10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)).map(
+        format_datetime
+    ),
+    st.text(max_size=40),
+)
+
+
+@PROPERTY
+@given(value=retry_after_values, cap=st.floats(min_value=0, max_value=3600))
+def test_retry_after_is_always_a_finite_delay_within_the_cap_or_ignored(value: str, cap: float) -> None:
+    delay = retry_after_seconds(value, cap=cap)
+    assert delay is None or (math.isfinite(delay) and 0 <= delay <= cap)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "3000000000",
+        format_datetime(datetime.now(UTC) + timedelta(days=365 * 40), usegmt=True),
+    ],
+)
+async def test_huge_retry_after_or_far_date_is_capped_at_max_backoff(header: str, tmp_path: Path) -> None:
+    caller = caller_answering(
+        lambda _: httpx.Response(503, headers={"Retry-After": header}), tmp_path, attempts=1, max_backoff=10
+    )
+    with pytest.raises(TransientFailure) as failed:
+        await get(caller)
+    assert failed.value.delay is not None
+    assert 0 <= failed.value.delay <= 10
+
+
+async def test_non_finite_or_negative_retry_after_is_ignored_for_own_backoff(tmp_path: Path) -> None:
+    for header in ("inf", "1e400", "nan", "-5"):
+        answer = httpx.Response(429, headers={"Retry-After": header})
+        caller = caller_answering(lambda _, answer=answer: answer, tmp_path, attempts=1)
+        with pytest.raises(TransientFailure) as failed:
+            await get(caller)
+        assert failed.value.delay is None, header
