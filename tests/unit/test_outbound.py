@@ -7,19 +7,20 @@ sizes, slow answers) a real aiohttp server on 127.0.0.1 answers through the prod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onceflow_runner.adapters.outbound import HttpCaller, retry_after_seconds
 from onceflow_runner.contract.plan import ConnectorPlan
-from onceflow_runner.errors import TransientFailure
+from onceflow_runner.errors import RejectedByTarget, TransientFailure
 
 PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -79,3 +80,101 @@ async def test_non_finite_or_negative_retry_after_is_ignored_for_own_backoff(tmp
         with pytest.raises(TransientFailure) as failed:
             await get(caller)
         assert failed.value.delay is None, header
+
+
+# --- Redirects (issue 19, item 4) -----------------------------------------------------------------
+
+
+class LoopbackServers:
+    """Two real HTTP servers on 127.0.0.1: the ERP (which redirects) and where the redirect points."""
+
+    def __init__(self) -> None:
+        self.elsewhere_requests: list[dict[str, str]] = []
+        self.erp_status = 301
+        self._runners: list[web.AppRunner] = []
+        self.erp_url = self.elsewhere_url = ""
+
+    async def start(self) -> None:
+        async def redirect(request: web.Request) -> web.Response:
+            return web.Response(status=self.erp_status, headers={"Location": f"{self.elsewhere_url}/login?token=s3"})
+
+        async def record(request: web.Request) -> web.Response:
+            self.elsewhere_requests.append(dict(request.headers))
+            return web.json_response({"data": {"name": "created elsewhere"}})
+
+        for handler in (redirect, record):
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handler)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._runners.append(runner)
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            if handler is redirect:
+                self.erp_url = f"http://127.0.0.1:{port}"
+            else:
+                self.elsewhere_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def loopback() -> AsyncIterator[LoopbackServers]:
+    servers = LoopbackServers()
+    await servers.start()
+    yield servers
+    await servers.stop()
+
+
+def real_caller(base_url: str, secrets: Path, **plan: object) -> HttpCaller:
+    (secrets / "erp").mkdir(exist_ok=True)
+    (secrets / "erp" / "token").write_text("erp-credential")
+    connector = ConnectorPlan.model_validate(
+        {"name": "erp", "base_url": base_url, "auth": {"type": "Bearer", "token": {"name": "erp", "key": "token"}}}
+        | plan
+    )
+    return HttpCaller({"erp": connector}, secrets)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirect_is_a_permanent_failure_naming_location_and_base_url_and_sends_no_credentials(
+    status: int, loopback: LoopbackServers, tmp_path: Path
+) -> None:
+    loopback.erp_status = status
+    caller = real_caller(loopback.erp_url, tmp_path)
+    try:
+        with pytest.raises(RejectedByTarget) as refused:
+            await caller.request(
+                "erp",
+                "POST",
+                "/api/resource/Customer",
+                query={},
+                body={"customer_name": "Acme"},
+                idempotency_key="k",
+                headers={},
+                step="create-customer",
+            )
+    finally:
+        await caller.aclose()
+    message = str(refused.value)
+    assert refused.value.step == "create-customer"
+    assert refused.value.status == status
+    assert f"{loopback.elsewhere_url}/login" in message
+    assert "token=s3" not in message
+    assert "baseURL" in message
+    assert loopback.erp_url in message
+    assert loopback.elsewhere_requests == []
+
+
+async def test_redirect_is_transient_when_the_connector_says_retry(loopback: LoopbackServers, tmp_path: Path) -> None:
+    loopback.erp_status = 302
+    caller = real_caller(loopback.erp_url, tmp_path, on_redirect="Retry", attempts=1)
+    try:
+        with pytest.raises(TransientFailure, match="redirecting to"):
+            await get(caller)
+    finally:
+        await caller.aclose()
+    assert loopback.elsewhere_requests == []

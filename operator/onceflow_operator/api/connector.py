@@ -203,6 +203,15 @@ class RestConnector(ApiModel):
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Client-side rate limit.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect and read timeouts.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="In-call retries.")
+    on_redirect: Literal["Fail", "Retry"] = Field(
+        default="Fail",
+        description=(
+            "What a 3xx answer means. Redirects are never followed (they would carry the Connector's "
+            "credentials elsewhere). Fail: the record goes to the exception queue with the Location, "
+            "so you can fix baseURL. Retry: a transient failure, for targets that redirect briefly "
+            "(maintenance pages, session renewal)."
+        ),
+    )
     health_path: str = Field(
         default="/",
         description="Path the operator probes with GET to report reachability.",

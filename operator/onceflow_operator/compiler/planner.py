@@ -123,6 +123,7 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
         attempts=rest.retry.attempts,
         initial_backoff=parse_duration(rest.retry.initial_backoff),
         max_backoff=parse_duration(rest.retry.max_backoff),
+        on_redirect=rest.on_redirect,
     )
 
 

@@ -4,7 +4,9 @@ Requests go through `AiohttpTransport` (see its docstring for the measurement th
 A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
 the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
 429, 5xx, timeouts, connection errors; `Retry-After` honoured up to `retry.maxBackoff`) or a
-`RejectedByTarget` (any other 4xx). Idempotent retries happen here, briefly, before the message
+`RejectedByTarget` (any other 4xx). A 3xx is never followed (it would carry the credentials
+elsewhere): it is a `RejectedByTarget` naming the Location, or a `TransientFailure` when the
+Connector says `onRedirect: Retry`. Idempotent retries happen here, briefly, before the message
 is handed back to JetStream with a delay. Secrets are read from files at start and never logged.
 """
 
@@ -197,25 +199,65 @@ class HttpCaller:
             else:
                 latency = (time.perf_counter() - started) * 1e3
                 status = resp.status_code
-                if status < 400 or status in {404, 409}:
+                if 300 <= status < 400:
+                    refused = _redirect_refused(plan, method, path, resp, step)
+                    if isinstance(refused, RejectedByTarget):
+                        raise refused
+                    failure = refused
+                elif status < 400 or status in {404, 409}:
                     return Response(status, _json_or_text(resp), latency)
-                if status not in _TRANSIENT:
+                elif status not in _TRANSIENT:
                     raise RejectedByTarget(
                         f"{connector} refused {method} {path} with {status}: {_summary(resp)}",
                         step=step,
                         status=status,
                     )
-                wait = retry_after_seconds(resp.headers.get("Retry-After"), cap=plan.max_backoff)
-                failure = TransientFailure(f"{connector} answered {status} to {method} {path}", step=step, delay=wait)
-                if wait is not None and wait >= plan.max_backoff:
-                    # The target asked for the longest wait we honour (or more): hand the record back to
-                    # JetStream for that long rather than hold it here.
-                    raise failure
+                else:
+                    wait = retry_after_seconds(resp.headers.get("Retry-After"), cap=plan.max_backoff)
+                    failure = TransientFailure(
+                        f"{connector} answered {status} to {method} {path}", step=step, delay=wait
+                    )
+                    if wait is not None and wait >= plan.max_backoff:
+                        # The target asked for the longest wait we honour (or more): hand the record
+                        # back to JetStream for that long rather than hold it here.
+                        raise failure
             if attempt == plan.attempts:
                 raise failure
             await asyncio.sleep(failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, plan.max_backoff)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _redirect_refused(
+    plan: ConnectorPlan, method: str, path: str, resp: httpx.Response, step: str
+) -> RejectedByTarget | TransientFailure:
+    """A 3xx is never followed: it would carry the Connector's credentials to wherever it points.
+
+    Whether it is the record's end (Fail, the default: the Connector's address is wrong, e.g.
+    http that redirects to https) or worth another delivery (Retry: a maintenance or session
+    redirect) is the Connector's `onRedirect`.
+    """
+    location = _shown_location(resp.headers.get("Location", ""))
+    message = (
+        f"{plan.name} answered {resp.status_code} to {method} {path}, redirecting to {location}; "
+        "redirects are not followed (they would carry the Connector's credentials): set the Connector's "
+        f"rest.baseURL ({plan.base_url}) to the address that answers"
+    )
+    if plan.on_redirect == "Retry":
+        return TransientFailure(message, step=step)
+    return RejectedByTarget(message, step=step, status=resp.status_code)
+
+
+def _shown_location(location: str) -> str:
+    """Where a redirect points, without its query or user info (they may hold tokens)."""
+    if not location:
+        return "no Location"
+    try:
+        url = httpx.URL(location)
+    except (httpx.InvalidURL, ValueError):
+        return "an unreadable Location"
+    shown = url.copy_with(query=None, fragment=None, username=None, password=None)
+    return str(shown)[:300]
 
 
 def _json_or_text(resp: httpx.Response) -> Any:

@@ -90,6 +90,8 @@ class ConnectorPlan(_Contract):
     attempts: int = 3
     initial_backoff: float = 0.2
     max_backoff: float = 10
+    #: What a 3xx answer is (redirects are never followed): Fail = permanent, Retry = transient.
+    on_redirect: Literal["Fail", "Retry"] = "Fail"
 
 
 #: Field names no suggestion may change (prices, credit): checked again here, so that a plan made
