@@ -6,7 +6,9 @@ sizes, slow answers) a real aiohttp server on 127.0.0.1 answers through the prod
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -178,3 +180,75 @@ async def test_redirect_is_transient_when_the_connector_says_retry(loopback: Loo
     finally:
         await caller.aclose()
     assert loopback.elsewhere_requests == []
+
+
+# --- Response size and total time (issue 19, item 18) ----------------------------------------------
+
+
+@pytest.fixture
+async def unruly_erp() -> AsyncIterator[str]:
+    """An ERP that answers too much, with or without Content-Length, or trickles one byte at a time."""
+
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 300_000, content_type="application/json")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(30):
+            await resp.write(b"y" * 10_000)
+        await resp.write_eof()
+        return resp
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(100):
+            await resp.write(b" ")
+            await asyncio.sleep(0.05)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    app.router.add_get("/chunked", chunked)
+    app.router.add_get("/trickle", trickle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("path", ["/big", "/chunked"])
+async def test_answer_longer_than_max_response_bytes_is_a_transient_failure_saying_so(
+    path: str, unruly_erp: str, tmp_path: Path
+) -> None:
+    caller = real_caller(unruly_erp, tmp_path, max_response_bytes=100_000, attempts=1)
+    try:
+        with pytest.raises(TransientFailure, match=r"larger than 100000 bytes \(the Connector's maxResponseBytes\)"):
+            await get(caller, path)
+    finally:
+        await caller.aclose()
+
+
+async def test_answer_trickling_past_the_total_timeout_is_a_transient_failure_saying_so(
+    unruly_erp: str, tmp_path: Path
+) -> None:
+    caller = real_caller(unruly_erp, tmp_path, total_timeout=0.5, read_timeout=2, attempts=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientFailure, match=r"longer than 0.5s in all \(the Connector's timeouts.total\)"):
+            await get(caller, "/trickle")
+    finally:
+        await caller.aclose()
+    assert time.monotonic() - started < 2
+
+
+async def test_oversized_answer_from_any_transport_is_refused(tmp_path: Path) -> None:
+    caller = caller_answering(lambda _: httpx.Response(200, content=b"z" * 5000), tmp_path, max_response_bytes=4096)
+    with pytest.raises(TransientFailure, match="maxResponseBytes"):
+        await get(caller)

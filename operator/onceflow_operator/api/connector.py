@@ -169,7 +169,18 @@ class Timeouts(ApiModel):
     """Timeouts for one outbound call."""
 
     connect: str = Field(default="5s", description="Time to open a connection.", pattern=DURATION, max_length=32)
-    read: str = Field(default="30s", description="Time to wait for the answer.", pattern=DURATION, max_length=32)
+    read: str = Field(
+        default="30s", description="Time to wait for each read of the answer.", pattern=DURATION, max_length=32
+    )
+    total: str = Field(
+        default="60s",
+        description=(
+            "Time for one whole call, connection to last byte; beyond it the call is a transient failure "
+            "(a target trickling bytes never trips the read timeout)."
+        ),
+        pattern=DURATION,
+        max_length=32,
+    )
 
 
 class RetryPolicy(ApiModel):
@@ -203,6 +214,12 @@ class RestConnector(ApiModel):
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Client-side rate limit.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect and read timeouts.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="In-call retries.")
+    max_response_bytes: int = Field(
+        default=10485760,
+        description="Longest answer body read; a longer one is dropped unread as a transient failure.",
+        ge=1024,
+        le=1073741824,
+    )
     on_redirect: Literal["Fail", "Retry"] = Field(
         default="Fail",
         description=(

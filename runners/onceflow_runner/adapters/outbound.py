@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from onceflow_runner.adapters.transport import AiohttpTransport
+from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
@@ -108,7 +108,9 @@ class _Connector:
         self.token_expires = 0.0
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
         self.client = httpx.AsyncClient(
-            base_url=plan.base_url, timeout=timeout, transport=transport or AiohttpTransport()
+            base_url=plan.base_url,
+            timeout=timeout,
+            transport=transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes),
         )
 
     @staticmethod
@@ -185,15 +187,31 @@ class HttpCaller:
             await conn.refresh_token()
             started = time.perf_counter()
             try:
-                resp = await conn.client.request(
-                    method,
-                    path,
-                    params=dict(query) or None,
-                    content=content,
-                    headers={**conn.headers, **send_headers},
+                # read_timeout bounds each read; a target trickling bytes would never trip it.
+                async with asyncio.timeout(plan.total_timeout):
+                    resp = await conn.client.request(
+                        method,
+                        path,
+                        params=dict(query) or None,
+                        content=content,
+                        headers={**conn.headers, **send_headers},
+                    )
+                if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
+                    raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
+            except TimeoutError:
+                failure = TransientFailure(
+                    f"{connector}: {method} {path} took longer than {plan.total_timeout:g}s in all "
+                    "(the Connector's timeouts.total); the answer was dropped",
+                    step=step,
                 )
             except httpx.TimeoutException:
                 failure = TransientFailure(f"{connector}: {method} {path} timed out", step=step)
+            except ResponseTooLarge:
+                failure = TransientFailure(
+                    f"{connector}: the answer to {method} {path} is larger than {plan.max_response_bytes} bytes "
+                    "(the Connector's maxResponseBytes); it was dropped unread",
+                    step=step,
+                )
             except httpx.TransportError as exc:
                 failure = TransientFailure(f"{connector}: {method} {path} failed ({type(exc).__name__})", step=step)
             else:
