@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from onceflow_runner.adapters.outbound import HttpCaller, retry_after_seconds
 from onceflow_runner.contract.plan import ConnectorPlan
-from onceflow_runner.errors import RejectedByTarget, TransientFailure
+from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
 
 PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -252,3 +252,8 @@ async def test_oversized_answer_from_any_transport_is_refused(tmp_path: Path) ->
     caller = caller_answering(lambda _: httpx.Response(200, content=b"z" * 5000), tmp_path, max_response_bytes=4096)
     with pytest.raises(TransientFailure, match="maxResponseBytes"):
         await get(caller)
+
+
+def test_base_url_with_credentials_is_refused_at_start_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match=r"rest.baseURL must not carry credentials"):
+        caller_answering(lambda _: httpx.Response(200), tmp_path, base_url="https://admin:s3cr3t@erp.test")

@@ -204,6 +204,17 @@ class RetryPolicy(ApiModel):
 class RestConnector(ApiModel):
     """An outbound REST endpoint that runners call."""
 
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!self.baseURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+                "rest.baseURL must not carry credentials (user:password@host): a URL is stored in Git and "
+                "shown in status and logs; put them in a Secret and reference it from rest.auth",
+                ".baseURL",
+            ),
+        )
+    }
+
     base_url: str = Field(
         alias="baseURL",
         description="Base URL every path is joined to, e.g. https://erp.example.com.",

@@ -97,6 +97,7 @@ class TokenBucket:
 class _Connector:
     def __init__(self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None) -> None:
         self.plan = plan
+        self.base_url = _checked_base_url(plan)
         self.bucket = TokenBucket(plan.requests_per_second, plan.burst)
         self.headers = self._auth_headers(plan, secrets_dir)
         self.oauth: tuple[str, str] | None = None
@@ -143,6 +144,22 @@ class _Connector:
         token = resp.json()
         self.headers = {"Authorization": f"Bearer {token['access_token']}"}
         self.token_expires = time.monotonic() + float(token.get("expires_in", 300)) - 30
+
+
+def _checked_base_url(plan: ConnectorPlan) -> httpx.URL:
+    """The Connector's base URL, refused at start when it could not be called safely."""
+    try:
+        url = httpx.URL(plan.base_url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise PlanError(f"Connector {plan.name}: rest.baseURL {plan.base_url!r} is not a URL ({exc})") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise PlanError(f"Connector {plan.name}: rest.baseURL must be an http or https URL with a host")
+    if url.userinfo:
+        raise PlanError(
+            f"Connector {plan.name}: rest.baseURL must not carry credentials (user:password@host); "
+            "put them in a Secret and reference it from rest.auth"
+        )
+    return url
 
 
 class HttpCaller:
