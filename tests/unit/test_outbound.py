@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from onceflow_runner.adapters.outbound import HttpCaller, retry_after_seconds
 from onceflow_runner.contract.plan import ConnectorPlan
-from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import PermanentFailure, PlanError, RejectedByTarget, TransientFailure
 
 PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -257,3 +257,47 @@ async def test_oversized_answer_from_any_transport_is_refused(tmp_path: Path) ->
 def test_base_url_with_credentials_is_refused_at_start_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"rest.baseURL must not carry credentials"):
         caller_answering(lambda _: httpx.Response(200), tmp_path, base_url="https://admin:s3cr3t@erp.test")
+
+
+# --- OAuth2 token answers (issue 19, item 6) --------------------------------------------------------
+
+
+def oauth_caller(token_answer: httpx.Response, tmp_path: Path) -> HttpCaller:
+    (tmp_path / "erp-oauth").mkdir()
+    (tmp_path / "erp-oauth" / "id").write_text("client")
+    (tmp_path / "erp-oauth" / "secret").write_text("s3cr3t")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return token_answer if request.url.path == "/oauth/token" else httpx.Response(200, json={"ok": True})
+
+    return caller_answering(
+        answer,
+        tmp_path,
+        auth={
+            "type": "OAuth2ClientCredentials",
+            "client_id": {"name": "erp-oauth", "key": "id"},
+            "client_secret": {"name": "erp-oauth", "key": "secret"},
+            "token_url": "http://erp.test:8000/oauth/token",
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"token_type": "bearer", "expires_in": 3600}),
+        httpx.Response(200, json=["access_token"]),
+        httpx.Response(200, text="<html>login</html>"),
+        httpx.Response(200, json={"access_token": None}),
+    ],
+)
+async def test_token_answer_without_access_token_is_a_permanent_failure_naming_the_connector_auth(
+    answer: httpx.Response, tmp_path: Path
+) -> None:
+    with pytest.raises(PermanentFailure, match=r"Connector erp: the token endpoint .* without an access_token.*oauth2"):
+        await get(oauth_caller(answer, tmp_path))
+
+
+async def test_token_answer_with_odd_expires_in_still_authenticates(tmp_path: Path) -> None:
+    caller = oauth_caller(httpx.Response(200, json={"access_token": "t0k", "expires_in": "soon"}), tmp_path)
+    assert (await get(caller)).status == 200  # type: ignore[attr-defined]

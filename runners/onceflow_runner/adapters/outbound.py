@@ -29,7 +29,7 @@ import httpx
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import PermanentFailure, PlanError, RejectedByTarget, TransientFailure
 
 __all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]
 
@@ -141,9 +141,31 @@ class _Connector:
             raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
             raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
-        token = resp.json()
-        self.headers = {"Authorization": f"Bearer {token['access_token']}"}
-        self.token_expires = time.monotonic() + float(token.get("expires_in", 300)) - 30
+        self.headers = {"Authorization": f"Bearer {self._access_token(resp)}"}
+        self.token_expires = time.monotonic() + self._expires_in(resp) - 30
+
+    def _access_token(self, resp: httpx.Response) -> str:
+        """The token from an RFC 6749 answer; anything else is the Connector's auth misconfigured."""
+        try:
+            token = resp.json()
+        except ValueError:
+            token = None
+        value = token.get("access_token") if isinstance(token, dict) else None
+        if not isinstance(value, str) or not value:
+            raise PermanentFailure(
+                f"Connector {self.plan.name}: the token endpoint {self.plan.auth.token_url} answered 200 without an "
+                "access_token (RFC 6749 client credentials); check rest.auth.oauth2 (tokenURL, scopes)"
+            )
+        return value
+
+    @staticmethod
+    def _expires_in(resp: httpx.Response) -> float:
+        """Seconds the token lives; 300 when the answer does not say (or says nonsense)."""
+        try:
+            seconds = float(resp.json().get("expires_in", 300))
+        except (ValueError, TypeError, AttributeError):
+            return 300.0
+        return min(max(seconds, 30.0), 86400.0) if math.isfinite(seconds) else 300.0
 
 
 def _checked_base_url(plan: ConnectorPlan) -> httpx.URL:
