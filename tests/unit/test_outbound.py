@@ -20,9 +20,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onceflow_runner.adapters.outbound import HttpCaller, retry_after_seconds
+from onceflow_runner.adapters.outbound import HttpCaller, resolve_url, retry_after_seconds
 from onceflow_runner.contract.plan import ConnectorPlan
-from onceflow_runner.errors import PermanentFailure, PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import InvalidRecord, PermanentFailure, PlanError, RejectedByTarget, TransientFailure
 
 PROPERTY = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -301,3 +301,111 @@ async def test_token_answer_without_access_token_is_a_permanent_failure_naming_t
 async def test_token_answer_with_odd_expires_in_still_authenticates(tmp_path: Path) -> None:
     caller = oauth_caller(httpx.Response(200, json={"access_token": "t0k", "expires_in": "soon"}), tmp_path)
     assert (await get(caller)).status == 200  # type: ignore[attr-defined]
+
+
+# --- Paths built from payload data (issue 19, item 13) ----------------------------------------------
+
+BASES = ["http://erp.test:8000", "https://erp.test/erp/", "http://10.0.0.5:8080/api/v2"]
+HOSTILE_PATHS = [
+    "/api/resource/Customer/../../admin",
+    "/api/resource/Customer/%2e%2e/%2E%2E/admin",
+    "/api/resource/Customer/%252e%252e/admin",
+    "/api/resource/Customer/..%2Fadmin",
+    "/api/resource/./Customer",
+    "//evil.example/steal",
+    "/api//resource",
+    "https://evil.example/steal",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "/api/resource/Customer#frag",
+    "/api/resource\\..\\admin",
+    "/api/resource/\r\nHost: evil",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_path_leaving_the_base_url_is_an_invalid_record_naming_the_step(path: str) -> None:
+    with pytest.raises(InvalidRecord, match=r"^erp: path .*pathSegment") as refused:
+        resolve_url(httpx.URL("http://erp.test:8000/erp"), path, connector="erp", step="updateErp")
+    assert refused.value.step == "updateErp"
+
+
+def test_plain_paths_keep_the_base_path_prefix_and_their_query() -> None:
+    base = httpx.URL("https://erp.test/erp")
+    assert str(resolve_url(base, "/api/resource/Item Price", connector="erp", step="s")) == (
+        "https://erp.test/erp/api/resource/Item%20Price"
+    )
+    assert resolve_url(base, '/api/resource/Customer?fields=["*"]', connector="erp", step="s").params["fields"] == (
+        '["*"]'
+    )
+
+
+def _is_under(url: httpx.URL, base: httpx.URL) -> bool:
+    prefix = base.path.rstrip("/") + "/"
+    same_origin = (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+    return same_origin and not url.userinfo and not url.fragment and url.path.startswith(prefix)
+
+
+path_pieces = st.sampled_from(
+    [
+        "/",
+        "..",
+        ".",
+        "%2e",
+        "%2E%2e",
+        "%252e",
+        "%2F",
+        "?",
+        "#",
+        "//",
+        "\\",
+        "@",
+        ":",
+        "http:",
+        "https://",
+        "evil.example",
+        "api",
+        "resource",
+        "Customer",
+        " ",
+        "%",
+        "%zz",
+        "ü",
+        "\x00",
+        "\n",
+        "~",
+        ";",
+        "=",
+        "&",
+    ]
+)
+
+
+@PROPERTY
+@given(
+    base=st.sampled_from(BASES),
+    path=st.text(max_size=60) | st.lists(path_pieces | st.text(max_size=6), max_size=12).map("".join),
+)
+def test_any_path_ends_under_the_base_url_or_as_an_invalid_record(base: str, path: str) -> None:
+    base_url = httpx.URL(base)
+    try:
+        url = resolve_url(base_url, path, connector="erp", step="call")
+    except InvalidRecord as refused:
+        step = refused.step
+        assert step == "call"
+        return
+    assert _is_under(url, base_url), (path, str(url))
+    assert all(seg not in {".", ".."} for seg in url.path.split("/"))
+
+
+async def test_hostile_payload_path_sends_no_request_with_the_credentials(
+    loopback: LoopbackServers, tmp_path: Path
+) -> None:
+    caller = real_caller(loopback.elsewhere_url + "/erp", tmp_path)
+    try:
+        for path in ("/erp/../steal", "//127.0.0.1:1/steal", f"{loopback.erp_url}/steal", "/x/%2e%2e/%2e%2e/steal"):
+            with pytest.raises(InvalidRecord):
+                await get(caller, path)
+    finally:
+        await caller.aclose()
+    assert loopback.elsewhere_requests == []

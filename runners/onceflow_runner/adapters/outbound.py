@@ -23,15 +23,16 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.errors import PermanentFailure, PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import InvalidRecord, PermanentFailure, PlanError, RejectedByTarget, TransientFailure
 
-__all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]
+__all__ = ["HttpCaller", "TokenBucket", "read_secret", "resolve_url", "retry_after_seconds"]
 
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 
@@ -72,6 +73,63 @@ def retry_after_seconds(value: str | None, *, cap: float, now: float | None = No
     if not math.isfinite(seconds):
         return None
     return min(max(0.0, seconds), cap)
+
+
+#: A scheme ("http:", "javascript:") at the start of a path makes it an absolute URL.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_DOT_SEGMENTS = {".", ".."}
+
+
+def _decoded(text: str) -> str:
+    """Percent-decode until nothing changes (%252e%252e is .. to a server that decodes twice)."""
+    for _ in range(4):
+        once = unquote(text)
+        if once == text:
+            break
+        text = once
+    return text
+
+
+def resolve_url(base_url: httpx.URL, path: str, *, connector: str, step: str) -> httpx.URL:
+    """The URL a step's path points to, which must stay under the Connector's base URL.
+
+    Why: paths are built by CEL, often from payload values, and the request carries the
+    Connector's credentials. A value like `../admin`, `%2e%2e`, `//evil.example` or
+    `https://evil.example` must not steer them anywhere else, so such a path is the record's
+    permanent failure (InvalidRecord, naming the step), never a request. A query after `?` is
+    kept (plain paths of the drift job carry one); a fragment is refused.
+    """
+
+    def refuse(why: str) -> InvalidRecord:
+        return InvalidRecord(
+            f"{connector}: path {path[:200]!r} {why}; build paths from literals and pathSegment(value)",
+            step=step,
+        )
+
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or "\\" in path:
+        raise refuse("holds a control character or a backslash")
+    raw_path, _, raw_query = path.partition("?")
+    if "#" in path:
+        raise refuse("holds '#'")
+    if _SCHEME.match(raw_path) or "://" in raw_path:
+        raise refuse("is an absolute URL; only a path under the Connector's baseURL is called")
+    if not raw_path.startswith("/"):
+        raw_path = "/" + raw_path
+    if "//" in raw_path:
+        raise refuse("holds an empty segment ('//'), which servers read as another host or path")
+    for segment in raw_path.split("/"):
+        decoded = _decoded(segment)
+        if any(part in _DOT_SEGMENTS for part in re.split(r"[/\\]", decoded)):
+            raise refuse("holds a dot segment ('.' or '..', also percent-encoded)")
+    prefix = base_url.path.rstrip("/")
+    try:
+        url = base_url.copy_with(path=prefix + raw_path, query=raw_query.encode() if raw_query else None)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise refuse(f"is not a valid URL path ({str(exc)[:100]})") from None
+    same_origin = (url.scheme, url.host, url.port) == (base_url.scheme, base_url.host, base_url.port)
+    if not same_origin or url.userinfo or not url.path.startswith(prefix + "/"):
+        raise refuse(f"leaves the Connector's baseURL {base_url}")
+    return url
 
 
 class TokenBucket:
@@ -214,6 +272,7 @@ class HttpCaller:
     ) -> Response:
         conn = self._connectors[connector]
         plan = conn.plan
+        url = resolve_url(conn.base_url, path, connector=connector, step=step)
         send_headers = {**headers}
         if idempotency_key:
             send_headers["Idempotency-Key"] = idempotency_key
@@ -230,7 +289,7 @@ class HttpCaller:
                 async with asyncio.timeout(plan.total_timeout):
                     resp = await conn.client.request(
                         method,
-                        path,
+                        url,
                         params=dict(query) or None,
                         content=content,
                         headers={**conn.headers, **send_headers},
