@@ -175,6 +175,12 @@ INVALID: tuple[Invalid, ...] = (
         "",
     ),
     Invalid(
+        "credentials-in-base-url",
+        _with(connector_rest, _set("spec.rest.baseURL", "https://admin:s3cr3t@erp.example.test")),
+        "spec.rest.baseURL",
+        "rest.baseURL must not carry credentials",
+    ),
+    Invalid(
         "bad-signature-scheme",
         _with(connector_webhook, _set("spec.webhook.signature.scheme", "md5")),
         "spec.webhook.signature.scheme",

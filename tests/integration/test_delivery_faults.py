@@ -220,6 +220,19 @@ async def test_erp_417_goes_to_exceptions_with_the_original_bytes(harness: Harne
     assert "ValidationError" in exc.headers["Onceflow-Error"]
 
 
+async def test_erp_redirect_goes_to_exceptions_not_acked_as_done(harness: Harness) -> None:
+    harness.erp.faults.append(Fault(status=301, times=1, path_prefix="/api/resource/Customer"))
+    await harness.send("moved")
+    ledger = await harness.settled(1)
+    (exc,) = ledger.exceptions
+    assert exc.headers["Onceflow-Reason"] == "RejectedByTarget"
+    assert exc.headers["Onceflow-Step"] == "create"
+    assert "301" in exc.headers["Onceflow-Error"]
+    assert "https://127.0.0.1" in exc.headers["Onceflow-Error"]
+    assert "baseURL" in exc.headers["Onceflow-Error"]
+    assert ledger.effects == {}
+
+
 async def test_503_and_429_storm_ends_in_one_effect_per_key(nats_server: NatsServer) -> None:
     # 80 refusals over 60 records: with maxDeliver 4 one unlucky record could rightly end as a
     # dead letter; 30 deliveries make every record outlast the storm.

@@ -256,3 +256,54 @@ def test_a_plan_whose_suggestion_would_change_a_price_or_credit_field_is_refused
         with pytest.raises(ValidationError, match="price and credit fields are decided by people"):
             ValidatePlan(rules=(("true", "m"),), suggestions=((0, field, "1"),))
     assert ValidatePlan(rules=(("true", "m"),), suggestions=((0, "data.address.country", "'DE'"),)).suggestions
+
+
+# --- Payload values in request paths (issue 19, item 13) --------------------------------------------
+
+SHIPMENT_CALL = StepPlan(
+    name="updateErp",
+    kind="call",
+    request=RequestPlan(
+        connector="erp", method="PUT", path='"/api/resource/Delivery Note/" + pathSegment(input.delivery_note)'
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("delivery_note", "sent"),
+    [
+        ("DN-0001", "/api/resource/Delivery Note/DN-0001"),
+        ("../Customer/X", "/api/resource/Delivery Note/..%2FCustomer%2FX"),
+        ("DN-1?docstatus=2#x", "/api/resource/Delivery Note/DN-1%3Fdocstatus%3D2%23x"),
+        ("https://evil.example/", "/api/resource/Delivery Note/https%3A%2F%2Fevil.example%2F"),
+        (42, "/api/resource/Delivery Note/42"),
+    ],
+)
+async def test_path_segment_keeps_a_payload_value_inside_one_path_segment(delivery_note: object, sent: str) -> None:
+    caller = RecordingCaller()
+    await Engine(plan(SHIPMENT_CALL, business_key=None), caller, RecordingEvents()).run(
+        {"delivery_note": delivery_note}, META
+    )
+    assert caller.calls[0]["path"] == sent
+
+
+async def test_path_segment_of_null_is_an_invalid_record_naming_the_step() -> None:
+    engine = Engine(plan(SHIPMENT_CALL, business_key=None), RecordingCaller(), RecordingEvents())
+    with pytest.raises(InvalidRecord, match="pathSegment") as failed:
+        await engine.run({"delivery_note": None}, META)
+    assert failed.value.step == "updateErp"
+
+
+async def test_query_or_fragment_spliced_into_a_path_is_an_invalid_record_not_a_call() -> None:
+    step = StepPlan(
+        name="lookupItem",
+        kind="lookup",
+        request=RequestPlan(connector="erp", method="GET", path='"/api/resource/Item/" + input.sku'),
+    )
+    caller = RecordingCaller()
+    engine = Engine(plan(step, business_key=None), caller, RecordingEvents())
+    for sku in ('SKU-1?fields=["*"]', "SKU-1#x"):
+        with pytest.raises(InvalidRecord, match="holds '\\?' or '#'") as failed:
+            await engine.run({"sku": sku}, META)
+        assert failed.value.step == "lookupItem"
+    assert caller.calls == []

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onceflow_runner.errors import MalformedInput
 from onceflow_runner.payloads.x12 import decode_x12
@@ -54,3 +58,85 @@ def test_850_becomes_a_canonical_order() -> None:
 def test_malformed_input_names_segment_and_position(data: bytes, says: str) -> None:
     with pytest.raises(MalformedInput, match=says.replace("(", r"\(")):
         decode_x12(data)
+
+
+# --- Malformed input never escapes as another exception (issue 19, items 6 and 18) ------------------
+
+
+def _without(data: bytes, tag: str) -> bytes:
+    return b"~\n".join(s for s in data.split(b"~\n") if not s.startswith(tag.encode()))
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (interchange(LINES, ctt=None).replace(b"CTT*2", b"CTT*inf"), "segment CTT at position 10: CTT01 line count"),
+        (interchange(LINES).replace(b"CTT*2", b"CTT*nan"), "CTT01 line count"),
+        (interchange(LINES).replace(b"CTT*2", b"CTT*2.5"), "CTT01 line count"),
+        (_without(interchange(LINES), "SE*"), "the interchange has no SE segment"),
+        (_without(interchange(LINES), "GE*"), "the interchange has no GE segment"),
+        (interchange(LINES).replace(b"IEA*1*000000905", b"IEA*x*000000905"), "IEA01 group count"),
+    ],
+)
+def test_malformed_envelope_or_counts_are_malformed_input_naming_the_segment(data: bytes, says: str) -> None:
+    with pytest.raises(MalformedInput, match=says):
+        decode_x12(data)
+
+
+@pytest.mark.parametrize("price", ["inf", "nan", "-inf", "Infinity", "1e400", "1_000", "9" * 400])
+def test_non_finite_price_is_malformed_input_naming_segment_and_element(price: str) -> None:
+    with pytest.raises(MalformedInput, match=r"segment PO1 at position 8: unit price \(element 04\) is not a number"):
+        decode_x12(interchange([f"PO1*1*10*EA*{price}**BP*SKU-1"]))
+
+
+def _segments_of(data: bytes) -> list[str]:
+    return [s for s in data.decode().split("~\n") if s]
+
+
+VALID = _segments_of(interchange(LINES))
+ODD_ELEMENTS = st.sampled_from(
+    ["", "inf", "nan", "-1", "1e999", "0", "1", "850", "*", "~", "ISA", "IEA", "GE", "x" * 200]
+)
+
+
+@st.composite
+def damaged_interchanges(draw: st.DrawFn) -> bytes:
+    """A valid 850 with segments dropped, duplicated, reordered or with elements replaced."""
+    segments = [s.split("*") for s in VALID]
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        at = draw(st.integers(min_value=0, max_value=len(segments) - 1))
+        action = draw(st.sampled_from(["drop", "duplicate", "swap", "element", "truncate"]))
+        if action == "drop" and len(segments) > 1:
+            segments.pop(at)
+        elif action == "duplicate":
+            segments.insert(at, list(segments[at]))
+        elif action == "swap":
+            other = draw(st.integers(min_value=0, max_value=len(segments) - 1))
+            segments[at], segments[other] = segments[other], segments[at]
+        elif action == "element":
+            seg = segments[at]
+            seg[draw(st.integers(min_value=0, max_value=len(seg) - 1))] = draw(ODD_ELEMENTS | st.text(max_size=12))
+        else:
+            segments[at] = segments[at][: draw(st.integers(min_value=1, max_value=len(segments[at])))]
+    return ("~\n".join("*".join(seg) for seg in segments) + "~\n").encode("utf-8", errors="surrogatepass")
+
+
+@settings(deadline=None, max_examples=400)
+@given(data=damaged_interchanges())
+def test_any_damaged_interchange_is_an_order_or_malformed_input(data: bytes) -> None:
+    try:
+        order = decode_x12(data)
+    except MalformedInput:
+        return
+    assert order["po_no"]
+    assert all(math.isfinite(line["price"]) and math.isfinite(line["quantity"]) for line in order["lines"])
+
+
+@settings(deadline=None, max_examples=300)
+@given(data=st.binary(max_size=400) | st.binary(max_size=300).map(lambda b: VALID[0].encode() + b))
+def test_any_bytes_are_an_order_or_malformed_input(data: bytes) -> None:
+    try:
+        order = decode_x12(data)
+    except MalformedInput:
+        return
+    assert order["po_no"]

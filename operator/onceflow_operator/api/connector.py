@@ -169,7 +169,18 @@ class Timeouts(ApiModel):
     """Timeouts for one outbound call."""
 
     connect: str = Field(default="5s", description="Time to open a connection.", pattern=DURATION, max_length=32)
-    read: str = Field(default="30s", description="Time to wait for the answer.", pattern=DURATION, max_length=32)
+    read: str = Field(
+        default="30s", description="Time to wait for each read of the answer.", pattern=DURATION, max_length=32
+    )
+    total: str = Field(
+        default="60s",
+        description=(
+            "Time for one whole call, connection to last byte; beyond it the call is a transient failure "
+            "(a target trickling bytes never trips the read timeout)."
+        ),
+        pattern=DURATION,
+        max_length=32,
+    )
 
 
 class RetryPolicy(ApiModel):
@@ -193,6 +204,17 @@ class RetryPolicy(ApiModel):
 class RestConnector(ApiModel):
     """An outbound REST endpoint that runners call."""
 
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!self.baseURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+                "rest.baseURL must not carry credentials (user:password@host): a URL is stored in Git and "
+                "shown in status and logs; put them in a Secret and reference it from rest.auth",
+                ".baseURL",
+            ),
+        )
+    }
+
     base_url: str = Field(
         alias="baseURL",
         description="Base URL every path is joined to, e.g. https://erp.example.com.",
@@ -203,6 +225,21 @@ class RestConnector(ApiModel):
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Client-side rate limit.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect and read timeouts.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="In-call retries.")
+    max_response_bytes: int = Field(
+        default=10485760,
+        description="Longest answer body read; a longer one is dropped unread as a transient failure.",
+        ge=1024,
+        le=1073741824,
+    )
+    on_redirect: Literal["Fail", "Retry"] = Field(
+        default="Fail",
+        description=(
+            "What a 3xx answer means. Redirects are never followed (they would carry the Connector's "
+            "credentials elsewhere). Fail: the record goes to the exception queue with the Location, "
+            "so you can fix baseURL. Retry: a transient failure, for targets that redirect briefly "
+            "(maintenance pages, session renewal)."
+        ),
+    )
     health_path: str = Field(
         default="/",
         description="Path the operator probes with GET to report reachability.",

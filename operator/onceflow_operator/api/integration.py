@@ -135,7 +135,13 @@ class LookupStep(ApiModel):
 
     connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
     method: HttpMethod = Field(default="GET", description="HTTP method.")
-    path: Cel = Field(description='CEL expression giving the path, e.g. "/api/resource/Item/" + record.sku.')
+    path: Cel = Field(
+        description=(
+            'CEL expression giving the path under the Connector\'s baseURL, e.g. "/api/resource/Item/" + '
+            "pathSegment(record.sku). Wrap record values in pathSegment() (it percent-encodes one segment); "
+            "a path with '?', '#', '//', a dot segment or a scheme fails the record. Query parameters go in query."
+        )
+    )
     query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     not_found: Literal["Fail", "Continue"] = Field(
         default="Continue", description="On 404: Continue binds null; Fail raises an exception."
@@ -146,7 +152,9 @@ class DedupeStep(ApiModel):
     """Find existing records that match by the SyncPolicy's identity rules; matches go to approval."""
 
     connector: str = Field(description="Name of a REST Connector to search.", pattern=DNS_LABEL, max_length=63)
-    path: Cel = Field(description="CEL expression giving the search path.")
+    path: Cel = Field(
+        description="CEL expression giving the search path; wrap record values in pathSegment() as for lookup."
+    )
     query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     candidates: Cel = Field(
         default="response.data", description="CEL expression selecting the candidate list from `response`."
@@ -162,7 +170,7 @@ class CallStep(ApiModel):
 
     connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
     method: HttpMethod = Field(default="POST", description="HTTP method.")
-    path: Cel = Field(description="CEL expression giving the path.")
+    path: Cel = Field(description="CEL expression giving the path; wrap record values in pathSegment() as for lookup.")
     body: Cel | None = Field(
         default=None, description="CEL expression giving the JSON body; the current record when empty."
     )

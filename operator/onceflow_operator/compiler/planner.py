@@ -120,9 +120,12 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
         burst=rest.rate_limit.burst,
         connect_timeout=parse_duration(rest.timeouts.connect),
         read_timeout=parse_duration(rest.timeouts.read),
+        total_timeout=parse_duration(rest.timeouts.total),
+        max_response_bytes=rest.max_response_bytes,
         attempts=rest.retry.attempts,
         initial_backoff=parse_duration(rest.retry.initial_backoff),
         max_backoff=parse_duration(rest.retry.max_backoff),
+        on_redirect=rest.on_redirect,
     )
 
 

@@ -3,9 +3,11 @@
 Requests go through `AiohttpTransport` (see its docstring for the measurement that chose it).
 A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
 the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
-429, 5xx, timeouts, connection errors; `Retry-After` honoured) or a `RejectedByTarget` (any other
-4xx). Idempotent retries happen here, briefly, before the message is handed back to JetStream
-with a delay. Secrets are read from files at start and never logged.
+429, 5xx, timeouts, connection errors; `Retry-After` honoured up to `retry.maxBackoff`) or a
+`RejectedByTarget` (any other 4xx). A 3xx is never followed (it would carry the credentials
+elsewhere): it is a `RejectedByTarget` naming the Location, or a `TransientFailure` when the
+Connector says `onRedirect: Retry`. Idempotent retries happen here, briefly, before the message
+is handed back to JetStream with a delay. Secrets are read from files at start and never logged.
 """
 
 from __future__ import annotations
@@ -13,22 +15,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import random
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
-from onceflow_runner.adapters.transport import AiohttpTransport
+from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.errors import PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import InvalidRecord, PermanentFailure, PlanError, RejectedByTarget, TransientFailure
 
-__all__ = ["HttpCaller", "TokenBucket", "read_secret", "retry_after_seconds"]
+__all__ = ["HttpCaller", "TokenBucket", "read_secret", "resolve_url", "retry_after_seconds"]
 
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 
@@ -44,19 +49,88 @@ def read_secret(secrets_dir: Path, ref: SecretRef | None) -> str:
         raise PlanError(f"secret {ref.name}/{ref.key} is not mounted at {path}") from None
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse Retry-After (seconds or an HTTP date)."""
+#: Retry-After as delay-seconds (RFC 9110: digits; a decimal fraction is tolerated).
+_DELAY_SECONDS = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*")
+
+
+def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
+    """Parse Retry-After (seconds or an HTTP date) into a delay between 0 and `cap` seconds.
+
+    Why the cap: a target answering `Retry-After: 3000000000` (or an HTTP date decades away) must
+    not bury a record; the Connector's `retry.maxBackoff` is the longest wait Onceflow honours.
+    Values that are not a delay or a date (`inf`, `nan`, `-5`, garbage) are ignored (None), so the
+    caller falls back to its own backoff.
+    """
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+        seconds = when - (now if now is not None else time.time())
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, when - (now if now is not None else time.time()))
+    return min(max(0.0, seconds), cap)
+
+
+#: A scheme ("http:", "javascript:") at the start of a path makes it an absolute URL.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_DOT_SEGMENTS = {".", ".."}
+
+
+def _decoded(text: str) -> str:
+    """Percent-decode until nothing changes (%252e%252e is .. to a server that decodes twice)."""
+    for _ in range(4):
+        once = unquote(text)
+        if once == text:
+            break
+        text = once
+    return text
+
+
+def resolve_url(base_url: httpx.URL, path: str, *, connector: str, step: str) -> httpx.URL:
+    """The URL a step's path points to, which must stay under the Connector's base URL.
+
+    Why: paths are built by CEL, often from payload values, and the request carries the
+    Connector's credentials. A value like `../admin`, `%2e%2e`, `//evil.example` or
+    `https://evil.example` must not steer them anywhere else, so such a path is the record's
+    permanent failure (InvalidRecord, naming the step), never a request. A query after `?` is
+    kept (plain paths of the drift job carry one); a fragment is refused.
+    """
+
+    def refuse(why: str) -> InvalidRecord:
+        return InvalidRecord(
+            f"{connector}: path {path[:200]!r} {why}; build paths from literals and pathSegment(value)",
+            step=step,
+        )
+
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or "\\" in path:
+        raise refuse("holds a control character or a backslash")
+    raw_path, _, raw_query = path.partition("?")
+    if "#" in path:
+        raise refuse("holds '#'")
+    if _SCHEME.match(raw_path) or "://" in raw_path:
+        raise refuse("is an absolute URL; only a path under the Connector's baseURL is called")
+    if not raw_path.startswith("/"):
+        raw_path = "/" + raw_path
+    if "//" in raw_path:
+        raise refuse("holds an empty segment ('//'), which servers read as another host or path")
+    for segment in raw_path.split("/"):
+        decoded = _decoded(segment)
+        if any(part in _DOT_SEGMENTS for part in re.split(r"[/\\]", decoded)):
+            raise refuse("holds a dot segment ('.' or '..', also percent-encoded)")
+    prefix = base_url.path.rstrip("/")
+    try:
+        url = base_url.copy_with(path=prefix + raw_path, query=raw_query.encode() if raw_query else None)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise refuse(f"is not a valid URL path ({str(exc)[:100]})") from None
+    same_origin = (url.scheme, url.host, url.port) == (base_url.scheme, base_url.host, base_url.port)
+    if not same_origin or url.userinfo or not url.path.startswith(prefix + "/"):
+        raise refuse(f"leaves the Connector's baseURL {base_url}")
+    return url
 
 
 class TokenBucket:
@@ -82,6 +156,7 @@ class TokenBucket:
 class _Connector:
     def __init__(self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None) -> None:
         self.plan = plan
+        self.base_url = _checked_base_url(plan)
         self.bucket = TokenBucket(plan.requests_per_second, plan.burst)
         self.headers = self._auth_headers(plan, secrets_dir)
         self.oauth: tuple[str, str] | None = None
@@ -93,7 +168,9 @@ class _Connector:
         self.token_expires = 0.0
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
         self.client = httpx.AsyncClient(
-            base_url=plan.base_url, timeout=timeout, transport=transport or AiohttpTransport()
+            base_url=plan.base_url,
+            timeout=timeout,
+            transport=transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes),
         )
 
     @staticmethod
@@ -123,9 +200,47 @@ class _Connector:
             raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
             raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
-        token = resp.json()
-        self.headers = {"Authorization": f"Bearer {token['access_token']}"}
-        self.token_expires = time.monotonic() + float(token.get("expires_in", 300)) - 30
+        self.headers = {"Authorization": f"Bearer {self._access_token(resp)}"}
+        self.token_expires = time.monotonic() + self._expires_in(resp) - 30
+
+    def _access_token(self, resp: httpx.Response) -> str:
+        """The token from an RFC 6749 answer; anything else is the Connector's auth misconfigured."""
+        try:
+            token = resp.json()
+        except ValueError:
+            token = None
+        value = token.get("access_token") if isinstance(token, dict) else None
+        if not isinstance(value, str) or not value:
+            raise PermanentFailure(
+                f"Connector {self.plan.name}: the token endpoint {self.plan.auth.token_url} answered 200 without an "
+                "access_token (RFC 6749 client credentials); check rest.auth.oauth2 (tokenURL, scopes)"
+            )
+        return value
+
+    @staticmethod
+    def _expires_in(resp: httpx.Response) -> float:
+        """Seconds the token lives; 300 when the answer does not say (or says nonsense)."""
+        try:
+            seconds = float(resp.json().get("expires_in", 300))
+        except (ValueError, TypeError, AttributeError):
+            return 300.0
+        return min(max(seconds, 30.0), 86400.0) if math.isfinite(seconds) else 300.0
+
+
+def _checked_base_url(plan: ConnectorPlan) -> httpx.URL:
+    """The Connector's base URL, refused at start when it could not be called safely."""
+    try:
+        url = httpx.URL(plan.base_url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise PlanError(f"Connector {plan.name}: rest.baseURL {plan.base_url!r} is not a URL ({exc})") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise PlanError(f"Connector {plan.name}: rest.baseURL must be an http or https URL with a host")
+    if url.userinfo:
+        raise PlanError(
+            f"Connector {plan.name}: rest.baseURL must not carry credentials (user:password@host); "
+            "put them in a Secret and reference it from rest.auth"
+        )
+    return url
 
 
 class HttpCaller:
@@ -158,6 +273,7 @@ class HttpCaller:
     ) -> Response:
         conn = self._connectors[connector]
         plan = conn.plan
+        url = resolve_url(conn.base_url, path, connector=connector, step=step)
         send_headers = {**headers}
         if idempotency_key:
             send_headers[IDEMPOTENCY_KEY] = idempotency_key
@@ -170,35 +286,95 @@ class HttpCaller:
             await conn.refresh_token()
             started = time.perf_counter()
             try:
-                resp = await conn.client.request(
-                    method,
-                    path,
-                    params=dict(query) or None,
-                    content=content,
-                    headers={**conn.headers, **send_headers},
+                # read_timeout bounds each read; a target trickling bytes would never trip it.
+                async with asyncio.timeout(plan.total_timeout):
+                    resp = await conn.client.request(
+                        method,
+                        url,
+                        params=dict(query) or None,
+                        content=content,
+                        headers={**conn.headers, **send_headers},
+                    )
+                if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
+                    raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
+            except TimeoutError:
+                failure = TransientFailure(
+                    f"{connector}: {method} {path} took longer than {plan.total_timeout:g}s in all "
+                    "(the Connector's timeouts.total); the answer was dropped",
+                    step=step,
                 )
             except httpx.TimeoutException:
                 failure = TransientFailure(f"{connector}: {method} {path} timed out", step=step)
+            except ResponseTooLarge:
+                failure = TransientFailure(
+                    f"{connector}: the answer to {method} {path} is larger than {plan.max_response_bytes} bytes "
+                    "(the Connector's maxResponseBytes); it was dropped unread",
+                    step=step,
+                )
             except httpx.TransportError as exc:
                 failure = TransientFailure(f"{connector}: {method} {path} failed ({type(exc).__name__})", step=step)
             else:
                 latency = (time.perf_counter() - started) * 1e3
                 status = resp.status_code
-                if status < 400 or status in {404, 409}:
+                if 300 <= status < 400:
+                    refused = _redirect_refused(plan, method, path, resp, step)
+                    if isinstance(refused, RejectedByTarget):
+                        raise refused
+                    failure = refused
+                elif status < 400 or status in {404, 409}:
                     return Response(status, _json_or_text(resp), latency)
-                if status not in _TRANSIENT:
+                elif status not in _TRANSIENT:
                     raise RejectedByTarget(
                         f"{connector} refused {method} {path} with {status}: {_summary(resp)}",
                         step=step,
                         status=status,
                     )
-                wait = retry_after_seconds(resp.headers.get("Retry-After"))
-                failure = TransientFailure(f"{connector} answered {status} to {method} {path}", step=step, delay=wait)
-            if attempt == plan.attempts or (failure.delay is not None and failure.delay > plan.max_backoff):
+                else:
+                    wait = retry_after_seconds(resp.headers.get("Retry-After"), cap=plan.max_backoff)
+                    failure = TransientFailure(
+                        f"{connector} answered {status} to {method} {path}", step=step, delay=wait
+                    )
+                    if wait is not None and wait >= plan.max_backoff:
+                        # The target asked for the longest wait we honour (or more): hand the record
+                        # back to JetStream for that long rather than hold it here.
+                        raise failure
+            if attempt == plan.attempts:
                 raise failure
             await asyncio.sleep(failure.delay if failure.delay is not None else delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, plan.max_backoff)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _redirect_refused(
+    plan: ConnectorPlan, method: str, path: str, resp: httpx.Response, step: str
+) -> RejectedByTarget | TransientFailure:
+    """A 3xx is never followed: it would carry the Connector's credentials to wherever it points.
+
+    Whether it is the record's end (Fail, the default: the Connector's address is wrong, e.g.
+    http that redirects to https) or worth another delivery (Retry: a maintenance or session
+    redirect) is the Connector's `onRedirect`.
+    """
+    location = _shown_location(resp.headers.get("Location", ""))
+    message = (
+        f"{plan.name} answered {resp.status_code} to {method} {path}, redirecting to {location}; "
+        "redirects are not followed (they would carry the Connector's credentials): set the Connector's "
+        f"rest.baseURL ({plan.base_url}) to the address that answers"
+    )
+    if plan.on_redirect == "Retry":
+        return TransientFailure(message, step=step)
+    return RejectedByTarget(message, step=step, status=resp.status_code)
+
+
+def _shown_location(location: str) -> str:
+    """Where a redirect points, without its query or user info (they may hold tokens)."""
+    if not location:
+        return "no Location"
+    try:
+        url = httpx.URL(location)
+    except (httpx.InvalidURL, ValueError):
+        return "an unreadable Location"
+    shown = url.copy_with(query=None, fragment=None, username=None, password=None)
+    return str(shown)[:300]
 
 
 def _json_or_text(resp: httpx.Response) -> Any:

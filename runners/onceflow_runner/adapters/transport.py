@@ -12,14 +12,21 @@ from __future__ import annotations
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "ResponseTooLarge"]
+
+
+class ResponseTooLarge(httpx.TransportError):
+    """The answer's body is longer than the transport will hold; it was not read past the limit."""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Send httpx requests through one aiohttp ClientSession (created on first use, in the loop)."""
 
-    def __init__(self, *, max_connections: int = 256, keepalive_seconds: float = 30.0) -> None:
+    def __init__(
+        self, *, max_connections: int = 256, keepalive_seconds: float = 30.0, max_response_bytes: int | None = None
+    ) -> None:
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
 
@@ -44,7 +51,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=timeout,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             ) as resp:
-                content = await resp.read()
+                content = await self._read_body(resp, request)
         except TimeoutError as exc:
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -57,6 +64,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             content=content,
             request=request,
         )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+        """Read the body, refusing it as soon as it is longer than the limit (not after holding it all)."""
+        limit = self._max_response_bytes
+        if limit is None:
+            return await resp.read()
+        if resp.content_length is not None and resp.content_length > limit:
+            raise ResponseTooLarge(f"answer declares {resp.content_length} bytes", request=request)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise ResponseTooLarge(f"answer longer than {limit} bytes", request=request)
+        return bytes(body)
 
     async def aclose(self) -> None:
         if self._session is not None:

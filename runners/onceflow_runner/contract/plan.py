@@ -90,6 +90,12 @@ class ConnectorPlan(_Contract):
     attempts: int = 3
     initial_backoff: float = 0.2
     max_backoff: float = 10
+    #: Upper bound of one call, connection to last byte (read_timeout bounds each read only).
+    total_timeout: float = 60
+    #: Larger answers are dropped as a transient failure (the body is never read past this).
+    max_response_bytes: int = 10 * 1024 * 1024
+    #: What a 3xx answer is (redirects are never followed): Fail = permanent, Retry = transient.
+    on_redirect: Literal["Fail", "Retry"] = "Fail"
 
 
 #: Field names no suggestion may change (prices, credit): checked again here, so that a plan made

@@ -9,6 +9,8 @@ what the partner must fix.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from onceflow_runner.errors import MalformedInput
@@ -17,6 +19,10 @@ __all__ = ["decode_x12", "split_segments"]
 
 _ID_QUALIFIERS_SKU = {"BP", "VP", "IN", "SK", "VN"}
 _ID_QUALIFIERS_GTIN = {"UP", "EN", "UK", "UA"}
+#: X12 numeric (N0) and decimal (R) elements: an optional minus, digits, an optional decimal point.
+#: float() alone would also take `inf`, `nan`, `1e400` and `1_000`, none of which a partner can mean.
+_DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_COUNT = re.compile(r"[0-9]{1,9}")
 
 
 def split_segments(data: bytes) -> list[list[str]]:
@@ -38,10 +44,25 @@ def _fail(seg: list[str], position: int, message: str) -> MalformedInput:
 
 
 def _number(seg: list[str], index: int, position: int, what: str) -> float:
-    try:
-        return float(seg[index])
-    except (IndexError, ValueError):
-        raise _fail(seg, position, f"{what} (element {index:02d}) is not a number") from None
+    text = seg[index].strip() if index < len(seg) else ""
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(value):
+        raise _fail(seg, position, f"{what} (element {index:02d}) is not a number: {text[:40]!r}")
+    return value
+
+
+def _count(seg: list[str], index: int, position: int, what: str) -> int:
+    text = seg[index].strip() if index < len(seg) else ""
+    if not _COUNT.fullmatch(text):
+        raise _fail(seg, position, f"{what} (element {index:02d}) is not a count: {text[:40]!r}")
+    return int(text)
+
+
+def _locate(segments: list[list[str]], ids: list[str], tag: str) -> int:
+    """Index of the one `tag` segment; a missing envelope segment is the partner's error, named."""
+    if tag not in ids:
+        raise _fail(segments[-1], len(segments), f"the interchange has no {tag} segment")
+    return ids.index(tag)
 
 
 def decode_x12(data: bytes) -> dict[str, Any]:
@@ -56,11 +77,11 @@ def decode_x12(data: bytes) -> dict[str, Any]:
     if iea[2:3] != [isa[13]]:
         raise _fail(iea, len(segments), f"control number {iea[2:3]} does not match ISA13 {isa[13]!r}")
     groups = ids.count("GS")
-    if iea[1] != str(groups):
+    if _count(iea, 1, len(segments), "IEA01 group count") != groups:
         raise _fail(iea, len(segments), f"IEA01 says {iea[1]} group(s) but the interchange has {groups}")
     if groups != 1 or ids.count("ST") != 1:
         raise _fail(segments[1], 2, "exactly one GS group with one ST transaction set is accepted per interchange")
-    gs_at, ge_at, st_at, se_at = (ids.index(x) for x in ("GS", "GE", "ST", "SE"))
+    gs_at, ge_at, st_at, se_at = (_locate(segments, ids, tag) for tag in ("GS", "GE", "ST", "SE"))
     gs, ge, st, se = segments[gs_at], segments[ge_at], segments[st_at], segments[se_at]
     if ge[1:3] != ["1", gs[6] if len(gs) > 6 else ""]:
         raise _fail(ge, ge_at + 1, "GE must say 1 transaction set and repeat GS06 as its control number")
@@ -102,7 +123,7 @@ def decode_x12(data: bytes) -> dict[str, Any]:
                 raise _fail(seg, position, "PO1 needs a buyer or vendor part number (BP/VP qualifier)")
             order["lines"].append(line)
         elif tag == "CTT":
-            declared = int(_number(seg, 1, position, "line count"))
+            declared = _count(seg, 1, position, "CTT01 line count")
             if declared != len(order["lines"]):
                 raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
     if "po_no" not in order:

@@ -15,7 +15,7 @@ from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import StepResult
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps._kind import RecordRun
-from onceflow_runner.errors import PermanentFailure
+from onceflow_runner.errors import InvalidRecord, PermanentFailure
 
 __all__ = ["bind_response", "request_expressions", "request_target", "send_request"]
 
@@ -30,6 +30,14 @@ def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tuple[st
     """Evaluate the request's path and query parameters for this record."""
     ctx = run.context
     path = str(evaluate(req.path, ctx, step=step.name, what="path"))
+    if "?" in path or "#" in path:
+        # Query parameters belong in the step's query block (encoded there); a '?' or '#' here
+        # came from record data and would change which endpoint the credentials are sent to.
+        raise InvalidRecord(
+            f"path {path[:200]!r} holds '?' or '#'; put query parameters in the step's query block and "
+            "wrap record values in pathSegment()",
+            step=step.name,
+        )
     query = {k: str(evaluate(v, ctx, step=step.name, what=f"query {k}")) for k, v in req.query.items()}
     return path, query
 

@@ -16,7 +16,11 @@ __all__ = ["Fault", "SandboxServer"]
 
 @dataclass
 class Fault:
-    """Answer the next `times` matching requests with `status` (and Retry-After), or slowly."""
+    """Answer the next `times` matching requests with `status` (and Retry-After), or slowly.
+
+    A 2xx status only delays the real answer; a 3xx answers with `location` (default: the same
+    path on https), as an http->https or session-expiry redirect would.
+    """
 
     status: int = 503
     times: int = 1
@@ -24,6 +28,7 @@ class Fault:
     delay_seconds: float = 0.0
     path_prefix: str = "/"
     body: dict[str, Any] = field(default_factory=dict)
+    location: str = ""
 
 
 class SandboxServer:
@@ -89,6 +94,7 @@ class SandboxServer:
             delay_seconds=float(raw.get("delaySeconds", 0)),
             path_prefix=str(raw.get("pathPrefix", "/")),
             body=dict(raw.get("body", {})),
+            location=str(raw.get("location", "")),
         )
         self.faults.append(fault)
         return web.json_response({"queued": len(self.faults)})
@@ -107,8 +113,11 @@ class SandboxServer:
             fault.times -= 1
             if fault.delay_seconds:
                 await asyncio.sleep(fault.delay_seconds)
-            if fault.status < 400:
+            if fault.status < 300:
                 return await handler(request)  # type: ignore[no-any-return]
+            if fault.status < 400:
+                location = fault.location or str(request.url.with_scheme("https"))
+                return web.Response(status=fault.status, headers={"Location": location})
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             body = fault.body or {"exc_type": "ServiceUnavailable", "_server_messages": "injected fault"}
             return web.json_response(body, status=fault.status, headers=headers)
