@@ -16,7 +16,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from onceflow_operator.review.errors import ReviewError
-from onceflow_operator.review.reading import read_all
+from onceflow_operator.review.reading import first_on, read_all
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import AuditEntry, ParkedRecord, ReviewDecision
@@ -142,15 +142,34 @@ async def stored_exception(js: JetStreamContext, namespace: str, sequence: int) 
     return msg
 
 
-async def decision_about(js: JetStreamContext, namespace: str, sequence: int) -> ReviewDecision | None:
-    """The decision about one exception, or None while it waits."""
-    return (await _decisions(js, namespace)).get(sequence)
+async def decision_about(
+    js: JetStreamContext, namespace: str, integration: str, sequence: int
+) -> ReviewDecision | None:
+    """The decision about one exception, or None while it waits.
+
+    Read from the exception's own decision subject (one request); decisions written before
+    decisions had their own subject are looked up among the Integration's older ones. Should
+    both exist, the one stored first stands.
+    """
+    found: list[tuple[int, ReviewDecision]] = []
+    own = await first_on(
+        js, subjects.DECISIONS_STREAM, subjects.exception_decision_subject(namespace, integration, sequence)
+    )
+    if own is not None:
+        found.append((own.sequence, _decision(own)))
+    older = subjects.decisions_subject(namespace, integration)
+    for msg in await read_all(js, subjects.DECISIONS_STREAM, older):
+        decision = _decision(msg)
+        if decision.exception_sequence == sequence:
+            found.append((msg.sequence, decision))
+            break
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
 async def get_exception(js: JetStreamContext, namespace: str, sequence: int) -> ExceptionRecord:
     """One exception of a namespace, with its decision if there is one; ReviewError when there is none."""
     msg = await stored_exception(js, namespace, sequence)
-    return _record(msg, await decision_about(js, namespace, sequence))
+    return _record(msg, await decision_about(js, namespace, parked_of(msg).integration, sequence))
 
 
 async def trace(js: JetStreamContext, namespace: str, business_key: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "DELIVERY_ID",
     "ERROR",
     "EVENT",
+    "EXPECTED_LAST_SUBJECT_SEQUENCE",
     "IDEMPOTENCY_KEY",
     "INTEGRATION",
     "NATS_MSG_ID",
@@ -53,6 +54,8 @@ __all__ = [
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
 NATS_MSG_ID: Final = "Nats-Msg-Id"
+#: JetStream stores the message only if the subject's last sequence is this ("0": nothing stored yet).
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 TRACEPARENT: Final = "traceparent"
 #: The record's own content type, as the sender declared it (set by the gateway).
 CONTENT_TYPE: Final = "Content-Type"

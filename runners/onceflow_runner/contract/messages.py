@@ -279,9 +279,12 @@ def _json_header(headers: Mapping[str, str], name: str) -> Any:
 
 
 class ReviewDecision(_Wire):
-    """What a person decided about one exception, on `onceflow.<ns>.decisions.<integration>`.
+    """What a person decided about one exception, on `onceflow.<ns>.decisions.<integration>.<sequence>`.
 
-    Keyed by the exception's stream sequence; the first decision about an exception stands.
+    Keyed by the exception's stream sequence. Review writes it compare-and-set on that subject of
+    its own (`Nats-Expected-Last-Subject-Sequence: 0`), so there is one decision per exception.
+    Decisions written before that sit on `onceflow.<ns>.decisions.<integration>` and are read as
+    they always were: the first decision about an exception stands.
     (A rollout's promote/abort is a different thing: `onceflow_operator.rollout.decisions.Decision`.)
     """
 
