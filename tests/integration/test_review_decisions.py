@@ -14,8 +14,8 @@ from nats.aio.client import Client
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import ReviewError, decide, get_exception
 from onceflow_runner.adapters import natsio
-from onceflow_runner.contract import subjects
-from onceflow_runner.contract.messages import ReviewAction, ReviewDecision
+from onceflow_runner.contract import headers, subjects
+from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders, ReviewAction, ReviewDecision
 from tests.integration.review_streams import park
 from tests.integration.scenario import stream_messages
 
@@ -95,3 +95,27 @@ async def test_a_decision_written_before_decisions_had_their_own_subject_still_s
     assert record.decision.who == "carol"
     with pytest.raises(ReviewError, match="already decided: discard by carol"):
         await decide(js, ns, sequence, "approve", who="alice", why="too late")
+
+
+async def test_an_approval_is_resent_naming_the_gate_it_was_given_at_after_the_earlier_ones(
+    reviewers: tuple[Client, Client], nats_server: NatsServer
+) -> None:
+    alice, _ = reviewers
+    js, ns = alice.jetstream(), namespace()
+    origin = subjects.inbound_subject(ns, "crm", "customer.approved")
+    first = await park(js, ns, original_subject=origin, step="duplicateCheck", reason="ApprovalRequired")
+    await decide(js, ns, first, "approve", who="alice", why="a different company")
+    (resent,) = await stream_messages(nats_server.url, subjects.IN_STREAM, origin)
+    assert resent.headers[headers.APPROVED_STEPS] == "duplicateCheck"
+    assert RecordHeaders.from_headers(resent.headers).approved_step_names == ("duplicateCheck",)
+
+    # The runner parks the replayed record at the next gate, keeping the headers it arrived with.
+    parked = ParkedRecord(
+        reason="ApprovalRequired", step="priceCheck", integration="customer-sync", original_subject=origin
+    )
+    ack = await js.publish(
+        subjects.exceptions_subject(ns, "customer-sync"), resent.data, headers=parked.to_headers(resent.headers)
+    )
+    await decide(js, ns, ack.seq, "approve", who="bob", why="price agreed")
+    resent_again = (await stream_messages(nats_server.url, subjects.IN_STREAM, origin))[-1]
+    assert RecordHeaders.from_headers(resent_again.headers).approved_step_names == ("duplicateCheck", "priceCheck")

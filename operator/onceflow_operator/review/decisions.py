@@ -74,6 +74,7 @@ async def decide(
         integration=record.integration,
         business_key=record.business_key,
         reason=record.reason,
+        step=record.step,
     )
     resend_to = parked_of(stored).original_subject
     if decision.resends and not resend_to:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 __all__ = [
+    "APPROVED_STEPS",
     "BUSINESS_KEY",
     "CANDIDATES",
     "CE_CONTENT_TYPE",
@@ -94,6 +95,9 @@ SUGGESTION: Final = "Onceflow-Suggestion"
 # -- Onceflow: a person's decision, on a record sent through again --------------------------------
 DECISION: Final = "Onceflow-Decision"
 DECIDED_BY: Final = "Onceflow-Decided-By"
+#: The approval gates people let this record through, comma-separated step names: an approval is
+#: for the step the record was parked at, and earlier approvals of the same record stay with it.
+APPROVED_STEPS: Final = "Onceflow-Approved-Steps"
 
 # -- Onceflow: a canary rollout's split marker (see contract/split.py) ---------------------------
 ROLLOUT: Final = "Onceflow-Rollout"

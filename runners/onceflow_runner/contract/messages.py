@@ -114,6 +114,8 @@ class RecordHeaders:
     traceparent: str | None = None
     decision: str | None = None
     decided_by: str | None = None
+    #: The approval gates people let this record through (`APPROVED_STEPS`, comma-separated).
+    approved_steps: str | None = None
 
     def to_headers(self) -> dict[str, str]:
         pairs = (
@@ -125,6 +127,7 @@ class RecordHeaders:
             (h.TRACEPARENT, self.traceparent),
             (h.DECISION, self.decision),
             (h.DECIDED_BY, self.decided_by),
+            (h.APPROVED_STEPS, self.approved_steps),
         )
         return {name: value for name, value in pairs if value is not None}
 
@@ -140,7 +143,15 @@ class RecordHeaders:
             traceparent=found.get(h.TRACEPARENT),
             decision=found.get(h.DECISION),
             decided_by=found.get(h.DECIDED_BY),
+            approved_steps=found.get(h.APPROVED_STEPS),
         )
+
+    @property
+    def approved_step_names(self) -> tuple[str, ...]:
+        """The steps a person approved this record at; empty unless the decision is an approval."""
+        if self.decision != RESENT_AS["approve"] or not self.approved_steps:
+            return ()
+        return tuple(s.strip() for s in self.approved_steps.split(",") if s.strip())
 
 
 class Heartbeat(_Wire):
@@ -296,6 +307,8 @@ class ReviewDecision(_Wire):
     integration: str = ""
     business_key: str = ""
     reason: str = ""
+    #: The step the record was parked at: an approval is for that step's gate only.
+    step: str = ""
 
     @property
     def resends(self) -> bool:
@@ -307,6 +320,9 @@ class ReviewDecision(_Wire):
 
         Why-parked headers are dropped (the runner writes fresh ones if it parks it again); the
         message id is new and fixed, so a second resend of the same exception is stored once.
+        An approval names the step the record was parked at, after the steps approved earlier
+        (`Onceflow-Approved-Steps`): the record passes those gates, and the next one parks it
+        again. Retry and edit carry no approval (an edited record is a new one to approve).
         """
         if not self.resends:
             raise ValueError(f"a {self.action} decision sends nothing")
@@ -321,6 +337,11 @@ class ReviewDecision(_Wire):
                 h.NATS_MSG_ID: f"resend/{namespace}/{self.exception_sequence}",
             }
         )
+        if self.action == "approve":
+            earlier = RecordHeaders.from_headers(parked).approved_step_names
+            approved = ",".join(dict.fromkeys([*earlier, *([self.step] if self.step else [])]))
+            if approved:
+                out[h.APPROVED_STEPS] = approved
         return out
 
 
