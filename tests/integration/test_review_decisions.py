@@ -119,3 +119,19 @@ async def test_an_approval_is_resent_naming_the_gate_it_was_given_at_after_the_e
     await decide(js, ns, ack.seq, "approve", who="bob", why="price agreed")
     resent_again = (await stream_messages(nats_server.url, subjects.IN_STREAM, origin))[-1]
     assert RecordHeaders.from_headers(resent_again.headers).approved_step_names == ("duplicateCheck", "priceCheck")
+
+
+async def test_a_decision_never_resends_a_forged_record_into_another_namespace(
+    reviewers: tuple[Client, Client], nats_server: NatsServer
+) -> None:
+    alice, _ = reviewers
+    js, ns, victim = alice.jetstream(), namespace(), namespace()
+    into_victim = subjects.inbound_subject(victim, "crm", "customer.approved")
+    sequence = await park(js, ns, original_subject=into_victim, reason="ApprovalRequired", step="duplicateCheck")
+    for action in ("approve", "retry", "edit"):
+        with pytest.raises(ReviewError, match=f"outside namespace {ns}: refused, nothing was recorded or sent"):
+            await decide(js, ns, sequence, action, who="alice", why="looks fine", payload=b"{}")
+    assert await stream_messages(nats_server.url, subjects.IN_STREAM, f"{subjects.namespace_root(victim)}.>") == []
+    assert (await get_exception(js, ns, sequence)).decision is None
+    await decide(js, ns, sequence, "discard", who="alice", why="forged: it names another namespace")
+    assert (await get_exception(js, ns, sequence)).decision is not None

@@ -7,6 +7,8 @@ at once therefore cannot both win: the second is told who decided what (`Already
 only the winner sends anything. Retry, approve and edit send the original (or edited) bytes back
 to the subject they first arrived on, marked with the decision; the record then goes through its
 Integration once more, and its business key and idempotency keys make that at most one effect.
+A record is only ever sent back into its own namespace: one whose original subject names another
+is refused before anything is recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ __all__ = ["decide"]
 
 #: JetStream's error code when `Nats-Expected-Last-Subject-Sequence` does not hold (JSStreamWrongLastSequenceErrF).
 _WRONG_LAST_SEQUENCE = 10071
+
+
+def _is_inside(subject: str, namespace: str) -> bool:
+    """True when `subject` lies under `onceflow.<namespace>.` (tenancy: a decision stays in its namespace)."""
+    try:
+        return subjects.namespace_of(subject) == namespace
+    except ValueError:
+        return False
 
 
 async def _record_first(js: JetStreamContext, namespace: str, decision: ReviewDecision) -> None:
@@ -79,6 +89,12 @@ async def decide(
     resend_to = parked_of(stored).original_subject
     if decision.resends and not resend_to:
         raise ReviewError(f"exception {sequence} does not say where it came from; it cannot be resent")
+    if decision.resends and not _is_inside(resend_to, namespace):
+        raise ReviewError(
+            f"exception {sequence} would be sent to {resend_to!r}, outside namespace {namespace}: refused, "
+            "nothing was recorded or sent (a decision never leaves the record's namespace); discard it "
+            "and check the Integration that parked it"
+        )
     await _record_first(js, namespace, decision)
     if decision.resends:
         headers = decision.resend_headers(stored.headers, namespace)
