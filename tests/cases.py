@@ -163,6 +163,12 @@ INVALID: tuple[Invalid, ...] = (
     ),
     Invalid("missing-trigger", _with(integration, _delete("spec.trigger")), "spec.trigger", "equired"),
     Invalid(
+        "trigger-subject-in-any-namespace",
+        _with(integration, _set("spec.trigger", {"subject": "onceflow.*.in.>"})),
+        "spec.trigger.subject",
+        "must name this Integration's own namespace literally",
+    ),
+    Invalid(
         "two-triggers",
         _with(integration, _set("spec.trigger.subject", "onceflow.x.events.customer.created")),
         "spec.trigger",

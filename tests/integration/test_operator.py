@@ -183,6 +183,21 @@ def test_integration_naming_a_missing_connector_is_stalled_with_the_field_path(
     assert table[1:3] == ["False", "Degraded"]
 
 
+def test_integration_triggered_by_another_namespaces_subject_is_stalled_with_the_field_path(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    reader = cases.integration("reads-elsewhere")
+    reader["spec"]["trigger"] = {"subject": "onceflow.someone-else.in.>"}
+    kubectl.apply(reader)  # the API server cannot know the namespace in CEL: the operator refuses it
+    stalled = wait_for(lambda: condition(kubectl.get("integration", "reads-elsewhere"), "Stalled"))
+    assert stalled["reason"] == "InvalidSpec"
+    assert (
+        f"spec.trigger.subject: 'onceflow.someone-else.in.>' lies outside this Integration's namespace "
+        f"'{kubectl.namespace}'" in stalled["message"]
+    )
+    assert kubectl.get("integration", "reads-elsewhere")["status"]["phase"] == "Degraded"
+
+
 def test_syncpolicy_lists_the_integrations_that_use_it(kubectl: Kubectl, operator_running: None) -> None:
     flow = cases.integration()
     flow["spec"]["syncPolicyRef"] = {"name": "customer"}

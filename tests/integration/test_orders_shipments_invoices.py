@@ -12,6 +12,7 @@ import pytest
 
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract import subjects
 from tests.integration.scenario import (
     Sandboxes,
     dumps,
@@ -207,6 +208,7 @@ async def test_3pl_milestones_update_the_erp_delivery_and_the_portal_once_each(
 async def test_posted_erp_invoice_reaches_accounting_once(
     shipments: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer
 ) -> None:
+    _, namespace = shipments
     number = f"ACC-SINV-{uuid.uuid4().hex[:6]}"
     invoice = {
         "name": number,
@@ -222,7 +224,7 @@ async def test_posted_erp_invoice_reaches_accounting_once(
         js = nc.jetstream()
         for doc in (invoice, invoice, draft):
             await js.publish(
-                "onceflow.finance.events.invoice.posted",
+                subjects.event_subject(namespace, "invoice", "posted"),
                 json.dumps(doc).encode(),
                 headers={"Nats-Msg-Id": f"erp/{doc['name']}"},
             )

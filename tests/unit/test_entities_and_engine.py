@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders, ReviewDecision
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
     MatchRulePlan,
@@ -183,6 +184,47 @@ async def test_dedupe_match_parks_for_approval_with_candidates() -> None:
     assert outcome.kind == "parked"
     assert outcome.step == "existing"
     assert outcome.candidates[0]["rule"] == "same-tax-id"
+
+
+def gate(name: str) -> StepPlan:
+    return StepPlan.model_validate({"name": name, "kind": "approve", "approve": {"reason": name, "when": "true"}})
+
+
+def replayed(decision: ReviewDecision, parked_headers: Mapping[str, str]) -> dict[str, Any]:
+    """The meta a runner gives the engine for a record a decision sent again (RecordHeaders -> meta)."""
+    record = RecordHeaders.from_headers(decision.resend_headers(parked_headers, "ns"))
+    return {**META, "decision": record.decision or "", "approvedSteps": list(record.approved_step_names)}
+
+
+async def test_one_approval_opens_only_the_gate_it_was_given_at_and_the_record_parks_at_the_next() -> None:
+    caller = RecordingCaller()
+    engine = Engine(plan(gate("duplicateCheck"), gate("priceCheck"), CALL), caller, RecordingEvents())
+    first = await engine.run({"tax": "1"}, META)
+    assert (first.kind, first.step) == ("parked", "duplicateCheck")
+
+    at_first = ReviewDecision(exception_sequence=1, action="approve", who="alice", time="t", step="duplicateCheck")
+    parked_at_first = ParkedRecord(reason="ApprovalRequired", step="duplicateCheck").to_headers()
+    second = await engine.run({"tax": "1"}, replayed(at_first, parked_at_first))
+    assert (second.kind, second.step) == ("parked", "priceCheck")
+    assert caller.calls == []
+
+    at_second = ReviewDecision(exception_sequence=2, action="approve", who="bob", time="t", step="priceCheck")
+    parked_at_second = ParkedRecord(reason="ApprovalRequired", step="priceCheck").to_headers(
+        at_first.resend_headers(parked_at_first, "ns")
+    )
+    assert (await engine.run({"tax": "1"}, replayed(at_second, parked_at_second))).kind == "completed"
+    assert len(caller.calls) == 1
+
+
+async def test_an_approval_does_not_carry_over_to_a_retry_or_an_edit() -> None:
+    engine = Engine(plan(gate("duplicateCheck"), CALL), RecordingCaller(), RecordingEvents())
+    approved = ReviewDecision(exception_sequence=1, action="approve", who="a", time="t", step="duplicateCheck")
+    parked = ParkedRecord(reason="RejectedByTarget", step="create").to_headers(
+        approved.resend_headers(ParkedRecord(reason="ApprovalRequired", step="duplicateCheck").to_headers(), "ns")
+    )
+    for action in ("retry", "edit"):
+        again = ReviewDecision(exception_sequence=2, action=action, who="b", time="t", step="create")
+        assert (await engine.run({"tax": "1"}, replayed(again, parked))).step == "duplicateCheck"
 
 
 async def test_approved_decision_lets_a_parked_record_through() -> None:

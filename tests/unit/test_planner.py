@@ -181,3 +181,43 @@ def test_plan_validation_refuses_a_suggestion_on_a_credit_field_naming_its_path(
     validate = next(s for s in plan.steps if s.name == "checkCustomer").validate_
     assert validate is not None
     assert validate.suggestions == ((0, "data.address.country", "'DE'"),)
+
+
+def _with_subject(subject: str) -> Integration:
+    _, _, integrations = load_examples()
+    invoice = next(i for i in integrations if i.metadata["name"] == "invoice-to-accounting")
+    doc = invoice.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["spec"]["trigger"] = {"subject": subject}
+    return Integration.model_validate(doc)
+
+
+@pytest.mark.parametrize("subject", ["onceflow.finance.in.>", "onceflow.*.in.>", "onceflow.>", "onceflow.finance"])
+def test_the_planner_refuses_a_trigger_subject_outside_the_integrations_namespace(subject: str) -> None:
+    connectors, policies, _ = load_examples()
+    with pytest.raises(InvalidSpec) as refused:
+        plan_from_integration(_with_subject(subject), connectors, policies["invoice"], namespace="sales")
+    (problem,) = refused.value.problems
+    assert problem.path == "spec.trigger.subject"
+    assert "outside this Integration's namespace 'sales'" in problem.message
+
+
+def test_a_trigger_subject_relative_to_the_namespace_or_naming_it_is_planned_inside_it() -> None:
+    connectors, policies, _ = load_examples()
+    for subject in ("events.invoice.posted", "onceflow.sales.events.invoice.posted"):
+        plan = plan_from_integration(_with_subject(subject), connectors, policies["invoice"], namespace="sales")
+        assert plan.nats.subject == "onceflow.sales.events.invoice.posted"
+        assert plan.nats.stream == "ONCEFLOW_EVENTS"
+
+
+def test_validate_refuses_a_trigger_subject_of_another_namespace_than_the_one_applied_to() -> None:
+    from onceflow_operator.compiler.validation import validate_manifest
+
+    doc = _with_subject("onceflow.finance.events.invoice.posted").model_dump(by_alias=True, exclude_none=True)
+    doc["metadata"].pop("namespace", None)
+    assert validate_manifest(doc, "f.yaml") == []  # where it goes is not known yet: the operator checks it
+    assert validate_manifest(doc, "f.yaml", namespace="finance") == []
+    (problem,) = validate_manifest(doc, "f.yaml", namespace="sales")
+    assert problem.path == "spec.trigger.subject"
+    assert "outside this Integration's namespace 'sales'" in problem.message
+    doc["metadata"]["namespace"] = "sales"
+    assert [p.path for p in validate_manifest(doc, "f.yaml")] == ["spec.trigger.subject"]

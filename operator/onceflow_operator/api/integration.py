@@ -269,13 +269,27 @@ class Trigger(ApiModel):
                 "trigger sets exactly one of connector (a webhook Connector), subject (a NATS subject) "
                 "or schedule (cron)",
             ),
+            (
+                "!has(self.subject) || !self.subject.startsWith('onceflow.') || "
+                "self.subject.matches('^onceflow[.][a-z0-9]([-a-z0-9]*[a-z0-9])?[.][^.]')",
+                "trigger.subject must name this Integration's own namespace literally (onceflow.<namespace>."
+                "<area>..., no wildcard in place of the namespace), or be written relative to it "
+                "(e.g. events.invoice.posted); another namespace's subjects are refused",
+                ".subject",
+            ),
         )
     }
 
     connector: ConnectorTrigger | None = Field(default=None, description="A webhook Connector's events.")
     subject: str | None = Field(
         default=None,
-        description="A NATS subject (wildcards allowed), e.g. onceflow.sales.events.customer.created.",
+        description=(
+            "A NATS subject (wildcards allowed) inside the Integration's own namespace: relative to "
+            "onceflow.<namespace>. (e.g. events.customer.created), or in full naming that namespace "
+            "(onceflow.sales.events.customer.created). Another namespace's subjects are refused "
+            "(the API server checks the form; the operator checks the namespace and marks the "
+            "Integration Stalled, naming spec.trigger.subject)."
+        ),
         pattern=r"^[A-Za-z0-9_*>-]+(\.[A-Za-z0-9_*>-]+)*$",
         max_length=255,
     )

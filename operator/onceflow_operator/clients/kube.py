@@ -13,6 +13,7 @@ import json
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,9 +221,15 @@ class KubeClient:
         }
         return await self._call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body)  # type: ignore[no-any-return]
 
-    async def token_review(self, token: str) -> dict[str, Any]:
-        """Ask the API server whose bearer token this is (the token itself is never logged)."""
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    async def token_review(self, token: str, audiences: Sequence[str] = ()) -> dict[str, Any]:
+        """Ask the API server whose bearer token this is, and whether it was issued for one of `audiences`.
+
+        Without audiences the API server checks against its own; the token itself is never logged.
+        """
+        spec: dict[str, Any] = {"token": token}
+        if audiences:
+            spec["audiences"] = list(audiences)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
         return await self._call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body)  # type: ignore[no-any-return]
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

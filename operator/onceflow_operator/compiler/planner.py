@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.compiler.steps import compile_step
+from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_operator.compiler.validation import semantic_problems
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
@@ -195,7 +196,9 @@ def plan_from_integration(
         event = trigger.connector.event
         subject = subjects.inbound_subject(namespace, source, subjects.ANY_TAIL if event == "*" else event)
     elif trigger.subject:
-        subject = trigger.subject
+        subject, outside = trigger_subject(trigger.subject, namespace)
+        if outside is not None:
+            problems.append(SpecProblem(TRIGGER_SUBJECT_PATH, outside))
     else:
         problems.append(SpecProblem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
         subject = f"{subjects.namespace_root(namespace)}.schedule.{name}"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from onceflow_operator.api import GROUP, KINDS, VERSION, Integration
 from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
+from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 
 __all__ = [
     "ManifestProblem",
@@ -199,11 +200,17 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                 )
 
 
-def validate_manifest(doc: dict[str, Any], source: str) -> list[ManifestProblem]:
-    """Return every problem found in one manifest; an empty list means it is valid."""
+def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = None) -> list[ManifestProblem]:
+    """Return every problem found in one manifest; an empty list means it is valid.
+
+    `namespace` is where it will be applied (`-n`); the manifest's own `metadata.namespace` wins.
+    With neither, what depends on the namespace (a trigger subject's tenancy) is left to the operator.
+    """
     kind = str(doc.get("kind", ""))
     metadata = doc.get("metadata") or {}
     name = str(metadata.get("name", "<no name>")) if isinstance(metadata, dict) else "<no name>"
+    if isinstance(metadata, dict) and metadata.get("namespace"):
+        namespace = str(metadata["namespace"])
 
     def problem(path: str, message: str) -> ManifestProblem:
         return ManifestProblem(source, kind or "<no kind>", name, path, message)
@@ -227,11 +234,15 @@ def validate_manifest(doc: dict[str, Any], source: str) -> list[ManifestProblem]
     ]
     if isinstance(obj, Integration) and not problems:
         problems += [problem(path, message) for path, message in semantic_problems(obj)]
+        if namespace and obj.spec.trigger.subject:
+            _, outside = trigger_subject(obj.spec.trigger.subject, namespace)
+            if outside is not None:
+                problems.append(problem(TRIGGER_SUBJECT_PATH, outside))
     return problems
 
 
-def validate_paths(paths: Iterable[Path]) -> tuple[int, list[ManifestProblem]]:
-    """Validate every Onceflow manifest in the files; return (manifests checked, problems)."""
+def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple[int, list[ManifestProblem]]:
+    """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems)."""
     checked, problems = 0, []
     for path in paths:
         try:
@@ -242,5 +253,5 @@ def validate_paths(paths: Iterable[Path]) -> tuple[int, list[ManifestProblem]]:
         for doc in docs:
             if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
                 checked += 1
-                problems += validate_manifest(doc, str(path))
+                problems += validate_manifest(doc, str(path), namespace)
     return checked, problems

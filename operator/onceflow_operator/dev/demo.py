@@ -222,7 +222,7 @@ async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list
         "docstatus": 1,
     }
     await nc.jetstream().publish(
-        subjects.event_subject("finance", "invoice", "posted"),
+        subjects.event_subject(NAMESPACE, "invoice", "posted"),
         json.dumps(invoice).encode(),
         headers={NATS_MSG_ID: "erp/ACC-SINV-2026-00017"},
     )

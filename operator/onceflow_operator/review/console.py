@@ -1,11 +1,14 @@
 """`onceflow console`: the review web page for the people who fix exceptions.
 
 Plain server-rendered HTML (aiohttp, no front-end build). Who is asking comes from a fronting
-OIDC proxy (`X-Forwarded-User`, `X-Forwarded-Groups`, trusted only in `--auth proxy` mode) or a
-Kubernetes bearer token (`--auth token`: `Authorization: Bearer`, checked with a TokenReview).
+OIDC proxy (`X-Forwarded-User`, `X-Forwarded-Groups`, in `--auth proxy` mode, and only from the
+trusted proxy: see `console_access`) or a Kubernetes bearer token (`--auth token`:
+`Authorization: Bearer`, checked with a TokenReview for the console's configured audiences).
 What they may do is the cluster's own RBAC: a SubjectAccessReview on the virtual resource
 `exceptions.onceflow.io` in the record's namespace, verb `get` to look and `update` to decide.
-Every state change is a POST carrying a CSRF token bound to the user, from this origin only.
+Every state change is a POST carrying a CSRF token bound to the user (keyed by a configured
+secret, the same on every replica), from this origin only: the origin the browser saw, which
+behind a trusted TLS-terminating proxy is its X-Forwarded-Proto/-Host.
 Decisions go through `review.decide`, the same code the CLI uses (audited, resent once).
 """
 
@@ -15,7 +18,7 @@ import hashlib
 import hmac
 import html
 import json
-import secrets
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,9 +29,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from onceflow_operator.clients.kube import KubeClient, KubeError
+from onceflow_operator.review.console_access import AUDIENCES_ENV, ConsoleAccess
 from onceflow_operator.review.exceptions import (
     ExceptionRecord,
     ReviewError,
+    StreamUnreadable,
     decide,
     get_exception,
     list_exceptions,
@@ -131,11 +136,20 @@ class Console:
         auth: Literal["proxy", "token"],
         default_namespace: str = "default",
         secret: bytes | None = None,
+        access: ConsoleAccess | None = None,
     ) -> None:
+        """`access` says whom to trust (from the environment when not given); `secret` overrides its CSRF key."""
         self.nats_url, self.kube, self.auth = nats_url, kube, auth
         self.default_namespace = default_namespace
-        self.secret = secret or secrets.token_bytes(32)
+        self.access = access if access is not None else ConsoleAccess.from_environment()
+        self.secret = secret or self.access.csrf_key
         self._nc: Client | None = None
+        if auth == "token" and not self.access.audiences:
+            logging.getLogger("onceflow.console").warning(
+                "no token audiences configured (%s): bearer tokens are reviewed for the API server's own "
+                "audiences, so any token the API server accepts signs in here",
+                AUDIENCES_ENV,
+            )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._identify])
@@ -165,7 +179,7 @@ class Console:
         identity = await self._identity(request)
         if identity is None:
             how = (
-                "sign in through your organisation's proxy"
+                "sign in through your organisation's proxy (identity headers count only from it)"
                 if self.auth == "proxy"
                 else "send a Kubernetes bearer token (Authorization: Bearer ...)"
             )
@@ -175,6 +189,8 @@ class Console:
 
     async def _identity(self, request: web.Request) -> Identity | None:
         if self.auth == "proxy":
+            if not self.access.proxy.trusts(request):
+                return None
             user = request.headers.get("X-Forwarded-User") or request.headers.get("X-Forwarded-Email")
             if not user:
                 return None
@@ -184,12 +200,14 @@ class Console:
         if not header.startswith("Bearer "):
             return None
         try:
-            review = await self.kube.token_review(header.removeprefix("Bearer ").strip())
+            review = await self.kube.token_review(header.removeprefix("Bearer ").strip(), self.access.audiences)
         except KubeError:
             return None
         status = review.get("status") or {}
         if not status.get("authenticated"):
             return None
+        if self.access.audiences and not set(status.get("audiences") or []) & set(self.access.audiences):
+            return None  # issued for another service
         who: dict[str, object] = status.get("user") or {}
         listed = who.get("groups") or []
         return Identity(str(who.get("username", "")), tuple(str(g) for g in listed) if isinstance(listed, list) else ())
@@ -222,7 +240,7 @@ class Console:
 
     def _check_csrf(self, request: web.Request, identity: Identity, token: str) -> None:
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        if origin is not None and origin != self.access.proxy.origin(request):
             raise web.HTTPForbidden(text="cross-site request refused")
         if not hmac.compare_digest(token, self._csrf(identity)):
             raise web.HTTPForbidden(text="the form is stale or forged (CSRF token mismatch); reload the page")
@@ -239,7 +257,10 @@ class Console:
         namespace = request.query.get("namespace", self.default_namespace)
         identity = await self._require(request, "get", namespace)
         integration = request.query.get("integration") or None
-        records = await list_exceptions(await self._js(), namespace, integration=integration)
+        try:
+            records = await list_exceptions(await self._js(), namespace, integration=integration)
+        except StreamUnreadable as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
         rows = "".join(
             f"<tr><td><a href='/exceptions/{html.escape(namespace)}/{r.sequence}'>#{r.sequence}</a></td>"
             f"<td>{html.escape(r.integration)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(r.step)}</td>"
@@ -260,6 +281,8 @@ class Console:
         identity = await self._require(request, "get", namespace)
         try:
             record = await get_exception(await self._js(), namespace, sequence)
+        except StreamUnreadable as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
         except ReviewError as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
         return _page(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 __all__ = [
+    "APPROVED_STEPS",
     "BUSINESS_KEY",
     "CANDIDATES",
     "CE_CONTENT_TYPE",
@@ -34,6 +35,7 @@ __all__ = [
     "DELIVERY_ID",
     "ERROR",
     "EVENT",
+    "EXPECTED_LAST_SUBJECT_SEQUENCE",
     "IDEMPOTENCY_KEY",
     "INTEGRATION",
     "NATS_MSG_ID",
@@ -53,6 +55,8 @@ __all__ = [
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
 NATS_MSG_ID: Final = "Nats-Msg-Id"
+#: JetStream stores the message only if the subject's last sequence is this ("0": nothing stored yet).
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 TRACEPARENT: Final = "traceparent"
 #: The record's own content type, as the sender declared it (set by the gateway).
 CONTENT_TYPE: Final = "Content-Type"
@@ -91,6 +95,9 @@ SUGGESTION: Final = "Onceflow-Suggestion"
 # -- Onceflow: a person's decision, on a record sent through again --------------------------------
 DECISION: Final = "Onceflow-Decision"
 DECIDED_BY: Final = "Onceflow-Decided-By"
+#: The approval gates people let this record through, comma-separated step names: an approval is
+#: for the step the record was parked at, and earlier approvals of the same record stay with it.
+APPROVED_STEPS: Final = "Onceflow-Approved-Steps"
 
 # -- Onceflow: a canary rollout's split marker (see contract/split.py) ---------------------------
 ROLLOUT: Final = "Onceflow-Rollout"

@@ -114,6 +114,8 @@ class RecordHeaders:
     traceparent: str | None = None
     decision: str | None = None
     decided_by: str | None = None
+    #: The approval gates people let this record through (`APPROVED_STEPS`, comma-separated).
+    approved_steps: str | None = None
 
     def to_headers(self) -> dict[str, str]:
         pairs = (
@@ -125,6 +127,7 @@ class RecordHeaders:
             (h.TRACEPARENT, self.traceparent),
             (h.DECISION, self.decision),
             (h.DECIDED_BY, self.decided_by),
+            (h.APPROVED_STEPS, self.approved_steps),
         )
         return {name: value for name, value in pairs if value is not None}
 
@@ -140,7 +143,15 @@ class RecordHeaders:
             traceparent=found.get(h.TRACEPARENT),
             decision=found.get(h.DECISION),
             decided_by=found.get(h.DECIDED_BY),
+            approved_steps=found.get(h.APPROVED_STEPS),
         )
+
+    @property
+    def approved_step_names(self) -> tuple[str, ...]:
+        """The steps a person approved this record at; empty unless the decision is an approval."""
+        if self.decision != RESENT_AS["approve"] or not self.approved_steps:
+            return ()
+        return tuple(s.strip() for s in self.approved_steps.split(",") if s.strip())
 
 
 class Heartbeat(_Wire):
@@ -279,9 +290,12 @@ def _json_header(headers: Mapping[str, str], name: str) -> Any:
 
 
 class ReviewDecision(_Wire):
-    """What a person decided about one exception, on `onceflow.<ns>.decisions.<integration>`.
+    """What a person decided about one exception, on `onceflow.<ns>.decisions.<integration>.<sequence>`.
 
-    Keyed by the exception's stream sequence; the first decision about an exception stands.
+    Keyed by the exception's stream sequence. Review writes it compare-and-set on that subject of
+    its own (`Nats-Expected-Last-Subject-Sequence: 0`), so there is one decision per exception.
+    Decisions written before that sit on `onceflow.<ns>.decisions.<integration>` and are read as
+    they always were: the first decision about an exception stands.
     (A rollout's promote/abort is a different thing: `onceflow_operator.rollout.decisions.Decision`.)
     """
 
@@ -293,6 +307,8 @@ class ReviewDecision(_Wire):
     integration: str = ""
     business_key: str = ""
     reason: str = ""
+    #: The step the record was parked at: an approval is for that step's gate only.
+    step: str = ""
 
     @property
     def resends(self) -> bool:
@@ -304,6 +320,9 @@ class ReviewDecision(_Wire):
 
         Why-parked headers are dropped (the runner writes fresh ones if it parks it again); the
         message id is new and fixed, so a second resend of the same exception is stored once.
+        An approval names the step the record was parked at, after the steps approved earlier
+        (`Onceflow-Approved-Steps`): the record passes those gates, and the next one parks it
+        again. Retry and edit carry no approval (an edited record is a new one to approve).
         """
         if not self.resends:
             raise ValueError(f"a {self.action} decision sends nothing")
@@ -318,6 +337,11 @@ class ReviewDecision(_Wire):
                 h.NATS_MSG_ID: f"resend/{namespace}/{self.exception_sequence}",
             }
         )
+        if self.action == "approve":
+            earlier = RecordHeaders.from_headers(parked).approved_step_names
+            approved = ",".join(dict.fromkeys([*earlier, *([self.step] if self.step else [])]))
+            if approved:
+                out[h.APPROVED_STEPS] = approved
         return out
 
 

@@ -9,7 +9,8 @@ so a subject is spelled in exactly one place:
     onceflow.<ns>.events.<entity>.<verb>        ONCEFLOW_EVENTS      canonical events (CloudEvents)
     onceflow.<ns>.events.<entity>.drift.<sp>    ONCEFLOW_EVENTS      a SyncPolicy's drift results
     onceflow.<ns>.exceptions.<integration>      ONCEFLOW_EXCEPTIONS  records waiting for a person
-    onceflow.<ns>.decisions.<integration>       ONCEFLOW_DECISIONS   people's decisions
+    onceflow.<ns>.decisions.<integration>.<seq> ONCEFLOW_DECISIONS   the one decision about exception <seq>
+    onceflow.<ns>.decisions.<integration>       ONCEFLOW_DECISIONS   decisions written before they had their own subject
     onceflow.<ns>.dlq.<integration>             ONCEFLOW_DLQ         records out of deliveries
     onceflow.<ns>.audit.<integration>           ONCEFLOW_AUDIT       one entry per step outcome
     onceflow.<ns>.stats.<integration>           core NATS            runner heartbeats, not stored
@@ -45,6 +46,7 @@ __all__ = [
     "drift_subject",
     "event_subject",
     "events_prefix",
+    "exception_decision_subject",
     "exceptions_subject",
     "inbound_prefix",
     "inbound_subject",
@@ -144,6 +146,11 @@ def exceptions_subject(namespace: str, integration: str) -> str:
 def decisions_subject(namespace: str, integration: str) -> str:
     """People's decisions about an Integration's exceptions."""
     return f"{_area(namespace, 'decisions')}.{integration}"
+
+
+def exception_decision_subject(namespace: str, integration: str, sequence: int) -> str:
+    """The one decision about one exception: written compare-and-set, so the first decision is the only one."""
+    return f"{decisions_subject(namespace, integration)}.{sequence}"
 
 
 def dlq_subject(namespace: str, integration: str) -> str:

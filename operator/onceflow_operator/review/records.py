@@ -1,0 +1,188 @@
+"""The reading side of review: exceptions as people see them, with their decisions, and a key's trace.
+
+An exception is immutable: the runner stored the original bytes with why, where and which
+revision. Its decision is a separate record in the decisions stream, so "waiting" means "no
+decision yet" and the history stays complete. Every read here goes to the end of its stream
+(`reading.read_all` pages through and never stops at a count), so a decided record never
+looks undecided because a stream grew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from onceflow_operator.review.errors import ReviewError
+from onceflow_operator.review.reading import first_on, read_all
+from onceflow_runner.adapters import natsio
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.messages import AuditEntry, ParkedRecord, ReviewDecision
+from onceflow_runner.errors import WireFormatError
+
+__all__ = ["ExceptionRecord", "get_exception", "list_exceptions", "trace"]
+
+
+@dataclass(frozen=True)
+class ExceptionRecord:
+    """One record waiting for (or decided by) a person."""
+
+    sequence: int
+    integration: str
+    reason: str
+    step: str
+    error: str
+    business_key: str
+    revision: str
+    time: str
+    payload: bytes
+    candidates: list[dict[str, Any]]
+    decision: ReviewDecision | None
+    #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
+    suggestion: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Callers that built records before decisions were typed pass the decision's wire dict.
+        if isinstance(self.decision, Mapping):
+            decided = ReviewDecision.from_dict({"exceptionSequence": self.sequence, **self.decision})
+            object.__setattr__(self, "decision", decided)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "integration": self.integration,
+            "reason": self.reason,
+            "step": self.step,
+            "businessKey": self.business_key,
+            "error": self.error,
+            "revision": self.revision,
+            "time": self.time,
+            "decision": self.decision.to_dict() if self.decision is not None else None,
+            "suggestion": self.suggestion,
+        }
+
+
+def _unreadable(msg: natsio.StoredMessage, exc: WireFormatError) -> ReviewError:
+    return ReviewError(f"{msg.stream} message {msg.sequence} on {msg.subject}: {exc}")
+
+
+def parked_of(msg: natsio.StoredMessage) -> ParkedRecord:
+    """Why a stored exception waits; ReviewError when the message is not a parked record."""
+    try:
+        return ParkedRecord.from_headers(msg.headers)
+    except WireFormatError as exc:
+        raise _unreadable(msg, exc) from None
+
+
+def _record(msg: natsio.StoredMessage, decision: ReviewDecision | None) -> ExceptionRecord:
+    parked = parked_of(msg)
+    return ExceptionRecord(
+        msg.sequence,
+        parked.integration,
+        parked.reason,
+        parked.step,
+        parked.error,
+        parked.business_key,
+        parked.revision,
+        msg.time,
+        msg.data,
+        parked.candidates,
+        decision,
+        parked.suggestion,
+    )
+
+
+def _decision(msg: natsio.StoredMessage) -> ReviewDecision:
+    try:
+        return ReviewDecision.from_wire(msg.data)
+    except WireFormatError as exc:
+        raise _unreadable(msg, exc) from None
+
+
+async def _decisions(js: JetStreamContext, namespace: str) -> dict[int, ReviewDecision]:
+    out: dict[int, ReviewDecision] = {}
+    subject = subjects.decisions_subject(namespace, subjects.ANY_TAIL)
+    for msg in await read_all(js, subjects.DECISIONS_STREAM, subject):
+        decision = _decision(msg)
+        out.setdefault(decision.exception_sequence, decision)  # the first decision stands
+    return out
+
+
+async def list_exceptions(
+    js: JetStreamContext,
+    namespace: str,
+    *,
+    integration: str | None = None,
+    reason: str | None = None,
+    business_key: str | None = None,
+    include_decided: bool = False,
+) -> list[ExceptionRecord]:
+    """Exceptions of a namespace (by default only those still waiting), oldest first."""
+    decisions = await _decisions(js, namespace)
+    subject = subjects.exceptions_subject(namespace, integration or subjects.ANY_TOKEN)
+    records = [_record(m, decisions.get(m.sequence)) for m in await read_all(js, subjects.EXCEPTIONS_STREAM, subject)]
+    return [
+        r
+        for r in records
+        if (include_decided or r.decision is None)
+        and (reason is None or r.reason == reason)
+        and (business_key is None or r.business_key == business_key)
+    ]
+
+
+async def stored_exception(js: JetStreamContext, namespace: str, sequence: int) -> natsio.StoredMessage:
+    """The stored message of one exception of a namespace; ReviewError when the namespace has none by that number."""
+    msg = await natsio.get_stored(js, subjects.EXCEPTIONS_STREAM, sequence)
+    if msg is None or not subjects.subject_matches(
+        subjects.exceptions_subject(namespace, subjects.ANY_TOKEN), msg.subject
+    ):
+        raise ReviewError(f"no exception {sequence} in namespace {namespace}")
+    return msg
+
+
+async def decision_about(
+    js: JetStreamContext, namespace: str, integration: str, sequence: int
+) -> ReviewDecision | None:
+    """The decision about one exception, or None while it waits.
+
+    Read from the exception's own decision subject (one request); decisions written before
+    decisions had their own subject are looked up among the Integration's older ones. Should
+    both exist, the one stored first stands.
+    """
+    found: list[tuple[int, ReviewDecision]] = []
+    own = await first_on(
+        js, subjects.DECISIONS_STREAM, subjects.exception_decision_subject(namespace, integration, sequence)
+    )
+    if own is not None:
+        found.append((own.sequence, _decision(own)))
+    older = subjects.decisions_subject(namespace, integration)
+    for msg in await read_all(js, subjects.DECISIONS_STREAM, older):
+        decision = _decision(msg)
+        if decision.exception_sequence == sequence:
+            found.append((msg.sequence, decision))
+            break
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+async def get_exception(js: JetStreamContext, namespace: str, sequence: int) -> ExceptionRecord:
+    """One exception of a namespace, with its decision if there is one; ReviewError when there is none."""
+    msg = await stored_exception(js, namespace, sequence)
+    return _record(msg, await decision_about(js, namespace, parked_of(msg).integration, sequence))
+
+
+async def trace(js: JetStreamContext, namespace: str, business_key: str) -> list[dict[str, Any]]:
+    """Everything recorded about one business key, in time order: steps, exceptions, decisions."""
+    events: list[dict[str, Any]] = []
+    subject = subjects.audit_subject(namespace, subjects.ANY_TAIL)
+    for msg in await read_all(js, subjects.AUDIT_STREAM, subject):
+        try:
+            entry = AuditEntry.from_wire(msg.data)
+        except WireFormatError as exc:
+            raise _unreadable(msg, exc) from None
+        if entry.business_key == business_key:
+            events.append({"kind": "audit", **entry.to_dict()})
+    for record in await list_exceptions(js, namespace, business_key=business_key, include_decided=True):
+        events.append({"kind": "exception", "time": record.time, **record.summary()})
+    return sorted(events, key=lambda e: str(e.get("time", "")))
