@@ -44,8 +44,8 @@ CONFIGS = [
     (SignatureConfig("shopify"), "shpss_secret"),
     (SignatureConfig("stripe"), "whsec_stripe"),
     (SignatureConfig("standard-webhooks"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-    (SignatureConfig("hmac", header="X-Signature", encoding="hex"), "s"),
-    (SignatureConfig("hmac", header="X-Sig", algorithm="sha512", encoding="base64", prefix="sha512="), "s"),
+    (SignatureConfig("hmac", header="X-Signature", encoding="hex"), "hmac-secret"),
+    (SignatureConfig("hmac", header="X-Sig", algorithm="sha512", encoding="base64", prefix="sha512="), "hmac-secret"),
 ]
 BODY = b'{"id":"evt_1","type":"order.created","total":"10.00"}'
 
@@ -90,12 +90,12 @@ def test_replays_outside_the_tolerance_are_refused(scheme: str) -> None:
 
 def test_header_names_are_case_insensitive() -> None:
     config = SignatureConfig("shopify")
-    headers = {k.lower(): v for k, v in sign(config, "k", BODY, delivery_id="w-9", timestamp=NOW).items()}
-    assert verify(config, "k", headers, BODY, NOW) == "w-9"
+    headers = {k.lower(): v for k, v in sign(config, "shopify-secret", BODY, delivery_id="w-9", timestamp=NOW).items()}
+    assert verify(config, "shopify-secret", headers, BODY, NOW) == "w-9"
 
 
 def test_hmac_without_delivery_header_uses_a_content_hash_so_resends_dedupe() -> None:
     config = SignatureConfig("hmac", header="X-Signature")
-    headers = sign(config, "k", BODY, delivery_id="x", timestamp=NOW)
+    headers = sign(config, "shopify-secret", BODY, delivery_id="x", timestamp=NOW)
     del headers["X-Delivery-Id"]
-    assert verify(config, "k", headers, BODY, NOW) == verify(config, "k", headers, BODY, NOW + 60)
+    assert verify(config, "shopify-secret", headers, BODY, NOW) == verify(config, "shopify-secret", headers, BODY, NOW + 60)

@@ -1,9 +1,14 @@
 """The webhook gateway: signed HTTP in, JetStream out, 2xx only after the PubAck.
 
-Order of checks, cheapest and safest first: body size (413), signature (401; nothing stored),
+Order of checks, cheapest and safest first: body size (413), signature (401 with no detail for
+the sender; the reason is logged; nothing stored),
 then publish with the sender's delivery id as `Nats-Msg-Id`, so a sender's retry within the
 duplicate window is stored once. If JetStream does not acknowledge in time the answer is 503
 with Retry-After, and the sender retries: a record is never acknowledged and then lost.
+
+A gateway whose signing secret is empty or malformed stays up but never ready: readiness says why
+in one line, the log names the Connector and the field, and webhooks get 503 so senders keep
+their records.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
 from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
+from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, verify
 from onceflow_runner.metrics import GatewayMetrics
 
@@ -58,6 +64,8 @@ class Gateway:
             sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, sig.tolerance_seconds
         )
         self.secret = read_secret(secrets_dir, sig.secret)
+        #: Why the signing secret cannot be used (None when it can): the gateway is then never ready.
+        self.unusable_secret = signing_secret_problem(sig.scheme, self.secret)
         self.metrics = GatewayMetrics()
         self._runner: web.AppRunner | None = None
         self.nc: Client | None = None
@@ -68,6 +76,17 @@ class Gateway:
         return f"http://{self.host}:{self.port}{self.plan.path}"
 
     async def start(self) -> None:
+        if self.unusable_secret is not None:
+            log.error(
+                "signing secret unusable; the gateway stays not ready until the Secret is fixed",
+                extra={
+                    "connector": self.plan.connector,
+                    "namespace": self.plan.namespace,
+                    "field": SECRET_FIELD,
+                    "secret": f"{self.plan.signature.secret.name}/{self.plan.signature.secret.key}",
+                    "reason": self.unusable_secret,
+                },
+            )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
         await natsio.ensure_streams(self.js)
@@ -94,9 +113,17 @@ class Gateway:
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    def not_ready_reason(self) -> str | None:
+        """Why the gateway must not receive webhooks now, in one short line; None when it may."""
+        if self.unusable_secret is not None:
+            return f"signing secret unusable: {self.unusable_secret}"
+        if self.nc is None or not self.nc.is_connected:
+            return "NATS not connected"
+        return None
+
     async def readyz(self, _: web.Request) -> web.Response:
-        ok = self.nc is not None and self.nc.is_connected
-        return web.Response(status=200 if ok else 503, text="ready" if ok else "NATS not connected")
+        reason = self.not_ready_reason()
+        return web.Response(status=503 if reason else 200, text=reason or "ready")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -119,6 +146,8 @@ class Gateway:
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
+        if self.unusable_secret is not None:
+            return self._answer(503, {"error": "not accepting webhooks yet; retry"}, {"Retry-After": "30"})
         limit = self.plan.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._answer(413, {"error": f"body larger than {limit} bytes"})
@@ -128,7 +157,8 @@ class Gateway:
         try:
             delivery_id = verify(self.signature, self.secret, request.headers, body, time.time())
         except SignatureError as exc:
-            return self._answer(401, {"error": f"signature rejected: {exc}"})
+            log.info("signature rejected", extra={"connector": self.plan.connector, "reason": str(exc)})
+            return self._answer(401, {"error": "signature rejected"})
         event = self._event(None, body, request)
         record = RecordHeaders(
             # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the

@@ -3,7 +3,8 @@
 Each scheme is a pure function of (secret, headers, body, now) that either returns the
 delivery id the sender gave the request (the dedupe key) or raises `SignatureError` saying why.
 Comparisons are constant-time. Schemes: github, stripe, shopify, standard-webhooks, and a
-generic hmac (header, algorithm, hex or base64, optional prefix).
+generic hmac (header, algorithm, hex or base64, optional prefix). The secret is checked with the
+contract's `signing_secret_problem` first: an empty key is a key everyone knows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from onceflow_runner.contract.signing import signing_secret_problem
 
 __all__ = ["SignatureConfig", "SignatureError", "sign", "verify"]
 
@@ -78,6 +81,9 @@ def _fallback_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
 def verify(config: SignatureConfig, secret: str, headers: Mapping[str, str], body: bytes, now: float) -> str:
     """Return the request's delivery id when its signature is valid; raise SignatureError if not."""
     scheme = config.scheme
+    problem = signing_secret_problem(scheme, secret)
+    if problem is not None:
+        raise SignatureError(problem)
     if scheme == "github":
         given = _header(headers, "X-Hub-Signature-256").encode()
         expected = b"sha256=" + _mac(secret.encode(), body).hex().encode()
