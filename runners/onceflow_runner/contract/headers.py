@@ -43,6 +43,7 @@ __all__ = [
     "REASON",
     "REVISION",
     "ROLLOUT",
+    "SENDER_DELIVERY_ID",
     "STEP",
     "STREAM_SEQUENCE",
     "SUGGESTION",
@@ -74,6 +75,8 @@ ONCEFLOW_PREFIX: Final = "Onceflow-"
 ORIGIN: Final = "Onceflow-Origin"
 EVENT: Final = "Onceflow-Event"
 DELIVERY_ID: Final = "Onceflow-Delivery-Id"
+#: The delivery id the sender *claimed* in an unsigned header (github, shopify, hmac): for tracing only.
+SENDER_DELIVERY_ID: Final = "Onceflow-Sender-Delivery-Id"
 REVISION: Final = "Onceflow-Revision"
 
 # -- Onceflow: why a record was parked (exception and dead-letter streams) ------------------------

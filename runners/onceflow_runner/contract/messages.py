@@ -114,6 +114,7 @@ class RecordHeaders:
     traceparent: str | None = None
     decision: str | None = None
     decided_by: str | None = None
+    sender_delivery_id: str | None = None
 
     def to_headers(self) -> dict[str, str]:
         pairs = (
@@ -125,6 +126,7 @@ class RecordHeaders:
             (h.TRACEPARENT, self.traceparent),
             (h.DECISION, self.decision),
             (h.DECIDED_BY, self.decided_by),
+            (h.SENDER_DELIVERY_ID, self.sender_delivery_id),
         )
         return {name: value for name, value in pairs if value is not None}
 
@@ -140,6 +142,7 @@ class RecordHeaders:
             traceparent=found.get(h.TRACEPARENT),
             decision=found.get(h.DECISION),
             decided_by=found.get(h.DECIDED_BY),
+            sender_delivery_id=found.get(h.SENDER_DELIVERY_ID),
         )
 
 

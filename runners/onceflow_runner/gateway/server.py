@@ -1,10 +1,12 @@
 """The webhook gateway: signed HTTP in, JetStream out, 2xx only after the PubAck.
 
 Order of checks, cheapest and safest first: body size (413), signature (401 with no detail for
-the sender; the reason is logged; nothing stored),
-then publish with the sender's delivery id as `Nats-Msg-Id`, so a sender's retry within the
-duplicate window is stored once. If JetStream does not acknowledge in time the answer is 503
-with Retry-After, and the sender retries: a record is never acknowledged and then lost.
+the sender; the reason is logged; nothing stored), then publish with the trusted delivery id
+(what the scheme signs) as `Nats-Msg-Id`, so a sender's retry, or a replay under a new id
+header, within the duplicate window is stored once; a timestamp tolerance is capped at the
+stream's duplicate window so no replay gets in twice. If JetStream does not acknowledge in time
+the answer is 503 with Retry-After, and the sender retries: a record is never acknowledged and
+then lost.
 
 A gateway whose signing secret is empty or malformed stays up but never ready: readiness says why
 in one line, the log names the Connector and the field, and webhooks get 503 so senders keep
@@ -31,7 +33,8 @@ from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
 from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
-from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, verify
+from onceflow_runner.contract.subjects import IN_STREAM
+from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
 __all__ = ["Gateway", "event_token"]
@@ -90,6 +93,7 @@ class Gateway:
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
         await natsio.ensure_streams(self.js)
+        await self._bound_tolerance_by_duplicate_window()
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
         app.router.add_post(self.plan.path, self.receive)
         app.router.add_get("/healthz", self.healthz)
@@ -103,6 +107,24 @@ class Gateway:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("gateway ready", extra={"connector": self.plan.connector, "url": self.url})
+
+    async def _bound_tolerance_by_duplicate_window(self) -> None:
+        """A timestamp tolerance longer than the duplicate window would let a replay in twice: cap it."""
+        assert self.js is not None
+        window = (await self.js.stream_info(IN_STREAM)).config.duplicate_window or 0
+        if window and self.signature.tolerance_seconds > window:
+            log.warning(
+                "timestamp tolerance capped at the stream's duplicate window",
+                extra={
+                    "connector": self.plan.connector,
+                    "tolerance": self.signature.tolerance_seconds,
+                    "window": window,
+                },
+            )
+            sig = self.signature
+            self.signature = SignatureConfig(
+                sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, int(window)
+            )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -160,6 +182,7 @@ class Gateway:
             log.info("signature rejected", extra={"connector": self.plan.connector, "reason": str(exc)})
             return self._answer(401, {"error": "signature rejected"})
         event = self._event(None, body, request)
+        claimed = claimed_delivery_id(self.signature, request.headers)
         record = RecordHeaders(
             # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
             # same delivery id must not look like a retry of this one.
@@ -169,6 +192,7 @@ class Gateway:
             event=event,
             content_type=request.headers.get("Content-Type", "application/json"),
             traceparent=request.headers.get(TRACEPARENT) or new_traceparent(),
+            sender_delivery_id=claimed[:256] if claimed and claimed != delivery_id else None,
         )
         headers = record.to_headers() | cloudevent_headers(
             event_type=f"io.onceflow.{self.plan.connector}.{event}",
