@@ -1,12 +1,12 @@
 """The webhook gateway: signed HTTP in, JetStream out, 2xx only after the PubAck.
 
-Order of checks, cheapest and safest first: body size (413), signature (401 with no detail for
-the sender; the reason is logged; nothing stored), then publish with the trusted delivery id
-(what the scheme signs) as `Nats-Msg-Id`, so a sender's retry, or a replay under a new id
-header, within the duplicate window is stored once; a timestamp tolerance is capped at the
-stream's duplicate window so no replay gets in twice. If JetStream does not acknowledge in time
-the answer is 503 with Retry-After, and the sender retries: a record is never acknowledged and
-then lost.
+Order of checks, cheapest and safest first: body size (413; the body is read whole, however it
+is segmented), signature (401 with no detail for the sender; the reason is logged; nothing
+stored), then the size NATS will take (413), then publish with the trusted delivery id (what the
+scheme signs) as `Nats-Msg-Id`, so a sender's retry, or a replay under a new id header, within
+the duplicate window is stored once; a timestamp tolerance is capped at the stream's duplicate
+window so no replay gets in twice. If JetStream does not acknowledge in time the answer is 503
+with Retry-After, and the sender retries: a record is never acknowledged and then lost.
 
 A gateway whose signing secret is empty or malformed stays up but never ready: readiness says why
 in one line, the log names the Connector and the field, and webhooks get 503 so senders keep
@@ -34,13 +34,16 @@ from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.contract.subjects import IN_STREAM
+from onceflow_runner.gateway.intake import BodyTooLarge, BodyTooSlow, nats_message_size, read_body
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
-__all__ = ["Gateway", "event_token"]
+__all__ = ["BODY_READ_SECONDS", "Gateway", "event_token"]
 
 log = logging.getLogger("onceflow.gateway")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./-]+")
+#: A request's body must arrive within this time.
+BODY_READ_SECONDS = 30.0
 
 
 def event_token(name: str) -> str:
@@ -57,9 +60,17 @@ class Gateway:
     """One inbound Connector's HTTP endpoint."""
 
     def __init__(
-        self, plan: GatewayPlan, *, nats_url: str, secrets_dir: Path, host: str = "127.0.0.1", port: int = 0
+        self,
+        plan: GatewayPlan,
+        *,
+        nats_url: str,
+        secrets_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        body_timeout: float = BODY_READ_SECONDS,
     ) -> None:
         self.plan = plan
+        self.body_timeout = body_timeout
         self.nats_url = nats_url
         self.host, self.port = host, port
         sig = plan.signature
@@ -166,16 +177,25 @@ class Gateway:
                 return event_token(value)
         return event_token(self.plan.event_default)
 
+    def _body_limit(self) -> int:
+        """The plan's cap, and never more than NATS could carry."""
+        broker = self.nc.max_payload if self.nc is not None else self.plan.max_body_bytes
+        return min(self.plan.max_body_bytes, broker)
+
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         if self.unusable_secret is not None:
             return self._answer(503, {"error": "not accepting webhooks yet; retry"}, {"Retry-After": "30"})
-        limit = self.plan.max_body_bytes
+        limit = self._body_limit()
+        too_large: dict[str, object] = {"error": f"body larger than {limit} bytes"}
         if request.content_length is not None and request.content_length > limit:
-            return self._answer(413, {"error": f"body larger than {limit} bytes"})
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            return self._answer(413, {"error": f"body larger than {limit} bytes"})
+            return self._answer(413, too_large, {"Connection": "close"})
+        try:
+            body = await read_body(request.content, limit=limit, deadline_seconds=self.body_timeout)
+        except BodyTooLarge:
+            return self._answer(413, too_large, {"Connection": "close"})
+        except BodyTooSlow:
+            return self._answer(408, {"error": "body not received in time"}, {"Connection": "close"})
         try:
             delivery_id = verify(self.signature, self.secret, request.headers, body, time.time())
         except SignatureError as exc:
@@ -202,6 +222,8 @@ class Gateway:
         subject = f"{self.plan.subject_prefix}.{event}"
         if self.js is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
+        if nats_message_size(headers, body) > self.nc.max_payload:
+            return self._answer(413, {"error": "record larger than the message broker accepts"})
         try:
             ack = await self.js.publish(subject, body, headers=headers, timeout=5)
         except Exception as exc:  # any failure to get a PubAck means "not stored"
