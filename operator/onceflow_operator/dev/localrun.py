@@ -31,6 +31,8 @@ from pydantic import ValidationError
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.compiler.planner import InvalidSpec, gateway_plan, plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_runner.contract.environment import METRICS_PORT_ENV
 from onceflow_runner.contract.plan import AuthPlan, GatewayPlan, Plan, SecretRef
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
@@ -51,6 +53,8 @@ class LocalRun:
     gateways: dict[str, tuple[Path, int]] = field(default_factory=dict)
     runners: dict[str, tuple[Path, int]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Where each process answers /readyz: a runner's own port, a gateway's operations port.
+    health_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_paths(
@@ -134,6 +138,12 @@ class LocalRun:
         return run
 
     def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
+        env = dict(os.environ)
+        self.health_ports[key] = port
+        if role == "gateway":
+            # Webhooks on `port`; /readyz and /metrics on a port of their own, as in a pod.
+            self.health_ports[key] = free_port()
+            env[METRICS_PORT_ENV] = str(self.health_ports[key])
         cmd = [
             sys.executable,
             "-m",
@@ -151,7 +161,9 @@ class LocalRun:
             str(port),
         ]
         with (self.workdir / "logs" / f"{key}.log").open("ab") as log:
-            self.procs[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.procs[key] = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every gateway and runner and wait until each answers /readyz."""
@@ -160,11 +172,8 @@ class LocalRun:
             self._spawn(f"gateway-{name}", "gateway", plan, port)
         for name, (plan, port) in self.runners.items():
             self._spawn(f"runner-{name}", "runner", plan, port)
-        ports = {f"gateway-{n}": p for n, (_, p) in self.gateways.items()} | {
-            f"runner-{n}": p for n, (_, p) in self.runners.items()
-        }
         deadline = time.monotonic() + timeout
-        for key, port in ports.items():
+        for key, port in dict(self.health_ports).items():
             while not _ready(port):
                 proc = self.procs[key]
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -182,7 +191,7 @@ class LocalRun:
         plan, port = (self.gateways if role == "gateway" else self.runners)[name]
         self._spawn(key, role, plan, port)
         deadline = time.monotonic() + 30
-        while not _ready(port):
+        while not _ready(self.health_ports[key]):
             if time.monotonic() > deadline:
                 raise LocalRunError(f"{key} did not come back")
             time.sleep(0.1)
