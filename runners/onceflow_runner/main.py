@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
+from onceflow_runner.contract.environment import DEFAULT_METRICS_PORT, METRICS_PORT_ENV
 from onceflow_runner.contract.plan import load_gateway_plan, load_plan
 from onceflow_runner.contract.split import Lane
 from onceflow_runner.errors import PlanError
@@ -60,13 +62,25 @@ def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, por
     return 0
 
 
-def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
-    """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run)."""
+def run_gateway(
+    plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int | None = None
+) -> int:
+    """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run).
+
+    Webhooks are served on `port`; /metrics, /healthz and /readyz on `metrics_port` (default:
+    $ONCEFLOW_METRICS_PORT, else 9090). A gateway whose signing secret is empty or malformed does
+    not exit: it stays not ready and says why (readiness and one log line), so the Deployment shows
+    the reason instead of a crash loop, and rolls to a new pod when the Secret is fixed.
+    """
     from onceflow_runner.gateway.server import Gateway
 
+    if metrics_port is None:
+        metrics_port = int(os.environ.get(METRICS_PORT_ENV) or DEFAULT_METRICS_PORT)
     try:
         plan = load_gateway_plan(plan_path)
-        gateway = Gateway(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port)
+        gateway = Gateway(
+            plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port, metrics_port=metrics_port
+        )
     except PlanError as exc:
         print(f"onceflow gateway: {exc}", file=sys.stderr)
         return EXIT_BAD_PLAN
@@ -78,7 +92,10 @@ def run_gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, po
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await gateway.start()
-        print(json.dumps({"gateway": plan.connector, "url": gateway.url}), flush=True)
+        print(
+            json.dumps({"gateway": plan.connector, "url": gateway.url, "operations": gateway.operations_url}),
+            flush=True,
+        )
         await stop.wait()
         await gateway.stop()
 

@@ -108,3 +108,33 @@ def test_rendered_chart_applies_in_a_restricted_namespace(
         ).stdout.strip()
         == "yes"
     )
+
+
+def test_data_plane_network_policies_in_each_namespace_match_the_kustomize_ones(
+    helm: str, admin_kubectl: Kubectl
+) -> None:
+    docs = render(
+        helm, "watch.allNamespaces=false", "watch.namespaces={sales}", "networkPolicy.dataPlaneNamespaces={ops}"
+    )
+    policies = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "of-operator"
+    }
+    names = ["onceflow-drift-checks", "onceflow-gateways", "onceflow-runners"]
+    assert sorted(policies) == [(ns, n) for ns in ("ops", "sales") for n in names]
+    gateway = policies[("sales", "onceflow-gateways")]
+    assert [r["ports"] for r in gateway["ingress"]] == [
+        [{"protocol": "TCP", "port": 8080}],
+        [{"protocol": "TCP", "port": 9090}],
+    ]
+    assert [p["port"] for r in gateway["egress"] for p in r["ports"]] == [53, 53, 4222]
+    runner = policies[("sales", "onceflow-runners")]
+    assert [r["ports"] for r in runner["ingress"]] == [[{"protocol": "TCP", "port": 9090}]]
+    base = yaml.safe_load_all(admin_kubectl.run("kustomize", str(ROOT / "manifests" / "data-plane")).stdout)
+    assert {d["metadata"]["name"]: d["spec"] for d in base} == {n: policies[("sales", n)] for n in names}
+
+
+def test_pod_monitor_scrapes_gateways_on_their_metrics_port_not_the_webhook_port(helm: str) -> None:
+    monitor = next(d for d in render(helm, "serviceMonitor.enabled=true") if d["kind"] == "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "interval": "30s"}]

@@ -55,7 +55,7 @@ async def test_metrics_health_and_readiness_endpoints(harness: Harness) -> None:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
         assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-        _, gport = harness.run.gateways["src"]
+        gport = harness.run.health_ports["gateway-src"]  # the gateway's operations port, not its webhook port
         gateway_metrics = (await client.get(f"http://127.0.0.1:{gport}/metrics")).text
     assert 'onceflow_runner_processed_total{integration="ledger"' in metrics
     assert "onceflow_runner_call_seconds_bucket" in metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, sign, verify
@@ -44,18 +46,41 @@ CONFIGS = [
     (SignatureConfig("shopify"), "shpss_secret"),
     (SignatureConfig("stripe"), "whsec_stripe"),
     (SignatureConfig("standard-webhooks"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-    (SignatureConfig("hmac", header="X-Signature", encoding="hex"), "s"),
-    (SignatureConfig("hmac", header="X-Sig", algorithm="sha512", encoding="base64", prefix="sha512="), "s"),
+    (SignatureConfig("hmac", header="X-Signature", encoding="hex"), "hmac-secret"),
+    (SignatureConfig("hmac", header="X-Sig", algorithm="sha512", encoding="base64", prefix="sha512="), "hmac-secret"),
 ]
 BODY = b'{"id":"evt_1","type":"order.created","total":"10.00"}'
 
 
+BODY_ID = "sha256:" + hashlib.sha256(BODY).hexdigest()
+
+
 @pytest.mark.parametrize(("config", "secret"), CONFIGS, ids=lambda c: getattr(c, "scheme", ""))
-def test_round_trip_and_delivery_id(config: SignatureConfig, secret: str) -> None:
+def test_round_trip_gives_the_signed_delivery_id(config: SignatureConfig, secret: str) -> None:
+    # Only what the scheme signs names the delivery: Standard Webhooks' webhook-id, Stripe's event id
+    # in the body, and for schemes that sign only the body, the body's hash.
     headers = sign(config, secret, BODY, delivery_id="d-1", timestamp=NOW)
     delivery = verify(config, secret, headers, BODY, NOW)
-    expected = {"stripe": "evt_1", "hmac": "d-1"}.get(config.scheme, "d-1")
+    expected = {"stripe": "evt_1", "standard-webhooks": "d-1"}.get(config.scheme, BODY_ID)
     assert delivery == expected
+
+
+@pytest.mark.parametrize(("config", "secret"), CONFIGS, ids=lambda c: getattr(c, "scheme", ""))
+def test_a_captured_request_replayed_under_a_new_id_header_keeps_its_delivery_id(
+    config: SignatureConfig, secret: str
+) -> None:
+    headers = sign(config, secret, BODY, delivery_id="d-1", timestamp=NOW)
+    original = verify(config, secret, headers, BODY, NOW)
+    for name in ("X-GitHub-Delivery", "X-Shopify-Webhook-Id", "X-Delivery-Id", "Idempotency-Key"):
+        replayed = {**headers, name: "forged-new-id"}
+        assert verify(config, secret, replayed, BODY, NOW) == original
+
+
+def test_standard_webhooks_id_is_signed_so_a_new_id_header_breaks_the_signature() -> None:
+    config, secret = CONFIGS[3]
+    headers = sign(config, secret, BODY, delivery_id="d-1", timestamp=NOW)
+    with pytest.raises(SignatureError):
+        verify(config, secret, {**headers, "webhook-id": "d-2"}, BODY, NOW)
 
 
 @pytest.mark.parametrize(("config", "secret"), CONFIGS, ids=lambda c: getattr(c, "scheme", ""))
@@ -89,13 +114,14 @@ def test_replays_outside_the_tolerance_are_refused(scheme: str) -> None:
 
 
 def test_header_names_are_case_insensitive() -> None:
-    config = SignatureConfig("shopify")
-    headers = {k.lower(): v for k, v in sign(config, "k", BODY, delivery_id="w-9", timestamp=NOW).items()}
-    assert verify(config, "k", headers, BODY, NOW) == "w-9"
+    config = SignatureConfig("standard-webhooks")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    headers = {k.upper(): v for k, v in sign(config, secret, BODY, delivery_id="w-9", timestamp=NOW).items()}
+    assert verify(config, secret, headers, BODY, NOW) == "w-9"
 
 
 def test_hmac_without_delivery_header_uses_a_content_hash_so_resends_dedupe() -> None:
     config = SignatureConfig("hmac", header="X-Signature")
-    headers = sign(config, "k", BODY, delivery_id="x", timestamp=NOW)
+    headers = sign(config, "hmac-secret", BODY, delivery_id="x", timestamp=NOW)
     del headers["X-Delivery-Id"]
-    assert verify(config, "k", headers, BODY, NOW) == verify(config, "k", headers, BODY, NOW + 60)
+    assert verify(config, "hmac-secret", headers, BODY, NOW) == verify(config, "hmac-secret", headers, BODY, NOW + 60)

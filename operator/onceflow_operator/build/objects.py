@@ -235,8 +235,13 @@ def build_gateway_deployment(
             secrets=plan_secrets(plan),
             port=GATEWAY_PORT,
             port_name="http",
-            annotations={SECRETS_CHECKSUM_ANNOTATION: secrets_checksum},
+            annotations={
+                SECRETS_CHECKSUM_ANNOTATION: secrets_checksum,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+            },
             nats_auth_secret=nats_auth_secret,
+            operations_port=METRICS_PORT,
         ),
     )
 
@@ -296,7 +301,10 @@ def build_drift_check_cronjob(
 
 
 def build_gateway_service(plan: GatewayPlan, owner: Mapping[str, Any]) -> dict[str, Any]:
-    """The Service senders post to: http://<connector>-gateway.<namespace>.svc<path>."""
+    """The Service senders post to: http://<connector>-gateway.<namespace>.svc<path>.
+
+    Only the webhook port: /metrics and the probes are on the pods' `metrics` port, scraped per pod.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",

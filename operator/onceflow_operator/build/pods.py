@@ -1,7 +1,9 @@
 """The pod every Onceflow workload runs (pure): restricted Pod Security, no API access, plan and secrets mounted.
 
 Runner, gateway and drift-check pods differ only in their command, ports and labels; the rest
-(security context, volumes, NATS credentials from a Secret, probes) is decided here once.
+(security context, volumes, NATS credentials from a Secret, probes) is decided here once. A
+gateway has two ports: `http` for webhooks (the only one its Service exposes) and `metrics` for
+/metrics and the probes, so operations endpoints are never reachable through the public path.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from onceflow_runner.contract.environment import METRICS_PORT_ENV
 
 __all__ = [
     "GATEWAY_PORT",
@@ -54,8 +58,13 @@ def pod_template(
     port_name: str,
     annotations: Mapping[str, str],
     nats_auth_secret: str = "",
+    operations_port: int | None = None,
 ) -> dict[str, Any]:
-    """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only."""
+    """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only.
+
+    `port` is the pod's main port; with `operations_port` (a gateway) metrics and probes move to
+    a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT.
+    """
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
     volumes: list[dict[str, Any]] = [
@@ -68,6 +77,13 @@ def pod_template(
         {"name": "tmp", "mountPath": "/tmp"},
         *({"name": f"secret-{s}", "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True} for s in secret_list),
     ]
+    ports = [{"name": port_name, "containerPort": port}]
+    env = nats_auth_env(nats_auth_secret)
+    probe_port = port_name
+    if operations_port is not None:
+        ports.append({"name": "metrics", "containerPort": operations_port})
+        env = [{"name": METRICS_PORT_ENV, "value": str(operations_port)}, *env]
+        probe_port = "metrics"
     return {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
         "spec": {
@@ -80,18 +96,18 @@ def pod_template(
                     "name": "onceflow",
                     "image": image,
                     "args": args,
-                    "env": nats_auth_env(nats_auth_secret),
-                    "ports": [{"name": port_name, "containerPort": port}],
+                    "env": env,
+                    "ports": ports,
                     "securityContext": container_security,
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "128Mi"},
                         "limits": {"memory": "512Mi"},
                     },
                     "livenessProbe": {
-                        "httpGet": {"path": "/healthz", "port": port_name},
+                        "httpGet": {"path": "/healthz", "port": probe_port},
                         "periodSeconds": 10,
                     },
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": port_name}, "periodSeconds": 5},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": probe_port}, "periodSeconds": 5},
                     "volumeMounts": mounts,
                 }
             ],

@@ -4,11 +4,15 @@ Why: a platform engineer should learn that a workflow is wrong in their editor o
 from a Stalled condition after Argo CD synced it. The checks are the same ones the API server
 runs (schema from the same pydantic models; the CRDs' own CEL rules, evaluated here with a CEL
 library) plus what only Onceflow can know: every CEL expression in the steps compiles, and a
-step reads only results of steps that run before it.
+step reads only results of steps that run before it. When Secret manifests are given with the
+Connectors that name them, a webhook signing secret that is empty or malformed is refused with
+the same words the gateway uses (`contract.signing`); the value itself is never printed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,12 +28,14 @@ from onceflow_operator.api import GROUP, KINDS, VERSION, Integration
 from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
+from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = [
     "ManifestProblem",
     "cel_expressions",
     "load_manifests",
     "semantic_problems",
+    "signing_secret_problems",
     "validate_manifest",
     "validate_paths",
 ]
@@ -241,17 +247,63 @@ def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = 
     return problems
 
 
+def _secret_values(doc: dict[str, Any]) -> dict[str, str] | None:
+    """A Secret manifest's values as text (None when a data value is not base64)."""
+    try:
+        values = {
+            k: base64.b64decode(str(v), validate=True).decode(errors="replace")
+            for k, v in (doc.get("data") or {}).items()
+        }
+    except binascii.Error:
+        return None
+    return values | {k: str(v) for k, v in (doc.get("stringData") or {}).items()}
+
+
+def signing_secret_problems(docs: Iterable[tuple[str, dict[str, Any]]]) -> list[ManifestProblem]:
+    """Webhook Connectors whose signing secret, given as a Secret manifest among `docs`, is unusable.
+
+    `docs` are (source, manifest) pairs. A Connector whose Secret is not among them is not judged:
+    the Secret may be created another way (and the gateway will refuse it if it is unusable).
+    """
+    docs = list(docs)
+    secrets = {
+        str((d.get("metadata") or {}).get("name")): (source, d)
+        for source, d in docs
+        if d.get("kind") == "Secret" and d.get("apiVersion") == "v1"
+    }
+    problems = []
+    for source, doc in docs:
+        if doc.get("kind") != "Connector" or not str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            continue
+        signature = ((doc.get("spec") or {}).get("webhook") or {}).get("signature") or {}
+        ref = signature.get("secretRef") or {}
+        if not isinstance(ref, dict) or str(ref.get("name")) not in secrets:
+            continue
+        name = str((doc.get("metadata") or {}).get("name", "<no name>"))
+        values = _secret_values(secrets[str(ref.get("name"))][1])
+        value = None if values is None else values.get(str(ref.get("key")))
+        if value is None:
+            message = f"Secret {ref.get('name')!r} has no key {ref.get('key')!r}"
+        else:
+            message = signing_secret_problem(str(signature.get("scheme", "")), value) or ""
+        if message:
+            problems.append(ManifestProblem(source, "Connector", name, SECRET_FIELD, message))
+    return problems
+
+
 def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple[int, list[ManifestProblem]]:
     """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems)."""
     checked, problems = 0, []
+    given: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         try:
             docs = list(load_manifests(path))
         except (OSError, yaml.YAMLError) as exc:
             problems.append(ManifestProblem(str(path), "<file>", "-", "", f"cannot read: {exc}"))
             continue
+        given += [(str(path), doc) for doc in docs]
         for doc in docs:
             if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
                 checked += 1
                 problems += validate_manifest(doc, str(path), namespace)
-    return checked, problems
+    return checked, problems + signing_secret_problems(given)

@@ -31,6 +31,7 @@ import aiohttp
 from onceflow_operator.build.pods import PLAN_MOUNT, SECRETS_MOUNT
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.dev.controlplane import free_port
+from onceflow_runner.contract.environment import METRICS_PORT_ENV
 
 __all__ = ["LocalExecutor", "spawn_operator"]
 
@@ -42,6 +43,12 @@ class _Replica:
     proc: asyncio.subprocess.Process
     port: int
     template_hash: str
+    #: Where /readyz is served: `port` for a runner, a gateway's own operations port.
+    health_port: int = 0
+
+    @property
+    def ready_port(self) -> int:
+        return self.health_port or self.port
 
 
 @dataclass
@@ -90,7 +97,7 @@ class LocalExecutor:
             while len(running) < want:
                 running.append(await self._start(deployment, template_hash))
             self.replicas[key] = running
-            ready = sum([await _ready(r.port) for r in running])
+            ready = sum([await _ready(r.ready_port) for r in running])
             await self.kube.patch_status(
                 "apps/v1",
                 "Deployment",
@@ -129,6 +136,10 @@ class LocalExecutor:
         port = free_port()
         args = _local_args(pod["containers"][0]["args"], folder, secrets, self.nats_url, port)
         env = {**os.environ, **await self._container_env(namespace, pod["containers"][0])}
+        health_port = 0
+        if METRICS_PORT_ENV in env:  # a gateway: its operations port, made local like --port
+            health_port = free_port()
+            env[METRICS_PORT_ENV] = str(health_port)
         log = folder / f"{port}.log"
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -141,7 +152,7 @@ class LocalExecutor:
                 stdin=asyncio.subprocess.DEVNULL,
                 env=env,
             )
-        return _Replica(proc, port, template_hash)
+        return _Replica(proc, port, template_hash, health_port)
 
     async def _container_env(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
         """The container's env as a kubelet gives it: plain values and Secret keys (optional ones may be absent)."""

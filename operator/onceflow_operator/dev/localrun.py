@@ -3,11 +3,16 @@
 Like `rpk connect run`: no cluster, the same plans the operator would write, the same
 `onceflow gateway` and `onceflow runner` processes a pod would run, Secrets read from the given
 Secret manifests and written to a private folder laid out like Secret volumes.
+
+Everything that can be known before a process starts is checked first and reported in one line
+(`LocalRunError`): a Secret a plan reads that no manifest gives, a missing key, and a signing
+secret that is empty or malformed (`contract.signing`), as the gateway itself would refuse it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import shutil
@@ -26,6 +31,10 @@ from pydantic import ValidationError
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.compiler.planner import InvalidSpec, gateway_plan, plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_runner.contract.environment import METRICS_PORT_ENV
+from onceflow_runner.contract.plan import AuthPlan, GatewayPlan, Plan, SecretRef
+from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = ["LocalRun", "LocalRunError"]
 
@@ -44,6 +53,8 @@ class LocalRun:
     gateways: dict[str, tuple[Path, int]] = field(default_factory=dict)
     runners: dict[str, tuple[Path, int]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Where each process answers /readyz: a runner's own port, a gateway's operations port.
+    health_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_paths(
@@ -83,11 +94,12 @@ class LocalRun:
         connectors: dict[str, Connector] = {}
         integrations: list[Integration] = []
         policies: dict[str, SyncPolicy] = {}
+        given: dict[str, dict[str, bytes]] = {}
         for doc in docs:
             kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name", "?")
             try:
                 if kind == "Secret":
-                    _write_secret(secrets, doc)
+                    given[name] = _write_secret(secrets, doc)
                 elif kind == "Connector":
                     if base_urls and name in base_urls and doc.get("spec", {}).get("rest"):
                         doc = _with_base_url(doc, base_urls[name])
@@ -103,7 +115,9 @@ class LocalRun:
             if connector.spec.type == "Webhook":
                 plan_file = run.workdir / "gateways" / f"{name}.json"
                 plan_file.parent.mkdir(parents=True, exist_ok=True)
-                plan_file.write_text(gateway_plan(connector, namespace=namespace).to_json())
+                gateway = gateway_plan(connector, namespace=namespace)
+                _check_secrets(f"Connector/{name}", gateway, given)
+                plan_file.write_text(gateway.to_json())
                 run.gateways[name] = (plan_file, port)
                 port += 1
         for integration in integrations:
@@ -115,6 +129,7 @@ class LocalRun:
                 )
             except InvalidSpec as exc:
                 raise LocalRunError(f"Integration/{name}: {exc}") from None
+            _check_secrets(f"Integration/{name}", plan, given)
             plan_file = run.workdir / "plans" / f"{name}.json"
             plan_file.parent.mkdir(parents=True, exist_ok=True)
             plan_file.write_text(plan.to_json())
@@ -123,6 +138,12 @@ class LocalRun:
         return run
 
     def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
+        env = dict(os.environ)
+        self.health_ports[key] = port
+        if role == "gateway":
+            # Webhooks on `port`; /readyz and /metrics on a port of their own, as in a pod.
+            self.health_ports[key] = free_port()
+            env[METRICS_PORT_ENV] = str(self.health_ports[key])
         cmd = [
             sys.executable,
             "-m",
@@ -140,7 +161,9 @@ class LocalRun:
             str(port),
         ]
         with (self.workdir / "logs" / f"{key}.log").open("ab") as log:
-            self.procs[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.procs[key] = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every gateway and runner and wait until each answers /readyz."""
@@ -149,11 +172,8 @@ class LocalRun:
             self._spawn(f"gateway-{name}", "gateway", plan, port)
         for name, (plan, port) in self.runners.items():
             self._spawn(f"runner-{name}", "runner", plan, port)
-        ports = {f"gateway-{n}": p for n, (_, p) in self.gateways.items()} | {
-            f"runner-{n}": p for n, (_, p) in self.runners.items()
-        }
         deadline = time.monotonic() + timeout
-        for key, port in ports.items():
+        for key, port in dict(self.health_ports).items():
             while not _ready(port):
                 proc = self.procs[key]
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -171,7 +191,7 @@ class LocalRun:
         plan, port = (self.gateways if role == "gateway" else self.runners)[name]
         self._spawn(key, role, plan, port)
         deadline = time.monotonic() + 30
-        while not _ready(port):
+        while not _ready(self.health_ports[key]):
             if time.monotonic() > deadline:
                 raise LocalRunError(f"{key} did not come back")
             time.sleep(0.1)
@@ -199,8 +219,15 @@ class LocalRun:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def serve_forever(self) -> None:
-        """Start, print where the gateways listen, and stop cleanly on Ctrl-C or SIGTERM."""
-        self.start()
+        """Start, print where the gateways listen, and stop cleanly on Ctrl-C or SIGTERM.
+
+        A process that does not become ready ends the run with exit code 1 and what it logged.
+        """
+        try:
+            self.start()
+        except LocalRunError as exc:
+            print(f"onceflow local run: {exc}", file=sys.stderr)
+            sys.exit(1)
         for name in self.gateways:
             print(f"gateway {name}: {self.gateway_url(name)}", flush=True)
         for name, (_, port) in self.runners.items():
@@ -236,13 +263,49 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _write_secret(folder: Path, doc: dict[str, Any]) -> None:
+def _refs(plan: Plan | GatewayPlan) -> list[tuple[str, SecretRef]]:
+    """Every Secret key a plan reads, with the field that names it."""
+    if isinstance(plan, GatewayPlan):
+        return [(SECRET_FIELD, plan.signature.secret)]
+    found = []
+    for connector in plan.connectors.values():
+        for field_name in AuthPlan.model_fields:
+            ref = getattr(connector.auth, field_name)
+            if isinstance(ref, SecretRef):
+                found.append((f"Connector/{connector.name} auth {field_name}", ref))
+    return found
+
+
+def _check_secrets(owner: str, plan: Plan | GatewayPlan, given: dict[str, dict[str, bytes]]) -> None:
+    """Refuse, in one line, a Secret a plan reads that the manifests do not give, or an unusable signing secret."""
+    for field_name, ref in _refs(plan):
+        values = given.get(ref.name)
+        if values is None:
+            raise LocalRunError(
+                f"{owner}: {field_name} names Secret {ref.name!r}, which none of the given manifests defines; "
+                "add its manifest with -f"
+            )
+        if ref.key not in values:
+            raise LocalRunError(f"{owner}: Secret {ref.name!r} has no key {ref.key!r} ({field_name})")
+        if isinstance(plan, GatewayPlan):
+            problem = signing_secret_problem(plan.signature.scheme, values[ref.key].decode(errors="replace"))
+            if problem is not None:
+                raise LocalRunError(f"{owner}: {SECRET_FIELD} ({ref.name}/{ref.key}): {problem}")
+
+
+def _write_secret(folder: Path, doc: dict[str, Any]) -> dict[str, bytes]:
     name = doc["metadata"]["name"]
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    values = {k: base64.b64decode(v) for k, v in (doc.get("data") or {}).items()}
+    try:
+        values = {k: base64.b64decode(v, validate=True) for k, v in (doc.get("data") or {}).items()}
+    except (binascii.Error, TypeError):
+        raise LocalRunError(
+            f"Secret/{name}: a value under data is not base64 (use stringData for plain text)"
+        ) from None
     values |= {k: str(v).encode() for k, v in (doc.get("stringData") or {}).items()}
     for key, value in values.items():
         (target / key).write_bytes(value)
         (target / key).chmod(0o600)
+    return values

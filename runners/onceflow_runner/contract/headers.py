@@ -14,6 +14,7 @@ message, a business key) before it becomes a header value.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "EXPECTED_LAST_SUBJECT_SEQUENCE",
     "IDEMPOTENCY_KEY",
     "INTEGRATION",
+    "MSG_ID_LIMIT",
     "NATS_MSG_ID",
     "ONCEFLOW_PREFIX",
     "ORIGIN",
@@ -45,10 +47,12 @@ __all__ = [
     "REASON",
     "REVISION",
     "ROLLOUT",
+    "SENDER_DELIVERY_ID",
     "STEP",
     "STREAM_SEQUENCE",
     "SUGGESTION",
     "TRACEPARENT",
+    "bounded_id",
     "cloudevent_headers",
     "header_safe",
 ]
@@ -57,6 +61,8 @@ __all__ = [
 NATS_MSG_ID: Final = "Nats-Msg-Id"
 #: JetStream stores the message only if the subject's last sequence is this ("0": nothing stored yet).
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
+#: The longest id written into `Nats-Msg-Id`, `ce-id` or `Onceflow-Delivery-Id` (see `bounded_id`).
+MSG_ID_LIMIT: Final = 256
 TRACEPARENT: Final = "traceparent"
 #: The record's own content type, as the sender declared it (set by the gateway).
 CONTENT_TYPE: Final = "Content-Type"
@@ -78,6 +84,8 @@ ONCEFLOW_PREFIX: Final = "Onceflow-"
 ORIGIN: Final = "Onceflow-Origin"
 EVENT: Final = "Onceflow-Event"
 DELIVERY_ID: Final = "Onceflow-Delivery-Id"
+#: The delivery id the sender *claimed* in an unsigned header (github, shopify, hmac): for tracing only.
+SENDER_DELIVERY_ID: Final = "Onceflow-Sender-Delivery-Id"
 REVISION: Final = "Onceflow-Revision"
 
 # -- Onceflow: why a record was parked (exception and dead-letter streams) ------------------------
@@ -106,6 +114,18 @@ ROLLOUT: Final = "Onceflow-Rollout"
 def header_safe(text: str, limit: int = 1000) -> str:
     """NATS header values are one line."""
     return " ".join(str(text).split())[:limit]
+
+
+def bounded_id(text: str, limit: int = MSG_ID_LIMIT) -> str:
+    """An id of at most `limit` characters that stays distinct: longer ids keep a prefix and their hash.
+
+    Truncating would make two ids that share their first `limit` characters collide (the second
+    record would be dropped as a duplicate); the SHA-256 of the whole id keeps them apart.
+    """
+    if len(text) <= limit:
+        return text
+    digest = "~sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text[: max(0, limit - len(digest))] + digest
 
 
 def cloudevent_headers(

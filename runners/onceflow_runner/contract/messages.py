@@ -116,6 +116,7 @@ class RecordHeaders:
     decided_by: str | None = None
     #: The approval gates people let this record through (`APPROVED_STEPS`, comma-separated).
     approved_steps: str | None = None
+    sender_delivery_id: str | None = None
 
     def to_headers(self) -> dict[str, str]:
         pairs = (
@@ -128,6 +129,7 @@ class RecordHeaders:
             (h.DECISION, self.decision),
             (h.DECIDED_BY, self.decided_by),
             (h.APPROVED_STEPS, self.approved_steps),
+            (h.SENDER_DELIVERY_ID, self.sender_delivery_id),
         )
         return {name: value for name, value in pairs if value is not None}
 
@@ -144,6 +146,7 @@ class RecordHeaders:
             decision=found.get(h.DECISION),
             decided_by=found.get(h.DECIDED_BY),
             approved_steps=found.get(h.APPROVED_STEPS),
+            sender_delivery_id=found.get(h.SENDER_DELIVERY_ID),
         )
 
     @property

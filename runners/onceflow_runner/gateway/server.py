@@ -1,13 +1,21 @@
 """The webhook gateway: signed HTTP in, JetStream out, 2xx only after the PubAck.
 
-Order of checks, cheapest and safest first: body size (413), signature (401; nothing stored),
-then publish with the sender's delivery id as `Nats-Msg-Id`, so a sender's retry within the
-duplicate window is stored once. If JetStream does not acknowledge in time the answer is 503
-with Retry-After, and the sender retries: a record is never acknowledged and then lost.
+Order of checks, cheapest and safest first: body size (413; the body is read whole, however it
+is segmented), signature (401 with no detail for the sender; the reason is logged), then the
+size NATS will take (413), then publish with the trusted delivery id as `Nats-Msg-Id`, so a
+sender's retry, or a replay under a new id header, within the duplicate window is stored once.
+If JetStream does not acknowledge in time the answer is 503 with Retry-After, and the sender
+retries: a record is never acknowledged and then lost.
+
+Two listeners: the public webhook port (bounded connections, a header read timeout) and an
+operations port for /metrics, /healthz and /readyz, which no Service exposes. A gateway whose
+signing secret is empty or malformed stays up but never ready: readiness says why in one line,
+the log names the Connector and the field, and webhooks get 503 so senders keep their records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,16 +30,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
-from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
+from onceflow_runner.contract.headers import TRACEPARENT, bounded_id, cloudevent_headers
 from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
-from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, verify
+from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
+from onceflow_runner.contract.subjects import IN_STREAM
+from onceflow_runner.gateway.intake import BodyTooLarge, BodyTooSlow, nats_message_size, read_body
+from onceflow_runner.gateway.listener import serve_bounded
+from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
-__all__ = ["Gateway", "event_token"]
+__all__ = ["BODY_READ_SECONDS", "HEADER_READ_SECONDS", "MAX_CONNECTIONS", "Gateway", "event_token"]
 
 log = logging.getLogger("onceflow.gateway")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./-]+")
+#: A connection must send a request's complete headers within this time (also the idle keep-alive).
+HEADER_READ_SECONDS = 10.0
+#: ... and its body within this time.
+BODY_READ_SECONDS = 30.0
+#: Open webhook connections per gateway process; more are answered 503 and closed.
+MAX_CONNECTIONS = 512
 
 
 def event_token(name: str) -> str:
@@ -48,18 +66,33 @@ class Gateway:
     """One inbound Connector's HTTP endpoint."""
 
     def __init__(
-        self, plan: GatewayPlan, *, nats_url: str, secrets_dir: Path, host: str = "127.0.0.1", port: int = 0
+        self,
+        plan: GatewayPlan,
+        *,
+        nats_url: str,
+        secrets_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        metrics_port: int = 0,
+        header_timeout: float = HEADER_READ_SECONDS,
+        body_timeout: float = BODY_READ_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.plan = plan
         self.nats_url = nats_url
-        self.host, self.port = host, port
+        self.host, self.port, self.metrics_port = host, port, metrics_port
+        self.header_timeout, self.body_timeout, self.max_connections = header_timeout, body_timeout, max_connections
         sig = plan.signature
         self.signature = SignatureConfig(
             sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, sig.tolerance_seconds
         )
         self.secret = read_secret(secrets_dir, sig.secret)
+        #: Why the signing secret cannot be used (None when it can): the gateway is then never ready.
+        self.unusable_secret = signing_secret_problem(sig.scheme, self.secret)
         self.metrics = GatewayMetrics()
-        self._runner: web.AppRunner | None = None
+        self._webhooks: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._operations: web.AppRunner | None = None
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
 
@@ -67,36 +100,99 @@ class Gateway:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.plan.path}"
 
+    @property
+    def open_connections(self) -> int:
+        """Webhook connections open now (at most `max_connections`)."""
+        server = self._webhooks.server if self._webhooks is not None else None
+        return len(server.connections) if server is not None else 0
+
+    @property
+    def operations_url(self) -> str:
+        """Where /metrics, /healthz and /readyz are served."""
+        return f"http://{self.host}:{self.metrics_port}"
+
     async def start(self) -> None:
+        if self.unusable_secret is not None:
+            log.error(
+                "signing secret unusable; the gateway stays not ready until the Secret is fixed",
+                extra={
+                    "connector": self.plan.connector,
+                    "namespace": self.plan.namespace,
+                    "field": SECRET_FIELD,
+                    "secret": f"{self.plan.signature.secret.name}/{self.plan.signature.secret.key}",
+                    "reason": self.unusable_secret,
+                },
+            )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
         await natsio.ensure_streams(self.js)
+        await self._bound_tolerance_by_duplicate_window()
+        await self._start_operations()
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
         app.router.add_post(self.plan.path, self.receive)
+        self._webhooks = web.AppRunner(app, access_log=None, keepalive_timeout=self.header_timeout)
+        await self._webhooks.setup()
+        assert self._webhooks.server is not None
+        self._listener = await serve_bounded(
+            self._webhooks.server, self.host, self.port, max_connections=self.max_connections
+        )
+        self.port = int(self._listener.sockets[0].getsockname()[1])
+        log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
+
+    async def _start_operations(self) -> None:
+        app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        self._operations = web.AppRunner(app, access_log=None)
+        await self._operations.setup()
+        site = web.TCPSite(self._operations, self.host, self.metrics_port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
-            self.port = int(sockets[0].getsockname()[1])
-        log.info("gateway ready", extra={"connector": self.plan.connector, "url": self.url})
+            self.metrics_port = int(sockets[0].getsockname()[1])
+
+    async def _bound_tolerance_by_duplicate_window(self) -> None:
+        """A timestamp tolerance longer than the duplicate window would let a replay in twice: cap it."""
+        assert self.js is not None
+        window = (await self.js.stream_info(IN_STREAM)).config.duplicate_window or 0
+        if window and self.signature.tolerance_seconds > window:
+            log.warning(
+                "timestamp tolerance capped at the stream's duplicate window",
+                extra={
+                    "connector": self.plan.connector,
+                    "tolerance": self.signature.tolerance_seconds,
+                    "window": window,
+                },
+            )
+            sig = self.signature
+            self.signature = SignatureConfig(
+                sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, int(window)
+            )
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._listener is not None:
+            self._listener.close()
+        for runner in (self._webhooks, self._operations):
+            if runner is not None:
+                await runner.cleanup()
         if self.nc is not None:
             await self.nc.drain()
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    def not_ready_reason(self) -> str | None:
+        """Why the gateway must not receive webhooks now, in one short line; None when it may."""
+        if self.unusable_secret is not None:
+            return f"signing secret unusable: {self.unusable_secret}"
+        if self.nc is None or not self.nc.is_connected:
+            return "NATS not connected"
+        return None
+
     async def readyz(self, _: web.Request) -> web.Response:
-        ok = self.nc is not None and self.nc.is_connected
-        return web.Response(status=200 if ok else 503, text="ready" if ok else "NATS not connected")
+        reason = self.not_ready_reason()
+        return web.Response(status=503 if reason else 200, text=reason or "ready")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -105,51 +201,66 @@ class Gateway:
         self.metrics.requests.labels(connector=self.plan.connector, code=str(status)).inc()
         return web.json_response(body, status=status, headers=headers)
 
-    def _event(self, headers: dict[str, str] | None, body: bytes, request: web.Request) -> str:
+    def _event(self, body: bytes, request: web.Request) -> str:
         if self.plan.event_header and request.headers.get(self.plan.event_header):
             return event_token(request.headers[self.plan.event_header])
         if self.plan.event_body_field:
             try:
                 value = json.loads(body).get(self.plan.event_body_field)
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 value = None
             if isinstance(value, str) and value:
                 return event_token(value)
         return event_token(self.plan.event_default)
 
+    def _body_limit(self) -> int:
+        """The plan's cap, and never more than NATS could carry."""
+        broker = self.nc.max_payload if self.nc is not None else self.plan.max_body_bytes
+        return min(self.plan.max_body_bytes, broker)
+
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        limit = self.plan.max_body_bytes
+        if self.unusable_secret is not None:
+            return self._answer(503, {"error": "not accepting webhooks yet; retry"}, {"Retry-After": "30"})
+        limit = self._body_limit()
+        too_large: dict[str, object] = {"error": f"body larger than {limit} bytes"}
         if request.content_length is not None and request.content_length > limit:
-            return self._answer(413, {"error": f"body larger than {limit} bytes"})
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            return self._answer(413, {"error": f"body larger than {limit} bytes"})
+            return self._answer(413, too_large, {"Connection": "close"})
         try:
-            delivery_id = verify(self.signature, self.secret, request.headers, body, time.time())
+            body = await read_body(request.content, limit=limit, deadline_seconds=self.body_timeout)
+        except BodyTooLarge:
+            return self._answer(413, too_large, {"Connection": "close"})
+        except BodyTooSlow:
+            return self._answer(408, {"error": "body not received in time"}, {"Connection": "close"})
+        try:
+            delivery_id = bounded_id(verify(self.signature, self.secret, request.headers, body, time.time()))
         except SignatureError as exc:
-            return self._answer(401, {"error": f"signature rejected: {exc}"})
-        event = self._event(None, body, request)
+            log.info("signature rejected", extra={"connector": self.plan.connector, "reason": str(exc)})
+            return self._answer(401, {"error": "signature rejected"})
+        event = self._event(body, request)
+        claimed = claimed_delivery_id(self.signature, request.headers)
         record = RecordHeaders(
             # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
             # same delivery id must not look like a retry of this one.
-            msg_id=f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"[:256],
-            delivery_id=delivery_id[:256],
+            msg_id=bounded_id(f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"),
+            delivery_id=delivery_id,
             origin=self.plan.connector,
             event=event,
             content_type=request.headers.get("Content-Type", "application/json"),
             traceparent=request.headers.get(TRACEPARENT) or new_traceparent(),
+            sender_delivery_id=bounded_id(claimed) if claimed and claimed != delivery_id else None,
         )
         headers = record.to_headers() | cloudevent_headers(
             event_type=f"io.onceflow.{self.plan.connector}.{event}",
             source=f"/namespaces/{self.plan.namespace}/connectors/{self.plan.connector}",
-            event_id=delivery_id[:256],
+            event_id=delivery_id,
         )
-        subject = f"{self.plan.subject_prefix}.{event}"
         if self.js is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
+        if nats_message_size(headers, body) > self.nc.max_payload:
+            return self._answer(413, {"error": "record larger than the message broker accepts"})
         try:
-            ack = await self.js.publish(subject, body, headers=headers, timeout=5)
+            ack = await self.js.publish(f"{self.plan.subject_prefix}.{event}", body, headers=headers, timeout=5)
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
             return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})

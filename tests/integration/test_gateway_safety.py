@@ -1,0 +1,202 @@
+"""The gateway under hostile or careless senders: slow headers, many connections, replays,
+long ids, an unusable signing secret, and operations endpoints kept off the webhook port.
+
+Issue 19 items 15, 17 and 18 (gateway parts). Real gateway, real nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.gateway.server import Gateway
+from onceflow_runner.gateway.signatures import SignatureConfig, sign
+from tests.integration.gateway_harness import (
+    SECRET,
+    gateway_plan,
+    raw_exchange,
+    request_head,
+    running_gateway,
+    signed_headers,
+)
+from tests.integration.scenario import eventually
+
+STANDARD = SignatureConfig("standard-webhooks")
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def namespace() -> str:
+    return f"g{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def gateway(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running_gateway(
+        gateway_plan(namespace()), nats_server.url, tmp_path, header_timeout=2.0, max_connections=8
+    ) as gw:
+        yield gw
+
+
+# -- item 18: slow headers, connection cap, operations port, long ids ---------------------------
+
+
+async def test_connection_sending_headers_one_byte_per_second_is_closed_within_the_header_timeout(
+    gateway: Gateway,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    started = time.monotonic()
+    try:
+        for byte in b"POST /hooks HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 30:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            if await _closed_within(reader, 1.0):
+                break
+        else:
+            pytest.fail("the gateway kept a connection that never finished its headers")
+    finally:
+        writer.close()
+    assert time.monotonic() - started < gateway.header_timeout + 2
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), seconds) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_connections_past_the_cap_get_503_and_senders_within_it_are_served(gateway: Gateway) -> None:
+    idle = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(gateway.max_connections)]
+    try:
+        await asyncio.sleep(0)  # let the server see them
+        status, _ = await raw_exchange(gateway.port, request_head("/hooks", {}, length=0))
+    finally:
+        for _, writer in idle:
+            writer.close()
+    assert status == 503
+    await eventually(lambda: gateway.open_connections == 0, within=5)
+    body = b'{"key": "after-the-flood"}'
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(gateway.url, content=body, headers=signed_headers(body))
+    assert resp.status_code == 202
+
+
+async def test_metrics_and_health_are_served_on_the_operations_port_not_the_webhook_port(gateway: Gateway) -> None:
+    async with httpx.AsyncClient() as client:
+        public = [(await client.get(f"http://127.0.0.1:{gateway.port}{p}")).status_code for p in _OPS]
+        private = [(await client.get(f"{gateway.operations_url}{p}")).status_code for p in _OPS]
+        metrics = (await client.get(f"{gateway.operations_url}/metrics")).text
+    assert all(code in {404, 405} for code in public), public
+    assert private == [200, 200, 200]
+    assert "onceflow_gateway_requests_total" in metrics
+
+
+_OPS = ("/metrics", "/healthz", "/readyz")
+
+
+async def test_delivery_ids_longer_than_256_characters_that_share_a_prefix_do_not_collide(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    plan = gateway_plan(namespace(), scheme="standard-webhooks")
+    async with running_gateway(plan, nats_server.url, tmp_path, secret=WHSEC) as gw, httpx.AsyncClient() as client:
+        prefix = "msg_" + "x" * 300
+        answers = []
+        for n, suffix in enumerate(("a", "b")):
+            body = f'{{"n": {n}}}'.encode()
+            headers = sign(STANDARD, WHSEC, body, delivery_id=prefix + suffix, timestamp=int(time.time()))
+            answers.append((await client.post(gw.url, content=body, headers=headers)).json())
+    assert [a["duplicate"] for a in answers] == [False, False]
+    assert answers[0]["sequence"] != answers[1]["sequence"]
+
+
+# -- item 17: replays ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "config"),
+    [
+        ("hmac", SignatureConfig("hmac", header="X-Signature")),
+        ("github", SignatureConfig("github")),
+        ("shopify", SignatureConfig("shopify")),
+    ],
+)
+async def test_replay_of_a_body_signed_scheme_under_a_new_delivery_id_is_a_duplicate(
+    nats_server: NatsServer, tmp_path: Path, scheme: str, config: SignatureConfig
+) -> None:
+    plan = gateway_plan(namespace(), scheme=scheme)
+    body = b'{"customer": "acme", "amount": "10.00"}'
+    async with running_gateway(plan, nats_server.url, tmp_path) as gw, httpx.AsyncClient() as client:
+        first = await client.post(
+            gw.url, content=body, headers=sign(config, SECRET, body, delivery_id="d-1", timestamp=0)
+        )
+        replay = await client.post(
+            gw.url, content=body, headers=sign(config, SECRET, body, delivery_id="d-2", timestamp=0)
+        )
+    assert first.status_code == replay.status_code == 202
+    assert (first.json()["duplicate"], replay.json()["duplicate"]) == (False, True)
+
+
+async def test_timestamp_tolerance_longer_than_the_duplicate_window_is_capped_to_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    plan = gateway_plan(namespace(), scheme="standard-webhooks", tolerance_seconds=3600)
+    body = b'{"n": 1}'
+    async with running_gateway(plan, nats_server.url, tmp_path, secret=WHSEC) as gw, httpx.AsyncClient() as client:
+        assert gw.js is not None
+        window = (await gw.js.stream_info("ONCEFLOW_IN")).config.duplicate_window
+        stale = sign(STANDARD, WHSEC, body, delivery_id="old", timestamp=int(time.time() - window - 30))
+        fresh = sign(STANDARD, WHSEC, body, delivery_id="new", timestamp=int(time.time() - 5))
+        answers = [(await client.post(gw.url, content=body, headers=h)).status_code for h in (stale, fresh)]
+    assert answers == [401, 202]
+
+
+# -- item 15: unusable signing secrets --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "secret"),
+    [
+        ("hmac", ""),
+        ("hmac", "   \n"),
+        ("github", ""),
+        ("standard-webhooks", "not-a-whsec"),
+        ("standard-webhooks", "whsec_!!!"),
+    ],
+)
+async def test_gateway_with_an_empty_or_malformed_secret_is_never_ready_and_stores_nothing(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, scheme: str, secret: str
+) -> None:
+    plan = gateway_plan(namespace(), scheme=scheme)
+    body = b'{"forged": true}'
+    config = SignatureConfig(scheme, header="X-Signature")
+    forged = (
+        sign(config, "", body, delivery_id="f", timestamp=int(time.time())) if scheme != "standard-webhooks" else {}
+    )
+    with caplog.at_level(logging.ERROR, logger="onceflow.gateway"):
+        async with running_gateway(plan, nats_server.url, tmp_path, secret=secret) as gw, httpx.AsyncClient() as client:
+            ready = await client.get(f"{gw.operations_url}/readyz")
+            answer = await client.post(gw.url, content=body, headers=forged)
+    assert ready.status_code == 503
+    assert ready.text.startswith("signing secret unusable: ")
+    assert answer.status_code == 503
+    line = next(r for r in caplog.records if r.getMessage().startswith("signing secret unusable"))
+    assert (line.__dict__["connector"], line.__dict__["field"]) == ("src", "spec.webhook.signature.secretRef")
+
+
+async def test_a_rejected_signature_gets_401_that_describes_nothing_of_the_configuration(gateway: Gateway) -> None:
+    body = b'{"n": 1}'
+    async with httpx.AsyncClient() as client:
+        missing = await client.post(gateway.url, content=body)
+        wrong = await client.post(gateway.url, content=body, headers={"X-Signature": "00"})
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json() == wrong.json() == {"error": "signature rejected"}
