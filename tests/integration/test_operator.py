@@ -81,6 +81,22 @@ def test_connector_naming_an_unlabelled_secret_is_stalled_until_its_owner_opts_i
     assert "t0ken" not in json.dumps(kubectl.get("connector", "erp"))
 
 
+def test_webhook_connector_with_an_unusable_signing_secret_is_stalled_without_showing_it(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    # Empty (or whitespace) is a key everyone knows; the gateway would refuse it, so the status says so first.
+    kubectl.apply(secret("crm", secret="  "), cases.connector_webhook())
+    stalled = wait_for(lambda: condition(kubectl.get("connector", "crm"), "Stalled"))
+    assert stalled["reason"] == "SigningSecretUnusable"
+    assert "spec.webhook.signature.secretRef" in stalled["message"]
+    assert "whsec_<base64>" in stalled["message"]
+    kubectl.apply(secret("crm", secret="not-a-whsec-secret"))
+    wait_for(lambda: "not-a-whsec-secret" not in json.dumps(kubectl.get("connector", "crm")) or None)
+    kubectl.apply(secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+    wait_for(lambda: condition(kubectl.get("connector", "crm"), "Stalled") is None or None)
+    assert "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in json.dumps(kubectl.get("connector", "crm"))
+
+
 def test_webhook_connector_gets_a_restricted_gateway_and_service(kubectl: Kubectl, operator_running: None) -> None:
     kubectl.apply(secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), cases.connector_webhook())
     deployment = wait_for(lambda: kubectl.run("get", "deployment", "crm-gateway", "-o", "json", check=False).stdout)

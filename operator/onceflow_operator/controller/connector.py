@@ -34,7 +34,8 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
     connector = Connector.model_validate({**body, "status": None})
-    problems, checksum = await check_secrets(kube, namespace, secret_refs(connector))
+    scheme = connector.spec.webhook.signature.scheme if connector.spec.webhook else ""
+    problems, checksum = await check_secrets(kube, namespace, secret_refs(connector), signing_scheme=scheme)
     if problems:
         reason = problems[0][0]
         message = "; ".join(text for _, text in problems)

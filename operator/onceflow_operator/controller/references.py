@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +13,7 @@ from onceflow_operator.api import Connector
 from onceflow_operator.api.names import API_VERSION, CREDENTIALS_LABEL
 from onceflow_operator.build.pods import secrets_checksum_of
 from onceflow_operator.clients.kube import KubeClient
+from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = ["check_secrets", "connectors_in", "is_usable_secret", "secret_refs", "secrets_checksum", "unusable_secrets"]
 
@@ -32,7 +35,7 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if spec.webhook:
         ref = spec.webhook.signature.secret_ref
-        out.append(("spec.webhook.signature.secretRef", ref.name, ref.key))
+        out.append((SECRET_FIELD, ref.name, ref.key))
     if spec.rest:
         auth = spec.rest.auth
         for block_name in ("bearer", "basic", "api_key", "erpnext_token", "oauth2"):
@@ -53,6 +56,16 @@ def is_usable_secret(secret: Mapping[str, Any]) -> bool:
     return bool(labels.get(CREDENTIALS_LABEL) == "true")
 
 
+def _value(secret: Mapping[str, Any], key: str) -> str:
+    """A Secret key's value as text (stringData as given, data base64-decoded); "" when unreadable."""
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    try:
+        return base64.b64decode(str((secret.get("data") or {}).get(key, "")), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
 def _not_usable(name: str, path: str) -> str:
     return (
         f"Secret {name} (from {path}) is not labelled {CREDENTIALS_LABEL}=true; Onceflow only sends Secrets "
@@ -61,11 +74,14 @@ def _not_usable(name: str, path: str) -> str:
 
 
 async def check_secrets(
-    kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]
+    kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]], *, signing_scheme: str = ""
 ) -> tuple[list[tuple[str, str]], str]:
     """Return the problems as (reason, message) and the checksum of the Secrets' resourceVersions.
 
-    Reasons: SecretNotFound (no Secret, or no such key) and SecretNotUsable (not labelled for Onceflow).
+    Reasons: SecretNotFound (no Secret, or no such key), SecretNotUsable (not labelled for Onceflow)
+    and SigningSecretUnusable (a webhook's signing secret the gateway would refuse: empty, too
+    short, or not `whsec_<base64>` for Standard Webhooks; `signing_scheme` names the scheme). A
+    message never contains a secret value.
     """
     problems: list[tuple[str, str]] = []
     versions: dict[str, str] = {}
@@ -81,6 +97,14 @@ async def check_secrets(
             )
         elif not is_usable_secret(secret):
             problems.append(("SecretNotUsable", _not_usable(name, path)))
+        elif path == SECRET_FIELD and (problem := signing_secret_problem(signing_scheme, _value(secret, key))):
+            problems.append(
+                (
+                    "SigningSecretUnusable",
+                    f"Secret {name} key {key} (from {path}) {problem}; store a non-empty secret "
+                    "(standard-webhooks: whsec_<base64>)",
+                )
+            )
         else:
             versions[name] = secret["metadata"].get("resourceVersion", "")
     return problems, secrets_checksum_of(versions)
