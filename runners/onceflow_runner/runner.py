@@ -2,7 +2,8 @@
 
 `settle` is the one place where delivery is decided, and it reads like the guarantee:
 
-- done before (business key in the KV store)  -> ack, counted as a duplicate, no effect;
+- done before (business key in the KV store)  -> ack, counted as a duplicate, no effect (the key is
+                                                 bounded first: `contract.keys.bounded_key`);
 - completed or filtered                        -> key marked done, then ack;
 - parked for approval                          -> exception stream (original bytes), then ack;
 - permanent failure                            -> exception stream (original bytes), then ack;
@@ -37,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.headers import header_safe
+from onceflow_runner.contract.keys import bounded_key
 from onceflow_runner.contract.messages import AuditEntry, AuditStep, Heartbeat, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable, owns
@@ -227,7 +229,7 @@ class Runner:
         meta = self._meta(msg, record)
         try:
             payload = decode_payload(msg.data, record.content_type or "application/json")
-            meta["businessKey"] = self.engine.business_key(payload, meta)
+            meta["businessKey"] = bounded_key(self.engine.business_key(payload, meta))
             if await self.wiring.is_done(meta["businessKey"]):
                 self.metrics.duplicates.labels(**self.labels).inc()
                 await self._audit(meta, "duplicate", [], "business key already done")

@@ -9,7 +9,6 @@ namespace so a record re-sent long after JetStream's duplicate window still has 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from nats.js.kv import KeyValue
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
+from onceflow_runner.contract.keys import bounded_id, bounded_key, kv_token
 from onceflow_runner.contract.messages import Heartbeat
 from onceflow_runner.contract.plan import NatsPlan, Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable
@@ -167,8 +167,8 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
 
 
 def kv_key(integration: str, business_key: str) -> str:
-    """KV keys allow few characters; the business key is base64url-encoded under its Integration."""
-    return f"{integration}.{base64.urlsafe_b64encode(business_key.encode()).decode()}"
+    """KV keys allow few characters: the (bounded) business key, base64url-encoded, under its Integration."""
+    return f"{integration}.{kv_token(business_key)}"
 
 
 @dataclass
@@ -205,8 +205,11 @@ class JetStreamWiring:
         return rollout_subject(self.plan.nats, self.plan.namespace, self.plan.integration)
 
     async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
-        """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
-        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: msg_id})
+        """Publish to a stream and wait for its PubAck; return True when it was a duplicate.
+
+        The message id is bounded (`contract.keys.bounded_id`): a long one is hashed, never cut.
+        """
+        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
 
     async def is_done(self, business_key: str) -> bool:
@@ -235,7 +238,7 @@ class JetStreamEvents:
         headers = cloudevent_headers(
             event_type=f"io.onceflow.{entity}.{verb}",
             source=f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
-            event_id=str(meta["businessKey"]),
+            event_id=bounded_key(str(meta["businessKey"])),
             content_type="application/json",
         )
         headers[h.ORIGIN] = self.plan.source

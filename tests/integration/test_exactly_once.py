@@ -1,0 +1,60 @@
+"""Exactly once under real-world input (issue 19): records in flight twice, filtered drafts, calls
+slower than ackWait, records that crash the settle path or run out of deliveries, long keys.
+
+Each test runs the real gateway and runner against a real nats-server and the sandbox ERP, and
+ends with the ledger from the systems' own books (see test_delivery_faults): accepted = ERP
+effects + exceptions + dead letters, no business key with two effects, asserted once the
+Integration's consumer has settled everything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.integration.test_delivery_faults import Harness, start, stop
+
+#: Most ERPs ignore Idempotency-Key, and ERPNext can name customers by series: a second create is
+#: a second customer. Only the runner can then keep one record per business key.
+FORGETFUL = {"honour_idempotency_key": False, "customer_naming": "Naming Series"}
+
+
+def customer(key: str, **extra: Any) -> bytes:
+    return json.dumps({"key": key, "name": f"Customer {key}", **extra}).encode()
+
+
+@pytest.fixture
+async def harness(nats_server: NatsServer) -> AsyncIterator[Harness]:
+    h = await start(nats_server)
+    yield h
+    await stop(h)
+
+
+@pytest.fixture
+async def forgetful(nats_server: NatsServer) -> AsyncIterator[Harness]:
+    h = await start(nats_server, erp=ErpSandbox(**FORGETFUL))
+    yield h
+    await stop(h)
+
+
+async def test_a_4kb_business_key_reaches_the_erp_once_and_a_similar_one_is_not_confused_with_it(
+    nats_server: NatsServer,
+) -> None:
+    h = await start(nats_server, erp=ErpSandbox(**FORGETFUL))
+    try:
+        first, second = "L" * 4000 + "-a", "L" * 4000 + "-b"
+        await h.send(first, delivery_id="long-a")
+        await h.send(second, delivery_id="long-b")
+        ledger = await h.settled(2, within=40)
+        assert sorted(ledger.effects.values()) == [1, 1], ledger.effects
+        assert h.erp.requests == 2, "a record was called again after its effect"
+        assert all(len(key) <= 256 for key in h.erp.effects), "the Idempotency-Key carries the whole key"
+        assert ledger.exceptions == []
+        assert ledger.dead_letters == []
+    finally:
+        await stop(h)
