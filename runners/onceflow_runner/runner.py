@@ -4,7 +4,8 @@
 
 - done before (business key in the KV store)  -> ack, counted as a duplicate, no effect (the key is
                                                  bounded first: `contract.keys.bounded_key`);
-- completed or filtered                        -> key marked done, then ack;
+- completed                                    -> key marked done, then ack (only effects do);
+- filtered                                     -> ack; the key stays free for the next record;
 - parked for approval                          -> exception stream (original bytes), then ack;
 - permanent failure                            -> exception stream (original bytes), then ack;
 - transient failure, deliveries left           -> nak with the target's Retry-After or backoff;
@@ -255,9 +256,10 @@ class Runner:
             )
             self.stats.record("parked", time.perf_counter() - started)
             return
-        await self.wiring.mark_done(
-            meta["businessKey"], {"outcome": outcome.kind, "revision": self.plan.revision, "at": time.time()}
-        )
+        if outcome.kind == "completed":
+            await self.wiring.mark_done(
+                meta["businessKey"], {"outcome": outcome.kind, "revision": self.plan.revision, "at": time.time()}
+            )
         await msg.ack()
         seconds = time.perf_counter() - started
         if outcome.kind == "completed":

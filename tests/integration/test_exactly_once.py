@@ -17,6 +17,7 @@ import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import Harness, start, stop
 
 #: Most ERPs ignore Idempotency-Key, and ERPNext can name customers by series: a second create is
@@ -40,6 +41,20 @@ async def forgetful(nats_server: NatsServer) -> AsyncIterator[Harness]:
     h = await start(nats_server, erp=ErpSandbox(**FORGETFUL))
     yield h
     await stop(h)
+
+
+async def test_a_filtered_draft_does_not_consume_the_key_of_the_submitted_document(nats_server: NatsServer) -> None:
+    submitted_only = [{"name": "submitted", "filter": {"condition": "input.status == 'submitted'"}}]
+    h = await start(nats_server, steps=submitted_only)
+    try:
+        await h.send("so-1", customer("so-1", status="draft"), delivery_id="so-1-draft")
+        await eventually(h.quiet, within=30, interval=0.2)
+        assert h.erp.effects == {}
+        await h.send("so-1", customer("so-1", status="submitted"), delivery_id="so-1-submitted")
+        ledger = await h.settled(1, within=30)
+        assert ledger.effects == {"so-1": 1}
+    finally:
+        await stop(h)
 
 
 async def test_a_4kb_business_key_reaches_the_erp_once_and_a_similar_one_is_not_confused_with_it(

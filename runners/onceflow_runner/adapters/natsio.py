@@ -213,11 +213,18 @@ class JetStreamWiring:
         return bool(ack.duplicate)
 
     async def is_done(self, business_key: str) -> bool:
+        """True when a record with this key had its effect.
+
+        A `filtered` mark (written before only effects marked keys done) is not one.
+        """
         try:
-            await self.kv.get(kv_key(self.plan.integration, business_key))
+            entry = await self.kv.get(kv_key(self.plan.integration, business_key))
         except KeyNotFoundError:
             return False
-        return True
+        try:
+            return bool(json.loads(entry.value or b"{}").get("outcome") != "filtered")
+        except (ValueError, AttributeError):
+            return True
 
     async def mark_done(self, business_key: str, outcome: Mapping[str, Any]) -> None:
         await self.kv.put(kv_key(self.plan.integration, business_key), json.dumps(outcome).encode())
