@@ -9,6 +9,7 @@ Integration's consumer has settled everything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.testing.sandbox import ErpSandbox
+from onceflow_runner.testing.sandbox import ErpSandbox, Fault
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import Harness, start, stop
 
@@ -41,6 +42,23 @@ async def forgetful(nats_server: NatsServer) -> AsyncIterator[Harness]:
     h = await start(nats_server, erp=ErpSandbox(**FORGETFUL))
     yield h
     await stop(h)
+
+
+async def test_the_same_customer_fired_twice_within_a_second_makes_one_erp_record_and_no_exception(
+    forgetful: Harness,
+) -> None:
+    # Both deliveries are in flight together: the ERP answers the first create after 0.5s.
+    forgetful.erp.faults.append(Fault(status=200, times=2, delay_seconds=0.5))
+    body = customer("twice")
+    await asyncio.gather(
+        forgetful.send("twice", body, delivery_id="crm-delivery-1"),
+        forgetful.send("twice", body, delivery_id="crm-delivery-2"),
+    )
+    ledger = await forgetful.settled(1)
+    assert ledger.effects == {"twice": 1}
+    assert len(forgetful.erp.docs["Customer"]) == 1
+    assert ledger.exceptions == []
+    assert ledger.dead_letters == []
 
 
 async def test_a_filtered_draft_does_not_consume_the_key_of_the_submitted_document(nats_server: NatsServer) -> None:

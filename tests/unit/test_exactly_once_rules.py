@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from onceflow_runner.adapters.natsio import kv_key
+from onceflow_runner.adapters.keystore import kv_key
 from onceflow_runner.contract.keys import (
     HASH_MARK,
     MAX_KEY_CHARS,
     MAX_MSG_ID_CHARS,
+    KeyState,
     bounded_id,
     bounded_key,
 )
@@ -47,3 +50,13 @@ def test_message_ids_are_hashed_not_truncated() -> None:
     assert bounded_id(base + "1") != bounded_id(base + "2")
     assert len(bounded_id(base + "1")) <= MAX_MSG_ID_CHARS
     assert bounded_id("sales/crm/d1") == "sales/crm/d1"
+
+
+def test_key_store_entries_written_before_claims_read_as_done_except_filtered_ones() -> None:
+    assert KeyState.from_wire(json.dumps({"outcome": "completed", "revision": "r", "at": 1.0}).encode()).is_done
+    assert not KeyState.from_wire(json.dumps({"outcome": "filtered", "revision": "r", "at": 1.0}).encode()).is_done
+    claim = KeyState(state="claimed", owner="pod", lease_until=110.0)
+    assert not claim.is_done
+    assert claim.lease_left(100.0) == 10.0
+    assert claim.lease_left(120.0) == 0.0
+    assert KeyState.from_wire(claim.to_wire()) == claim

@@ -1,10 +1,11 @@
-"""Everything the data plane says to NATS JetStream, in one module.
+"""Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
 A revision consumes through a durable pull consumer with explicit acks; creating it with the
 plan's config on every start is also how drift is corrected (JetStream creates or updates a
-consumer whose editable fields differ). Business keys that completed are kept in a KV bucket per
-namespace so a record re-sent long after JetStream's duplicate window still has one effect.
+consumer whose editable fields differ). Business keys are claimed and marked done in a KV bucket
+per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window, or
+twice at once, still has one effect.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import BadRequestError, NotFoundError
 
+from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
-from onceflow_runner.contract.keys import bounded_id, bounded_key, kv_token
+from onceflow_runner.contract.keys import bounded_id, bounded_key
 from onceflow_runner.contract.messages import Heartbeat
 from onceflow_runner.contract.plan import NatsPlan, Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable
@@ -52,7 +53,6 @@ __all__ = [
     "consumer_config",
     "ensure_streams",
     "get_stored",
-    "kv_key",
     "lane_consumer",
     "provision_consumer",
     "publish_split",
@@ -166,18 +166,13 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     )
 
 
-def kv_key(integration: str, business_key: str) -> str:
-    """KV keys allow few characters: the (bounded) business key, base64url-encoded, under its Integration."""
-    return f"{integration}.{kv_token(business_key)}"
-
-
 @dataclass
 class JetStreamWiring:
     """One revision's JetStream handles: its consumer subscription, publishers and key store."""
 
     nc: Client
     js: JetStreamContext
-    kv: KeyValue
+    keys: KeyStore
     plan: Plan
 
     lane: Lane = "main"
@@ -189,10 +184,10 @@ class JetStreamWiring:
         if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
             await js.add_consumer(plan.nats.stream, consumer_config(plan))
         try:
-            kv = await js.key_value(plan.nats.kv_bucket)
+            await js.key_value(plan.nats.kv_bucket)
         except (NotFoundError, BadRequestError):
-            kv = await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
-        return cls(nc, js, kv, plan, lane)
+            await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        return cls(nc, js, KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision), plan, lane)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
@@ -211,23 +206,6 @@ class JetStreamWiring:
         """
         ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
-
-    async def is_done(self, business_key: str) -> bool:
-        """True when a record with this key had its effect.
-
-        A `filtered` mark (written before only effects marked keys done) is not one.
-        """
-        try:
-            entry = await self.kv.get(kv_key(self.plan.integration, business_key))
-        except KeyNotFoundError:
-            return False
-        try:
-            return bool(json.loads(entry.value or b"{}").get("outcome") != "filtered")
-        except (ValueError, AttributeError):
-            return True
-
-    async def mark_done(self, business_key: str, outcome: Mapping[str, Any]) -> None:
-        await self.kv.put(kv_key(self.plan.integration, business_key), json.dumps(outcome).encode())
 
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""

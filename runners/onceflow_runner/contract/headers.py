@@ -34,8 +34,12 @@ __all__ = [
     "DELIVERY_ID",
     "ERROR",
     "EVENT",
+    "EXPECTED_LAST_SUBJECT_SEQUENCE",
     "IDEMPOTENCY_KEY",
     "INTEGRATION",
+    "KV_DELETE",
+    "KV_OPERATION",
+    "KV_PURGE",
     "NATS_MSG_ID",
     "ONCEFLOW_PREFIX",
     "ORIGIN",
@@ -58,6 +62,12 @@ TRACEPARENT: Final = "traceparent"
 CONTENT_TYPE: Final = "Content-Type"
 #: Outbound HTTP calls carry the business idempotency key here.
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+#: JetStream compare-and-set: the publish is stored only if the subject's last sequence is this (0: none).
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
+#: JetStream KV: an entry that is a delete or purge marker says so here.
+KV_OPERATION: Final = "KV-Operation"
+KV_DELETE: Final = "DEL"
+KV_PURGE: Final = "PURGE"
 
 # -- CloudEvents, binary mode -------------------------------------------------------------------
 CLOUDEVENTS_VERSION: Final = "1.0"

@@ -49,6 +49,8 @@ __all__ = [
     "inbound_prefix",
     "inbound_subject",
     "kv_bucket",
+    "kv_stream",
+    "kv_subject",
     "namespace_of",
     "namespace_root",
     "rollout_subject",
@@ -181,6 +183,16 @@ def consumer_name(namespace: str, integration: str) -> str:
 def kv_bucket(namespace: str) -> str:
     """The key-value bucket of a namespace's completed business keys."""
     return f"{ROOT}-keys-{namespace}"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a JetStream KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject one key of a KV bucket is stored on (what compare-and-set publishes go to)."""
+    return f"$KV.{bucket}.{key}"
 
 
 def namespace_of(subject: str) -> str:
