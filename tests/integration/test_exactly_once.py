@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -28,6 +28,16 @@ FORGETFUL = {"honour_idempotency_key": False, "customer_naming": "Naming Series"
 
 def customer(key: str, **extra: Any) -> bytes:
     return json.dumps({"key": key, "name": f"Customer {key}", **extra}).encode()
+
+
+def ack_wait_below_one_call(seconds: float) -> Callable[[dict[str, Any]], None]:
+    """A plan whose ackWait is shorter than one call: made by hand, or refused by `onceflow validate`."""
+
+    def edit(raw: dict[str, Any]) -> None:
+        raw["error_policy"]["ack_wait"] = seconds
+        raw["connectors"]["erp"]["read_timeout"] = 30.0
+
+    return edit
 
 
 @pytest.fixture
@@ -71,6 +81,19 @@ async def test_a_filtered_draft_does_not_consume_the_key_of_the_submitted_docume
         await h.send("so-1", customer("so-1", status="submitted"), delivery_id="so-1-submitted")
         ledger = await h.settled(1, within=30)
         assert ledger.effects == {"so-1": 1}
+    finally:
+        await stop(h)
+
+
+async def test_a_call_slower_than_ack_wait_reaches_the_erp_once(nats_server: NatsServer) -> None:
+    h = await start(nats_server, erp=ErpSandbox(**FORGETFUL), plan_edit=ack_wait_below_one_call(1.0))
+    try:
+        h.erp.faults.append(Fault(status=200, times=1, delay_seconds=3.5))
+        await h.send("slow")
+        ledger = await h.settled(1, within=30)
+        assert ledger.effects == {"slow": 1}
+        assert h.erp.requests == 1, "JetStream redelivered the record while its call was in flight"
+        assert len(h.erp.docs["Customer"]) == 1
     finally:
         await stop(h)
 

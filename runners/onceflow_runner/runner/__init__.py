@@ -12,7 +12,8 @@
 - transient failure, deliveries left -> nak with the target's Retry-After or backoff;
 - transient failure, last delivery -> dead-letter stream (original bytes), then ack.
 
-Every ack comes after the record's side
+While a record works, its delivery is kept in progress and its key's lease renewed, so a call
+slower than ackWait is never run twice in parallel. Every ack comes after the record's side
 effects and after its exception or dead letter has a PubAck; a crash anywhere before the ack
 means a redelivery, which finds the key claimed (it waits) or done (a duplicate).
 

@@ -84,6 +84,7 @@ class Runner:
         self._tasks = [
             asyncio.create_task(self._pull_loop()),
             asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._settler.keeper.run()),
         ]
         self.ready = True
         log.info("runner ready", extra={"integration": self.plan.integration, "revision": self.plan.revision})

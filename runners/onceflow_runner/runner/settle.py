@@ -11,14 +11,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from nats.aio.msg import Msg
 
-from onceflow_runner.adapters.keystore import Claim
+from onceflow_runner.adapters.keystore import Claim, KeyStore
 from onceflow_runner.adapters.natsio import JetStreamWiring
 from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.keys import bounded_key
@@ -30,7 +30,7 @@ from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.payloads.decode import decode_payload
 
-__all__ = ["Delivery", "Settler"]
+__all__ = ["Delivery", "ProgressKeeper", "Settler"]
 
 log = logging.getLogger("onceflow.runner")
 
@@ -44,7 +44,7 @@ def describe(exc: BaseException) -> str:
     return header_safe(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, 300)
 
 
-@dataclass
+@dataclass(eq=False)
 class Delivery:
     """One delivery being settled: the message, what the audit says of it, and its key's claim."""
 
@@ -64,6 +64,53 @@ class Delivery:
         self.answered = True
 
 
+class ProgressKeeper:
+    """While records work: tell JetStream each is in progress, and renew its key's lease, every tick.
+
+    One loop for every delivery in flight (a task per record would cost the common, fast path).
+    The tick is a third of ackWait (at most 10s): a call slower than ackWait is not redelivered
+    while it runs, and the lease (ackWait long) lapses soon after the runner holding it dies.
+    """
+
+    def __init__(self, keys: KeyStore, owner: str, ack_wait: float) -> None:
+        self.keys, self.owner, self.lease = keys, owner, ack_wait
+        self.tick = min(max(ack_wait / 3, 0.05), 10.0)
+        self._working: dict[Delivery, asyncio.Task[None] | None] = {}
+
+    @contextlib.asynccontextmanager
+    async def working(self, delivery: Delivery) -> AsyncIterator[None]:
+        """Keep `delivery` in progress inside the block; a renewal in flight is awaited on the way out."""
+        self._working[delivery] = None
+        try:
+            yield
+        finally:
+            renewal = self._working.pop(delivery, None)
+            if renewal is not None:
+                with contextlib.suppress(Exception):
+                    await renewal  # so the claim's revision is current before it is released
+
+    async def run(self) -> None:
+        """Every tick, signal each delivery that has worked for a tick or more; until cancelled.
+
+        Cancelled by `Runner.stop` after the records in flight were drained, not before.
+        """
+        while True:
+            await asyncio.sleep(self.tick)
+            due = time.perf_counter() - self.tick
+            for delivery, renewal in list(self._working.items()):
+                if delivery.started <= due and not delivery.answered and (renewal is None or renewal.done()):
+                    self._working[delivery] = asyncio.create_task(self._signal(delivery))
+
+    async def _signal(self, delivery: Delivery) -> None:
+        with contextlib.suppress(Exception):
+            await delivery.msg.in_progress()
+        claim = delivery.claim
+        if claim is not None and claim.status == "claimed":
+            with contextlib.suppress(Exception):
+                if not await self.keys.renew(claim, owner=self.owner, lease=self.lease):
+                    log.warning("business key taken over while this record worked on it")
+
+
 class Settler:
     """Settles the deliveries of one revision's lane (see the package docstring for the rules)."""
 
@@ -80,6 +127,7 @@ class Settler:
         self.metrics, self.stats, self.owner = metrics, stats, owner
         self.labels = {"integration": plan.integration, "revision": plan.revision}
         self.last_success: datetime | None = None
+        self.keeper = ProgressKeeper(wiring.keys, owner, plan.error_policy.ack_wait)
 
     def _meta(self, msg: Msg, record: RecordHeaders) -> dict[str, Any]:
         md = msg.metadata
@@ -102,10 +150,11 @@ class Settler:
         self.metrics.received.labels(**self.labels).inc()
         record = RecordHeaders.from_headers(msg.headers)
         delivery = Delivery(msg, record, self._meta(msg, record), time.perf_counter())
-        try:
-            await self._settle(delivery)
-        finally:
-            await self._release(delivery)
+        async with self.keeper.working(delivery):
+            try:
+                await self._settle(delivery)
+            finally:
+                await self._release(delivery)
 
     async def _settle(self, delivery: Delivery) -> None:
         msg, meta = delivery.msg, delivery.meta
@@ -140,7 +189,7 @@ class Settler:
                 meta, "waiting", [], f"another delivery holds the business key; next look in {delay:.1f}s"
             )
             return False
-        while claim.status == "busy":  # the last delivery may not be nak'ed: wait here
+        while claim.status == "busy":  # the last delivery may not be nak'ed: wait here, kept in progress
             await asyncio.sleep(min(max(claim.wait, 0.05), 0.5))
             claim = await keys.claim(meta["businessKey"], owner=self.owner, lease=policy.ack_wait)
         if claim.status == "done":
