@@ -14,9 +14,12 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import nats
 import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters.natsio import provision_consumer
+from onceflow_runner.engine.ports import Response
 from onceflow_runner.testing.sandbox import ErpSandbox, Fault
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import Harness, start, stop
@@ -112,5 +115,75 @@ async def test_a_4kb_business_key_reaches_the_erp_once_and_a_similar_one_is_not_
         assert all(len(key) <= 256 for key in h.erp.effects), "the Idempotency-Key carries the whole key"
         assert ledger.exceptions == []
         assert ledger.dead_letters == []
+    finally:
+        await stop(h)
+
+
+class ExplodingCaller:
+    """A Caller with a bug: what any exception the settle path did not expect looks like."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def request(self, connector: str, method: str, path: str, **_: Any) -> Response:
+        self.calls += 1
+        raise RuntimeError(f"bug in {connector} client\nTraceback (most recent call last): ...")
+
+
+async def test_an_unexpected_exception_parks_the_record_as_internal_error_with_its_bytes(
+    nats_server: NatsServer,
+) -> None:
+    h = await start(nats_server, in_process=True)
+    try:
+        caller = ExplodingCaller()
+        await h.start_runner(caller)
+        body = customer("buggy")
+        await h.send("buggy", body)
+        ledger = await h.settled(1, within=30)
+        (parked,) = ledger.exceptions
+        assert parked.data == body
+        assert parked.headers["Onceflow-Reason"] == "InternalError"
+        assert "RuntimeError: bug in erp client" in parked.headers["Onceflow-Error"]
+        assert "Traceback" not in parked.headers["Onceflow-Error"]
+        assert caller.calls == 1, "an unexpected exception is not retried blindly"
+    finally:
+        await stop(h)
+
+
+async def test_deep_json_that_crashes_the_decoder_is_parked_with_its_bytes_not_stranded(harness: Harness) -> None:
+    deep = b"[" * 5_000 + b"]" * 5_000
+    await harness.send("deep", deep)
+    ledger = await harness.settled(1, within=40)
+    (parked,) = ledger.exceptions
+    assert parked.data == deep
+    assert parked.headers["Onceflow-Reason"] in {"InternalError", "MalformedInput"}
+
+
+async def test_a_record_out_of_deliveries_that_no_runner_settled_becomes_a_dead_letter(
+    nats_server: NatsServer,
+) -> None:
+    def two_short_deliveries(raw: dict[str, Any]) -> None:
+        raw["error_policy"].update({"ack_wait": 1.0, "max_deliver": 2, "backoff": [0.1]})
+
+    h = await start(nats_server, in_process=True, plan_edit=two_short_deliveries)
+    try:
+        assert h.plan is not None
+        nc = await nats.connect(h.nats.url)
+        js = nc.jetstream()
+        await provision_consumer(js, h.plan)
+        body = customer("crashed")
+        await h.send("crashed", body)
+        # A runner that takes the record and dies before settling it, twice: JetStream gives up.
+        sub = await js.pull_subscribe_bind(h.plan.nats.consumer, stream=h.plan.nats.stream)
+        for _ in range(2):
+            (msg,) = await sub.fetch(1, timeout=10)
+            assert msg.data == body
+        await nc.close()
+        await h.start_runner()
+        ledger = await h.settled(1, within=30)
+        (dead,) = ledger.dead_letters
+        assert dead.data == body
+        assert dead.headers["Onceflow-Reason"] == "MaxDeliveriesExceeded"
+        assert dead.headers["Onceflow-Deliveries"] == "2"
     finally:
         await stop(h)

@@ -21,6 +21,7 @@ from onceflow_runner.contract.keys import (
     bounded_id,
     bounded_key,
 )
+from onceflow_runner.contract.messages import MaxDeliveriesAdvisory
 from onceflow_runner.contract.plan import ConnectorPlan
 from tests.unit.test_planner import load_examples
 
@@ -68,6 +69,20 @@ def test_key_store_entries_written_before_claims_read_as_done_except_filtered_on
     assert claim.lease_left(100.0) == 10.0
     assert claim.lease_left(120.0) == 0.0
     assert KeyState.from_wire(claim.to_wire()) == claim
+
+
+def test_jetstream_max_delivery_advisory_is_read_as_jetstream_writes_it() -> None:
+    body = (
+        b'{"type":"io.nats.jetstream.advisory.v1.max_deliver","id":"x","timestamp":"2024-01-01T00:00:00Z",'
+        b'"stream":"ONCEFLOW_IN","consumer":"sales_sync","stream_seq":42,"deliveries":5}'
+    )
+    advisory = MaxDeliveriesAdvisory.from_wire(body)
+    assert (advisory.stream, advisory.consumer, advisory.stream_seq, advisory.deliveries) == (
+        "ONCEFLOW_IN",
+        "sales_sync",
+        42,
+        5,
+    )
 
 
 def test_worst_call_counts_every_attempt_timing_out_and_the_longest_pauses() -> None:

@@ -5,7 +5,8 @@ A revision consumes through a durable pull consumer with explicit acks; creating
 plan's config on every start is also how drift is corrected (JetStream creates or updates a
 consumer whose editable fields differ). Business keys are claimed and marked done in a KV bucket
 per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window, or
-twice at once, still has one effect.
+twice at once, still has one effect. Each lane also reads its consumer's max-delivery
+advisories, so a record JetStream gave up on becomes a dead letter instead of disappearing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "JetStreamWiring",
     "StoredMessage",
     "ack_floor",
+    "advisory_config",
     "auth_from_environment",
     "connect",
     "consumer_config",
@@ -166,6 +168,20 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     )
 
 
+def advisory_config(plan: Plan, lane: Lane = "main") -> ConsumerConfig:
+    """The durable consumer of a lane's max-delivery advisories (in ADVISORIES_STREAM), read by its runners."""
+    name = f"{lane_consumer(plan, lane)}_advisories"
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"onceflow integration {plan.namespace}/{plan.integration}: records out of deliveries",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        filter_subject=subjects.max_deliveries_advisory(plan.nats.stream, lane_consumer(plan, lane)),
+    )
+
+
 @dataclass
 class JetStreamWiring:
     """One revision's JetStream handles: its consumer subscription, publishers and key store."""
@@ -183,6 +199,7 @@ class JetStreamWiring:
         await ensure_streams(js)
         if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
             await js.add_consumer(plan.nats.stream, consumer_config(plan))
+        await js.add_consumer(subjects.ADVISORIES_STREAM, advisory_config(plan, lane))
         try:
             await js.key_value(plan.nats.kv_bucket)
         except (NotFoundError, BadRequestError):
@@ -191,6 +208,11 @@ class JetStreamWiring:
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
+
+    async def subscribe_advisories(self) -> JetStreamContext.PullSubscription:
+        """The lane's max-delivery advisories (see `advisory_config`)."""
+        name = advisory_config(self.plan, self.lane).durable_name
+        return await self.js.pull_subscribe_bind(str(name), stream=subjects.ADVISORIES_STREAM)
 
     async def split_table(self) -> SplitTable | None:
         return await read_split(self.js, self.plan.nats.stream, self.rollout_subject)
@@ -206,6 +228,10 @@ class JetStreamWiring:
         """
         ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
+
+    async def stored(self, stream: str, sequence: int) -> StoredMessage | None:
+        """One stored message by its sequence (a record an advisory names), or None when it is gone."""
+        return await get_stored(self.js, stream, sequence)
 
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""

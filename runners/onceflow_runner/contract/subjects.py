@@ -51,6 +51,7 @@ __all__ = [
     "kv_bucket",
     "kv_stream",
     "kv_subject",
+    "max_deliveries_advisory",
     "namespace_of",
     "namespace_root",
     "rollout_subject",
@@ -193,6 +194,11 @@ def kv_stream(bucket: str) -> str:
 def kv_subject(bucket: str, key: str) -> str:
     """The subject one key of a KV bucket is stored on (what compare-and-set publishes go to)."""
     return f"$KV.{bucket}.{key}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    """JetStream's advisory for a message of `consumer` that ran out of deliveries (kept in ADVISORIES_STREAM)."""
+    return f"{ADVISORY_SUBJECTS[0].removesuffix(ANY_TAIL)}{stream}.{consumer}"
 
 
 def namespace_of(subject: str) -> str:

@@ -10,14 +10,19 @@
 - filtered                         -> ack; the key is released for the next record with it;
 - parked for approval, permanent   -> exception stream (original bytes), then ack;
 - transient failure, deliveries left -> nak with the target's Retry-After or backoff;
-- transient failure, last delivery -> dead-letter stream (original bytes), then ack.
+- transient failure, last delivery -> dead-letter stream (original bytes), then ack;
+- any exception nobody expected    -> exception stream as InternalError (original bytes, the
+                                      error's first line, no stack trace), then ack.
 
 While a record works, its delivery is kept in progress and its key's lease renewed, so a call
 slower than ackWait is never run twice in parallel. Every ack comes after the record's side
 effects and after its exception or dead letter has a PubAck; a crash anywhere before the ack
-means a redelivery, which finds the key claimed (it waits) or done (a duplicate).
+means a redelivery, which finds the key claimed (it waits) or done (a duplicate). A record
+JetStream gives up on without a settle (a runner kept crashing on it, or lost NATS) is named by
+a max-delivery advisory, which `advisories` turns into a dead letter with its original bytes.
 
-Modules: `process` (the process: pulling, health, heartbeats), `settle` (one delivery).
+Modules: `process` (the process: pulling, health, heartbeats), `settle` (one delivery),
+`advisories` (records out of deliveries).
 """
 
 from onceflow_runner.runner.process import Runner, run_until_signalled

@@ -2,7 +2,7 @@
 
 Why a module of its own: everything around settling a record lives here (connecting, pulling
 batches up to the plan's concurrency, split markers, /metrics and health, heartbeats, a graceful
-stop); what happens to each record is `settle`.
+stop); what happens to each record is `settle`, and records JetStream gave up on `advisories`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable, owns
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.ports import Caller
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
+from onceflow_runner.runner.advisories import dead_letter_advisories
 from onceflow_runner.runner.settle import Settler
 
 __all__ = ["Runner"]
@@ -84,6 +85,7 @@ class Runner:
         self._tasks = [
             asyncio.create_task(self._pull_loop()),
             asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(dead_letter_advisories(self._settler, self._stopping)),
             asyncio.create_task(self._settler.keeper.run()),
         ]
         self.ready = True
@@ -190,8 +192,8 @@ class Runner:
         try:
             await self.settle(msg)
         except Exception as exc:
-            # Could not even publish the exception or dead letter (e.g. NATS down): leave the
-            # message unacked; JetStream redelivers it after ack_wait. Nothing is lost.
+            # NATS could not be reached to settle it (not even to park it): left unacked, it is
+            # redelivered after ack_wait, and after maxDeliver its advisory makes it a dead letter.
             log.error("settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)})
         finally:
             self.metrics.in_flight.labels(**self.labels).dec()

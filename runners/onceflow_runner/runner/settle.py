@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import nats.errors
 from nats.aio.msg import Msg
 
 from onceflow_runner.adapters.keystore import Claim, KeyStore
-from onceflow_runner.adapters.natsio import JetStreamWiring
+from onceflow_runner.adapters.natsio import JetStreamWiring, StoredMessage
 from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.keys import bounded_key
 from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedRecord, RecordHeaders
@@ -30,10 +31,14 @@ from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.payloads.decode import decode_payload
 
-__all__ = ["Delivery", "ProgressKeeper", "Settler"]
+__all__ = ["INTERNAL_ERROR", "OUTAGES", "Delivery", "ProgressKeeper", "Settler"]
 
 log = logging.getLogger("onceflow.runner")
 
+#: Exception reason of a record whose settling raised something nobody expected (a bug, a limit).
+INTERNAL_ERROR: Final = "InternalError"
+#: NATS or the network failed, not the record: another delivery may do better.
+OUTAGES: Final = (nats.errors.Error, OSError, TimeoutError)
 #: Longest a record waits (nak delay) before it looks again at a key another record holds.
 KEY_WAIT_MAX: Final = 1.0
 
@@ -146,15 +151,23 @@ class Settler:
         }
 
     async def settle(self, msg: Msg) -> None:
-        """Process one delivery and decide its fate (see the package docstring)."""
+        """Process one delivery and decide its fate; raise only when NATS itself cannot be reached."""
         self.metrics.received.labels(**self.labels).inc()
         record = RecordHeaders.from_headers(msg.headers)
         delivery = Delivery(msg, record, self._meta(msg, record), time.perf_counter())
-        async with self.keeper.working(delivery):
-            try:
-                await self._settle(delivery)
-            finally:
-                await self._release(delivery)
+        try:
+            async with self.keeper.working(delivery):
+                try:
+                    await self._settle(delivery)
+                finally:
+                    await self._release(delivery)
+        except Exception as exc:
+            if delivery.answered or isinstance(exc, OUTAGES):
+                raise  # unanswered: redelivered after ackWait, or dead-lettered from its advisory
+            log.error("unexpected error; record parked as InternalError", extra={"error": describe(exc)})
+            self._failed(INTERNAL_ERROR, INTERNAL_ERROR)
+            await self._park(delivery, "exception", INTERNAL_ERROR, describe(exc), "")
+            self.stats.record("exception", time.perf_counter() - delivery.started)
 
     async def _settle(self, delivery: Delivery) -> None:
         msg, meta = delivery.msg, delivery.meta
@@ -173,6 +186,10 @@ class Settler:
         except TransientFailure as exc:
             self._failed(exc.step, "Transient")
             await self._retry_or_dead_letter(delivery, exc)
+            return
+        except OUTAGES as exc:  # NATS or the network, inside a step or the key store: worth a redelivery
+            self._failed("", "Transient")
+            await self._retry_or_dead_letter(delivery, TransientFailure(describe(exc)))
             return
         await self._finish(delivery, outcome)
 
@@ -294,6 +311,32 @@ class Settler:
             self.metrics.dead_letters.labels(**self.labels).inc()
         else:
             self.metrics.exceptions.labels(**self.labels, reason=parked.reason).inc()
+
+    async def dead_letter_unsettled(self, stored: StoredMessage, deliveries: int) -> None:
+        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done."""
+        record = RecordHeaders.from_headers(stored.headers)
+        key = ""
+        with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
+            payload = decode_payload(stored.data, record.content_type or "application/json")
+            key = bounded_key(self.engine.business_key(payload, {"deliveryId": record.delivery_id or record.msg_id}))
+        meta = {"businessKey": key or None, "deliveryId": record.delivery_id, "delivered": deliveries}
+        state, _ = await self.wiring.keys.state(key) if key else (None, 0)
+        if state is not None and state.is_done:
+            await self._audit(meta, "duplicate", [], "out of deliveries, but its business key is done")
+            return
+        error = f"JetStream stopped after {deliveries} deliveries that no runner settled (crashed or lost NATS)"
+        parked = ParkedRecord(
+            reason="MaxDeliveriesExceeded",
+            error=error,
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=key,
+            original_subject=stored.subject,
+            stream_sequence=stored.sequence,
+            deliveries=deliveries,
+        )
+        await self._publish_parked("deadLetter", parked, stored.data, stored.headers)
+        await self._audit(meta, "deadLetter", [], f"MaxDeliveriesExceeded: {error}")
 
     async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
         entry = AuditEntry(
