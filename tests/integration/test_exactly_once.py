@@ -187,3 +187,40 @@ async def test_a_record_out_of_deliveries_that_no_runner_settled_becomes_a_dead_
         assert dead.headers["Onceflow-Deliveries"] == "2"
     finally:
         await stop(h)
+
+
+async def test_mixed_faults_ledger_has_every_record_once(nats_server: NatsServer) -> None:
+    """Duplicates in flight, filtered drafts, a slow target, poison and crashing records, long keys."""
+    h = await start(
+        nats_server,
+        erp=ErpSandbox(**FORGETFUL),
+        plan_edit=ack_wait_below_one_call(1.5),
+        steps=[{"name": "no_drafts", "filter": {"condition": "!has(input.status) || input.status != 'draft'"}}],
+    )
+    try:
+        h.erp.faults.append(Fault(status=200, times=4, delay_seconds=2.5))
+        plain = [f"n{i}" for i in range(20)]
+        twins = [f"t{i}" for i in range(5)]
+        drafts = [f"s{i}" for i in range(3)]
+        long_keys = ["K" * 4000 + "1", "K" * 4000 + "2"]
+        await asyncio.gather(
+            h.send_many(plain),
+            *(h.send(k, customer(k), delivery_id=f"{k}-{n}") for k in twins for n in range(3)),
+            *(h.send(k, customer(k, status="draft"), delivery_id=f"{k}-draft") for k in drafts),
+            *(h.send(k, delivery_id=f"long-{i}") for i, k in enumerate(long_keys)),
+            h.send("poison", b"{not json at all"),
+            h.send("deep", b"[" * 5_000 + b"]" * 5_000),
+            h.send("nameless", json.dumps({"key": "nameless", "name": ""}).encode()),
+        )
+        await eventually(h.quiet, within=60, interval=0.2)
+        await asyncio.gather(*(h.send(k, customer(k, status="submitted"), delivery_id=f"{k}-final") for k in drafts))
+        ledger = await h.settled(len(h.accepted), within=90)
+        effects, parked = sum(ledger.effects.values()), len(ledger.exceptions) + len(ledger.dead_letters)
+        print(f"ledger: accepted {len(h.accepted)} = effects {effects} + parked {parked}")
+        assert effects == len(plain) + len(twins) + len(drafts) + len(long_keys)
+        assert len(h.erp.docs["Customer"]) == effects
+        reasons = sorted(m.headers["Onceflow-Reason"] for m in ledger.exceptions)
+        assert len(reasons) == 3, reasons
+        assert {"RejectedByTarget", "MalformedInput"} <= set(reasons), reasons
+    finally:
+        await stop(h)
