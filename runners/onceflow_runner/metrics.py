@@ -42,6 +42,12 @@ class RunnerMetrics:
             labels,
             registry=self.registry,
         )
+        self.key_waits = Counter(
+            "onceflow_runner_key_waits_total",
+            "Deliveries put back for a moment because another delivery held their business key.",
+            labels,
+            registry=self.registry,
+        )
         self.skipped = Counter(
             "onceflow_runner_skipped_total",
             "Split markers and records owned by the other rollout lane, acked without effect.",

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract.plan import Plan, load_plan
+from onceflow_runner.engine.ports import Caller
+from onceflow_runner.runner import Runner
 from onceflow_runner.testing.sandbox import ErpSandbox, Fault
 from tests.integration.scenario import eventually, new_namespace, signed_post, stream_messages
 
@@ -28,8 +32,19 @@ SIG = {"header": "X-Signature"}
 
 
 def manifests(
-    erp_url: str, *, max_deliver: int = 4, backoff: list[str] | None = None, rules: list[dict[str, Any]] | None = None
+    erp_url: str,
+    *,
+    max_deliver: int = 4,
+    backoff: list[str] | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    path: str = '"/api/resource/Customer"',
 ) -> list[dict[str, Any]]:
+    """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
+
+    `steps` go between the map and the ERP call (e.g. a filter); the ERP Connector's timeouts fit
+    inside the Integration's 5s ackWait, as validation requires.
+    """
     check = [{"name": "check", "validate": {"rules": rules}}] if rules else []
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src"}, "stringData": {"secret": SECRET}},
@@ -65,6 +80,7 @@ def manifests(
                     "baseURL": erp_url,
                     "rateLimit": {"requestsPerSecond": 5000, "burst": 500},
                     "retry": {"attempts": 1},
+                    "timeouts": {"connect": "1s", "read": "3s"},
                     "auth": {
                         "type": "ERPNextToken",
                         "erpnextToken": {
@@ -94,7 +110,8 @@ def manifests(
                         "map": {"fields": {"customer_name": "input.name", "tax_id": "input.key"}},
                     },
                     *check,
-                    {"name": "create", "call": {"connector": "erp", "path": '"/api/resource/Customer"'}},
+                    *(steps or []),
+                    {"name": "create", "call": {"connector": "erp", "path": path}},
                 ],
             },
         },
@@ -123,14 +140,30 @@ class Harness:
         self.nats, self.erp, self.run, self.namespace = nats, erp, run, namespace
         self.accepted: set[str] = set()
         self.client = httpx.AsyncClient(timeout=10)
+        self.plan: Plan | None = None
+        self.runner: Runner | None = None
 
-    async def send(self, key: str, body: bytes | None = None, *, deadline: float = 60.0) -> None:
-        """Post until the gateway answers 202 (a real sender retries 503 and connection errors)."""
+    async def start_runner(self, caller: Caller | None = None) -> Runner:
+        """Run the Integration's runner in this interpreter (after `start(..., in_process=True)`)."""
+        assert self.plan is not None
+        secrets = self.run.workdir / "secrets"
+        self.runner = Runner(self.plan, nats_url=self.nats.url, secrets_dir=secrets, caller=caller)
+        await self.runner.start()
+        return self.runner
+
+    async def send(
+        self, key: str, body: bytes | None = None, *, delivery_id: str | None = None, deadline: float = 60.0
+    ) -> None:
+        """Post until the gateway answers 202 (a real sender retries 503 and connection errors).
+
+        The delivery id is the key unless given: a sender firing the same record twice uses new ids.
+        """
         payload = body if body is not None else json.dumps({"key": key, "name": f"Customer {key}"}).encode()
+        url, delivery = self.run.gateway_url("src"), delivery_id or key
         stop = time.monotonic() + deadline
         while True:
             try:
-                resp = await signed_post(self.client, self.run.gateway_url("src"), "hmac", SECRET, payload, key, **SIG)
+                resp = await signed_post(self.client, url, "hmac", SECRET, payload, delivery, **SIG)
                 if resp.status_code == 202:
                     self.accepted.add(key)
                     return
@@ -160,23 +193,52 @@ class Harness:
             await stream_messages(self.nats.url, "ONCEFLOW_DLQ", subject.format(ns=self.namespace, kind="dlq")),
         )
 
+    async def quiet(self) -> bool:
+        """True when the Integration's consumer has settled every stored record: nothing left to
+        deliver and nothing in flight or waiting for redelivery (its ack floor passed every record
+        it acked; one JetStream gave up on holds the floor back but is no longer pending)."""
+        nc = await nats.connect(self.nats.url)
+        try:
+            info = await nc.jetstream().consumer_info("ONCEFLOW_IN", f"{self.namespace}_ledger")
+        finally:
+            await nc.close()
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
     async def settled(self, expected: int, within: float = 60.0) -> Ledger:
-        async def done() -> Ledger | None:
+        """Wait until `expected` records have an outcome and the consumer is quiet, then check the ledger once.
+
+        Quiet means every delivery was acked: an effect, exception or dead letter happens before its
+        ack, so a late double can no longer appear.
+        """
+
+        async def done() -> bool:
             ledger = await self.ledger()
             total = len(ledger.effects) + len(ledger.exceptions) + len(ledger.dead_letters)
-            return ledger if total >= expected else None
+            return total >= expected and await self.quiet()
 
         await eventually(done, within=within, interval=0.2)
-        await asyncio.sleep(0.5)  # a late double would show up now
         final = await self.ledger()
         final.check()
         return final
 
 
-async def start(nats: NatsServer, **kw: Any) -> Harness:
+async def start(
+    nats: NatsServer,
+    *,
+    erp: ErpSandbox | None = None,
+    plan_edit: Callable[[dict[str, Any]], None] | None = None,
+    in_process: bool = False,
+    **kw: Any,
+) -> Harness:
+    """Start the sandbox ERP (or the one given), the gateway and the runner processes.
+
+    `plan_edit` changes the compiled plan before the runner reads it: a plan made by hand, or one
+    the operator's checks would refuse, as a runner may still meet it. `in_process` leaves the
+    runner to the test (`Harness.start_runner`), e.g. to hand it a Caller that fails on purpose.
+    """
     from onceflow_operator.dev.controlplane import free_port
 
-    erp = ErpSandbox()
+    erp = erp or ErpSandbox()
     await erp.start()
     namespace = new_namespace()
     run = LocalRun.from_documents(
@@ -185,8 +247,25 @@ async def start(nats: NatsServer, **kw: Any) -> Harness:
     for table in (run.gateways, run.runners):
         for name, (plan, _) in list(table.items()):
             table[name] = (plan, free_port())
+    plan_file = run.runners["ledger"][0]
+    if plan_edit is not None:
+        raw = json.loads(plan_file.read_text())
+        plan_edit(raw)
+        plan_file.write_text(json.dumps(raw))
+    if in_process:
+        del run.runners["ledger"]  # the test runs it in this interpreter, when it chooses to
     await asyncio.to_thread(run.start)
-    return Harness(nats, erp, run, namespace)
+    h = Harness(nats, erp, run, namespace)
+    h.plan = load_plan(plan_file)
+    return h
+
+
+async def stop(h: Harness) -> None:
+    if h.runner is not None:
+        await h.runner.stop(grace=5)
+    await h.client.aclose()
+    await asyncio.to_thread(h.run.stop)
+    await h.erp.stop()
 
 
 @pytest.fixture

@@ -113,10 +113,13 @@ class Publisher:
 
 
 def erp_connector(boxes: Sandboxes) -> list[dict[str, Any]]:
+    """The example ERP Connector, on the sandbox, with one short attempt: its worst call fits ackWait 5s."""
     docs = example_documents("common")
     for doc in docs:
         if doc["kind"] == "Connector":
             doc["spec"]["rest"]["baseURL"] = boxes.erp.url
+            doc["spec"]["rest"]["timeouts"] = {"connect": "1s", "read": "3s"}
+            doc["spec"]["rest"]["retry"] = {"attempts": 1}
     return docs
 
 

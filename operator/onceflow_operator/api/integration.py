@@ -318,8 +318,11 @@ class ErrorPolicy(ApiModel):
         default=5, description="Deliveries before a record goes to the dead-letter stream.", ge=1, le=100
     )
     ack_wait: str = Field(
-        default="30s",
-        description="How long a delivery may take before JetStream redelivers it.",
+        default="3m",
+        description="How long a delivery may go without word from its runner before JetStream redelivers it "
+        "(a runner says a record is in progress every third of it). Must outlast one call of every Connector "
+        "the steps call: timeouts x attempts + backoff, which `onceflow validate` and the operator check "
+        "(the default fits a Connector with default timeouts and retry).",
         pattern=DURATION,
         max_length=32,
     )

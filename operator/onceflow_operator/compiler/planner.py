@@ -16,7 +16,7 @@ from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
-from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
@@ -222,6 +222,7 @@ def plan_from_integration(
         problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 
+    problems += [SpecProblem(path, message) for path, message in ack_wait_problems(integration, connectors)]
     if spec.sync_policy_ref and sync_policy is None:
         problems.append(
             SpecProblem(

@@ -3,18 +3,21 @@
 Why: a platform engineer should learn that a workflow is wrong in their editor or in CI, not
 from a Stalled condition after Argo CD synced it. The checks are the same ones the API server
 runs (schema from the same pydantic models; the CRDs' own CEL rules, evaluated here with a CEL
-library) plus what only Onceflow can know: every CEL expression in the steps compiles, and a
-step reads only results of steps that run before it. When Secret manifests are given with the
-Connectors that name them, a webhook signing secret that is empty or malformed is refused with
-the same words the gateway uses (`contract.signing`); the value itself is never printed.
+library) plus what only Onceflow can know: every CEL expression in the steps compiles, a step
+reads only results of steps that run before it, and `errorPolicy.ackWait` outlasts the slowest
+call a step can make (that needs the Connectors, so the API server cannot check it). When Secret
+manifests are given with the Connectors that name them, a webhook signing secret that is empty or
+malformed is refused with the same words the gateway uses (`contract.signing`); the value itself
+is never printed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,14 +27,17 @@ import cel
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from onceflow_operator.api import GROUP, KINDS, VERSION, Integration
+from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration
 from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
+from onceflow_runner.contract.durations import parse_duration
+from onceflow_runner.contract.plan import worst_call_seconds
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = [
     "ManifestProblem",
+    "ack_wait_problems",
     "cel_expressions",
     "load_manifests",
     "semantic_problems",
@@ -206,6 +212,47 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                 )
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def ack_wait_problems(integration: Integration, connectors: Mapping[str, Connector]) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) when `errorPolicy.ackWait` is shorter than one call a step can make.
+
+    JetStream redelivers a delivery that says nothing for ackWait; the runner says "in progress"
+    every third of it, but a runner that stalls or dies mid-call must not look alive for less
+    than its call can take. Connectors not given are left to the planner's own check.
+    """
+    ack_wait = parse_duration(integration.spec.error_policy.ack_wait)
+    worst: tuple[float, str, str] | None = None
+    for step in integration.spec.steps:
+        request = step.lookup or step.dedupe or step.call
+        connector = connectors.get(request.connector) if request is not None else None
+        rest = connector.spec.rest if connector is not None else None
+        if rest is None:
+            continue
+        connect, read = parse_duration(rest.timeouts.connect), parse_duration(rest.timeouts.read)
+        seconds = worst_call_seconds(
+            attempts=rest.retry.attempts,
+            connect_timeout=connect,
+            read_timeout=read,
+            initial_backoff=parse_duration(rest.retry.initial_backoff),
+            max_backoff=parse_duration(rest.retry.max_backoff),
+        )
+        pauses = seconds - rest.retry.attempts * (connect + read)
+        how = f"{rest.retry.attempts} attempts x ({_seconds(connect)} connect + {_seconds(read)} read)"
+        if worst is None or seconds > worst[0]:
+            worst = (seconds, str(connector.metadata.get("name")) if connector else "", f"{how} + {_seconds(pauses)}")
+    if worst is not None and ack_wait < worst[0]:
+        seconds, name, how = worst
+        yield (
+            "spec.errorPolicy.ackWait",
+            f"{_seconds(ack_wait)} is shorter than one call to Connector {name!r} can take ({how} backoff = "
+            f"{_seconds(seconds)}), so JetStream could redeliver a record while its call runs; set ackWait to "
+            f"at least {math.ceil(seconds)}s, or lower that Connector's timeouts or retry.attempts",
+        )
+
+
 def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = None) -> list[ManifestProblem]:
     """Return every problem found in one manifest; an empty list means it is valid.
 
@@ -295,6 +342,7 @@ def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple
     """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems)."""
     checked, problems = 0, []
     given: list[tuple[str, dict[str, Any]]] = []
+    valid: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         try:
             docs = list(load_manifests(path))
@@ -305,5 +353,31 @@ def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple
         for doc in docs:
             if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):
                 checked += 1
-                problems += validate_manifest(doc, str(path), namespace)
+                found = validate_manifest(doc, str(path), namespace)
+                problems += found
+                if not found:
+                    valid.append((str(path), doc))
+    problems += _cross_manifest_problems(valid)
     return checked, problems + signing_secret_problems(given)
+
+
+def _cross_manifest_problems(docs: list[tuple[str, dict[str, Any]]]) -> list[ManifestProblem]:
+    """What needs several manifests: an Integration's ackWait against the Connectors it calls."""
+    by_namespace: dict[str, dict[str, Connector]] = {}
+    for _, doc in docs:
+        if doc.get("kind") == "Connector":
+            connector = Connector.model_validate(doc)
+            by_namespace.setdefault(str(connector.metadata.get("namespace", "")), {})[
+                str(connector.metadata.get("name"))
+            ] = connector
+    problems = []
+    for source, doc in docs:
+        if doc.get("kind") == "Integration":
+            integration = Integration.model_validate(doc)
+            connectors = by_namespace.get(str(integration.metadata.get("namespace", "")), {})
+            name = str(integration.metadata.get("name", "<no name>"))
+            problems += [
+                ManifestProblem(source, "Integration", name, path, message)
+                for path, message in ack_wait_problems(integration, connectors)
+            ]
+    return problems

@@ -1,15 +1,16 @@
-"""Everything the data plane says to NATS JetStream, in one module.
+"""Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
 A revision consumes through a durable pull consumer with explicit acks; creating it with the
 plan's config on every start is also how drift is corrected (JetStream creates or updates a
-consumer whose editable fields differ). Business keys that completed are kept in a KV bucket per
-namespace so a record re-sent long after JetStream's duplicate window still has one effect.
+consumer whose editable fields differ). Business keys are claimed and marked done in a KV bucket
+per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window, or
+twice at once, still has one effect. Each lane also reads its consumer's max-delivery
+advisories, so a record JetStream gave up on becomes a dead letter instead of disappearing.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -29,12 +30,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import BadRequestError, NotFoundError
 
+from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
+from onceflow_runner.contract.keys import bounded_id, bounded_key
 from onceflow_runner.contract.messages import Heartbeat
 from onceflow_runner.contract.plan import NatsPlan, Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable
@@ -47,12 +49,12 @@ __all__ = [
     "JetStreamWiring",
     "StoredMessage",
     "ack_floor",
+    "advisory_config",
     "auth_from_environment",
     "connect",
     "consumer_config",
     "ensure_streams",
     "get_stored",
-    "kv_key",
     "lane_consumer",
     "provision_consumer",
     "publish_split",
@@ -166,9 +168,18 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     )
 
 
-def kv_key(integration: str, business_key: str) -> str:
-    """KV keys allow few characters; the business key is base64url-encoded under its Integration."""
-    return f"{integration}.{base64.urlsafe_b64encode(business_key.encode()).decode()}"
+def advisory_config(plan: Plan, lane: Lane = "main") -> ConsumerConfig:
+    """The durable consumer of a lane's max-delivery advisories (in ADVISORIES_STREAM), read by its runners."""
+    name = f"{lane_consumer(plan, lane)}_advisories"
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"onceflow integration {plan.namespace}/{plan.integration}: records out of deliveries",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        filter_subject=subjects.max_deliveries_advisory(plan.nats.stream, lane_consumer(plan, lane)),
+    )
 
 
 @dataclass
@@ -177,7 +188,7 @@ class JetStreamWiring:
 
     nc: Client
     js: JetStreamContext
-    kv: KeyValue
+    keys: KeyStore
     plan: Plan
 
     lane: Lane = "main"
@@ -188,14 +199,20 @@ class JetStreamWiring:
         await ensure_streams(js)
         if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
             await js.add_consumer(plan.nats.stream, consumer_config(plan))
+        await js.add_consumer(subjects.ADVISORIES_STREAM, advisory_config(plan, lane))
         try:
-            kv = await js.key_value(plan.nats.kv_bucket)
+            await js.key_value(plan.nats.kv_bucket)
         except (NotFoundError, BadRequestError):
-            kv = await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
-        return cls(nc, js, kv, plan, lane)
+            await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        return cls(nc, js, KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision), plan, lane)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
+
+    async def subscribe_advisories(self) -> JetStreamContext.PullSubscription:
+        """The lane's max-delivery advisories (see `advisory_config`)."""
+        name = advisory_config(self.plan, self.lane).durable_name
+        return await self.js.pull_subscribe_bind(str(name), stream=subjects.ADVISORIES_STREAM)
 
     async def split_table(self) -> SplitTable | None:
         return await read_split(self.js, self.plan.nats.stream, self.rollout_subject)
@@ -205,19 +222,16 @@ class JetStreamWiring:
         return rollout_subject(self.plan.nats, self.plan.namespace, self.plan.integration)
 
     async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str) -> bool:
-        """Publish to a stream and wait for its PubAck; return True when it was a duplicate."""
-        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: msg_id})
+        """Publish to a stream and wait for its PubAck; return True when it was a duplicate.
+
+        The message id is bounded (`contract.keys.bounded_id`): a long one is hashed, never cut.
+        """
+        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
 
-    async def is_done(self, business_key: str) -> bool:
-        try:
-            await self.kv.get(kv_key(self.plan.integration, business_key))
-        except KeyNotFoundError:
-            return False
-        return True
-
-    async def mark_done(self, business_key: str, outcome: Mapping[str, Any]) -> None:
-        await self.kv.put(kv_key(self.plan.integration, business_key), json.dumps(outcome).encode())
+    async def stored(self, stream: str, sequence: int) -> StoredMessage | None:
+        """One stored message by its sequence (a record an advisory names), or None when it is gone."""
+        return await get_stored(self.js, stream, sequence)
 
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
@@ -235,7 +249,7 @@ class JetStreamEvents:
         headers = cloudevent_headers(
             event_type=f"io.onceflow.{entity}.{verb}",
             source=f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
-            event_id=str(meta["businessKey"]),
+            event_id=bounded_key(str(meta["businessKey"])),
             content_type="application/json",
         )
         headers[h.ORIGIN] = self.plan.source

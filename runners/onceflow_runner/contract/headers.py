@@ -14,7 +14,6 @@ message, a business key) before it becomes a header value.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Final
 
@@ -39,7 +38,9 @@ __all__ = [
     "EXPECTED_LAST_SUBJECT_SEQUENCE",
     "IDEMPOTENCY_KEY",
     "INTEGRATION",
-    "MSG_ID_LIMIT",
+    "KV_DELETE",
+    "KV_OPERATION",
+    "KV_PURGE",
     "NATS_MSG_ID",
     "ONCEFLOW_PREFIX",
     "ORIGIN",
@@ -52,22 +53,23 @@ __all__ = [
     "STREAM_SEQUENCE",
     "SUGGESTION",
     "TRACEPARENT",
-    "bounded_id",
     "cloudevent_headers",
     "header_safe",
 ]
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
 NATS_MSG_ID: Final = "Nats-Msg-Id"
-#: JetStream stores the message only if the subject's last sequence is this ("0": nothing stored yet).
-EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
-#: The longest id written into `Nats-Msg-Id`, `ce-id` or `Onceflow-Delivery-Id` (see `bounded_id`).
-MSG_ID_LIMIT: Final = 256
 TRACEPARENT: Final = "traceparent"
 #: The record's own content type, as the sender declared it (set by the gateway).
 CONTENT_TYPE: Final = "Content-Type"
 #: Outbound HTTP calls carry the business idempotency key here.
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+#: JetStream compare-and-set: the publish is stored only if the subject's last sequence is this (0: none).
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
+#: JetStream KV: an entry that is a delete or purge marker says so here.
+KV_OPERATION: Final = "KV-Operation"
+KV_DELETE: Final = "DEL"
+KV_PURGE: Final = "PURGE"
 
 # -- CloudEvents, binary mode -------------------------------------------------------------------
 CLOUDEVENTS_VERSION: Final = "1.0"
@@ -114,18 +116,6 @@ ROLLOUT: Final = "Onceflow-Rollout"
 def header_safe(text: str, limit: int = 1000) -> str:
     """NATS header values are one line."""
     return " ".join(str(text).split())[:limit]
-
-
-def bounded_id(text: str, limit: int = MSG_ID_LIMIT) -> str:
-    """An id of at most `limit` characters that stays distinct: longer ids keep a prefix and their hash.
-
-    Truncating would make two ids that share their first `limit` characters collide (the second
-    record would be dropped as a duplicate); the SHA-256 of the whole id keeps them apart.
-    """
-    if len(text) <= limit:
-        return text
-    digest = "~sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return text[: max(0, limit - len(digest))] + digest
 
 
 def cloudevent_headers(

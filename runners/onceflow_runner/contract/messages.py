@@ -9,6 +9,7 @@ to read it back, so a field is named once:
     ParkedRecord    runner `_park`          -> review          why a record waits (headers)
     ReviewDecision  review decide           -> review          a person's decision (decisions stream)
     DriftResult     drift job               -> operator        a SyncPolicy's drift figures
+    MaxDeliveriesAdvisory  JetStream        -> runner          a record ran out of deliveries unsettled
 
 (The rollout's split marker is `contract.split.SplitMarker`.) Readers accept messages written
 before a field existed (it takes its default) and ignore fields they do not know; a message
@@ -38,6 +39,7 @@ __all__ = [
     "AuditStep",
     "DriftResult",
     "Heartbeat",
+    "MaxDeliveriesAdvisory",
     "ParkedRecord",
     "RecordHeaders",
     "ReviewAction",
@@ -376,3 +378,25 @@ class DriftResult(_Wire):
 
     def to_wire(self) -> bytes:
         return json.dumps(self.to_dict(), default=str).encode()
+
+
+class MaxDeliveriesAdvisory(BaseModel):
+    """JetStream's own advisory: a consumer's message was delivered `deliveries` times, never settled.
+
+    Type `io.nats.jetstream.advisory.v1.max_deliver`, in JetStream's own snake_case.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int = 0
+
+    @classmethod
+    def from_wire(cls, data: bytes | str) -> MaxDeliveriesAdvisory:
+        """Read an advisory body; WireFormatError when it is not one."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise WireFormatError(_validation_message(cls.__name__, exc)) from None

@@ -45,6 +45,7 @@ __all__ = [
     "load_drift_check_plan",
     "load_gateway_plan",
     "load_plan",
+    "worst_call_seconds",
 ]
 
 PLAN_VERSION = "onceflow.io/plan/v1"
@@ -77,6 +78,19 @@ class AuthPlan(_Contract):
     scopes: tuple[str, ...] = ()
 
 
+def worst_call_seconds(
+    *, attempts: int, connect_timeout: float, read_timeout: float, initial_backoff: float, max_backoff: float
+) -> float:
+    """The longest one call to a Connector can take: every attempt times out, every pause is the longest.
+
+    A pause between attempts is the target's Retry-After (at most `max_backoff`, or the call gives
+    up) or the doubling backoff with up to 50% jitter. The runner's delivery must outlast this:
+    it is what `errorPolicy.ackWait` is checked against.
+    """
+    pauses = sum(max(max_backoff, 1.5 * min(initial_backoff * 2.0**i, max_backoff)) for i in range(attempts - 1))
+    return attempts * (connect_timeout + read_timeout) + pauses
+
+
 class ConnectorPlan(_Contract):
     """A REST endpoint as the runner calls it."""
 
@@ -96,6 +110,17 @@ class ConnectorPlan(_Contract):
     max_response_bytes: int = 10 * 1024 * 1024
     #: What a 3xx answer is (redirects are never followed): Fail = permanent, Retry = transient.
     on_redirect: Literal["Fail", "Retry"] = "Fail"
+
+    @property
+    def worst_call_seconds(self) -> float:
+        """The longest one call can take (see `worst_call_seconds`)."""
+        return worst_call_seconds(
+            attempts=self.attempts,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            initial_backoff=self.initial_backoff,
+            max_backoff=self.max_backoff,
+        )
 
 
 #: Field names no suggestion may change (prices, credit): checked again here, so that a plan made

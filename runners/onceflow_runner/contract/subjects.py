@@ -51,6 +51,9 @@ __all__ = [
     "inbound_prefix",
     "inbound_subject",
     "kv_bucket",
+    "kv_stream",
+    "kv_subject",
+    "max_deliveries_advisory",
     "namespace_of",
     "namespace_root",
     "rollout_subject",
@@ -188,6 +191,21 @@ def consumer_name(namespace: str, integration: str) -> str:
 def kv_bucket(namespace: str) -> str:
     """The key-value bucket of a namespace's completed business keys."""
     return f"{ROOT}-keys-{namespace}"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a JetStream KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject one key of a KV bucket is stored on (what compare-and-set publishes go to)."""
+    return f"$KV.{bucket}.{key}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    """JetStream's advisory for a message of `consumer` that ran out of deliveries (kept in ADVISORIES_STREAM)."""
+    return f"{ADVISORY_SUBJECTS[0].removesuffix(ANY_TAIL)}{stream}.{consumer}"
 
 
 def namespace_of(subject: str) -> str:

@@ -30,7 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
-from onceflow_runner.contract.headers import TRACEPARENT, bounded_id, cloudevent_headers
+from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
+from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem

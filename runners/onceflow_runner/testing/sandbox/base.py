@@ -36,8 +36,11 @@ class SandboxServer:
 
     name = "sandbox"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, honour_idempotency_key: bool = True) -> None:
         self.host, self.port = host, port
+        #: False: behave like most ERPs, which ignore `Idempotency-Key` (every create is a new effect,
+        #: still counted under the key it carried, so a test sees the double).
+        self.honour_idempotency_key = honour_idempotency_key
         self.faults: list[Fault] = []
         self.effects: Counter[str] = Counter()
         #: Wall-clock time of each key's first effect, for end-to-end latency measurements.
@@ -124,10 +127,13 @@ class SandboxServer:
         return await handler(request)  # type: ignore[no-any-return]
 
     async def once(self, request: web.Request, effect_key: str, create: Any) -> web.Response:
-        """Run `create()` once per Idempotency-Key; replays get the first answer, no new effect."""
+        """Run `create()` once per Idempotency-Key; replays get the first answer, no new effect.
+
+        Unless `honour_idempotency_key` is False: then every request runs `create()`.
+        """
         key = request.headers.get("Idempotency-Key")
         async with self.lock:
-            if key and key in self._idempotent:
+            if key and self.honour_idempotency_key and key in self._idempotent:
                 status, body = self._idempotent[key]
                 return web.json_response(body, status=status, headers={"Idempotent-Replayed": "true"})
             status, body = await create()

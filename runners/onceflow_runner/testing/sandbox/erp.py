@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -12,7 +12,7 @@ from onceflow_runner.testing.sandbox.base import SandboxServer
 
 __all__ = ["ErpSandbox"]
 
-_SERIES = {"Sales Order": "SAL-ORD", "Sales Invoice": "ACC-SINV", "Delivery Note": "MAT-DN"}
+_SERIES = {"Customer": "CUST", "Sales Order": "SAL-ORD", "Sales Invoice": "ACC-SINV", "Delivery Note": "MAT-DN"}
 _MANDATORY = {
     "Customer": ["customer_name"],
     "Sales Order": ["customer", "items"],
@@ -29,8 +29,18 @@ class ErpSandbox(SandboxServer):
 
     name = "erp"
 
-    def __init__(self, *, api_key: str = "sandbox-key", api_secret: str = "sandbox-secret", **kw: Any) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = "sandbox-key",
+        api_secret: str = "sandbox-secret",
+        customer_naming: Literal["Customer Name", "Naming Series"] = "Customer Name",
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
+        #: ERPNext's Selling Settings "Customer Naming By": by name (a second create of the same
+        #: name is a 409 DuplicateEntryError) or by naming series (every create is a new customer).
+        self.customer_naming = customer_naming
         self.token = f"token {api_key}:{api_secret}"
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self._numbers = itertools.count(1)
@@ -103,7 +113,7 @@ class ErpSandbox(SandboxServer):
                 return _error(417, "ValidationError", f"{doctype}: {', '.join(missing)} is mandatory")
             name = (
                 str(payload["customer_name"])
-                if doctype == "Customer"
+                if doctype == "Customer" and self.customer_naming == "Customer Name"
                 else (f"{_SERIES.get(doctype, doctype.upper()[:6])}-{next(self._numbers):05d}")
             )
             if name in self.docs.get(doctype, {}):

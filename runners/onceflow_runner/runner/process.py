@@ -1,17 +1,8 @@
-"""The runner process: pull records of one revision from JetStream and settle each exactly once.
+"""The runner process: one revision's lane of one Integration, pulling from JetStream.
 
-`settle` is the one place where delivery is decided, and it reads like the guarantee:
-
-- done before (business key in the KV store)  -> ack, counted as a duplicate, no effect;
-- completed or filtered                        -> key marked done, then ack;
-- parked for approval                          -> exception stream (original bytes), then ack;
-- permanent failure                            -> exception stream (original bytes), then ack;
-- transient failure, deliveries left           -> nak with the target's Retry-After or backoff;
-- transient failure, last delivery             -> dead-letter stream (original bytes), then ack.
-
-Every ack comes after the record's side effects and after its exception or dead letter has a
-PubAck; a crash anywhere before the ack means a redelivery, and redeliveries are harmless
-because outbound calls carry an Idempotency-Key and publishes a Nats-Msg-Id.
+Why a module of its own: everything around settling a record lives here (connecting, pulling
+batches up to the plan's concurrency, split markers, /metrics and health, heartbeats, a graceful
+stop); what happens to each record is `settle`, and records JetStream gave up on `advisories`.
 """
 
 from __future__ import annotations
@@ -20,14 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
-import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import nats.errors
 from aiohttp import web
@@ -37,14 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.headers import header_safe
-from onceflow_runner.contract.messages import AuditEntry, AuditStep, Heartbeat, ParkedRecord, RecordHeaders
+from onceflow_runner.contract.messages import Heartbeat
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable, owns
 from onceflow_runner.engine.core import Engine
-from onceflow_runner.engine.outcome import RecordOutcome, StepResult
-from onceflow_runner.errors import PermanentFailure, TransientFailure
+from onceflow_runner.engine.ports import Caller
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
-from onceflow_runner.payloads.decode import decode_payload
+from onceflow_runner.runner.advisories import dead_letter_advisories
+from onceflow_runner.runner.settle import Settler
 
 __all__ = ["Runner"]
 
@@ -63,7 +50,7 @@ class Runner:
         host: str = "127.0.0.1",
         port: int = 0,
         heartbeat_seconds: float = 2.0,
-        caller: HttpCaller | None = None,
+        caller: Caller | None = None,
         lane: Lane = "main",
     ) -> None:
         self.plan = plan
@@ -74,7 +61,7 @@ class Runner:
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = RunnerMetrics()
         self.stats = RollingStats()
-        self.caller = caller or HttpCaller(plan.connectors, secrets_dir)
+        self.caller: Caller = caller or HttpCaller(plan.connectors, secrets_dir)
         self.labels = {"integration": plan.integration, "revision": plan.revision}
         self.split: SplitTable | None = None
         self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -84,7 +71,7 @@ class Runner:
         self._site: web.TCPSite | None = None
         self._http: web.AppRunner | None = None
         self.ready = False
-        self.last_success: datetime | None = None
+        self._settler: Settler | None = None
         self.lag = 0
 
     async def start(self) -> None:
@@ -92,9 +79,15 @@ class Runner:
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
         self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
         self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring))
+        self._settler = Settler(self.plan, self.wiring, self.engine, self.metrics, self.stats, self.pod)
         self.sub = await self.wiring.subscribe()
         await self._serve_http()
-        self._tasks = [asyncio.create_task(self._pull_loop()), asyncio.create_task(self._heartbeat_loop())]
+        self._tasks = [
+            asyncio.create_task(self._pull_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(dead_letter_advisories(self._settler, self._stopping)),
+            asyncio.create_task(self._settler.keeper.run()),
+        ]
         self.ready = True
         log.info("runner ready", extra={"integration": self.plan.integration, "revision": self.plan.revision})
 
@@ -120,7 +113,9 @@ class Runner:
             await self.sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self.nc.drain()
-        await self.caller.aclose()
+        close = getattr(self.caller, "aclose", None)
+        if close is not None:
+            await close()
         if self._http is not None:
             await self._http.cleanup()
 
@@ -197,155 +192,26 @@ class Runner:
         try:
             await self.settle(msg)
         except Exception as exc:
-            # Could not even publish the exception or dead letter (e.g. NATS down): leave the
-            # message unacked; JetStream redelivers it after ack_wait. Nothing is lost.
+            # NATS could not be reached to settle it (not even to park it): left unacked, it is
+            # redelivered after ack_wait, and after maxDeliver its advisory makes it a dead letter.
             log.error("settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)})
         finally:
             self.metrics.in_flight.labels(**self.labels).dec()
 
-    def _meta(self, msg: Msg, record: RecordHeaders) -> dict[str, Any]:
-        md = msg.metadata
-        return {
-            "deliveryId": record.delivery_id or record.msg_id or f"seq-{md.sequence.stream}",
-            "source": record.origin if record.origin is not None else self.plan.source,
-            "origin": record.origin or "",
-            "event": record.event or "",
-            "subject": msg.subject,
-            "traceparent": record.traceparent or "",
-            "decision": record.decision or "",
-            "revision": self.plan.revision,
-            "integration": self.plan.integration,
-            "streamSequence": md.sequence.stream,
-            "delivered": md.num_delivered,
-        }
-
     async def settle(self, msg: Msg) -> None:
-        """Process one delivery and decide its fate (see the module docstring)."""
-        started = time.perf_counter()
-        self.metrics.received.labels(**self.labels).inc()
-        record = RecordHeaders.from_headers(msg.headers)
-        meta = self._meta(msg, record)
-        try:
-            payload = decode_payload(msg.data, record.content_type or "application/json")
-            meta["businessKey"] = self.engine.business_key(payload, meta)
-            if await self.wiring.is_done(meta["businessKey"]):
-                self.metrics.duplicates.labels(**self.labels).inc()
-                await self._audit(meta, "duplicate", [], "business key already done")
-                await msg.ack()
-                return
-            outcome = await self.engine.run(payload, meta)
-        except PermanentFailure as exc:
-            self._failed(exc.step, exc.reason)
-            target = "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
-            await self._park(msg, meta, target, exc.reason, str(exc), exc.step, suggestion=exc.suggestion)
-            self.stats.record(target, time.perf_counter() - started)
-            return
-        except TransientFailure as exc:
-            self._failed(exc.step, "Transient")
-            await self._retry_or_dead_letter(msg, meta, exc, started)
-            return
-        await self._finish(msg, meta, outcome, started)
+        """Process one delivery and decide its fate (see `settle`)."""
+        await self.settler.settle(msg)
 
-    async def _finish(self, msg: Msg, meta: dict[str, Any], outcome: RecordOutcome, started: float) -> None:
-        if outcome.kind == "parked":
-            await self._park(
-                msg, meta, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates
-            )
-            self.stats.record("parked", time.perf_counter() - started)
-            return
-        await self.wiring.mark_done(
-            meta["businessKey"], {"outcome": outcome.kind, "revision": self.plan.revision, "at": time.time()}
-        )
-        await msg.ack()
-        seconds = time.perf_counter() - started
-        if outcome.kind == "completed":
-            self.metrics.processed.labels(**self.labels).inc()
-            self.last_success = datetime.now(UTC)
-        else:
-            self.metrics.filtered.labels(**self.labels).inc()
-        self.metrics.record_seconds.labels(**self.labels).observe(seconds)
-        for step in outcome.steps:
-            if step.status is not None:
-                connector = next(
-                    (s.request.connector for s in self.plan.steps if s.name == step.step and s.request), ""
-                )
-                self.metrics.call_seconds.labels(**self.labels, connector=connector, code=str(step.status)).observe(
-                    step.latency_ms / 1e3
-                )
-        self.stats.record(outcome.kind, seconds)
-        await self._audit(meta, outcome.kind, outcome.steps, outcome.reason)
+    @property
+    def settler(self) -> Settler:
+        """What settles this runner's deliveries (there once `start` connected)."""
+        if self._settler is None:
+            raise RuntimeError("the runner has not started")
+        return self._settler
 
-    def _failed(self, step: str, reason: str) -> None:
-        self.metrics.failed.labels(**self.labels, step=step or "-", reason=reason).inc()
-
-    async def _retry_or_dead_letter(
-        self, msg: Msg, meta: dict[str, Any], exc: TransientFailure, started: float
-    ) -> None:
-        policy = self.plan.error_policy
-        delivered = int(meta["delivered"])
-        if delivered >= policy.max_deliver:
-            await self._park(msg, meta, "deadLetter", "MaxDeliveriesExceeded", str(exc), exc.step)
-            self.stats.record("deadLetter", time.perf_counter() - started)
-            return
-        backoff = policy.backoff[min(delivered - 1, len(policy.backoff) - 1)] if policy.backoff else 1.0
-        delay = exc.delay if exc.delay is not None else backoff * random.uniform(0.8, 1.2)
-        await msg.nak(delay=delay)
-        self.stats.record("transient", time.perf_counter() - started)
-        await self._audit(meta, "retrying", [], f"{exc} (delivery {delivered}, next in {delay:.1f}s)")
-
-    async def _park(
-        self,
-        msg: Msg,
-        meta: dict[str, Any],
-        target: str,
-        reason: str,
-        error: str,
-        step: str,
-        candidates: list[dict[str, Any]] | None = None,
-        *,
-        suggestion: dict[str, Any] | None = None,
-    ) -> None:
-        """Send the original bytes and headers, with why, to the exception or dead-letter stream."""
-        names = self.plan.nats
-        subject = names.dlq_subject if target == "deadLetter" else names.exceptions_subject
-        parked = ParkedRecord(
-            reason=reason,
-            error=error,
-            step=step,
-            integration=self.plan.integration,
-            revision=self.plan.revision,
-            business_key=str(meta.get("businessKey", "")),
-            original_subject=msg.subject,
-            stream_sequence=meta["streamSequence"],
-            deliveries=meta["delivered"],
-            candidates=candidates or [],
-            suggestion=suggestion,
-        )
-        headers = parked.to_headers(msg.headers)
-        msg_id = f"{target}/{self.plan.integration}/{meta['streamSequence']}"
-        await self.wiring.publish(subject, msg.data, headers, msg_id)
-        await msg.ack()
-        if target == "deadLetter":
-            self.metrics.dead_letters.labels(**self.labels).inc()
-        else:
-            self.metrics.exceptions.labels(**self.labels, reason=reason).inc()
-        await self._audit(meta, target, [], f"{reason}: {error}")
-
-    async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
-        entry = AuditEntry(
-            time=datetime.now(UTC).isoformat(),
-            integration=self.plan.integration,
-            revision=self.plan.revision,
-            business_key=meta.get("businessKey"),
-            delivery_id=meta.get("deliveryId"),
-            source=meta.get("source"),
-            delivered=meta.get("delivered"),
-            outcome=outcome,
-            detail=detail,
-            steps=[AuditStep.model_validate(s.__dict__) for s in steps],
-        )
-        with contextlib.suppress(Exception):
-            await self.wiring.publish_untracked(self.plan.nats.audit_subject, entry.to_wire())
+    @property
+    def last_success(self) -> datetime | None:
+        return self._settler.last_success if self._settler is not None else None
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():

@@ -1,0 +1,355 @@
+"""One delivery, from fetch to its one outcome: the guarantee of the package docstring, in code.
+
+Why a module of its own: the process around it (pulling, health, heartbeats) changes for other
+reasons than delivery rules do, and every rule about a record's fate should be readable here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from onceflow_runner.adapters.keystore import Claim, KeyStore
+from onceflow_runner.adapters.natsio import JetStreamWiring, StoredMessage
+from onceflow_runner.contract.headers import header_safe
+from onceflow_runner.contract.keys import bounded_key
+from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedRecord, RecordHeaders
+from onceflow_runner.contract.plan import Plan
+from onceflow_runner.engine.core import Engine
+from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.errors import PermanentFailure, TransientFailure
+from onceflow_runner.metrics import RollingStats, RunnerMetrics
+from onceflow_runner.payloads.decode import decode_payload
+
+__all__ = ["INTERNAL_ERROR", "OUTAGES", "Delivery", "ProgressKeeper", "Settler"]
+
+log = logging.getLogger("onceflow.runner")
+
+#: Exception reason of a record whose settling raised something nobody expected (a bug, a limit).
+INTERNAL_ERROR: Final = "InternalError"
+#: NATS or the network failed, not the record: another delivery may do better.
+OUTAGES: Final = (nats.errors.Error, OSError, TimeoutError)
+#: Longest a record waits (nak delay) before it looks again at a key another record holds.
+KEY_WAIT_MAX: Final = 1.0
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line of the message`, one header line: never a stack trace."""
+    first = next(iter(str(exc).splitlines()), "")
+    return header_safe(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, 300)
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One delivery being settled: the message, what the audit says of it, and its key's claim."""
+
+    msg: Msg
+    record: RecordHeaders
+    meta: dict[str, Any]
+    started: float
+    claim: Claim | None = None
+    answered: bool = False
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+        self.answered = True
+
+    async def nak(self, delay: float) -> None:
+        await self.msg.nak(delay=delay)
+        self.answered = True
+
+
+class ProgressKeeper:
+    """While records work: tell JetStream each is in progress, and renew its key's lease, every tick.
+
+    One loop for every delivery in flight (a task per record would cost the common, fast path).
+    The tick is a third of ackWait (at most 10s): a call slower than ackWait is not redelivered
+    while it runs, and the lease (ackWait long) lapses soon after the runner holding it dies.
+    """
+
+    def __init__(self, keys: KeyStore, owner: str, ack_wait: float) -> None:
+        self.keys, self.owner, self.lease = keys, owner, ack_wait
+        self.tick = min(max(ack_wait / 3, 0.05), 10.0)
+        self._working: dict[Delivery, asyncio.Task[None] | None] = {}
+
+    @contextlib.asynccontextmanager
+    async def working(self, delivery: Delivery) -> AsyncIterator[None]:
+        """Keep `delivery` in progress inside the block; a renewal in flight is awaited on the way out."""
+        self._working[delivery] = None
+        try:
+            yield
+        finally:
+            renewal = self._working.pop(delivery, None)
+            if renewal is not None:
+                with contextlib.suppress(Exception):
+                    await renewal  # so the claim's revision is current before it is released
+
+    async def run(self) -> None:
+        """Every tick, signal each delivery that has worked for a tick or more; until cancelled.
+
+        Cancelled by `Runner.stop` after the records in flight were drained, not before.
+        """
+        while True:
+            await asyncio.sleep(self.tick)
+            due = time.perf_counter() - self.tick
+            for delivery, renewal in list(self._working.items()):
+                if delivery.started <= due and not delivery.answered and (renewal is None or renewal.done()):
+                    self._working[delivery] = asyncio.create_task(self._signal(delivery))
+
+    async def _signal(self, delivery: Delivery) -> None:
+        with contextlib.suppress(Exception):
+            await delivery.msg.in_progress()
+        claim = delivery.claim
+        if claim is not None and claim.status == "claimed":
+            with contextlib.suppress(Exception):
+                if not await self.keys.renew(claim, owner=self.owner, lease=self.lease):
+                    log.warning("business key taken over while this record worked on it")
+
+
+class Settler:
+    """Settles the deliveries of one revision's lane (see the package docstring for the rules)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        wiring: JetStreamWiring,
+        engine: Engine,
+        metrics: RunnerMetrics,
+        stats: RollingStats,
+        owner: str,
+    ) -> None:
+        self.plan, self.wiring, self.engine = plan, wiring, engine
+        self.metrics, self.stats, self.owner = metrics, stats, owner
+        self.labels = {"integration": plan.integration, "revision": plan.revision}
+        self.last_success: datetime | None = None
+        self.keeper = ProgressKeeper(wiring.keys, owner, plan.error_policy.ack_wait)
+
+    def _meta(self, msg: Msg, record: RecordHeaders) -> dict[str, Any]:
+        md = msg.metadata
+        return {
+            "deliveryId": record.delivery_id or record.msg_id or f"seq-{md.sequence.stream}",
+            "source": record.origin if record.origin is not None else self.plan.source,
+            "origin": record.origin or "",
+            "event": record.event or "",
+            "subject": msg.subject,
+            "traceparent": record.traceparent or "",
+            "decision": record.decision or "",
+            "revision": self.plan.revision,
+            "integration": self.plan.integration,
+            "streamSequence": md.sequence.stream,
+            "delivered": md.num_delivered,
+        }
+
+    async def settle(self, msg: Msg) -> None:
+        """Process one delivery and decide its fate; raise only when NATS itself cannot be reached."""
+        self.metrics.received.labels(**self.labels).inc()
+        record = RecordHeaders.from_headers(msg.headers)
+        delivery = Delivery(msg, record, self._meta(msg, record), time.perf_counter())
+        try:
+            async with self.keeper.working(delivery):
+                try:
+                    await self._settle(delivery)
+                finally:
+                    await self._release(delivery)
+        except Exception as exc:
+            if delivery.answered or isinstance(exc, OUTAGES):
+                raise  # unanswered: redelivered after ackWait, or dead-lettered from its advisory
+            log.error("unexpected error; record parked as InternalError", extra={"error": describe(exc)})
+            self._failed(INTERNAL_ERROR, INTERNAL_ERROR)
+            await self._park(delivery, "exception", INTERNAL_ERROR, describe(exc), "")
+            self.stats.record("exception", time.perf_counter() - delivery.started)
+
+    async def _settle(self, delivery: Delivery) -> None:
+        msg, meta = delivery.msg, delivery.meta
+        try:
+            payload = decode_payload(msg.data, delivery.record.content_type or "application/json")
+            meta["businessKey"] = bounded_key(self.engine.business_key(payload, meta))
+            if not await self._claim(delivery):
+                return
+            outcome = await self.engine.run(payload, meta)
+        except PermanentFailure as exc:
+            self._failed(exc.step, exc.reason)
+            target = "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
+            await self._park(delivery, target, exc.reason, str(exc), exc.step, suggestion=exc.suggestion)
+            self.stats.record(target, time.perf_counter() - delivery.started)
+            return
+        except TransientFailure as exc:
+            self._failed(exc.step, "Transient")
+            await self._retry_or_dead_letter(delivery, exc)
+            return
+        except OUTAGES as exc:  # NATS or the network, inside a step or the key store: worth a redelivery
+            self._failed("", "Transient")
+            await self._retry_or_dead_letter(delivery, TransientFailure(describe(exc)))
+            return
+        await self._finish(delivery, outcome)
+
+    async def _claim(self, delivery: Delivery) -> bool:
+        """Hold the record's business key; False when the delivery was answered (duplicate or waiting)."""
+        meta, policy = delivery.meta, self.plan.error_policy
+        keys = self.wiring.keys
+        claim = await keys.claim(meta["businessKey"], owner=self.owner, lease=policy.ack_wait)
+        if claim.status == "busy" and int(meta["delivered"]) < policy.max_deliver:
+            delay = min(max(claim.wait, 0.1), KEY_WAIT_MAX) * random.uniform(0.8, 1.2)
+            self.metrics.key_waits.labels(**self.labels).inc()
+            await delivery.nak(delay)
+            await self._audit(
+                meta, "waiting", [], f"another delivery holds the business key; next look in {delay:.1f}s"
+            )
+            return False
+        while claim.status == "busy":  # the last delivery may not be nak'ed: wait here, kept in progress
+            await asyncio.sleep(min(max(claim.wait, 0.05), 0.5))
+            claim = await keys.claim(meta["businessKey"], owner=self.owner, lease=policy.ack_wait)
+        if claim.status == "done":
+            self.metrics.duplicates.labels(**self.labels).inc()
+            await delivery.ack()
+            await self._audit(meta, "duplicate", [], "business key already done")
+            return False
+        delivery.claim = claim
+        return True
+
+    async def _release(self, delivery: Delivery) -> None:
+        claim = delivery.claim
+        if claim is None or claim.status != "claimed":
+            return
+        try:
+            await self.wiring.keys.release(claim)
+        except Exception as exc:  # the lease lapses by itself; the next record with the key waits until then
+            log.warning("business key not released", extra={"error": describe(exc)})
+
+    async def _finish(self, delivery: Delivery, outcome: RecordOutcome) -> None:
+        if outcome.kind == "parked":
+            await self._park(
+                delivery, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates
+            )
+            self.stats.record("parked", time.perf_counter() - delivery.started)
+            return
+        if outcome.kind == "completed" and delivery.claim is not None:
+            await self.wiring.keys.complete(delivery.claim, outcome.kind)
+        await delivery.ack()
+        seconds = time.perf_counter() - delivery.started
+        if outcome.kind == "completed":
+            self.metrics.processed.labels(**self.labels).inc()
+            self.last_success = datetime.now(UTC)
+        else:
+            self.metrics.filtered.labels(**self.labels).inc()
+        self.metrics.record_seconds.labels(**self.labels).observe(seconds)
+        for step in outcome.steps:
+            if step.status is not None:
+                connector = next(
+                    (s.request.connector for s in self.plan.steps if s.name == step.step and s.request), ""
+                )
+                self.metrics.call_seconds.labels(**self.labels, connector=connector, code=str(step.status)).observe(
+                    step.latency_ms / 1e3
+                )
+        self.stats.record(outcome.kind, seconds)
+        await self._audit(delivery.meta, outcome.kind, outcome.steps, outcome.reason)
+
+    def _failed(self, step: str, reason: str) -> None:
+        self.metrics.failed.labels(**self.labels, step=step or "-", reason=reason).inc()
+
+    async def _retry_or_dead_letter(self, delivery: Delivery, exc: TransientFailure) -> None:
+        policy = self.plan.error_policy
+        delivered = int(delivery.meta["delivered"])
+        if delivered >= policy.max_deliver:
+            await self._park(delivery, "deadLetter", "MaxDeliveriesExceeded", str(exc), exc.step)
+            self.stats.record("deadLetter", time.perf_counter() - delivery.started)
+            return
+        backoff = policy.backoff[min(delivered - 1, len(policy.backoff) - 1)] if policy.backoff else 1.0
+        delay = exc.delay if exc.delay is not None else backoff * random.uniform(0.8, 1.2)
+        await delivery.nak(delay)
+        self.stats.record("transient", time.perf_counter() - delivery.started)
+        await self._audit(delivery.meta, "retrying", [], f"{exc} (delivery {delivered}, next in {delay:.1f}s)")
+
+    async def _park(
+        self,
+        delivery: Delivery,
+        target: str,
+        reason: str,
+        error: str,
+        step: str,
+        candidates: list[dict[str, Any]] | None = None,
+        *,
+        suggestion: dict[str, Any] | None = None,
+    ) -> None:
+        """Send the original bytes and headers, with why, to the exception or dead-letter stream; then ack."""
+        msg, meta = delivery.msg, delivery.meta
+        parked = ParkedRecord(
+            reason=reason,
+            error=error,
+            step=step,
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=str(meta.get("businessKey", "")),
+            original_subject=msg.subject,
+            stream_sequence=meta["streamSequence"],
+            deliveries=meta["delivered"],
+            candidates=candidates or [],
+            suggestion=suggestion,
+        )
+        await self._publish_parked(target, parked, msg.data, msg.headers)
+        await delivery.ack()
+        await self._audit(meta, target, [], f"{reason}: {error}")
+
+    async def _publish_parked(
+        self, target: str, parked: ParkedRecord, data: bytes, headers: Mapping[str, str] | None
+    ) -> None:
+        names = self.plan.nats
+        subject = names.dlq_subject if target == "deadLetter" else names.exceptions_subject
+        msg_id = f"{target}/{self.plan.integration}/{parked.stream_sequence}"
+        await self.wiring.publish(subject, data, parked.to_headers(headers), msg_id)
+        if target == "deadLetter":
+            self.metrics.dead_letters.labels(**self.labels).inc()
+        else:
+            self.metrics.exceptions.labels(**self.labels, reason=parked.reason).inc()
+
+    async def dead_letter_unsettled(self, stored: StoredMessage, deliveries: int) -> None:
+        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done."""
+        record = RecordHeaders.from_headers(stored.headers)
+        key = ""
+        with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
+            payload = decode_payload(stored.data, record.content_type or "application/json")
+            key = bounded_key(self.engine.business_key(payload, {"deliveryId": record.delivery_id or record.msg_id}))
+        meta = {"businessKey": key or None, "deliveryId": record.delivery_id, "delivered": deliveries}
+        state, _ = await self.wiring.keys.state(key) if key else (None, 0)
+        if state is not None and state.is_done:
+            await self._audit(meta, "duplicate", [], "out of deliveries, but its business key is done")
+            return
+        error = f"JetStream stopped after {deliveries} deliveries that no runner settled (crashed or lost NATS)"
+        parked = ParkedRecord(
+            reason="MaxDeliveriesExceeded",
+            error=error,
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=key,
+            original_subject=stored.subject,
+            stream_sequence=stored.sequence,
+            deliveries=deliveries,
+        )
+        await self._publish_parked("deadLetter", parked, stored.data, stored.headers)
+        await self._audit(meta, "deadLetter", [], f"MaxDeliveriesExceeded: {error}")
+
+    async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
+        entry = AuditEntry(
+            time=datetime.now(UTC).isoformat(),
+            integration=self.plan.integration,
+            revision=self.plan.revision,
+            business_key=meta.get("businessKey"),
+            delivery_id=meta.get("deliveryId"),
+            source=meta.get("source"),
+            delivered=meta.get("delivered"),
+            outcome=outcome,
+            detail=detail,
+            steps=[AuditStep.model_validate(s.__dict__) for s in steps],
+        )
+        with contextlib.suppress(Exception):
+            await self.wiring.publish_untracked(self.plan.nats.audit_subject, entry.to_wire())
