@@ -22,6 +22,7 @@ from onceflow_operator.api._base import (
     conditions_field,
     forbidden_inline_secret,
 )
+from onceflow_runner.contract.subjects import DUPLICATE_WINDOW_SECONDS
 
 __all__ = [
     "ApiKeyAuth",
@@ -281,9 +282,10 @@ class WebhookSignature(ApiModel):
     prefix: str = Field(default="", description="For hmac: text before the digest, e.g. `sha256=`.", max_length=32)
     tolerance_seconds: int = Field(
         default=300,
-        description="For stripe and standard-webhooks: how old a timestamp may be before it is refused.",
+        description="For stripe and standard-webhooks: how old a timestamp may be before it is refused "
+        "(at most the streams' 600 s duplicate window, so a replay within it is always stored once).",
         ge=1,
-        le=86400,
+        le=DUPLICATE_WINDOW_SECONDS,
     )
 
 

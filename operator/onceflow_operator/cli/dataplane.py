@@ -51,12 +51,19 @@ def runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: i
 @_NATS
 @_SECRETS
 @_HOST
-@click.option("--port", default=8080, show_default=True, help="Port for webhooks, /healthz, /readyz, /metrics.")
-def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> None:
+@click.option("--port", default=8080, show_default=True, help="Port for webhooks (the only public one).")
+@click.option(
+    "--metrics-port",
+    envvar="ONCEFLOW_METRICS_PORT",
+    default=9090,
+    show_default=True,
+    help="Port for /metrics, /healthz and /readyz (kept off the webhook port).",
+)
+def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int) -> None:
     """Serve one webhook Connector: check signatures, store in JetStream, answer 2xx after the PubAck."""
     from onceflow_runner.main import run_gateway
 
-    sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port))
+    sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port, metrics_port))
 
 
 def _drift_check_command(name: str, *, deprecated: str = "") -> click.Command:

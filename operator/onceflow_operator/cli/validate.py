@@ -22,7 +22,14 @@ __all__ = ["crds", "test_workflow", "validate"]
     type=click.Path(exists=True, dir_okay=True, path_type=Path),
     help="Manifest file or folder (repeatable).",
 )
-def validate(files: tuple[Path, ...]) -> None:
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="Namespace the manifests will be applied in (a manifest's own metadata.namespace wins); "
+    "checks that trigger subjects stay inside it.",
+)
+def validate(files: tuple[Path, ...], namespace: str | None) -> None:
     """Check Onceflow manifests offline: schema, CEL rules, step references.
 
     Prints one line per problem as `file:Kind/name: field.path: message` and exits 1 when any
@@ -30,7 +37,7 @@ def validate(files: tuple[Path, ...]) -> None:
     """
     from onceflow_operator.compiler.validation import validate_paths
 
-    checked, problems = validate_paths(expand_paths(files))
+    checked, problems = validate_paths(expand_paths(files), namespace)
     for problem in problems:
         click.echo(str(problem))
     if problems:

@@ -100,11 +100,14 @@ class JetStreamLink:
         return table.last_sequence if table is not None else 0
 
     async def remove_lane(self, plan: Plan, lane: Lane) -> bool:
-        """Delete a lane's durable consumer; False when it was already gone."""
+        """Delete a lane's durable consumer and its advisory consumer; False when it was already gone."""
         return await self.remove_consumer(plan.nats.stream, natsio.lane_consumer(plan, lane))
 
     async def remove_consumer(self, stream: str, consumer: str) -> bool:
-        return await natsio.remove_consumer(await self.jetstream(), stream, consumer)
+        """Delete a durable consumer and the consumer of its max-delivery advisories (the runners')."""
+        js = await self.jetstream()
+        await natsio.remove_consumer(js, subjects.ADVISORIES_STREAM, natsio.advisory_consumer(consumer))
+        return await natsio.remove_consumer(js, stream, consumer)
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:

@@ -50,6 +50,7 @@ __all__ = [
     "StoredMessage",
     "ack_floor",
     "advisory_config",
+    "advisory_consumer",
     "auth_from_environment",
     "connect",
     "consumer_config",
@@ -59,7 +60,6 @@ __all__ = [
     "provision_consumer",
     "publish_split",
     "read_split",
-    "read_stream",
     "remove_consumer",
     "rollout_subject",
     "subscribe_stats",
@@ -121,7 +121,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             max_age=max_age,
             num_replicas=replicas,
-            duplicate_window=120.0,
+            duplicate_window=float(subjects.DUPLICATE_WINDOW_SECONDS),
         )
         try:
             await js.add_stream(config)
@@ -168,9 +168,14 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     )
 
 
+def advisory_consumer(consumer: str) -> str:
+    """The durable consumer (in ADVISORIES_STREAM) that reads `consumer`'s max-delivery advisories."""
+    return f"{consumer}_advisories"
+
+
 def advisory_config(plan: Plan, lane: Lane = "main") -> ConsumerConfig:
     """The durable consumer of a lane's max-delivery advisories (in ADVISORIES_STREAM), read by its runners."""
-    name = f"{lane_consumer(plan, lane)}_advisories"
+    name = advisory_consumer(lane_consumer(plan, lane))
     return ConsumerConfig(
         name=name,
         durable_name=name,
@@ -331,38 +336,6 @@ class StoredMessage:
     headers: dict[str, str]
     data: bytes
     time: str
-
-
-async def read_stream(js: JetStreamContext, stream: str, subject: str, *, limit: int = 10000) -> list[StoredMessage]:
-    """Every message on `subject` (wildcards allowed) in `stream`, oldest first, without acking anything."""
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, filter_subject=subject, inactive_threshold=30.0
-    )
-    sub = await js.pull_subscribe(subject, stream=stream, config=config)
-    out: list[StoredMessage] = []
-    try:
-        while len(out) < limit:
-            try:
-                batch = await sub.fetch(min(256, limit - len(out)), timeout=0.5)
-            except TimeoutError:
-                break
-            for msg in batch:
-                md = msg.metadata
-                out.append(
-                    StoredMessage(
-                        stream,
-                        md.sequence.stream,
-                        msg.subject,
-                        dict(msg.headers or {}),
-                        msg.data,
-                        md.timestamp.isoformat() if md.timestamp else "",
-                    )
-                )
-            if batch and batch[-1].metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> StoredMessage | None:

@@ -32,6 +32,7 @@ __all__ = [
     "AUDIT_STREAM",
     "DECISIONS_STREAM",
     "DLQ_STREAM",
+    "DUPLICATE_WINDOW_SECONDS",
     "EVENTS_STREAM",
     "EXCEPTIONS_STREAM",
     "IN_STREAM",
@@ -69,6 +70,9 @@ ANY_TAIL: Final = ">"
 
 IN_STREAM: Final = "ONCEFLOW_IN"
 EVENTS_STREAM: Final = "ONCEFLOW_EVENTS"
+#: JetStream's duplicate window on every stream: a message id seen within it is stored once. It is at
+#: least every webhook timestamp tolerance, so a replay inside a tolerance is always a duplicate.
+DUPLICATE_WINDOW_SECONDS: Final = 600
 EXCEPTIONS_STREAM: Final = "ONCEFLOW_EXCEPTIONS"
 DECISIONS_STREAM: Final = "ONCEFLOW_DECISIONS"
 DLQ_STREAM: Final = "ONCEFLOW_DLQ"

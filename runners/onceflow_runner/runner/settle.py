@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +28,7 @@ from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedRecor
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.steps.approve import APPROVED_STEPS_META
 from onceflow_runner.errors import PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.payloads.decode import decode_payload
@@ -144,6 +146,7 @@ class Settler:
             "subject": msg.subject,
             "traceparent": record.traceparent or "",
             "decision": record.decision or "",
+            APPROVED_STEPS_META: list(record.approved_step_names),
             "revision": self.plan.revision,
             "integration": self.plan.integration,
             "streamSequence": md.sequence.stream,
@@ -265,7 +268,13 @@ class Settler:
             self.stats.record("deadLetter", time.perf_counter() - delivery.started)
             return
         backoff = policy.backoff[min(delivered - 1, len(policy.backoff) - 1)] if policy.backoff else 1.0
-        delay = exc.delay if exc.delay is not None else backoff * random.uniform(0.8, 1.2)
+        asked = exc.delay
+        # The adapter already bounds a target's Retry-After by the Connector's maxBackoff; a delay
+        # that is not a finite, non-negative number never reaches JetStream.
+        if asked is not None and math.isfinite(asked) and asked >= 0:
+            delay = asked
+        else:
+            delay = backoff * random.uniform(0.8, 1.2)
         await delivery.nak(delay)
         self.stats.record("transient", time.perf_counter() - delivery.started)
         await self._audit(delivery.meta, "retrying", [], f"{exc} (delivery {delivered}, next in {delay:.1f}s)")

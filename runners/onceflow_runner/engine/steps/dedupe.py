@@ -16,6 +16,7 @@ from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
+from onceflow_runner.engine.steps.approve import is_approved_at
 from onceflow_runner.errors import PermanentFailure
 
 __all__ = ["DEDUPE", "find_matches"]
@@ -66,7 +67,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     policy = run.plan.sync_policy
     matches = find_matches(ctx["record"], list(candidates or []), policy) if policy else []
     ctx["steps"][name] = {"matches": matches}
-    if not matches or run.approved:
+    if not matches or is_approved_at(step.name, run):
         return None
     if req.on_match == "Skip":
         return RecordOutcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
