@@ -44,7 +44,7 @@ def test_server_fills_defaults_from_the_schema(kubectl: Kubectl) -> None:
     assert spec["errorPolicy"] == {
         "backoff": ["1s", "10s", "1m"],
         "maxDeliver": 5,
-        "ackWait": "30s",
+        "ackWait": "3m",
         "permanentFailures": "Exception",
     }
     assert spec["strategy"]["type"] == "RollingUpdate"
