@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from onceflow_operator.api.integration import AnalysisMetric
+from onceflow_operator.api.rollout import AnalysisMetric
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.rollout.analysis import Measurement, judge

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onceflow_operator.api.integration import AnalysisMetric, Strategy
+from onceflow_operator.api.rollout import AnalysisMetric, Strategy
 from onceflow_operator.rollout.analysis import Measurement, judge
 from onceflow_operator.rollout.decisions import RolloutDecision as Decision
 from onceflow_operator.rollout.decisions import RolloutView, decide, due_metrics

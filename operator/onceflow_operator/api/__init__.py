@@ -3,15 +3,10 @@
 from onceflow_operator.api._base import Condition, LocalObjectReference, SecretKeyRef
 from onceflow_operator.api.connector import Connector, ConnectorSpec, ConnectorStatus
 from onceflow_operator.api.crd import GROUP, KINDS, VERSION, build_crd, build_crds
-from onceflow_operator.api.integration import (
-    ENTITIES,
-    STEP_KINDS,
-    Integration,
-    IntegrationSpec,
-    IntegrationStatus,
-    Step,
-)
+from onceflow_operator.api.integration import Integration, IntegrationSpec, IntegrationStatus
+from onceflow_operator.api.steps import STEP_KINDS, Step
 from onceflow_operator.api.syncpolicy import SyncPolicy, SyncPolicySpec, SyncPolicyStatus
+from onceflow_operator.api.types import ENTITIES
 
 __all__ = [
     "ENTITIES",

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from onceflow_operator.api._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
-from onceflow_operator.api.integration import Entity
+from onceflow_operator.api.types import Entity
 
 __all__ = [
     "Drift",

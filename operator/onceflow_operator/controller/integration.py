@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 from onceflow_operator.api import Integration, SyncPolicy
-from onceflow_operator.api.integration import AnalysisMetric
 from onceflow_operator.api.names import API_VERSION, LABEL_INTEGRATION, LABEL_REVISION
+from onceflow_operator.api.rollout import AnalysisMetric
 from onceflow_operator.build.conditions import set_condition, without_condition
 from onceflow_operator.build.objects import (
     build_controller_revision,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from onceflow_operator.api.integration import AnalysisMetric
+from onceflow_operator.api.rollout import AnalysisMetric
 from onceflow_runner.contract.timestamps import format_time
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.errors import InvalidRecord

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from onceflow_operator.api.integration import AnalysisMetric, CanaryStep, Strategy
+from onceflow_operator.api.rollout import AnalysisMetric, CanaryStep, Strategy
 from onceflow_operator.rollout.analysis import Measurement, fold_analysis
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.timestamps import format_time, parse_time

@@ -1,0 +1,207 @@
+"""The steps of an Integration: one small, single-purpose block each, with its logic in CEL.
+
+Each step is exactly one of validate, map, filter, lookup, dedupe, call, publish or approve. A new
+kind is a model here, one entry in `STEP_KINDS`, its field on `Step` and its clause in the
+exactly-one rule (see docs/architecture.md for the rest of the path).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from onceflow_operator.api._base import (
+    DNS_LABEL,
+    IDENTIFIER,
+    ApiModel,
+    cel_rules,
+)
+from onceflow_operator.api.types import Cel, Entity
+from onceflow_runner.contract.plan import PROTECTED_FIELDS
+
+__all__ = [
+    "STEP_KINDS",
+    "ApproveStep",
+    "CallStep",
+    "DedupeStep",
+    "FilterStep",
+    "HttpMethod",
+    "LookupStep",
+    "MapStep",
+    "PublishStep",
+    "RuleCheck",
+    "Step",
+    "SuggestedFix",
+    "ValidateStep",
+]
+
+STEP_KINDS = ("validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve")
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class SuggestedFix(ApiModel):
+    """A correction offered to the person reviewing the exception; shown, never applied on its own."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                f"!self.field.matches('{PROTECTED_FIELDS.pattern}')",
+                "price and credit fields are never changed by a suggestion; leave them to the reviewer",
+            ),
+        )
+    }
+
+    field: str = Field(
+        description="Dot path into the received payload to change, e.g. data.address.country.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        max_length=253,
+    )
+    value: Cel = Field(description="CEL over `input`, `record` and `meta` giving the proposed value.")
+
+
+class RuleCheck(ApiModel):
+    """A CEL rule a record must satisfy, with the message an operator will read."""
+
+    expression: Cel = Field(description="CEL expression over `record` (and `input`, `meta`) that must be true.")
+    message: str = Field(
+        description="What is wrong with the record when the rule fails, and what to do.", max_length=1024
+    )
+    suggest: SuggestedFix | None = Field(
+        default=None, description="A correction to offer the reviewer when the rule fails (never applied by itself)."
+    )
+
+
+class ValidateStep(ApiModel):
+    """Check the record against a canonical entity schema and CEL rules; failures become exceptions."""
+
+    entity: Entity | None = Field(
+        default=None, description="Canonical entity the record must be (checked field by field)."
+    )
+    rules: list[RuleCheck] = Field(default_factory=list, description="Extra CEL rules.", max_length=32)
+
+
+class MapStep(ApiModel):
+    """Build the next `record` from CEL expressions, one per target field."""
+
+    fields: dict[str, Cel] = Field(description="Target field name -> CEL expression.", min_length=1, max_length=100)
+    mode: Literal["Replace", "Merge"] = Field(
+        default="Replace",
+        description="Replace: the fields become the whole record. Merge: they are set on the current record.",
+    )
+
+
+class FilterStep(ApiModel):
+    """Continue only when the condition holds; other records are acknowledged and audited as filtered."""
+
+    condition: Cel = Field(description="CEL condition; false means the record stops here, successfully.")
+
+
+class LookupStep(ApiModel):
+    """Call a Connector and bind its JSON answer to `steps.<name>` for later steps."""
+
+    connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
+    method: HttpMethod = Field(default="GET", description="HTTP method.")
+    path: Cel = Field(
+        description=(
+            'CEL expression giving the path under the Connector\'s baseURL, e.g. "/api/resource/Item/" + '
+            "pathSegment(record.sku). Wrap record values in pathSegment() (it percent-encodes one segment); "
+            "a path with '?', '#', '//', a dot segment or a scheme fails the record. Query parameters go in query."
+        )
+    )
+    query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
+    not_found: Literal["Fail", "Continue"] = Field(
+        default="Continue", description="On 404: Continue binds null; Fail raises an exception."
+    )
+
+
+class DedupeStep(ApiModel):
+    """Find existing records that match by the SyncPolicy's identity rules; matches go to approval."""
+
+    connector: str = Field(description="Name of a REST Connector to search.", pattern=DNS_LABEL, max_length=63)
+    path: Cel = Field(
+        description="CEL expression giving the search path; wrap record values in pathSegment() as for lookup."
+    )
+    query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
+    candidates: Cel = Field(
+        default="response.data", description="CEL expression selecting the candidate list from `response`."
+    )
+    on_match: Literal["Approve", "Skip", "Exception"] = Field(
+        default="Approve",
+        description="Approve parks the record for a person (merge or create); Skip acknowledges it.",
+    )
+
+
+class CallStep(ApiModel):
+    """The side effect: call a Connector with an idempotency key derived from the business key."""
+
+    connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
+    method: HttpMethod = Field(default="POST", description="HTTP method.")
+    path: Cel = Field(description="CEL expression giving the path; wrap record values in pathSegment() as for lookup.")
+    body: Cel | None = Field(
+        default=None, description="CEL expression giving the JSON body; the current record when empty."
+    )
+    idempotency_key: Cel | None = Field(
+        default=None,
+        description="CEL expression for the Idempotency-Key header; the business key when empty.",
+    )
+
+
+class PublishStep(ApiModel):
+    """Publish a canonical CloudEvent, e.g. io.onceflow.customer.created."""
+
+    entity: Entity = Field(description="Canonical entity of the event.")
+    verb: str = Field(
+        description="Event verb, e.g. created, updated, shipped.", pattern=r"^[a-z][a-z_]*$", max_length=32
+    )
+    data: Cel | None = Field(
+        default=None, description="CEL expression giving the event data; the current record when empty."
+    )
+
+
+class ApproveStep(ApiModel):
+    """Park the record in the exception queue until a person approves or rejects it."""
+
+    reason: str = Field(description="Why a person must look, shown in the review queue.", max_length=1024)
+    when: Cel | None = Field(
+        default=None, description="CEL condition; the record is parked only when true. Always when empty."
+    )
+
+
+class Step(ApiModel):
+    """One step of the workflow: a name and exactly one kind."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "[has(self.validate), has(self.map), has(self.filter), has(self.lookup), "
+                "has(self.dedupe), has(self.call), has(self.publish), has(self.approve)]"
+                ".filter(x, x).size() == 1",
+                "each step sets exactly one of validate, map, filter, lookup, dedupe, call, publish, "
+                "approve; split a step that does two things into two named steps",
+            ),
+        )
+    }
+
+    name: str = Field(
+        description="Step name, unique in the workflow; a CEL identifier so later steps can read steps.<name>.",
+        pattern=IDENTIFIER,
+        max_length=63,
+    )
+    validate_: ValidateStep | None = Field(default=None, alias="validate", description="Validate the record.")
+    map: MapStep | None = Field(default=None, description="Reshape the record.")
+    filter: FilterStep | None = Field(default=None, description="Stop records that do not qualify.")
+    lookup: LookupStep | None = Field(default=None, description="Fetch data from a Connector.")
+    dedupe: DedupeStep | None = Field(default=None, description="Match against existing records.")
+    call: CallStep | None = Field(default=None, description="Make the side effect.")
+    publish: PublishStep | None = Field(default=None, description="Publish a canonical event.")
+    approve: ApproveStep | None = Field(default=None, description="Wait for a person's decision.")
+
+    @property
+    def kind(self) -> str:
+        """The one step kind this step sets."""
+        for kind in STEP_KINDS:
+            attr = "validate_" if kind == "validate" else kind
+            if getattr(self, attr) is not None:
+                return kind
+        return ""
