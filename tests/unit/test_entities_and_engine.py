@@ -10,6 +10,7 @@ import pytest
 from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders, ReviewDecision
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
+    ConnectorPlan,
     MatchRulePlan,
     NatsPlan,
     Plan,
@@ -172,6 +173,20 @@ async def test_call_back_to_the_origin_system_is_suppressed() -> None:
     outcome = await Engine(plan(CALL), caller, RecordingEvents()).run({"tax": "1"}, {**META, "origin": "erp"})
     assert caller.calls == []
     assert outcome.steps[0].outcome == "skipped"
+
+
+async def test_a_record_from_the_erps_webhook_is_not_sent_back_to_the_erps_rest_connector() -> None:
+    # The ERP's webhook Connector and its REST Connector have different names; both say system: erpnext.
+    erp = ConnectorPlan(name="erp", base_url="http://erp.example.test", system="erpnext")
+    flow = plan(CALL).model_copy(update={"connectors": {"erp": erp}})
+    caller = RecordingCaller()
+    from_erp = {**META, "origin": "erp-hooks", "originSystem": "erpnext"}
+    outcome = await Engine(flow, caller, RecordingEvents()).run({"tax": "1"}, from_erp)
+    assert caller.calls == []
+    assert outcome.steps[0].outcome == "skipped"
+    from_crm = {**META, "origin": "crm-hooks", "originSystem": "crm"}
+    await Engine(flow, caller, RecordingEvents()).run({"tax": "1"}, from_crm)
+    assert len(caller.calls) == 1
 
 
 async def test_dedupe_match_parks_for_approval_with_candidates() -> None:

@@ -116,6 +116,7 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
     return ConnectorPlan(
         name=str(connector.metadata.get("name")),
         base_url=rest.base_url,
+        system=connector.spec.system,
         auth=auth_plan,
         requests_per_second=rest.rate_limit.requests_per_second,
         burst=rest.rate_limit.burst,
@@ -180,11 +181,12 @@ def plan_from_integration(
     name = str(integration.metadata.get("name"))
     problems = [SpecProblem(path, message) for path, message in semantic_problems(integration)]
 
-    source = ""
+    source = source_system = ""
     trigger = spec.trigger
     if trigger.connector:
         source = trigger.connector.name
         hook = connectors.get(source)
+        source_system = hook.spec.system if hook is not None else ""
         if hook is None:
             problems.append(
                 SpecProblem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
@@ -245,6 +247,7 @@ def plan_from_integration(
         revision=f"{name}-{revision_hash(integration, compiled_in)}",
         version=spec.version,
         source=source,
+        source_system=source_system,
         business_key=spec.business_key,
         steps=tuple(steps),
         connectors=used,
@@ -303,6 +306,7 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
         plan_version=PLAN_VERSION,
         namespace=namespace,
         connector=name,
+        system=connector.spec.system,
         path=hook.path,
         signature=SignaturePlan(
             scheme=sig.scheme,

@@ -258,6 +258,9 @@ class JetStreamEvents:
             content_type="application/json",
         )
         headers[h.ORIGIN] = self.plan.source
+        origin_system = str(meta.get("originSystem") or self.plan.source_system)
+        if origin_system:
+            headers[h.ORIGIN_SYSTEM] = origin_system
         headers[h.REVISION] = self.plan.revision
         if meta.get("traceparent"):
             headers[h.TRACEPARENT] = str(meta["traceparent"])

@@ -45,6 +45,7 @@ __all__ = [
     "ONCEFLOW_PREFIX",
     "ORIGIN",
     "ORIGINAL_SUBJECT",
+    "ORIGIN_SYSTEM",
     "REASON",
     "REVISION",
     "ROLLOUT",
@@ -84,6 +85,9 @@ CE_CONTENT_TYPE: Final = "content-type"
 # -- Onceflow: where a record came from -----------------------------------------------------------
 ONCEFLOW_PREFIX: Final = "Onceflow-"
 ORIGIN: Final = "Onceflow-Origin"
+#: The system (a Connector's `spec.system`, e.g. erpnext) the record came from: a webhook Connector
+#: and the REST Connector of the same system have different names, so echoes are judged by system.
+ORIGIN_SYSTEM: Final = "Onceflow-Origin-System"
 EVENT: Final = "Onceflow-Event"
 DELIVERY_ID: Final = "Onceflow-Delivery-Id"
 #: The delivery id the sender *claimed* in an unsigned header (github, shopify, hmac): for tracing only.

@@ -111,6 +111,7 @@ class RecordHeaders:
     msg_id: str | None = None
     delivery_id: str | None = None
     origin: str | None = None
+    origin_system: str | None = None
     event: str | None = None
     content_type: str | None = None
     traceparent: str | None = None
@@ -125,6 +126,7 @@ class RecordHeaders:
             (h.NATS_MSG_ID, self.msg_id),
             (h.DELIVERY_ID, self.delivery_id),
             (h.ORIGIN, self.origin),
+            (h.ORIGIN_SYSTEM, self.origin_system),
             (h.EVENT, self.event),
             (h.CONTENT_TYPE, self.content_type),
             (h.TRACEPARENT, self.traceparent),
@@ -142,6 +144,7 @@ class RecordHeaders:
             msg_id=found.get(h.NATS_MSG_ID),
             delivery_id=found.get(h.DELIVERY_ID),
             origin=found.get(h.ORIGIN),
+            origin_system=found.get(h.ORIGIN_SYSTEM),
             event=found.get(h.EVENT),
             content_type=found.get(h.CONTENT_TYPE) or found.get(h.CE_CONTENT_TYPE),
             traceparent=found.get(h.TRACEPARENT),

@@ -96,6 +96,8 @@ class ConnectorPlan(_Contract):
 
     name: str
     base_url: str
+    #: The Connector's `spec.system`: a record whose origin system is this one is never sent back to it.
+    system: str = ""
     auth: AuthPlan = AuthPlan()
     requests_per_second: float = 50
     burst: int = 10
@@ -259,6 +261,7 @@ class Plan(_Contract):
     revision: str
     version: str = ""
     source: str = Field(default="", description="Connector the trigger reads from (origin of records).")
+    source_system: str = Field(default="", description="`spec.system` of the trigger's Connector.")
     business_key: str | None = None
     steps: tuple[StepPlan, ...]
     connectors: dict[str, ConnectorPlan] = Field(default_factory=dict)
@@ -292,6 +295,8 @@ class GatewayPlan(_Contract):
     plan_version: str = Field(alias="planVersion")
     namespace: str
     connector: str
+    #: The Connector's `spec.system`, stamped on every record as its origin system.
+    system: str = ""
     path: str = "/"
     signature: SignaturePlan
     event_header: str | None = None

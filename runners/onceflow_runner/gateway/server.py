@@ -246,6 +246,7 @@ class Gateway:
             msg_id=bounded_id(f"{self.plan.namespace}/{self.plan.connector}/{delivery_id}"),
             delivery_id=delivery_id,
             origin=self.plan.connector,
+            origin_system=self.plan.system or None,
             event=event,
             content_type=request.headers.get("Content-Type", "application/json"),
             traceparent=request.headers.get(TRACEPARENT) or new_traceparent(),

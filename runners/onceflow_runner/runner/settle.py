@@ -142,6 +142,7 @@ class Settler:
             "deliveryId": record.delivery_id or record.msg_id or f"seq-{md.sequence.stream}",
             "source": record.origin if record.origin is not None else self.plan.source,
             "origin": record.origin or "",
+            "originSystem": record.origin_system or "",
             "event": record.event or "",
             "subject": msg.subject,
             "traceparent": record.traceparent or "",

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from onceflow_runner.contract.plan import RequestPlan, StepPlan
+from onceflow_runner.contract.plan import ConnectorPlan, RequestPlan, StepPlan
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
 
-__all__ = ["CALL"]
+__all__ = ["CALL", "is_echo"]
 
 
 def _expressions(step: StepPlan) -> list[str]:
@@ -24,6 +24,18 @@ def _expressions(step: StepPlan) -> list[str]:
     if req is None:
         return []
     return [*request_expressions(step), *(e for e in (req.body, req.idempotency_key) if e)]
+
+
+def is_echo(meta: Mapping[str, Any], connector: str, target: ConnectorPlan | None) -> bool:
+    """True when a record would go back to the system it came from.
+
+    By Connector name (an event relayed by the same Connector) or by system: the ERP's webhook
+    Connector and its REST Connector have different names but the same `spec.system`.
+    """
+    if meta.get("origin") == connector:
+        return True
+    system = str(meta.get("originSystem") or "")
+    return bool(system) and target is not None and target.system == system
 
 
 def _owned_fields_only(run: RecordRun, req: RequestPlan, body: Any, name: str) -> Any:
@@ -46,7 +58,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     name = step.name
     ctx = run.context
     meta = ctx["meta"]
-    if meta.get("origin") == req.connector:
+    if is_echo(meta, req.connector, run.plan.connectors.get(req.connector)):
         # The record came from this system: sending it back would echo the change.
         run.results.append(StepResult(name, step.kind, "skipped", f"echo to origin {req.connector} suppressed"))
         return None
