@@ -7,6 +7,7 @@ Issue 19 items 15, 17 and 18 (gateway parts). Real gateway, real nats-server.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -200,3 +201,42 @@ async def test_a_rejected_signature_gets_401_that_describes_nothing_of_the_confi
         wrong = await client.post(gateway.url, content=body, headers={"X-Signature": "00"})
     assert missing.status_code == wrong.status_code == 401
     assert missing.json() == wrong.json() == {"error": "signature rejected"}
+
+
+# -- an event that no subject can carry -----------------------------------------------------------
+
+
+async def test_a_6kb_event_name_is_refused_and_the_gateway_stays_on_the_broker(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Taken into the subject, such a name exceeded NATS's control line: the server closed the
+    # connection and every later sender got 503 while /healthz still said ok.
+    plan = gateway_plan(namespace(), scheme="standard-webhooks").model_copy(update={"event_body_field": "type"})
+    async with running_gateway(plan, nats_server.url, tmp_path, secret=WHSEC) as gw, httpx.AsyncClient() as client:
+
+        async def send(event: str, delivery_id: str) -> httpx.Response:
+            body = json.dumps({"type": event, "tax": "1"}).encode()
+            headers = sign(STANDARD, WHSEC, body, delivery_id=delivery_id, timestamp=int(time.time()))
+            return await client.post(gw.url, content=body, headers=headers)
+
+        refused = await send("customer." + "x." * 3000 + "approved", "msg_long")
+        assert refused.status_code == 400
+        assert "event name longer than" in refused.json()["error"]
+        accepted = await send("customer.approved", "msg_after")
+        assert accepted.status_code == 202
+        health = await client.get(f"http://127.0.0.1:{gw.metrics_port}/healthz")
+        assert health.status_code == 200
+
+
+async def test_a_body_the_event_cannot_be_read_from_is_refused_not_filed_under_the_default_event(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    plan = gateway_plan(namespace(), scheme="standard-webhooks").model_copy(update={"event_body_field": "type"})
+    async with running_gateway(plan, nats_server.url, tmp_path, secret=WHSEC) as gw, httpx.AsyncClient() as client:
+        for n, body in enumerate(
+            (b'{"type": "customer.approved", "deep": ' + b"[" * 20000 + b"]" * 20000 + b"}", b"not json")
+        ):
+            headers = sign(STANDARD, WHSEC, body, delivery_id=f"msg_{n}", timestamp=int(time.time()))
+            answer = await client.post(gw.url, content=body, headers=headers)
+            assert answer.status_code == 400, answer.text
+            assert "the event is read from its field 'type'" in answer.json()["error"]

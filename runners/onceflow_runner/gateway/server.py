@@ -41,7 +41,15 @@ from onceflow_runner.gateway.listener import serve_bounded
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
-__all__ = ["BODY_READ_SECONDS", "HEADER_READ_SECONDS", "MAX_CONNECTIONS", "Gateway", "event_token"]
+__all__ = [
+    "BODY_READ_SECONDS",
+    "HEADER_READ_SECONDS",
+    "MAX_CONNECTIONS",
+    "MAX_EVENT_CHARS",
+    "Gateway",
+    "UnusableEvent",
+    "event_token",
+]
 
 log = logging.getLogger("onceflow.gateway")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./-]+")
@@ -53,10 +61,22 @@ BODY_READ_SECONDS = 30.0
 MAX_CONNECTIONS = 512
 
 
+#: The longest event name taken into a subject. NATS closes a connection whose control line is
+#: too long, and a publish on it would take the gateway off the broker for every later sender.
+MAX_EVENT_CHARS = 128
+
+
+class UnusableEvent(ValueError):
+    """The request names its event in a way no subject can carry (answered 400, nothing stored)."""
+
+
 def event_token(name: str) -> str:
     """An event name as subject tokens: dots kept (customer.approved), anything else unsafe -> _."""
     cleaned = _UNSAFE.sub("_", name.strip()).strip(".")
-    return re.sub(r"\.{2,}", ".", cleaned) or "received"
+    token = re.sub(r"\.{2,}", ".", cleaned) or "received"
+    if len(token) > MAX_EVENT_CHARS:
+        raise UnusableEvent(f"event name longer than {MAX_EVENT_CHARS} characters")
+    return token
 
 
 def new_traceparent() -> str:
@@ -181,6 +201,10 @@ class Gateway:
             await self.nc.drain()
 
     async def healthz(self, _: web.Request) -> web.Response:
+        # A connection the client gave up on never comes back: let liveness restart the pod. A
+        # connection that is only reconnecting is readiness' business (503 on /readyz).
+        if self.nc is not None and self.nc.is_closed:
+            return web.Response(status=500, text="NATS connection closed")
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
@@ -206,10 +230,16 @@ class Gateway:
         if self.plan.event_header and request.headers.get(self.plan.event_header):
             return event_token(request.headers[self.plan.event_header])
         if self.plan.event_body_field:
+            # The event decides the subject, so a body it cannot be read from must not quietly land
+            # on the default subject, where no Integration may listen.
             try:
-                value = json.loads(body).get(self.plan.event_body_field)
-            except (ValueError, AttributeError, RecursionError):
-                value = None
+                document = json.loads(body)
+            except (ValueError, RecursionError):
+                raise UnusableEvent(
+                    f"body is not JSON (or nests too deeply); the event is read from its field "
+                    f"{self.plan.event_body_field!r}"
+                ) from None
+            value = document.get(self.plan.event_body_field) if isinstance(document, dict) else None
             if isinstance(value, str) and value:
                 return event_token(value)
         return event_token(self.plan.event_default)
@@ -238,7 +268,10 @@ class Gateway:
         except SignatureError as exc:
             log.info("signature rejected", extra={"connector": self.plan.connector, "reason": str(exc)})
             return self._answer(401, {"error": "signature rejected"})
-        event = self._event(body, request)
+        try:
+            event = self._event(body, request)
+        except UnusableEvent as exc:
+            return self._answer(400, {"error": str(exc)})
         claimed = claimed_delivery_id(self.signature, request.headers)
         record = RecordHeaders(
             # Scoped by namespace: the stream is shared, and a same-named Connector elsewhere with the
