@@ -98,3 +98,11 @@ def test_who_decides_is_the_kubeconfig_current_contexts_user_or_none_without_one
     assert kubeconfig_user(str(tmp_path / "missing")) is None
     config.write_text("current-context: gone\ncontexts: []\n")
     assert kubeconfig_user() is None
+
+
+def test_exceptions_list_without_nats_says_so_in_one_line_and_exits() -> None:
+    # Nothing listens on port 1: the command must end with one line, not retry for minutes.
+    result = CliRunner().invoke(main, ["exceptions", "list", "--nats", "nats://127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "cannot reach NATS at nats://127.0.0.1:1" in result.output
+    assert "Traceback" not in result.output

@@ -35,16 +35,35 @@ def _decided(record: Any) -> dict[str, str]:
 def _with_jetstream(nats_url: str, work: Any) -> Any:
     import asyncio
 
+    import nats
+
     from onceflow_runner.adapters import natsio
 
+    async def quiet(_: Exception) -> None:
+        """The client would log a traceback per attempt; the one line below says enough."""
+
     async def run() -> Any:
-        nc = await natsio.connect(nats_url, name="onceflow-cli")
+        # A person is waiting: a bounded connect, not a runner's endless reconnects.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                nats_url,
+                name="onceflow-cli",
+                allow_reconnect=False,
+                connect_timeout=3,
+                error_cb=quiet,
+                **natsio.auth_from_environment(),
+            ),
+            timeout=8,
+        )
         try:
             return await work(nc.jetstream(timeout=5))
         finally:
             await nc.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise click.ClickException(f"cannot reach NATS at {nats_url} ({type(exc).__name__}); check --nats") from None
 
 
 @click.group()
