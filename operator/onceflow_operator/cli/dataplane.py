@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from onceflow_operator.cli.output import expand_paths
+from onceflow_operator.cli.output import expand_paths, manifests_option
 
 __all__ = ["drift_check", "gateway", "local", "reconcile", "runner", "sandbox"]
 
@@ -96,15 +96,7 @@ def local() -> None:
 
 
 @local.command("run")
-@click.option(
-    "-f",
-    "--filename",
-    "files",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Manifests: Connectors, Secrets, Integrations, SyncPolicies.",
-)
+@manifests_option("Manifests: Connectors, Secrets, Integrations, SyncPolicies.")
 @_NATS
 @click.option("--port", default=8080, show_default=True, help="First gateway port; one port per webhook Connector.")
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace the objects act in.")

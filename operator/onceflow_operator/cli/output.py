@@ -6,15 +6,18 @@ Only click is imported here; json and yaml load when a command prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 __all__ = [
     "emit_rows",
     "expand_paths",
     "kubeconfig_option",
+    "manifests_option",
     "namespace_option",
     "nats_option",
     "output_option",
@@ -36,6 +39,19 @@ output_option = click.option(
 kubeconfig_option = click.option(
     "--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubeconfig (default: $KUBECONFIG)."
 )
+
+
+def manifests_option(help_text: str) -> Callable[[FC], FC]:
+    """`-f/--filename FILE|FOLDER` (repeatable, required), as kubectl spells it."""
+    return click.option(
+        "-f",
+        "--filename",
+        "files",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True, path_type=Path),
+        help=help_text,
+    )
 
 
 def expand_paths(files: tuple[Path, ...]) -> list[Path]:

@@ -7,21 +7,13 @@ from pathlib import Path
 
 import click
 
-from onceflow_operator.cli.output import expand_paths
+from onceflow_operator.cli.output import expand_paths, manifests_option
 
 __all__ = ["crds", "test_workflow", "validate"]
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "files",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, dir_okay=True, path_type=Path),
-    help="Manifest file or folder (repeatable).",
-)
+@manifests_option("Manifest file or folder (repeatable).")
 @click.option(
     "-n",
     "--namespace",
@@ -71,15 +63,7 @@ def crds(output_dirs: tuple[Path, ...]) -> None:
 
 
 @click.command("test")
-@click.option(
-    "-f",
-    "--filename",
-    "files",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="One Integration, plus the Connectors and SyncPolicy it uses (missing Connectors are stubbed).",
-)
+@manifests_option("One Integration, plus the Connectors and SyncPolicy it uses (missing Connectors are stubbed).")
 @click.option(
     "--fixtures",
     required=True,
