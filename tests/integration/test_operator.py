@@ -44,6 +44,17 @@ def secret(name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels}, "stringData": data}
 
 
+def apply_onboarding(kubectl: Kubectl) -> None:
+    """The webhook and REST Connectors with their Secrets, and the Integration between them."""
+    kubectl.apply(
+        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        secret("erp", token="t"),
+        cases.connector_webhook(),
+        cases.connector_rest(),
+        cases.integration(),
+    )
+
+
 def events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
     out = kubectl.run("get", "events", "-o", "json", f"--field-selector=involvedObject.name={name}").stdout
     return list(json.loads(out)["items"])
@@ -128,13 +139,7 @@ def _mark_available(kubectl: Kubectl, deployment: str) -> None:
 
 
 def test_integration_becomes_a_revision_with_runners_and_turns_ready(kubectl: Kubectl, operator_running: None) -> None:
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     status = wait_for(
         lambda: (
             kubectl.get("integration", "onboard").get("status", {}).get("currentRevision")
@@ -163,13 +168,7 @@ def test_integration_becomes_a_revision_with_runners_and_turns_ready(kubectl: Ku
 
 
 def test_new_spec_makes_revision_2_and_a_revert_reuses_revision_1(kubectl: Kubectl, operator_running: None) -> None:
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     first = wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
     changed = cases.integration()
     changed["spec"]["steps"][0]["map"]["fields"]["country"] = "input.country"
@@ -226,13 +225,7 @@ def test_syncpolicy_lists_the_integrations_that_use_it(kubectl: Kubectl, operato
 def test_integration_consumer_is_provisioned_and_removed_on_delete(
     kubectl: Kubectl, operator_running: None, nats_server: NatsServer
 ) -> None:
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     consumer = f"{kubectl.namespace}_onboard"
     info = wait_for(lambda: asyncio.run(_consumer(nats_server.url, consumer)))
     assert info.config.filter_subjects == [
@@ -282,13 +275,7 @@ async def test_reconciling_again_changes_nothing(
     from onceflow_operator.controller.integration import reconcile_integration
     from onceflow_operator.controller.settings import OperatorConfig
 
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     # The operator reconciles this namespace too; let it settle first, so that whatever changes
     # below is ours.
     wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
@@ -316,13 +303,7 @@ def _children(kubectl: Kubectl) -> list[tuple[str, str, str]]:
 
 
 def test_children_carry_owner_references(kubectl: Kubectl, operator_running: None) -> None:
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
     uid = kubectl.get("integration", "onboard")["metadata"]["uid"]
     items = json.loads(
@@ -344,13 +325,7 @@ async def test_a_replaced_plan_configmap_never_runs(
     from onceflow_operator.clients.kube import KubeClient
     from onceflow_operator.controller.integration import stored_plan
 
-    kubectl.apply(
-        secret("crm", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        secret("erp", token="t"),
-        cases.connector_webhook(),
-        cases.connector_rest(),
-        cases.integration(),
-    )
+    apply_onboarding(kubectl)
     revision = wait_for(lambda: kubectl.get("integration", "onboard").get("status", {}).get("currentRevision"))
     recorded = kubectl.get("controllerrevision", revision)["data"]["planHash"]
     configmaps = json.loads(
