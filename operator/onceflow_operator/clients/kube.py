@@ -89,6 +89,7 @@ class KubeClient:
         self._ssl = ssl_context
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -128,6 +129,10 @@ class KubeClient:
         return cls(cluster["server"], context, headers)
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A handler still running while the operator shuts down must not open a new session
+            # that nothing will close (it would leak its connections past the process's cleanup).
+            raise KubeError(503, "the Kubernetes client is closed (the operator is stopping)")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
@@ -137,6 +142,7 @@ class KubeClient:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
