@@ -5,7 +5,8 @@
     ├── PermanentFailure     the record is wrong or refused: exception queue, never retried blindly
     │   ├── InvalidRecord    canonical schema or CEL rule violated
     │   ├── RejectedByTarget 4xx other than 408/409/429 from a Connector
-    │   └── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
+    │   ├── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
+    │   └── ExpressionBudgetExceeded  a CEL expression outran its deadline or memory on this record
     ├── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)
     └── WireFormatError      a message on NATS is not what its contract says (`contract.messages`);
                              the reader refuses it by name instead of guessing
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ExpressionBudgetExceeded",
     "InvalidRecord",
     "MalformedInput",
     "OnceflowError",
@@ -75,6 +77,16 @@ class MalformedInput(PermanentFailure):
     """The payload cannot be decoded into a record."""
 
     reason = "MalformedInput"
+
+
+class ExpressionBudgetExceeded(PermanentFailure):
+    """A CEL expression ran past its deadline or memory on this record; its worker was killed.
+
+    Permanent for these bytes under this plan: the same record would time out again. A person
+    raises `spec.expressionTimeout` or simplifies the expression, then retries the exception.
+    """
+
+    reason = "ExpressionBudgetExceeded"
 
 
 class TransientFailure(OnceflowError):

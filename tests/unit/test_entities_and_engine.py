@@ -128,7 +128,7 @@ async def test_map_then_call_sends_the_record_with_a_derived_idempotency_key() -
     caller, events = RecordingCaller(), RecordingEvents()
     engine = Engine(plan(MAP, CALL), caller, events)
     payload = {"company": "Acme", "tax": "DE1", "zip": "10115"}
-    assert engine.business_key(payload, META) == "c/DE1"
+    assert await engine.business_key(payload, META) == "c/DE1"
     outcome = await engine.run(payload, META)
     assert outcome.kind == "completed"
     (call,) = caller.calls

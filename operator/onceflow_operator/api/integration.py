@@ -29,6 +29,7 @@ from onceflow_operator.api.steps import Step
 from onceflow_operator.api.types import Cel, Duration
 
 __all__ = [
+    "EXPRESSION_TIMEOUT_DEFAULT",
     "BusinessFigures",
     "ConnectorTrigger",
     "ErrorPolicy",
@@ -38,6 +39,9 @@ __all__ = [
     "ScheduleTrigger",
     "Trigger",
 ]
+
+#: `spec.expressionTimeout` when not set: a comprehension over a normal record takes milliseconds.
+EXPRESSION_TIMEOUT_DEFAULT = "1s"
 
 
 class ConnectorTrigger(ApiModel):
@@ -155,6 +159,13 @@ class IntegrationSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     error_policy: ErrorPolicy = Field(default_factory=ErrorPolicy, description="Retries and failure routing.")
+    expression_timeout: Duration = Field(
+        default=EXPRESSION_TIMEOUT_DEFAULT,
+        description="Longest one CEL expression that iterates (all, exists, exists_one, map, filter) may run "
+        "over one record, between 10ms and 60s. Such expressions run in a worker process the runner kills at "
+        "this deadline; the record then goes to the exception queue as ExpressionBudgetExceeded. Expressions "
+        "without iteration run inline: their cost is bounded by the payload limits.",
+    )
     sync_policy_ref: LocalObjectReference | None = Field(
         default=None,
         description="SyncPolicy whose ownership and match rules apply. Immutable once set.",

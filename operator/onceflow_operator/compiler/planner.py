@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
+from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
 from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems
@@ -72,11 +73,15 @@ def _ref(ref: SecretKeyRef | None) -> SecretRef | None:
 def workflow_spec(integration: Integration) -> dict[str, object]:
     """The part of the spec that makes a revision (how it is run — replicas, strategy — does not)."""
     spec = integration.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return {
+    workflow: dict[str, object] = {
         k: spec[k]
         for k in ("trigger", "businessKey", "steps", "errorPolicy", "syncPolicyRef", "concurrency")
         if k in spec
     }
+    # Only when changed: a field added with a default must not make a new revision of every Integration.
+    if spec.get("expressionTimeout", EXPRESSION_TIMEOUT_DEFAULT) != EXPRESSION_TIMEOUT_DEFAULT:
+        workflow["expressionTimeout"] = spec["expressionTimeout"]
+    return workflow
 
 
 def revision_hash(integration: Integration, extra: Mapping[str, object] | None = None) -> str:
@@ -259,6 +264,7 @@ def plan_from_integration(
         ),
         sync_policy=_sync_policy_plan(sync_policy) if sync_policy else None,
         concurrency=spec.concurrency,
+        expression_timeout=parse_duration(spec.expression_timeout),
         nats=nats_names(namespace, name, subject),
     )
 

@@ -34,11 +34,13 @@ from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_sub
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import worst_call_seconds
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
+from onceflow_runner.engine.expressions import MAX_NESTED_ITERATIONS, shape
 
 __all__ = [
     "ManifestProblem",
     "ack_wait_problems",
     "cel_expressions",
+    "expression_timeout_problems",
     "load_manifests",
     "semantic_problems",
     "signing_secret_problems",
@@ -185,7 +187,12 @@ def _step_index(path: str) -> int | None:
 
 
 def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
-    """Yield (path, message) for CEL that does not compile and step references that cannot work."""
+    """Yield (path, message) for CEL that cannot work, and for an expression deadline out of range.
+
+    CEL cannot work when it does not compile, nests comprehensions too deep, or reads a step
+    that is missing, later, or has no result.
+    """
+    yield from expression_timeout_problems(integration)
     steps = integration.spec.steps
     position = {step.name: i for i, step in enumerate(steps)}
     for path, source in cel_expressions(integration):
@@ -195,6 +202,14 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
             detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
             yield path, f"CEL does not compile ({detail}); fix the expression"
             continue
+        depth = shape(source).depth
+        if depth > MAX_NESTED_ITERATIONS:
+            yield (
+                path,
+                f"nests {depth} comprehensions (all/exists/exists_one/map/filter), at most {MAX_NESTED_ITERATIONS} "
+                "are allowed: each level multiplies the work by the size of a list in the record; compute the "
+                "inner part in an earlier map step, or split the check into several rules",
+            )
         at = _step_index(path)
         for match in _STEP_REF.finditer(source):
             ref = match.group(1) or match.group(2)
@@ -210,6 +225,23 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                         "only lookup, dedupe, call and map steps do"
                     ),
                 )
+
+
+#: Bounds of `spec.expressionTimeout`: below 10ms a worker round trip alone can miss it; above 60s
+#: a record holds its worker (and its place in line) longer than any sane rule needs.
+EXPRESSION_TIMEOUT_RANGE = (0.01, 60.0)
+
+
+def expression_timeout_problems(integration: Integration) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) when `spec.expressionTimeout` is outside `EXPRESSION_TIMEOUT_RANGE`."""
+    low, high = EXPRESSION_TIMEOUT_RANGE
+    seconds = parse_duration(integration.spec.expression_timeout)
+    if not low <= seconds <= high:
+        yield (
+            "spec.expressionTimeout",
+            f"{integration.spec.expression_timeout} is outside 10ms..60s; an expression that needs longer "
+            "should be split or computed by the system that sends the record",
+        )
 
 
 def _seconds(value: float) -> str:

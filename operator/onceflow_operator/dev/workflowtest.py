@@ -19,6 +19,8 @@ import yaml
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
+from onceflow_runner.adapters.expression_workers import ExpressionWorkers
+from onceflow_runner.contract.plan import Plan
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
@@ -94,7 +96,7 @@ async def _run_case(engine: Engine, case: dict[str, Any], recorder: _Recorder) -
         **case.get("meta", {}),
     }
     try:
-        meta["businessKey"] = engine.business_key(payload, meta)
+        meta["businessKey"] = await engine.business_key(payload, meta)
         outcome = await engine.run(payload, meta)
     except PermanentFailure as exc:
         return {
@@ -152,11 +154,25 @@ def run_fixtures(manifests: list[Path], fixtures: Path, *, namespace: str = "def
         )
     ref = integration.spec.sync_policy_ref
     plan = plan_from_integration(integration, connectors, policies.get(ref.name) if ref else None, namespace=namespace)
+    cases = {path.stem: yaml.safe_load(path.read_text()) or {} for path in sorted(fixtures.glob("*.yaml"))}
+    return asyncio.run(_run_cases(plan, cases))
+
+
+async def _run_cases(plan: Plan, cases: Mapping[str, dict[str, Any]]) -> list[CaseResult]:
+    """Run the cases in order, with CEL that iterates under the plan's deadline as the runner runs it."""
+    workers = ExpressionWorkers(deadline=plan.expression_timeout)
+    started = False
     results = []
-    for path in sorted(fixtures.glob("*.yaml")):
-        case = yaml.safe_load(path.read_text()) or {}
-        recorder = _Recorder(case.get("responses", {}))
-        actual = asyncio.run(_run_case(Engine(plan, recorder, recorder), case, recorder))
-        actual["calls"], actual["events"] = recorder.calls, recorder.events
-        results.append(CaseResult(path.stem, _subset(case.get("expect", {}), actual, "expect")))
+    try:
+        for name, case in cases.items():
+            recorder = _Recorder(case.get("responses", {}))
+            engine = Engine(plan, recorder, recorder, workers)
+            if engine.iterates and not started:
+                await workers.start()
+                started = True
+            actual = await _run_case(engine, case, recorder)
+            actual["calls"], actual["events"] = recorder.calls, recorder.events
+            results.append(CaseResult(name, _subset(case.get("expect", {}), actual, "expect")))
+    finally:
+        await workers.aclose()
     return results

@@ -268,6 +268,8 @@ class Plan(_Contract):
     error_policy: ErrorPolicyPlan = ErrorPolicyPlan()
     sync_policy: SyncPolicyPlan | None = None
     concurrency: int = 16
+    #: Deadline in seconds of one CEL expression that iterates, evaluated in a killable worker.
+    expression_timeout: float = 1.0
     nats: NatsPlan
 
     def to_json(self) -> str:

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan
-from onceflow_runner.engine.expressions import compile_expression, evaluate
+from onceflow_runner.engine.expressions import compile_expression, evaluate_bounded, iterates
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
-from onceflow_runner.engine.ports import Caller, EventSink
+from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 from onceflow_runner.engine.steps import STEP_RUNNERS, RecordRun
 from onceflow_runner.errors import InvalidRecord
 
@@ -26,10 +26,14 @@ __all__ = ["Engine", "RecordOutcome"]
 class Engine:
     """Runs one plan's steps over records."""
 
-    def __init__(self, plan: Plan, caller: Caller, events: EventSink) -> None:
+    def __init__(
+        self, plan: Plan, caller: Caller, events: EventSink, isolated: IsolatedEvaluator | None = None
+    ) -> None:
         self.plan = plan
         self.caller = caller
         self.events = events
+        #: Where CEL that iterates runs, under the plan's deadline (see `engine.expressions`).
+        self.isolated = isolated
         for source in self._expressions():
             compile_expression(source)  # fail at start, not on the first record
         sync = plan.sync_policy
@@ -40,6 +44,11 @@ class Engine:
             else {}
         )
 
+    @property
+    def iterates(self) -> bool:
+        """True when some expression of the plan iterates, so the engine needs an `isolated` evaluator."""
+        return any(iterates(source) for source in self._expressions())
+
     def _expressions(self) -> list[str]:
         # Every block a step carries is compiled, not only its own kind's: a plan written by hand
         # with a stray block fails at start, as it always has. Order: the plan's blocks, deduplicated.
@@ -49,11 +58,17 @@ class Engine:
                 out += runner.expressions(step)
         return list(dict.fromkeys(out))
 
-    def business_key(self, payload: Any, meta: Mapping[str, Any]) -> str:
+    async def business_key(self, payload: Any, meta: Mapping[str, Any]) -> str:
         """The record's business key: the plan's CEL, or the delivery id the sender gave."""
         if not self.plan.business_key:
             return str(meta["deliveryId"])
-        value = evaluate(self.plan.business_key, {"input": payload, "meta": dict(meta)}, step="", what="businessKey")
+        value = await evaluate_bounded(
+            self.plan.business_key,
+            {"input": payload, "meta": dict(meta)},
+            step="",
+            what="businessKey",
+            isolated=self.isolated,
+        )
         if value in (None, ""):
             raise InvalidRecord("businessKey evaluated to an empty value; the record cannot be de-duplicated")
         return str(value)
@@ -73,6 +88,7 @@ class Engine:
             events=self.events,
             context=context,
             approved=meta.get("decision") == "approved",
+            isolated=self.isolated,
         )
         results = record.results
         for step in self.plan.steps:

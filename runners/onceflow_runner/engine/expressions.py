@@ -9,20 +9,50 @@ Functions beyond standard CEL: `pathSegment(value)` percent-encodes a value as o
 segment (`/`, `?`, `#`, `%` and every other reserved character encoded), so that a payload value
 interpolated into a request path cannot add segments, a query or a fragment. Use it wherever
 record data enters a `path`: `"/api/resource/Delivery Note/" + pathSegment(record.delivery_note)`.
+
+Cost. Without a comprehension macro (`all`, `exists`, `exists_one`/`existsOne`, `map`, `filter`)
+a CEL expression does work linear in its own length times the payload it reads, and payloads
+are capped (1 MiB, nesting 64) before any CEL sees them: such expressions run inline. A
+comprehension can be quadratic or worse (nested ones multiply, and the CEL library builds `map`
+and `filter` results by copying: 8,000 numbers through `map` took 8.6 s on a developer laptop),
+and the library holds the GIL, so a thread cannot bound it. Expressions that iterate therefore
+run in a worker process the runner can kill at a deadline (`ports.IsolatedEvaluator`); the
+operator refuses comprehensions nested deeper than `MAX_NESTED_ITERATIONS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 import cel
 
+from onceflow_runner.engine.ports import IsolatedEvaluator
 from onceflow_runner.errors import InvalidRecord, PlanError
 
-__all__ = ["CEL_FUNCTIONS", "bind", "compile_expression", "evaluate", "path_segment"]
+__all__ = [
+    "CEL_FUNCTIONS",
+    "COMPREHENSION_MACROS",
+    "MAX_NESTED_ITERATIONS",
+    "Shape",
+    "bind",
+    "compile_expression",
+    "evaluate",
+    "evaluate_bounded",
+    "iterates",
+    "path_segment",
+    "shape",
+]
+
+#: CEL's comprehension macros (cel-rust spells exists_one both ways): each iterates over a list or
+#: map from the record, so its cost grows with the payload.
+COMPREHENSION_MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+#: Deepest nesting of comprehensions the operator accepts: two levels cover "every line's every tax";
+#: three over a 1 MiB payload is a cube no deadline-sized budget fits.
+MAX_NESTED_ITERATIONS = 2
 
 
 def path_segment(value: Any) -> str:
@@ -77,3 +107,103 @@ def evaluate(source: str, context: Mapping[str, Any] | cel.Context, *, step: str
         raise InvalidRecord(f"{what}: the record has no field {exc.args[0]!r} ({source})", step=step) from None
     except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
         raise InvalidRecord(f"{what}: {str(exc).splitlines()[0]} ({source})", step=step) from None
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How an expression iterates: how many comprehension macros it has, and how deeply they nest."""
+
+    comprehensions: int
+    depth: int
+
+
+_QUOTES = ('"""', "'''", '"', "'")
+
+
+def _skip_string(source: str, i: int) -> int:
+    """Index just past the string literal starting at `i` (after any r/b prefix), or len(source)."""
+    raw = False
+    while source[i] in "rRbB":
+        raw = raw or source[i] in "rR"
+        i += 1
+    quote = next(q for q in _QUOTES if source.startswith(q, i))
+    i += len(quote)
+    while i < len(source):
+        if not raw and source[i] == "\\":
+            i += 2
+        elif source.startswith(quote, i):
+            return i + len(quote)
+        else:
+            i += 1
+    return len(source)
+
+
+def _string_start(source: str, i: int) -> bool:
+    """True if a string literal (with an optional r/b prefix of up to two letters) starts at `i`."""
+    j = i
+    while j < len(source) and j - i < 2 and source[j] in "rRbB":
+        j += 1
+    if j > i and i > 0 and (source[i - 1].isalnum() or source[i - 1] == "_"):
+        return False  # the prefix letters end an identifier such as `bar"`: not a prefix
+    return j < len(source) and source[j] in "\"'"
+
+
+@lru_cache(maxsize=4096)
+def shape(source: str) -> Shape:
+    """Count and nest the comprehension macros in `source`, reading it as CEL tokens.
+
+    Why not ask the CEL library: it expands macros at parse time and reports only the functions
+    they expand to (`_+_` for `map`), and an unused iteration variable leaves no trace. String
+    literals are skipped, so `"a.all(" + x` does not count.
+    """
+    count = depth = 0
+    opened: list[bool] = []  # per open parenthesis: did a macro call open it
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if _string_start(source, i):
+            i = _skip_string(source, i)
+            continue
+        if ch == ".":
+            j = i + 1
+            while j < n and source[j].isspace():
+                j += 1
+            k = j
+            while k < n and (source[k].isalnum() or source[k] == "_"):
+                k += 1
+            name = source[j:k]
+            while k < n and source[k].isspace():
+                k += 1
+            if name in COMPREHENSION_MACROS and k < n and source[k] == "(":
+                count += 1
+                opened.append(True)
+                depth = max(depth, sum(opened))
+                i = k + 1
+                continue
+            i = max(j, i + 1)
+            continue
+        if ch == "(":
+            opened.append(False)
+        elif ch == ")" and opened:
+            opened.pop()
+        i += 1
+    return Shape(count, depth)
+
+
+def iterates(source: str) -> bool:
+    """True when the expression has a comprehension, so its cost is not bounded by the payload size alone."""
+    return shape(source).comprehensions > 0
+
+
+async def evaluate_bounded(
+    source: str, context: Mapping[str, Any], *, step: str, what: str, isolated: IsolatedEvaluator | None
+) -> Any:
+    """Evaluate `source` inline when it cannot iterate, else in `isolated` under its deadline.
+
+    `isolated` None evaluates everything inline: for callers whose data is small and their own
+    (the operator's analysis of metric values), never for records.
+    """
+    if isolated is None or not iterates(source):
+        return evaluate(source, context, step=step, what=what)
+    variables = {name: context[name] for name in _variables(source) if name in context}
+    return await isolated.evaluate(source, variables, step=step, what=what)

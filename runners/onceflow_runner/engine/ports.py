@@ -1,8 +1,10 @@
-"""The engine's two ways out: a `Caller` for Connectors and an `EventSink` for canonical events.
+"""The engine's ways out: Connectors, canonical events, and CEL that must run under a deadline.
 
-Why a module of its own: the engine does no I/O, so what it calls is a protocol here and the
-implementations live elsewhere (httpx in `adapters.outbound`, JetStream in the runner, recording
-fakes in tests and `onceflow test`). Step modules and adapters both import these names.
+A `Caller` calls Connectors, an `EventSink` takes canonical events, an `IsolatedEvaluator` runs
+CEL whose cost the payload size does not bound. Why a module of its own: the engine does no
+I/O, so what it calls is a protocol here and the implementations live elsewhere (httpx in
+`adapters.outbound`, JetStream in the runner, worker processes in `adapters.expression_workers`,
+recording fakes in tests and `onceflow test`). Step modules and adapters both import these names.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Caller", "EventSink", "Response"]
+__all__ = ["Caller", "EventSink", "IsolatedEvaluator", "Response"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,13 @@ class EventSink(Protocol):
     async def publish_event(
         self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
     ) -> None: ...
+
+
+class IsolatedEvaluator(Protocol):
+    """Evaluates one CEL expression away from the event loop, killed at a deadline.
+
+    Raises InvalidRecord for what the record got wrong (a missing field, a type error) and
+    ExpressionBudgetExceeded when the expression outran its deadline or memory.
+    """
+
+    async def evaluate(self, source: str, variables: Mapping[str, Any], *, step: str, what: str) -> Any: ...

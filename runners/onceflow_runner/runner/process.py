@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner.adapters import natsio
+from onceflow_runner.adapters.expression_workers import ExpressionWorkers
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.messages import Heartbeat
@@ -36,6 +37,10 @@ from onceflow_runner.runner.settle import Settler
 __all__ = ["Runner"]
 
 log = logging.getLogger("onceflow.runner")
+
+#: CEL worker processes per runner (fewer if the plan's concurrency is lower). Two keep one slow
+#: record from holding every other iterating record behind it, and fit the pod's memory limit.
+EXPRESSION_WORKERS = 2
 
 
 class Runner:
@@ -62,6 +67,10 @@ class Runner:
         self.metrics = RunnerMetrics()
         self.stats = RollingStats()
         self.caller: Caller = caller or HttpCaller(plan.connectors, secrets_dir)
+        #: CEL that iterates runs here, killed at the plan's deadline; started only if the plan has some.
+        self.expressions = ExpressionWorkers(
+            workers=min(plan.concurrency, EXPRESSION_WORKERS), deadline=plan.expression_timeout
+        )
         self.labels = {"integration": plan.integration, "revision": plan.revision}
         self.split: SplitTable | None = None
         self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -78,7 +87,9 @@ class Runner:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
         self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
-        self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring))
+        self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring), self.expressions)
+        if self.engine.iterates:
+            await self.expressions.start()
         self._settler = Settler(self.plan, self.wiring, self.engine, self.metrics, self.stats, self.pod)
         self.sub = await self.wiring.subscribe()
         await self._serve_http()
@@ -113,6 +124,7 @@ class Runner:
             await self.sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self.nc.drain()
+        await self.expressions.aclose()
         close = getattr(self.caller, "aclose", None)
         if close is not None:
             await close()

@@ -177,7 +177,7 @@ class Settler:
         msg, meta = delivery.msg, delivery.meta
         try:
             payload = decode_payload(msg.data, delivery.record.content_type or "application/json")
-            meta["businessKey"] = bounded_key(self.engine.business_key(payload, meta))
+            meta["businessKey"] = bounded_key(await self.engine.business_key(payload, meta))
             if not await self._claim(delivery):
                 return
             outcome = await self.engine.run(payload, meta)
@@ -328,7 +328,8 @@ class Settler:
         key = ""
         with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
             payload = decode_payload(stored.data, record.content_type or "application/json")
-            key = bounded_key(self.engine.business_key(payload, {"deliveryId": record.delivery_id or record.msg_id}))
+            delivery = {"deliveryId": record.delivery_id or record.msg_id}
+            key = bounded_key(await self.engine.business_key(payload, delivery))
         meta = {"businessKey": key or None, "deliveryId": record.delivery_id, "delivered": deliveries}
         state, _ = await self.wiring.keys.state(key) if key else (None, 0)
         if state is not None and state.is_done:

@@ -7,13 +7,14 @@ it), and `steps.STEP_RUNNERS` maps kind names to them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan, StepPlan
+from onceflow_runner.engine.expressions import evaluate_bounded
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
-from onceflow_runner.engine.ports import Caller, EventSink
+from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 
 __all__ = ["RecordRun", "StepRunner"]
 
@@ -31,6 +32,14 @@ class RecordRun:
     approved: bool
     #: One entry per step that says more than "ok"; the engine adds the plain "ok" ones.
     results: list[StepResult] = field(default_factory=list)
+    #: Where CEL that iterates runs under a deadline; None runs it inline (unit tests only).
+    isolated: IsolatedEvaluator | None = None
+
+    async def evaluate(self, source: str, *, step: str, what: str, context: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate one of the plan's expressions for this record (over `context` if given, else the record's)."""
+        return await evaluate_bounded(
+            source, self.context if context is None else context, step=step, what=what, isolated=self.isolated
+        )
 
 
 @dataclass(frozen=True)

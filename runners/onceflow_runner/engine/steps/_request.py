@@ -11,7 +11,6 @@ from typing import Any
 
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.plan import RequestPlan, StepPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import StepResult
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps._kind import RecordRun
@@ -26,10 +25,9 @@ def request_expressions(step: StepPlan) -> list[str]:
     return [req.path, *req.query.values()] if req else []
 
 
-def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tuple[str, dict[str, str]]:
+async def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tuple[str, dict[str, str]]:
     """Evaluate the request's path and query parameters for this record."""
-    ctx = run.context
-    path = str(evaluate(req.path, ctx, step=step.name, what="path"))
+    path = str(await run.evaluate(req.path, step=step.name, what="path"))
     if "?" in path or "#" in path:
         # Query parameters belong in the step's query block (encoded there); a '?' or '#' here
         # came from record data and would change which endpoint the credentials are sent to.
@@ -38,7 +36,7 @@ def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tuple[st
             "wrap record values in pathSegment()",
             step=step.name,
         )
-    query = {k: str(evaluate(v, ctx, step=step.name, what=f"query {k}")) for k, v in req.query.items()}
+    query = {k: str(await run.evaluate(v, step=step.name, what=f"query {k}")) for k, v in req.query.items()}
     return path, query
 
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Final
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
@@ -45,7 +44,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if gate is None:
         return None
     ctx = run.context
-    wanted = gate.when is None or evaluate(gate.when, ctx, step=step.name, what="when") is True
+    wanted = gate.when is None or await run.evaluate(gate.when, step=step.name, what="when") is True
     if wanted and not is_approved_at(step.name, run):
         run.results.append(StepResult(step.name, step.kind, "parked", gate.reason))
         return RecordOutcome("parked", ctx["record"], reason=gate.reason, step=step.name)

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from onceflow_runner.contract.plan import ConnectorPlan, RequestPlan, StepPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
@@ -62,11 +61,11 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
         # The record came from this system: sending it back would echo the change.
         run.results.append(StepResult(name, step.kind, "skipped", f"echo to origin {req.connector} suppressed"))
         return None
-    path, query = request_target(step, req, run)
-    body = evaluate(req.body, ctx, step=name, what="body") if req.body else ctx["record"]
+    path, query = await request_target(step, req, run)
+    body = await run.evaluate(req.body, step=name, what="body") if req.body else ctx["record"]
     body = _owned_fields_only(run, req, body, name)
     key = (
-        str(evaluate(req.idempotency_key, ctx, step=name, what="idempotencyKey"))
+        str(await run.evaluate(req.idempotency_key, step=name, what="idempotencyKey"))
         if req.idempotency_key
         else f"{meta['businessKey']}/{name}"
     )

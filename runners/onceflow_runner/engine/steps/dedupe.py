@@ -12,7 +12,6 @@ from typing import Any
 from rapidfuzz import fuzz
 
 from onceflow_runner.contract.plan import StepPlan, SyncPolicyPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
@@ -60,10 +59,12 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
         return None
     name = step.name
     ctx = run.context
-    path, query = request_target(step, req, run)
+    path, query = await request_target(step, req, run)
     response = await send_request(step, req, run, path, query)
     bind_response(step, req, run, path, response)
-    candidates = evaluate(req.candidates, {**ctx, "response": response.body}, step=name, what="candidates")
+    candidates = await run.evaluate(
+        req.candidates, step=name, what="candidates", context={**ctx, "response": response.body}
+    )
     policy = run.plan.sync_policy
     matches = find_matches(ctx["record"], list(candidates or []), policy) if policy else []
     ctx["steps"][name] = {"matches": matches}

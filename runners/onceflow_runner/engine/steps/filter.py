@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
@@ -17,7 +16,7 @@ def _expressions(step: StepPlan) -> list[str]:
 async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if not step.condition:
         return None
-    if evaluate(step.condition, run.context, step=step.name, what="condition") is not True:
+    if await run.evaluate(step.condition, step=step.name, what="condition") is not True:
         run.results.append(StepResult(step.name, step.kind, "filtered"))
         return RecordOutcome("filtered", run.context["record"], reason=f"filter {step.name} was false", step=step.name)
     return None

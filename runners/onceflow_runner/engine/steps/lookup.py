@@ -18,7 +18,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     req = step.request
     if req is None:
         return None
-    path, query = request_target(step, req, run)
+    path, query = await request_target(step, req, run)
     response = await send_request(step, req, run, path, query)
     if response.status == 404 and req.not_found == "Continue":
         run.context["steps"][step.name] = None

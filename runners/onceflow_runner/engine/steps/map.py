@@ -1,7 +1,8 @@
 """The `map` step: build the next record from one CEL expression per target field.
 
 The result is also bound to `steps.<name>`, so later steps can read a mapped shape after the
-record has moved on.
+record has moved on. Fields that cannot iterate share one CEL binding (converting the context
+once); fields that iterate go through the record's bounded evaluator.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.expressions import bind, evaluate
+from onceflow_runner.engine.expressions import bind, evaluate, iterates
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
@@ -25,8 +26,15 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if spec is None:
         return None
     ctx = run.context
-    bound = bind(ctx, spec.fields.values())
-    mapped = {key: evaluate(expr, bound, step=step.name, what=f"field {key}") for key, expr in spec.fields.items()}
+    inline = [expr for expr in spec.fields.values() if not iterates(expr)]
+    bound = bind(ctx, inline) if inline else None
+    mapped = {}
+    for key, expr in spec.fields.items():
+        what = f"field {key}"
+        if bound is not None and not iterates(expr):
+            mapped[key] = evaluate(expr, bound, step=step.name, what=what)
+        else:
+            mapped[key] = await run.evaluate(expr, step=step.name, what=what)
     base = dict(ctx["record"]) if spec.mode == "Merge" and isinstance(ctx["record"], Mapping) else {}
     ctx["record"] = {**base, **mapped}
     ctx["steps"][step.name] = ctx["record"]

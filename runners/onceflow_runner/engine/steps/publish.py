@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
@@ -19,7 +18,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if event is None:
         return None
     ctx = run.context
-    data = evaluate(event.data, ctx, step=step.name, what="data") if event.data else ctx["record"]
+    data = await run.evaluate(event.data, step=step.name, what="data") if event.data else ctx["record"]
     key = f"{ctx['meta']['businessKey']}/{step.name}"
     await run.events.publish_event(event.entity, event.verb, data, msg_id=key, meta=ctx["meta"])
     return None

@@ -6,15 +6,13 @@ suggested fix when one can be computed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from onceflow_runner.contract.plan import StepPlan
 from onceflow_runner.engine.entities import validate_entity
-from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
-from onceflow_runner.errors import InvalidRecord
+from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord
 
 __all__ = ["VALIDATE"]
 
@@ -23,14 +21,14 @@ def _expressions(step: StepPlan) -> list[str]:
     return [rule for rule, _ in step.validate_.rules] if step.validate_ else []
 
 
-def _suggest(fix: tuple[str, str] | None, ctx: Mapping[str, Any], step: str) -> dict[str, Any] | None:
+async def _suggest(fix: tuple[str, str] | None, run: RecordRun, step: str) -> dict[str, Any] | None:
     """The proposed value of a failed rule's suggested fix; None when there is none or it cannot be computed."""
     if fix is None:
         return None
     path, expression = fix
     try:
-        return {"field": path, "value": evaluate(expression, ctx, step=step, what="suggestion")}
-    except InvalidRecord:
+        return {"field": path, "value": await run.evaluate(expression, step=step, what="suggestion")}
+    except (InvalidRecord, ExpressionBudgetExceeded):
         return None
 
 
@@ -44,8 +42,8 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
         validate_entity(check.entity, ctx["record"], step=name)
     fixes = {n: (path, expr) for n, path, expr in check.suggestions}
     for n, (rule, message) in enumerate(check.rules):
-        if evaluate(rule, ctx, step=name, what="rule") is not True:
-            raise InvalidRecord(message, step=name, suggestion=_suggest(fixes.get(n), ctx, name))
+        if await run.evaluate(rule, step=name, what="rule") is not True:
+            raise InvalidRecord(message, step=name, suggestion=await _suggest(fixes.get(n), run, name))
     return None
 
 

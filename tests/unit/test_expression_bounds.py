@@ -1,0 +1,147 @@
+"""Which CEL iterates, how deep, and what the operator refuses before a record meets it.
+
+The runner sends expressions with a comprehension to a killable worker (see
+tests/integration/test_expression_workers.py); here: the reading that decides it, and the
+validation around it (nesting limit, `spec.expressionTimeout` range, revisions).
+"""
+
+from __future__ import annotations
+
+import json
+
+import cel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onceflow_operator.api import Integration
+from onceflow_operator.compiler.planner import plan_from_integration
+from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.engine.expressions import COMPREHENSION_MACROS, Shape, iterates, shape
+from tests.unit.test_planner import load_examples
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("size(input.lines) > 0", Shape(0, 0)),
+        ("input.lines.all(l, l.qty > 0)", Shape(1, 1)),
+        ("input.lines.all(l, input.lines.exists_one(m, m.sku == l.sku))", Shape(2, 2)),
+        ("input.a.map(x, x).exists(y, y > 1)", Shape(2, 1)),
+        ("input.a.map(x, x.b.filter(y, y.c.exists(z, z)))", Shape(3, 3)),
+        ("input.a . existsOne ( x , x )", Shape(1, 1)),
+        ('"a.all(" + input.x', Shape(0, 0)),
+        ("'x.map(' + r\"\\\" + input.b.all(i, i)", Shape(1, 1)),
+        ("'''.filter(''' + input.x", Shape(0, 0)),
+        ('b"\\".exists(" + input.y', Shape(0, 0)),
+        ("has(input.map) && input.filter == 1", Shape(0, 0)),
+        ("input.all(x, true) && (input.b.exists(y, (y)))", Shape(2, 1)),
+    ],
+)
+def test_shape_counts_and_nests_comprehensions_outside_string_literals(source: str, expected: Shape) -> None:
+    cel.compile(source)  # every case is valid CEL
+    assert shape(source) == expected
+
+
+_MACROS = sorted(COMPREHENSION_MACROS)
+#: Text CEL strings can hold (no lone surrogates), with macro-like pieces mixed in often.
+_TEXT = st.lists(
+    st.one_of(
+        st.characters(exclude_categories=("Cs",)),
+        st.sampled_from([".all(", ".map(", ". exists_one (", "'", '"', "\\", "(", "r'", 'b"']),
+    ),
+    max_size=20,
+).map("".join)
+
+
+def _literals(text: str) -> list[str]:
+    """`text` as a double-quoted and as a single-quoted CEL string literal."""
+    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+    return [f'"{inner}"', "'" + inner.replace('\\"', '"').replace("'", "\\'") + "'"]
+
+
+@st.composite
+def nested(draw: st.DrawFn, depth: int) -> str:
+    """A valid CEL expression with comprehensions nested exactly `depth` deep, in random spelling."""
+    space = st.sampled_from(["", " ", "  ", "\n"])
+    body = "input.v == " + json.dumps(draw(_TEXT), ensure_ascii=False)
+    for level in range(depth, 0, -1):
+        macro = draw(st.sampled_from(_MACROS))
+        var = f"v{level}"
+        inner = body if macro != "map" else f"[{body}]"
+        body = f"input.l{level}{draw(space)}.{draw(space)}{macro}{draw(space)}({var},{draw(space)}{inner})"
+    return body
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=4).flatmap(lambda d: st.tuples(st.just(d), nested(d))))
+def test_shape_finds_the_nesting_of_any_spelling(case: tuple[int, str]) -> None:
+    depth, source = case
+    cel.compile(source)
+    assert shape(source).depth == depth
+    assert iterates(source) == (depth > 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT)
+def test_text_inside_a_string_literal_never_counts_as_iteration(text: str) -> None:
+    for literal in _literals(text):
+        source = f"{literal} + input.x"
+        cel.compile(source)
+        assert not iterates(source), source
+
+
+def _integration(**spec: object) -> Integration:
+    return Integration.model_validate(
+        {
+            "apiVersion": "onceflow.io/v1alpha1",
+            "kind": "Integration",
+            "metadata": {"name": "bounded"},
+            "spec": {
+                "trigger": {"subject": "in.orders"},
+                "steps": [{"name": "check", "validate": {"rules": [{"expression": "true", "message": "m"}]}}],
+                **spec,
+            },
+        }
+    )
+
+
+def test_three_nested_comprehensions_are_refused_naming_the_field_and_what_to_do() -> None:
+    rule = "input.orders.all(o, o.lines.all(l, l.taxes.exists(t, t.rate > 0)))"
+    integration = _integration(
+        steps=[{"name": "check", "validate": {"rules": [{"expression": rule, "message": "every line is taxed"}]}}]
+    )
+    problems = dict(semantic_problems(integration))
+    assert "spec.steps[0].validate.rules[0].expression" in problems
+    message = problems["spec.steps[0].validate.rules[0].expression"]
+    assert "nests 3 comprehensions" in message
+    assert "earlier map step" in message
+
+
+def test_two_nested_comprehensions_are_accepted() -> None:
+    rule = "input.lines.all(l, l.taxes.exists(t, t.rate > 0))"
+    integration = _integration(steps=[{"name": "check", "validate": {"rules": [{"expression": rule, "message": "m"}]}}])
+    assert list(semantic_problems(integration)) == []
+
+
+@pytest.mark.parametrize("timeout", ["5ms", "61s", "2m"])
+def test_expression_timeout_outside_its_range_is_refused(timeout: str) -> None:
+    problems = dict(semantic_problems(_integration(expressionTimeout=timeout)))
+    assert "outside 10ms..60s" in problems["spec.expressionTimeout"]
+
+
+def test_expression_timeout_reaches_the_plan_and_makes_a_revision_only_when_changed() -> None:
+    connectors, policies, integrations = load_examples()
+    onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    base = plan_from_integration(onboarding, connectors, policies["customer"], namespace="s")
+    assert base.expression_timeout == 1.0
+
+    def with_timeout(value: str) -> Integration:
+        spec = onboarding.spec.model_copy(update={"expression_timeout": value})
+        return onboarding.model_copy(update={"spec": spec})
+
+    same = plan_from_integration(with_timeout("1s"), connectors, policies["customer"], namespace="s")
+    assert same.revision == base.revision  # the default, written out, is not a new revision
+    longer = plan_from_integration(with_timeout("2500ms"), connectors, policies["customer"], namespace="s")
+    assert longer.expression_timeout == 2.5
+    assert longer.revision != base.revision
