@@ -39,6 +39,7 @@ def manifests(
     rules: list[dict[str, Any]] | None = None,
     steps: list[dict[str, Any]] | None = None,
     path: str = '"/api/resource/Customer"',
+    expression_timeout: str | None = None,
 ) -> list[dict[str, Any]]:
     """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
 
@@ -99,6 +100,7 @@ def manifests(
                 "trigger": {"connector": {"name": "src"}},
                 "businessKey": "'k/' + input.key",
                 "concurrency": 32,
+                **({"expressionTimeout": expression_timeout} if expression_timeout else {}),
                 "errorPolicy": {
                     "backoff": backoff or ["100ms", "200ms", "300ms"],
                     "maxDeliver": max_deliver,

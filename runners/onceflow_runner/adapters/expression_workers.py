@@ -95,6 +95,16 @@ class ExpressionWorkers:
         #: Workers killed at a deadline or found dead of their memory limit (for tests and metrics).
         self.killed = 0
 
+    @property
+    def idle(self) -> int:
+        """Workers waiting for an expression now."""
+        return self._idle.qsize()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [w.process.pid for w in self._all]
+
     async def start(self) -> None:
         """Start every worker; raise PlanError if one cannot start (a runner without CEL cannot run)."""
         try:
