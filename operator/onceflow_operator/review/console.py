@@ -75,6 +75,11 @@ def suggestion(record: ExceptionRecord) -> str:
         return f"The target system refused the record ({error}). Check the mapping and the target's required fields."
     if reason == "MalformedInput":
         return "The sender's payload could not be read; ask the sender to resend it, or discard it."
+    if reason == "ExpressionBudgetExceeded":
+        return (
+            "A rule or mapping took too long (or too much memory) on this record, which is unusually large. "
+            "Ask whoever owns the workflow to simplify the expression or raise spec.expressionTimeout, then Retry."
+        )
     if reason == "MaxDeliveriesExceeded":
         return "A target kept failing. Once it works again, Retry sends the record through once more."
     return f"{reason}: {error}"
