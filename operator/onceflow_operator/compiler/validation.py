@@ -27,9 +27,10 @@ import cel
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration
+from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration, SyncPolicy
 from onceflow_operator.api.crd import build_crd
-from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
+from onceflow_operator.compiler.paths import literal_hint, reconcile_path_problems
+from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions, step_path_problems
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import worst_call_seconds
@@ -42,6 +43,7 @@ __all__ = [
     "load_manifests",
     "semantic_problems",
     "signing_secret_problems",
+    "syncpolicy_problems",
     "validate_manifest",
     "validate_paths",
 ]
@@ -193,7 +195,7 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
             cel.compile(source)
         except ValueError as exc:
             detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
-            yield path, f"CEL does not compile ({detail}); fix the expression"
+            yield path, f"CEL does not compile ({detail}); fix the expression{literal_hint(path, source)}"
             continue
         at = _step_index(path)
         for match in _STEP_REF.finditer(source):
@@ -210,6 +212,16 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                         "only lookup, dedupe, call and map steps do"
                     ),
                 )
+    for i, step in enumerate(steps):
+        yield from step_path_problems(step, f"spec.steps[{i}]")
+
+
+def syncpolicy_problems(policy: SyncPolicy) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) for reconcile paths the drift check could not request."""
+    if policy.spec.reconcile is not None:
+        for side in ("left", "right"):
+            endpoint = getattr(policy.spec.reconcile, side)
+            yield from reconcile_path_problems(f"spec.reconcile.{side}.path", endpoint.path)
 
 
 def _seconds(value: float) -> str:
@@ -291,6 +303,8 @@ def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = 
             _, outside = trigger_subject(obj.spec.trigger.subject, namespace)
             if outside is not None:
                 problems.append(problem(TRIGGER_SUBJECT_PATH, outside))
+    if isinstance(obj, SyncPolicy) and not problems:
+        problems += [problem(path, message) for path, message in syncpolicy_problems(obj)]
     return problems
 
 
