@@ -17,7 +17,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration, SyncPolicy
 from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.paths import literal_hint, reconcile_path_problems
+from onceflow_operator.compiler.references import reference_problems
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions, step_path_problems
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_runner.contract.durations import parse_duration
@@ -352,8 +353,14 @@ def signing_secret_problems(docs: Iterable[tuple[str, dict[str, Any]]]) -> list[
     return problems
 
 
-def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple[int, list[ManifestProblem]]:
-    """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems)."""
+def validate_paths(
+    paths: Iterable[Path], namespace: str | None = None, *, external: Collection[str] = ()
+) -> tuple[int, list[ManifestProblem]]:
+    """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems).
+
+    Every Connector, SyncPolicy and Secret a manifest names must be among the files, except the
+    kinds in `external` (created another way; see compiler.references).
+    """
     checked, problems = 0, []
     given: list[tuple[str, dict[str, Any]]] = []
     valid: list[tuple[str, dict[str, Any]]] = []
@@ -372,6 +379,16 @@ def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple
                 if not found:
                     valid.append((str(path), doc))
     problems += _cross_manifest_problems(valid)
+    parsed = [(source, _MODELS[str(doc["kind"])].model_validate(doc)) for source, doc in valid]
+    problems += [
+        ManifestProblem(*found)
+        for found in reference_problems(
+            given,
+            [(source, obj) for source, obj in parsed if isinstance(obj, Connector | Integration | SyncPolicy)],
+            namespace=namespace,
+            external=external,
+        )
+    ]
     return checked, problems + signing_secret_problems(given)
 
 
