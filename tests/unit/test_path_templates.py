@@ -133,6 +133,12 @@ def test_validate_refuses_literal_text_the_runner_would_refuse(path: str, says: 
     assert says in problem.message
 
 
+def test_a_placeholder_naming_a_bare_field_is_pointed_at_record() -> None:
+    (problem,) = validate_manifest(_integration_with_path("/api/resource/Customer/{name}"), "flow.yaml")
+    assert problem.path == "spec.steps[2].call.path"
+    assert problem.message.endswith("did you mean {record.name}?")
+
+
 def test_a_placeholder_reading_a_later_step_is_reported_like_any_cel() -> None:
     obj = _integration_with_path("/api/resource/Customer/{steps.create.data.name}")
     (problem,) = validate_manifest(obj, "flow.yaml")

@@ -203,6 +203,16 @@ def request_path_problems(field: str, path: str) -> Iterator[tuple[str, str]]:
             detail = _compile_problem(part.expression)
             if detail is not None:
                 yield field, f"placeholder {{{part.expression}}} does not compile as CEL ({detail}); fix the expression"
+                continue
+            unknown = sorted(set(cel.compile(part.expression).variables()) - set(PATH_VARIABLES))
+            if unknown:
+                simple = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", part.expression)
+                hint = f"did you mean {{record.{part.expression}}}?" if simple else "read record.<field>"
+                yield (
+                    field,
+                    f"placeholder {{{part.expression}}} reads {', '.join(unknown)}, which a path cannot read (it "
+                    f"sees {', '.join(PATH_VARIABLES)}); {hint}",
+                )
 
 
 def reconcile_path_problems(field: str, path: str) -> Iterator[tuple[str, str]]:
