@@ -253,4 +253,25 @@ INVALID: tuple[Invalid, ...] = (
         "spec.steps[1].validate.rules[0].suggest",
         "price and credit fields are never changed by a suggestion",
     ),
+    Invalid(
+        "path-template-unclosed-placeholder",
+        _with(integration, _set("spec.steps.2.call.path", "/api/resource/Customer/{record.name")),
+        "spec.steps[2].call.path",
+        "a path starting with / is literal text with {expression} placeholders",
+    ),
+    Invalid(
+        "reconcile-path-with-placeholder",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.reconcile",
+                {
+                    "left": {"connector": "erp", "path": "/api/resource/Customer/{record.name}", "keyField": "tax_id"},
+                    "right": {"connector": "shop", "path": "/customers", "keyField": "tax_id"},
+                },
+            ),
+        ),
+        "spec.reconcile.left.path",
+        "a reconcile path lists every record, so it has no {placeholder}",
+    ),
 )

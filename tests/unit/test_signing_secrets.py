@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from onceflow_operator.api.names import CREDENTIALS_LABEL
 from onceflow_operator.cli import main
 from onceflow_operator.compiler.validation import validate_paths
 from onceflow_operator.dev.localrun import LocalRun, LocalRunError
@@ -52,7 +53,12 @@ def test_request_signed_with_an_empty_key_is_refused(scheme: str) -> None:
 
 
 def _secret(value: str, name: str = "crm") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"secret": value}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": {CREDENTIALS_LABEL: "true"}},
+        "stringData": {"secret": value},
+    }
 
 
 @pytest.mark.parametrize("value", ["", "   ", "whsec_!!", "plain-text-secret"])
@@ -73,14 +79,14 @@ def test_validate_says_it_on_the_command_line_without_printing_the_secret(tmp_pa
     assert "plain-text-secret" not in result.output
 
 
-def test_validate_accepts_a_well_formed_secret_and_ignores_connectors_whose_secret_is_not_given(tmp_path: Path) -> None:
+def test_validate_accepts_a_well_formed_secret_and_leaves_external_secrets_unjudged(tmp_path: Path) -> None:
     path = tmp_path / "crm.yaml"
     other = cases.connector_webhook("other")
     other["spec"]["webhook"]["signature"]["secretRef"]["name"] = "elsewhere"
     path.write_text(
         yaml.safe_dump_all([cases.connector_webhook(), other, _secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")])
     )
-    assert validate_paths([path]) == (2, [])
+    assert validate_paths([path], external=("Secret",)) == (2, [])
 
 
 @pytest.mark.parametrize("value", ["", "whsec_!!"])

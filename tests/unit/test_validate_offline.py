@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from onceflow_operator.api.names import CREDENTIALS_LABEL
 from onceflow_operator.cli import main
-from onceflow_operator.compiler.validation import validate_manifest
+from onceflow_operator.compiler.validation import validate_manifest, validate_paths
 from tests import cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +99,113 @@ def test_a_mistyped_secret_field_never_echoes_its_value() -> None:
     problems = validate_manifest(obj, "c.yaml")
     assert problems
     assert all("s3cr3t-value" not in str(p) for p in problems)
+
+
+def _write(tmp_path: Path, *docs: dict[str, Any]) -> Path:
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def _secret(name: str, *keys: str, labelled: bool = True) -> dict[str, Any]:
+    labels = {CREDENTIALS_LABEL: "true"} if labelled else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "stringData": dict.fromkeys(keys, "x"),
+    }
+
+
+def _webhook_secret() -> dict[str, Any]:
+    secret = _secret("crm")
+    secret["stringData"] = {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    return secret
+
+
+def _problems(path: Path, **options: Any) -> list[tuple[str, str, str]]:
+    _, problems = validate_paths([path], **options)
+    return [(f"{p.kind}/{p.name}", p.path, p.message) for p in problems]
+
+
+def test_an_integration_alone_names_each_connector_and_policy_it_misses() -> None:
+    found = [
+        (p.path, p.message) for p in validate_paths([ROOT / "examples" / "customer-onboarding" / "integration.yaml"])[1]
+    ]
+    assert ("spec.trigger.connector.name", found[0][1]) in found
+    assert found[0][1].startswith("names Connector 'crm-webhooks', which none of the given manifests defines")
+    assert "--external Connector" in found[0][1]
+    assert any(path == "spec.syncPolicyRef.name" and "SyncPolicy 'customer'" in m for path, m in found)
+    assert any(path == "spec.steps[6].call.connector" and "Connector 'shop-api'" in m for path, m in found)
+
+
+def test_references_resolved_among_the_given_manifests_pass(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        cases.connector_webhook(),
+        _webhook_secret(),
+        cases.connector_rest(),
+        _secret("erp", "token"),
+        cases.integration(),
+    )
+    assert _problems(path) == []
+
+
+def test_a_connector_secret_missing_unlabelled_or_without_the_key_is_named(tmp_path: Path) -> None:
+    wms = cases.connector_rest("wms")
+    wms["spec"]["rest"]["auth"]["bearer"]["tokenRef"] = {"name": "wms", "key": "token"}
+    shop = cases.connector_rest("shop")
+    shop["spec"]["rest"]["auth"]["bearer"]["tokenRef"] = {"name": "shop", "key": "token"}
+    path = _write(tmp_path, cases.connector_rest(), wms, _secret("wms", "token", labelled=False), shop, _secret("shop"))
+    found = _problems(path)
+    field = "spec.rest.auth.BearerAuth.tokenRef"
+    assert [(owner, at) for owner, at, _ in found] == [
+        ("Connector/erp", field),
+        ("Connector/wms", field),
+        ("Connector/shop", field),
+    ]
+    assert "names Secret 'erp', which none of the given manifests defines" in found[0][2]
+    assert f'not labelled {CREDENTIALS_LABEL}: "true"' in found[1][2]
+    assert found[2][2] == "Secret 'shop' has no key 'token'"
+
+
+def test_a_connector_of_the_wrong_type_is_named_where_it_is_referenced(tmp_path: Path) -> None:
+    obj = cases.integration()
+    obj["spec"]["steps"][2]["call"]["connector"] = "crm"
+    path = _write(tmp_path, cases.connector_webhook(), _webhook_secret(), obj)
+    assert _problems(path) == [
+        ("Integration/onboard", "spec.steps[2].call.connector", "Connector 'crm' is Webhook; calls need REST")
+    ]
+
+
+def test_a_reconcile_connector_must_be_given_too(tmp_path: Path) -> None:
+    policy = cases.syncpolicy()
+    policy["spec"]["reconcile"] = {
+        "left": {"connector": "erp", "path": "/api/resource/Customer", "keyField": "tax_id"},
+        "right": {"connector": "shop", "path": "/customers", "keyField": "tax_id"},
+    }
+    path = _write(tmp_path, cases.connector_rest(), _secret("erp", "token"), policy)
+    ((owner, field, message),) = _problems(path)
+    assert (owner, field) == ("SyncPolicy/customer", "spec.reconcile.right.connector")
+    assert "names Connector 'shop'" in message
+
+
+def test_references_match_within_a_namespace_only(tmp_path: Path) -> None:
+    erp = cases.connector_rest()
+    erp["metadata"]["namespace"] = "other"
+    flow = cases.integration()
+    flow["metadata"]["namespace"] = "sales"
+    path = _write(tmp_path, cases.connector_webhook(), _webhook_secret(), erp, _secret("erp", "token"), flow)
+    ((owner, field, message),) = _problems(path)
+    assert (owner, field) == ("Integration/onboard", "spec.steps[2].call.connector")
+    assert "none of the given manifests defines in namespace sales" in message
+
+
+def test_external_kinds_are_left_to_the_cluster_on_the_command_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, cases.integration())
+    refused = CliRunner().invoke(main, ["validate", "-f", str(path)])
+    assert refused.exit_code == 1
+    assert "spec.trigger.connector.name: names Connector 'crm'" in refused.stdout
+    accepted = CliRunner().invoke(main, ["validate", "-f", str(path), "--external", "Connector"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "1 manifest(s) valid" in accepted.output

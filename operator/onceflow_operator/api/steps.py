@@ -17,7 +17,7 @@ from onceflow_operator.api._base import (
     ApiModel,
     cel_rules,
 )
-from onceflow_operator.api.types import Cel, Entity
+from onceflow_operator.api.types import Cel, Entity, RequestPath
 from onceflow_runner.contract.plan import PROTECTED_FIELDS
 
 __all__ = [
@@ -102,11 +102,13 @@ class LookupStep(ApiModel):
 
     connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
     method: HttpMethod = Field(default="GET", description="HTTP method.")
-    path: Cel = Field(
+    path: RequestPath = Field(
         description=(
-            'CEL expression giving the path under the Connector\'s baseURL, e.g. "/api/resource/Item/" + '
-            "pathSegment(record.sku). Wrap record values in pathSegment() (it percent-encodes one segment); "
-            "a path with '?', '#', '//', a dot segment or a scheme fails the record. Query parameters go in query."
+            "Path under the Connector's baseURL. Starting with /, it is literal text with {expression} "
+            "placeholders, e.g. /api/resource/Item/{record.sku}: each placeholder is CEL whose value is "
+            "percent-encoded as one path segment ('{{' and '}}' are literal braces). Otherwise it is a CEL "
+            "expression, e.g. \"/api/resource/Item/\" + pathSegment(record.sku). A path with '?', '#', "
+            "'//', a dot segment or a scheme fails the record; query parameters go in query."
         )
     )
     query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
@@ -119,8 +121,8 @@ class DedupeStep(ApiModel):
     """Find existing records that match by the SyncPolicy's identity rules; matches go to approval."""
 
     connector: str = Field(description="Name of a REST Connector to search.", pattern=DNS_LABEL, max_length=63)
-    path: Cel = Field(
-        description="CEL expression giving the search path; wrap record values in pathSegment() as for lookup."
+    path: RequestPath = Field(
+        description="Search path: a template starting with / (e.g. /api/resource/Customer) or CEL, as for lookup."
     )
     query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     candidates: Cel = Field(
@@ -137,7 +139,10 @@ class CallStep(ApiModel):
 
     connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
     method: HttpMethod = Field(default="POST", description="HTTP method.")
-    path: Cel = Field(description="CEL expression giving the path; wrap record values in pathSegment() as for lookup.")
+    path: RequestPath = Field(
+        description="Path: a template starting with / (e.g. /api/resource/Customer/{record.name}) or CEL, "
+        "as for lookup."
+    )
     body: Cel | None = Field(
         default=None, description="CEL expression giving the JSON body; the current record when empty."
     )

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from onceflow_operator.api._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
-from onceflow_operator.api.types import Entity
+from onceflow_operator.api.types import Entity, ReconcilePath
 
 __all__ = [
     "Drift",
@@ -94,7 +94,10 @@ class ReconcileEndpoint(ApiModel):
     """Where to list the entity in one system."""
 
     connector: str = Field(description="REST Connector name.", pattern=DNS_LABEL, max_length=63)
-    path: str = Field(description="Path listing the records.", pattern=r"^/[^\s]*$", max_length=1024)
+    path: ReconcilePath = Field(
+        description="Path listing the records, as written (a query is allowed), e.g. /api/resource/Customer; "
+        "'{{' and '}}' are literal braces, the same template grammar as a step's path, without placeholders."
+    )
     key_field: str = Field(
         description="Field holding the identity key in that system.", pattern=FIELD_NAME, max_length=128
     )

@@ -1,4 +1,4 @@
-"""Value types every kind of the API shares: business entities, CEL expressions, durations."""
+"""Value types every kind of the API shares: business entities, CEL expressions, request paths, durations."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from onceflow_operator.api._base import DURATION
+from onceflow_operator.api._base import DURATION, cel_rules
 
 __all__ = [
     "ENTITIES",
+    "LITERAL_PATH_PATTERN",
+    "PATH_TEMPLATE_PATTERN",
     "Cel",
     "Duration",
     "Entity",
+    "ReconcilePath",
+    "RequestPath",
 ]
 
 Entity = Literal["customer", "item", "price", "order", "shipment", "invoice", "supplier"]
@@ -20,3 +24,40 @@ ENTITIES: tuple[str, ...] = Entity.__args__  # type: ignore[attr-defined]
 #: A CEL expression; bounded so that the API server's CEL cost budget holds.
 Cel = Annotated[str, Field(min_length=1, max_length=4096)]
 Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
+
+#: RE2 pattern of a well-formed path template: literal text, `{{`, `}}` and `{expression}`
+#: placeholders without braces (compiler.paths parses it the same way; a test holds them together).
+PATH_TEMPLATE_PATTERN = "^/([^{}]|[{][{]|[}][}]|[{][^{}]+[}])*$"
+#: The same grammar without placeholders: a SyncPolicy's reconcile path.
+LITERAL_PATH_PATTERN = "^/([^{}]|[{][{]|[}][}])*$"
+
+#: A step's request path: a template when it starts with `/`, otherwise a CEL expression.
+RequestPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        json_schema_extra=cel_rules(
+            (
+                f"!self.startsWith('/') || self.matches('{PATH_TEMPLATE_PATTERN}')",
+                "a path starting with / is literal text with {expression} placeholders: close every '{' "
+                "with '}', keep braces out of placeholders, and write '{{' or '}}' for a literal brace",
+            ),
+        ),
+    ),
+]
+#: A SyncPolicy's reconcile path: literal text (braces doubled), no placeholders.
+ReconcilePath = Annotated[
+    str,
+    Field(
+        pattern=r"^/[^\s]*$",
+        max_length=1024,
+        json_schema_extra=cel_rules(
+            (
+                f"self.matches('{LITERAL_PATH_PATTERN}')",
+                "a reconcile path lists every record, so it has no {placeholder}: write it literally, "
+                "with '{{' or '}}' for a literal brace",
+            ),
+        ),
+    ),
+]

@@ -21,15 +21,25 @@ __all__ = ["crds", "test_workflow", "validate"]
     help="Namespace the manifests will be applied in (a manifest's own metadata.namespace wins); "
     "checks that trigger subjects stay inside it.",
 )
-def validate(files: tuple[Path, ...], namespace: str | None) -> None:
-    """Check Onceflow manifests offline: schema, CEL rules, step references.
+@click.option(
+    "--external",
+    "external",
+    multiple=True,
+    type=click.Choice(["Connector", "SyncPolicy", "Secret"], case_sensitive=False),
+    help="A kind whose objects exist outside the given files (in the cluster, from a vault): names of "
+    "that kind not among the files are not reported (repeatable).",
+)
+def validate(files: tuple[Path, ...], namespace: str | None, external: tuple[str, ...]) -> None:
+    """Check Onceflow manifests offline: schema, CEL rules, step references, names between manifests.
 
-    Prints one line per problem as `file:Kind/name: field.path: message` and exits 1 when any
-    is found.
+    Every Connector, SyncPolicy and Secret a manifest names must be among the files (in its
+    namespace, of the right type; a Secret labelled for Onceflow, with the key named), unless its
+    kind is given with --external. Prints one line per problem as
+    `file:Kind/name: field.path: message` and exits 1 when any is found.
     """
     from onceflow_operator.compiler.validation import validate_paths
 
-    checked, problems = validate_paths(expand_paths(files), namespace)
+    checked, problems = validate_paths(expand_paths(files), namespace, external=external)
     for problem in problems:
         click.echo(str(problem))
     if problems:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
+from onceflow_operator.compiler.paths import literal_path
 from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
-from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems
+from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems, syncpolicy_problems
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
@@ -275,7 +276,7 @@ def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *,
     name = str(policy.metadata.get("name"))
     if spec is None:
         raise InvalidSpec([SpecProblem("spec.reconcile", "this SyncPolicy has no reconcile block")])
-    problems = []
+    problems = [SpecProblem(path, message) for path, message in syncpolicy_problems(policy)]
     sides = {}
     for side_name, side in (("left", spec.left), ("right", spec.right)):
         conn = connectors.get(side.connector)
@@ -287,7 +288,10 @@ def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *,
                 )
             )
             continue
-        sides[side_name] = DriftCheckSide(connector=_connector_plan(conn), path=side.path, key_field=side.key_field)
+        if not problems:
+            sides[side_name] = DriftCheckSide(
+                connector=_connector_plan(conn), path=literal_path(side.path), key_field=side.key_field
+            )
     if problems:
         raise InvalidSpec(problems)
     return DriftCheckPlan(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from onceflow_operator.api import STEP_KINDS, Step
+from onceflow_operator.compiler.paths import request_path_cel, request_path_problems
 from onceflow_runner.contract.plan import (
     PROTECTED_FIELDS,
     ApprovePlan,
@@ -23,7 +24,18 @@ from onceflow_runner.contract.plan import (
     ValidatePlan,
 )
 
-__all__ = ["STEP_COMPILERS", "CompiledStep", "StepCompiler", "compile_step", "step_expressions"]
+__all__ = [
+    "REQUEST_KINDS",
+    "STEP_COMPILERS",
+    "CompiledStep",
+    "StepCompiler",
+    "compile_step",
+    "step_expressions",
+    "step_path_problems",
+]
+
+#: The step kinds that call a Connector (a `connector` and a `path`).
+REQUEST_KINDS = ("lookup", "dedupe", "call")
 
 #: (field path, message), as `semantic_problems` yields them; the planner turns them into Problems.
 PathMessage = tuple[str, str]
@@ -101,7 +113,11 @@ def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
     spec = step.lookup
     assert spec is not None
     request = RequestPlan(
-        connector=spec.connector, method=spec.method, path=spec.path, query=dict(spec.query), not_found=spec.not_found
+        connector=spec.connector,
+        method=spec.method,
+        path=request_path_cel(spec.path),
+        query=dict(spec.query),
+        not_found=spec.not_found,
     )
     return {"request": request}, []
 
@@ -112,7 +128,7 @@ def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
     request = RequestPlan(
         connector=spec.connector,
         method="GET",
-        path=spec.path,
+        path=request_path_cel(spec.path),
         query=dict(spec.query),
         candidates=spec.candidates,
         on_match=spec.on_match,
@@ -127,7 +143,7 @@ def _call_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, o
     request = RequestPlan(
         connector=spec.connector,
         method=spec.method,
-        path=spec.path,
+        path=request_path_cel(spec.path),
         body=spec.body,
         idempotency_key=spec.idempotency_key,
     )
@@ -141,7 +157,12 @@ def _request_expressions(kind: str) -> Callable[[Step, str], Iterator[PathMessag
         block = getattr(step, kind)
         if block is None:
             return
-        yield f"{at}.{kind}.path", block.path
+        field = f"{at}.{kind}.path"
+        if not block.path.startswith("/"):
+            yield field, block.path
+        elif not any(True for _ in request_path_problems(field, block.path)):
+            # A template's CEL, so step references in its placeholders are checked like any CEL.
+            yield field, request_path_cel(block.path)
         for name, expr in getattr(block, "query", {}).items():
             yield f"{at}.{kind}.query.{name}", expr
 
@@ -210,6 +231,14 @@ def compile_step(step: Step, at: str, *, has_sync_policy: bool) -> CompiledStep:
     compiler = STEP_COMPILERS.get(step.kind)
     block, problems = compiler.block(step, at, has_sync_policy) if compiler else ({}, [])
     return CompiledStep(StepPlan.model_validate({"name": step.name, "kind": step.kind, **block}), tuple(problems))
+
+
+def step_path_problems(step: Step, at: str) -> Iterator[PathMessage]:
+    """Yield (field path, message) for a lookup, dedupe or call path that cannot work (see compiler.paths)."""
+    for kind in REQUEST_KINDS:
+        block = getattr(step, kind)
+        if block is not None:
+            yield from request_path_problems(f"{at}.{kind}.path", block.path)
 
 
 def step_expressions(step: Step, at: str) -> Iterator[PathMessage]:

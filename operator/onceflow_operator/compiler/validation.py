@@ -17,7 +17,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,9 +27,11 @@ import cel
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration
+from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration, SyncPolicy
 from onceflow_operator.api.crd import build_crd
-from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions
+from onceflow_operator.compiler.paths import literal_hint, reconcile_path_problems
+from onceflow_operator.compiler.references import reference_problems
+from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions, step_path_problems
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import worst_call_seconds
@@ -44,6 +46,7 @@ __all__ = [
     "load_manifests",
     "semantic_problems",
     "signing_secret_problems",
+    "syncpolicy_problems",
     "validate_manifest",
     "validate_paths",
 ]
@@ -200,7 +203,7 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
             cel.compile(source)
         except ValueError as exc:
             detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
-            yield path, f"CEL does not compile ({detail}); fix the expression"
+            yield path, f"CEL does not compile ({detail}); fix the expression{literal_hint(path, source)}"
             continue
         depth = shape(source).depth
         if depth > MAX_NESTED_ITERATIONS:
@@ -225,6 +228,16 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                         "only lookup, dedupe, call and map steps do"
                     ),
                 )
+    for i, step in enumerate(steps):
+        yield from step_path_problems(step, f"spec.steps[{i}]")
+
+
+def syncpolicy_problems(policy: SyncPolicy) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) for reconcile paths the drift check could not request."""
+    if policy.spec.reconcile is not None:
+        for side in ("left", "right"):
+            endpoint = getattr(policy.spec.reconcile, side)
+            yield from reconcile_path_problems(f"spec.reconcile.{side}.path", endpoint.path)
 
 
 #: Bounds of `spec.expressionTimeout`: below 10ms a worker round trip alone can miss it; above 60s
@@ -323,6 +336,8 @@ def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = 
             _, outside = trigger_subject(obj.spec.trigger.subject, namespace)
             if outside is not None:
                 problems.append(problem(TRIGGER_SUBJECT_PATH, outside))
+    if isinstance(obj, SyncPolicy) and not problems:
+        problems += [problem(path, message) for path, message in syncpolicy_problems(obj)]
     return problems
 
 
@@ -370,8 +385,14 @@ def signing_secret_problems(docs: Iterable[tuple[str, dict[str, Any]]]) -> list[
     return problems
 
 
-def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple[int, list[ManifestProblem]]:
-    """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems)."""
+def validate_paths(
+    paths: Iterable[Path], namespace: str | None = None, *, external: Collection[str] = ()
+) -> tuple[int, list[ManifestProblem]]:
+    """Validate every Onceflow manifest in the files (applied in `namespace`, if given); return (checked, problems).
+
+    Every Connector, SyncPolicy and Secret a manifest names must be among the files, except the
+    kinds in `external` (created another way; see compiler.references).
+    """
     checked, problems = 0, []
     given: list[tuple[str, dict[str, Any]]] = []
     valid: list[tuple[str, dict[str, Any]]] = []
@@ -390,6 +411,16 @@ def validate_paths(paths: Iterable[Path], namespace: str | None = None) -> tuple
                 if not found:
                     valid.append((str(path), doc))
     problems += _cross_manifest_problems(valid)
+    parsed = [(source, _MODELS[str(doc["kind"])].model_validate(doc)) for source, doc in valid]
+    problems += [
+        ManifestProblem(*found)
+        for found in reference_problems(
+            given,
+            [(source, obj) for source, obj in parsed if isinstance(obj, Connector | Integration | SyncPolicy)],
+            namespace=namespace,
+            external=external,
+        )
+    ]
     return checked, problems + signing_secret_problems(given)
 
 

@@ -13,6 +13,7 @@ from onceflow_operator.api import Connector
 from onceflow_operator.api.names import API_VERSION, CREDENTIALS_LABEL
 from onceflow_operator.build.pods import secrets_checksum_of
 from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.compiler.references import secret_refs
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = ["check_secrets", "connectors_in", "is_usable_secret", "secret_refs", "secrets_checksum", "unusable_secrets"]
@@ -27,27 +28,6 @@ async def connectors_in(kube: KubeClient, namespace: str) -> dict[str, Connector
         except ValidationError:
             continue
     return connectors
-
-
-def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
-    """(field path, secret, key) for every Secret a Connector reads."""
-    spec = connector.spec
-    out: list[tuple[str, str, str]] = []
-    if spec.webhook:
-        ref = spec.webhook.signature.secret_ref
-        out.append((SECRET_FIELD, ref.name, ref.key))
-    if spec.rest:
-        auth = spec.rest.auth
-        for block_name in ("bearer", "basic", "api_key", "erpnext_token", "oauth2"):
-            block = getattr(auth, block_name)
-            if block is None:
-                continue
-            for attr, info in type(block).model_fields.items():
-                value = getattr(block, attr)
-                if attr.endswith("_ref") and value is not None:
-                    alias = info.alias or attr
-                    out.append((f"spec.rest.auth.{type(block).__name__}.{alias}", value.name, value.key))
-    return out
 
 
 def is_usable_secret(secret: Mapping[str, Any]) -> bool:
