@@ -214,7 +214,7 @@ async def test_a_broken_canary_aborts_by_itself_nothing_is_lost_and_a_revert_is_
     assert f"revision 2 ({broken})" in aborted["message"]
     assert f"revision 1 ({stable})" in aborted["message"]
     assert "errors" in aborted["message"]
-    assert aborted["canaryWeight"] == 0
+    assert aborted.get("canaryWeight") is None  # no canary takes records: the WEIGHT column is empty
     assert condition(aborted, "Available")["status"] == "True"  # the stable revision never stopped
     assert condition(aborted, "Stalled")["reason"] == "AnalysisFailed"
     events = json.loads(kubectl.run("get", "events", "-o", "json").stdout)["items"]

@@ -23,7 +23,7 @@ from onceflow_operator.api.names import ACTION_ANNOTATION, API_VERSION, FINALIZE
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.controller.connector import probe_connector, reconcile_connector
-from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, reconcile_integration
 from onceflow_operator.controller.metrics import (
     CONNECTOR_REACHABLE,
@@ -178,13 +178,14 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
 
 @kopf.timer(GROUP, VERSION, "integrations", interval=REVIEW_SECONDS, initial_delay=5)
 async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Exceptions waiting, decisions and time to decision, read from the streams into gauges."""
+    """Exceptions waiting, decisions and time to decision, read from the streams into gauges and figures."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         js = await memo.nats.jetstream()
         records = await list_exceptions(js, namespace, integration=name, include_decided=True)
     except Exception:  # NATS away: keep the last values; the next tick tries again
         return
+    memo.book.record_exceptions(namespace, name, exception_counts(records))
     figures = review_figures(records, datetime.now(UTC))
     seen = memo.setdefault("review_labels", {}).setdefault((namespace, name), {"reason": set(), "action": set()})
     for reason in seen["reason"] | set(figures.waiting_by_reason):
