@@ -176,6 +176,7 @@ async def reconcile_integration(
         return ReconcileResult(
             with_ready(status, generation, False, "InvalidSpec", message, stalled=True),
             [("InvalidSpec", message, True)],
+            needs_fix=True,
         )
     refused = await unusable_secrets(kube, namespace, plan_secrets(plan), "a Connector this Integration calls")
     if refused:
@@ -184,6 +185,7 @@ async def reconcile_integration(
         return ReconcileResult(
             with_ready(status, generation, False, "SecretNotUsable", message, stalled=True),
             [("SecretNotUsable", message, True)],
+            needs_fix=True,
         )
     plan_json = plan.to_json()
     configmap = build_plan_configmap(
