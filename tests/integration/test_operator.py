@@ -198,6 +198,45 @@ def test_integration_naming_a_missing_connector_is_stalled_with_the_field_path(
     assert table[1:3] == ["False", "Degraded"]
 
 
+def _warnings(kubectl: Kubectl, name: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in events(kubectl, name) if e["reason"] == reason and e["type"] == "Warning"]
+
+
+def test_an_invalid_integration_is_one_counted_event_and_silent_once_fixed(
+    kubectl: Kubectl, operator_running: None
+) -> None:
+    apply_onboarding(kubectl)
+    wait_for(lambda: kubectl.run("get", "deployment", "onboard-runner", check=False).stdout)
+    _mark_available(kubectl, "onboard-runner")
+    kubectl.run("wait", "--for=condition=Ready", "integration/onboard", "--timeout=30s")
+    invalid = cases.integration()
+    invalid["spec"]["trigger"] = {"subject": "onceflow.someone-else.in.>"}
+    kubectl.apply(invalid)
+
+    # The resync timer looks at it again and again (1 s here): the same problem is one Event, counted.
+    repeated = wait_for(lambda: [e for e in _warnings(kubectl, "onboard", "InvalidSpec") if e["count"] > 1], 30)
+    assert len(_warnings(kubectl, "onboard", "InvalidSpec")) == 1
+    assert repeated[0]["lastTimestamp"] >= repeated[0]["firstTimestamp"]
+    assert "lies outside this Integration's namespace" in repeated[0]["message"]
+    table = kubectl.run("get", "events", "--field-selector=involvedObject.name=onboard").stdout
+    assert "InvalidSpec" in table
+
+    # Fixed: the next generation is reconciled, and the old one's problem is never reported again.
+    kubectl.apply(cases.integration())
+    wait_for(lambda: condition(kubectl.get("integration", "onboard"), "Ready")["status"] == "True")  # type: ignore[index]
+    before = {e["metadata"]["name"]: e["count"] for e in _warnings(kubectl, "onboard", "InvalidSpec")}
+    seen: set[str] = set()
+
+    def reconciled_three_more_times() -> bool:  # each healthy reconcile stamps progressAt
+        seen.add(kubectl.get("integration", "onboard")["status"]["rollout"]["progressAt"])
+        return len(seen) >= 4
+
+    wait_for(reconciled_three_more_times, 30)
+    after = {e["metadata"]["name"]: e["count"] for e in _warnings(kubectl, "onboard", "InvalidSpec")}
+    assert after == before
+    assert not [e for e in events(kubectl, "onboard") if e["type"] == "Warning" and e["reason"] != "InvalidSpec"]
+
+
 def test_integration_triggered_by_another_namespaces_subject_is_stalled_with_the_field_path(
     kubectl: Kubectl, operator_running: None
 ) -> None:

@@ -214,7 +214,7 @@ async def test_a_broken_canary_aborts_by_itself_nothing_is_lost_and_a_revert_is_
     assert f"revision 2 ({broken})" in aborted["message"]
     assert f"revision 1 ({stable})" in aborted["message"]
     assert "errors" in aborted["message"]
-    assert aborted["canaryWeight"] == 0
+    assert aborted.get("canaryWeight") is None  # no canary takes records: the WEIGHT column is empty
     assert condition(aborted, "Available")["status"] == "True"  # the stable revision never stopped
     assert condition(aborted, "Stalled")["reason"] == "AnalysisFailed"
     events = json.loads(kubectl.run("get", "events", "-o", "json").stdout)["items"]
@@ -295,3 +295,65 @@ async def test_a_good_canary_walks_its_steps_with_verbs_and_history_is_pruned(
     assert [row["revision"] for row in history] == [3, 2]
     assert history[0]["status"] == "stable,current"
     assert history[1]["version"] == "Company"
+
+
+QUIET_STEPS = [
+    {"setWeight": 50},
+    {
+        "analysis": {
+            "metrics": [
+                {
+                    "name": "errors",
+                    "initialDelay": "2s",
+                    "minRecords": 3,
+                    "interval": "1s",
+                    "count": 2,
+                    "successCondition": "result.errorRatio < 0.2",
+                }
+            ]
+        }
+    },
+]
+
+
+async def test_a_quiet_canary_waits_for_data_then_is_promoted_as_a_promotion(
+    kubectl: Kubectl, operator_running: None, executor: LocalExecutor, boxes: Sandboxes, nats_server: NatsServer
+) -> None:
+    namespace = kubectl.namespace
+    kubectl.apply(*erp_connector(boxes), integration(namespace, steps=QUIET_STEPS))
+    await asyncio.to_thread(kubectl.run, "wait", "--for=condition=Ready", "integration/sync", "--timeout=90s")
+    assert "canaryWeight" not in await status_of(kubectl)  # no canary: the WEIGHT column is empty
+
+    # A new revision while nothing is published: the analysis must wait, never pause as inconclusive.
+    kubectl.apply(integration(namespace, customer_type="Retail", steps=QUIET_STEPS))
+    waiting = await until_status(kubectl, lambda s: "waiting for data: 0 of 3 canary records" in s.get("message", ""))
+    assert waiting["currentStepIndex"] == 1
+    assert waiting["canaryWeight"] == 50
+    seen: set[str] = set()
+
+    def still_waiting(status: dict[str, Any]) -> bool:
+        assert status["phase"] == "Progressing", status["message"]
+        assert not status["rollout"].get("pauseConditions"), status["rollout"]
+        assert status["analysis"]["metrics"][0]["inconclusive"] == 0
+        assert "None" not in status["message"]
+        seen.add(status["rollout"]["progressAt"])
+        return len(seen) >= 4  # the operator looked at it (at least) four times, a second apart
+
+    await until_status(kubectl, still_waiting, within=30)
+
+    # Records arrive: the canary is measured, passes, and is promoted, and says so.
+    pub = Publisher(nats_server.url, f"onceflow.{namespace}.in.test.customer")
+    publishing = asyncio.create_task(pub.run())
+    try:
+        done = await until_status(kubectl, lambda s: condition(s, "Ready").get("status") == "True", within=90)
+    finally:
+        pub.stop()
+        await publishing
+    assert done["analysis"]["phase"] == "Successful"
+    assert "promoted after its canary steps" in done["message"]
+    assert "fast-tracked" not in done["message"]
+    assert done.get("canaryWeight") is None
+    figures = await until_status(kubectl, lambda s: len((s.get("figures") or {}).get("revisions", [])) == 2, within=30)
+    rows = figures["figures"]["revisions"]
+    assert [row["number"] for row in rows] == [2, 1]
+    assert figures["figures"]["processed"] == sum(row["processed"] for row in rows)

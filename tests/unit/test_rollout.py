@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from onceflow_operator.api.rollout import AnalysisMetric, Strategy
-from onceflow_operator.rollout.analysis import Measurement, judge
+from onceflow_operator.compiler.validation import validate_manifest
+from onceflow_operator.rollout.analysis import Measurement, describe_result, judge, waiting_for_data
 from onceflow_operator.rollout.decisions import RolloutDecision as Decision
 from onceflow_operator.rollout.decisions import RolloutView, decide, due_metrics
 
@@ -109,6 +113,8 @@ def test_a_good_canary_walks_every_step_to_promotion() -> None:
     assert done.ready[0]
     assert done.status["rollout"]["previousStable"] == ["a"]
     assert ("NewRevisionPromoted", "revision 2 (b) is stable", False) in done.events
+    assert done.status["message"] == "revision 2 (b) is serving (promoted after its canary steps)"
+    assert done.status["canaryWeight"] is None  # no canary runs: the WEIGHT column is empty
     status = apply(status, done)
     settled = decide(view(status, stable="b", main_running="b", canary_running="b", canary_drained=True))
     assert settled.canary is None
@@ -207,3 +213,132 @@ def test_judge_follows_success_then_failure_then_inconclusive() -> None:
     scalar = AnalysisMetric.model_validate({"name": "p", "successCondition": "result < 0.05"})
     assert judge(scalar, Measurement(0.01))[0] == "Successful"
     assert judge(scalar, Measurement(0.2))[0] == "Failed"
+
+
+QUIET_CANARY = Strategy.model_validate(
+    {
+        "type": "Canary",
+        "canary": {
+            "steps": [
+                {"setWeight": 20},
+                {
+                    "analysis": {
+                        "metrics": [
+                            {
+                                "name": "errors",
+                                "initialDelay": "1m",
+                                "interval": "30s",
+                                "count": 2,
+                                "minRecords": 5,
+                                "successCondition": "result.errorRatio < 0.02",
+                            }
+                        ]
+                    }
+                },
+            ]
+        },
+    }
+)
+
+
+def _at_analysis(seconds_in: float) -> RolloutView:
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 1, "canaryWeight": 20}
+    status["rollout"] = {"canaryRevision": "b", "stepStartedAt": "2026-11-27T12:00:00Z"}
+    return view(
+        status,
+        strategy=QUIET_CANARY,
+        canary_running="b",
+        canary_available=True,
+        now=T0 + timedelta(seconds=seconds_in),
+    )
+
+
+def test_analysis_waits_for_its_initial_delay_before_the_first_measurement() -> None:
+    early = _at_analysis(20)
+    assert due_metrics(early) == []
+    waiting = decide(early)
+    assert waiting.status["phase"] == "Progressing"
+    assert "errors first measured in 40s (initialDelay 1m)" in waiting.status["message"]
+    assert [m.name for m in due_metrics(_at_analysis(60))] == ["errors"]
+
+
+def test_a_quiet_canary_waits_for_data_instead_of_pausing_as_inconclusive() -> None:
+    metric = QUIET_CANARY.canary.steps[1].analysis.metrics[0]  # type: ignore[union-attr]
+    current = _at_analysis(61)
+    status = dict(current.status)
+    for seconds in (61, 92, 123, 300, 900):
+        quiet = replace(current, status=status, now=T0 + timedelta(seconds=seconds))
+        assert [m.name for m in due_metrics(quiet)] == ["errors"]  # measured again every reconcile
+        step = decide(replace(quiet, measurements={"errors": waiting_for_data(metric, 2)}))
+        status = apply(status, step)
+        assert step.status["phase"] == "Progressing"
+        assert step.status["rollout"]["pauseConditions"] == []
+        assert step.ready[1] == "RolloutInProgress"  # a quiet system is not a stalled rollout
+    run = status["analysis"]["metrics"][0]
+    assert (run["taken"], run["inconclusive"]) == (0, 0)
+    assert "waiting for data: 2 of 5 canary records in the last minute" in status["message"]
+    assert "None" not in status["message"]
+    good = Measurement({"count": 40, "errorRatio": 0.0})
+    for seconds in (901, 932):
+        step = decide(
+            replace(current, status=status, now=T0 + timedelta(seconds=seconds), measurements={"errors": good})
+        )
+        status = apply(status, step)
+    assert status["analysis"]["phase"] == "Successful"
+    assert status["currentStepIndex"] == 2  # past the last step: promoting
+
+
+def test_an_inconclusive_reading_is_tolerated_once_by_default_and_reads_without_python_reprs() -> None:
+    metric = AnalysisMetric.model_validate(
+        {
+            "name": "latency",
+            "successCondition": "result.p95LatencyMs < 200.0",
+            "failureCondition": "result.p95LatencyMs > 900.0",
+        }
+    )
+    assert metric.inconclusive_limit == 1
+    strategy = Strategy.model_validate(
+        {
+            "type": "Canary",
+            "canary": {"steps": [{"setWeight": 20}, {"analysis": {"metrics": [metric.model_dump(by_alias=True)]}}]},
+        }
+    )
+    status: dict[str, Any] = {"stableRevision": "a", "currentStepIndex": 1, "canaryWeight": 20}
+    status["rollout"] = {"canaryRevision": "b", "stepStartedAt": "2026-11-27T12:00:00Z"}
+    middling = Measurement({"count": 12, "p95LatencyMs": 450.5})
+    first = decide(
+        view(status, strategy=strategy, canary_running="b", canary_available=True, measurements={"latency": middling})
+    )
+    assert first.status["phase"] == "Progressing"
+    status = apply(status, first)
+    later = T0 + timedelta(seconds=31)
+    second = decide(
+        view(
+            status,
+            strategy=strategy,
+            canary_running="b",
+            canary_available=True,
+            now=later,
+            measurements={"latency": middling},
+        )
+    )
+    assert second.status["phase"] == "Paused"
+    assert second.status["rollout"]["pauseConditions"][0]["reason"] == "InconclusiveAnalysis"
+    assert second.status["analysis"]["message"] == "latency: count=12, p95LatencyMs=450.5: neither condition held"
+
+
+def test_a_prometheus_metric_cannot_set_min_records() -> None:
+    example = Path(__file__).parents[2] / "examples" / "customer-onboarding" / "integration.yaml"
+    doc = yaml.safe_load(example.read_text())
+    metric = doc["spec"]["strategy"]["canary"]["steps"][1]["analysis"]["metrics"][0]
+    assert validate_manifest(doc, "integration.yaml") == []
+    metric["provider"] = {"prometheus": {"address": "http://127.0.0.1:9090", "query": "vector(0)"}}
+    problems = validate_manifest(doc, "integration.yaml")
+    assert [p.path for p in problems] == ["spec.strategy.canary.steps[1].analysis.metrics[0].minRecords"]
+    assert "a Prometheus metric cannot set it" in problems[0].message
+
+
+def test_a_result_reads_as_text() -> None:
+    assert describe_result(None) == "no data"
+    assert describe_result({"errorRatio": 0.0125, "count": 40}) == "errorRatio=0.0125, count=40"
+    assert describe_result([0.5, True]) == "[0.5, true]"

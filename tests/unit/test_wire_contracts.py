@@ -149,12 +149,12 @@ def test_a_heartbeat_from_an_older_runner_reads_with_defaults_and_feeds_the_figu
     assert (beat.lane, beat.count, beat.consumer_lag) == ("main", 0, 0)
     book = FigureBook()
     book.record("ns", beat, now=0)
-    assert book.figures("ns", "sync", "r1", now=1) == {
+    assert book.figures("ns", "sync", {"r1": 1}, now=1) == {
         "processed": 2,
         "failed": 0,
-        "exceptions": 0,
         "deadLettered": 0,
         "consumerLag": 0,
+        "revisions": [{"revision": "r1", "number": 1, "processed": 2, "failed": 0, "deadLettered": 0}],
     }
 
 

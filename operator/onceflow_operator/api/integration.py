@@ -36,6 +36,7 @@ __all__ = [
     "Integration",
     "IntegrationSpec",
     "IntegrationStatus",
+    "RevisionFigures",
     "ScheduleTrigger",
     "Trigger",
 ]
@@ -186,15 +187,46 @@ class IntegrationSpec(ApiModel):
     paused: bool = Field(default=False, description="Stop the rollout where it is; records keep flowing.")
 
 
-class BusinessFigures(ApiModel):
-    """Counts the runners report over NATS, summed over the revision's pods."""
+class RevisionFigures(ApiModel):
+    """One revision's share of the figures (the stable one, a canary, an aborted or older one)."""
 
-    processed: int = Field(default=0, description="Records that completed all steps.", ge=0)
-    failed: int = Field(default=0, description="Records that failed a step (transient or permanent).", ge=0)
-    exceptions: int = Field(default=0, description="Records waiting in the exception queue.", ge=0)
+    revision: str = Field(description="Revision (ControllerRevision name).", max_length=253)
+    number: int | None = Field(default=None, description="Its number, while its ControllerRevision exists.", ge=0)
+    processed: int = Field(default=0, description="Records its runners completed.", ge=0)
+    failed: int = Field(default=0, description="Records its runners failed (transient or permanent).", ge=0)
+    exceptions: int = Field(default=0, description="Records it parked for a person, decided or not.", ge=0)
+    exceptions_waiting: int = Field(default=0, description="Of those, records still waiting for a decision.", ge=0)
+    dead_lettered: int = Field(default=0, description="Records that exhausted their deliveries on it.", ge=0)
+    last_success_time: datetime | None = Field(default=None, description="When one of its records last completed.")
+
+
+class BusinessFigures(ApiModel):
+    """The whole Integration's figures (every revision summed) and each revision's own.
+
+    Processed, failed, dead-lettered and lag come from the runners' heartbeats: counts since each
+    runner process started, kept while the operator runs. Exceptions come from the exception
+    stream, read every `ONCEFLOW_REVIEW_SECONDS`: what `onceflow exceptions list` shows.
+    """
+
+    processed: int = Field(default=0, description="Records that completed all steps, on any revision.", ge=0)
+    failed: int = Field(
+        default=0, description="Records that failed a step (transient or permanent), on any revision.", ge=0
+    )
+    exceptions: int = Field(
+        default=0,
+        description="Records parked for a person (exceptions and approvals) that the exception stream holds, "
+        "decided or not.",
+        ge=0,
+    )
+    exceptions_waiting: int = Field(
+        default=0, description="Of those, records still waiting for a decision (the review queue).", ge=0
+    )
     dead_lettered: int = Field(default=0, description="Records that exhausted their deliveries.", ge=0)
     consumer_lag: int = Field(default=0, description="Records not yet delivered to the consumer.", ge=0)
     last_success_time: datetime | None = Field(default=None, description="When a record last completed.")
+    revisions: list[RevisionFigures] = Field(
+        default_factory=list, description="Per revision, newest first (at most 10).", max_length=10
+    )
 
 
 class IntegrationStatus(ApiModel):

@@ -20,6 +20,7 @@ from onceflow_operator.api._base import (
 from onceflow_operator.api.types import Cel
 
 __all__ = [
+    "DEFAULT_MIN_RECORDS",
     "AnalysisMetric",
     "AnalysisProvider",
     "AnalysisStatus",
@@ -55,18 +56,58 @@ class AnalysisProvider(ApiModel):
     prometheus: PrometheusProvider | None = Field(default=None, description="A Prometheus query.")
 
 
+#: Canary records a heartbeat window must hold before a metric without `minRecords` is judged.
+DEFAULT_MIN_RECORDS = 1
+
+
 class AnalysisMetric(ApiModel):
-    """One measurement taken repeatedly during a canary step."""
+    """One measurement taken repeatedly during a canary step.
+
+    As in Argo Rollouts, `initialDelay` holds the first measurement back (the canary needs time at
+    its new weight before its window means anything). Unlike a Prometheus query, the runners'
+    heartbeat figures know how many canary records they cover, so a window with fewer than
+    `minRecords` is not judged at all: the metric waits for data instead of counting an
+    inconclusive reading, and a quiet system does not pause the rollout by itself.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.minRecords) || !has(self.provider.prometheus)",
+                "minRecords counts the canary's own records; a Prometheus metric cannot set it "
+                "(put the condition in the query instead)",
+                ".minRecords",
+            ),
+        )
+    }
 
     name: str = Field(description="Metric name.", pattern=IDENTIFIER, max_length=63)
+    initial_delay: str = Field(
+        default="0s",
+        description="Time from the start of the analysis step to the first measurement.",
+        pattern=DURATION,
+        max_length=32,
+    )
     interval: str = Field(default="30s", description="Time between measurements.", pattern=DURATION, max_length=32)
     count: int = Field(default=3, description="Measurements to take.", ge=1, le=100)
+    min_records: int | None = Field(
+        default=None,
+        description="Canary records the last minute must hold before a measurement is judged (default 1); "
+        "until then the metric waits for data. Heartbeat metrics only.",
+        ge=1,
+        le=1_000_000,
+    )
     success_condition: Cel = Field(
         description="CEL over `result` (errorRatio, exceptionRatio, p95LatencyMs, throughput; or a Prometheus scalar)."
     )
     failure_condition: Cel | None = Field(default=None, description="CEL that marks a measurement failed.")
     failure_limit: int = Field(default=0, description="Failed measurements tolerated.", ge=0, le=100)
-    inconclusive_limit: int = Field(default=0, description="Inconclusive measurements tolerated.", ge=0, le=100)
+    inconclusive_limit: int = Field(
+        default=1,
+        description="Inconclusive measurements tolerated (one more pauses the rollout for a person).",
+        ge=0,
+        le=100,
+    )
     provider: AnalysisProvider = Field(default_factory=AnalysisProvider, description="Metric source.")
 
 

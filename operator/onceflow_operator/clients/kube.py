@@ -22,6 +22,7 @@ import aiohttp
 import yaml
 
 from onceflow_operator.api.names import FIELD_MANAGER
+from onceflow_operator.build.events import event_name, new_event, repeated_event
 
 __all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "kubeconfig_user", "resource_path"]
 
@@ -90,6 +91,8 @@ class KubeClient:
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        #: Occurrences of each Event this client recorded, by name (saves a GET per repeat).
+        self._event_counts: dict[str, int] = {}
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -197,9 +200,12 @@ class KubeClient:
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Merge-patch an object's status; returns the object as the API server now holds it."""
         path = resource_path(api_version, kind, namespace, name) + "/status"
-        await self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+        return await self._call(  # type: ignore[no-any-return]
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
 
     async def annotate(
         self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str | None]
@@ -246,26 +252,38 @@ class KubeClient:
                 raise
 
     async def event(self, involved: dict[str, Any], *, reason: str, message: str, warning: bool = True) -> None:
-        """Record a core/v1 Event on an object (what `kubectl describe` shows)."""
+        """Record a core/v1 Event on an object (what `kubectl describe` shows), counted when it repeats.
+
+        The same object, type, reason and message update one Event's `count` and `lastTimestamp`
+        (see `build.events`), so a problem reported on every reconcile reads "x42 over 70s"
+        instead of 42 Events.
+        """
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": involved["apiVersion"],
-                "kind": involved["kind"],
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": FIELD_MANAGER},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self._call("POST", resource_path("v1", "Event", meta["namespace"]), body=event)
+        name = event_name(involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER)
+        namespace = meta["namespace"]
+        count = self._event_counts.get(name)
+        if count is None:
+            existing = await self.get("v1", "Event", namespace, name)
+            count = int(existing.get("count") or 1) if existing else 0
+        if count:
+            try:
+                await self._call(
+                    "PATCH",
+                    resource_path("v1", "Event", namespace, name),
+                    body=repeated_event(count, now),
+                    content_type="application/merge-patch+json",
+                )
+                self._event_counts[name] = count + 1
+                return
+            except KubeError as exc:
+                if exc.status != 404:  # gone (Events expire after an hour): start a new one
+                    raise
+        event = new_event(involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER, now=now)
+        try:
+            await self._call("POST", resource_path("v1", "Event", namespace), body=event)
+            self._event_counts[name] = 1
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            self._event_counts.pop(name, None)  # recorded meanwhile by another reconcile: count it next time

@@ -5,7 +5,9 @@ prefix (`onceflow.io/...`), no handler results in status (handlers return None a
 status through the typed reconcile outcome), bounded retries, watch timeouts. Every handler
 is level-based: create, update, resume and a timer all run the same idempotent reconcile, so
 changes in what an object references (a Secret, a Connector, a Deployment's availability) are
-picked up within one timer interval.
+picked up within one timer interval; an Integration that waits for a person's fix is looked at
+with a growing delay instead (`controller.backoff`). Events repeat as one counted Event
+(`build.events`), and a reconcile overtaken by a newer generation records none.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import kopf
 from onceflow_operator.api.names import ACTION_ANNOTATION, API_VERSION, FINALIZER, GROUP, STORAGE_PREFIX, VERSION
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient, KubeError
+from onceflow_operator.controller.backoff import FixBackoff
 from onceflow_operator.controller.connector import probe_connector, reconcile_connector
-from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, reconcile_integration
 from onceflow_operator.controller.metrics import (
     CONNECTOR_REACHABLE,
@@ -45,6 +48,8 @@ __all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
 
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
+#: Longest wait between two looks at an Integration that needs a person's fix (see `controller.backoff`).
+FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
 
@@ -63,6 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = KubeClient.from_environment()
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
+    memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
     memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record)
 
 
@@ -140,8 +146,19 @@ async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, "integrations", retries=RETRIES)
 @kopf.on.create(GROUP, VERSION, "integrations", retries=RETRIES)
 @kopf.on.update(GROUP, VERSION, "integrations", retries=RETRIES)
+async def integration(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile_integration(body, memo)
+
+
 @kopf.timer(GROUP, VERSION, "integrations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
-async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def integration_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # An Integration waiting for a fix is looked at again with a growing delay, not every tick.
+    meta = body["metadata"]
+    if memo.backoff.due(meta["uid"], int(meta.get("generation", 1)), time.monotonic()):
+        await _reconcile_integration(body, memo)
+
+
+async def _reconcile_integration(body: kopf.Body, memo: kopf.Memo) -> None:
     # Change handlers and the timer may fire together; a rollout moves one reconcile at a time.
     lock = memo.setdefault("locks", {}).setdefault(body["metadata"]["uid"], asyncio.Lock())
     async with lock:
@@ -156,6 +173,7 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
             raise _kopf_error(exc) from None
         if fresh is None:
             return
+        generation = int(fresh["metadata"].get("generation", 1))
         action = (fresh["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
         outcome = await _reconciled(
             "Integration",
@@ -164,13 +182,16 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
             reconcile_integration(memo.kube, fresh, memo.config, memo.nats, action, book=memo.book),
         )
         try:
-            await memo.kube.patch_status(
+            written = await memo.kube.patch_status(
                 api, "Integration", namespace, name, checked_status("Integration", outcome.status)
             )
             if action is not None:  # a verb is done once; removing it is a metadata change Argo CD ignores
                 await memo.kube.annotate(api, "Integration", namespace, name, {ACTION_ANNOTATION: None})
         except KubeError as exc:
             raise _kopf_error(exc) from None
+        memo.backoff.record(fresh["metadata"]["uid"], generation, needs_fix=outcome.needs_fix, now=time.monotonic())
+        if int((written or {}).get("metadata", {}).get("generation", generation)) != generation:
+            return  # the spec changed meanwhile: what was found is about an outdated generation; say nothing
         for reason, _message, _warning in outcome.events:
             ROLLOUT_EVENTS.labels(namespace=namespace, integration=name, reason=reason).inc()
         await _record_events("Integration", fresh, memo, outcome)
@@ -178,13 +199,14 @@ async def integration(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
 
 @kopf.timer(GROUP, VERSION, "integrations", interval=REVIEW_SECONDS, initial_delay=5)
 async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Exceptions waiting, decisions and time to decision, read from the streams into gauges."""
+    """Exceptions waiting, decisions and time to decision, read from the streams into gauges and figures."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         js = await memo.nats.jetstream()
         records = await list_exceptions(js, namespace, integration=name, include_decided=True)
     except Exception:  # NATS away: keep the last values; the next tick tries again
         return
+    memo.book.record_exceptions(namespace, name, exception_counts(records))
     figures = review_figures(records, datetime.now(UTC))
     seen = memo.setdefault("review_labels", {}).setdefault((namespace, name), {"reason": set(), "action": set()})
     for reason in seen["reason"] | set(figures.waiting_by_reason):
@@ -216,6 +238,7 @@ async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: A
 
 def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
     memo.setdefault("locks", {}).pop(body["metadata"]["uid"], None)
+    memo.backoff.forget(body["metadata"]["uid"])
     managed = memo.setdefault("managed", {}).setdefault(kind, set())
     managed.discard(body["metadata"]["uid"])
     MANAGED.labels(kind=kind).set(len(managed))

@@ -33,7 +33,7 @@ from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
 from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
-from onceflow_operator.rollout.analysis import Measurement
+from onceflow_operator.rollout.analysis import Measurement, min_records, waiting_for_data
 from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, decide, due_metrics
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import Plan
@@ -110,10 +110,17 @@ def _lane_state(deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]
 async def _measure(
     metric: AnalysisMetric, book: FigureBook | None, namespace: str, name: str, revision: str
 ) -> Measurement:
-    """One reading: a Prometheus query, or the canary revision's heartbeat window."""
+    """One reading: a Prometheus query, or the canary revision's heartbeat window.
+
+    A heartbeat window with fewer canary records than the metric's `minRecords` is waiting for
+    data, not a reading (see `rollout.analysis`).
+    """
     if metric.provider.prometheus is None:
         result = book.analysis(namespace, name, revision) if book is not None else None
-        return Measurement(result, "" if result else "no canary runner settled a record in the last minute")
+        records = int(result["count"]) if result else 0
+        if records < min_records(metric):
+            return waiting_for_data(metric, records)
+        return Measurement(result)
     source = metric.provider.prometheus
     try:
         return Measurement(await query_prometheus(source.address, source.query))
@@ -169,6 +176,7 @@ async def reconcile_integration(
         return ReconcileResult(
             with_ready(status, generation, False, "InvalidSpec", message, stalled=True),
             [("InvalidSpec", message, True)],
+            needs_fix=True,
         )
     refused = await unusable_secrets(kube, namespace, plan_secrets(plan), "a Connector this Integration calls")
     if refused:
@@ -177,6 +185,7 @@ async def reconcile_integration(
         return ReconcileResult(
             with_ready(status, generation, False, "SecretNotUsable", message, stalled=True),
             [("SecretNotUsable", message, True)],
+            needs_fix=True,
         )
     plan_json = plan.to_json()
     configmap = build_plan_configmap(
@@ -268,7 +277,7 @@ async def reconcile_integration(
     keep = {plan.revision, decision.main, *(r for r in in_use if r)}
     await _prune_revisions(kube, namespace, numbers, keep, integration.spec.revision_history_limit)
     if book is not None:
-        figures = book.figures(namespace, name, decision.main)
+        figures = book.figures(namespace, name, numbers)
         if figures is not None:
             status["figures"] = figures
     status.update(decision.status)

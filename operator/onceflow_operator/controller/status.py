@@ -28,10 +28,15 @@ STATUS_MODELS: dict[str, type[ApiModel]] = {
 
 @dataclass
 class ReconcileResult:
-    """The status to write and the Events to record as (reason, message, warning)."""
+    """The status to write and the Events to record as (reason, message, warning).
+
+    `needs_fix` says nothing will change until a person fixes the spec or what it references
+    (an invalid spec, an unusable Secret): the resync timer backs off instead of repeating it.
+    """
 
     status: dict[str, Any]
     events: list[tuple[str, str, bool]] = field(default_factory=list)
+    needs_fix: bool = False
 
 
 def now() -> datetime:

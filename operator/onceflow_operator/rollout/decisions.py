@@ -82,6 +82,8 @@ def due_metrics(view: RolloutView) -> list[AnalysisMetric]:
     runs = {r["name"]: r for r in analysis.get("metrics") or []} if analysis.get("step") == index else {}
     due = []
     for metric in step.analysis.metrics:
+        if _initial_delay_left(view, metric) > 0:
+            continue
         run = runs.get(metric.name, {})
         last = parse_time(run.get("lastTime"))
         if int(run.get("taken", 0)) < metric.count and (
@@ -89,6 +91,12 @@ def due_metrics(view: RolloutView) -> list[AnalysisMetric]:
         ):
             due.append(metric)
     return due
+
+
+def _initial_delay_left(view: RolloutView, metric: AnalysisMetric) -> float:
+    """Seconds until `metric`'s first measurement may be taken in the current step (0 when it may)."""
+    started = parse_time((view.status.get("rollout") or {}).get("stepStartedAt")) or view.now
+    return max(0.0, parse_duration(metric.initial_delay) - (view.now - started).total_seconds())
 
 
 class _Walk:
@@ -184,7 +192,7 @@ def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
     serving = view.main_running == target and view.main_available
     if serving:
         rollout["progressAt"] = format_time(view.now)
-    status: dict[str, Any] = {"currentStepIndex": None, "canaryWeight": 100 if serving else 0, "rollout": rollout}
+    status: dict[str, Any] = {"currentStepIndex": None, "canaryWeight": None, "rollout": rollout}
     if serving:
         if view.stable is None:
             _promoted(view, walk, None)
@@ -248,8 +256,11 @@ def _waiting(
     )
 
 
-def _replace(view: RolloutView, walk: _Walk) -> RolloutDecision:
-    """Recreate, RollingUpdate, or a fast-tracked rollback: the main lane moves to the new revision."""
+def _replace(view: RolloutView, walk: _Walk, *, after_canary: bool = False) -> RolloutDecision:
+    """Recreate, RollingUpdate, a fast-tracked rollback, or the promotion that ends a canary's steps.
+
+    Either way the main lane moves to the new revision; `after_canary` says it earned it.
+    """
     rollout = walk.rollout
     if rollout.get("canaryRevision") != view.desired:  # a canary of another revision ends here
         rollout["canaryRevision"] = ""
@@ -259,14 +270,19 @@ def _replace(view: RolloutView, walk: _Walk) -> RolloutDecision:
         rollout["canaryRevision"] = ""
         rollout["progressAt"] = format_time(view.now)
         _promoted(view, walk, view.stable)
-        how = "fast-tracked rollback" if view.strategy.type == "Canary" else view.strategy.type
+        if after_canary:
+            how = "promoted after its canary steps"
+        elif view.strategy.type == "Canary":
+            how = "fast-tracked rollback"
+        else:
+            how = view.strategy.type
         message = f"{walk.number(view.desired)} is serving ({how})"
         status = {
             "stableRevision": view.desired,
             "phase": "Healthy",
             "message": message,
             "currentStepIndex": None,
-            "canaryWeight": 100,
+            "canaryWeight": None,
             "rollout": rollout,
         }
         return RolloutDecision(
@@ -279,8 +295,9 @@ def _replace(view: RolloutView, walk: _Walk) -> RolloutDecision:
             (False, "NewRevisionPromoted", message),
             walk.events,
         )
-    message = f"replacing {walk.number(view.stable)} with {walk.number(view.desired)}"
-    status = {"phase": "Progressing", "message": message, "currentStepIndex": None, "canaryWeight": 0}
+    verb = "promoting" if after_canary else "replacing"
+    message = f"{verb} {walk.number(view.desired)} in place of {walk.number(view.stable)}"
+    status = {"phase": "Progressing", "message": message, "currentStepIndex": None, "canaryWeight": None}
     status["rollout"] = rollout
     return _waiting(view, walk, view.desired, canary, 0, status, "RunnersNotAvailable", message)
 
@@ -294,7 +311,7 @@ def _aborted(view: RolloutView, walk: _Walk) -> RolloutDecision:
         if view.status.get("phase") == "Degraded"
         else (f"rollout of {walk.number(view.desired)} was aborted; {walk.number(view.stable)} serves")
     )
-    status = {"phase": "Degraded", "message": message, "canaryWeight": 0, "rollout": rollout}
+    status = {"phase": "Degraded", "message": message, "canaryWeight": None, "rollout": rollout}
     return RolloutDecision(
         view.stable or view.desired,
         canary,
@@ -376,8 +393,8 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
                 blocked = "analysis inconclusive; promote to continue or abort"
                 break
             if verdict is None:
-                rollout["progressAt"] = format_time(view.now)
-                blocked = f"analysing at step {walk.index}"
+                rollout["progressAt"] = format_time(view.now)  # waiting for data is a step, not a stall
+                blocked = f"analysing: {_analysis_progress(view, step.analysis.metrics, walk.analysis)}"
                 break
             walk.next_step()
     rollout["pauseConditions"] = walk.pauses
@@ -385,8 +402,8 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
     status["analysis"] = walk.analysis
     stable = view.stable or view.desired
     if walk.index >= len(steps):  # every step passed: the new revision takes the main lane
-        status["canaryWeight"] = 0
-        decision = _replace(view, walk)
+        status["canaryWeight"] = None
+        decision = _replace(view, walk, after_canary=True)
         decision.status = {**status, **decision.status}
         if "stableRevision" not in decision.status:  # still promoting: stay past the last step
             decision.status["currentStepIndex"] = walk.index
@@ -395,3 +412,20 @@ def _canary(view: RolloutView, walk: _Walk, action: str | None) -> RolloutDecisi
     label = f"canary {walk.number(view.desired)} at {walk.weight}%, step {walk.index}/{len(steps)}: {blocked}"
     status.update(phase="Paused" if walk.pauses else "Progressing", message=label)
     return _waiting(view, walk, stable, view.desired, walk.weight, status, "RolloutInProgress", label)
+
+
+def _analysis_progress(view: RolloutView, metrics: list[AnalysisMetric], analysis: Mapping[str, Any] | None) -> str:
+    """Where each metric of a running analysis stands, for the rollout's message."""
+    runs = {r["name"]: r for r in (analysis or {}).get("metrics") or []}
+    parts = []
+    for metric in metrics:
+        run = runs.get(metric.name, {})
+        left = _initial_delay_left(view, metric)
+        if left > 0 and not run.get("taken"):
+            parts.append(f"{metric.name} first measured in {int(left + 0.999)}s (initialDelay {metric.initial_delay})")
+            continue
+        text = f"{metric.name} {run.get('taken', 0)} of {metric.count} measurements"
+        if run.get("lastValue"):
+            text += f", {run['lastValue']}"
+        parts.append(text)
+    return "; ".join(parts)
