@@ -168,7 +168,8 @@ def describe(info: dict[str, Any], *, bin_dir: Path, on_path: bool) -> list[str]
         ]
     lines += ["", "Point this shell at it:", '  eval "$(onceflow dev env)"', "which sets:"]
     lines += [f"  {line}" for line in shell_exports(info)]
-    gateways: dict[str, dict[str, Any]] = info.get("gateways") or {}
+    # A state.json written before gateways carried their scheme and Secret lists bare URLs: skip those.
+    gateways = {k: v for k, v in (info.get("gateways") or {}).items() if isinstance(v, dict)}
     if gateways:
         lines += ["", f"Webhook gateways (POST signed requests; `onceflow send CONNECTOR -n {ns}` signs for you):"]
         lines += _table(
