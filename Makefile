@@ -9,9 +9,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: docs argocd test demo setup control-plane lint typecheck unit crds clean
+.PHONY: docs argocd test demo setup control-plane test-tools lint typecheck unit crds clean
 
-test: setup control-plane lint typecheck
+test: setup control-plane test-tools lint typecheck
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" \
 	ONCEFLOW_HELM="$$(hack/build-helm.sh | tail -n 1)" \
 	ONCEFLOW_PROMETHEUS="$$(hack/install-prometheus.sh | tail -n 1)" \
@@ -21,7 +21,8 @@ test: setup control-plane lint typecheck
 	$(BIN)/pytest
 
 # The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
-# plays the three scenarios and prints what arrived where.
+# plays the three scenarios and prints what arrived where. It needs the venv (kubectl and
+# nats-server come from PyPI) and the control plane, nothing else: no root, no apt.
 demo: setup control-plane
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh | tail -n 1)" $(BIN)/onceflow dev demo --examples examples
 
@@ -35,6 +36,9 @@ $(VENV)/.installed: pyproject.toml
 
 control-plane:
 	hack/build-control-plane.sh >/dev/null
+
+# What only the tests use: helm, Prometheus (apt), the Prometheus Operator CRDs, checkov, Chromium (apt).
+test-tools:
 	hack/build-helm.sh >/dev/null
 	hack/install-prometheus.sh >/dev/null
 	hack/build-monitoring-crds.sh >/dev/null

@@ -1,7 +1,7 @@
 """`onceflow dev`: the embedded system (real kube-apiserver + etcd, nats-server, local processes).
 
 `demo` plays the scenarios once and stops; `up` starts it in the background (through the hidden
-`serve`), `down` stops it.
+`serve`) and prints how to reach it, `env` prints the exports for a shell, `down` stops it.
 """
 
 from __future__ import annotations
@@ -57,21 +57,32 @@ _EXAMPLES = click.option(
 @_EXAMPLES
 @_STATE
 def dev_up(examples: Path, state: Path | None) -> None:
-    """Start everything in the background and apply the examples; print how to reach it."""
-    from onceflow_operator.dev.devenv import DevError, default_state, up
+    """Start everything in the background and apply the examples; print how to reach each part."""
+    import shutil
+
+    from onceflow_operator.dev.devenv import DevError, default_state, describe, up
 
     folder = state or default_state()
     try:
         info = up(examples.resolve(), folder)
     except DevError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"onceflow dev is up (pid {info['pid']}, namespace {info['namespace']}).")
-    click.echo(f"  export KUBECONFIG={info['kubeconfig']}")
-    click.echo(f"  export ONCEFLOW_NATS_URL={info['nats']}")
-    click.echo(f"  kubectl get onceflow -n {info['namespace']}")
-    for name, url in sorted({**info["sandboxes"], **info["gateways"]}.items()):
-        click.echo(f"  {name:14s} {url}")
-    click.echo("Stop it with: onceflow dev down")
+    bin_dir = Path(sys.executable).parent
+    plugin = shutil.which("kubectl-onceflow")
+    on_path = plugin is not None and Path(plugin).parent.resolve() == bin_dir.resolve()
+    click.echo("\n".join(describe(info, bin_dir=bin_dir, on_path=on_path)))
+
+
+@dev.command("env")
+@_STATE
+def dev_env(state: Path | None) -> None:
+    """Print the exports that point a shell at the running system: eval "$(onceflow dev env)"."""
+    from onceflow_operator.dev.devenv import default_state, running, shell_exports
+
+    info = running(state or default_state())
+    if info is None:
+        raise click.ClickException("onceflow dev is not running; start it with: onceflow dev up")
+    click.echo("\n".join(shell_exports(info)))
 
 
 @dev.command("down")

@@ -12,12 +12,24 @@ __all__ = ["operator"]
 @click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (needs the ClusterRole).")
 @click.option("--liveness", default="http://0.0.0.0:8081/healthz", show_default=True, help="Kopf liveness endpoint.")
 @click.option("--metrics-port", default=8080, show_default=True, help="Port for Prometheus /metrics.")
-def operator(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int) -> None:
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address for /metrics: every address in a pod (Prometheus scrapes the pod IP); 127.0.0.1 on a workstation.",
+)
+def operator(
+    namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int, metrics_host: str
+) -> None:
     """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
     from onceflow_operator.controller.run import run_operator
 
     run_operator(
-        namespaces=list(namespaces), all_namespaces=all_namespaces, liveness=liveness, metrics_port=metrics_port
+        namespaces=list(namespaces),
+        all_namespaces=all_namespaces,
+        liveness=liveness,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )

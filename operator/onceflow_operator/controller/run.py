@@ -13,7 +13,9 @@ from onceflow_operator.controller import handlers  # noqa: F401  (importing it r
 __all__ = ["run_operator"]
 
 
-def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness: str, metrics_port: int) -> None:
-    """Serve /metrics, then run the handlers until the process is stopped."""
-    start_http_server(metrics_port)
+def run_operator(
+    *, namespaces: list[str], all_namespaces: bool, liveness: str, metrics_port: int, metrics_host: str = "0.0.0.0"
+) -> None:
+    """Serve /metrics on `metrics_host` (127.0.0.1 for the embedded system), then run the handlers until stopped."""
+    start_http_server(metrics_port, addr=metrics_host)
     kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=namespaces, liveness_endpoint=liveness)

@@ -347,16 +347,28 @@ async def serve(examples: Path, state: Path) -> None:
     async with environment(examples) as env:
         kubeconfig = state / "kubeconfig"
         shutil.copy(env.kubeconfig, kubeconfig)
-        gateways = {
-            name.removesuffix("-gateway"): f"http://127.0.0.1:{env.executor.port_of(ns, name)}"
-            for ns, name in env.executor.replicas
-            if ns == NAMESPACE and name.endswith("-gateway")
-        }
         doc = {"pid": os.getpid(), "kubeconfig": str(kubeconfig), "nats": env.nats_url, "namespace": NAMESPACE}
-        doc |= {"sandboxes": env.urls(), "gateways": gateways}
+        doc |= {"examples": str(examples), "sandboxes": env.urls(), "gateways": await _gateways(env)}
         (state / "state.json.tmp").write_text(json.dumps(doc, indent=2))
         (state / "state.json.tmp").rename(state / "state.json")
         await stop.wait()
+
+
+async def _gateways(env: Environment) -> dict[str, dict[str, Any]]:
+    """Each webhook Connector's gateway as a sender needs it: full URL (with the path), scheme, Secret."""
+    gateways = {}
+    for connector in await env.kube.list("onceflow.io/v1alpha1", "Connector", NAMESPACE):
+        name, hook = connector["metadata"]["name"], connector["spec"].get("webhook")
+        if connector["spec"]["type"] != "Webhook" or not hook:
+            continue
+        port = env.executor.port_of(NAMESPACE, f"{name}-gateway")
+        signature = hook["signature"]
+        gateways[name] = {
+            "url": f"http://127.0.0.1:{port}{hook['path']}",
+            "scheme": signature["scheme"],
+            "secret": {"name": signature["secretRef"]["name"], "key": signature["secretRef"]["key"]},
+        }
+    return gateways
 
 
 async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_url: str, table: str) -> int:

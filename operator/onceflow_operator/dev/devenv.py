@@ -1,9 +1,14 @@
 """`onceflow dev up | down`: the embedded system in the background, and a clean stop.
 
 `up` starts `onceflow dev serve` as its own session (process group) and waits for it to write
-`state.json` (kubeconfig, NATS URL, sandbox and gateway URLs). `down` asks it to stop (SIGTERM:
-it stops the operator, runners, gateways, sandboxes, nats-server and the control plane), then
-kills whatever is left of the group, so no process outlives it. Development only.
+`state.json` (kubeconfig, NATS URL, sandbox URLs, and each gateway's full URL, signature scheme
+and Secret). `down` asks it to stop (SIGTERM: it stops the operator, runners, gateways,
+sandboxes, nats-server and the control plane), then kills whatever is left of the group, so no
+process outlives it. Development only.
+
+`describe` and `shell_exports` turn state.json into what a person pastes: the summary `dev up`
+prints and the lines `onceflow dev env` prints for `eval`. `running` is how `onceflow send` finds
+a gateway's URL when none is given.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DevError", "default_state", "down", "up"]
+__all__ = ["DevError", "default_state", "describe", "down", "running", "shell_exports", "up"]
 
 
 class DevError(Exception):
@@ -47,6 +53,17 @@ def _alive(pid: int) -> bool:
 def _read_pid(state: Path) -> int | None:
     try:
         return int((state / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running(state: Path) -> dict[str, Any] | None:
+    """What state.json says when the background system is up; None when it is not."""
+    pid = _read_pid(state)
+    if pid is None or not _alive(pid):
+        return None
+    try:
+        return dict(json.loads((state / "state.json").read_text()))
     except (OSError, ValueError):
         return None
 
@@ -113,3 +130,71 @@ def down(state: Path, *, grace: float = 90) -> bool:
         os.waitpid(pid, os.WNOHANG)
     shutil.rmtree(state, ignore_errors=True)
     return running
+
+
+#: A payload of scenario 1 beside the examples, for the summary's ready-to-paste `onceflow send`.
+SAMPLE_WEBHOOK = Path("customer-onboarding") / "webhooks" / "customer-approved.json"
+
+
+def shell_exports(info: dict[str, Any]) -> list[str]:
+    """The lines that point a shell at the system (`eval "$(onceflow dev env)"`)."""
+    return [
+        f"export KUBECONFIG={shlex.quote(str(info['kubeconfig']))}",
+        f"export ONCEFLOW_NATS_URL={shlex.quote(str(info['nats']))}",
+    ]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)
+    ]
+
+
+def describe(info: dict[str, Any], *, bin_dir: Path, on_path: bool) -> list[str]:
+    """The summary `dev up` prints: how to reach each part, and commands that work when pasted.
+
+    `bin_dir` is where `onceflow`, `kubectl` and `kubectl-onceflow` are installed; when it is not
+    on PATH (`on_path` False) the summary says how to put it there, since `kubectl onceflow` is
+    found only through PATH.
+    """
+    ns = str(info["namespace"])
+    lines = [f"onceflow dev is up (pid {info['pid']}, namespace {ns})."]
+    if not on_path:
+        lines += [
+            "",
+            f"Put {bin_dir} on PATH first (onceflow, kubectl and the kubectl onceflow plugin live there):",
+            f"  export PATH={shlex.quote(str(bin_dir))}:$PATH",
+        ]
+    lines += ["", "Point this shell at it:", '  eval "$(onceflow dev env)"', "which sets:"]
+    lines += [f"  {line}" for line in shell_exports(info)]
+    # A state.json written before gateways carried their scheme and Secret lists bare URLs: skip those.
+    gateways = {k: v for k, v in (info.get("gateways") or {}).items() if isinstance(v, dict)}
+    if gateways:
+        lines += ["", f"Webhook gateways (POST signed requests; `onceflow send CONNECTOR -n {ns}` signs for you):"]
+        lines += _table(
+            ("CONNECTOR", "URL", "SCHEME", "SIGNING SECRET"),
+            [
+                (name, g["url"], g["scheme"], f"Secret {g['secret']['name']}, key {g['secret']['key']} (-n {ns})")
+                for name, g in sorted(gateways.items())
+            ],
+        )
+    sandboxes: dict[str, str] = info.get("sandboxes") or {}
+    if sandboxes:
+        lines += ["", "Sandbox systems (each one's own book of effects: GET URL/_sandbox/state):"]
+        lines += _table(("SANDBOX", "URL"), sorted(sandboxes.items()))
+    lines += ["", "Try:", f"  kubectl onceflow status -n {ns}"]
+    sample = Path(str(info.get("examples", ""))) / SAMPLE_WEBHOOK
+    if "crm-webhooks" in gateways and info.get("examples") and sample.exists():
+        lines.append(f"  onceflow send crm-webhooks -n {ns} -d @{shlex.quote(str(sample))}")
+    lines.append(f"  onceflow exceptions list -n {ns}")
+    if "erp" in sandboxes:
+        lines.append(f"  curl -s {sandboxes['erp']}/_sandbox/state")
+    for name, g in sorted(gateways.items())[:1]:
+        secret = g["secret"]
+        lines.append(
+            f"  kubectl get secret {secret['name']} -n {ns} -o jsonpath='{{.data.{secret['key']}}}' | base64 -d"
+            f"   # {name}'s signing secret"
+        )
+    lines += ["", "Stop it with: onceflow dev down"]
+    return lines

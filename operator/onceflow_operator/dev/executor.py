@@ -218,7 +218,10 @@ async def _ready(port: int) -> bool:
 
 
 def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 30) -> subprocess.Popen[bytes]:
-    """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks)."""
+    """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks).
+
+    Metrics and liveness listen on 127.0.0.1 only, like every process of the embedded system.
+    """
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -233,6 +236,8 @@ def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 3
         "-A",
         "--metrics-port",
         str(free_port()),
+        "--metrics-host",
+        "127.0.0.1",
         "--liveness",
         f"http://127.0.0.1:{free_port()}/healthz",
     ]
