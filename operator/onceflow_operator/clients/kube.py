@@ -10,6 +10,7 @@ so merged KUBECONFIG files, contexts and exec credential plugins work as they do
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -41,6 +42,17 @@ _SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 _HOME_KUBECONFIG = Path.home() / ".kube" / "config"
+#: How often a 429 (Too Many Requests) is tried again, and the longest wait between tries.
+_RETRIES_ON_429 = 5
+_MAX_RETRY_AFTER = 5.0
+
+
+def _retry_after(header: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds form), bounded; 1 s when absent or unreadable."""
+    try:
+        return min(max(float(header or 1), 0.1), _MAX_RETRY_AFTER)
+    except ValueError:
+        return 1.0
 
 
 def _in_cluster() -> bool:
@@ -156,24 +168,35 @@ class KubeClient:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> Any:
+        """One request; a 429 is tried again after its Retry-After, a few times, as client-go does.
+
+        Why: the API server answers 429 while it is busy or (re)initialising storage for a kind
+        (right after a CRD is installed); kubectl waits that out, so the CLI and operator do too.
+        """
         data = None if body is None else json.dumps(body)
-        session = await self._client()
-        async with session.request(
-            method,
-            self.server + path,
-            data=data,
-            params=params,
-            headers={"Content-Type": content_type},
-            server_hostname=self._server_hostname,
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise KubeError(resp.status, str(message)[:500])
-            return json.loads(text) if text else None
+        for attempt in range(_RETRIES_ON_429 + 1):
+            session = await self._client()
+            async with session.request(
+                method,
+                self.server + path,
+                data=data,
+                params=params,
+                headers={"Content-Type": content_type},
+                server_hostname=self._server_hostname,
+            ) as resp:
+                text = await resp.text()
+                if resp.status == 429 and attempt < _RETRIES_ON_429:
+                    wait = _retry_after(resp.headers.get("Retry-After"))
+                else:
+                    if resp.status >= 400:
+                        try:
+                            message = json.loads(text).get("message", text)
+                        except ValueError:
+                            message = text
+                        raise KubeError(resp.status, str(message)[:500])
+                    return json.loads(text) if text else None
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
