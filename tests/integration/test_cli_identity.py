@@ -89,6 +89,8 @@ async def test_a_decision_is_recorded_under_the_name_the_api_server_authenticate
     traced = await cli("trace", business_key, "-n", team.namespace, "--nats", team.nats_url, "-o", "json")
     details = [e.get("detail") for e in json.loads(traced.output) if e.get("outcome") == "decision"]
     assert details == ["discard by alice: a test record"]
+    everywhere = await cli("exceptions", "list", "-A", "--all", "--nats", team.nats_url, "-o", "json")
+    assert (team.namespace, sequence) in {(r["namespace"], r["sequence"]) for r in json.loads(everywhere.output)}
 
 
 @pytest.mark.parametrize("user", ["bob", "carol"])

@@ -51,6 +51,11 @@ class Credentials:
     headers: dict[str, str]
     #: The name the server's certificate is checked against when it differs from the URL's host.
     server_hostname: str | None = None
+    #: The same as files, for clients that take paths (Kopf's login): CA, client certificate and key.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
 
 
 def kubeconfig_files(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -148,7 +153,16 @@ class KubeTarget:
         token = config.api_key.get("BearerToken")
         # A tokenFile is read as is; kubectl trims it (files end in a newline, headers must not).
         headers = {"Authorization": str(token).strip()} if token else {}
-        return Credentials(str(config.host), context, headers, config.tls_server_name)
+        return Credentials(
+            str(config.host),
+            context,
+            headers,
+            config.tls_server_name,
+            ca_file=config.ssl_ca_cert,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            verify=bool(config.verify_ssl),
+        )
 
 
 def load_kubeconfig(
