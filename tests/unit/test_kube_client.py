@@ -16,3 +16,29 @@ async def test_a_closed_kubernetes_client_refuses_requests_instead_of_opening_a_
     with pytest.raises(KubeError, match="closed"):
         await kube.get("v1", "Secret", "default", "any")
     assert kube._session is None
+
+
+async def test_a_429_is_tried_again_after_its_retry_after_as_kubectl_does() -> None:
+    # The API server answers 429 while it initialises storage for a new CRD; kubectl waits it out.
+    from aiohttp import web
+
+    answers = iter(
+        [web.json_response({"message": "storage is (re)initializing"}, status=429, headers={"Retry-After": "0"})]
+    )
+
+    async def handler(_: web.Request) -> web.Response:
+        return next(answers, web.json_response({"items": [{"metadata": {"name": "a"}}]}))
+
+    app = web.Application()
+    app.router.add_get("/apis/onceflow.io/v1alpha1/namespaces/x/connectors", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kube = KubeClient(f"http://127.0.0.1:{port}", ssl.create_default_context(), {})
+    try:
+        assert await kube.list("onceflow.io/v1alpha1", "Connector", "x") == [{"metadata": {"name": "a"}}]
+    finally:
+        await kube.close()
+        await runner.cleanup()

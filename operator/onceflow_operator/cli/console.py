@@ -6,7 +6,8 @@ from typing import Literal
 
 import click
 
-from onceflow_operator.cli.output import kubeconfig_option, namespace_option, nats_option
+from onceflow_operator.cli.cluster import Cluster, cluster_options
+from onceflow_operator.cli.output import nats_option
 
 __all__ = ["console"]
 
@@ -21,19 +22,23 @@ __all__ = ["console"]
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.option("--port", default=8088, show_default=True, help="Port to serve on.")
-@namespace_option
+@cluster_options
 @nats_option
-@kubeconfig_option
-def console(auth: str, host: str, port: int, namespace: str, nats_url: str, kubeconfig: str | None) -> None:
+def console(auth: str, host: str, port: int, cluster: Cluster, nats_url: str) -> None:
     """The review web page: exceptions waiting, one record with its candidates, and the decisions.
 
     Access follows the cluster's RBAC: `get` / `update` on `exceptions.onceflow.io` in the
-    record's namespace (checked with a SubjectAccessReview per request).
+    record's namespace (checked with a SubjectAccessReview per request). In a pod without a
+    kubeconfig the console uses its service account; `-n` is the namespace it opens on.
     """
-    from onceflow_operator.clients.kube import KubeClient
+    from onceflow_operator.clients.kube import KubeClient, KubeconfigError
     from onceflow_operator.review.console import Console, serve
 
     mode: Literal["token", "proxy"] = "proxy" if auth == "proxy" else "token"
-    app = Console(nats_url, KubeClient.from_environment(kubeconfig), auth=mode, default_namespace=namespace)
+    try:
+        kube = KubeClient.from_environment(cluster.kubeconfig, context=cluster.context)
+    except KubeconfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    app = Console(nats_url, kube, auth=mode, default_namespace=cluster.namespace_or_default())
     click.echo(f"onceflow console on http://{host}:{port} (auth: {auth})")
     serve(app, host, port)

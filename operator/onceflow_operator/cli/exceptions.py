@@ -1,7 +1,9 @@
 """`onceflow exceptions` (list, show, and people's decisions on parked records) and `onceflow trace`.
 
-Both read the review streams over NATS through `review.exceptions`; a decision records who made
-it (`--as`, else the kubeconfig user, else the OS user) and why.
+Both read the review streams over NATS through `review.exceptions`. A decision is made as the
+Kubernetes user the kubeconfig authenticates (a SelfSubjectReview says who that is, not a name
+anyone can type) and only if the API server allows it: a SelfSubjectAccessReview for `update` on
+`exceptions.onceflow.io` in the record's namespace, the rule the console applies (`review.rbac`).
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ from typing import Any
 
 import click
 
-from onceflow_operator.cli.output import emit_rows, namespace_option, nats_option, output_option
+from onceflow_operator.cli.cluster import Cluster, all_namespaces_option, cluster_options
+from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten
 from onceflow_runner.contract.messages import ReviewAction
 
-__all__ = ["exceptions", "trace"]
+__all__ = ["decider", "exceptions", "render_exception", "trace"]
 
 
-def _who(explicit: str | None) -> str:
-    """Who decides: --as, else the kubeconfig user, else the OS user."""
-    import getpass
+async def decider(kube: Any, namespace: str) -> str:
+    """Who is deciding, as the API server knows them; ClickException when they may not decide in `namespace`."""
+    from onceflow_operator.review.rbac import DECIDE_VERB, REVIEW_GROUP, REVIEW_RESOURCE
 
-    from onceflow_operator.clients.kube import kubeconfig_user
-
-    return explicit or kubeconfig_user() or getpass.getuser()
+    user, _ = await kube.who_am_i()
+    if not user:
+        raise click.ClickException("the API server did not say who you are (SelfSubjectReview); nothing was decided")
+    allowed = await kube.may_i(verb=DECIDE_VERB, namespace=namespace, group=REVIEW_GROUP, resource=REVIEW_RESOURCE)
+    if not allowed:
+        raise click.ClickException(
+            f"{user} may not {DECIDE_VERB} {REVIEW_RESOURCE}.{REVIEW_GROUP} in namespace {namespace}: nothing was "
+            "decided; ask a cluster admin for a Role granting it (docs/operations.md, 'Who may decide')"
+        )
+    return str(user)
 
 
 def _decided(record: Any) -> dict[str, str]:
@@ -72,17 +82,19 @@ def exceptions() -> None:
 
 
 @exceptions.command("list")
-@namespace_option
+@cluster_options
+@all_namespaces_option
 @nats_option
 @output_option
 @click.option("--integration", help="Only this Integration.")
 @click.option("--reason", help="Only this reason, e.g. InvalidRecord, ApprovalRequired.")
 @click.option("--key", "business_key", help="Only this business key.")
 @click.option("--step", help="Only exceptions raised at this step.")
-@click.option("--older-than", help="Only exceptions parked longer ago than this, e.g. 30m, 24h.")
+@click.option("--older-than", help="Only exceptions parked longer ago than this, e.g. 30m, 24h, 1d.")
 @click.option("--all", "include_decided", is_flag=True, help="Include exceptions already decided.")
 def exceptions_list(
-    namespace: str,
+    cluster: Cluster,
+    all_namespaces: bool,
     nats_url: str,
     output: str,
     integration: str | None,
@@ -92,17 +104,20 @@ def exceptions_list(
     older_than: str | None,
     include_decided: bool,
 ) -> None:
-    """List exceptions, oldest first."""
+    """List exceptions, oldest first; `-o wide` adds the revision and the whole error."""
     from datetime import UTC, datetime, timedelta
 
     from onceflow_operator.review.exceptions import list_exceptions
+    from onceflow_runner.contract import subjects
     from onceflow_runner.contract.durations import parse_duration
     from onceflow_runner.contract.timestamps import parse_time
 
     try:
-        cutoff = datetime.now(UTC) - timedelta(seconds=parse_duration(older_than)) if older_than else None
+        age = parse_duration(older_than, days=True) if older_than else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    cutoff = datetime.now(UTC) - timedelta(seconds=age) if age is not None else None
+    namespace = subjects.ANY_TOKEN if all_namespaces else cluster.namespace_or_default()
 
     records = _with_jetstream(
         nats_url,
@@ -120,47 +135,109 @@ def exceptions_list(
     if cutoff is not None:
         records = [r for r in records if (at := parse_time(r.time)) is not None and at < cutoff]
     rows = [r.summary() | _decided(r) for r in records]
-    emit_rows(rows, output, ["sequence", "integration", "reason", "step", "businessKey", "time", "decision", "error"])
+    columns = ["sequence", *(["namespace"] if all_namespaces else []), "integration", "reason", "step", "businessKey"]
+    emit_rows(rows, output, [*columns, "time", "decision", "error"], ["decidedBy", "revision"])
+
+
+def _payload(payload: bytes) -> Any:
+    """The payload as people read it: parsed JSON when it is JSON, else the text (undecodable bytes replaced)."""
+    import json
+
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
+
+
+def render_exception(row: dict[str, Any]) -> str:
+    """`exceptions show` as a table: one field a line, like `kubectl describe`; payload and candidates as JSON."""
+    import json
+
+    decision = row.get("decision") or {}
+    lines = [
+        f"Exception     {row['sequence']} (namespace {row.get('namespace', '')})",
+        f"Integration   {row['integration']} (revision {row.get('revision') or '-'})",
+        f"Reason        {row['reason']} at step {row.get('step') or '-'}",
+        f"Error         {row.get('error', '')}",
+        f"Business key  {row.get('businessKey', '')}",
+        f"Parked        {row.get('time') or 'unknown'}",
+    ]
+    if decision:
+        lines.append(
+            f"Decision      {decision.get('action')} by {decision.get('who')} at {decision.get('time')}: "
+            f"{decision.get('why', '')}"
+        )
+    else:
+        lines.append("Decision      waiting (retry, approve, edit, discard or reject it)")
+    suggestion = row.get("suggestion")
+    if suggestion:
+        value = json.dumps(suggestion.get("value"), ensure_ascii=False)
+        lines.append(f"Suggestion    set {suggestion.get('field')} to {shorten(value)} (not applied)")
+
+    def block(value: Any) -> list[str]:
+        text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+        return ["  " + line for line in text.splitlines()]
+
+    lines += ["Payload", *block(row.get("payload"))]
+    candidates = row.get("candidates") or []
+    lines.append(f"Candidates    {len(candidates) or 'none'}")
+    for i, candidate in enumerate(candidates, 1):
+        lines += [f"  Candidate {i}", *("  " + line for line in block(candidate))]
+    return "\n".join(lines)
 
 
 @exceptions.command("show")
 @click.argument("sequence", type=int)
-@namespace_option
+@cluster_options
 @nats_option
 @output_option
-def exceptions_show(sequence: int, namespace: str, nats_url: str, output: str) -> None:
-    """Show one exception with its payload and any duplicate candidates."""
+def exceptions_show(sequence: int, cluster: Cluster, nats_url: str, output: str) -> None:
+    """Show one exception: why it stopped, its payload, any duplicate candidates and its decision."""
     from onceflow_operator.review.exceptions import ReviewError, get_exception
 
+    namespace = cluster.namespace_or_default()
     try:
         record = _with_jetstream(nats_url, lambda js: get_exception(js, namespace, sequence))
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
-    row = record.summary() | {"payload": record.payload.decode(errors="replace"), "candidates": record.candidates}
-    emit_rows([row], "yaml" if output == "table" else output, [])
+    row = record.summary() | {"payload": _payload(record.payload), "candidates": record.candidates}
+    click.echo(render_exception(row) if output in {"table", "wide"} else dump(row, output))
 
 
 def _decide(
     action: ReviewAction,
     sequence: int,
-    namespace: str,
+    cluster: Cluster,
     nats_url: str,
-    who: str | None,
     why: str,
     payload: bytes | None = None,
+    who: str | None = None,
 ) -> None:
+    """Decide as the authenticated user (`who`, when the caller already asked the API server)."""
     from onceflow_operator.review.exceptions import ReviewError, decide
 
+    namespace = cluster.namespace
+    if who is None:
+        who = cluster.run(lambda kube: decider(kube, namespace))
     try:
         decision = _with_jetstream(
-            nats_url, lambda js: decide(js, namespace, sequence, action, who=_who(who), why=why, payload=payload)
+            nats_url, lambda js: decide(js, namespace, sequence, action, who=who, why=why, payload=payload)
         )
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exception {sequence}: {decision.action} by {decision.who}")
 
 
-_AS = click.option("--as", "who", help="Who decides (default: the kubeconfig user).")
+def _no_as(_: click.Context, __: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.UsageError(
+            "--as is gone: a decision is recorded as the user your kubeconfig authenticates as; "
+            "to decide as someone else, use their --context or --kubeconfig"
+        )
+
+
+#: Kept hidden so old scripts get the reason instead of "no such option".
+_AS = click.option("--as", "who", hidden=True, expose_value=False, callback=_no_as, is_eager=True)
 _WHY = click.option("-m", "--reason", "why", required=True, help="Why: kept in the audit trail.")
 
 _ACTIONS: tuple[tuple[ReviewAction, str], ...] = (
@@ -173,12 +250,12 @@ for _action, _help in _ACTIONS:
 
     def _make(action: ReviewAction) -> Any:
         @click.argument("sequence", type=int)
-        @namespace_option
+        @cluster_options
         @nats_option
         @_AS
         @_WHY
-        def command(sequence: int, namespace: str, nats_url: str, who: str | None, why: str) -> None:
-            _decide(action, sequence, namespace, nats_url, who, why)
+        def command(sequence: int, cluster: Cluster, nats_url: str, why: str) -> None:
+            _decide(action, sequence, cluster, nats_url, why)
 
         return command
 
@@ -187,7 +264,7 @@ for _action, _help in _ACTIONS:
 
 @exceptions.command("edit")
 @click.argument("sequence", type=int)
-@namespace_option
+@cluster_options
 @nats_option
 @_AS
 @_WHY
@@ -196,14 +273,15 @@ for _action, _help in _ACTIONS:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Corrected payload; without it $EDITOR opens the original.",
 )
-def exceptions_edit(
-    sequence: int, namespace: str, nats_url: str, who: str | None, why: str, payload_file: Path | None
-) -> None:
+def exceptions_edit(sequence: int, cluster: Cluster, nats_url: str, why: str, payload_file: Path | None) -> None:
     """Correct the payload, check it is still JSON, and send it through its Integration again."""
     import json
 
     from onceflow_operator.review.exceptions import get_exception
 
+    namespace = cluster.namespace
+    # Asked first, so nobody edits a payload only to be refused.
+    who = cluster.run(lambda kube: decider(kube, namespace))
     if payload_file is not None:
         payload = payload_file.read_bytes()
     else:
@@ -216,18 +294,19 @@ def exceptions_edit(
         json.loads(payload)
     except ValueError as exc:
         raise click.ClickException(f"the edited payload is not JSON ({exc}); nothing was sent") from None
-    _decide("edit", sequence, namespace, nats_url, who, why, payload)
+    _decide("edit", sequence, cluster, nats_url, why, payload, who)
 
 
 @click.command()
 @click.argument("business_key")
-@namespace_option
+@cluster_options
 @nats_option
 @output_option
-def trace(business_key: str, namespace: str, nats_url: str, output: str) -> None:
+def trace(business_key: str, cluster: Cluster, nats_url: str, output: str) -> None:
     """The life of one record: every step outcome, exception and decision, in time order."""
     from onceflow_operator.review.exceptions import trace as trace_key
 
+    namespace = cluster.namespace_or_default()
     events = _with_jetstream(nats_url, lambda js: trace_key(js, namespace, business_key))
     if not events:
         raise click.ClickException(f"nothing recorded for {business_key!r} in {namespace}")
@@ -243,5 +322,7 @@ def trace(business_key: str, namespace: str, nats_url: str, output: str) -> None
         for e in events
     ]
     emit_rows(
-        rows if output == "table" else events, output, ["time", "integration", "revision", "what", "steps", "detail"]
+        rows if output in {"table", "wide"} else events,
+        output,
+        ["time", "integration", "revision", "what", "steps", "detail"],
     )

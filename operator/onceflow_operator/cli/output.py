@@ -1,7 +1,9 @@
 """What the commands share: the options several groups take, the `-f` file expansion, and how rows print.
 
-Rows print as an aligned table (values cut at 60 characters), as JSON or as YAML, chosen by `-o`.
-Only click is imported here; json and yaml load when a command prints.
+`-o` means the same for every command, as in kubectl: `table` (aligned columns, long cells
+shortened with an ellipsis), `wide` (the table with extra columns and nothing shortened), `yaml`
+and `json` (every field, unshortened, UTF-8 as text). Only click is imported here; json and yaml
+load when a command prints.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import click
 from click.decorators import FC
 
 __all__ = [
+    "CELL_WIDTH",
+    "OUTPUT_FORMATS",
+    "dump",
     "emit_rows",
     "expand_paths",
-    "kubeconfig_option",
     "manifests_option",
-    "namespace_option",
     "nats_option",
     "output_option",
+    "shorten",
 ]
 
 #: `--nats` for the commands people run (review, trace, console): $ONCEFLOW_NATS_URL is honoured.
@@ -32,12 +36,17 @@ nats_option = click.option(
     show_default=True,
     help="NATS URL (or $ONCEFLOW_NATS_URL).",
 )
-namespace_option = click.option("-n", "--namespace", default="default", show_default=True, help="Namespace.")
+#: What `-o` accepts, everywhere.
+OUTPUT_FORMATS = ("table", "wide", "yaml", "json")
+#: The widest a table cell gets under `-o table` (`-o wide` shows it whole).
+CELL_WIDTH = 60
 output_option = click.option(
-    "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
-)
-kubeconfig_option = click.option(
-    "--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubeconfig (default: $KUBECONFIG)."
+    "-o",
+    "--output",
+    type=click.Choice(OUTPUT_FORMATS),
+    default="table",
+    show_default=True,
+    help="table; wide (more columns, nothing shortened); yaml; json.",
 )
 
 
@@ -62,18 +71,49 @@ def expand_paths(files: tuple[Path, ...]) -> list[Path]:
     return paths
 
 
-def emit_rows(rows: list[dict[str, Any]], output: str, columns: list[str]) -> None:
-    """Print rows as `output` says: json, yaml, or a table of `columns` (headers upper-cased)."""
+def shorten(text: str, width: int = CELL_WIDTH) -> str:
+    """`text` on one line, at most `width` characters: cut at a word boundary when there is one, ending in `…`."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    cut = flat[: width - 1]
+    space = cut.rfind(" ")
+    if space >= width // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def dump(value: Any, output: str) -> str:
+    """`value` as YAML or JSON; non-ASCII text stays text (`Köln`, not an escape sequence)."""
     import json
 
     import yaml
 
     if output == "json":
-        click.echo(json.dumps(rows, indent=2, default=str))
-    elif output == "yaml":
-        click.echo(yaml.safe_dump(rows, sort_keys=False))
-    else:
-        widths = {c: max([len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)]) for c in columns}
-        click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
-        for row in rows:
-            click.echo("  ".join(str(row.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+        return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip("\n")
+
+
+def emit_rows(
+    rows: list[dict[str, Any]], output: str, columns: list[str], wide_columns: list[str] | None = None
+) -> None:
+    """Print rows as `output` says: json or yaml (whole rows), or a table of `columns` (headers upper-cased).
+
+    `-o wide` adds `wide_columns` after `columns` and shows every cell whole.
+    """
+    if output in {"json", "yaml"}:
+        click.echo(dump(rows, output))
+        return
+    wide = output == "wide"
+    shown = [*columns, *(wide_columns or [])] if wide else columns
+
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column, "")
+        text = "" if value is None else str(value)
+        return " ".join(text.split()) if wide else shorten(text)
+
+    cells = [[cell(r, c) for c in shown] for r in rows]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(shown)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(shown, widths, strict=True)).rstrip())
+    for line in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from onceflow_operator.cli.output import emit_rows, kubeconfig_option, namespace_option, output_option
+from onceflow_operator.cli.cluster import Cluster, cluster_options
+from onceflow_operator.cli.output import emit_rows, output_option
 
 __all__ = ["rollout"]
 
@@ -36,11 +37,10 @@ async def _integration_and_revisions(
 
 @rollout.command("status")
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
+@cluster_options
 @click.option("-w", "--watch", is_flag=True, help="Print again on every change until the rollout settles.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --watch waits at most.")
-def rollout_status(name: str, namespace: str, kubeconfig: str | None, watch: bool, timeout: float) -> None:
+def rollout_status(name: str, cluster: Cluster, watch: bool, timeout: float) -> None:
     """Revisions, weight, canary steps (✔ done, ▶ current), analysis and conditions.
 
     With --watch, exit 0 when Ready, 1 when the rollout is aborted or stalled, 2 on timeout.
@@ -49,80 +49,70 @@ def rollout_status(name: str, namespace: str, kubeconfig: str | None, watch: boo
     import time
 
     from onceflow_operator.cli.rollout_text import render_status
-    from onceflow_operator.clients.kube import KubeClient
 
-    async def show() -> int:
-        kube = KubeClient.from_environment(kubeconfig)
+    namespace = cluster.namespace
+
+    async def show(kube: Any) -> int:
         shown, deadline = "", time.monotonic() + timeout
-        try:
-            while True:
-                obj, revisions = await _integration_and_revisions(kube, namespace, name)
-                numbers = {r["metadata"]["name"]: int(r["revision"]) for r in revisions}
-                text = render_status(obj, numbers)
-                if text != shown:
-                    click.echo(("\n" if shown else "") + text)
-                    shown = text
-                if not watch:
-                    return 0
-                conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-                current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation")
-                if current and conditions.get("Ready", {}).get("status") == "True":
-                    return 0
-                if current and "Stalled" in conditions:
-                    return 1
-                if time.monotonic() > deadline:
-                    return 2
-                await asyncio.sleep(1.0)
-        finally:
-            await kube.close()
+        while True:
+            obj, revisions = await _integration_and_revisions(kube, namespace, name)
+            numbers = {r["metadata"]["name"]: int(r["revision"]) for r in revisions}
+            text = render_status(obj, numbers)
+            if text != shown:
+                click.echo(("\n" if shown else "") + text)
+                shown = text
+            if not watch:
+                return 0
+            conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+            current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation")
+            if current and conditions.get("Ready", {}).get("status") == "True":
+                return 0
+            if current and "Stalled" in conditions:
+                return 1
+            if time.monotonic() > deadline:
+                return 2
+            await asyncio.sleep(1.0)
 
-    sys.exit(asyncio.run(show()))
+    sys.exit(cluster.run(show))
 
 
 @rollout.command("history")
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
+@cluster_options
 @output_option
-def rollout_history(name: str, namespace: str, kubeconfig: str | None, output: str) -> None:
+def rollout_history(name: str, cluster: Cluster, output: str) -> None:
     """The Integration's revisions (ControllerRevisions), newest first."""
-    import asyncio
-
     from onceflow_operator.cli.rollout_text import history_rows
-    from onceflow_operator.clients.kube import KubeClient
 
-    async def collect() -> list[dict[str, Any]]:
-        kube = KubeClient.from_environment(kubeconfig)
-        try:
-            obj, revisions = await _integration_and_revisions(kube, namespace, name)
-        finally:
-            await kube.close()
+    namespace = cluster.namespace
+
+    async def collect(kube: Any) -> list[dict[str, Any]]:
+        obj, revisions = await _integration_and_revisions(kube, namespace, name)
         return history_rows(obj, revisions)
 
-    emit_rows(asyncio.run(collect()), output, ["revision", "name", "version", "created", "status"])
+    emit_rows(cluster.run(collect), output, ["revision", "name", "version", "created", "status"])
 
 
 def _verb(action: str, summary: str) -> None:
     @rollout.command(action, help=summary)
     @click.argument("name")
-    @namespace_option
-    @kubeconfig_option
-    def command(name: str, namespace: str, kubeconfig: str | None) -> None:
-        import asyncio
-
+    @cluster_options
+    def command(name: str, cluster: Cluster) -> None:
         from onceflow_operator.api.names import ACTION_ANNOTATION
-        from onceflow_operator.clients.kube import KubeClient, KubeError
 
-        async def send() -> None:
-            kube = KubeClient.from_environment(kubeconfig)
+        namespace = cluster.namespace
+
+        async def send(kube: Any) -> None:
+            from onceflow_operator.clients.kube import KubeError
+
             try:
                 await kube.annotate("onceflow.io/v1alpha1", "Integration", namespace, name, {ACTION_ANNOTATION: action})
             except KubeError as exc:
-                raise click.ClickException(f"could not {action} {namespace}/{name}: {exc}") from None
-            finally:
-                await kube.close()
+                if exc.status != 404:
+                    raise
+                raise click.ClickException(f"Integration {name} not found in namespace {namespace}") from None
 
-        asyncio.run(send())
+        cluster.run(send)
         click.echo(f"integration.onceflow.io/{name} {action} requested; `onceflow rollout status {name} -w` to follow")
 
 

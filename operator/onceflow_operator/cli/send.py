@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from onceflow_operator.cli.output import expand_paths, kubeconfig_option, namespace_option
+from onceflow_operator.cli.cluster import Cluster, cluster_options
+from onceflow_operator.cli.output import expand_paths
 
 __all__ = ["send"]
 
@@ -60,37 +61,19 @@ def _from_manifests(files: tuple[Path, ...], name: str) -> tuple[dict[str, Any],
     return connector, secrets, "the given manifests (add its manifest with -f)"
 
 
-def _from_cluster(
-    kubeconfig: str | None, namespace: str, name: str, secret_name: str | None = None
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
-    """The Connector and the Secret it names, read from the API server."""
-    import asyncio
+def _from_cluster(cluster: Cluster, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
+    """The Connector and the Secret it names, read from the API server (one line when it cannot be reached)."""
+    from onceflow_operator.clients.kube import KubeClient
 
-    import aiohttp
+    async def read(kube: KubeClient) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        connector = await kube.get("onceflow.io/v1alpha1", "Connector", namespace, name)
+        if connector is None:
+            return None, None
+        ref = ((connector.get("spec") or {}).get("webhook") or {}).get("signature", {}).get("secretRef") or {}
+        secret = await kube.get("v1", "Secret", namespace, str(ref["name"])) if ref.get("name") else None
+        return connector, secret
 
-    from onceflow_operator.clients.kube import KubeClient, KubeError
-
-    async def read() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        kube = KubeClient.from_environment(kubeconfig)
-        try:
-            connector = await kube.get("onceflow.io/v1alpha1", "Connector", namespace, name)
-            if connector is None:
-                return None, None
-            ref = ((connector.get("spec") or {}).get("webhook") or {}).get("signature", {}).get("secretRef") or {}
-            secret = await kube.get("v1", "Secret", namespace, str(ref["name"])) if ref.get("name") else None
-            return connector, secret
-        finally:
-            await kube.close()
-
-    try:
-        connector, secret = asyncio.run(read())
-    except KubeError as exc:
-        raise click.ClickException(f"the API server refused to read Connector {name} or its Secret: {exc}") from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise click.ClickException(
-            f"cannot reach the Kubernetes API ({type(exc).__name__}); check KUBECONFIG or --kubeconfig, "
-            "or give the manifests with -f"
-        ) from None
+    connector, secret = cluster.run(read)
     if connector is None:
         raise click.ClickException(f"Connector {name} not found in namespace {namespace} (give -n, or -f manifests)")
     secrets = {} if secret is None else {str(secret["metadata"]["name"]): secret}
@@ -148,8 +131,7 @@ def _answer(connector: str, status: int, reason: str, payload: Any, secret: str)
     required=True,
     help="The body: text, @FILE, or @- for stdin (as curl reads it).",
 )
-@namespace_option
-@kubeconfig_option
+@cluster_options
 @click.option(
     "-f",
     "--filename",
@@ -165,8 +147,7 @@ def _answer(connector: str, status: int, reason: str, payload: Any, secret: str)
 def send(
     connector: str,
     data: str,
-    namespace: str,
-    kubeconfig: str | None,
+    cluster: Cluster,
     files: tuple[Path, ...],
     to: str | None,
     event: str | None,
@@ -188,9 +169,8 @@ def send(
     )
 
     body = _body(data)
-    doc, secrets, where = (
-        _from_manifests(files, connector) if files else _from_cluster(kubeconfig, namespace, connector)
-    )
+    namespace = cluster.namespace_or_default() if files else cluster.namespace
+    doc, secrets, where = _from_manifests(files, connector) if files else _from_cluster(cluster, namespace, connector)
     try:
         model = connector_from_manifest(doc)
         request = signed_webhook(

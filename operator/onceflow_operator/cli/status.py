@@ -6,70 +6,53 @@ from typing import Any
 
 import click
 
-from onceflow_operator.cli.output import emit_rows, kubeconfig_option, output_option
+from onceflow_operator.cli.cluster import Cluster, all_namespaces_option, cluster_options
+from onceflow_operator.cli.output import emit_rows, output_option
 
 __all__ = ["status"]
 
 
 @click.command()
-@click.option("-n", "--namespace", default=None, help="Namespace (default: all namespaces).")
+@cluster_options
+@all_namespaces_option
 @output_option
-@kubeconfig_option
-def status(namespace: str | None, output: str, kubeconfig: str | None) -> None:
-    """Every Connector, Integration and SyncPolicy: Ready, revision, rollout, business figures."""
-    import asyncio
+def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
+    """Every Connector, Integration and SyncPolicy of the namespace (or of all, with -A).
 
-    from onceflow_operator.clients.kube import KubeClient
+    Ready, revision, rollout phase and business figures; `-o wide` adds the canary weight and
+    the Ready message.
+    """
+    namespace = None if all_namespaces else cluster.namespace
 
-    async def collect() -> list[dict[str, Any]]:
-        kube = KubeClient.from_environment(kubeconfig)
+    async def collect(kube: Any) -> list[dict[str, Any]]:
         rows = []
-        try:
-            for kind in ("Connector", "Integration", "SyncPolicy"):
-                for obj in await kube.list("onceflow.io/v1alpha1", kind, namespace):
-                    st = obj.get("status") or {}
-                    ready: dict[str, Any] = next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
-                    figures = st.get("figures") or {}
-                    rows.append(
-                        {
-                            "kind": kind,
-                            "namespace": obj["metadata"]["namespace"],
-                            "name": obj["metadata"]["name"],
-                            "ready": ready.get("status", "Unknown"),
-                            "reason": ready.get("reason", ""),
-                            "revision": st.get("revision", ""),
-                            "phase": st.get("phase", ""),
-                            "weight": st.get("canaryWeight", ""),
-                            "processed": figures.get("processed", ""),
-                            "failed": figures.get("failed", ""),
-                            "exceptions": figures.get("exceptions", ""),
-                            "waiting": figures.get("exceptionsWaiting", ""),
-                            "deadLettered": figures.get("deadLettered", ""),
-                            "lag": figures.get("consumerLag", ""),
-                            "drift": (st.get("drift") or {}).get("total", ""),
-                        }
-                    )
-        finally:
-            await kube.close()
+        for kind in ("Connector", "Integration", "SyncPolicy"):
+            for obj in await kube.list("onceflow.io/v1alpha1", kind, namespace):
+                st = obj.get("status") or {}
+                ready: dict[str, Any] = next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
+                figures = st.get("figures") or {}
+                rows.append(
+                    {
+                        "kind": kind,
+                        "namespace": obj["metadata"]["namespace"],
+                        "name": obj["metadata"]["name"],
+                        "ready": ready.get("status", "Unknown"),
+                        "reason": ready.get("reason", ""),
+                        "revision": st.get("revision", ""),
+                        "phase": st.get("phase", ""),
+                        "weight": st.get("canaryWeight", ""),
+                        "processed": figures.get("processed", ""),
+                        "failed": figures.get("failed", ""),
+                        "exceptions": figures.get("exceptions", ""),
+                        "waiting": figures.get("exceptionsWaiting", ""),
+                        "deadLettered": figures.get("deadLettered", ""),
+                        "lag": figures.get("consumerLag", ""),
+                        "drift": (st.get("drift") or {}).get("total", ""),
+                        "message": ready.get("message", ""),
+                    }
+                )
         return rows
 
-    emit_rows(
-        asyncio.run(collect()),
-        output,
-        [
-            "kind",
-            "namespace",
-            "name",
-            "ready",
-            "reason",
-            "revision",
-            "phase",
-            "processed",
-            "failed",
-            "exceptions",
-            "waiting",
-            "deadLettered",
-            "lag",
-            "drift",
-        ],
-    )
+    columns = ["kind", *(["namespace"] if all_namespaces else []), "name", "ready", "reason", "revision", "phase"]
+    figures = ["processed", "failed", "exceptions", "waiting", "deadLettered", "lag", "drift"]
+    emit_rows(cluster.run(collect), output, [*columns, *figures], ["weight", "message"])

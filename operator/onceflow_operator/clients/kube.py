@@ -1,30 +1,31 @@
 """The one module that talks to the Kubernetes API (besides Kopf's own watching).
 
-A small async client over aiohttp: get, list, server-side apply, status patch, delete, events.
-Why not a generated client: the operator needs six verbs on a handful of kinds, and server-side
-apply (field manager `onceflow-operator`) is exactly what keeps it from fighting Argo CD over
-fields it does not own.
+A small async client over aiohttp: get, list, server-side apply, status patch, delete, events,
+and the reviews that say who someone is and what they may do. Why not a generated client: the
+operator needs six verbs on a handful of kinds, and server-side apply (field manager
+`onceflow-operator`) is exactly what keeps it from fighting Argo CD over fields it does not own.
+Kubeconfigs are read by a maintained loader (kubernetes_asyncio's, through `clients.kubeconfig`),
+so merged KUBECONFIG files, contexts and exec credential plugins work as they do for kubectl.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from onceflow_operator.api.names import FIELD_MANAGER
 from onceflow_operator.build.events import event_name, new_event, repeated_event
+from onceflow_operator.clients.kubeconfig import KubeconfigError, KubeTarget, load_kubeconfig
 
-__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "kubeconfig_user", "resource_path"]
+__all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "KubeconfigError", "resource_path"]
 
 _PLURALS = {
     "ConfigMap": "configmaps",
@@ -39,6 +40,24 @@ _PLURALS = {
     "SyncPolicy": "syncpolicies",
 }
 _SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+_HOME_KUBECONFIG = Path.home() / ".kube" / "config"
+#: How often a 429 (Too Many Requests) is tried again, and the longest wait between tries.
+_RETRIES_ON_429 = 5
+_MAX_RETRY_AFTER = 5.0
+
+
+def _retry_after(header: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds form), bounded; 1 s when absent or unreadable."""
+    try:
+        return min(max(float(header or 1), 0.1), _MAX_RETRY_AFTER)
+    except ValueError:
+        return 1.0
+
+
+def _in_cluster() -> bool:
+    return (_SA / "token").exists() and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 class KubeError(Exception):
@@ -57,90 +76,84 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     return f"{prefix}{ns}/{_PLURALS[kind]}{tail}"
 
 
-def _kubeconfig_path(kubeconfig: str | None) -> Path:
-    """The kubeconfig to read: the one given, else $KUBECONFIG, else ~/.kube/config."""
-    return Path(kubeconfig or os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
-
-
-def _read_kubeconfig(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The kubeconfig at `path` and its current context (raises OSError, KeyError, StopIteration, TypeError)."""
-    config = yaml.safe_load(path.read_text())
-    current = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
-    return config, current
-
-
-def kubeconfig_user(kubeconfig: str | None = None) -> str | None:
-    """The user the kubeconfig's current context names, or None when there is no readable one.
-
-    The kubeconfig is the one given, else $KUBECONFIG, else ~/.kube/config; a pod's service
-    account is never consulted (it names no person). The CLI records it as who decided.
-    """
-    try:
-        _, current = _read_kubeconfig(_kubeconfig_path(kubeconfig))
-        return str(current["user"])
-    except (OSError, KeyError, StopIteration, TypeError):
-        return None
-
-
 class KubeClient:
     """Async Kubernetes API client from a kubeconfig or the pod's service account."""
 
-    def __init__(self, server: str, ssl_context: ssl.SSLContext, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        server: str,
+        ssl_context: ssl.SSLContext,
+        headers: dict[str, str],
+        *,
+        connect_timeout: float | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
         self._ssl = ssl_context
         self._headers = headers
+        self._server_hostname = server_hostname
+        self._timeout = aiohttp.ClientTimeout(total=30, connect=connect_timeout)
+        self._target: KubeTarget | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         #: Occurrences of each Event this client recorded, by name (saves a GET per repeat).
         self._event_counts: dict[str, int] = {}
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
-        """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
-        if not kubeconfig and (_SA / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    def from_environment(
+        cls, kubeconfig: str | None = None, *, context: str | None = None, connect_timeout: float | None = None
+    ) -> KubeClient:
+        """The client kubectl would use, for `context` (default: the current one).
+
+        `kubeconfig` (one file), else $KUBECONFIG (merged), else ~/.kube/config; in a pod with
+        none of them, the pod's service account.
+
+        Raises:
+            KubeconfigError: no kubeconfig and not in a pod, or the kubeconfig is not usable.
+        """
+        if not kubeconfig and not os.environ.get("KUBECONFIG") and not _HOME_KUBECONFIG.exists() and _in_cluster():
+            if context:
+                raise KubeconfigError(f"--context {context}: there is no kubeconfig, only the pod's service account")
             host, port = (
                 os.environ["KUBERNETES_SERVICE_HOST"],
                 os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
             )
-            context = ssl.create_default_context(cafile=str(_SA / "ca.crt"))
+            ssl_context = ssl.create_default_context(cafile=str(_SA / "ca.crt"))
             token = (_SA / "token").read_text().strip()
-            return cls(f"https://{host}:{port}", context, {"Authorization": f"Bearer {token}"})
-        return cls._from_kubeconfig(_kubeconfig_path(kubeconfig))
+            return cls(
+                f"https://{host}:{port}",
+                ssl_context,
+                {"Authorization": f"Bearer {token}"},
+                connect_timeout=connect_timeout,
+            )
+        return cls.from_target(load_kubeconfig(kubeconfig, context), connect_timeout=connect_timeout)
 
     @classmethod
-    def _from_kubeconfig(cls, path: Path) -> KubeClient:
-        config, current = _read_kubeconfig(path)
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
-        user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
-        context = ssl.create_default_context()
-        if cluster.get("certificate-authority-data"):
-            context.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-        elif cluster.get("certificate-authority"):
-            context.load_verify_locations(cafile=cluster["certificate-authority"])
-        headers: dict[str, str] = {}
-        if user.get("client-certificate-data"):
-            folder = Path(tempfile.mkdtemp(prefix="onceflow-kube-"))
-            cert, key = folder / "tls.crt", folder / "tls.key"
-            cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
-            key.write_bytes(base64.b64decode(user["client-key-data"]))
-            key.chmod(0o600)
-            context.load_cert_chain(str(cert), str(key))
-        elif user.get("client-certificate"):
-            context.load_cert_chain(user["client-certificate"], user["client-key"])
-        if user.get("token"):
-            headers["Authorization"] = f"Bearer {user['token']}"
-        return cls(cluster["server"], context, headers)
+    def from_target(cls, target: KubeTarget, *, connect_timeout: float | None = None) -> KubeClient:
+        """A client for one kubeconfig context; its credentials are resolved on the first request.
 
-    def _client(self) -> aiohttp.ClientSession:
+        Why lazily: resolving may run an exec credential plugin, which is asynchronous, while
+        building a client is not.
+        """
+        client = cls(target.server, ssl.create_default_context(), {}, connect_timeout=connect_timeout)
+        client._target = target
+        return client
+
+    async def _client(self) -> aiohttp.ClientSession:
         if self._closed:
             # A handler still running while the operator shuts down must not open a new session
             # that nothing will close (it would leak its connections past the process's cleanup).
             raise KubeError(503, "the Kubernetes client is closed (the operator is stopping)")
+        if self._target is not None:
+            credentials = await self._target.credentials()
+            self.server, self._ssl = credentials.server.rstrip("/"), credentials.ssl_context
+            self._headers, self._server_hostname = credentials.headers, credentials.server_hostname
+            self._target = None
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=30),
+                timeout=self._timeout,
             )
         return self._session
 
@@ -158,18 +171,35 @@ class KubeClient:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> Any:
+        """One request; a 429 is tried again after its Retry-After, a few times, as client-go does.
+
+        Why: the API server answers 429 while it is busy or (re)initialising storage for a kind
+        (right after a CRD is installed); kubectl waits that out, so the CLI and operator do too.
+        """
         data = None if body is None else json.dumps(body)
-        async with self._client().request(
-            method, self.server + path, data=data, params=params, headers={"Content-Type": content_type}
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise KubeError(resp.status, str(message)[:500])
-            return json.loads(text) if text else None
+        for attempt in range(_RETRIES_ON_429 + 1):
+            session = await self._client()
+            async with session.request(
+                method,
+                self.server + path,
+                data=data,
+                params=params,
+                headers={"Content-Type": content_type},
+                server_hostname=self._server_hostname,
+            ) as resp:
+                text = await resp.text()
+                if resp.status == 429 and attempt < _RETRIES_ON_429:
+                    wait = _retry_after(resp.headers.get("Retry-After"))
+                else:
+                    if resp.status >= 400:
+                        try:
+                            message = json.loads(text).get("message", text)
+                        except ValueError:
+                            message = text
+                        raise KubeError(resp.status, str(message)[:500])
+                    return json.loads(text) if text else None
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -232,6 +262,30 @@ class KubeClient:
             },
         }
         return await self._call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body)  # type: ignore[no-any-return]
+
+    async def who_am_i(self) -> tuple[str, tuple[str, ...]]:
+        """Who the API server says this client's credentials belong to (a SelfSubjectReview): user and groups.
+
+        Why ask the server: a kubeconfig's user entry is only a local label; the name the server
+        authenticates (certificate subject, token, exec plugin) is what RBAC and the audit know.
+        """
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        review = await self._call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=body)
+        info = (review.get("status") or {}).get("userInfo") or {}
+        groups = info.get("groups") or []
+        return str(info.get("username", "")), tuple(str(g) for g in groups)
+
+    async def may_i(self, *, verb: str, namespace: str, group: str, resource: str) -> bool:
+        """Whether this client's own user may `verb` `group/resource` in `namespace` (a SelfSubjectAccessReview)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
+            },
+        }
+        review = await self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=body)
+        return bool((review.get("status") or {}).get("allowed"))
 
     async def token_review(self, token: str, audiences: Sequence[str] = ()) -> dict[str, Any]:
         """Ask the API server whose bearer token this is, and whether it was issued for one of `audiences`.

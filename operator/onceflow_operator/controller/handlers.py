@@ -24,6 +24,7 @@ import kopf
 from onceflow_operator.api.names import ACTION_ANNOTATION, API_VERSION, FINALIZER, GROUP, STORAGE_PREFIX, VERSION
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient, KubeError
+from onceflow_operator.clients.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from onceflow_operator.controller.backoff import FixBackoff
 from onceflow_operator.controller.connector import probe_connector, reconcile_connector
 from onceflow_operator.controller.figures import FigureBook, exception_counts
@@ -52,6 +53,34 @@ RETRIES = 10
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
+
+
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log Kopf in the way `KubeClient` and the CLI connect (`clients.kubeconfig`), else the pod's service account.
+
+    Why our own: with kubernetes_asyncio installed, Kopf's default login goes through it and reads
+    the KUBECONFIG of the moment the library was first imported; one loader for the operator's
+    watches, its client and the CLI means they always talk to the same cluster as the same user
+    (merged KUBECONFIG files, exec credential plugins included).
+    """
+    try:
+        kubeconfig_files()
+    except KubeconfigError:
+        return kopf.login_with_service_account(**kwargs)
+    target = load_kubeconfig()
+    credentials = await target.credentials()
+    scheme, _, token = credentials.headers.get("Authorization", "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_file,
+        insecure=not credentials.verify,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=credentials.cert_file,
+        private_key_path=credentials.key_file,
+        default_namespace=target.namespace,
+    )
 
 
 @kopf.on.startup()

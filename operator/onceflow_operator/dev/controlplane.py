@@ -138,6 +138,8 @@ class ControlPlane:
     admin_user: str = "onceflow-admin"
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     url: str = ""
+    #: The CA's name and key, kept in memory only, to sign people's client certificates (`user_kubeconfig`).
+    _ca: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = field(default=None, repr=False)
 
     @property
     def kubeconfig(self) -> Path:
@@ -235,6 +237,7 @@ class ControlPlane:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = _name("onceflow-test-ca")
         ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+        self._ca = (ca_name, ca_key)
         server_key = ec.generate_private_key(ec.SECP256R1())
         server = _issue(_name("kube-apiserver"), server_key, ca_name, ca_key, server=True)
         client_key = ec.generate_private_key(ec.SECP256R1())
@@ -285,6 +288,34 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+    def user_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = (), *, namespace: str = "") -> Path:
+        """Write a kubeconfig for a person: a client certificate for `user` in `groups`, signed by this CA.
+
+        Why: the API server then authenticates `user` as a cluster with an OIDC or certificate
+        login would, and RBAC decides what they may do (the admin kubeconfig may do everything).
+        """
+        if self._ca is None:
+            raise ControlPlaneError("the control plane is not started")
+        ca_name, ca_key = self._ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+        cert = _issue(x509.Name(attrs), key, ca_name, ca_key)
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": base64.b64encode(_pem_cert(cert)).decode(),
+                    "client-key-data": base64.b64encode(_pem_key(key)).decode(),
+                },
+            }
+        ]
+        config["contexts"][0]["context"].update({"user": user, "namespace": namespace or "default"})
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def _wait_ready(self, pki: Path, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))

@@ -39,6 +39,7 @@ from onceflow_operator.review.exceptions import (
     list_exceptions,
     with_fix,
 )
+from onceflow_operator.review.rbac import DECIDE_VERB, LOOK_VERB, REVIEW_GROUP, REVIEW_RESOURCE
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract.messages import REVIEW_ACTIONS, ReviewAction
 from onceflow_runner.contract.timestamps import parse_time
@@ -224,8 +225,8 @@ class Console:
                 identity.groups,
                 verb=verb,
                 namespace=namespace,
-                group="onceflow.io",
-                resource="exceptions",
+                group=REVIEW_GROUP,
+                resource=REVIEW_RESOURCE,
             )
         except KubeError:
             return False
@@ -260,7 +261,7 @@ class Console:
 
     async def _list(self, request: web.Request) -> web.Response:
         namespace = request.query.get("namespace", self.default_namespace)
-        identity = await self._require(request, "get", namespace)
+        identity = await self._require(request, LOOK_VERB, namespace)
         integration = request.query.get("integration") or None
         try:
             records = await list_exceptions(await self._js(), namespace, integration=integration)
@@ -283,7 +284,7 @@ class Console:
 
     async def _show(self, request: web.Request) -> web.Response:
         namespace, sequence = request.match_info["namespace"], int(request.match_info["sequence"])
-        identity = await self._require(request, "get", namespace)
+        identity = await self._require(request, LOOK_VERB, namespace)
         try:
             record = await get_exception(await self._js(), namespace, sequence)
         except StreamUnreadable as exc:
@@ -357,7 +358,7 @@ class Console:
 
     async def _decide(self, request: web.Request) -> web.Response:
         namespace, sequence = request.match_info["namespace"], int(request.match_info["sequence"])
-        identity = await self._require(request, "update", namespace)
+        identity = await self._require(request, DECIDE_VERB, namespace)
         form = await request.post()
         self._check_csrf(request, identity, str(form.get("csrf", "")))
         action = cast(ReviewAction, str(form.get("action", "")))

@@ -42,6 +42,8 @@ class ExceptionRecord:
     decision: ReviewDecision | None
     #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
     suggestion: dict[str, Any] | None = None
+    #: The namespace it was parked in (from its subject), for listings across namespaces.
+    namespace: str = ""
 
     def __post_init__(self) -> None:
         # Callers that built records before decisions were typed pass the decision's wire dict.
@@ -52,6 +54,7 @@ class ExceptionRecord:
     def summary(self) -> dict[str, Any]:
         return {
             "sequence": self.sequence,
+            "namespace": self.namespace,
             "integration": self.integration,
             "reason": self.reason,
             "step": self.step,
@@ -91,7 +94,15 @@ def _record(msg: natsio.StoredMessage, decision: ReviewDecision | None) -> Excep
         parked.candidates,
         decision,
         parked.suggestion,
+        _namespace_of(msg.subject),
     )
+
+
+def _namespace_of(subject: str) -> str:
+    try:
+        return subjects.namespace_of(subject)
+    except ValueError:
+        return ""
 
 
 def _decision(msg: natsio.StoredMessage) -> ReviewDecision:
@@ -119,7 +130,7 @@ async def list_exceptions(
     business_key: str | None = None,
     include_decided: bool = False,
 ) -> list[ExceptionRecord]:
-    """Exceptions of a namespace (by default only those still waiting), oldest first."""
+    """Exceptions of a namespace (`subjects.ANY_TOKEN`: of every one), by default only those waiting, oldest first."""
     decisions = await _decisions(js, namespace)
     subject = subjects.exceptions_subject(namespace, integration or subjects.ANY_TOKEN)
     records = [_record(m, decisions.get(m.sequence)) for m in await read_all(js, subjects.EXCEPTIONS_STREAM, subject)]

@@ -347,4 +347,5 @@ async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> Stored
         msg = await js.get_msg(stream, sequence)
     except NotFoundError:
         return None
-    return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", "")
+    stamp = msg.time.isoformat() if msg.time else ""
+    return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", stamp)

@@ -1,0 +1,204 @@
+"""The CLI against the real kube-apiserver (issue 18, items 2 and 3): merged KUBECONFIG files,
+`--context`, the context's namespace and `-A`; decisions made as the user the API server
+authenticates (client certificates and an exec credential plugin), allowed by the same RBAC rule
+as the console, refused in one line for people without it, and audited under their real name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from onceflow_operator.cli import main
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters import natsio
+from tests import cases
+from tests.conftest import Kubectl
+from tests.integration.review_streams import park
+from tests.integration.test_console import reviewers
+
+pytestmark = pytest.mark.controlplane
+
+
+async def cli(*argv: str, env: dict[str, str | None] | None = None) -> Result:
+    """`onceflow ARGV` in a thread (the CLI runs its own event loop); KUBECONFIG unset unless `env` sets it."""
+    return await asyncio.to_thread(CliRunner().invoke, main, list(argv), env={"KUBECONFIG": None, **(env or {})})
+
+
+@dataclass
+class Team:
+    namespace: str
+    nats_url: str
+    kubectl: Kubectl
+    folder: Path
+    control_plane: ControlPlane
+
+    def person(self, user: str, *groups: str) -> str:
+        """A kubeconfig for `user` whose context's namespace is the team's (so no -n is needed)."""
+        path = self.folder / f"{user}.kubeconfig"
+        return str(self.control_plane.user_kubeconfig(path, user, groups, namespace=self.namespace))
+
+    async def park(self) -> int:
+        nc = await nats.connect(self.nats_url)
+        try:
+            return await park(nc.jetstream(), self.namespace, business_key=f"customer/{uuid.uuid4().hex[:8]}")
+        finally:
+            await nc.close()
+
+    async def listed(self, *extra: str) -> list[dict[str, object]]:
+        result = await cli("exceptions", "list", "-n", self.namespace, "--nats", self.nats_url, "-o", "json", *extra)
+        assert result.exit_code == 0, result.output
+        return list(json.loads(result.output))
+
+
+@pytest.fixture
+async def team(admin_kubectl: Kubectl, control_plane: ControlPlane, nats_server: NatsServer, tmp_path: Path) -> Team:
+    """A namespace where alice may look and decide and bob may only look (the console's test roles)."""
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"
+    admin_kubectl.run("create", "namespace", namespace)
+    kubectl = Kubectl(admin_kubectl.kubeconfig, namespace)
+    kubectl.apply(*reviewers(namespace))
+    nc = await nats.connect(nats_server.url)
+    await natsio.ensure_streams(nc.jetstream())
+    await nc.close()
+    return Team(namespace, nats_server.url, kubectl, tmp_path, control_plane)
+
+
+async def test_a_decision_is_recorded_under_the_name_the_api_server_authenticated(team: Team) -> None:
+    sequence = await team.park()
+    alice = team.person("alice", "shop-reviewers")
+    # No -n: the namespace is alice's context's; no --as: who she is comes from the API server.
+    decided = await cli(
+        "exceptions", "discard", str(sequence), "-m", "a test record", "--kubeconfig", alice, "--nats", team.nats_url
+    )
+    assert decided.exit_code == 0, decided.output
+    assert decided.output.strip() == f"exception {sequence}: discard by alice"
+    (row,) = [r for r in await team.listed("--all") if r["sequence"] == sequence]
+    assert (row["decision"], row["decidedBy"]) == ("discard", "alice")
+    business_key = str(row["businessKey"])
+    traced = await cli("trace", business_key, "-n", team.namespace, "--nats", team.nats_url, "-o", "json")
+    details = [e.get("detail") for e in json.loads(traced.output) if e.get("outcome") == "decision"]
+    assert details == ["discard by alice: a test record"]
+    everywhere = await cli("exceptions", "list", "-A", "--all", "--nats", team.nats_url, "-o", "json")
+    assert (team.namespace, sequence) in {(r["namespace"], r["sequence"]) for r in json.loads(everywhere.output)}
+
+
+@pytest.mark.parametrize("user", ["bob", "carol"])
+async def test_a_person_without_the_rbac_to_decide_is_refused_in_one_line_and_nothing_is_recorded(
+    team: Team, user: str
+) -> None:
+    # bob may look (get) but not decide (update); carol has no Role at all.
+    sequence = await team.park()
+    refused = await cli(
+        "exceptions", "approve", str(sequence), "-m", "looks fine", "--kubeconfig", team.person(user),
+        "--nats", team.nats_url,
+    )  # fmt: skip
+    assert refused.exit_code == 1
+    assert refused.output.splitlines() == [
+        f"Error: {user} may not update exceptions.onceflow.io in namespace {team.namespace}: nothing was decided; "
+        "ask a cluster admin for a Role granting it (docs/operations.md, 'Who may decide')"
+    ]
+    assert sequence in [r["sequence"] for r in await team.listed()]  # still waiting
+
+
+def exec_kubeconfig(team: Team, token: str) -> str:
+    """The admin kubeconfig with its user replaced by an exec plugin that prints `token`."""
+    plugin = team.folder / "login.py"
+    plugin.write_text(
+        "import json\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential',"
+        f" 'status': {{'token': {token!r}}}}}))\n"
+    )
+    config = yaml.safe_load(Path(team.kubectl.kubeconfig).read_text())
+    config["users"] = [
+        {
+            "name": "sso",
+            "user": {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": sys.executable,
+                    "args": [str(plugin)],
+                    "interactiveMode": "Never",
+                }
+            },
+        }
+    ]
+    config["contexts"][0]["context"].update({"user": "sso", "namespace": team.namespace})
+    kubeconfig = team.folder / "sso.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    return str(kubeconfig)
+
+
+async def test_an_exec_credential_plugin_logs_in_and_its_service_account_decides(team: Team) -> None:
+    # How EKS, GKE and AKS users log in: a command prints the token. Here it prints one the test API
+    # server issued to a service account bound to the deciding Role.
+    team.kubectl.run("create", "serviceaccount", "robot")
+    team.kubectl.run(
+        "create", "rolebinding", "robot-decides", "--role=exceptions-alice", f"--serviceaccount={team.namespace}:robot"
+    )
+    token = team.kubectl.run("create", "token", "robot").stdout.strip()
+    kubeconfig = exec_kubeconfig(team, token)
+    sequence = await team.park()
+    decided = await cli(
+        "exceptions", "reject", str(sequence), "-m", "spam", "--kubeconfig", kubeconfig, "--nats", team.nats_url
+    )
+    assert decided.exit_code == 0, decided.output
+    assert decided.output.strip() == f"exception {sequence}: reject by system:serviceaccount:{team.namespace}:robot"
+
+
+@pytest.fixture
+def two_namespaces(admin_kubectl: Kubectl, crds_installed: None, tmp_path: Path) -> tuple[str, str, str]:
+    """A Connector in each of two fresh namespaces, and the admin kubeconfig split as people keep theirs.
+
+    The first file holds the cluster, the user and context `one` (the current one, namespace one);
+    the second only context `two` (namespace two) and a current-context that must not win.
+    """
+    one, two = (f"ns-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    for namespace, connector in ((one, "erp-one"), (two, "erp-two")):
+        admin_kubectl.run("create", "namespace", namespace)
+        Kubectl(admin_kubectl.kubeconfig, namespace).apply(cases.connector_rest(connector))
+    admin = yaml.safe_load(admin_kubectl.kubeconfig.read_text())
+    (context,) = admin["contexts"]
+    first = {**admin, "contexts": [{"name": "one", "context": {**context["context"], "namespace": one}}]}
+    first["current-context"] = "one"
+    second = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "users": [],
+        "contexts": [{"name": "two", "context": {**context["context"], "namespace": two}}],
+        "current-context": "two",
+    }
+    (tmp_path / "first").write_text(yaml.safe_dump(first))
+    (tmp_path / "second").write_text(yaml.safe_dump(second))
+    return os.pathsep.join([str(tmp_path / "first"), str(tmp_path / "second")]), one, two
+
+
+async def test_merged_kubeconfig_files_contexts_namespaces_and_all_namespaces(
+    two_namespaces: tuple[str, str, str],
+) -> None:
+    merged, one, two = two_namespaces
+    env: dict[str, str | None] = {"KUBECONFIG": merged}
+
+    async def names(*argv: str) -> set[tuple[str, str]]:
+        result = await cli("status", "-o", "json", *argv, env=env)
+        assert result.exit_code == 0, result.output
+        return {(r["namespace"], r["name"]) for r in json.loads(result.output) if r["namespace"] in {one, two}}
+
+    assert await names() == {(one, "erp-one")}  # the first file's current context and its namespace
+    assert await names("--context", "two") == {(two, "erp-two")}  # a context only the second file has
+    assert await names("-n", two) == {(two, "erp-two")}
+    assert await names("-A") == {(one, "erp-one"), (two, "erp-two")}
+    table = await cli("status", "-A", env=env)
+    assert table.output.splitlines()[0].split()[:3] == ["KIND", "NAMESPACE", "NAME"]
+    assert "NAMESPACE" not in (await cli("status", env=env)).output  # one namespace: no column for it
