@@ -91,6 +91,49 @@ def test_text_inside_a_string_literal_never_counts_as_iteration(text: str) -> No
         assert not iterates(source), source
 
 
+#: What a `//` comment can hold: anything but a newline, with quotes, parentheses and macro-like pieces often.
+_COMMENT = st.lists(
+    st.one_of(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\n"),
+        st.sampled_from([".all(", ".map(", "'", '"', '"""', "(", ")", "r'", "//"]),
+    ),
+    max_size=20,
+).map("".join)
+
+
+@st.composite
+def commented(draw: st.DrawFn) -> tuple[int, str]:
+    """A valid CEL sum of macro calls and string literals, each maybe followed by a comment; and its macro count."""
+    terms, count = [], 0
+    for _ in range(draw(st.integers(min_value=1, max_value=5))):
+        if draw(st.booleans()):
+            term, count = "size([1].map(x, x))", count + 1
+        else:
+            term = draw(st.sampled_from(_literals(draw(_TEXT))))
+        if draw(st.booleans()):
+            term += f" //{draw(_COMMENT)}\n"
+        terms.append(term)
+    return count, " + ".join(terms)
+
+
+def test_a_comment_cannot_hide_a_comprehension_or_its_nesting() -> None:
+    hidden = "input.x == 1 // don't\n && input.lines.all(l, l.qty > 0) // won't"
+    assert cel.compile(hidden).execute({"input": {"x": 1, "lines": [{"qty": 0}]}}) is False  # it does iterate
+    assert shape(hidden) == Shape(1, 1)
+    deep = "input.a.all(x, // )\n x.b.all(y, // )\n y.c.all(z, z > 0)))"
+    cel.compile(deep)
+    assert shape(deep).depth == 3
+    assert not iterates("1 // .all(\n + 2")
+
+
+@settings(max_examples=300, deadline=None)
+@given(commented())
+def test_comments_and_strings_never_hide_nor_invent_a_comprehension(case: tuple[int, str]) -> None:
+    count, source = case
+    cel.compile(source)
+    assert shape(source).comprehensions == count, source
+
+
 def _integration(**spec: object) -> Integration:
     return Integration.model_validate(
         {
