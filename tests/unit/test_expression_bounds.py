@@ -167,6 +167,21 @@ def test_two_nested_comprehensions_are_accepted() -> None:
     assert list(semantic_problems(integration)) == []
 
 
+def test_an_analysis_condition_that_iterates_is_refused_the_operator_would_run_it_inline() -> None:
+    numbers = "[" + ",".join(["0"] * 900) + "]"
+    slow = f"{numbers}.map(x, {numbers}.map(y, y)).size() > 0"  # depth 2: 70 s inline, measured
+    assert shape(slow).depth == 2
+    analysis = {
+        "metrics": [{"name": "errors", "successCondition": slow, "failureCondition": "result.errorRatio > 0.5"}]
+    }
+    integration = _integration(strategy={"canary": {"steps": [{"analysis": analysis}]}})
+    problems = dict(semantic_problems(integration))
+    base = "spec.strategy.canary.steps[0].analysis.metrics[0]"
+    assert "may not" in problems[f"{base}.successCondition"]
+    assert "result.errorRatio < 0.01" in problems[f"{base}.successCondition"]
+    assert f"{base}.failureCondition" not in problems
+
+
 @pytest.mark.parametrize("timeout", ["5ms", "61s", "2m"])
 def test_expression_timeout_outside_its_range_is_refused(timeout: str) -> None:
     problems = dict(semantic_problems(_integration(expressionTimeout=timeout)))
