@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from onceflow_operator.api import Integration
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.contract.plan import StepPlan, ValidatePlan
+from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.expressions import COMPREHENSION_MACROS, Shape, iterates, shape
+from tests.unit.test_entities_and_engine import RecordingCaller, RecordingEvents, plan
 from tests.unit.test_planner import load_examples
 
 
@@ -180,6 +183,19 @@ def test_an_analysis_condition_that_iterates_is_refused_the_operator_would_run_i
     assert "may not" in problems[f"{base}.successCondition"]
     assert "result.errorRatio < 0.01" in problems[f"{base}.successCondition"]
     assert f"{base}.failureCondition" not in problems
+
+
+def test_a_suggested_fix_counts_as_plan_cel_for_workers_and_for_validation() -> None:
+    """A fix that iterates in a plan where nothing else does used to wait forever for a worker never started."""
+    fix = "input.lines.map(l, l.sku)"
+    check = StepPlan(
+        name="check", kind="validate", validate=ValidatePlan(rules=(("true", "m"),), suggestions=((0, "sku", fix),))
+    )
+    assert Engine(plan(check), RecordingCaller(), RecordingEvents()).iterates
+    deep = "input.a.map(x, x.b.map(y, y.c.map(z, z)))"
+    rule = {"expression": "size(input.a) == 0", "message": "m", "suggest": {"field": "a", "value": deep}}
+    problems = dict(semantic_problems(_integration(steps=[{"name": "check", "validate": {"rules": [rule]}}])))
+    assert "nests 3 comprehensions" in problems["spec.steps[0].validate.rules[0].suggest.value"]
 
 
 @pytest.mark.parametrize("timeout", ["5ms", "61s", "2m"])
