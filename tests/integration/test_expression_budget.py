@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,6 +117,35 @@ async def test_a_cancelled_evaluation_never_hands_its_answer_to_the_next_caller(
     for i in range(4):  # every worker, old and new, answers its own question
         assert await workers.evaluate("size(input.xs)", {"input": {"xs": list(range(i))}}, step="b", what="w") == i
         assert await workers.evaluate("input.xs.all(x, x < 2)", {"input": {"xs": [i]}}, step="b", what="w") == (i < 2)
+
+
+async def test_workers_that_fail_to_start_are_retried_by_one_loop_and_the_pool_keeps_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replacement that dies before it is ready (OOM-killed while importing, say) is retried, not multiplied.
+
+    Each failed start used to schedule a replacement of its own besides the retry: 2 s of failing
+    starts made about 500 respawn loops, and 800 workers for a pool of 2 once starts worked again.
+    """
+    pool = ExpressionWorkers(workers=2, deadline=0.3)
+    await pool.start()
+    try:
+        starts = tmp_path / "starts"
+        failing = tmp_path / "python"
+        failing.write_text(f"#!/bin/sh\necho >> {starts}\nexit 1\n")
+        failing.chmod(0o755)
+        real = sys.executable
+        monkeypatch.setattr(sys, "executable", str(failing))
+        with pytest.raises(ExpressionBudgetExceeded):
+            await pool.evaluate(SLOW, SLOW_INPUT, step="check", what="rule")
+        await eventually(lambda: starts.exists() and len(starts.read_text().splitlines()) >= 3, within=30)
+        assert len(pool._respawns) == 1  # one loop retrying, with its backoff
+        monkeypatch.setattr(sys, "executable", real)
+        await eventually(lambda: pool.idle == 2 and not pool._respawns, within=60)
+        assert len(pool.pids) == 2
+        assert await pool.evaluate(FAST, FAST_INPUT, step="check", what="rule") is True
+    finally:
+        await pool.aclose()
 
 
 async def test_what_the_record_got_wrong_is_an_invalid_record_naming_the_field(workers: ExpressionWorkers) -> None:

@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from onceflow_operator.api import Integration
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import semantic_problems
+from onceflow_runner.contract.plan import StepPlan, ValidatePlan
+from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.expressions import COMPREHENSION_MACROS, Shape, iterates, shape
+from tests.unit.test_entities_and_engine import RecordingCaller, RecordingEvents, plan
 from tests.unit.test_planner import load_examples
 
 
@@ -91,6 +94,49 @@ def test_text_inside_a_string_literal_never_counts_as_iteration(text: str) -> No
         assert not iterates(source), source
 
 
+#: What a `//` comment can hold: anything but a newline, with quotes, parentheses and macro-like pieces often.
+_COMMENT = st.lists(
+    st.one_of(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\n"),
+        st.sampled_from([".all(", ".map(", "'", '"', '"""', "(", ")", "r'", "//"]),
+    ),
+    max_size=20,
+).map("".join)
+
+
+@st.composite
+def commented(draw: st.DrawFn) -> tuple[int, str]:
+    """A valid CEL sum of macro calls and string literals, each maybe followed by a comment; and its macro count."""
+    terms, count = [], 0
+    for _ in range(draw(st.integers(min_value=1, max_value=5))):
+        if draw(st.booleans()):
+            term, count = "size([1].map(x, x))", count + 1
+        else:
+            term = draw(st.sampled_from(_literals(draw(_TEXT))))
+        if draw(st.booleans()):
+            term += f" //{draw(_COMMENT)}\n"
+        terms.append(term)
+    return count, " + ".join(terms)
+
+
+def test_a_comment_cannot_hide_a_comprehension_or_its_nesting() -> None:
+    hidden = "input.x == 1 // don't\n && input.lines.all(l, l.qty > 0) // won't"
+    assert cel.compile(hidden).execute({"input": {"x": 1, "lines": [{"qty": 0}]}}) is False  # it does iterate
+    assert shape(hidden) == Shape(1, 1)
+    deep = "input.a.all(x, // )\n x.b.all(y, // )\n y.c.all(z, z > 0)))"
+    cel.compile(deep)
+    assert shape(deep).depth == 3
+    assert not iterates("1 // .all(\n + 2")
+
+
+@settings(max_examples=300, deadline=None)
+@given(commented())
+def test_comments_and_strings_never_hide_nor_invent_a_comprehension(case: tuple[int, str]) -> None:
+    count, source = case
+    cel.compile(source)
+    assert shape(source).comprehensions == count, source
+
+
 def _integration(**spec: object) -> Integration:
     return Integration.model_validate(
         {
@@ -122,6 +168,34 @@ def test_two_nested_comprehensions_are_accepted() -> None:
     rule = "input.lines.all(l, l.taxes.exists(t, t.rate > 0))"
     integration = _integration(steps=[{"name": "check", "validate": {"rules": [{"expression": rule, "message": "m"}]}}])
     assert list(semantic_problems(integration)) == []
+
+
+def test_an_analysis_condition_that_iterates_is_refused_the_operator_would_run_it_inline() -> None:
+    numbers = "[" + ",".join(["0"] * 900) + "]"
+    slow = f"{numbers}.map(x, {numbers}.map(y, y)).size() > 0"  # depth 2: 70 s inline, measured
+    assert shape(slow).depth == 2
+    analysis = {
+        "metrics": [{"name": "errors", "successCondition": slow, "failureCondition": "result.errorRatio > 0.5"}]
+    }
+    integration = _integration(strategy={"canary": {"steps": [{"analysis": analysis}]}})
+    problems = dict(semantic_problems(integration))
+    base = "spec.strategy.canary.steps[0].analysis.metrics[0]"
+    assert "may not" in problems[f"{base}.successCondition"]
+    assert "result.errorRatio < 0.01" in problems[f"{base}.successCondition"]
+    assert f"{base}.failureCondition" not in problems
+
+
+def test_a_suggested_fix_counts_as_plan_cel_for_workers_and_for_validation() -> None:
+    """A fix that iterates in a plan where nothing else does used to wait forever for a worker never started."""
+    fix = "input.lines.map(l, l.sku)"
+    check = StepPlan(
+        name="check", kind="validate", validate=ValidatePlan(rules=(("true", "m"),), suggestions=((0, "sku", fix),))
+    )
+    assert Engine(plan(check), RecordingCaller(), RecordingEvents()).iterates
+    deep = "input.a.map(x, x.b.map(y, y.c.map(z, z)))"
+    rule = {"expression": "size(input.a) == 0", "message": "m", "suggest": {"field": "a", "value": deep}}
+    problems = dict(semantic_problems(_integration(steps=[{"name": "check", "validate": {"rules": [rule]}}])))
+    assert "nests 3 comprehensions" in problems["spec.steps[0].validate.rules[0].suggest.value"]
 
 
 @pytest.mark.parametrize("timeout", ["5ms", "61s", "2m"])

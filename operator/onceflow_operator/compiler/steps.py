@@ -87,6 +87,8 @@ def _validate_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[st
 def _validate_expressions(step: Step, at: str) -> Iterator[PathMessage]:
     for j, rule in enumerate(step.validate_.rules if step.validate_ else []):
         yield f"{at}.validate.rules[{j}].expression", rule.expression
+        if rule.suggest is not None:
+            yield f"{at}.validate.rules[{j}].suggest.value", rule.suggest.value
 
 
 def _map_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:

@@ -36,7 +36,7 @@ from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_sub
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import worst_call_seconds
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
-from onceflow_runner.engine.expressions import MAX_NESTED_ITERATIONS, shape
+from onceflow_runner.engine.expressions import MAX_NESTED_ITERATIONS, iterates, shape
 
 __all__ = [
     "ManifestProblem",
@@ -192,8 +192,8 @@ def _step_index(path: str) -> int | None:
 def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
     """Yield (path, message) for CEL that cannot work, and for an expression deadline out of range.
 
-    CEL cannot work when it does not compile, nests comprehensions too deep, or reads a step
-    that is missing, later, or has no result.
+    CEL cannot work when it does not compile, nests comprehensions too deep, iterates in a
+    rollout analysis condition, or reads a step that is missing, later, or has no result.
     """
     yield from expression_timeout_problems(integration)
     steps = integration.spec.steps
@@ -212,6 +212,14 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
                 f"nests {depth} comprehensions (all/exists/exists_one/map/filter), at most {MAX_NESTED_ITERATIONS} "
                 "are allowed: each level multiplies the work by the size of a list in the record; compute the "
                 "inner part in an earlier map step, or split the check into several rules",
+            )
+        if ".analysis.metrics[" in path and iterates(source):
+            # The operator evaluates analysis conditions inline, with no worker to stop them: two
+            # nested maps over 900-number literals held its event loop for 70 s.
+            yield (
+                path,
+                "iterates (all/exists/exists_one/map/filter), which an analysis condition may not: `result` is a "
+                "number or a flat map of numbers; compare them without a comprehension, e.g. result.errorRatio < 0.01",
             )
         at = _step_index(path)
         for match in _STEP_REF.finditer(source):

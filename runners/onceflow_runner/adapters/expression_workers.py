@@ -131,7 +131,11 @@ class ExpressionWorkers:
             if await asyncio.wait_for(worker.read(), _START_SECONDS) != _READY:
                 raise OSError("the CEL worker did not say it was ready")
         except BaseException:
-            self._discard(worker)
+            # Not `_discard`: whoever called us retries (or gives up); a replacement from here too
+            # would double the respawn loops on every failed start, and the pool with them.
+            # (asyncio's child watcher reaps the killed process.)
+            worker.kill()
+            self._all.discard(worker)
             raise
         return worker
 

@@ -154,7 +154,8 @@ def shape(source: str) -> Shape:
 
     Why not ask the CEL library: it expands macros at parse time and reports only the functions
     they expand to (`_+_` for `map`), and an unused iteration variable leaves no trace. String
-    literals are skipped, so `"a.all(" + x` does not count.
+    literals and `//` comments are skipped, so `"a.all(" + x` does not count, and a quote or a
+    parenthesis in a comment (`// don't`) cannot hide the code after it.
     """
     count = depth = 0
     opened: list[bool] = []  # per open parenthesis: did a macro call open it
@@ -163,6 +164,10 @@ def shape(source: str) -> Shape:
         ch = source[i]
         if _string_start(source, i):
             i = _skip_string(source, i)
+            continue
+        if source.startswith("//", i):  # a comment, to the end of its line (outside a string, `//` is nothing else)
+            end = source.find("\n", i)
+            i = n if end < 0 else end + 1
             continue
         if ch == ".":
             j = i + 1

@@ -18,7 +18,11 @@ __all__ = ["VALIDATE"]
 
 
 def _expressions(step: StepPlan) -> list[str]:
-    return [rule for rule, _ in step.validate_.rules] if step.validate_ else []
+    # Suggested fixes too: they are compiled at start, and one that iterates makes the plan need
+    # its CEL workers (a runner that did not start them waited for a worker forever).
+    if step.validate_ is None:
+        return []
+    return [rule for rule, _ in step.validate_.rules] + [value for _, _, value in step.validate_.suggestions]
 
 
 async def _suggest(fix: tuple[str, str] | None, run: RecordRun, step: str) -> dict[str, Any] | None:
