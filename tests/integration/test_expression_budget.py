@@ -23,7 +23,7 @@ import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters.expression_workers import ExpressionWorkers
-from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord
+from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord, TransientFailure
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import start
 
@@ -148,6 +148,25 @@ async def test_workers_that_fail_to_start_are_retried_by_one_loop_and_the_pool_k
         await pool.aclose()
 
 
+async def test_workers_start_on_first_use_and_a_record_never_waits_for_one_for_ever() -> None:
+    pool = ExpressionWorkers(workers=1, deadline=5.0)
+    try:
+        assert pool.pids == []  # a plan without iterating CEL starts none until a large record comes
+        assert await pool.evaluate("size(input.xs)", FAST_INPUT, step="s", what="w") == 3
+        assert len(pool.pids) == 1
+        pool.wait_limit = 0.5
+        slow = asyncio.create_task(pool.evaluate(SLOW, SLOW_INPUT, step="s", what="w"))
+        await eventually(lambda: pool.idle == 0)
+        with pytest.raises(TransientFailure) as caught:  # redelivered later, not parked, not stuck
+            await pool.evaluate(FAST, FAST_INPUT, step="check", what="rule")
+        assert "no CEL worker was free within 0.5s" in str(caught.value)
+        assert caught.value.step == "check"
+        with pytest.raises(ExpressionBudgetExceeded):
+            await slow
+    finally:
+        await pool.aclose()
+
+
 async def test_what_the_record_got_wrong_is_an_invalid_record_naming_the_field(workers: ExpressionWorkers) -> None:
     with pytest.raises(InvalidRecord) as caught:
         await workers.evaluate("input.lines.all(l, l.qty > 0)", {"input": {}}, step="check", what="rule")
@@ -223,6 +242,33 @@ async def test_a_record_past_its_expression_deadline_is_one_exception_and_the_ot
         assert exc.headers["Onceflow-Step"] == "check"
         assert "8s" in exc.headers["Onceflow-Error"]
         assert set(ledger.effects) == set(small)
+    finally:
+        if h.runner is not None:
+            await h.runner.stop(grace=5)
+        await h.client.aclose()
+        await asyncio.to_thread(h.run.stop)
+        await h.erp.stop()
+
+
+async def test_a_large_record_with_plain_rules_is_evaluated_off_the_loop_and_completes(
+    nats_server: NatsServer,
+) -> None:
+    """No rule iterates, so no worker starts with the runner; 600 KB of small values start one."""
+    h = await start(
+        nats_server,
+        rules=[{"expression": "input.key != ''", "message": "a key is needed"}],
+        in_process=True,
+    )
+    try:
+        runner = await h.start_runner()
+        assert runner.expressions.pids == []
+        big = json.dumps({"key": "wide", "name": "Wide record", "pad": [{}] * 200_000}).encode()
+        assert len(big) > 500_000
+        await h.send("wide", big)
+        await h.send("narrow")
+        ledger = await h.settled(2, within=60)
+        assert set(ledger.effects) == {"wide", "narrow"}
+        assert len(runner.expressions.pids) == 2  # started by the large record
     finally:
         if h.runner is not None:
             await h.runner.stop(grace=5)

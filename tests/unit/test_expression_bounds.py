@@ -8,6 +8,8 @@ validation around it (nesting limit, `spec.expressionTimeout` range, revisions).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import cel
 import pytest
@@ -17,10 +19,12 @@ from hypothesis import strategies as st
 from onceflow_operator.api import Integration
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.compiler.validation import semantic_problems
-from onceflow_runner.contract.plan import StepPlan, ValidatePlan
+from onceflow_runner.contract.plan import Plan, StepPlan, ValidatePlan
 from onceflow_runner.engine.core import Engine
-from onceflow_runner.engine.expressions import COMPREHENSION_MACROS, Shape, iterates, shape
+from onceflow_runner.engine.expressions import COMPREHENSION_MACROS, HEAVY_BYTES, Shape, evaluate, iterates, shape
+from onceflow_runner.engine.ports import Response
 from tests.unit.test_entities_and_engine import RecordingCaller, RecordingEvents, plan
+from tests.unit.test_entities_and_engine import plan as engine_plan
 from tests.unit.test_planner import load_examples
 
 
@@ -219,3 +223,74 @@ def test_expression_timeout_reaches_the_plan_and_makes_a_revision_only_when_chan
     longer = plan_from_integration(with_timeout("2500ms"), connectors, policies["customer"], namespace="s")
     assert longer.expression_timeout == 2.5
     assert longer.revision != base.revision
+
+
+class _Isolated:
+    """Records which expressions were sent to isolation, and answers them inline (unit layer)."""
+
+    def __init__(self) -> None:
+        self.sources: list[str] = []
+
+    async def evaluate(self, source: str, variables: Mapping[str, Any], *, step: str, what: str) -> Any:
+        self.sources.append(source)
+        return evaluate(source, variables, step=step, what=what)
+
+
+_MAP = StepPlan.model_validate(
+    {"name": "canonical", "kind": "map", "map": {"fields": {"name": "input.company", "n": "size(input.lines)"}}}
+)
+_ANY_BIG = StepPlan.model_validate({"name": "big", "kind": "filter", "condition": "input.lines.exists(l, l > 0)"})
+_LOOKUP = StepPlan.model_validate(
+    {"name": "price", "kind": "lookup", "request": {"connector": "erp", "method": "GET", "path": '"/price"'}}
+)
+_AFTER = StepPlan.model_validate({"name": "after", "kind": "filter", "condition": "steps.price.ok == true"})
+
+
+def _plan(*steps: StepPlan) -> Plan:
+    return engine_plan(*steps, business_key="'c/' + input.company")
+
+
+class _Answers:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def request(self, connector: str, method: str, path: str, **_: Any) -> Response:
+        return Response(200, {"ok": True}, size=self.size)
+
+
+class _NoEvents:
+    async def publish_event(self, *_: Any, **__: Any) -> None:
+        raise AssertionError("no events here")
+
+
+async def test_a_small_record_runs_only_its_iterating_expressions_isolated() -> None:
+    isolated = _Isolated()
+    engine = Engine(_plan(_MAP, _ANY_BIG), _Answers(10), _NoEvents(), isolated)
+    payload = {"company": "Acme", "lines": [1, 2]}
+    assert await engine.business_key(payload, {"deliveryId": "d"}, payload_bytes=100) == "c/Acme"
+    outcome = await engine.run(payload, {"deliveryId": "d", "businessKey": "c/Acme"}, payload_bytes=100)
+    assert outcome.kind == "completed"
+    assert isolated.sources == ["input.lines.exists(l, l > 0)"]
+
+
+async def test_a_large_record_runs_every_expression_isolated_business_key_included() -> None:
+    isolated = _Isolated()
+    engine = Engine(_plan(_MAP, _ANY_BIG), _Answers(10), _NoEvents(), isolated)
+    payload = {"company": "Acme", "lines": [1, 2]}
+    big = HEAVY_BYTES + 1
+    assert await engine.business_key(payload, {"deliveryId": "d"}, payload_bytes=big) == "c/Acme"
+    await engine.run(payload, {"deliveryId": "d", "businessKey": "c/Acme"}, payload_bytes=big)
+    assert isolated.sources == [
+        "'c/' + input.company",
+        "input.company",
+        "size(input.lines)",
+        "input.lines.exists(l, l > 0)",
+    ]
+
+
+async def test_a_large_answer_makes_the_rest_of_the_record_isolated() -> None:
+    isolated = _Isolated()
+    engine = Engine(_plan(_LOOKUP, _AFTER), _Answers(HEAVY_BYTES + 1), _NoEvents(), isolated)
+    outcome = await engine.run({"company": "Acme"}, {"deliveryId": "d", "businessKey": "c/Acme"}, payload_bytes=50)
+    assert outcome.kind == "completed"
+    assert isolated.sources == ["steps.price.ok == true"]  # the path ran inline, before the answer came

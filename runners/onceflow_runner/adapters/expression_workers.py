@@ -10,8 +10,9 @@ allocation fails). A fresh worker replaces it; the record becomes ExpressionBudg
 The wire between them is a 4-byte big-endian length and a pickle, both ways. Both ends are this
 module, and what crosses is the decoded record (JSON types) and CEL's answer for it.
 
-Only expressions that iterate come here (`engine.expressions.iterates`); a plan without any
-starts no worker.
+Expressions that iterate come here (`engine.expressions.iterates`), and every expression of a
+record whose payload or answers are large (`engine.expressions.HEAVY_BYTES`); a plan without
+iterating expressions starts its workers on its first large record.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from onceflow_runner.engine.expressions import evaluate
-from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord, PlanError
+from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord, PlanError, TransientFailure
 
 __all__ = ["DEFAULT_MEMORY_BYTES", "ExpressionWorkers", "main"]
 
@@ -80,6 +81,10 @@ class ExpressionWorkers:
 
     An evaluation waits for a free worker (the deadline starts when one takes it), sends the
     expression and the variables it reads, and waits up to `deadline` seconds for the answer.
+    Workers start on `start()` or, for a plan with no iterating expression, on the first
+    evaluation (a heavy record); a record that finds no worker free within `wait_limit` seconds
+    (workers that cannot start, a queue of slow records) is a TransientFailure: redelivered later,
+    never waiting for ever.
     """
 
     def __init__(self, *, workers: int = 1, deadline: float = 1.0, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
@@ -92,6 +97,11 @@ class ExpressionWorkers:
         self._all: set[_Worker] = set()
         self._respawns: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._started = False
+        self._starting = asyncio.Lock()
+        #: Longest wait for a free worker: every other in-flight record ahead of this one may hold a
+        #: worker for a whole deadline, and a lost worker takes a start to replace.
+        self.wait_limit = _START_SECONDS + 10 * deadline
         #: Workers killed at a deadline or found dead of their memory limit (for tests and metrics).
         self.killed = 0
 
@@ -106,14 +116,22 @@ class ExpressionWorkers:
         return [w.process.pid for w in self._all]
 
     async def start(self) -> None:
-        """Start every worker; raise PlanError if one cannot start (a runner without CEL cannot run)."""
-        try:
-            workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            await self.aclose()
-            raise PlanError(f"cannot start a CEL worker process: {exc}") from None
-        for worker in workers:
-            self._idle.put_nowait(worker)
+        """Start every worker (once); raise PlanError if one cannot start."""
+        async with self._starting:
+            if self._started:
+                return
+            spawned = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+            failed = [r for r in spawned if isinstance(r, BaseException)]
+            if failed:
+                for worker in spawned:
+                    if isinstance(worker, _Worker):
+                        worker.kill()
+                        self._all.discard(worker)
+                raise PlanError(f"cannot start a CEL worker process: {failed[0]}")
+            for worker in spawned:
+                assert isinstance(worker, _Worker)
+                self._idle.put_nowait(worker)
+            self._started = True
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -170,8 +188,19 @@ class ExpressionWorkers:
         """Evaluate in a worker; raise InvalidRecord or ExpressionBudgetExceeded as the engine expects."""
         if self._closed:
             raise RuntimeError("ExpressionWorkers is closed")
+        if not self._started:
+            try:
+                await self.start()
+            except PlanError as exc:
+                raise TransientFailure(f"{what}: {exc}; the record is tried again later", step=step) from None
         request = pickle.dumps((source, dict(variables), step, what), protocol=pickle.HIGHEST_PROTOCOL)
-        worker = await self._idle.get()
+        try:
+            worker = await asyncio.wait_for(self._idle.get(), self.wait_limit)
+        except TimeoutError:
+            raise TransientFailure(
+                f"{what}: no CEL worker was free within {self.wait_limit:g}s; the record is tried again later",
+                step=step,
+            ) from None
         try:
             kind, value = await asyncio.wait_for(worker.call(request), self.deadline)
         except TimeoutError:

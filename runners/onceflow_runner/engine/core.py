@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan
-from onceflow_runner.engine.expressions import compile_expression, evaluate_bounded, iterates
+from onceflow_runner.engine.expressions import HEAVY_BYTES, compile_expression, evaluate_bounded, iterates
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 from onceflow_runner.engine.steps import STEP_RUNNERS, RecordRun
@@ -58,8 +58,11 @@ class Engine:
                 out += runner.expressions(step)
         return list(dict.fromkeys(out))
 
-    async def business_key(self, payload: Any, meta: Mapping[str, Any]) -> str:
-        """The record's business key: the plan's CEL, or the delivery id the sender gave."""
+    async def business_key(self, payload: Any, meta: Mapping[str, Any], *, payload_bytes: int = 0) -> str:
+        """The record's business key: the plan's CEL, or the delivery id the sender gave.
+
+        `payload_bytes` is the size of the bytes `payload` was decoded from (see `run`).
+        """
         if not self.plan.business_key:
             return str(meta["deliveryId"])
         value = await evaluate_bounded(
@@ -68,13 +71,18 @@ class Engine:
             step="",
             what="businessKey",
             isolated=self.isolated,
+            heavy=payload_bytes > HEAVY_BYTES,
         )
         if value in (None, ""):
             raise InvalidRecord("businessKey evaluated to an empty value; the record cannot be de-duplicated")
         return str(value)
 
-    async def run(self, payload: Any, meta: Mapping[str, Any]) -> RecordOutcome:
-        """Run every step; raise PermanentFailure or TransientFailure, or return the RecordOutcome."""
+    async def run(self, payload: Any, meta: Mapping[str, Any], *, payload_bytes: int = 0) -> RecordOutcome:
+        """Run every step; raise PermanentFailure or TransientFailure, or return the RecordOutcome.
+
+        `payload_bytes`: the size of the bytes `payload` was decoded from. Over `HEAVY_BYTES`,
+        every expression of the record runs isolated (its conversion alone could stall the loop).
+        """
         context: dict[str, Any] = {
             "input": payload,
             "record": payload,
@@ -89,6 +97,7 @@ class Engine:
             context=context,
             approved=meta.get("decision") == "approved",
             isolated=self.isolated,
+            heavy=payload_bytes > HEAVY_BYTES,
         )
         results = record.results
         for step in self.plan.steps:

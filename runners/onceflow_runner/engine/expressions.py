@@ -36,6 +36,7 @@ from onceflow_runner.errors import InvalidRecord, PlanError
 __all__ = [
     "CEL_FUNCTIONS",
     "COMPREHENSION_MACROS",
+    "HEAVY_BYTES",
     "MAX_NESTED_ITERATIONS",
     "Shape",
     "bind",
@@ -50,6 +51,11 @@ __all__ = [
 #: CEL's comprehension macros (cel-rust spells exists_one both ways): each iterates over a list or
 #: map from the record, so its cost grows with the payload.
 COMPREHENSION_MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+#: A payload or Connector answer larger than this makes every later expression of the record run
+#: isolated, whether it iterates or not: the CEL library converts what an expression reads into
+#: its own values first, and 1 MiB of small values (`[{},{},...]`) takes over half a second to
+#: convert, per expression, holding the GIL. Below it, conversion stays in the milliseconds.
+HEAVY_BYTES = 16 * 1024
 #: Deepest nesting of comprehensions the operator accepts: two levels cover "every line's every tax";
 #: three over a 1 MiB payload is a cube no deadline-sized budget fits.
 MAX_NESTED_ITERATIONS = 2
@@ -201,14 +207,20 @@ def iterates(source: str) -> bool:
 
 
 async def evaluate_bounded(
-    source: str, context: Mapping[str, Any], *, step: str, what: str, isolated: IsolatedEvaluator | None
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    step: str,
+    what: str,
+    isolated: IsolatedEvaluator | None,
+    heavy: bool = False,
 ) -> Any:
-    """Evaluate `source` inline when it cannot iterate, else in `isolated` under its deadline.
+    """Evaluate `source` inline when it is cheap, else in `isolated` under its deadline.
 
-    `isolated` None evaluates everything inline: for callers whose data is small and their own
-    (the operator's analysis of metric values), never for records.
+    Cheap: it cannot iterate and the record is not `heavy` (see `HEAVY_BYTES`). `isolated` None
+    evaluates everything inline: for unit tests of the steps, never for records in a runner.
     """
-    if isolated is None or not iterates(source):
+    if isolated is None or not (heavy or iterates(source)):
         return evaluate(source, context, step=step, what=what)
     variables = {name: context[name] for name in _variables(source) if name in context}
     return await isolated.evaluate(source, variables, step=step, what=what)

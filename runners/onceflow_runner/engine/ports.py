@@ -23,6 +23,8 @@ class Response:
     status: int
     body: Any
     latency_ms: float = 0.0
+    #: Bytes of the body as received: a large answer makes the rest of the record's CEL isolated.
+    size: int = 0
 
 
 class Caller(Protocol):

@@ -67,7 +67,8 @@ class Runner:
         self.metrics = RunnerMetrics()
         self.stats = RollingStats()
         self.caller: Caller = caller or HttpCaller(plan.connectors, secrets_dir)
-        #: CEL that iterates runs here, killed at the plan's deadline; started only if the plan has some.
+        #: CEL that iterates (and all CEL of a large record) runs here, killed at the plan's deadline.
+        #: Started with the runner if the plan iterates, else on its first large record.
         self.expressions = ExpressionWorkers(
             workers=min(plan.concurrency, EXPRESSION_WORKERS), deadline=plan.expression_timeout
         )

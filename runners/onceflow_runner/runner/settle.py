@@ -27,6 +27,7 @@ from onceflow_runner.contract.keys import bounded_key
 from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.engine.core import Engine
+from onceflow_runner.engine.expressions import HEAVY_BYTES
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps.approve import APPROVED_STEPS_META
 from onceflow_runner.errors import PermanentFailure, TransientFailure
@@ -69,6 +70,18 @@ class Delivery:
     async def nak(self, delay: float) -> None:
         await self.msg.nak(delay=delay)
         self.answered = True
+
+
+async def _decoded(data: bytes, content_type: str) -> Any:
+    """`decode_payload`, in a thread for a large body.
+
+    Decoding and checking 1 MiB of small values takes over half a second of Python; in a thread
+    the interpreter switches to the event loop every few milliseconds meanwhile, so heartbeats
+    and other records go on. Small bodies decode inline (a thread hop costs more than they do).
+    """
+    if len(data) <= HEAVY_BYTES:
+        return decode_payload(data, content_type)
+    return await asyncio.to_thread(decode_payload, data, content_type)
 
 
 class ProgressKeeper:
@@ -176,11 +189,12 @@ class Settler:
     async def _settle(self, delivery: Delivery) -> None:
         msg, meta = delivery.msg, delivery.meta
         try:
-            payload = decode_payload(msg.data, delivery.record.content_type or "application/json")
-            meta["businessKey"] = bounded_key(await self.engine.business_key(payload, meta))
+            payload = await _decoded(msg.data, delivery.record.content_type or "application/json")
+            size = len(msg.data)
+            meta["businessKey"] = bounded_key(await self.engine.business_key(payload, meta, payload_bytes=size))
             if not await self._claim(delivery):
                 return
-            outcome = await self.engine.run(payload, meta)
+            outcome = await self.engine.run(payload, meta, payload_bytes=size)
         except PermanentFailure as exc:
             self._failed(exc.step, exc.reason)
             target = "deadLetter" if self.plan.error_policy.permanent_failures == "DeadLetter" else "exception"
@@ -327,9 +341,9 @@ class Settler:
         record = RecordHeaders.from_headers(stored.headers)
         key = ""
         with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
-            payload = decode_payload(stored.data, record.content_type or "application/json")
+            payload = await _decoded(stored.data, record.content_type or "application/json")
             delivery = {"deliveryId": record.delivery_id or record.msg_id}
-            key = bounded_key(await self.engine.business_key(payload, delivery))
+            key = bounded_key(await self.engine.business_key(payload, delivery, payload_bytes=len(stored.data)))
         meta = {"businessKey": key or None, "deliveryId": record.delivery_id, "delivered": deliveries}
         state, _ = await self.wiring.keys.state(key) if key else (None, 0)
         if state is not None and state.is_done:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan, StepPlan
-from onceflow_runner.engine.expressions import evaluate_bounded
+from onceflow_runner.engine.expressions import evaluate_bounded, iterates
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 
@@ -34,11 +34,22 @@ class RecordRun:
     results: list[StepResult] = field(default_factory=list)
     #: Where CEL that iterates runs under a deadline; None runs it inline (unit tests only).
     isolated: IsolatedEvaluator | None = None
+    #: The payload or an answer bound since is over `HEAVY_BYTES`: every expression runs isolated.
+    heavy: bool = False
+
+    def isolates(self, source: str) -> bool:
+        """True when `source` runs in the isolated evaluator for this record (see `evaluate_bounded`)."""
+        return self.isolated is not None and (self.heavy or iterates(source))
 
     async def evaluate(self, source: str, *, step: str, what: str, context: Mapping[str, Any] | None = None) -> Any:
         """Evaluate one of the plan's expressions for this record (over `context` if given, else the record's)."""
         return await evaluate_bounded(
-            source, self.context if context is None else context, step=step, what=what, isolated=self.isolated
+            source,
+            self.context if context is None else context,
+            step=step,
+            what=what,
+            isolated=self.isolated,
+            heavy=self.heavy,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.plan import RequestPlan, StepPlan
+from onceflow_runner.engine.expressions import HEAVY_BYTES
 from onceflow_runner.engine.outcome import StepResult
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps._kind import RecordRun
@@ -72,4 +73,5 @@ def bind_response(step: StepPlan, req: RequestPlan, run: RecordRun, path: str, r
     if response.status == 404:
         raise PermanentFailure(f"{req.connector} answered 404 for {req.method} {path}", step=step.name)
     run.context["steps"][step.name] = response.body
+    run.heavy = run.heavy or response.size > HEAVY_BYTES
     run.results.append(StepResult(step.name, step.kind, "ok", status=response.status, latency_ms=response.latency_ms))

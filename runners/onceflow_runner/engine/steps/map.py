@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from onceflow_runner.contract.plan import StepPlan
-from onceflow_runner.engine.expressions import bind, evaluate, iterates
+from onceflow_runner.engine.expressions import bind, evaluate
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 
@@ -26,12 +26,12 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if spec is None:
         return None
     ctx = run.context
-    inline = [expr for expr in spec.fields.values() if not iterates(expr)]
+    inline = [expr for expr in spec.fields.values() if not run.isolates(expr)]
     bound = bind(ctx, inline) if inline else None
     mapped = {}
     for key, expr in spec.fields.items():
         what = f"field {key}"
-        if bound is not None and not iterates(expr):
+        if bound is not None and not run.isolates(expr):
             mapped[key] = evaluate(expr, bound, step=step.name, what=what)
         else:
             mapped[key] = await run.evaluate(expr, step=step.name, what=what)
