@@ -165,3 +165,16 @@ def dumps(obj: Any) -> bytes:
 
 def signature_headers(scheme: str, secret: str, body: bytes, delivery_id: str, **cfg: Any) -> dict[str, str]:
     return sign(SignatureConfig(scheme, **cfg), secret, body, delivery_id=delivery_id, timestamp=int(time.time()))
+
+
+def session_members(sid: int) -> list[int]:
+    """PIDs whose session is `sid` (what `dev up` starts lives in one session), read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members

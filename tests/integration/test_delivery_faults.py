@@ -263,20 +263,17 @@ async def start(
 
 
 async def stop(h: Harness) -> None:
+    """Stop the runner started in this interpreter (if any), the gateway and runner processes, the ERP."""
     if h.runner is not None:
         await h.runner.stop(grace=5)
-    await h.client.aclose()
-    await asyncio.to_thread(h.run.stop)
-    await h.erp.stop()
+    await stop(h)
 
 
 @pytest.fixture
 async def harness(nats_server: NatsServer) -> AsyncIterator[Harness]:
     h = await start(nats_server)
     yield h
-    await h.client.aclose()
-    await asyncio.to_thread(h.run.stop)
-    await h.erp.stop()
+    await stop(h)
 
 
 async def test_poison_message_goes_to_exceptions_and_the_consumer_keeps_going(harness: Harness) -> None:
@@ -329,9 +326,7 @@ async def test_503_and_429_storm_ends_in_one_effect_per_key(nats_server: NatsSer
         assert ledger.dead_letters == []
         assert sum(f.times for f in h.erp.faults) == 0
     finally:
-        await h.client.aclose()
-        await asyncio.to_thread(h.run.stop)
-        await h.erp.stop()
+        await stop(h)
 
 
 async def test_duplicate_deliveries_of_many_records_make_one_effect_each(harness: Harness) -> None:
@@ -375,9 +370,7 @@ async def test_exhausted_deliveries_go_to_the_dead_letter_stream(nats_server: Na
         assert dead.headers["Onceflow-Reason"] == "MaxDeliveriesExceeded"
         assert dead.headers["Onceflow-Deliveries"] == "3"
     finally:
-        await h.client.aclose()
-        await asyncio.to_thread(h.run.stop)
-        await h.erp.stop()
+        await stop(h)
 
 
 async def test_nats_server_kill_and_restart_under_load_loses_nothing() -> None:
@@ -394,7 +387,5 @@ async def test_nats_server_kill_and_restart_under_load_loses_nothing() -> None:
         ledger = await h.settled(200, within=120)
         assert len(ledger.effects) == 200
     finally:
-        await h.client.aclose()
-        await asyncio.to_thread(h.run.stop)
-        await h.erp.stop()
+        await stop(h)
         nats.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KUBECTL, ROOT
+from tests.integration.scenario import session_members
 
 pytestmark = pytest.mark.controlplane
 
@@ -29,19 +30,6 @@ def test_dev_demo_plays_every_scenario_exactly_once() -> None:
     assert "accounting  1 effect(s): invoice/ACC-SINV-2026-00017/postToAccounting x1" in out
     assert "exceptions waiting for a person (1)" in out
     assert "integration.onceflow.io/customer-onboarding     True    Healthy" in out
-
-
-def _session_members(sid: int) -> list[int]:
-    """PIDs whose session is `sid` (what `dev up` started lives in one session)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
-            members.append(int(stat.parent.name))
-    return members
 
 
 def _onceflow(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -75,9 +63,9 @@ def _up_and_down_twice(state: Path) -> None:
         rows = table.strip().splitlines()
         assert len(rows) == 5, rows  # every example Integration
         assert all(" True " in row and " Healthy " in row for row in rows), rows
-        assert _session_members(info["pid"]), "the background system runs in its own session"
+        assert session_members(info["pid"]), "the background system runs in its own session"
         stopped = _onceflow("dev", "down", "--state", str(state), timeout=180)
         assert stopped.returncode == 0
         assert "onceflow dev stopped" in stopped.stdout
-        assert _session_members(info["pid"]) == []
+        assert session_members(info["pid"]) == []
         assert not state.exists()

@@ -25,7 +25,7 @@ from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters.expression_workers import ExpressionWorkers
 from onceflow_runner.errors import ExpressionBudgetExceeded, InvalidRecord, TransientFailure
 from tests.integration.scenario import eventually
-from tests.integration.test_delivery_faults import start
+from tests.integration.test_delivery_faults import start, stop
 
 #: Quadratic in the number of lines: 20,000 numbers through `map` take many seconds.
 SLOW = "input.xs.map(x, x + 1).size() > 0"
@@ -243,11 +243,7 @@ async def test_a_record_past_its_expression_deadline_is_one_exception_and_the_ot
         assert "8s" in exc.headers["Onceflow-Error"]
         assert set(ledger.effects) == set(small)
     finally:
-        if h.runner is not None:
-            await h.runner.stop(grace=5)
-        await h.client.aclose()
-        await asyncio.to_thread(h.run.stop)
-        await h.erp.stop()
+        await stop(h)
 
 
 async def test_a_large_record_with_plain_rules_is_evaluated_off_the_loop_and_completes(
@@ -270,8 +266,4 @@ async def test_a_large_record_with_plain_rules_is_evaluated_off_the_loop_and_com
         assert set(ledger.effects) == {"wide", "narrow"}
         assert len(runner.expressions.pids) == 2  # started by the large record
     finally:
-        if h.runner is not None:
-            await h.runner.stop(grace=5)
-        await h.client.aclose()
-        await asyncio.to_thread(h.run.stop)
-        await h.erp.stop()
+        await stop(h)

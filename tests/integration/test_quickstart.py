@@ -25,6 +25,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.docblocks import ShellBlock, first_unmatched, shell_blocks
+from tests.integration.scenario import session_members
 
 pytestmark = pytest.mark.controlplane
 
@@ -60,18 +61,6 @@ def _reader_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
 def _hex_address(text: str) -> str:
     """An address of /proc/net/tcp{,6} (hex, host byte order per 32-bit word) as text."""
     import ipaddress
@@ -85,7 +74,7 @@ def _hex_address(text: str) -> str:
 def listening_sockets(sid: int) -> list[tuple[str, int, str]]:
     """(address, port, command) of every TCP socket in LISTEN state held by a process of session `sid`."""
     owners: dict[str, int] = {}
-    for pid in _session_pids(sid):
+    for pid in session_members(sid):
         for fd in Path(f"/proc/{pid}/fd").glob("*"):
             try:
                 target = os.readlink(fd)

@@ -282,6 +282,9 @@ async def test_a_good_canary_walks_its_steps_with_verbs_and_history_is_pruned(
     third = await until_status(kubectl, lambda s: s.get("stableRevision") == s.get("currentRevision"), 90)
     assert third["revision"] == 3
     await eventually(lambda: not kubectl.run("get", "deployment", "sync-canary", check=False).stdout, within=60)
+    refused = await cli(kubectl, "rollout", "promote", "sync", code=1)
+    assert "nothing to promote: Integration sync runs revision" in refused
+    assert "onceflow.io/action" not in kubectl.get("integration", "sync")["metadata"].get("annotations", {})
 
     pub.stop()
     await publishing

@@ -11,16 +11,14 @@ import nats
 import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
-from tests.integration.test_delivery_faults import Harness, start
+from tests.integration.test_delivery_faults import Harness, start, stop
 
 
 @pytest.fixture
 async def harness(nats_server: NatsServer) -> AsyncIterator[Harness]:
     h = await start(nats_server)
     yield h
-    await h.client.aclose()
-    await asyncio.to_thread(h.run.stop)
-    await h.erp.stop()
+    await stop(h)
 
 
 async def test_stats_heartbeat_reports_the_revisions_figures(harness: Harness) -> None:

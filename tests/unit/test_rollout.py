@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from onceflow_operator.api.rollout import AnalysisMetric, Strategy
 from onceflow_operator.compiler.validation import validate_manifest
 from onceflow_operator.rollout.analysis import Measurement, describe_result, judge, waiting_for_data
 from onceflow_operator.rollout.decisions import RolloutDecision as Decision
-from onceflow_operator.rollout.decisions import RolloutView, decide, due_metrics
+from onceflow_operator.rollout.decisions import RolloutView, decide, due_metrics, verb_refusal
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NUMBERS = {"a": 1, "b": 2, "c": 3}
@@ -342,3 +343,31 @@ def test_a_result_reads_as_text() -> None:
     assert describe_result(None) == "no data"
     assert describe_result({"errorRatio": 0.0125, "count": 40}) == "errorRatio=0.0125, count=40"
     assert describe_result([0.5, True]) == "[0.5, true]"
+
+
+@pytest.mark.parametrize(
+    ("verb", "status", "refused"),
+    [
+        ("promote", {"currentRevision": "a-1", "stableRevision": "a-1", "phase": "Healthy"}, "nothing to promote"),
+        ("abort", {"currentRevision": "a-1", "stableRevision": "a-1"}, "nothing to abort"),
+        ("promote-full", {}, "nothing to promote-full"),
+        ("promote", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"canaryRevision": "a-2"}}, None),
+        ("abort", {"currentRevision": "a-2", "stableRevision": "a-1"}, None),
+        ("resume", {"currentRevision": "a-1", "stableRevision": "a-1", "phase": "Healthy"}, "nothing to resume"),
+        ("resume", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"pausedByUser": True}}, None),
+        ("resume", {"phase": "Paused"}, None),
+        ("retry", {"currentRevision": "a-2", "stableRevision": "a-1"}, "nothing to retry"),
+        ("retry", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"abortedRevision": "a-2"}}, None),
+        ("pause", {"currentRevision": "a-1", "stableRevision": "a-1"}, None),
+    ],
+)
+def test_a_verb_with_nothing_to_act_on_is_refused_naming_why(
+    verb: str, status: dict[str, Any], refused: str | None
+) -> None:
+    refusal = verb_refusal(verb, "orders", status)
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert refusal.startswith(refused)
+        assert "Integration orders runs revision" in refusal

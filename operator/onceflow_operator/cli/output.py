@@ -50,14 +50,14 @@ output_option = click.option(
 )
 
 
-def manifests_option(help_text: str) -> Callable[[FC], FC]:
-    """`-f/--filename FILE|FOLDER` (repeatable, required), as kubectl spells it."""
+def manifests_option(help_text: str, *, required: bool = True) -> Callable[[FC], FC]:
+    """`-f/--filename FILE|FOLDER` (repeatable), as kubectl spells it."""
     return click.option(
         "-f",
         "--filename",
         "files",
         multiple=True,
-        required=True,
+        required=required,
         type=click.Path(exists=True, path_type=Path),
         help=help_text,
     )

@@ -104,7 +104,14 @@ def _verb(action: str, summary: str) -> None:
 
         async def send(kube: Any) -> None:
             from onceflow_operator.clients.kube import KubeError
+            from onceflow_operator.rollout.decisions import verb_refusal
 
+            obj = await kube.get("onceflow.io/v1alpha1", "Integration", namespace, name)
+            if obj is None:
+                raise click.ClickException(f"Integration {name} not found in namespace {namespace}")
+            refusal = verb_refusal(action, name, obj.get("status") or {})
+            if refusal is not None:
+                raise click.ClickException(f"{refusal}; see `onceflow rollout status {name}`")
             try:
                 await kube.annotate("onceflow.io/v1alpha1", "Integration", namespace, name, {ACTION_ANNOTATION: action})
             except KubeError as exc:

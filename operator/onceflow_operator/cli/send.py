@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import click
 
 from onceflow_operator.cli.cluster import Cluster, cluster_options
-from onceflow_operator.cli.output import expand_paths
+from onceflow_operator.cli.output import expand_paths, manifests_option
 
 __all__ = ["send"]
 
@@ -132,13 +132,8 @@ def _answer(connector: str, status: int, reason: str, payload: Any, secret: str)
     help="The body: text, @FILE, or @- for stdin (as curl reads it).",
 )
 @cluster_options
-@click.option(
-    "-f",
-    "--filename",
-    "files",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Read the Connector and its Secret from these manifests instead of the cluster (repeatable).",
+@manifests_option(
+    "Read the Connector and its Secret from these manifests instead of the cluster (repeatable).", required=False
 )
 @click.option("--to", help="The gateway's URL (default: the one onceflow dev up started); a bare host gets the path.")
 @click.option("--event", help="The event, for Connectors that read it from a header (e.g. X-Shopify-Topic).")

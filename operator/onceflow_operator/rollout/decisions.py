@@ -24,9 +24,31 @@ from onceflow_operator.rollout.analysis import Measurement, fold_analysis
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.timestamps import format_time, parse_time
 
-__all__ = ["ROLLOUT_VERBS", "RolloutDecision", "RolloutView", "decide", "due_metrics"]
+__all__ = ["ROLLOUT_VERBS", "RolloutDecision", "RolloutView", "decide", "due_metrics", "verb_refusal"]
 
 ROLLOUT_VERBS = ("promote", "promote-full", "abort", "retry", "pause", "resume")
+
+
+def verb_refusal(verb: str, name: str, status: Mapping[str, Any]) -> str | None:
+    """Why `verb` cannot act on the Integration's rollout as its `status` shows it, or None if it can.
+
+    Why: a verb is an annotation the operator consumes on its next reconcile; one that has nothing
+    to act on would be taken silently, and the person who typed `promote` believes it did something.
+    `pause` is always taken (it also holds a rollout that has not started yet).
+    """
+    rollout = status.get("rollout") or {}
+    current, stable = status.get("currentRevision"), status.get("stableRevision")
+    in_progress = bool(rollout.get("canaryRevision")) or bool(current and stable and current != stable)
+    runs = f"Integration {name} runs revision {stable or current or '(none yet)'}"
+    if verb in {"promote", "promote-full", "abort"} and not in_progress:
+        return f"nothing to {verb}: {runs} and no rollout is in progress"
+    paused = rollout.get("pausedByUser") or status.get("phase") == "Paused" or rollout.get("pauseConditions")
+    if verb == "resume" and not paused:
+        return f"nothing to resume: {runs} and is not paused"
+    aborted = rollout.get("abortedRevision")
+    if verb == "retry" and not (aborted and aborted == current):
+        return f"nothing to retry: {runs} and its current revision's rollout was not aborted"
+    return None
 
 
 @dataclass(frozen=True)
