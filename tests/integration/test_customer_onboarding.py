@@ -135,34 +135,26 @@ async def test_erp_503_with_retry_after_is_retried_to_one_effect(
     assert boxes.erp.faults[0].times == 0
 
 
-async def test_similar_existing_customer_is_parked_for_approval_not_created(
+async def test_a_customer_onceflow_created_is_found_by_the_similar_name_rule(
     onboarding: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer
 ) -> None:
+    """The shipped rule (same postcode, name 90 % alike) fires on records the workflow itself created."""
     run, namespace = onboarding
-    boxes.erp.seed(
-        "Customer",
-        {
-            "name": "ACME Industrial GmbH.",
-            "customer_name": "ACME Industrial GmbH.",
-            "tax_id": "X",
-            "postal_code": "10115",
-        },
-    )
+    first, second = tax_id(), tax_id()
     async with httpx.AsyncClient() as client:
-        await signed_post(
-            client,
-            run.gateway_url("crm-webhooks"),
-            "standard-webhooks",
-            CRM_SECRET,
-            dumps(crm_customer_event(tax_id())),
-            "m4",
-        )
+        url = run.gateway_url("crm-webhooks")
+        body = dumps(crm_customer_event(first, name="Acme Industrial GmbH"))
+        await signed_post(client, url, "standard-webhooks", CRM_SECRET, body, "m4")
+        await eventually(lambda: _when(sandbox_effects(boxes.erp), lambda e: len(e) == 1))
+        body = dumps(crm_customer_event(second, name="ACME Industrial GmbH."))
+        await signed_post(client, url, "standard-webhooks", CRM_SECRET, body, "m5")
     subject = f"onceflow.{namespace}.exceptions.customer-onboarding"
     (parked,) = await eventually(lambda: stream_messages(nats_server.url, "ONCEFLOW_EXCEPTIONS", subject))
     assert parked.headers["Onceflow-Reason"] == "ApprovalRequired"
     assert parked.headers["Onceflow-Step"] == "existing"
     assert "similar-name-same-postcode" in parked.headers["Onceflow-Candidates"]
-    assert await sandbox_effects(boxes.erp) == {}
+    assert first in parked.headers["Onceflow-Candidates"]
+    assert await sandbox_effects(boxes.erp) == {f"customer/{first}/createInErp": 1}
 
 
 def _fault(status: int, *, times: int, retry_after: float | None = None, path: str = "/") -> object:
