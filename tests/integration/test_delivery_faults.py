@@ -266,7 +266,9 @@ async def stop(h: Harness) -> None:
     """Stop the runner started in this interpreter (if any), the gateway and runner processes, the ERP."""
     if h.runner is not None:
         await h.runner.stop(grace=5)
-    await stop(h)
+    await h.client.aclose()
+    await asyncio.to_thread(h.run.stop)
+    await h.erp.stop()
 
 
 @pytest.fixture
