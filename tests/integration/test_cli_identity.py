@@ -6,6 +6,7 @@ as the console, refused in one line for people without it, and audited under the
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -202,3 +203,23 @@ async def test_merged_kubeconfig_files_contexts_namespaces_and_all_namespaces(
     table = await cli("status", "-A", env=env)
     assert table.output.splitlines()[0].split()[:3] == ["KIND", "NAMESPACE", "NAME"]
     assert "NAMESPACE" not in (await cli("status", env=env)).output  # one namespace: no column for it
+
+
+async def test_an_api_server_the_kubeconfig_does_not_trust_is_named_with_the_tls_reason(
+    admin_kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A kubeconfig whose certificate-authority is another CA: one line saying why, as kubectl would."""
+    from tests.unit.test_kubeconfig import _client_certificate
+
+    other_ca, _ = _client_certificate(tmp_path / "other")
+    config = yaml.safe_load(admin_kubectl.kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"].pop("certificate-authority", None)
+        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(other_ca.read_bytes()).decode()
+    (tmp_path / "untrusting").write_text(yaml.safe_dump(config))
+    result = await cli("status", "--kubeconfig", str(tmp_path / "untrusting"))
+    assert result.exit_code == 1
+    assert "cannot verify the Kubernetes API server" in result.output
+    assert "certificate" in result.output.split("cannot verify", 1)[1]
+    assert "Operation not permitted" not in result.output
+    assert "Traceback" not in result.output

@@ -25,7 +25,7 @@ def test_dev_demo_plays_every_scenario_exactly_once() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "== every record arrived exactly once: doubled 0, missing []" in out
+    assert "== every record arrived exactly once: doubled 0, missing none" in out
     assert "ERP         5 effect(s)" in out
     assert "accounting  1 effect(s): invoice/ACC-SINV-2026-00017/postToAccounting x1" in out
     assert "exceptions waiting for a person (1)" in out

@@ -358,6 +358,8 @@ def test_a_result_reads_as_text() -> None:
         ("resume", {"phase": "Paused"}, None),
         ("retry", {"currentRevision": "a-2", "stableRevision": "a-1"}, "nothing to retry"),
         ("retry", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"abortedRevision": "a-2"}}, None),
+        ("promote", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"abortedRevision": "a-2"}}, "x"),
+        ("abort", {"currentRevision": "a-2", "stableRevision": "a-1", "rollout": {"abortedRevision": "a-2"}}, "x"),
         ("pause", {"currentRevision": "a-1", "stableRevision": "a-1"}, None),
     ],
 )
@@ -369,5 +371,9 @@ def test_a_verb_with_nothing_to_act_on_is_refused_naming_why(
         assert refusal is None
     else:
         assert refusal is not None
-        assert refusal.startswith(refused)
-        assert "Integration orders runs revision" in refusal
+        if refused == "x":  # after an abort
+            assert refusal.startswith(f"nothing to {verb}: the rollout of revision a-2 was aborted")
+            assert "`retry`" in refusal
+        else:
+            assert refusal.startswith(refused)
+            assert "Integration orders runs revision" in refusal

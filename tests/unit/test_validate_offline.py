@@ -158,7 +158,7 @@ def test_a_connector_secret_missing_unlabelled_or_without_the_key_is_named(tmp_p
     shop["spec"]["rest"]["auth"]["bearer"]["tokenRef"] = {"name": "shop", "key": "token"}
     path = _write(tmp_path, cases.connector_rest(), wms, _secret("wms", "token", labelled=False), shop, _secret("shop"))
     found = _problems(path)
-    field = "spec.rest.auth.BearerAuth.tokenRef"
+    field = "spec.rest.auth.bearer.tokenRef"
     assert [(owner, at) for owner, at, _ in found] == [
         ("Connector/erp", field),
         ("Connector/wms", field),
@@ -209,3 +209,16 @@ def test_external_kinds_are_left_to_the_cluster_on_the_command_line(tmp_path: Pa
     accepted = CliRunner().invoke(main, ["validate", "-f", str(path), "--external", "Connector"])
     assert accepted.exit_code == 0, accepted.output
     assert "1 manifest(s) valid" in accepted.output
+
+
+def test_files_with_nothing_to_check_or_not_text_are_one_line_each_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "configmap.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    (tmp_path / "random.yaml").write_bytes(bytes(range(256)) * 4)
+    nothing = CliRunner().invoke(main, ["validate", "-f", str(tmp_path / "configmap.yaml")])
+    assert nothing.exit_code == 1
+    assert "no Onceflow manifests" in nothing.output
+    binary = CliRunner().invoke(main, ["validate", "-f", str(tmp_path / "random.yaml")])
+    assert binary.exit_code == 1
+    assert "random.yaml:<file>/-: is not UTF-8 text" in binary.output
+    assert "Traceback" not in binary.output + nothing.output

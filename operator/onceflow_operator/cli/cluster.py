@@ -120,9 +120,15 @@ class Cluster:
 def _reason(exc: BaseException) -> str:
     """Why a connection failed, in a few words ("Connection refused", "no answer within 5 s")."""
     import os
+    import ssl
 
     if isinstance(exc, TimeoutError):
         return f"no answer within {CONNECT_SECONDS:g} s"
+    certificate = getattr(exc, "certificate_error", exc)
+    if isinstance(certificate, ssl.SSLCertVerificationError):
+        return str(certificate.verify_message or certificate.reason or "certificate not trusted")
+    if isinstance(certificate, ssl.SSLError):
+        return str(certificate.reason or certificate)
     cause = getattr(exc, "os_error", exc)
     if isinstance(cause, OSError) and cause.errno:
         return os.strerror(cause.errno)

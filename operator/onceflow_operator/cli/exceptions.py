@@ -8,6 +8,7 @@ anyone can type) and only if the API server allows it: a SelfSubjectAccessReview
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +45,44 @@ def _decided(record: Any) -> dict[str, str]:
 
 def _with_jetstream(nats_url: str, work: Any) -> Any:
     import asyncio
+    import socket
 
     import nats
 
     from onceflow_runner.adapters import natsio
 
-    async def quiet(_: Exception) -> None:
-        """The client would log a traceback per attempt; the one line below says enough."""
+    schemes = ("nats://", "tls://", "ws://", "wss://")
+    if not all(url.strip().startswith(schemes) for url in nats_url.split(",")):
+        raise click.ClickException(f"{nats_url!r} is not a NATS URL such as nats://host:4222; check --nats")
 
     async def run() -> Any:
-        # A person is waiting: a bounded connect, not a runner's endless reconnects.
-        nc = await asyncio.wait_for(
+        # A person is waiting: the first failure to connect ends the command. (The client keeps
+        # retrying its first connect whatever allow_reconnect says, reporting each attempt to
+        # error_cb; the first report is the reason.)
+        failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+        async def first_error(exc: Exception) -> None:
+            if not failed.done():
+                failed.set_result(exc)
+
+        connecting = asyncio.ensure_future(
             nats.connect(
                 nats_url,
                 name="onceflow-cli",
                 allow_reconnect=False,
                 connect_timeout=3,
-                error_cb=quiet,
+                error_cb=first_error,
                 **natsio.auth_from_environment(),
-            ),
-            timeout=8,
+            )
         )
+        waiting: set[asyncio.Future[Any]] = {connecting, failed}
+        done, _ = await asyncio.wait(waiting, timeout=8, return_when=asyncio.FIRST_COMPLETED)
+        if connecting not in done:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            raise failed.result() if failed.done() else TimeoutError()
+        nc = connecting.result()
         try:
             return await work(nc.jetstream(timeout=5))
         finally:
@@ -72,8 +90,15 @@ def _with_jetstream(nats_url: str, work: Any) -> Any:
 
     try:
         return asyncio.run(run())
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise click.ClickException(f"cannot reach NATS at {nats_url} ({type(exc).__name__}); check --nats") from None
+    except socket.gaierror:
+        raise click.ClickException(f"cannot reach NATS at {nats_url}: unknown host; check --nats") from None
+    except ConnectionRefusedError:
+        raise click.ClickException(f"cannot reach NATS at {nats_url}: connection refused; check --nats") from None
+    except TimeoutError:
+        raise click.ClickException(f"cannot reach NATS at {nats_url}: no answer within 8s; check --nats") from None
+    except (OSError, ValueError, nats.errors.Error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"cannot reach NATS at {nats_url}: {reason}; check --nats") from None
 
 
 @click.group()
@@ -116,7 +141,12 @@ def exceptions_list(
         age = parse_duration(older_than, days=True) if older_than else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    cutoff = datetime.now(UTC) - timedelta(seconds=age) if age is not None else None
+    try:
+        cutoff = datetime.now(UTC) - timedelta(seconds=age) if age is not None else None
+    except (OverflowError, ValueError):
+        raise click.BadParameter(
+            f"{older_than} reaches before year 1; give a shorter age", param_hint="--older-than"
+        ) from None
     namespace = subjects.ANY_TOKEN if all_namespaces else cluster.namespace_or_default()
 
     records = _with_jetstream(

@@ -111,7 +111,7 @@ def _verb(action: str, summary: str) -> None:
                 raise click.ClickException(f"Integration {name} not found in namespace {namespace}")
             refusal = verb_refusal(action, name, obj.get("status") or {})
             if refusal is not None:
-                raise click.ClickException(f"{refusal}; see `onceflow rollout status {name}`")
+                raise click.ClickException(f"{refusal}; see `onceflow rollout status {name} -n {namespace}`")
             try:
                 await kube.annotate("onceflow.io/v1alpha1", "Integration", namespace, name, {ACTION_ANNOTATION: action})
             except KubeError as exc:
@@ -120,7 +120,10 @@ def _verb(action: str, summary: str) -> None:
                 raise click.ClickException(f"Integration {name} not found in namespace {namespace}") from None
 
         cluster.run(send)
-        click.echo(f"integration.onceflow.io/{name} {action} requested; `onceflow rollout status {name} -w` to follow")
+        click.echo(
+            f"integration.onceflow.io/{name} {action} requested; "
+            f"`onceflow rollout status {name} -n {namespace} -w` to follow"
+        )
 
 
 for _verb_name, _verb_summary in (

@@ -45,6 +45,11 @@ def validate(files: tuple[Path, ...], namespace: str | None, external: tuple[str
     if problems:
         click.echo(f"{len(problems)} problem(s) in {checked} manifest(s)", err=True)
         sys.exit(1)
+    if checked == 0:
+        click.echo(
+            "no Onceflow manifests (apiVersion onceflow.io/...) in the files given; nothing was checked", err=True
+        )
+        sys.exit(1)
     click.echo(f"{checked} manifest(s) valid")
 
 

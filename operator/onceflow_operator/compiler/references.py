@@ -54,11 +54,12 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
             block = getattr(auth, block_name)
             if block is None:
                 continue
+            block_alias = type(auth).model_fields[block_name].alias or block_name
             for attr, info in type(block).model_fields.items():
                 value = getattr(block, attr)
                 if attr.endswith("_ref") and value is not None:
                     alias = info.alias or attr
-                    out.append((f"spec.rest.auth.{type(block).__name__}.{alias}", value.name, value.key))
+                    out.append((f"spec.rest.auth.{block_alias}.{alias}", value.name, value.key))
     return out
 
 

@@ -410,6 +410,9 @@ def validate_paths(
         except (OSError, yaml.YAMLError) as exc:
             problems.append(ManifestProblem(str(path), "<file>", "-", "", f"cannot read: {exc}"))
             continue
+        except UnicodeDecodeError:
+            problems.append(ManifestProblem(str(path), "<file>", "-", "", "is not UTF-8 text; give YAML manifests"))
+            continue
         given += [(str(path), doc) for doc in docs]
         for doc in docs:
             if str(doc.get("apiVersion", "")).startswith(f"{GROUP}/"):

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -387,14 +388,14 @@ async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_
         await nc.close()
     _say(f"\n== exceptions waiting for a person ({len(waiting)}): onceflow exceptions list -n {NAMESPACE}")
     for record in waiting:
-        _say(f"   #{record.sequence} {record.integration} {record.reason} at {record.step}: {record.error[:90]}")
+        error = textwrap.shorten(record.error, 90, placeholder=" …")
+        _say(f"   #{record.sequence} {record.integration} {record.reason} at {record.step}: {error}")
     _say("\n== kubectl get onceflow -n demo")
     _say("   " + table.strip().replace("\n", "\n   "))
     missing = EXPECTED_ERP - set(erp.effects)
     ok = not doubled and not missing and len(waiting) == 1
-    _say(
-        f"\n== {'every record arrived exactly once' if ok else 'PROBLEM'}: doubled {doubled}, missing {sorted(missing)}"
-    )
+    lost = ", ".join(sorted(missing)) or "none"
+    _say(f"\n== {'every record arrived exactly once' if ok else 'PROBLEM'}: doubled {doubled}, missing {lost}")
     return 0 if ok else 1
 
 

@@ -40,12 +40,17 @@ def verb_refusal(verb: str, name: str, status: Mapping[str, Any]) -> str | None:
     current, stable = status.get("currentRevision"), status.get("stableRevision")
     in_progress = bool(rollout.get("canaryRevision")) or bool(current and stable and current != stable)
     runs = f"Integration {name} runs revision {stable or current or '(none yet)'}"
+    aborted = rollout.get("abortedRevision")
+    if aborted and aborted == current and verb in {"promote", "promote-full", "abort", "resume"}:
+        return (
+            f"nothing to {verb}: the rollout of revision {current} was aborted and revision {stable} serves; "
+            "`retry` starts its canary again, or apply a new spec"
+        )
     if verb in {"promote", "promote-full", "abort"} and not in_progress:
         return f"nothing to {verb}: {runs} and no rollout is in progress"
     paused = rollout.get("pausedByUser") or status.get("phase") == "Paused" or rollout.get("pauseConditions")
     if verb == "resume" and not paused:
         return f"nothing to resume: {runs} and is not paused"
-    aborted = rollout.get("abortedRevision")
     if verb == "retry" and not (aborted and aborted == current):
         return f"nothing to retry: {runs} and its current revision's rollout was not aborted"
     return None
