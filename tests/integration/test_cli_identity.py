@@ -201,7 +201,7 @@ async def test_merged_kubeconfig_files_contexts_namespaces_and_all_namespaces(
     assert await names("-n", two) == {(two, "erp-two")}
     assert await names("-A") == {(one, "erp-one"), (two, "erp-two")}
     table = await cli("status", "-A", env=env)
-    assert table.output.splitlines()[0].split()[:3] == ["KIND", "NAMESPACE", "NAME"]
+    assert table.output.splitlines()[0].split()[:3] == ["NAMESPACE", "KIND", "NAME"]
     assert "NAMESPACE" not in (await cli("status", env=env)).output  # one namespace: no column for it
 
 

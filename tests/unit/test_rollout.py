@@ -259,7 +259,8 @@ def test_analysis_waits_for_its_initial_delay_before_the_first_measurement() -> 
     assert due_metrics(early) == []
     waiting = decide(early)
     assert waiting.status["phase"] == "Progressing"
-    assert "errors first measured in 40s (initialDelay 1m)" in waiting.status["message"]
+    assert "errors first measured at 2026-11-27T12:01:00Z (initialDelay 1m)" in waiting.status["message"]
+    assert decide(_at_analysis(30)).status["message"] == waiting.status["message"]  # no countdown to reprint
     assert [m.name for m in due_metrics(_at_analysis(60))] == ["errors"]
 
 

@@ -165,7 +165,7 @@ def exceptions_list(
     if cutoff is not None:
         records = [r for r in records if (at := parse_time(r.time)) is not None and at < cutoff]
     rows = [r.summary() | _decided(r) for r in records]
-    columns = ["sequence", *(["namespace"] if all_namespaces else []), "integration", "reason", "step", "businessKey"]
+    columns = [*(["namespace"] if all_namespaces else []), "sequence", "integration", "reason", "step", "businessKey"]
     emit_rows(rows, output, [*columns, "time", "decision", "error"], ["decidedBy", "revision"])
 
 

@@ -53,6 +53,7 @@ def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
                 )
         return rows
 
-    columns = ["kind", *(["namespace"] if all_namespaces else []), "name", "ready", "reason", "revision", "phase"]
+    # NAMESPACE first with -A, as `kubectl get -A` prints it.
+    columns = [*(["namespace"] if all_namespaces else []), "kind", "name", "ready", "reason", "revision", "phase"]
     figures = ["processed", "failed", "exceptions", "waiting", "deadLettered", "lag", "drift"]
     emit_rows(cluster.run(collect), output, [*columns, *figures], ["weight", "message"])

@@ -14,9 +14,10 @@ marker; on promotion those are finished by the new revision, on abort by the sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from onceflow_operator.api.rollout import AnalysisMetric, CanaryStep, Strategy
@@ -449,7 +450,10 @@ def _analysis_progress(view: RolloutView, metrics: list[AnalysisMetric], analysi
         run = runs.get(metric.name, {})
         left = _initial_delay_left(view, metric)
         if left > 0 and not run.get("taken"):
-            parts.append(f"{metric.name} first measured in {int(left + 0.999)}s (initialDelay {metric.initial_delay})")
+            # A time, not a countdown: the message (and `rollout status --watch`) changes only when
+            # something happens, not on every reconcile.
+            first = format_time(view.now + timedelta(seconds=math.ceil(left)))
+            parts.append(f"{metric.name} first measured at {first} (initialDelay {metric.initial_delay})")
             continue
         text = f"{metric.name} {run.get('taken', 0)} of {metric.count} measurements"
         if run.get("lastValue"):
