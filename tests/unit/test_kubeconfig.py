@@ -244,7 +244,13 @@ def test_without_any_kubeconfig_a_cluster_command_prints_one_line_and_exits_1(tm
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["rollout", "status", "x"], ["rollout", "promote", "x"], ["exceptions", "approve", "1", "-m", "x"]],
+    [
+        ["status"],
+        ["rollout", "status", "x"],
+        ["rollout", "promote", "x"],
+        ["exceptions", "approve", "1", "-m", "x"],
+        ["console", "--port", "1"],  # checked before it serves, so it never binds the port
+    ],
 )
 def test_an_unreachable_api_server_is_one_line_naming_it_and_the_context(tmp_path: Path, argv: list[str]) -> None:
     port = _closed_port()

@@ -32,9 +32,20 @@ def console(auth: str, host: str, port: int, cluster: Cluster, nats_url: str) ->
     kubeconfig the console uses its service account; `-n` is the namespace it opens on.
     """
     from onceflow_operator.clients.kube import KubeClient, KubeconfigError
+    from onceflow_operator.clients.kubeconfig import kubeconfig_files
     from onceflow_operator.review.console import Console, serve
 
     mode: Literal["token", "proxy"] = "proxy" if auth == "proxy" else "token"
+    has_kubeconfig = bool(cluster.kubeconfig or cluster.context)
+    if not has_kubeconfig:
+        try:
+            has_kubeconfig = bool(kubeconfig_files())
+        except KubeconfigError:
+            has_kubeconfig = False  # in a pod: the service account, checked on its first request
+    if has_kubeconfig:
+        # Every request is authorised by the API server: one that cannot be reached (or does not
+        # know these credentials) is one line and exit 1 now, not a page that fails each visitor.
+        cluster.run(lambda kube: kube.who_am_i())
     try:
         kube = KubeClient.from_environment(cluster.kubeconfig, context=cluster.context)
     except KubeconfigError as exc:
