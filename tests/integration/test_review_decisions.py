@@ -34,18 +34,31 @@ def namespace() -> str:
     return f"d{uuid.uuid4().hex[:8]}"
 
 
+async def _decided_at_once(
+    ns: str, round_: int, *choices: tuple[Client, str, ReviewAction]
+) -> tuple[str, int, list[ReviewDecision | BaseException]]:
+    """Park one record (its origin named by the round), then let every reviewer decide it at the same time.
+
+    Each (connection, name, action) decides on its own connection. Returns the origin subject, the
+    exception's sequence and every decide() outcome: a decision, or the error it raised.
+    """
+    origin = subjects.inbound_subject(ns, "crm", f"round{round_}")
+    sequence = await park(choices[0][0].jetstream(), ns, original_subject=origin)
+    results = await asyncio.gather(
+        *(decide(c.jetstream(), ns, sequence, action, who=who, why="at once") for c, who, action in choices),
+        return_exceptions=True,
+    )
+    return origin, sequence, list(results)
+
+
 async def test_two_reviewers_deciding_at_once_make_one_decision_and_one_resend(
     reviewers: tuple[Client, Client], nats_server: NatsServer
 ) -> None:
     alice, bob = reviewers
     ns = namespace()
     for round_ in range(5):
-        origin = subjects.inbound_subject(ns, "crm", f"round{round_}")
-        sequence = await park(alice.jetstream(), ns, original_subject=origin)
-        choices: list[tuple[Client, str, ReviewAction]] = [(alice, "alice", "approve"), (bob, "bob", "retry")]
-        results = await asyncio.gather(
-            *(decide(c.jetstream(), ns, sequence, action, who=who, why="at once") for c, who, action in choices),
-            return_exceptions=True,
+        origin, sequence, results = await _decided_at_once(
+            ns, round_, (alice, "alice", "approve"), (bob, "bob", "retry")
         )
         won = [r for r in results if isinstance(r, ReviewDecision)]
         lost = [r for r in results if isinstance(r, BaseException)]
@@ -67,12 +80,8 @@ async def test_a_discard_and_an_approval_at_once_leave_the_record_saying_what_ha
     alice, bob = reviewers
     ns = namespace()
     for round_ in range(5):
-        origin = subjects.inbound_subject(ns, "crm", f"round{round_}")
-        sequence = await park(alice.jetstream(), ns, original_subject=origin)
-        results = await asyncio.gather(
-            decide(alice.jetstream(), ns, sequence, "discard", who="alice", why="a test record"),
-            decide(bob.jetstream(), ns, sequence, "approve", who="bob", why="looks fine"),
-            return_exceptions=True,
+        origin, sequence, results = await _decided_at_once(
+            ns, round_, (alice, "alice", "discard"), (bob, "bob", "approve")
         )
         (winner,) = [r for r in results if isinstance(r, ReviewDecision)]
         record = await get_exception(alice.jetstream(), ns, sequence)

@@ -159,17 +159,16 @@ def run_fixtures(manifests: list[Path], fixtures: Path, *, namespace: str = "def
 
 
 async def _run_cases(plan: Plan, cases: Mapping[str, dict[str, Any]]) -> list[CaseResult]:
-    """Run the cases in order, with CEL that iterates under the plan's deadline as the runner runs it."""
+    """Run the cases in order, with CEL that iterates under the plan's deadline as the runner runs it.
+
+    The workers start on the first expression that needs them (none for a plan that never iterates).
+    """
     workers = ExpressionWorkers(deadline=plan.expression_timeout)
-    started = False
     results = []
     try:
         for name, case in cases.items():
             recorder = _Recorder(case.get("responses", {}))
             engine = Engine(plan, recorder, recorder, workers)
-            if engine.iterates and not started:
-                await workers.start()
-                started = True
             actual = await _run_case(engine, case, recorder)
             actual["calls"], actual["events"] = recorder.calls, recorder.events
             results.append(CaseResult(name, _subset(case.get("expect", {}), actual, "expect")))

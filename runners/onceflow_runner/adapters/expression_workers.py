@@ -102,8 +102,6 @@ class ExpressionWorkers:
         #: Longest wait for a free worker: every other in-flight record ahead of this one may hold a
         #: worker for a whole deadline, and a lost worker takes a start to replace.
         self.wait_limit = _START_SECONDS + 10 * deadline
-        #: Workers killed at a deadline or found dead of their memory limit (for tests and metrics).
-        self.killed = 0
 
     @property
     def idle(self) -> int:
@@ -161,7 +159,6 @@ class ExpressionWorkers:
         """Kill a worker whose state is unknown, reap it in the background, and start another."""
         worker.kill()
         self._all.discard(worker)
-        self.killed += 1
         task = asyncio.create_task(self._reap_and_replace(worker))
         self._respawns.add(task)
         task.add_done_callback(self._respawns.discard)

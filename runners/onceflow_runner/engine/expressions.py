@@ -43,6 +43,7 @@ __all__ = [
     "compile_expression",
     "evaluate",
     "evaluate_bounded",
+    "isolates",
     "iterates",
     "path_segment",
     "shape",
@@ -206,6 +207,15 @@ def iterates(source: str) -> bool:
     return shape(source).comprehensions > 0
 
 
+def isolates(source: str, *, isolated: IsolatedEvaluator | None, heavy: bool) -> bool:
+    """True when `source` goes to `isolated`: it iterates, or the record is `heavy` (see `HEAVY_BYTES`).
+
+    `isolated` None evaluates everything inline: for unit tests of the steps, never for records
+    in a runner.
+    """
+    return isolated is not None and (heavy or iterates(source))
+
+
 async def evaluate_bounded(
     source: str,
     context: Mapping[str, Any],
@@ -215,12 +225,8 @@ async def evaluate_bounded(
     isolated: IsolatedEvaluator | None,
     heavy: bool = False,
 ) -> Any:
-    """Evaluate `source` inline when it is cheap, else in `isolated` under its deadline.
-
-    Cheap: it cannot iterate and the record is not `heavy` (see `HEAVY_BYTES`). `isolated` None
-    evaluates everything inline: for unit tests of the steps, never for records in a runner.
-    """
-    if isolated is None or not (heavy or iterates(source)):
+    """Evaluate `source` in `isolated` under its deadline when `isolates` says so, else inline."""
+    if isolated is None or not isolates(source, isolated=isolated, heavy=heavy):
         return evaluate(source, context, step=step, what=what)
     variables = {name: context[name] for name in _variables(source) if name in context}
     return await isolated.evaluate(source, variables, step=step, what=what)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onceflow_runner.contract.plan import Plan, StepPlan
-from onceflow_runner.engine.expressions import evaluate_bounded, iterates
+from onceflow_runner.engine.expressions import evaluate_bounded, isolates
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 
@@ -39,7 +39,7 @@ class RecordRun:
 
     def isolates(self, source: str) -> bool:
         """True when `source` runs in the isolated evaluator for this record (see `evaluate_bounded`)."""
-        return self.isolated is not None and (self.heavy or iterates(source))
+        return isolates(source, isolated=self.isolated, heavy=self.heavy)
 
     async def evaluate(self, source: str, *, step: str, what: str, context: Mapping[str, Any] | None = None) -> Any:
         """Evaluate one of the plan's expressions for this record (over `context` if given, else the record's)."""
