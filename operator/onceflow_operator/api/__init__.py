@@ -6,7 +6,7 @@ from onceflow_operator.api.crd import GROUP, KINDS, VERSION, build_crd, build_cr
 from onceflow_operator.api.integration import Integration, IntegrationSpec, IntegrationStatus
 from onceflow_operator.api.steps import STEP_KINDS, Step
 from onceflow_operator.api.syncpolicy import SyncPolicy, SyncPolicySpec, SyncPolicyStatus
-from onceflow_operator.api.types import ENTITIES
+from onceflow_operator.api.types import ENTITIES, Paging
 
 __all__ = [
     "ENTITIES",
@@ -22,6 +22,7 @@ __all__ = [
     "IntegrationSpec",
     "IntegrationStatus",
     "LocalObjectReference",
+    "Paging",
     "SecretKeyRef",
     "Step",
     "SyncPolicy",

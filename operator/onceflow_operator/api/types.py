@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from onceflow_operator.api._base import DURATION, cel_rules
+from onceflow_operator.api._base import DURATION, ApiModel, cel_rules
 
 __all__ = [
     "ENTITIES",
@@ -15,6 +15,7 @@ __all__ = [
     "Cel",
     "Duration",
     "Entity",
+    "Paging",
     "ReconcilePath",
     "RequestPath",
 ]
@@ -61,3 +62,78 @@ ReconcilePath = Annotated[
         ),
     ),
 ]
+
+
+_QUERY_PARAM = r"^[A-Za-z0-9_.$\[\]-]+$"
+
+
+class Paging(ApiModel):
+    """How a list or search is read page by page, until it ends or `maxPages` pages were read.
+
+    The styles real systems use: Offset (ERPNext `limit_start`/`limit_page_length`, NetSuite
+    `offset`/`limit`, OData `$skip`/`$top`), Page (a page number), Cursor (the answer names a token
+    to send back), NextLink (the answer's body names the next URL, e.g. OData `@odata.nextLink`)
+    and LinkHeader (RFC 8288 `Link: <...>; rel="next"`, as GitHub and Shopify answer). A next
+    link must stay under the Connector's baseURL.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "(self.style in ['Cursor', 'NextLink']) == has(self.next)",
+                "next is set for the Cursor and NextLink styles only: CEL over `response` (and `headers`) "
+                "giving the next cursor or link, null or '' at the end",
+            ),
+        )
+    }
+
+    style: Literal["Offset", "Page", "Cursor", "NextLink", "LinkHeader"] = Field(
+        default="Offset", description="How the target pages its lists."
+    )
+    page_size: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description=(
+            "Rows asked for per page; at most the target's own maximum, since a page shorter than this ends "
+            "an Offset or Page list."
+        ),
+    )
+    size_param: str = Field(
+        default="limit_page_length",
+        max_length=64,
+        pattern=r"^([A-Za-z0-9_.$\[\]-]+)?$",
+        description="Query parameter carrying pageSize (e.g. limit, $top, per_page); empty when there is none.",
+    )
+    offset_param: str = Field(
+        default="limit_start",
+        max_length=64,
+        pattern=_QUERY_PARAM,
+        description="Offset style: query parameter carrying the rows to skip (e.g. offset, $skip).",
+    )
+    page_param: str = Field(
+        default="page", max_length=64, pattern=_QUERY_PARAM, description="Page style: query parameter of the page."
+    )
+    first_page: int = Field(default=1, ge=0, le=1, description="Page style: number of the first page (0 or 1).")
+    cursor_param: str = Field(
+        default="cursor",
+        max_length=64,
+        pattern=_QUERY_PARAM,
+        description="Cursor style: query parameter that sends the cursor back.",
+    )
+    next: Cel | None = Field(
+        default=None,
+        description=(
+            "Cursor and NextLink styles: CEL over `response` (the body) and `headers` giving the next cursor or "
+            "link, e.g. response.meta.next_cursor or response['@odata.nextLink']; null or '' ends the list."
+        ),
+    )
+    max_pages: int = Field(
+        default=50,
+        ge=1,
+        le=10000,
+        description=(
+            "Pages read at most. A longer list is never treated as complete: a search that hits the cap holds "
+            "the record for a person."
+        ),
+    )

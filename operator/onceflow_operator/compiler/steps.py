@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from onceflow_operator.api import STEP_KINDS, Step
+from onceflow_operator.api import STEP_KINDS, Paging, Step
 from onceflow_operator.compiler.paths import request_path_cel, request_path_problems
 from onceflow_runner.contract.plan import (
     PROTECTED_FIELDS,
     ApprovePlan,
     MapPlan,
+    PagingPlan,
     PublishPlan,
     RequestPlan,
     StepPlan,
@@ -30,6 +31,7 @@ __all__ = [
     "CompiledStep",
     "StepCompiler",
     "compile_step",
+    "paging_plan",
     "step_expressions",
     "step_path_problems",
 ]
@@ -247,3 +249,20 @@ def step_expressions(step: Step, at: str) -> Iterator[PathMessage]:
     """Yield (field path, CEL source) for every expression of every block the step sets."""
     for compiler in STEP_COMPILERS.values():
         yield from compiler.expressions(step, at)
+
+
+def paging_plan(paging: Paging | None) -> PagingPlan | None:
+    """The runner's paging contract for an API `paging` block (None: one request, as before)."""
+    if paging is None:
+        return None
+    return PagingPlan(
+        style=paging.style,
+        page_size=paging.page_size,
+        size_param=paging.size_param or None,
+        offset_param=paging.offset_param,
+        page_param=paging.page_param,
+        first_page=paging.first_page,
+        cursor_param=paging.cursor_param,
+        next=paging.next,
+        max_pages=paging.max_pages,
+    )

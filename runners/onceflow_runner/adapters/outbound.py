@@ -322,7 +322,7 @@ class HttpCaller:
                         raise refused
                     failure = refused
                 elif status < 400 or status in {404, 409}:
-                    return Response(status, _json_or_text(resp), latency, size=len(resp.content))
+                    return Response(status, _json_or_text(resp), latency, size=len(resp.content), headers=resp.headers)
                 elif status not in _TRANSIENT:
                     raise RejectedByTarget(
                         f"{connector} refused {method} {path} with {status}: {_summary(resp)}",

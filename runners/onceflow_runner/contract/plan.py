@@ -33,6 +33,7 @@ __all__ = [
     "MapPlan",
     "MatchRulePlan",
     "NatsPlan",
+    "PagingPlan",
     "Plan",
     "PublishPlan",
     "RequestPlan",
@@ -153,6 +154,33 @@ class MapPlan(_Contract):
     mode: Literal["Replace", "Merge"] = "Replace"
 
 
+PagingStyle = Literal["Offset", "Page", "Cursor", "NextLink", "LinkHeader"]
+
+
+class PagingPlan(_Contract):
+    """How a list or search is read page by page (`engine.paging` follows it).
+
+    Offset and Page put the position in query parameters (ERPNext's `limit_start`, NetSuite's
+    `offset`, OData's `$skip`); Cursor sends back a token the answer gave (`next` is CEL over the
+    answer); NextLink calls the URL the answer's body names (OData `@odata.nextLink`, `links`);
+    LinkHeader calls the URL of the RFC 8288 `Link: <...>; rel="next"` header. A page shorter than
+    `page_size` (Offset, Page) or without a next token or link ends the list.
+    """
+
+    style: PagingStyle = "Offset"
+    page_size: int = Field(default=100, ge=1)
+    #: Query parameter carrying the page size; None when the target has no such parameter.
+    size_param: str | None = "limit_page_length"
+    offset_param: str = "limit_start"
+    page_param: str = "page"
+    first_page: int = 1
+    cursor_param: str = "cursor"
+    #: CEL over `response` (the body) and `headers`: the next cursor (Cursor) or URL (NextLink).
+    next: str | None = None
+    #: Pages read at most; a list longer than that is reported incomplete, never cut silently.
+    max_pages: int = Field(default=50, ge=1)
+
+
 class RequestPlan(_Contract):
     """lookup, dedupe and call share one request shape."""
 
@@ -165,6 +193,8 @@ class RequestPlan(_Contract):
     not_found: Literal["Fail", "Continue"] = "Continue"
     candidates: str = "response.data"
     on_match: Literal["Approve", "Skip", "Exception"] = "Approve"
+    #: Follow the answer across pages (dedupe and lookup searches); one request when None.
+    paging: PagingPlan | None = None
 
 
 class PublishPlan(_Contract):

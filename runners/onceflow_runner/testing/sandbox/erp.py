@@ -1,9 +1,19 @@
-"""A sandbox ERP speaking ERPNext's REST shape (SCENARIOS.md): resources, token auth, errors."""
+"""A sandbox ERP speaking ERPNext's REST shape (SCENARIOS.md): resources, token auth, errors.
+
+It lists the way Frappe's `GET /api/resource/{DocType}` does, which is less friendly than a test
+would like: 20 rows unless `limit_page_length` asks for more (0 means all), `limit_start` to page,
+newest change first (`order_by` defaults to `modified desc`, so rows move between pages while
+something writes), only `name` unless `fields` asks, `filters` as `[[field, op, value]]` or a dict,
+and drafts, submitted and cancelled documents (`docstatus` 0, 1, 2) all in one list.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -13,6 +23,11 @@ from onceflow_runner.testing.sandbox.base import SandboxServer
 __all__ = ["ErpSandbox"]
 
 _SERIES = {"Customer": "CUST", "Sales Order": "SAL-ORD", "Sales Invoice": "ACC-SINV", "Delivery Note": "MAT-DN"}
+#: Doctypes with a draft -> submitted -> cancelled life (docstatus 0 -> 1 -> 2); others stay 0.
+SUBMITTABLE = frozenset({"Sales Order", "Sales Invoice", "Delivery Note", "Purchase Order", "Purchase Invoice"})
+_DEFAULT_PAGE_LENGTH = 20
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _MANDATORY = {
     "Customer": ["customer_name"],
     "Sales Order": ["customer", "items"],
@@ -44,6 +59,12 @@ class ErpSandbox(SandboxServer):
         self.token = f"token {api_key}:{api_secret}"
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self._numbers = itertools.count(1)
+        #: Where `creation` and `modified` come from; a test may set its own clock.
+        self.clock: Callable[[], datetime] = datetime.now
+
+    def timestamp(self) -> str:
+        """Now in Frappe's format (server local time, microseconds), which sorts as text."""
+        return self.clock().strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/method/ping", self._ping)
@@ -54,7 +75,20 @@ class ErpSandbox(SandboxServer):
 
     def seed(self, doctype: str, doc: dict[str, Any]) -> None:
         """Put an existing record in place (e.g. a customer the dedupe step must find)."""
-        self.docs.setdefault(doctype, {})[str(doc["name"])] = {"doctype": doctype, "docstatus": 0, **doc}
+        now = self.timestamp()
+        self.docs.setdefault(doctype, {})[str(doc["name"])] = {
+            "doctype": doctype,
+            "docstatus": 0,
+            "creation": now,
+            "modified": now,
+            **doc,
+        }
+
+    def touch(self, doctype: str, name: str, **changes: Any) -> dict[str, Any]:
+        """Change a document as a user in the ERP would: its `modified` moves to now."""
+        doc = self.docs[doctype][name]
+        doc.update(changes, modified=self.timestamp())
+        return doc
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "documents": {k: len(v) for k, v in self.docs.items()}}
@@ -71,22 +105,18 @@ class ErpSandbox(SandboxServer):
     async def _list(self, request: web.Request) -> web.Response:
         if (denied := self._authorised(request)) is not None:
             return denied
-        docs = list(self.docs.get(request.match_info["doctype"], {}).values())
         try:
-            filters = json.loads(request.query.get("filters", "[]"))
-            fields = json.loads(request.query.get("fields", '["name"]'))
-        except ValueError:
-            status, body = _error(417, "ValidationError", "filters and fields must be JSON")
+            rows = list_documents(
+                list(self.docs.get(request.match_info["doctype"], {}).values()),
+                filters=json.loads(request.query.get("filters", "[]")),
+                fields=json.loads(request.query.get("fields", '["name"]')),
+                order_by=request.query.get("order_by", "modified desc"),
+                start=int(request.query.get("limit_start", "0")),
+                length=int(request.query.get("limit_page_length", request.query.get("limit", _DEFAULT_PAGE_LENGTH))),
+            )
+        except (ValueError, TypeError) as exc:
+            status, body = _error(417, "DataError", str(exc) or "filters and fields must be JSON")
             return web.json_response(body, status=status)
-        if isinstance(filters, dict):
-            filters = [[k, "=", v] for k, v in filters.items()]
-        for field, op, value in filters:
-            if op == "=":
-                docs = [d for d in docs if d.get(field) == value]
-            elif op == "like":
-                needle = str(value).strip("%").lower()
-                docs = [d for d in docs if needle in str(d.get(field, "")).lower()]
-        rows = [d if fields == ["*"] else {f: d.get(f) for f in fields} for d in docs]
         return web.json_response({"data": rows})
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -118,7 +148,18 @@ class ErpSandbox(SandboxServer):
             )
             if name in self.docs.get(doctype, {}):
                 return _error(409, "DuplicateEntryError", f"{doctype} {name} already exists")
-            doc = {"name": name, "doctype": doctype, "docstatus": 0, **payload}
+            docstatus = payload.get("docstatus", 0)
+            if docstatus not in (0, 1) or (docstatus == 1 and doctype not in SUBMITTABLE):
+                return _error(417, "ValidationError", f"{doctype}: docstatus {docstatus!r} cannot be set on insert")
+            now = self.timestamp()
+            doc = {
+                "name": name,
+                **payload,
+                "doctype": doctype,
+                "docstatus": docstatus,
+                "creation": now,
+                "modified": now,
+            }
             self.docs.setdefault(doctype, {})[name] = doc
             return 200, {"data": doc}
 
@@ -138,7 +179,127 @@ class ErpSandbox(SandboxServer):
                 return _error(404, "DoesNotExistError", f"{doctype} {name} not found")
             if not isinstance(payload, dict):
                 return _error(417, "ValidationError", "body must be a JSON object")
-            doc.update(payload)
+            if (refused := _docstatus_refusal(doctype, doc, payload)) is not None:
+                return refused
+            doc.update(payload, modified=self.timestamp())
             return 200, {"data": doc}
 
         return await self.once(request, f"{doctype}/{name}", update)
+
+
+def _docstatus_refusal(doctype: str, doc: dict[str, Any], payload: dict[str, Any]) -> tuple[int, Any] | None:
+    """Frappe's document life: drafts change freely; submitted ones only get cancelled; cancelled, never."""
+    current, wanted = doc.get("docstatus", 0), payload.get("docstatus", doc.get("docstatus", 0))
+    if current == 2:
+        return _error(417, "ValidationError", f"Cannot edit cancelled document {doctype} {doc['name']}")
+    if wanted not in (0, 1, 2) or (wanted != 0 and doctype not in SUBMITTABLE) or (current, wanted) in ((0, 2), (1, 0)):
+        return _error(
+            417, "ValidationError", f"{doctype} {doc['name']}: docstatus cannot go from {current} to {wanted!r}"
+        )
+    changed = sorted(k for k, v in payload.items() if k != "docstatus" and doc.get(k) != v)
+    if current == 1 and changed:
+        return _error(417, "UpdateAfterSubmitError", f"Not allowed to change {changed[0]} after submission")
+    return None
+
+
+def _folded(value: Any) -> Any:
+    """Strings compare as MariaDB's default collation does: without regard to case."""
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _ordered(value: Any) -> tuple[int, Any]:
+    """A sort key where NULL comes first (as in SQL ascending order) and numbers sort as numbers."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, str) and _DATE.match(value):
+        try:
+            return (3, datetime.fromisoformat(value))  # dates compare as dates, as in the database
+        except ValueError:
+            pass
+    return (2, str(value).casefold())
+
+
+def _like(pattern: Any) -> re.Pattern[str]:
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in str(pattern))
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _members(value: Any) -> list[Any]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [_folded(v.strip() if isinstance(v, str) else v) for v in items]
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    """One Frappe filter condition on one document's value."""
+    if op == "=":
+        return left is not None and bool(_folded(left) == _folded(right))
+    if op == "!=":
+        return bool(_folded("" if left is None else left) != _folded(right))
+    if op in ("like", "not like"):
+        found = left is not None and _like(right).fullmatch(str(left)) is not None
+        return found if op == "like" else not found
+    if op in ("in", "not in"):
+        inside = left is not None and _folded(left) in _members(right)
+        return inside if op == "in" else not inside
+    if op == "is":
+        if str(right) not in ("set", "not set"):
+            raise ValueError(f"the operator is takes 'set' or 'not set', not {right!r}")
+        present = left not in (None, "")
+        return present if right == "set" else not present
+    if op == "between":
+        if not isinstance(right, list) or len(right) != 2:
+            raise ValueError("the operator between takes a list of two values")
+        return left is not None and _ordered(right[0]) <= _ordered(left) <= _ordered(right[1])
+    if op in (">", "<", ">=", "<="):
+        if left is None:
+            return False
+        a, b = _ordered(left), _ordered(right)
+        return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+    raise ValueError(f"Operator must be one of =, !=, >, <, >=, <=, like, not like, in, not in, is, between: {op!r}")
+
+
+def _conditions(filters: Any) -> list[tuple[str, str, Any]]:
+    """Frappe's filter forms: a dict {field: value | [op, value]} or a list of [field, op, value]."""
+    if isinstance(filters, dict):
+        return [(k, *v) if isinstance(v, list) and len(v) == 2 else (k, "=", v) for k, v in filters.items()]
+    if not isinstance(filters, list):
+        raise ValueError("filters must be a JSON list or object")
+    found = []
+    for condition in filters:
+        if isinstance(condition, list) and len(condition) == 4:  # [doctype, field, op, value]
+            condition = condition[1:]
+        if not isinstance(condition, list) or len(condition) != 3:
+            raise ValueError(f"a filter is [field, operator, value], not {condition!r}")
+        found.append((str(condition[0]), str(condition[1]).lower(), condition[2]))
+    return found
+
+
+def _permitted(field: str) -> str:
+    if not _FIELD.match(field):
+        raise ValueError(f"Field not permitted in query: {field}")
+    return field
+
+
+def list_documents(
+    docs: list[dict[str, Any]], *, filters: Any, fields: Any, order_by: str, start: int, length: int
+) -> list[dict[str, Any]]:
+    """One page of `GET /api/resource/{DocType}`, as Frappe's `get_list` answers it."""
+    if start < 0 or length < 0:
+        raise ValueError("limit_start and limit_page_length must not be negative")
+    for field, op, value in _conditions(filters):
+        docs = [d for d in docs if _compare(d.get(_permitted(field)), op, value)]
+    for clause in reversed([c.strip() for c in order_by.split(",") if c.strip()]):
+        field, _, direction = clause.partition(" ")
+        if direction.strip().lower() not in ("", "asc", "desc"):
+            raise ValueError(f"order_by: {clause!r} is not '<field> asc|desc'")
+        docs = sorted(
+            docs, key=lambda d: _ordered(d.get(_permitted(field))), reverse=direction.strip().lower() == "desc"
+        )
+    page = docs[start : start + length] if length else docs[start:]
+    if fields == ["*"] or fields == "*":
+        return [dict(d) for d in page]
+    if not isinstance(fields, list):
+        raise ValueError("fields must be a JSON list")
+    return [{f: d.get(_permitted(str(f))) for f in fields} for d in page]
