@@ -17,7 +17,7 @@ from onceflow_operator.api._base import (
     ApiModel,
     cel_rules,
 )
-from onceflow_operator.api.types import Cel, Entity, RequestPath
+from onceflow_operator.api.types import Cel, Entity, Paging, RequestPath
 from onceflow_runner.contract.plan import PROTECTED_FIELDS
 
 __all__ = [
@@ -115,6 +115,18 @@ class LookupStep(ApiModel):
     not_found: Literal["Fail", "Continue"] = Field(
         default="Continue", description="On 404: Continue binds null; Fail raises an exception."
     )
+    paging: Paging | None = Field(
+        default=None,
+        description=(
+            "Read every page of a list: steps.<name> becomes {data: the rows of all pages, pages, complete}; "
+            "complete is false when maxPages stopped the reading. Query values see `page` (number, offset, "
+            "size, cursor). Without it, one request and steps.<name> is the answer as it came."
+        ),
+    )
+    rows: Cel = Field(
+        default="response.data",
+        description="With paging: CEL selecting the rows of one page from `response` (e.g. response.value for OData).",
+    )
 
 
 class DedupeStep(ApiModel):
@@ -131,6 +143,14 @@ class DedupeStep(ApiModel):
     on_match: Literal["Approve", "Skip", "Exception"] = Field(
         default="Approve",
         description="Approve parks the record for a person (merge or create); Skip acknowledges it.",
+    )
+    paging: Paging | None = Field(
+        default=None,
+        description=(
+            "Search every page: candidates of all pages are matched. A search that reaches maxPages with rows "
+            "left is never taken as 'no duplicate': the record is parked for a person. Query values see `page` "
+            "(number, offset, size, cursor). Without it, only the first answer is searched."
+        ),
     )
 
 

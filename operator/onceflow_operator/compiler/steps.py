@@ -122,6 +122,8 @@ def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         path=request_path_cel(spec.path),
         query=dict(spec.query),
         not_found=spec.not_found,
+        candidates=spec.rows,
+        paging=paging_plan(spec.paging),
     )
     return {"request": request}, []
 
@@ -136,6 +138,7 @@ def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         query=dict(spec.query),
         candidates=spec.candidates,
         on_match=spec.on_match,
+        paging=paging_plan(spec.paging),
     )
     problems = [] if has_sync_policy else [(f"{at}.dedupe", "dedupe needs spec.syncPolicyRef for its match rules")]
     return {"request": request}, problems
@@ -169,6 +172,11 @@ def _request_expressions(kind: str) -> Callable[[Step, str], Iterator[PathMessag
             yield field, request_path_cel(block.path)
         for name, expr in getattr(block, "query", {}).items():
             yield f"{at}.{kind}.query.{name}", expr
+        paging = getattr(block, "paging", None)
+        if paging is not None and paging.next is not None:
+            yield f"{at}.{kind}.paging.next", paging.next
+        if paging is not None and kind == "lookup":
+            yield f"{at}.lookup.rows", block.rows
 
     return expressions
 

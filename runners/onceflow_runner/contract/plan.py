@@ -191,6 +191,7 @@ class RequestPlan(_Contract):
     body: str | None = None
     idempotency_key: str | None = None
     not_found: Literal["Fail", "Continue"] = "Continue"
+    #: CEL selecting the list in one answer: dedupe's candidates, and a paged lookup's rows of a page.
     candidates: str = "response.data"
     on_match: Literal["Approve", "Skip", "Exception"] = "Approve"
     #: Follow the answer across pages (dedupe and lookup searches); one request when None.

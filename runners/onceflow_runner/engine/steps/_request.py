@@ -7,28 +7,66 @@ stays in each kind's module.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from onceflow_runner.contract import headers as h
-from onceflow_runner.contract.plan import RequestPlan, StepPlan
+from onceflow_runner.contract.plan import PagingPlan, RequestPlan, StepPlan
 from onceflow_runner.engine.expressions import HEAVY_BYTES
 from onceflow_runner.engine.outcome import StepResult
+from onceflow_runner.engine.paging import PagedList, PageRequest, PagingFailed, read_pages
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps._kind import RecordRun
 from onceflow_runner.errors import InvalidRecord, PermanentFailure
 
-__all__ = ["bind_response", "request_expressions", "request_target", "send_request"]
+__all__ = [
+    "FirstPageNotFound",
+    "PagedSearch",
+    "bind_response",
+    "capped_reason",
+    "page_context",
+    "query_value",
+    "read_every_page",
+    "request_expressions",
+    "request_target",
+    "send_request",
+]
 
 
 def request_expressions(step: StepPlan) -> list[str]:
-    """The CEL every request reads: its path and query values."""
+    """The CEL every request reads: its path and query values, and with paging its rows and next page."""
     req = step.request
-    return [req.path, *req.query.values()] if req else []
+    if req is None:
+        return []
+    paged = [req.candidates, *([req.paging.next] if req.paging.next else [])] if req.paging else []
+    return [req.path, *req.query.values(), *paged]
 
 
-async def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tuple[str, dict[str, str]]:
-    """Evaluate the request's path and query parameters for this record."""
-    path = str(await run.evaluate(req.path, step=step.name, what="path"))
+def query_value(value: Any) -> str:
+    """A query parameter as sent: a list or map as compact JSON, anything else as its text.
+
+    Why: search APIs take structured filters as JSON in the query (ERPNext's
+    `filters=[["tax_id","=","DE1"]]`, `fields=["name"]`); building the list in CEL and letting the
+    runner encode it keeps record values inside JSON strings, where quoting them by hand would let
+    a name holding a quote change the filter.
+    """
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return str(value)
+
+
+def page_context(paging: PagingPlan, page: PageRequest) -> dict[str, Any]:
+    """What CEL sees as `page` while a paged request is built: {number, offset, size, cursor}."""
+    return {"number": page.number, "offset": page.offset, "size": paging.page_size, "cursor": page.cursor}
+
+
+async def request_target(
+    step: StepPlan, req: RequestPlan, run: RecordRun, *, page: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, str]]:
+    """Evaluate the request's path and query parameters for this record (and this `page`, when paged)."""
+    context = None if page is None else {**run.context, "page": page}
+    path = str(await run.evaluate(req.path, step=step.name, what="path", context=context))
     if "?" in path or "#" in path:
         # Query parameters belong in the step's query block (encoded there); a '?' or '#' here
         # came from record data and would change which endpoint the credentials are sent to.
@@ -37,7 +75,10 @@ async def request_target(step: StepPlan, req: RequestPlan, run: RecordRun) -> tu
             "wrap record values in pathSegment()",
             step=step.name,
         )
-    query = {k: str(await run.evaluate(v, step=step.name, what=f"query {k}")) for k, v in req.query.items()}
+    query = {
+        k: query_value(await run.evaluate(v, step=step.name, what=f"query {k}", context=context))
+        for k, v in req.query.items()
+    }
     return path, query
 
 
@@ -75,3 +116,98 @@ def bind_response(step: StepPlan, req: RequestPlan, run: RecordRun, path: str, r
     run.context["steps"][step.name] = response.body
     run.heavy = run.heavy or response.size > HEAVY_BYTES
     run.results.append(StepResult(step.name, step.kind, "ok", status=response.status, latency_ms=response.latency_ms))
+
+
+class PagedSearch:
+    """Every row of a paged lookup or search, and what reading it took."""
+
+    def __init__(self, read: PagedList, responses: list[Response]) -> None:
+        self.rows = read.items
+        self.pages = read.pages
+        self.complete = read.complete
+        self.status = responses[-1].status if responses else 0
+        self.latency_ms = sum(r.latency_ms for r in responses)
+
+    def binding(self) -> dict[str, Any]:
+        """What `steps.<name>` holds after a paged lookup."""
+        return {"data": self.rows, "pages": self.pages, "complete": self.complete}
+
+    def result(self, step: StepPlan) -> StepResult:
+        detail = f"{len(self.rows)} row(s) in {self.pages} page(s)" + ("" if self.complete else ", stopped at maxPages")
+        return StepResult(step.name, step.kind, "ok", detail, status=self.status, latency_ms=self.latency_ms)
+
+
+class FirstPageNotFound(Exception):
+    """The first page answered 404 (a lookup with notFound: Continue binds null)."""
+
+
+async def read_every_page(step: StepPlan, req: RequestPlan, run: RecordRun) -> PagedSearch:
+    """Read the request's list page by page (its `paging`), each page's rows chosen by `req.candidates`.
+
+    Query values and the body are evaluated for every page with `page` bound, so a JSON-RPC body or
+    a hand-made position parameter can follow the position; the paging plan's own parameters (size,
+    offset, page, cursor) are set over them. Pages of the link styles after the first are the link
+    as the target wrote it. Every page's CEL runs isolated once the pages read so far pass
+    `HEAVY_BYTES`, as one large answer would make it (see `expressions.HEAVY_BYTES`).
+    """
+    paging = req.paging
+    assert paging is not None
+    base_url = run.plan.connectors[req.connector].base_url if req.connector in run.plan.connectors else ""
+    first = PageRequest("", number=0, offset=0)
+    path, _ = await request_target(step, req, run, page=page_context(paging, first))
+    responses: list[Response] = []
+    received = 0
+
+    async def fetch(request: PageRequest) -> Response:
+        nonlocal received
+        page = page_context(paging, request)
+        if paging.style in ("NextLink", "LinkHeader") and request.number > 0:
+            target, query = request.path, {}
+        else:
+            _, values = await request_target(step, req, run, page=page)
+            target, query = request.path, {**values, **request.query}
+        body = None
+        if req.body is not None:
+            context = {**run.context, "page": page}
+            body = await run.evaluate(req.body, step=step.name, what="body", context=context)
+        response = await send_request(step, req, run, target, query, body=body)
+        if response.status == 404 and request.number == 0:
+            raise FirstPageNotFound
+        if response.status >= 400:
+            raise PermanentFailure(
+                f"{req.connector} answered {response.status} for {req.method} {target} (page {request.number + 1})",
+                step=step.name,
+            )
+        responses.append(response)
+        received += response.size
+        run.heavy = run.heavy or received > HEAVY_BYTES
+        return response
+
+    async def rows_of(response: Response) -> Any:
+        context = {**run.context, "response": response.body}
+        return await run.evaluate(req.candidates, step=step.name, what="rows of a page", context=context)
+
+    async def next_of(response: Response) -> Any:
+        assert paging.next is not None
+        headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        context = {**run.context, "response": response.body, "headers": headers}
+        return await run.evaluate(paging.next, step=step.name, what="paging.next", context=context)
+
+    try:
+        read = await read_pages(
+            paging,
+            base_url=base_url,
+            path=path,
+            query={},
+            fetch=fetch,
+            items_of=rows_of,
+            next_of=next_of if paging.next else None,
+        )
+    except PagingFailed as exc:
+        raise PagingFailed(str(exc), step=step.name) from None
+    return PagedSearch(read, responses)
+
+
+def capped_reason(what: str, search: PagedSearch) -> str:
+    """Why a record waits for a person when a paged read stopped at its cap."""
+    return f"{what} stopped at {search.pages} pages; narrow the search with filters or raise paging.maxPages"

@@ -14,7 +14,15 @@ from rapidfuzz import fuzz
 from onceflow_runner.contract.plan import StepPlan, SyncPolicyPlan
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
-from onceflow_runner.engine.steps._request import bind_response, request_expressions, request_target, send_request
+from onceflow_runner.engine.steps._request import (
+    FirstPageNotFound,
+    bind_response,
+    capped_reason,
+    read_every_page,
+    request_expressions,
+    request_target,
+    send_request,
+)
 from onceflow_runner.engine.steps.approve import is_approved_at
 from onceflow_runner.errors import PermanentFailure
 
@@ -50,7 +58,29 @@ def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncP
 
 
 def _expressions(step: StepPlan) -> list[str]:
-    return [*request_expressions(step), step.request.candidates] if step.request else []
+    if step.request is None:
+        return []
+    return list(dict.fromkeys([*request_expressions(step), step.request.candidates]))
+
+
+async def _candidates(step: StepPlan, run: RecordRun) -> tuple[list[Any], str | None]:
+    """Every candidate the search finds, and why the search is not to be trusted as complete (or None)."""
+    req = step.request
+    assert req is not None
+    if req.paging is not None:
+        try:
+            search = await read_every_page(step, req, run)
+        except FirstPageNotFound:
+            raise PermanentFailure(f"{req.connector} answered 404 to the search", step=step.name) from None
+        run.results.append(search.result(step))
+        return search.rows, None if search.complete else capped_reason("search for duplicates", search)
+    path, query = await request_target(step, req, run)
+    response = await send_request(step, req, run, path, query)
+    bind_response(step, req, run, path, response)
+    candidates = await run.evaluate(
+        req.candidates, step=step.name, what="candidates", context={**run.context, "response": response.body}
+    )
+    return list(candidates or []), None
 
 
 async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
@@ -59,16 +89,16 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
         return None
     name = step.name
     ctx = run.context
-    path, query = await request_target(step, req, run)
-    response = await send_request(step, req, run, path, query)
-    bind_response(step, req, run, path, response)
-    candidates = await run.evaluate(
-        req.candidates, step=name, what="candidates", context={**ctx, "response": response.body}
-    )
+    candidates, incomplete = await _candidates(step, run)
     policy = run.plan.sync_policy
-    matches = find_matches(ctx["record"], list(candidates or []), policy) if policy else []
+    matches = find_matches(ctx["record"], candidates, policy) if policy else []
     ctx["steps"][name] = {"matches": matches}
-    if not matches or is_approved_at(step.name, run):
+    if is_approved_at(step.name, run):
+        return None
+    if incomplete and not matches:
+        # The rows not read may hold the duplicate: a capped search is never "no duplicate".
+        return RecordOutcome("parked", ctx["record"], reason=incomplete, step=name)
+    if not matches:
         return None
     if req.on_match == "Skip":
         return RecordOutcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
