@@ -31,3 +31,13 @@ def test_examples_are_capped() -> None:
     report = compare_records(left, [], "k", "k", max_examples=5)
     assert report.missing_right == 100
     assert len(report.examples) == 5
+
+
+def test_a_side_read_only_in_part_never_counts_the_other_sides_records_as_missing() -> None:
+    left = [{"k": str(i), "v": "a"} for i in range(10)]
+    right = [{"k": str(i), "v": "a" if i else "b"} for i in range(5)]  # the first 5: a capped read
+    report = compare_records(left, right, "k", "k", right_complete=False)
+    assert report.as_status() == {"total": 1, "missingLeft": 0, "missingRight": 0, "mismatched": 1}
+    assert report.compared == 5
+    whole = compare_records(left, right, "k", "k")
+    assert whole.missing_right == 5

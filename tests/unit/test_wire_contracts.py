@@ -377,6 +377,8 @@ def test_a_drift_result_round_trips_and_becomes_the_syncpolicy_status() -> None:
         "missingLeft": 1,
         "missingRight": 1,
         "mismatched": 1,
+        "complete": True,
+        "message": "",
         "lastRunTime": "2026-11-27T10:00:00+00:00",
     }
 

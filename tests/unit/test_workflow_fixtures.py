@@ -24,7 +24,7 @@ def test_example_fixtures_pass_without_network() -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "3 passed, 0 failed" in result.output
+    assert "4 passed, 0 failed" in result.output
 
 
 def test_a_wrong_expectation_fails_and_says_where(tmp_path: Path) -> None:

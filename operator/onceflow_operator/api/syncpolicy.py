@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from onceflow_operator.api._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
-from onceflow_operator.api.types import Entity, ReconcilePath
+from onceflow_operator.api.types import Entity, Paging, ReconcilePath
 
 __all__ = [
     "Drift",
@@ -101,6 +101,14 @@ class ReconcileEndpoint(ApiModel):
     key_field: str = Field(
         description="Field holding the identity key in that system.", pattern=FIELD_NAME, max_length=128
     )
+    paging: Paging = Field(
+        default_factory=Paging,
+        description=(
+            "How the system pages the list; every page is read. Defaults fit ERPNext (limit_start, "
+            "limit_page_length). When maxPages stops the reading, the drift check reports itself incomplete "
+            "and does not count records only on the other side as missing."
+        ),
+    )
 
 
 class ReconcileSchedule(ApiModel):
@@ -162,6 +170,14 @@ class Drift(ApiModel):
     missing_left: int = Field(default=0, description="Records only in the right system.", ge=0)
     missing_right: int = Field(default=0, description="Records only in the left system.", ge=0)
     mismatched: int = Field(default=0, description="Records in both with differing owned fields.", ge=0)
+    complete: bool = Field(
+        default=True,
+        description=(
+            "False when a side's paging stopped at maxPages: records only on the other side were not counted as "
+            "missing (they may be on a page not read)."
+        ),
+    )
+    message: str = Field(default="", description="What was not read and what to do, when incomplete.", max_length=1024)
     last_run_time: datetime | None = Field(default=None, description="When the last drift check finished.")
 
 

@@ -16,7 +16,7 @@ from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
 from onceflow_operator.compiler.paths import literal_path
-from onceflow_operator.compiler.steps import compile_step
+from onceflow_operator.compiler.steps import compile_step, paging_plan
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems, syncpolicy_problems
 from onceflow_runner.contract import subjects
@@ -31,6 +31,7 @@ from onceflow_runner.contract.plan import (
     GatewayPlan,
     MatchRulePlan,
     NatsPlan,
+    PagingPlan,
     Plan,
     SecretRef,
     SignaturePlan,
@@ -290,7 +291,10 @@ def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *,
             continue
         if not problems:
             sides[side_name] = DriftCheckSide(
-                connector=_connector_plan(conn), path=literal_path(side.path), key_field=side.key_field
+                connector=_connector_plan(conn),
+                path=literal_path(side.path),
+                key_field=side.key_field,
+                paging=paging_plan(side.paging) or PagingPlan(),
             )
     if problems:
         raise InvalidSpec(problems)

@@ -241,11 +241,17 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
 
 
 def syncpolicy_problems(policy: SyncPolicy) -> Iterator[tuple[str, str]]:
-    """Yield (path, message) for reconcile paths the drift check could not request."""
+    """Yield (path, message) for reconcile paths the drift check could not request, and bad paging CEL."""
     if policy.spec.reconcile is not None:
         for side in ("left", "right"):
             endpoint = getattr(policy.spec.reconcile, side)
             yield from reconcile_path_problems(f"spec.reconcile.{side}.path", endpoint.path)
+            if endpoint.paging.next is not None:
+                try:
+                    cel.compile(endpoint.paging.next)
+                except ValueError as exc:
+                    detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
+                    yield f"spec.reconcile.{side}.paging.next", f"CEL does not compile ({detail}); fix the expression"
 
 
 #: Bounds of `spec.expressionTimeout`: below 10ms a worker round trip alone can miss it; above 60s

@@ -368,6 +368,10 @@ class DriftResult(_Wire):
     missing_right: int
     mismatched: int
     examples: list[dict[str, Any]] = Field(default_factory=list)
+    #: False when a side's paging stopped at maxPages: records only on the other side were not counted.
+    complete: bool = True
+    #: What was not read, and what to do, when `complete` is false.
+    message: str = ""
 
     def to_status(self) -> dict[str, Any]:
         """The SyncPolicy's `status.drift`."""
@@ -376,6 +380,8 @@ class DriftResult(_Wire):
             "missingLeft": self.missing_left,
             "missingRight": self.missing_right,
             "mismatched": self.mismatched,
+            "complete": self.complete,
+            "message": self.message,
             "lastRunTime": self.time,
         }
 

@@ -348,6 +348,8 @@ class DriftCheckSide(_Contract):
     connector: ConnectorPlan
     path: str
     key_field: str
+    #: Every page of the list is read (ERPNext's Offset paging unless the SyncPolicy says otherwise).
+    paging: PagingPlan = PagingPlan()
 
 
 class DriftCheckPlan(_Contract):

@@ -3,8 +3,9 @@
 It lists the way Frappe's `GET /api/resource/{DocType}` does, which is less friendly than a test
 would like: 20 rows unless `limit_page_length` asks for more (0 means all), `limit_start` to page,
 newest change first (`order_by` defaults to `modified desc`, so rows move between pages while
-something writes), only `name` unless `fields` asks, `filters` as `[[field, op, value]]` or a dict,
-and drafts, submitted and cancelled documents (`docstatus` 0, 1, 2) all in one list.
+something writes), only `name` unless `fields` asks, `filters` as `[[field, op, value]]` or a dict
+(all must hold), `or_filters` in the same forms (one must hold), and drafts, submitted and
+cancelled documents (`docstatus` 0, 1, 2) all in one list.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class ErpSandbox(SandboxServer):
             rows = list_documents(
                 list(self.docs.get(request.match_info["doctype"], {}).values()),
                 filters=json.loads(request.query.get("filters", "[]")),
+                or_filters=json.loads(request.query.get("or_filters", "[]")),
                 fields=json.loads(request.query.get("fields", '["name"]')),
                 order_by=request.query.get("order_by", "modified desc"),
                 start=int(request.query.get("limit_start", "0")),
@@ -283,13 +285,27 @@ def _permitted(field: str) -> str:
 
 
 def list_documents(
-    docs: list[dict[str, Any]], *, filters: Any, fields: Any, order_by: str, start: int, length: int
+    docs: list[dict[str, Any]],
+    *,
+    filters: Any,
+    fields: Any,
+    order_by: str,
+    start: int,
+    length: int,
+    or_filters: Any = (),
 ) -> list[dict[str, Any]]:
-    """One page of `GET /api/resource/{DocType}`, as Frappe's `get_list` answers it."""
+    """One page of `GET /api/resource/{DocType}`, as Frappe's `get_list` answers it.
+
+    `filters` must all hold; of `or_filters`, at least one (when there are any), as Frappe joins
+    them: `filters AND (or_filter OR or_filter ...)`.
+    """
     if start < 0 or length < 0:
         raise ValueError("limit_start and limit_page_length must not be negative")
     for field, op, value in _conditions(filters):
         docs = [d for d in docs if _compare(d.get(_permitted(field)), op, value)]
+    alternatives = _conditions(list(or_filters) if isinstance(or_filters, tuple) else or_filters)
+    if alternatives:
+        docs = [d for d in docs if any(_compare(d.get(_permitted(f)), op, v) for f, op, v in alternatives)]
     for clause in reversed([c.strip() for c in order_by.split(",") if c.strip()]):
         field, _, direction = clause.partition(" ")
         if direction.strip().lower() not in ("", "asc", "desc"):
