@@ -274,4 +274,39 @@ INVALID: tuple[Invalid, ...] = (
         "spec.reconcile.left.path",
         "a reconcile path lists every record, so it has no {placeholder}",
     ),
+    Invalid(
+        "cursor-paging-without-next",
+        _with(
+            integration,
+            _set(
+                "spec.steps.1",
+                {
+                    "name": "check",
+                    "lookup": {"connector": "erp", "path": "/api/resource/Customer", "paging": {"style": "Cursor"}},
+                },
+            ),
+        ),
+        "spec.steps[1].lookup.paging",
+        "next is set for the Cursor and NextLink styles only",
+    ),
+    Invalid(
+        "offset-paging-with-next",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.reconcile",
+                {
+                    "left": {
+                        "connector": "erp",
+                        "path": "/api/resource/Customer",
+                        "keyField": "tax_id",
+                        "paging": {"style": "Offset", "next": "response.next"},
+                    },
+                    "right": {"connector": "shop", "path": "/customers", "keyField": "tax_id"},
+                },
+            ),
+        ),
+        "spec.reconcile.left.paging",
+        "next is set for the Cursor and NextLink styles only",
+    ),
 )

@@ -40,14 +40,29 @@ def manifests(
     steps: list[dict[str, Any]] | None = None,
     path: str = '"/api/resource/Customer"',
     expression_timeout: str | None = None,
+    sync_policy: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
 
     `steps` go between the map and the ERP call (e.g. a filter); the ERP Connector's timeouts fit
-    inside the Integration's 5s ackWait, as validation requires.
+    inside the Integration's 5s ackWait, as validation requires. `sync_policy` is the spec of a
+    SyncPolicy `ledger` the Integration then names (a dedupe step needs its match rules).
     """
     check = [{"name": "check", "validate": {"rules": rules}}] if rules else []
+    policy = (
+        [
+            {
+                "apiVersion": "onceflow.io/v1alpha1",
+                "kind": "SyncPolicy",
+                "metadata": {"name": "ledger"},
+                "spec": sync_policy,
+            }
+        ]
+        if sync_policy
+        else []
+    )
     return [
+        *policy,
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src"}, "stringData": {"secret": SECRET}},
         {
             "apiVersion": "v1",
@@ -99,6 +114,7 @@ def manifests(
             "spec": {
                 "trigger": {"connector": {"name": "src"}},
                 "businessKey": "'k/' + input.key",
+                **({"syncPolicyRef": {"name": "ledger"}} if sync_policy else {}),
                 "concurrency": 32,
                 **({"expressionTimeout": expression_timeout} if expression_timeout else {}),
                 "errorPolicy": {

@@ -274,6 +274,10 @@ class HttpCaller:
         conn = self._connectors[connector]
         plan = conn.plan
         url = resolve_url(conn.base_url, path, connector=connector, step=step)
+        if query:
+            # Merged into the path's own query (a drift check's `?fields=...` plus the paging
+            # parameters): httpx's `params=` would replace it instead.
+            url = url.copy_merge_params(dict(query))
         send_headers = {**headers}
         if idempotency_key:
             send_headers[IDEMPOTENCY_KEY] = idempotency_key
@@ -291,7 +295,6 @@ class HttpCaller:
                     resp = await conn.client.request(
                         method,
                         url,
-                        params=dict(query) or None,
                         content=content,
                         headers={**conn.headers, **send_headers},
                     )
