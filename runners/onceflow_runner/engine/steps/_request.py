@@ -29,6 +29,8 @@ __all__ = [
     "query_value",
     "read_every_page",
     "request_expressions",
+    "request_path",
+    "request_query",
     "request_target",
     "send_request",
 ]
@@ -65,7 +67,16 @@ async def request_target(
     step: StepPlan, req: RequestPlan, run: RecordRun, *, page: Mapping[str, Any] | None = None
 ) -> tuple[str, dict[str, str]]:
     """Evaluate the request's path and query parameters for this record (and this `page`, when paged)."""
-    context = None if page is None else {**run.context, "page": page}
+    return await request_path(step, req, run, page=page), await request_query(step, req, run, page=page)
+
+
+def _with_page(run: RecordRun, page: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if page is None else {**run.context, "page": page}
+
+
+async def request_path(step: StepPlan, req: RequestPlan, run: RecordRun, *, page: Mapping[str, Any] | None) -> str:
+    """Evaluate the request's path; a '?' or '#' in it fails the record."""
+    context = _with_page(run, page)
     path = str(await run.evaluate(req.path, step=step.name, what="path", context=context))
     if "?" in path or "#" in path:
         # Query parameters belong in the step's query block (encoded there); a '?' or '#' here
@@ -75,11 +86,18 @@ async def request_target(
             "wrap record values in pathSegment()",
             step=step.name,
         )
-    query = {
+    return path
+
+
+async def request_query(
+    step: StepPlan, req: RequestPlan, run: RecordRun, *, page: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """Evaluate the request's query values (see `query_value` for how each is sent)."""
+    context = _with_page(run, page)
+    return {
         k: query_value(await run.evaluate(v, step=step.name, what=f"query {k}", context=context))
         for k, v in req.query.items()
     }
-    return path, query
 
 
 async def send_request(
@@ -154,7 +172,7 @@ async def read_every_page(step: StepPlan, req: RequestPlan, run: RecordRun) -> P
     assert paging is not None
     base_url = run.plan.connectors[req.connector].base_url if req.connector in run.plan.connectors else ""
     first = PageRequest("", number=0, offset=0)
-    path, _ = await request_target(step, req, run, page=page_context(paging, first))
+    path = await request_path(step, req, run, page=page_context(paging, first))
     responses: list[Response] = []
     received = 0
 
@@ -164,7 +182,7 @@ async def read_every_page(step: StepPlan, req: RequestPlan, run: RecordRun) -> P
         if paging.style in ("NextLink", "LinkHeader") and request.number > 0:
             target, query = request.path, {}
         else:
-            _, values = await request_target(step, req, run, page=page)
+            values = await request_query(step, req, run, page=page)
             target, query = request.path, {**values, **request.query}
         body = None
         if req.body is not None:
