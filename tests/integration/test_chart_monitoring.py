@@ -120,13 +120,19 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on purpose: a throttled operator misses watch deadlines; requests are set",
     "CKV_K8S_43": "the image is a value (image.repository/tag); pin a digest there for production",
     "CKV_K8S_15": "pullPolicy is a value (IfNotPresent suits an immutable release tag)",
-    "CKV_K8S_38": "the operator talks to the API server, so its pod needs the service account token",
+    "CKV_K8S_38": "the operator and the console talk to the API server, so their pods need the service account token",
 }
 
 
 def test_checkov_kubernetes_checks_pass_on_the_rendered_chart(helm: str, checkov: str, tmp_path: Path) -> None:  # noqa: F811
     rendered = tmp_path / "chart.yaml"
-    rendered.write_text(yaml.safe_dump_all(render(helm, *ALL_ON)))
+    console = (
+        "console.enabled=true",
+        "console.auth=token",
+        "console.ingress.enabled=true",
+        "console.ingress.host=x.test",
+    )
+    rendered.write_text(yaml.safe_dump_all(render(helm, *ALL_ON, *console)))
     proc = subprocess.run(
         [
             checkov,

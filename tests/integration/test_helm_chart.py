@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ def helm() -> str:
     return path
 
 
-def render(helm: str, *values: str) -> list[dict[str, Any]]:
-    args = [helm, "template", "of", str(CHART), "--namespace", "onceflow-helm"]
+def render(helm: str, *values: str, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The chart rendered with `--set` values (and other helm arguments, e.g. `-f FILE`)."""
+    args = [helm, "template", "of", str(CHART), "--namespace", "onceflow-helm", *extra]
     for value in values:
         args += ["--set", value]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
@@ -138,3 +140,83 @@ def test_data_plane_network_policies_in_each_namespace_match_the_kustomize_ones(
 def test_pod_monitor_scrapes_gateways_on_their_metrics_port_not_the_webhook_port(helm: str) -> None:
     monitor = next(d for d in render(helm, "serviceMonitor.enabled=true") if d["kind"] == "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "interval": "30s"}]
+
+
+CONSOLE_VALUES = ROOT / "examples" / "console" / "oauth2-proxy-values.yaml"
+
+
+def render_failure(helm: str, *values: str) -> str:
+    args = [helm, "template", "of", str(CHART)]
+    for value in values:
+        args += ["--set", value]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0, "the chart rendered"
+    return proc.stderr
+
+
+def test_console_behind_the_documented_oauth2_proxy_applies_under_the_restricted_profile(
+    helm: str, admin_kubectl: Kubectl
+) -> None:
+    namespace = "onceflow-console-chart"
+    admin_kubectl.run("create", "namespace", namespace, check=False)
+    admin_kubectl.run(
+        "label",
+        "--overwrite",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
+    args = [helm, "template", "oc", str(CHART), "--namespace", namespace, "-f", str(CONSOLE_VALUES)]
+    rendered = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] == "oc-console"]
+    assert sorted(d["kind"] for d in docs) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Ingress",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+    ]
+    k = Kubectl(admin_kubectl.kubeconfig, namespace)
+    dry = k.run("apply", "--server-side", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert "would violate PodSecurity" not in dry.stderr, dry.stderr
+    k.run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    pod = yaml.safe_load(k.run("get", "deployment", "oc-console", "-o", "yaml").stdout)["spec"]["template"]["spec"]
+    console, proxy = pod["containers"]
+    assert console["args"] == ["console", "--auth=proxy", "--host=0.0.0.0", "--port=8088", f"--namespace={namespace}"]
+    env = {e["name"]: e for e in console["env"]}
+    assert "ONCEFLOW_CONSOLE_TRUSTED_PROXIES" not in env  # loopback only: the sidecar
+    assert env["ONCEFLOW_CONSOLE_CSRF_KEY_FILE"]["value"] == "/etc/onceflow/console/csrf-key"
+    assert proxy["name"] == "oauth2-proxy"
+    service = yaml.safe_load(k.run("get", "service", "oc-console", "-o", "yaml").stdout)
+    assert service["spec"]["ports"][0]["targetPort"] == "oauth2"
+    policy = yaml.safe_load(k.run("get", "networkpolicy", "oc-console", "-o", "yaml").stdout)
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [4180]  # not the console's own port
+    account = f"--as=system:serviceaccount:{namespace}:oc-console"
+    for resource in ("tokenreviews.authentication.k8s.io", "subjectaccessreviews.authorization.k8s.io"):
+        assert k.run("auth", "can-i", "create", resource, account).stdout.strip() == "yes"
+    assert k.run("auth", "can-i", "get", "secrets", account, check=False).stdout.strip() == "no"
+
+
+def test_console_in_token_mode_names_its_audiences_and_opens_its_own_port(helm: str) -> None:
+    docs = render(helm, "console.enabled=true", "console.auth=token", "console.defaultNamespace=sales")
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "of-console")
+    (console,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--namespace=sales" in console["args"]
+    assert {e["name"]: e.get("value") for e in console["env"]}["ONCEFLOW_CONSOLE_AUDIENCES"] == "onceflow-console"
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "of-console")
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8088]
+    operator_policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "of-operator")
+    assert operator_policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "onceflow-operator"
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "onceflow-console"
+
+
+def test_console_values_that_cannot_work_are_refused_when_rendering(helm: str) -> None:
+    assert "csrfKeySecret" in render_failure(helm, "console.enabled=true", "console.auth=token", "console.replicas=2")
+    assert "needs its proxy" in render_failure(helm, "console.enabled=true", "console.auth=proxy")
+    assert "ingress.host" in render_failure(
+        helm, "console.enabled=true", "console.auth=token", "console.ingress.enabled=true"
+    )
+    assert "console" in render_failure(helm, "console.enabled=true", "console.auth=oidc")

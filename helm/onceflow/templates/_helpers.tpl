@@ -33,3 +33,10 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   resources: [events]
   verbs: [create, patch]
 {{- end -}}
+
+{{- define "onceflow.consoleLabels" -}}
+app.kubernetes.io/name: onceflow-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: onceflow-control-plane
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
