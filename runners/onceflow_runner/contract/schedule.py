@@ -84,12 +84,9 @@ class CronSchedule:
             if local.minute not in self.minutes:
                 local += timedelta(minutes=1)
                 continue
-            fired = local.replace(tzinfo=zone)
-            # A local time skipped by a daylight-saving jump does not exist: fire at the next one.
-            if zone is not None and fired.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != local:
-                local += timedelta(minutes=1)
-                continue
-            return fired
+            # A local time a daylight-saving jump skips (02:30 on the spring-forward night) is read with
+            # the offset before the jump, so it fires once, an hour later on the wall clock, not never.
+            return local.replace(tzinfo=zone)
         raise InvalidSchedule("the cron expression never fires (e.g. 30 February)")
 
 
