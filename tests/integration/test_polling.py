@@ -26,14 +26,20 @@ from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import Heartbeat, PollWatermark
 from onceflow_runner.testing.sandbox import ErpSandbox, Fault, RecorderSandbox
-from tests.integration.scenario import eventually, new_namespace
+from tests.integration.scenario import eventually, new_namespace, stream_messages
 
 INVOICE = "Sales Invoice"
 FRAPPE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 RUNNER = "runner-invoices"
 
 
-def manifests(erp_url: str, accounting_url: str, *, start_from: str, page_size: int = 20) -> list[dict[str, Any]]:
+#: One effect per version of an invoice: a change is a new key, a row read twice is not.
+VERSION_KEY = "input.name + '@' + input.modified"
+
+
+def manifests(
+    erp_url: str, accounting_url: str, *, start_from: str, page_size: int = 20, business_key: str = VERSION_KEY
+) -> list[dict[str, Any]]:
     """The ERP polled every second for Sales Invoices changed since the watermark, posted to accounting."""
     rest = {"retry": {"attempts": 1}, "timeouts": {"connect": "1s", "read": "3s"}}
     return [
@@ -95,8 +101,7 @@ def manifests(erp_url: str, accounting_url: str, *, start_from: str, page_size: 
                         },
                     }
                 },
-                # One effect per version of an invoice: a change is a new key, a row read twice is not.
-                "businessKey": "input.name + '@' + input.modified",
+                "businessKey": business_key,
                 "errorPolicy": {"backoff": ["100ms"], "maxDeliver": 10, "ackWait": "5s"},
                 "steps": [
                     {
@@ -194,12 +199,14 @@ def seed(erp: ErpSandbox, count: int, *, first: datetime, prefix: str = "ACC-SIN
     erp.clock = lambda: datetime.now(UTC).replace(tzinfo=None)
 
 
-async def start(nats_server: NatsServer, *, start_from: str, erp: ErpSandbox) -> Polling:
-    accounting = RecorderSandbox("accounting", honour_idempotency_key=False)
+async def start(
+    nats_server: NatsServer, *, start_from: str, erp: ErpSandbox, honour_idempotency_key: bool = False, **kw: Any
+) -> Polling:
+    accounting = RecorderSandbox("accounting", honour_idempotency_key=honour_idempotency_key)
     await accounting.start()
     namespace = new_namespace()
     run = LocalRun.from_documents(
-        manifests(erp.url, accounting.url, start_from=start_from),
+        manifests(erp.url, accounting.url, start_from=start_from, **kw),
         namespace=namespace,
         nats_url=nats_server.url,
         first_port=free_port(),
@@ -231,7 +238,10 @@ async def test_a_polled_backlog_reaches_accounting_once_across_pages_a_kill_and_
     seed(erp, 240, first=start_from + timedelta(hours=1))
     # Every list answer takes 0.3s, so the first poll (12 pages of 20) is mid-batch for over three seconds.
     erp.faults.append(Fault(status=200, times=10_000, delay_seconds=0.3, path_prefix=f"/api/resource/{INVOICE}"))
-    p = await start(nats_server, start_from=start_from.isoformat(), erp=erp)
+    # A runner killed after a call and before it marked the key done repeats the call on redelivery;
+    # the target's Idempotency-Key is then the guard (docs/runner.md), so this target honours it, as
+    # in test_delivery_faults' kill test. What the poller stored is checked on the stream itself.
+    p = await start(nats_server, start_from=start_from.isoformat(), erp=erp, honour_idempotency_key=True)
     try:
         await eventually(lambda: erp.requests >= 3, within=30, interval=0.01)
         # A person changes an invoice the poll has read and one it has not reached yet.
@@ -252,6 +262,12 @@ async def test_a_polled_backlog_reaches_accounting_once_across_pages_a_kill_and_
             f"ACC-SINV-{n}@{(start_from + timedelta(hours=1, seconds=int(n))).strftime(FRAPPE_TIME)}"
             for n in ("00003", "00200", "00150")
         }
+
+        # The kill interrupted a poll that had published rows; its successor read them again: each
+        # version of a row is stored once on the intake all the same (its Nats-Msg-Id).
+        stored = await stream_messages(p.nats.url, "ONCEFLOW_IN", subjects.poll_subject(p.namespace, "invoices"))
+        ids = [m.headers["Nats-Msg-Id"] for m in stored]
+        assert len(ids) == len(set(ids)) == len(effects)
 
         newest = max(d["modified"] for d in erp.docs[INVOICE].values())
 
@@ -318,5 +334,38 @@ async def test_a_first_run_from_now_leaves_the_backlog_and_reads_what_changes_af
             "NEW-00001",
             "NEW-00002",
         }
+    finally:
+        await stop(p)
+
+
+async def test_a_failing_erp_and_a_row_without_its_key_field_hold_nothing_back(
+    nats_server: NatsServer, erp: ErpSandbox
+) -> None:
+    start_from = datetime.now(UTC) - timedelta(hours=1)
+    seed(erp, 60, first=start_from + timedelta(minutes=1))
+    for doc in erp.docs[INVOICE].values():
+        doc["po_no"] = f"PO-{doc['name']}"
+    del erp.docs[INVOICE]["ACC-SINV-00007"]["po_no"]  # its business key cannot be computed
+    # The third list request and the two after it fail: the first poll stops on its third page.
+    erp.faults.append(Fault(status=503, times=3, path_prefix=f"/api/resource/{INVOICE}"))
+    key = "input.name + '@' + input.modified + '/' + input.po_no"
+    erp.faults.insert(0, Fault(status=200, times=2, path_prefix=f"/api/resource/{INVOICE}"))  # pages 1-2 answer
+    p = await start(nats_server, start_from=start_from.isoformat(), erp=erp, business_key=key)
+    try:
+
+        async def everything_but_the_unkeyed_row_arrived() -> bool:
+            return len(p.effects()) == 59 and await p.quiet()
+
+        await eventually(everything_but_the_unkeyed_row_arrived, within=60, interval=0.2)
+        assert all(n == 1 for n in p.effects().values())
+        assert not any(k.startswith("ACC-SINV-00007@") for k in p.effects())
+        parked = await stream_messages(p.nats.url, "ONCEFLOW_EXCEPTIONS", f"onceflow.{p.namespace}.exceptions.invoices")
+        assert len(parked) == 1, "the unkeyed row is parked once, however often it is read"
+        assert parked[0].headers["Onceflow-Reason"] == "InvalidRecord"
+        assert json.loads(parked[0].data)["name"] == "ACC-SINV-00007"
+        beats = [b.poll for b in await p.heartbeats(3) if b.poll is not None]
+        assert beats
+        assert beats[-1].errors >= 1
+        assert "503" in (beats[-1].last_error or "")
     finally:
         await stop(p)

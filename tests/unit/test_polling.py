@@ -243,6 +243,34 @@ async def test_a_poll_capped_at_max_pages_reports_how_far_it_read_and_the_next_o
     assert {r["name"] for r in intake.rows} == set(erp.docs)
 
 
+async def test_a_target_failing_mid_poll_keeps_the_progress_of_the_pages_published_before() -> None:
+    erp, intake = Erp(50), Intake()
+    fetch = erp.fetch
+
+    async def fails_on_page_3(path: str, query: Mapping[str, str]) -> Response:
+        if len(erp.requests) == 2:
+            raise TimeoutError("read timed out")
+        return await fetch(path, query)
+
+    erp.fetch = fails_on_page_3  # type: ignore[method-assign]
+    result = await poll(erp, intake, poll_plan())
+    assert isinstance(result.error, TimeoutError)
+    assert (result.rows, result.complete) == (20, False)
+    assert result.watermark == erp.docs["INV-019"]["modified"]
+
+
+async def test_a_target_failing_on_the_first_page_fails_the_poll() -> None:
+    intake = Intake()
+
+    async def down(path: str, query: Mapping[str, str]) -> Response:
+        raise TimeoutError("connect timed out")
+
+    with pytest.raises(TimeoutError):
+        await poll_changes(
+            poll_plan(), bound="x", now=datetime.now(UTC), base_url="http://erp", fetch=down, publish=intake.publish
+        )
+
+
 async def test_rows_in_descending_order_fail_the_poll_saying_to_sort_by_the_watermark() -> None:
     erp, intake = Erp(30), Intake()
     plan = poll_plan(query={**poll_plan().query, "order_by": "'modified desc'"})

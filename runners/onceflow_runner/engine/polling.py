@@ -67,12 +67,18 @@ class PollFailed(PermanentFailure):
 
 @dataclass(frozen=True)
 class PollResult:
-    """What one poll read: rows published, pages asked, the new watermark (None: no row), all read or capped."""
+    """What one poll read: rows published, pages asked, the new watermark (None: no row), all read or capped.
+
+    `error` is why a poll stopped early: the rows published before it still count, and in the
+    keyset mode `watermark` is how far they reached (safe to store: the next poll starts at most
+    there, minus the look-back, so the rows not read yet are still ahead of it).
+    """
 
     rows: int
     pages: int
     watermark: str | None
     complete: bool
+    error: Exception | None = None
 
 
 def parse_time(value: Any, fmt: str, zone: ZoneInfo) -> datetime:
@@ -141,7 +147,12 @@ async def poll_changes(
     reader = _KeysetReader(plan, zone, now, fetch, publish)
     paging = plan.paging
     if paging is None or paging.style == "Offset":
-        return await reader.keyset(bound, paging)
+        try:
+            return await reader.keyset(bound, paging)
+        except Exception as exc:  # the pages published so far keep their progress (see PollResult)
+            if reader.rows == 0:
+                raise
+            return PollResult(reader.rows, reader.pages, reader.best[1] if reader.best else None, False, exc)
     return await reader.paged(bound, paging, base_url)
 
 
@@ -151,6 +162,7 @@ class _KeysetReader:
         self.now = format_time(now.astimezone(UTC), plan.watermark_format, zone)
         self.best: tuple[datetime, str] | None = None
         self.rows = 0
+        self.pages = 0
 
     def _query(self, bound: str) -> dict[str, str]:
         context = {"watermark": bound, "now": self.now}
@@ -195,6 +207,7 @@ class _KeysetReader:
                 if paging.size_param:
                     query[paging.size_param] = str(paging.page_size)
                 query[paging.offset_param] = str(ties)
+            self.pages = number + 1
             rows = self._items(await self.fetch(self.plan.path, query), number + 1)
             marks = self._marks(rows)
             for i in range(1, len(marks)):

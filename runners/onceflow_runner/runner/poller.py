@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,13 +44,15 @@ from onceflow_runner.contract.schedule import next_fire
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.polling import (
     POLL_STEP,
+    PollFailed,
     initial_watermark,
     parse_time,
     poll_changes,
     request_bound,
 )
 from onceflow_runner.engine.ports import Caller, Response
-from onceflow_runner.errors import OnceflowError
+from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
+from onceflow_runner.metrics import RunnerMetrics
 
 __all__ = ["POLL_EVENT", "Poller"]
 
@@ -63,9 +67,19 @@ _PUBLISH_WINDOW = 64
 class Poller:
     """The schedule loop of one runner process; polls only while it holds the Integration's lease."""
 
-    def __init__(self, plan: Plan, wiring: JetStreamWiring, engine: Engine, caller: Caller, owner: str) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        wiring: JetStreamWiring,
+        engine: Engine,
+        caller: Caller,
+        owner: str,
+        metrics: RunnerMetrics | None = None,
+    ) -> None:
         assert plan.poll is not None
         self.plan, self.source, self.wiring, self.engine, self.caller = plan, plan.poll, wiring, engine, caller
+        self.metrics = metrics or RunnerMetrics()
+        self.labels = {"integration": plan.integration, "revision": plan.revision}
         self.state = PollState(wiring.js, plan.poll.bucket, plan.integration, owner)
         self.figures = PollFigures()
         self.leader = False
@@ -110,67 +124,73 @@ class Poller:
         await self.poll()
 
     async def poll(self) -> None:
-        """Read, publish, then advance the watermark; a failure is counted and kept for the status."""
+        """Read, publish, then advance the watermark; a failure is counted and kept for the status.
+
+        A poll that fails after publishing some pages of an ascending list still stores how far
+        those reached (see `engine.polling.PollResult`), so a target that fails on page 40 of a
+        backlog every time does not hold the source at page 1 for ever.
+        """
         started = datetime.now(UTC)
         self._counts["polls"] += 1
+        failure: Exception | None = None
+        rows = pages = 0
         try:
             stored, revision = await self.state.watermark()
-            bound = request_bound(self.source, stored.watermark if stored else None, started)
+            watermark = stored.watermark if stored else None
             result = await poll_changes(
                 self.source,
-                bound=bound,
+                bound=request_bound(self.source, watermark, started),
                 now=started,
                 base_url=self.plan.connectors[self.source.connector].base_url,
                 fetch=self._fetch,
                 publish=self._publish,
             )
-            watermark = stored.watermark if stored else None
+            failure, rows, pages = result.error, result.rows, result.pages
             reached = result.watermark
-            if reached is None and stored is None:
+            if reached is None and stored is None and failure is None:
                 reached = initial_watermark(self.source, started)  # keep "from now" from moving on a restart
             if reached is not None and (watermark is None or self._later(reached, watermark)):
                 entry = PollWatermark(
-                    watermark=reached,
-                    at=datetime.now(UTC).isoformat(),
-                    revision=self.plan.revision,
-                    rows=result.rows,
+                    watermark=reached, at=datetime.now(UTC).isoformat(), revision=self.plan.revision, rows=rows
                 )
                 if await self.state.advance(entry, last=revision):
                     watermark = reached
                 else:
                     log.warning("watermark moved by another poller; this poll's rows are duplicates of its")
-            self.figures = PollFigures(
-                last_poll_time=started.isoformat(),
-                last_success_time=datetime.now(UTC).isoformat(),
-                watermark=watermark,
-                records=result.rows,
-                pages=result.pages,
-                polls=self._counts["polls"],
-                errors=self._counts["errors"],
-                published=self._counts["published"],
-                last_error=self.figures.last_error,
-            )
-            log.info(
-                "polled",
-                extra={"rows": result.rows, "pages": result.pages, "watermark": watermark, "complete": result.complete},
-            )
         except Exception as exc:
+            failure, watermark = exc, self.figures.watermark
+        self._report(started, watermark, rows, pages, failure)
+
+    def _report(
+        self, started: datetime, watermark: str | None, rows: int, pages: int, failure: Exception | None
+    ) -> None:
+        """The poll's figures for the heartbeat and /metrics, and one log line."""
+        outcome = "ok" if failure is None else "failed"
+        self.metrics.polls.labels(**self.labels, outcome=outcome).inc()
+        if failure is None:
+            self.metrics.last_poll_success.labels(**self.labels).set(time.time())
+        else:
             self._counts["errors"] += 1
-            message = header_safe(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 300)
-            if not isinstance(exc, OnceflowError):
-                message = f"{type(exc).__name__}: {message}"
-            log.warning("poll failed; the watermark stays", extra={"error": message})
-            self.figures = PollFigures(
-                **{
-                    **self.figures.model_dump(),
-                    "last_poll_time": started.isoformat(),
-                    "polls": self._counts["polls"],
-                    "errors": self._counts["errors"],
-                    "published": self._counts["published"],
-                    "last_error": message,
-                    "records": 0,
-                }
-            )
+        error = self.figures.last_error
+        if failure is not None:
+            error = header_safe(str(failure).splitlines()[0] if str(failure) else type(failure).__name__, 300)
+            if not isinstance(failure, OnceflowError):
+                error = f"{type(failure).__name__}: {error}"
+        self.figures = PollFigures(
+            last_poll_time=started.isoformat(),
+            last_success_time=datetime.now(UTC).isoformat() if failure is None else self.figures.last_success_time,
+            watermark=watermark,
+            records=rows,
+            pages=pages,
+            polls=self._counts["polls"],
+            errors=self._counts["errors"],
+            published=self._counts["published"],
+            last_error=error,
+        )
+        if failure is None:
+            log.info("polled", extra={"rows": rows, "pages": pages, "watermark": watermark})
+        else:
+            log.warning("poll failed", extra={"error": error, "rows": rows, "watermark": watermark})
 
     def _later(self, candidate: str, current: str) -> bool:
         zone = ZoneInfo(self.source.watermark_time_zone)
@@ -181,20 +201,31 @@ class Poller:
         # Renew the lease page by page: a long backlog must not let it lapse mid-poll.
         if not await self.state.hold_lease(self.lease_seconds):
             raise OnceflowError("the poll lease was taken over by another runner; stopped this poll")
-        return await self.caller.request(
+        response = await self.caller.request(
             self.source.connector, "GET", path, query=query, body=None, idempotency_key=None, headers={}, step=POLL_STEP
         )
+        if not 200 <= response.status < 300:  # a 404 is no list (the path or doctype is wrong)
+            raise PollFailed(f"{self.source.connector} answered {response.status} to GET {path}", step=POLL_STEP)
+        return response
 
     async def _publish(self, rows: list[Any]) -> None:
         """Every row into the Integration's intake, each with its PubAck, before returning."""
         for start in range(0, len(rows), _PUBLISH_WINDOW):
-            await asyncio.gather(*(self._publish_row(row) for row in rows[start : start + _PUBLISH_WINDOW]))
-            self._counts["published"] += len(rows[start : start + _PUBLISH_WINDOW])
+            window = rows[start : start + _PUBLISH_WINDOW]
+            await asyncio.gather(*(self._publish_row(row) for row in window))
+            self._counts["published"] += len(window)
+            self.metrics.polled_rows.labels(**self.labels).inc(len(window))
 
     async def _publish_row(self, row: Any) -> None:
         body = json.dumps(row, separators=(",", ":"), default=str).encode()
         meta = {"deliveryId": "", "source": self.source.connector, "event": POLL_EVENT}
-        key = bounded_key(await self.engine.business_key(row, meta, payload_bytes=len(body)))
+        try:
+            key = bounded_key(await self.engine.business_key(row, meta, payload_bytes=len(body)))
+        except (PermanentFailure, TransientFailure):
+            # A row the business key cannot be computed for must not hold the whole source: it goes in
+            # keyed by its content (read twice unchanged, stored once), and the runner parks it for a
+            # person as InvalidRecord with its bytes, as it would a webhook record.
+            key = f"unkeyed~sha256:{hashlib.sha256(body).hexdigest()}"
         msg_id = bounded_id(f"{self.plan.namespace}/{self.plan.integration}/poll/{key}")
         record = RecordHeaders(
             msg_id=msg_id,

@@ -104,7 +104,7 @@ class Runner:
             asyncio.create_task(self._settler.keeper.run()),
         ]
         if self.plan.poll is not None:
-            self.poller = Poller(self.plan, self.wiring, self.engine, self.caller, self.pod)
+            self.poller = Poller(self.plan, self.wiring, self.engine, self.caller, self.pod, self.metrics)
             await self.poller.state.ensure_bucket()
             self._tasks.append(asyncio.create_task(self.poller.run(self._stopping)))
         self.ready = True
