@@ -93,6 +93,24 @@ class RunnerMetrics:
             registry=self.registry,
         )
         self.in_flight = Gauge("onceflow_runner_in_flight", "Records being processed.", labels, registry=self.registry)
+        self.polls = Counter(
+            "onceflow_runner_polls_total",
+            "Polls of a schedule trigger by this runner (only the lease holder polls), by outcome (ok, failed).",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.polled_rows = Counter(
+            "onceflow_runner_polled_rows_total",
+            "Rows a schedule trigger's polls published (rows read again by the look-back included).",
+            labels,
+            registry=self.registry,
+        )
+        self.last_poll_success = Gauge(
+            "onceflow_runner_last_poll_success_timestamp_seconds",
+            "When this runner last completed a poll (Unix time); 0 before its first.",
+            labels,
+            registry=self.registry,
+        )
 
 
 class GatewayMetrics:

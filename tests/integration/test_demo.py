@@ -28,6 +28,8 @@ def test_dev_demo_plays_every_scenario_exactly_once() -> None:
     assert "== every record arrived exactly once: doubled 0, missing none" in out
     assert "ERP         5 effect(s)" in out
     assert "accounting  1 effect(s): invoice/ACC-SINV-2026-00017/postToAccounting x1" in out
+    # The ERP sends no webhooks: the invoice was found by polling it, and the status shows the poll.
+    assert "invoices-from-erp status.figures.poll: watermark 20" in out
     assert "exceptions waiting for a person (1)" in out
     assert "integration.onceflow.io/customer-onboarding     True    Healthy" in out
 

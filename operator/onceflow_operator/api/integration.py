@@ -26,7 +26,7 @@ from onceflow_operator.api._base import (
 )
 from onceflow_operator.api.rollout import AnalysisStatus, RolloutStatus, Strategy
 from onceflow_operator.api.steps import Step
-from onceflow_operator.api.types import Cel, Duration
+from onceflow_operator.api.types import Cel, Duration, Paging
 
 __all__ = [
     "EXPRESSION_TIMEOUT_DEFAULT",
@@ -36,6 +36,9 @@ __all__ = [
     "Integration",
     "IntegrationSpec",
     "IntegrationStatus",
+    "PollFigures",
+    "PollSource",
+    "PollWatermark",
     "RevisionFigures",
     "ScheduleTrigger",
     "Trigger",
@@ -57,11 +60,95 @@ class ConnectorTrigger(ApiModel):
     )
 
 
-class ScheduleTrigger(ApiModel):
-    """Run on a cron schedule, e.g. to poll a system that cannot send webhooks."""
+class PollWatermark(ApiModel):
+    """How far a polled source has been read: each row's change time, and where the first poll starts."""
 
-    cron: str = Field(description="Five-field cron expression.", min_length=9, max_length=128)
-    time_zone: str = Field(default="UTC", description="IANA time zone.", max_length=64)
+    expression: Cel = Field(
+        description=(
+            "CEL over `row` (one row of the answer) giving its change time, e.g. row.modified; the largest "
+            "value read becomes the watermark, once every row is stored in JetStream. A string in `format` "
+            "or a CEL timestamp."
+        )
+    )
+    format: str = Field(
+        default="RFC3339",
+        max_length=64,
+        description=(
+            "How the target writes its timestamps: RFC3339 (ISO 8601, e.g. 2026-11-30T08:15:00Z) or a strftime "
+            "pattern, e.g. '%Y-%m-%d %H:%M:%S.%f' for ERPNext. The request's `watermark` is written the same way."
+        ),
+    )
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        description="IANA zone of timestamps written without an offset (the target's server time zone).",
+    )
+    look_back: Duration = Field(
+        default="1m",
+        description=(
+            "Subtracted from the watermark in each request: the target's clock skew and rows committed late are "
+            "read again (and de-duplicated) instead of missed."
+        ),
+    )
+    start_from: str = Field(
+        default="Now",
+        max_length=64,
+        description=(
+            "Where the first poll starts when there is no watermark yet: Now (changes from then on) or an "
+            "ISO 8601 time with an offset, e.g. 2026-01-01T00:00:00Z (the backlog since then)."
+        ),
+    )
+
+
+class PollSource(ApiModel):
+    """Where a schedule trigger reads records: a REST Connector asked for what changed since the watermark."""
+
+    connector: str = Field(description="Name of a REST Connector.", pattern=DNS_LABEL, max_length=63)
+    path: str = Field(
+        description="Literal request path, e.g. /api/resource/Sales Invoice (query parameters go in query).",
+        pattern=r"^/[^?#{}]*$",
+        max_length=1024,
+    )
+    query: dict[str, Cel] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Query parameter -> CEL, with `watermark` bound (a string in the watermark's format) and `now`. Ask "
+            "for rows changed at or after it, oldest first; for ERPNext: filters: "
+            '\'[["modified", ">=", "\' + watermark + \'"]]\' and order_by: \'"modified asc"\'.'
+        ),
+    )
+    items: Cel = Field(default="response.data", description="CEL over `response`: the rows of one answer.")
+    paging: Paging | None = Field(
+        default=None,
+        description=(
+            "How the answer is paged. Offset is followed by change time (each page asks again from the last "
+            "row's watermark), so rows changing while the poll pages are neither skipped nor lost."
+        ),
+    )
+    watermark: PollWatermark = Field(description="Each row's change time, and where the first poll starts.")
+
+
+class ScheduleTrigger(ApiModel):
+    """Poll a system that cannot send webhooks: on a cron schedule (or an interval), read what changed."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "has(self.cron) != has(self.interval)",
+                "schedule sets exactly one of cron (five fields, minute resolution) or interval (e.g. 30s)",
+            ),
+        )
+    }
+
+    cron: str | None = Field(
+        default=None, description="Five-field cron expression, e.g. */5 * * * *.", min_length=9, max_length=128
+    )
+    interval: Duration | None = Field(
+        default=None, description="Time between polls instead of cron, e.g. 30s (seconds resolution)."
+    )
+    time_zone: str = Field(default="UTC", description="IANA time zone of the cron expression.", max_length=64)
+    poll: PollSource = Field(description="What to read at each firing.")
 
 
 class Trigger(ApiModel):
@@ -98,7 +185,9 @@ class Trigger(ApiModel):
         pattern=r"^[A-Za-z0-9_*>-]+(\.[A-Za-z0-9_*>-]+)*$",
         max_length=255,
     )
-    schedule: ScheduleTrigger | None = Field(default=None, description="A cron schedule.")
+    schedule: ScheduleTrigger | None = Field(
+        default=None, description="Poll a REST Connector for what changed, on a cron schedule or an interval."
+    )
 
 
 class ErrorPolicy(ApiModel):
@@ -200,6 +289,22 @@ class RevisionFigures(ApiModel):
     last_success_time: datetime | None = Field(default=None, description="When one of its records last completed.")
 
 
+class PollFigures(ApiModel):
+    """A schedule trigger's polling, as its poller (the runner holding the poll lease) reports it."""
+
+    last_poll_time: datetime | None = Field(default=None, description="When the last poll started.")
+    last_success_time: datetime | None = Field(default=None, description="When a poll last read to its end.")
+    watermark: str | None = Field(
+        default=None, description="Change time up to which every row is stored in JetStream.", max_length=128
+    )
+    records: int = Field(default=0, description="Rows the last poll published.", ge=0)
+    pages: int = Field(default=0, description="Pages the last poll read.", ge=0)
+    polls: int = Field(default=0, description="Polls by the current poller since it started.", ge=0)
+    errors: int = Field(default=0, description="Of those, polls that failed (the watermark stayed).", ge=0)
+    published: int = Field(default=0, description="Rows the current poller published since it started.", ge=0)
+    last_error: str | None = Field(default=None, description="Why the last failed poll failed.", max_length=1024)
+
+
 class BusinessFigures(ApiModel):
     """The whole Integration's figures (every revision summed) and each revision's own.
 
@@ -227,6 +332,7 @@ class BusinessFigures(ApiModel):
     revisions: list[RevisionFigures] = Field(
         default_factory=list, description="Per revision, newest first (at most 10).", max_length=10
     )
+    poll: PollFigures | None = Field(default=None, description="A schedule trigger's polling.")
 
 
 class IntegrationStatus(ApiModel):

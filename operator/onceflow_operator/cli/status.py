@@ -19,8 +19,8 @@ __all__ = ["status"]
 def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
     """Every Connector, Integration and SyncPolicy of the namespace (or of all, with -A).
 
-    Ready, revision, rollout phase and business figures; `-o wide` adds the canary weight and
-    the Ready message.
+    Ready, revision, rollout phase and business figures; `-o wide` adds the canary weight, a
+    schedule trigger's watermark and failed polls, and the Ready message.
     """
     namespace = None if all_namespaces else cluster.namespace
 
@@ -31,6 +31,7 @@ def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
                 st = obj.get("status") or {}
                 ready: dict[str, Any] = next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
                 figures = st.get("figures") or {}
+                polled = figures.get("poll") or {}
                 rows.append(
                     {
                         "kind": kind,
@@ -48,6 +49,8 @@ def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
                         "deadLettered": figures.get("deadLettered", ""),
                         "lag": figures.get("consumerLag", ""),
                         "drift": (st.get("drift") or {}).get("total", ""),
+                        "watermark": polled.get("watermark", ""),
+                        "pollErrors": polled.get("errors", ""),
                         "message": ready.get("message", ""),
                     }
                 )
@@ -56,4 +59,4 @@ def status(cluster: Cluster, all_namespaces: bool, output: str) -> None:
     # NAMESPACE first with -A, as `kubectl get -A` prints it.
     columns = [*(["namespace"] if all_namespaces else []), "kind", "name", "ready", "reason", "revision", "phase"]
     figures = ["processed", "failed", "exceptions", "waiting", "deadLettered", "lag", "drift"]
-    emit_rows(cluster.run(collect), output, [*columns, *figures], ["weight", "message"])
+    emit_rows(cluster.run(collect), output, [*columns, *figures], ["weight", "watermark", "pollErrors", "message"])

@@ -16,6 +16,7 @@ from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
 from onceflow_operator.compiler.paths import literal_path
+from onceflow_operator.compiler.schedule import SCHEDULE_PATH, poll_plan
 from onceflow_operator.compiler.steps import compile_step, paging_plan
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems, syncpolicy_problems
@@ -209,10 +210,20 @@ def plan_from_integration(
         if outside is not None:
             problems.append(SpecProblem(TRIGGER_SUBJECT_PATH, outside))
     else:
-        problems.append(SpecProblem("spec.trigger.schedule", "schedule triggers are not supported by this runner yet"))
-        subject = f"{subjects.namespace_root(namespace)}.schedule.{name}"
+        subject = subjects.poll_subject(namespace, name)
 
     used: dict[str, ConnectorPlan] = {}
+    if trigger.schedule:
+        polled = trigger.schedule.poll.connector
+        conn = connectors.get(polled)
+        path = f"{SCHEDULE_PATH}.poll.connector"
+        if conn is None:
+            problems.append(SpecProblem(path, f"Connector {polled!r} does not exist in {namespace}"))
+        elif conn.spec.type != "REST":
+            problems.append(SpecProblem(path, f"Connector {polled!r} is {conn.spec.type}; polling needs REST"))
+        else:
+            used[polled] = _connector_plan(conn)
+            source, source_system = polled, conn.spec.system
     steps: list[StepPlan] = []
     for i, step in enumerate(spec.steps):
         compiled = compile_step(step, f"spec.steps[{i}]", has_sync_policy=spec.sync_policy_ref is not None)
@@ -268,6 +279,7 @@ def plan_from_integration(
         concurrency=spec.concurrency,
         expression_timeout=parse_duration(spec.expression_timeout),
         nats=nats_names(namespace, name, subject),
+        poll=poll_plan(integration, namespace=namespace) if trigger.schedule else None,
     )
 
 

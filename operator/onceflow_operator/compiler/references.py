@@ -69,6 +69,9 @@ def manifest_references(obj: Connector | Integration | SyncPolicy) -> Iterator[R
         spec = obj.spec
         if spec.trigger.connector:
             yield Reference("spec.trigger.connector.name", "Connector", spec.trigger.connector.name, "Webhook")
+        if spec.trigger.schedule:
+            polled = spec.trigger.schedule.poll.connector
+            yield Reference("spec.trigger.schedule.poll.connector", "Connector", polled, "REST")
         for i, step in enumerate(spec.steps):
             for kind in REQUEST_KINDS:
                 block = getattr(step, kind)

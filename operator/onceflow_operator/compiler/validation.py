@@ -31,6 +31,7 @@ from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration,
 from onceflow_operator.api.crd import build_crd
 from onceflow_operator.compiler.paths import literal_hint, reconcile_path_problems
 from onceflow_operator.compiler.references import reference_problems
+from onceflow_operator.compiler.schedule import poll_expressions, schedule_problems
 from onceflow_operator.compiler.steps import STEP_COMPILERS, step_expressions, step_path_problems
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
 from onceflow_runner.contract.durations import parse_duration
@@ -173,6 +174,7 @@ def cel_expressions(integration: Integration) -> Iterator[tuple[str, str]]:
     spec = integration.spec
     if spec.business_key:
         yield "spec.businessKey", spec.business_key
+    yield from poll_expressions(integration)
     for i, step in enumerate(spec.steps):
         yield from step_expressions(step, f"spec.steps[{i}]")
     if spec.strategy.canary:
@@ -196,6 +198,7 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
     rollout analysis condition, or reads a step that is missing, later, or has no result.
     """
     yield from expression_timeout_problems(integration)
+    yield from schedule_problems(integration)
     steps = integration.spec.steps
     position = {step.name: i for i, step in enumerate(steps)}
     for path, source in cel_expressions(integration):

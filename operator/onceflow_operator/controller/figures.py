@@ -6,6 +6,9 @@ pod silent for longer than `stale_after` no longer counts toward lag (its counts
 happened). Heartbeats arrive typed (`contract.messages.Heartbeat`, parsed by
 `natsio.subscribe_stats`).
 
+A schedule trigger's polling (`poll`: last poll, watermark, rows, errors) comes from the heartbeat
+of the runner that holds the poll lease; after a take-over the newest poll wins.
+
 Exceptions are not taken from heartbeats: a runner only knows how many records it parked since
 it started, not whether a person has decided them since. The operator reads the exception stream
 (`review_metrics` in the handlers) and records, per revision, how many records it holds and how
@@ -110,6 +113,9 @@ class FigureBook:
         if successes:
             out["lastSuccessTime"] = max(successes)
         out["revisions"] = rows[:MAX_REVISIONS]
+        polled = [b.poll for _, _, b in beats if b.poll is not None and b.poll.last_poll_time]
+        if polled:  # the lease holder reports; after a take-over, the newest poll is the one to show
+            out["poll"] = max(polled, key=lambda p: p.last_poll_time or "").to_dict()
         return out
 
     @staticmethod

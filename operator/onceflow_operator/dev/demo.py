@@ -2,7 +2,8 @@
 
 Starts a real kube-apiserver + etcd, a nats-server, the sandbox systems, the operator (its own
 process) and the local executor; applies the CRDs and `examples/` (REST Connectors pointed at
-the sandboxes); waits until everything is Ready; plays each scenario through the real gateways;
+the sandboxes); waits until everything is Ready; plays each scenario through the real gateways
+(and, for the ERP, which sends no webhooks, by changing its invoices for the poller to find);
 prints what was sent and what arrived where, from the sandboxes' own books; stops everything.
 Development and evaluation only.
 """
@@ -21,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,6 @@ from onceflow_operator.dev.controlplane import ControlPlane
 from onceflow_operator.dev.executor import LocalExecutor, spawn_operator
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import list_exceptions
-from onceflow_runner.contract import subjects
-from onceflow_runner.contract.headers import NATS_MSG_ID
 from onceflow_runner.gateway.signatures import SignatureConfig, sign
 from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
 
@@ -211,24 +211,19 @@ async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list
                 signature_header="X-3PL-Signature",
             )
         sent.append(("3 shipments, invoices", "3PL milestones picked, shipped (MAT-DN-00042)"))
-    import nats
-
-    nc = await nats.connect(nats_url)
-    invoice = {
+    # The ERP cannot send webhooks: an invoice is drafted, then submitted, as a person does in the
+    # ERP; the invoices-from-erp Integration polls it and finds the submitted version.
+    invoice: dict[str, Any] = {
         "name": "ACC-SINV-2026-00017",
         "customer": "Nordwind Logistik GmbH",
         "currency": "EUR",
         "grand_total": "1250.00",
         "due_date": "2026-12-27",
-        "docstatus": 1,
+        "docstatus": 0,
     }
-    await nc.jetstream().publish(
-        subjects.event_subject(NAMESPACE, "invoice", "posted"),
-        json.dumps(invoice).encode(),
-        headers={NATS_MSG_ID: "erp/ACC-SINV-2026-00017"},
-    )
-    await nc.close()
-    sent.append(("3 shipments, invoices", "ERP invoice ACC-SINV-2026-00017 posted"))
+    erp.seed("Sales Invoice", invoice)
+    erp.touch("Sales Invoice", invoice["name"], docstatus=1)
+    sent.append(("3 shipments, invoices", "ERP invoice ACC-SINV-2026-00017 submitted (found by polling the ERP)"))
     return sent
 
 
@@ -255,6 +250,7 @@ async def environment(examples: Path) -> AsyncIterator[Environment]:
     nats_server = NatsServer()
     nats_server.start()
     erp = ErpSandbox()
+    erp.clock = lambda: datetime.now(UTC).replace(tzinfo=None)  # the example reads ERP times as UTC
     receivers = {name: RecorderSandbox(name) for name in ("wms", "shop-api", "portal", "accounting")}
     for box in (erp, *receivers.values()):
         await box.start()
@@ -334,9 +330,20 @@ async def run_demo(examples: Path) -> int:
                 and bool(env.receivers["accounting"].effects)
             )
 
-        await _wait("the records to arrive", arrived, within=60)
+        await _wait("the records to arrive", arrived, within=90)
+        polled = await _wait("the ERP poll in invoices-from-erp's status", lambda: _poll_status(env), within=60)
+        _say(f"   polled [3 shipments, invoices] invoices-from-erp status.figures.poll: {polled}")
         await asyncio.sleep(2)  # a late double would show up now
         return await _summary(env.erp, env.receivers, env.nats_url, env.run("get", "onceflow", "-n", NAMESPACE))
+
+
+def _poll_status(env: Environment) -> str:
+    """The polling Integration's `status.figures.poll` as one line, once it shows a watermark ("" before)."""
+    raw = env.run("get", "integration", "invoices-from-erp", "-n", NAMESPACE, "-o", "jsonpath={.status.figures.poll}")
+    poll = json.loads(raw) if raw.strip() else {}
+    if not poll.get("watermark"):
+        return ""
+    return f"watermark {poll['watermark']}, {poll.get('polls', 0)} poll(s), {poll.get('errors', 0)} error(s)"
 
 
 async def serve(examples: Path, state: Path) -> None:

@@ -138,7 +138,8 @@ class LocalRun:
         return run
 
     def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
-        env = dict(os.environ)
+        # One identity per process, as a pod name is: what a poll lease and a heartbeat are held by.
+        env = {**os.environ, "HOSTNAME": key}
         self.health_ports[key] = port
         if role == "gateway":
             # Webhooks on `port`; /readyz and /metrics on a port of their own, as in a pod.
@@ -195,6 +196,21 @@ class LocalRun:
             if time.monotonic() > deadline:
                 raise LocalRunError(f"{key} did not come back")
             time.sleep(0.1)
+
+    def add_replica(self, integration: str, port: int, timeout: float = 30.0) -> str:
+        """Start one more runner process of an Integration (as a second pod would be); return its key.
+
+        For tests of what several replicas share: one consumer, one poller per schedule trigger.
+        """
+        plan, _ = self.runners[integration]
+        key = f"runner-{integration}#{sum(1 for k in self.procs if k.startswith(f'runner-{integration}'))}"
+        self._spawn(key, "runner", plan, port)
+        deadline = time.monotonic() + timeout
+        while not _ready(port):
+            if self.procs[key].poll() is not None or time.monotonic() > deadline:
+                raise LocalRunError(f"{key} did not become ready")
+            time.sleep(0.1)
+        return key
 
     def gateway_url(self, connector: str) -> str:
         plan, port = self.gateways[connector]

@@ -10,6 +10,9 @@ to read it back, so a field is named once:
     ReviewDecision  review decide           -> review          a person's decision (decisions stream)
     DriftResult     drift job               -> operator        a SyncPolicy's drift figures
     MaxDeliveriesAdvisory  JetStream        -> runner          a record ran out of deliveries unsettled
+    PollWatermark   poller                  -> poller, review  how far a schedule trigger has read (KV)
+    PollLease       poller                  -> poller          which runner is an Integration's one poller (KV)
+    PollFigures     runner (in Heartbeat)   -> operator        last poll, watermark, rows, errors
 
 (The rollout's split marker is `contract.split.SplitMarker`.) Readers accept messages written
 before a field existed (it takes its default) and ignore fields they do not know; a message
@@ -41,6 +44,9 @@ __all__ = [
     "Heartbeat",
     "MaxDeliveriesAdvisory",
     "ParkedRecord",
+    "PollFigures",
+    "PollLease",
+    "PollWatermark",
     "RecordHeaders",
     "ReviewAction",
     "ReviewDecision",
@@ -162,6 +168,44 @@ class RecordHeaders:
         return tuple(s.strip() for s in self.approved_steps.split(",") if s.strip())
 
 
+class PollWatermark(_Wire):
+    """How far an Integration's schedule trigger has read, in its KV key (`subjects.poll_watermark_key`).
+
+    `watermark` is the largest change time of the rows read so far, in the target's own format,
+    written only after every row up to it had its PubAck; `at` when that was (RFC 3339).
+    """
+
+    watermark: str
+    at: str = ""
+    revision: str = ""
+    rows: int = 0
+
+
+class PollLease(_Wire):
+    """Which runner process polls for an Integration, until when (epoch seconds); renewed with compare-and-set."""
+
+    owner: str
+    until: float
+
+
+class PollFigures(_Wire):
+    """The poller's figures in a heartbeat; only the runner holding the poll lease sends them.
+
+    `records` are the rows the last poll published; `polls`, `errors` and `published` count since
+    the process started polling; `last_error` is the last failed poll's message (one line).
+    """
+
+    last_poll_time: str | None = None
+    last_success_time: str | None = None
+    watermark: str | None = None
+    records: int = 0
+    pages: int = 0
+    polls: int = 0
+    errors: int = 0
+    published: int = 0
+    last_error: str | None = None
+
+
 class Heartbeat(_Wire):
     """One runner process's figures, sent every few seconds on `onceflow.<ns>.stats.<integration>`.
 
@@ -183,6 +227,8 @@ class Heartbeat(_Wire):
     p95_latency_ms: float = 0.0
     throughput: float = 0.0
     totals: dict[str, int] = Field(default_factory=dict)
+    #: Set by the runner that polls (a schedule trigger's lease holder), absent otherwise.
+    poll: PollFigures | None = None
 
 
 class AuditStep(BaseModel):

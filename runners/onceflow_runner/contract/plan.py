@@ -35,6 +35,7 @@ __all__ = [
     "NatsPlan",
     "PagingPlan",
     "Plan",
+    "PollPlan",
     "PublishPlan",
     "RequestPlan",
     "SecretRef",
@@ -198,6 +199,45 @@ class RequestPlan(_Contract):
     paging: PagingPlan | None = None
 
 
+class PollPlan(_Contract):
+    """A schedule trigger's source: ask a Connector for what changed since a watermark (`runner.poller`).
+
+    On each firing of the schedule the runner holding the Integration's poll lease builds the
+    request (`query` values are CEL with `watermark` bound: the stored watermark minus `look_back`,
+    formatted as the target writes its timestamps), reads the answer page by page, publishes each
+    row to `subject` with a `Nats-Msg-Id` from the business key, and stores the new watermark (the
+    largest `watermark` CEL value over the rows) only after every row had its PubAck.
+    """
+
+    #: Five-field cron expression, or None when `interval` sets the pace.
+    cron: str | None = None
+    #: Seconds between polls, when there is no cron expression.
+    interval: float | None = None
+    time_zone: str = "UTC"
+    connector: str
+    path: str
+    #: Query parameter -> CEL (sees `watermark`, a string, and `now`, the poll's start as a string).
+    query: dict[str, str] = Field(default_factory=dict)
+    #: CEL over `response`: the rows of one answer.
+    items: str = "response.data"
+    #: CEL over `row`: the row's change time (a string in `watermark_format`, or a CEL timestamp).
+    watermark: str
+    #: strftime/strptime pattern of the target's timestamps, or "RFC3339".
+    watermark_format: str = "RFC3339"
+    #: Zone of timestamps without an offset (the target's server time zone).
+    watermark_time_zone: str = "UTC"
+    #: Seconds subtracted from the stored watermark in each request: clock skew and late commits.
+    look_back: float = 60.0
+    #: Where the first poll starts (ISO 8601, aware); None: from the moment of the first poll.
+    start: str | None = None
+    paging: PagingPlan | None = None
+    subject: str
+    #: KV bucket of the namespace's watermarks and poll leases.
+    bucket: str
+    #: How long a poller holds the lease without renewing it before another runner may take over.
+    lease_seconds: float = 30.0
+
+
 class PublishPlan(_Contract):
     """A canonical event to publish."""
 
@@ -302,6 +342,8 @@ class Plan(_Contract):
     #: Deadline in seconds of one CEL expression that iterates, evaluated in a killable worker.
     expression_timeout: float = 1.0
     nats: NatsPlan
+    #: A schedule trigger's source; None for webhook and subject triggers.
+    poll: PollPlan | None = None
 
     def to_json(self) -> str:
         """Serialise as the operator stores it in the plan ConfigMap."""

@@ -6,6 +6,7 @@ so a subject is spelled in exactly one place:
 
     onceflow.<ns>.in.<connector>.<event>        ONCEFLOW_IN          records accepted by a gateway
     onceflow.<ns>.in._rollout.<integration>     (the trigger's)      split markers of a canary rollout
+    onceflow.<ns>.in._poll.<integration>        ONCEFLOW_IN          rows a schedule trigger polled
     onceflow.<ns>.events.<entity>.<verb>        ONCEFLOW_EVENTS      canonical events (CloudEvents)
     onceflow.<ns>.events.<entity>.drift.<sp>    ONCEFLOW_EVENTS      a SyncPolicy's drift results
     onceflow.<ns>.exceptions.<integration>      ONCEFLOW_EXCEPTIONS  records waiting for a person
@@ -57,6 +58,10 @@ __all__ = [
     "max_deliveries_advisory",
     "namespace_of",
     "namespace_root",
+    "poll_bucket",
+    "poll_lease_key",
+    "poll_subject",
+    "poll_watermark_key",
     "rollout_subject",
     "stats_subject",
     "stream_of_trigger",
@@ -102,6 +107,8 @@ ADVISORY_SUBJECTS: Final = (
 STATS_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}.stats.{ANY_TOKEN}"
 
 _ROLLOUT_TOKEN = "_rollout"
+#: A Connector name is a DNS label, so `_poll` never collides with a webhook Connector's subjects.
+_POLL_TOKEN = "_poll"
 
 
 def namespace_root(namespace: str) -> str:
@@ -185,6 +192,26 @@ def rollout_subject(namespace: str, integration: str, stream: str) -> str:
     """Where split markers of an Integration go: in its trigger's stream, so they are ordered with its records."""
     area: Area = "events" if stream == EVENTS_STREAM else "in"
     return f"{_area(namespace, area)}.{_ROLLOUT_TOKEN}.{integration}"
+
+
+def poll_subject(namespace: str, integration: str) -> str:
+    """Where a schedule trigger's poller publishes the rows it read (the Integration's intake)."""
+    return f"{_area(namespace, 'in')}.{_POLL_TOKEN}.{integration}"
+
+
+def poll_bucket(namespace: str) -> str:
+    """The KV bucket of a namespace's poll watermarks and leases (no TTL: a watermark must not expire)."""
+    return f"{ROOT}-poll-{namespace}"
+
+
+def poll_watermark_key(integration: str) -> str:
+    """The key of an Integration's watermark in `poll_bucket` (one per Integration, not per revision)."""
+    return f"{integration}.watermark"
+
+
+def poll_lease_key(integration: str) -> str:
+    """The key of an Integration's poll lease: whoever holds it is the one poller."""
+    return f"{integration}.lease"
 
 
 def consumer_name(namespace: str, integration: str) -> str:

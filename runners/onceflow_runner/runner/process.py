@@ -32,6 +32,7 @@ from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.ports import Caller
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.runner.advisories import dead_letter_advisories
+from onceflow_runner.runner.poller import Poller
 from onceflow_runner.runner.settle import Settler
 
 __all__ = ["Runner"]
@@ -82,6 +83,8 @@ class Runner:
         self._http: web.AppRunner | None = None
         self.ready = False
         self._settler: Settler | None = None
+        #: A schedule trigger's poller (every replica runs one; only the lease holder polls).
+        self.poller: Poller | None = None
         self.lag = 0
 
     async def start(self) -> None:
@@ -100,6 +103,10 @@ class Runner:
             asyncio.create_task(dead_letter_advisories(self._settler, self._stopping)),
             asyncio.create_task(self._settler.keeper.run()),
         ]
+        if self.plan.poll is not None:
+            self.poller = Poller(self.plan, self.wiring, self.engine, self.caller, self.pod, self.metrics)
+            await self.poller.state.ensure_bucket()
+            self._tasks.append(asyncio.create_task(self.poller.run(self._stopping)))
         self.ready = True
         log.info("runner ready", extra={"integration": self.plan.integration, "revision": self.plan.revision})
 
@@ -244,6 +251,9 @@ class Runner:
                     **self.stats.snapshot(),
                 }
             )
+            polled = self.poller.heartbeat_figures() if self.poller is not None else None
+            if polled is not None:
+                beat = beat.model_copy(update={"poll": polled})
             with contextlib.suppress(Exception):
                 await self.wiring.publish_untracked(self.plan.nats.stats_subject, beat.to_wire())
             with contextlib.suppress(asyncio.TimeoutError):

@@ -1,0 +1,271 @@
+"""One poll of a schedule trigger's source: what changed since the watermark, page by page (no I/O).
+
+Why a module of its own: many systems cannot send webhooks (ERPNext without its webhook app,
+most on-premise ERPs), so a workflow starts from asking them what changed. Asking safely is
+the hard part, and it is all here, testable without a server:
+
+- The request is built by CEL with `watermark` bound: the stored watermark minus `lookBack`
+  (clock skew between the target's clock and the rows it stamps, transactions committed late),
+  formatted the way the target writes its timestamps. Rows seen again because of the look-back
+  have the same business key, so they have one effect (`Nats-Msg-Id`, then the key store).
+- The new watermark is the largest change time over the rows read (the `watermark` CEL over a
+  row), never "now": the target's clock, not ours, decides what changed when.
+- A list the target pages by offset shifts while people work: with `order_by modified asc`, a
+  row already read that changes moves to the end, and the row after the current offset slides
+  back into the pages already read, never to be seen. So the Offset style is not followed by
+  offset: each page asks again from the last row's change time (`modified >= <last row's>`),
+  with the offset counting only the rows that share that time. Nothing already read can then
+  push an unread row out of sight. The rows must come in ascending change time; a target that
+  answers otherwise fails the poll with a message saying to ask for ascending order.
+- The other styles (Page, Cursor, NextLink, LinkHeader) are followed as the target pages them
+  (`engine.paging`): cursors and next links are the target's own snapshot or keyset.
+
+The caller passes `fetch` (one GET) and `publish` (store rows durably, return after the PubAcks);
+the caller stores the returned watermark only after `poll_changes` returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from onceflow_runner.contract.plan import PagingPlan, PollPlan
+from onceflow_runner.engine.expressions import evaluate
+from onceflow_runner.engine.paging import PageRequest, read_pages
+from onceflow_runner.engine.ports import Response
+from onceflow_runner.errors import PermanentFailure
+
+__all__ = [
+    "RFC3339",
+    "PollFailed",
+    "PollResult",
+    "format_time",
+    "initial_watermark",
+    "parse_time",
+    "poll_changes",
+    "request_bound",
+]
+
+#: The `watermarkFormat` of targets that write ISO 8601 / RFC 3339 timestamps.
+RFC3339 = "RFC3339"
+#: The step name poll errors carry (there is no step yet: the record does not exist).
+POLL_STEP = "poll"
+
+Fetch = Callable[[str, Mapping[str, str]], Awaitable[Response]]
+#: Store rows durably (PubAck each) before returning; rows are the target's, in the order read.
+Publish = Callable[[list[Any]], Awaitable[None]]
+
+
+class PollFailed(PermanentFailure):
+    """The source cannot be polled as configured: rows out of order, no list, an unreadable watermark."""
+
+    reason = "PollFailed"
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll read: rows published, pages asked, the new watermark (None: no row), all read or capped.
+
+    `error` is why a poll stopped early: the rows published before it still count, and in the
+    keyset mode `watermark` is how far they reached (safe to store: the next poll starts at most
+    there, minus the look-back, so the rows not read yet are still ahead of it).
+    """
+
+    rows: int
+    pages: int
+    watermark: str | None
+    complete: bool
+    error: Exception | None = None
+
+
+def parse_time(value: Any, fmt: str, zone: ZoneInfo) -> datetime:
+    """A change time as an aware datetime: a CEL timestamp, or a string in `fmt` (RFC3339: ISO 8601).
+
+    A time without an offset is read in `zone` (the target's server time zone; ERPNext writes
+    local time without one).
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value) if fmt == RFC3339 else datetime.strptime(value, fmt)
+        except ValueError:
+            try:  # a target that drops the fraction when it is zero, or adds one
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise PollFailed(
+                    f"the watermark {value[:64]!r} does not match watermarkFormat {fmt!r}", step=POLL_STEP
+                ) from None
+    else:
+        raise PollFailed(
+            f"the watermark expression gave {type(value).__name__} {str(value)[:64]!r}, not a timestamp or a "
+            "time string",
+            step=POLL_STEP,
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
+def format_time(moment: datetime, fmt: str, zone: ZoneInfo) -> str:
+    """A time as the target writes it: in its zone; RFC3339 keeps the offset, a pattern writes local time."""
+    local = moment.astimezone(zone)
+    if fmt == RFC3339:
+        return local.isoformat().replace("+00:00", "Z")
+    return local.strftime(fmt)
+
+
+def initial_watermark(plan: PollPlan, now: datetime) -> str:
+    """Where a source is read from before any watermark was stored: `start`, or the first poll's time.
+
+    The first poll stores it when it finds no row, so "from now" means from the first poll, not
+    from whenever a runner restarts next (changes in between would be missed).
+    """
+    zone = ZoneInfo(plan.watermark_time_zone)
+    return format_time(datetime.fromisoformat(plan.start) if plan.start else now, plan.watermark_format, zone)
+
+
+def request_bound(plan: PollPlan, stored: str | None, now: datetime) -> str:
+    """The `watermark` the first request of a poll is built with: the stored (or initial) one minus `lookBack`."""
+    zone = ZoneInfo(plan.watermark_time_zone)
+    since = parse_time(stored if stored is not None else initial_watermark(plan, now), plan.watermark_format, zone)
+    return format_time(since - timedelta(seconds=plan.look_back), plan.watermark_format, zone)
+
+
+async def poll_changes(
+    plan: PollPlan,
+    *,
+    bound: str,
+    now: datetime,
+    base_url: str,
+    fetch: Fetch,
+    publish: Publish,
+) -> PollResult:
+    """Read what changed since `bound`, publish it page by page, and say how far it reached."""
+    zone = ZoneInfo(plan.watermark_time_zone)
+    reader = _KeysetReader(plan, zone, now, fetch, publish)
+    paging = plan.paging
+    if paging is None or paging.style == "Offset":
+        try:
+            return await reader.keyset(bound, paging)
+        except Exception as exc:  # the pages published so far keep their progress (see PollResult)
+            if reader.rows == 0:
+                raise
+            return PollResult(reader.rows, reader.pages, reader.best[1] if reader.best else None, False, exc)
+    return await reader.paged(bound, paging, base_url)
+
+
+class _KeysetReader:
+    def __init__(self, plan: PollPlan, zone: ZoneInfo, now: datetime, fetch: Fetch, publish: Publish) -> None:
+        self.plan, self.zone, self.fetch, self.publish = plan, zone, fetch, publish
+        self.now = format_time(now.astimezone(UTC), plan.watermark_format, zone)
+        self.best: tuple[datetime, str] | None = None
+        self.rows = 0
+        self.pages = 0
+
+    def _query(self, bound: str) -> dict[str, str]:
+        context = {"watermark": bound, "now": self.now}
+        out = {}
+        for name, source in self.plan.query.items():
+            value = evaluate(source, context, step=POLL_STEP, what=f"poll.query.{name}")
+            out[name] = value if isinstance(value, str) else str(value)
+        return out
+
+    def _items(self, response: Response, page: int) -> list[Any]:
+        rows = evaluate(self.plan.items, {"response": response.body}, step=POLL_STEP, what="poll.items")
+        if not isinstance(rows, list):
+            raise PollFailed(f"page {page}: poll.items gave a {type(rows).__name__}, not a list", step=POLL_STEP)
+        return rows
+
+    def _marks(self, rows: list[Any]) -> list[tuple[datetime, str]]:
+        """Each row's change time (parsed, and as the target wrote it), checked to be ascending."""
+        marks = []
+        for row in rows:
+            value = evaluate(self.plan.watermark, {"row": row}, step=POLL_STEP, what="poll.watermark")
+            moment = parse_time(value, self.plan.watermark_format, self.zone)
+            raw = value if isinstance(value, str) else format_time(moment, self.plan.watermark_format, self.zone)
+            marks.append((moment, raw))
+        return marks
+
+    def _seen(self, marks: list[tuple[datetime, str]]) -> None:
+        for mark in marks:
+            if self.best is None or mark[0] > self.best[0]:
+                self.best = mark
+
+    def _result(self, pages: int, complete: bool) -> PollResult:
+        return PollResult(self.rows, pages, self.best[1] if self.best else None, complete)
+
+    async def keyset(self, bound: str, paging: PagingPlan | None) -> PollResult:
+        """Page by change time (see the module docstring): each page starts at the last row read."""
+        ties = 0  # rows already read whose change time is `bound`, skipped by offset
+        bound_time: datetime | None = None
+        pages = paging.max_pages if paging is not None else 1
+        for number in range(pages):
+            query = self._query(bound)
+            if paging is not None:
+                if paging.size_param:
+                    query[paging.size_param] = str(paging.page_size)
+                query[paging.offset_param] = str(ties)
+            self.pages = number + 1
+            rows = self._items(await self.fetch(self.plan.path, query), number + 1)
+            marks = self._marks(rows)
+            for i in range(1, len(marks)):
+                if marks[i][0] < marks[i - 1][0]:
+                    raise PollFailed(
+                        f"page {number + 1}: rows are not in ascending order of their watermark ({marks[i - 1][1]} "
+                        f"before {marks[i][1]}); ask the target to sort by it (e.g. order_by: '\"modified asc\"')",
+                        step=POLL_STEP,
+                    )
+            if rows:
+                await self.publish(rows)
+                self.rows += len(rows)
+                self._seen(marks)
+            if paging is None or len(rows) < paging.page_size:
+                return self._result(number + 1, complete=True)
+            last_time, last_raw = marks[-1]
+            same = sum(1 for moment, _ in marks if moment == last_time)
+            if bound_time is not None and last_time == bound_time:
+                ties += same  # a whole page at one change time: step over it by offset
+            else:
+                bound, bound_time, ties = last_raw, last_time, same
+        return self._result(pages, complete=False)
+
+    async def paged(self, bound: str, paging: PagingPlan, base_url: str) -> PollResult:
+        """The target's own paging (Page, Cursor, NextLink, LinkHeader), then publish what it listed."""
+
+        async def fetch(request: PageRequest) -> Response:
+            return await self.fetch(request.path, request.query)
+
+        async def items_of(response: Response) -> Any:
+            return evaluate(self.plan.items, {"response": response.body}, step=POLL_STEP, what="poll.items")
+
+        async def next_of(response: Response) -> Any:
+            if not paging.next:
+                return None
+            context = {"response": response.body, "headers": dict(response.headers)}
+            return evaluate(paging.next, context, step=POLL_STEP, what="poll.paging.next")
+
+        listed = await read_pages(
+            paging,
+            base_url=base_url,
+            path=self.plan.path,
+            query=self._query(bound),
+            fetch=fetch,
+            items_of=items_of,
+            next_of=next_of,
+        )
+        if listed.items:
+            marks = self._marks(listed.items)
+            ascending = all(marks[i - 1][0] <= marks[i][0] for i in range(1, len(marks)))
+            if not listed.complete and not ascending:
+                # The rows past the cap may be older than the newest row read: no watermark is safe.
+                raise PollFailed(
+                    f"the list was cut at paging.maxPages ({paging.max_pages}) and its rows are not in ascending "
+                    "order of their watermark; raise maxPages or ask the target to sort by the watermark",
+                    step=POLL_STEP,
+                )
+            await self.publish(listed.items)
+            self.rows += len(listed.items)
+            self._seen(marks)
+        return self._result(listed.pages, listed.complete)
