@@ -142,7 +142,7 @@ def test_pod_monitor_scrapes_gateways_on_their_metrics_port_not_the_webhook_port
     assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "interval": "30s"}]
 
 
-CONSOLE_VALUES = ROOT / "examples" / "console" / "oauth2-proxy-values.yaml"
+CONSOLE_VALUES = ROOT / "helm" / "examples" / "console-oauth2-proxy.yaml"
 
 
 def render_failure(helm: str, *values: str) -> str:
