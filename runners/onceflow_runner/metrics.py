@@ -161,6 +161,18 @@ class GatewayMetrics:
             ["connector", "code"],
             registry=self.registry,
         )
+        self.backlog = Gauge(
+            "onceflow_gateway_backlog",
+            "Consumer lag of the slowest Integration reading this Connector, from its runners' heartbeats.",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.pending_publishes = Gauge(
+            "onceflow_gateway_pending_publishes",
+            "Webhooks waiting for JetStream's acknowledgement.",
+            ["connector"],
+            registry=self.registry,
+        )
         self.accepted_seconds = Histogram(
             "onceflow_gateway_accept_seconds",
             "Time from request to JetStream PubAck.",

@@ -40,6 +40,7 @@ def manifests(
     steps: list[dict[str, Any]] | None = None,
     path: str = '"/api/resource/Customer"',
     expression_timeout: str | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
 
@@ -68,6 +69,7 @@ def manifests(
                         "header": "X-Signature",
                         "secretRef": {"name": "src", "key": "secret"},
                     },
+                    **(webhook or {}),
                 },
             },
         },

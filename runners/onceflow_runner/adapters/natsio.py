@@ -318,8 +318,12 @@ async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> b
         return False
 
 
-async def subscribe_stats(nc: Client, handler: Callable[[str, Heartbeat], None]) -> None:
+async def subscribe_stats(
+    nc: Client, handler: Callable[[str, Heartbeat], None], *, namespace: str | None = None
+) -> None:
     """Hand every runner heartbeat (`onceflow.<ns>.stats.<integration>`) to `handler(namespace, beat)`.
+
+    Of every namespace, or of `namespace` only (a gateway reads its own namespace's runners).
 
     A heartbeat that is not one (not JSON, or not a Heartbeat) is dropped: it is figures, not a
     record, and the next one comes in seconds.
@@ -333,7 +337,8 @@ async def subscribe_stats(nc: Client, handler: Callable[[str, Heartbeat], None])
             return
         handler(namespace, beat)
 
-    await nc.subscribe(subjects.STATS_SUBSCRIPTION, cb=on_message)
+    subject = subjects.stats_subject(namespace, subjects.ANY_TOKEN) if namespace else subjects.STATS_SUBSCRIPTION
+    await nc.subscribe(subject, cb=on_message)
 
 
 @dataclass(frozen=True)

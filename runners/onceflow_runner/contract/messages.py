@@ -174,6 +174,8 @@ class Heartbeat(_Wire):
     lane: Lane = "main"
     pod: str = ""
     time: str = ""
+    #: The trigger subject the runner consumes: how a gateway tells the lag of its own records.
+    subject: str = ""
     consumer_lag: int = 0
     #: Records per second the lag grew by between the runner's last two readings (< 0: catching up).
     consumer_lag_growth: float = 0.0

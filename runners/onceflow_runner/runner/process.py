@@ -241,6 +241,7 @@ class Runner:
                     "revision": self.plan.revision,
                     "lane": self.lane,
                     "pod": self.pod,
+                    "subject": self.plan.nats.subject,
                     "time": datetime.now(UTC).isoformat(),
                     "consumerLag": self.lag,
                     "consumerLagGrowth": self.lag_growth,
