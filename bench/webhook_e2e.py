@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -228,6 +229,19 @@ async def settle(erp: str, level: Level, stall: float, drain_max: float) -> dict
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far per role (several runner processes add up); this process as `senders`."""
+    out = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
+    out["senders"] = time.process_time()
+    return out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = NatsServer()
     server.start()
@@ -242,13 +256,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.runner_processes - 1):
         await asyncio.to_thread(run.add_runner_process, "e2e")
     results: dict[str, Any] = {"runner_processes": args.runner_processes}
+    roles = {
+        "gateway": [p.pid for k, p in run.procs.items() if k.startswith("gateway-")],
+        "runner": [p.pid for k, p in run.procs.items() if k.startswith("runner-")],
+        "nats": [server.proc.pid] if server.proc else [],
+        "erp": [sandbox.pid],
+    }
 
     async def level(rate: float, seconds: float) -> dict[str, Any]:
+        before = cpu_by_role(roles)
         # Up to 512 connections, as many as one gateway process serves: more would be refused.
         connector = aiohttp.TCPConnector(limit=512)
         async with aiohttp.ClientSession(connector=connector) as session:
             offered = await offer(session, run.gateway_url("src"), rate, seconds)
         row = await settle(erp, offered, args.stall, args.drain_max)
+        # CPU per settled record by process, load and drain included: what a node must provide.
+        after, settled = cpu_by_role(roles), max(row["accepted"] - row["lost"], 1)
+        row["cpu_ms_per_record"] = {role: round((after[role] - before[role]) * 1e3 / settled, 3) for role in after}
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
 
