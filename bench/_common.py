@@ -130,4 +130,13 @@ def record(i: int) -> dict[str, Any]:
 
 
 def env_note() -> str:
-    return f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
+    """Cores, load average (1/5/15 min: the machine is shared, so say how busy it was) and Python."""
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores, load average {load}, python {sys.version.split()[0]}"
+
+
+def loop_name() -> str:
+    """The event loop the benchmark ran on (uvloop when installed, as in the runner's process)."""
+    import importlib.util
+
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

@@ -1,6 +1,6 @@
 """Runner throughput beside raw baselines measured in the same run.
 
-Prints messages/s for:
+Prints messages/s, and messages per CPU-second of this process (`*_per_cpu_s`), for:
   1. raw nats-py pipeline (fetch, decode, validate with pydantic, republish, ack)  -- baseline
   2. the runner: validate -> map -> publish
   3. raw aiohttp client POSTing to the sandbox ERP                                 -- baseline
@@ -8,7 +8,13 @@ Prints messages/s for:
   5. httpx AsyncClient (default transport) vs httpx over aiohttp, same load
 and the runner's time from process start to /readyz. Last line: one JSON object.
 
-Run: .venv/bin/python bench/runner_throughput.py [--records N]
+Everything measured runs in this one process on the same event loop (uvloop when installed, as
+the runner's own process uses; `--loop asyncio` for the standard one), so the ratios compare
+like with like. Per CPU-second is the steadier figure on a shared machine: wall-clock rates move
+with whatever else runs, CPU time per record much less. nats-server and the sandbox ERP run in
+their own processes and are not counted.
+
+Run: .venv/bin/python bench/runner_throughput.py [--records N] [--loop uvloop|asyncio]
 Never part of the test suite; timings are printed, not asserted.
 """
 
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -30,7 +37,7 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import VALIDATE_MAP, bench_plan, env_note, erp_state, record, start_sandbox, wait_http
+from _common import VALIDATE_MAP, bench_plan, env_note, erp_state, loop_name, record, start_sandbox, wait_http
 
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.natsserver import NatsServer
@@ -42,6 +49,13 @@ from onceflow_runner.runner import Runner
 CONCURRENCY = 64
 
 
+async def timed(work: Callable[[], Awaitable[int]]) -> tuple[float, float]:
+    """(records/s, records per CPU-second of this process) of `work`, which returns its record count."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = await work()
+    return n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)
+
+
 async def publish_records(nc: nats.NATS, subject: str, n: int) -> None:
     js = nc.jetstream()
     futures = [
@@ -51,7 +65,7 @@ async def publish_records(nc: nats.NATS, subject: str, n: int) -> None:
     await asyncio.gather(*futures)
 
 
-async def raw_pipeline(url: str, n: int) -> float:
+async def raw_pipeline(url: str, n: int) -> tuple[float, float]:
     """What a hand-written consumer does, with no idempotency store, audit or metrics."""
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -59,8 +73,6 @@ async def raw_pipeline(url: str, n: int) -> float:
     subject = f"onceflow.{ns}.in.src.bench"
     await publish_records(nc, subject, n)
     sub = await js.pull_subscribe(subject, durable=f"{ns}_raw", stream="ONCEFLOW_IN")
-    done = 0
-    started = time.perf_counter()
 
     async def handle(msg: nats.aio.msg.Msg) -> None:
         data = json.loads(msg.data)
@@ -75,36 +87,43 @@ async def raw_pipeline(url: str, n: int) -> float:
         await js.publish(f"onceflow.{ns}.events.customer.created", msg.data, headers={"Nats-Msg-Id": data["key"]})
         await msg.ack()
 
-    while done < n:
-        msgs = await sub.fetch(CONCURRENCY, timeout=5)
-        await asyncio.gather(*(handle(m) for m in msgs))
-        done += len(msgs)
-    elapsed = time.perf_counter() - started
+    async def work() -> int:
+        done = 0
+        while done < n:
+            msgs = await sub.fetch(CONCURRENCY, timeout=5)
+            await asyncio.gather(*(handle(m) for m in msgs))
+            done += len(msgs)
+        return done
+
+    rates = await timed(work)
     await nc.close()
-    return n / elapsed
+    return rates
 
 
 async def runner_pipeline(
     url: str, n: int, steps: list[dict[str, object]], connectors: dict[str, object], secrets: Path
-) -> float:
+) -> tuple[float, float]:
     ns = f"run{uuid.uuid4().hex[:6]}"
     plan = bench_plan(ns, steps, connectors, concurrency=CONCURRENCY)
     nc = await nats.connect(url)
     await ensure_streams(nc.jetstream())
     await publish_records(nc, plan.nats.subject, n)
     runner = Runner(plan, nats_url=url, secrets_dir=secrets, heartbeat_seconds=60)
-    started = time.perf_counter()
-    await runner.start()
-    counter = runner.metrics.processed.labels(integration="bench", revision="bench-1")
-    while counter._value.get() < n:
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
+
+    async def work() -> int:
+        await runner.start()
+        counter = runner.metrics.processed.labels(integration="bench", revision="bench-1")
+        while counter._value.get() < n:
+            await asyncio.sleep(0.01)
+        return n
+
+    rates = await timed(work)
     await runner.stop()
     await nc.close()
-    return n / elapsed
+    return rates
 
 
-async def raw_aiohttp(erp: str, n: int) -> float:
+async def raw_aiohttp(erp: str, n: int) -> tuple[float, float]:
     headers = {"Authorization": "token sandbox-key:sandbox-secret", "Content-Type": "application/json"}
     run = uuid.uuid4().hex[:6]
     sem = asyncio.Semaphore(CONCURRENCY)
@@ -118,12 +137,14 @@ async def raw_aiohttp(erp: str, n: int) -> float:
                 ) as r:
                     await r.read()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        return n / (time.perf_counter() - started)
+        async def work() -> int:
+            await asyncio.gather(*(one(i) for i in range(n)))
+            return n
+
+        return await timed(work)
 
 
-async def httpx_client(erp: str, n: int, transport: httpx.AsyncBaseTransport | None) -> float:
+async def httpx_client(erp: str, n: int, transport: httpx.AsyncBaseTransport | None) -> tuple[float, float]:
     headers = {"Authorization": "token sandbox-key:sandbox-secret", "Content-Type": "application/json"}
     run = uuid.uuid4().hex[:6]
     sem = asyncio.Semaphore(CONCURRENCY)
@@ -138,9 +159,11 @@ async def httpx_client(erp: str, n: int, transport: httpx.AsyncBaseTransport | N
                     headers={"Idempotency-Key": f"{run}/{i}"},
                 )
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        return n / (time.perf_counter() - started)
+        async def work() -> int:
+            await asyncio.gather(*(one(i) for i in range(n)))
+            return n
+
+        return await timed(work)
 
 
 def runner_start_seconds(url: str, secrets: Path) -> float:
@@ -214,17 +237,22 @@ async def main(n: int) -> dict[str, float]:
         await ensure_streams(nc.jetstream())
         await nc.close()
         out: dict[str, float] = {}
-        out["raw_pipeline_per_s"] = await raw_pipeline(server.url, n)
-        out["runner_publish_per_s"] = await runner_pipeline(server.url, n, [*VALIDATE_MAP, publish], {}, secrets)
-        out["raw_aiohttp_per_s"] = await raw_aiohttp(erp, n)
-        out["httpx_default_per_s"] = await httpx_client(erp, n, None)
-        out["httpx_onceflow_transport_per_s"] = await httpx_client(erp, n, AiohttpTransport())
+
+        def put(name: str, rates: tuple[float, float]) -> None:
+            out[f"{name}_per_s"], out[f"{name}_per_cpu_s"] = rates
+
+        put("raw_pipeline", await raw_pipeline(server.url, n))
+        put("runner_publish", await runner_pipeline(server.url, n, [*VALIDATE_MAP, publish], {}, secrets))
+        put("raw_aiohttp", await raw_aiohttp(erp, n))
+        put("httpx_default", await httpx_client(erp, n, None))
+        put("httpx_onceflow_transport", await httpx_client(erp, n, AiohttpTransport()))
         before = len(erp_state(erp)["effects"])
-        out["runner_call_per_s"] = await runner_pipeline(server.url, n, [*VALIDATE_MAP, call], erp_connector, secrets)
+        put("runner_call", await runner_pipeline(server.url, n, [*VALIDATE_MAP, call], erp_connector, secrets))
         out["erp_effects_added"] = len(erp_state(erp)["effects"]) - before
         out["runner_start_to_ready_s"] = runner_start_seconds(server.url, secrets)
-        out["publish_ratio_vs_raw"] = out["runner_publish_per_s"] / out["raw_pipeline_per_s"]
-        out["call_ratio_vs_raw_client"] = out["runner_call_per_s"] / out["raw_aiohttp_per_s"]
+        for unit in ("per_s", "per_cpu_s"):
+            out[f"publish_ratio_vs_raw_{unit}"] = out[f"runner_publish_{unit}"] / out[f"raw_pipeline_{unit}"]
+            out[f"call_ratio_vs_raw_client_{unit}"] = out[f"runner_call_{unit}"] / out[f"raw_aiohttp_{unit}"]
         out["httpx_default_ratio_vs_aiohttp"] = out["httpx_default_per_s"] / out["raw_aiohttp_per_s"]
         out["httpx_onceflow_ratio_vs_aiohttp"] = out["httpx_onceflow_transport_per_s"] / out["raw_aiohttp_per_s"]
         return {k: round(v, 3) for k, v in out.items()}
@@ -237,9 +265,16 @@ async def main(n: int) -> dict[str, float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    result = asyncio.run(main(args.records))
-    print(f"# {args.records} records, concurrency {CONCURRENCY}, {env_note()}")
+    if args.loop == "uvloop":
+        from onceflow_runner.main import run_loop
+
+        result = run_loop(main(args.records))
+    else:
+        result = asyncio.run(main(args.records))
+    loop = loop_name() if args.loop == "uvloop" else "asyncio"
+    print(f"# {args.records} records, concurrency {CONCURRENCY}, loop {loop}, {env_note()}")
     for key, value in result.items():
         print(f"{key:34s} {value}")
     print(json.dumps(result))

@@ -1,10 +1,22 @@
 """Signed webhooks end to end: senders -> gateway -> JetStream -> runner -> sandbox ERP.
 
-For 1, 8 and 32 concurrent senders (each for --seconds): records accepted/s by the gateway,
-ERP effects/s, p50/p99 latency from send to the ERP effect, peak RSS of every process involved
-(gateway, runner, nats-server, sandbox), and lost / doubled counts from the ERP's own books.
-The workflow is validate -> map -> call(ERP), the shape of scenario 1 without dedupe.
-Last line: one JSON object. Run: .venv/bin/python bench/webhook_e2e.py [--seconds 20]
+Open loop: webhooks are sent at a fixed offered rate whatever the answers take (as real senders
+do), and each one's latency runs from the moment it was due, so a slow gateway cannot hide its
+queue (no coordinated omission). Three parts:
+
+  (a) capacity: offered rates rising by --step until ERP effects/s stop rising (less than 5%
+      more than the best level); capacity is the most effects/s any level sustained;
+  (b) latency at 50% and 80% of that capacity: p50/p99/p99.9 from due time to the ERP effect;
+  (c) after each level's load stops, a drain: wait until every accepted webhook has its effect,
+      or until no new effect arrived for --stall seconds (bounded by --drain-max). `backlog_at_end`
+      counts accepted records still without an effect when the load stopped (queued, not lost);
+      `lost` counts those still without one after the drain; `doubled` keys with two effects.
+
+Refusals (429/503 with Retry-After, the gateway's backpressure) are counted, not retried.
+The workflow is validate -> map -> call(ERP), the shape of scenario 1 without dedupe. The
+senders share the machine with everything else; their CPU is part of the load.
+--runner-processes N runs N runner processes on the Integration's one durable consumer.
+Last line: one JSON object. Run: .venv/bin/python bench/webhook_e2e.py [--seconds 10]
 """
 
 from __future__ import annotations
@@ -12,19 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import os
 import sys
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import env_note, peak_rss_mb, start_sandbox
+from _common import env_note, loop_name, peak_rss_mb, start_sandbox
 
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.localrun import LocalRun
@@ -112,29 +125,59 @@ def manifests(erp: str) -> list[dict[str, Any]]:
     ]
 
 
-async def sender_load(url: str, senders: int, seconds: float, run_id: str) -> dict[str, float]:
-    config = SignatureConfig("hmac", header="X-Signature")
-    sent: dict[str, float] = {}
-    stop = time.monotonic() + seconds
+@dataclass
+class Level:
+    """One open-loop load level: what was offered, accepted, refused, and when each record was due."""
 
-    async def sender(session: aiohttp.ClientSession, n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            key = f"{run_id}-{n}-{i}"
-            body = json.dumps({"key": key, "company": f"Customer {key}", "tax": f"DE{key}", "country": "DE"}).encode()
-            headers = sign(config, SECRET, body, delivery_id=key, timestamp=int(time.time()))
-            t = time.time()
+    rate: float
+    seconds: float
+    run_id: str
+    due: dict[str, float] = field(default_factory=dict)  # effect key -> wall-clock time it was due
+    refused: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+
+
+async def offer(session: aiohttp.ClientSession, url: str, rate: float, seconds: float) -> Level:
+    """Send signed webhooks at `rate` per second for `seconds`, each due at its own time."""
+    config = SignatureConfig("hmac", header="X-Signature")
+    level = Level(rate, seconds, uuid.uuid4().hex[:8])
+
+    async def one(i: int, due: float) -> None:
+        key = f"{level.run_id}-{i}"
+        body = json.dumps({"key": key, "company": f"Customer {key}", "tax": f"DE{key}", "country": "DE"}).encode()
+        headers = sign(config, SECRET, body, delivery_id=key, timestamp=int(time.time()))
+        try:
             async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status == 202:
-                    sent[f"k/{key}/create"] = t
-            i += 1
+                    level.due[f"k/{key}/create"] = due
+                else:
+                    level.refused[resp.status] += 1
+        except aiohttp.ClientError:
+            level.errors += 1
 
-    # The senders use aiohttp, the fastest client measured here, so they take little CPU from
-    # the processes under test on this 2-core machine.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=senders)) as session:
-        await asyncio.gather(*(sender(session, n) for n in range(senders)))
-    return sent
+    total = int(rate * seconds)
+    tasks = []
+    level.started, clock = time.time(), time.monotonic()
+    for i in range(total):
+        wait = clock + i / rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(i, level.started + i / rate)))
+    await asyncio.gather(*tasks)
+    level.ended = time.time()
+    return level
+
+
+async def effects_of(erp: str, level: Level) -> tuple[dict[str, int], dict[str, float]]:
+    """This level's keys in the ERP's books: effects per key and the time of each key's first effect."""
+    async with aiohttp.ClientSession() as session:
+        params = {"times": "1", "prefix": f"k/{level.run_id}-"}
+        async with session.get(f"{erp}/_sandbox/state", params=params) as resp:
+            state = await resp.json()
+    return state["effects"], state["effectTimes"]
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -144,7 +187,62 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(seconds: float) -> dict[str, Any]:
+async def settle(erp: str, level: Level, stall: float, drain_max: float) -> dict[str, Any]:
+    """Drain after the load: wait for every accepted record's effect, then read the books once."""
+    effects, _ = await effects_of(erp, level)
+    backlog = sum(1 for k in level.due if k not in effects)
+    drain_started = last_progress = time.monotonic()
+    arrived = len(effects)
+    ended = "complete"
+    while arrived < len(level.due):
+        now = time.monotonic()
+        if now - last_progress > stall:
+            ended = "stalled"
+            break
+        if now - drain_started > drain_max:
+            ended = "limit"
+            break
+        await asyncio.sleep(0.5)
+        effects, _ = await effects_of(erp, level)
+        if len(effects) > arrived:
+            arrived, last_progress = len(effects), time.monotonic()
+    drained = time.monotonic() - drain_started
+    effects, times = await effects_of(erp, level)
+    ours = [k for k in level.due if k in effects]
+    latencies = [(times[k] - level.due[k]) * 1e3 for k in ours]
+    in_window = sum(1 for k in ours if times[k] <= level.ended)
+    return {
+        "offered_per_s": level.rate,
+        "accepted_per_s": round(len(level.due) / level.seconds, 1),
+        "erp_effects_per_s": round(in_window / max(level.ended - level.started, 1e-9), 1),
+        "p50_ms": round(quantile(latencies, 0.5), 1),
+        "p99_ms": round(quantile(latencies, 0.99), 1),
+        "p999_ms": round(quantile(latencies, 0.999), 1),
+        "accepted": len(level.due),
+        "refused": dict(level.refused),
+        "send_errors": level.errors,
+        "backlog_at_end": backlog,
+        "drain_s": round(drained, 1),
+        "drain": ended,
+        "lost": len(level.due) - len(ours),
+        "doubled": sum(1 for k in ours if effects[k] > 1),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far per role (several runner processes add up); this process as `senders`."""
+    out = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
+    out["senders"] = time.process_time()
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = NatsServer()
     server.start()
     sandbox, erp = start_sandbox()
@@ -155,36 +253,48 @@ async def main(seconds: float) -> dict[str, Any]:
         for name, (plan, _) in list(table.items()):
             table[name] = (plan, free_port())
     run.start()
-    results: dict[str, Any] = {}
+    for _ in range(args.runner_processes - 1):
+        await asyncio.to_thread(run.add_runner_process, "e2e")
+    results: dict[str, Any] = {"runner_processes": args.runner_processes}
+    roles = {
+        "gateway": [p.pid for k, p in run.procs.items() if k.startswith("gateway-")],
+        "runner": [p.pid for k, p in run.procs.items() if k.startswith("runner-")],
+        "nats": [server.proc.pid] if server.proc else [],
+        "erp": [sandbox.pid],
+    }
+
+    async def level(rate: float, seconds: float) -> dict[str, Any]:
+        before = cpu_by_role(roles)
+        # Up to 512 connections, as many as one gateway process serves: more would be refused.
+        connector = aiohttp.TCPConnector(limit=512)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            offered = await offer(session, run.gateway_url("src"), rate, seconds)
+        row = await settle(erp, offered, args.stall, args.drain_max)
+        # CPU per settled record by process, load and drain included: what a node must provide.
+        after, settled = cpu_by_role(roles), max(row["accepted"] - row["lost"], 1)
+        row["cpu_ms_per_record"] = {role: round((after[role] - before[role]) * 1e3 / settled, 3) for role in after}
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        return row
+
     try:
-        url = run.gateway_url("src")
-        for senders in (1, 8, 32):
-            run_id = uuid.uuid4().hex[:6]
-            started = time.monotonic()
-            sent = await sender_load(url, senders, seconds, run_id)
-            accept_elapsed = time.monotonic() - started
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                state = json.loads(httpx.get(f"{erp}/_sandbox/state?times=1").text)
-                done = [k for k in sent if k in state["effects"]]
-                if len(done) == len(sent):
-                    break
-                await asyncio.sleep(0.2)
-            effects, times = state["effects"], state["effectTimes"]
-            ours = {k: v for k, v in effects.items() if k in sent}
-            latencies = [(times[k] - sent[k]) * 1e3 for k in ours]
-            last_effect = max((times[k] for k in ours), default=time.time())
-            first_send = min(sent.values(), default=time.time())
-            results[f"senders_{senders}"] = {
-                "accepted_per_s": round(len(sent) / accept_elapsed, 1),
-                "erp_effects_per_s": round(len(ours) / max(last_effect - first_send, 1e-9), 1),
-                "p50_ms": round(quantile(latencies, 0.5), 1),
-                "p99_ms": round(quantile(latencies, 0.99), 1),
-                "mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
-                "accepted": len(sent),
-                "lost": len(sent) - len(ours),
-                "doubled": sum(1 for n in ours.values() if n > 1),
-            }
+        if args.warmup > 0:  # connections, CEL compiled, caches warm: not part of any level
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
+                await settle(erp, await offer(session, run.gateway_url("src"), args.start_rate, args.warmup), 5, 60)
+        levels: list[dict[str, Any]] = []
+        rate = args.start_rate
+        while rate <= args.max_rate:
+            row = await level(rate, args.seconds)
+            best = max((r["erp_effects_per_s"] for r in levels), default=0.0)
+            levels.append(row)
+            if row["erp_effects_per_s"] < best * 1.05 and row["erp_effects_per_s"] < 0.9 * rate:
+                break  # effects/s stopped rising: the level before was (about) the capacity
+            rate += args.step
+        capacity = max(r["erp_effects_per_s"] for r in levels)
+        results["capacity"] = {"erp_effects_per_s": capacity, "levels": levels}
+        for share in (0.5, 0.8):
+            results[f"at_{int(share * 100)}pct_of_capacity"] = await level(
+                round(capacity * share), args.latency_seconds
+            )
         pids = [p.pid for p in run.procs.values()] + [sandbox.pid] + ([server.proc.pid] if server.proc else [])
         results["peak_rss_mb_all_processes"] = peak_rss_mb(pids)
         return results
@@ -197,10 +307,20 @@ async def main(seconds: float) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per capacity level")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="seconds per latency level")
+    parser.add_argument("--start-rate", type=float, default=250.0)
+    parser.add_argument("--step", type=float, default=250.0)
+    parser.add_argument("--max-rate", type=float, default=6000.0)
+    parser.add_argument("--stall", type=float, default=20.0, help="drain ends after this long without a new effect")
+    parser.add_argument("--drain-max", type=float, default=600.0)
+    parser.add_argument("--runner-processes", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds at --start-rate before the levels")
     args = parser.parse_args()
-    result = asyncio.run(main(args.seconds))
-    print(f"# {args.seconds:.0f}s per sender count, {env_note()}")
+    from onceflow_runner.main import run_loop
+
+    result = run_loop(main(args))
+    print(f"# open loop, {args.seconds:.0f}s per capacity level, loop {loop_name()}, {env_note()}")
     for key, value in result.items():
         print(f"{key:28s} {value}")
     print(json.dumps(result))

@@ -41,6 +41,7 @@ def manifests(
     path: str = '"/api/resource/Customer"',
     expression_timeout: str | None = None,
     sync_policy: dict[str, Any] | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
 
@@ -83,6 +84,7 @@ def manifests(
                         "header": "X-Signature",
                         "secretRef": {"name": "src", "key": "secret"},
                     },
+                    **(webhook or {}),
                 },
             },
         },

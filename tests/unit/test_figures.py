@@ -108,3 +108,14 @@ def test_revisions_are_listed_newest_first_and_at_most_ten() -> None:
     assert figures is not None
     assert [row["revision"] for row in figures["revisions"]] == [f"r{n}" for n in range(11, 1, -1)]
     assert figures["processed"] == 12  # the total still counts every revision
+
+
+def test_status_shows_the_fastest_growing_lane_and_a_silent_one_stops_counting() -> None:
+    book = FigureBook(stale_after=30)
+    book.record("ns", {**beat("a"), "consumerLagGrowth": -40.0}, now=0)
+    book.record("ns", {**beat("b", lane="canary"), "consumerLagGrowth": 125.5}, now=0)
+    figures = book.figures("ns", "flow", now=1)
+    assert figures is not None
+    assert figures["consumerLagGrowth"] == 125.5
+    BusinessFigures.model_validate(figures)  # the status model takes it
+    assert book.figures("ns", "flow", now=60)["consumerLagGrowth"] == 0.0  # type: ignore[index]

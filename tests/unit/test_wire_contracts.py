@@ -110,6 +110,7 @@ def heartbeat() -> Heartbeat:
         pod="runner-0",
         time="2026-11-27T10:00:00+00:00",
         consumer_lag=3,
+        consumer_lag_growth=-12.5,
         last_success_time=None,
         count=10,
         error_ratio=0.1,
@@ -131,6 +132,7 @@ def test_heartbeat_round_trips_with_the_keys_the_runner_always_sent() -> None:
         "pod",
         "time",
         "consumerLag",
+        "consumerLagGrowth",
         "lastSuccessTime",
         "count",
         "errorRatio",
@@ -154,6 +156,7 @@ def test_a_heartbeat_from_an_older_runner_reads_with_defaults_and_feeds_the_figu
         "failed": 0,
         "deadLettered": 0,
         "consumerLag": 0,
+        "consumerLagGrowth": 0.0,
         "revisions": [{"revision": "r1", "number": 1, "processed": 2, "failed": 0, "deadLettered": 0}],
     }
 

@@ -328,6 +328,21 @@ class WebhookConnector(ApiModel):
     max_body_bytes: int = Field(
         default=1048576, description="Larger bodies are refused with 413.", ge=1024, le=16777216
     )
+    max_backlog: int = Field(
+        default=100000,
+        description="Records accepted but not yet settled by the slowest Integration reading this Connector "
+        "(its consumer lag, as its runners report it) at which the gateway answers 429 with Retry-After "
+        "instead of storing more; senders retry later. 0: no limit.",
+        ge=0,
+        le=100000000,
+    )
+    max_pending_publishes: int = Field(
+        default=1024,
+        description="Webhooks one gateway pod may have waiting for JetStream's acknowledgement at once; "
+        "more are answered 503 with Retry-After.",
+        ge=1,
+        le=65536,
+    )
     replicas: int = Field(default=1, description="Gateway pods.", ge=0, le=50)
 
 

@@ -263,7 +263,11 @@ class IntegrationSpec(ApiModel):
     )
     replicas: int = Field(default=1, description="Runner pods of the stable revision.", ge=0, le=100)
     concurrency: int = Field(
-        default=16, description="Records in flight per runner pod (JetStream max ack pending).", ge=1, le=1000
+        default=16,
+        description="Records in flight per runner process; replicas add to it (the JetStream consumer allows "
+        "64 processes' worth).",
+        ge=1,
+        le=1000,
     )
     strategy: Strategy = Field(default_factory=Strategy, description="How new revisions roll out.")
     revision_history_limit: int = Field(default=10, description="Old revisions kept for rollback.", ge=0, le=100)
@@ -328,6 +332,11 @@ class BusinessFigures(ApiModel):
     )
     dead_lettered: int = Field(default=0, description="Records that exhausted their deliveries.", ge=0)
     consumer_lag: int = Field(default=0, description="Records not yet delivered to the consumer.", ge=0)
+    consumer_lag_growth: float = Field(
+        default=0,
+        description="Records per second the consumer lag grew by over the runners' last readings (the "
+        "fastest-growing lane); above 0 for long, the runners fall behind: add replicas or concurrency.",
+    )
     last_success_time: datetime | None = Field(default=None, description="When a record last completed.")
     revisions: list[RevisionFigures] = Field(
         default_factory=list, description="Per revision, newest first (at most 10).", max_length=10

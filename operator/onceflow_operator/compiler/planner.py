@@ -347,5 +347,7 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
         event_body_field=hook.event.body_field,
         event_default=hook.event.default,
         max_body_bytes=hook.max_body_bytes,
+        max_backlog=hook.max_backlog,
+        max_pending_publishes=hook.max_pending_publishes,
         subject_prefix=subjects.inbound_prefix(namespace, name),
     )

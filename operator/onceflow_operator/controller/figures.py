@@ -109,6 +109,7 @@ class FigureBook:
             out["exceptions"] = sum(c.total for c in exceptions.values())
             out["exceptionsWaiting"] = sum(c.waiting for c in exceptions.values())
         out["consumerLag"] = max((b.consumer_lag for b in fresh), default=0)  # the slower lane's backlog
+        out["consumerLagGrowth"] = max((b.consumer_lag_growth for b in fresh), default=0.0)
         successes = [row["lastSuccessTime"] for row in rows if row.get("lastSuccessTime")]
         if successes:
             out["lastSuccessTime"] = max(successes)

@@ -183,6 +183,21 @@ class LocalRun:
                     raise LocalRunError(f"{key} did not become ready:\n{tail}")
                 time.sleep(0.1)
 
+    def add_runner_process(self, name: str, timeout: float = 30.0) -> str:
+        """Start one more process of Integration `name`'s runner on the same durable consumer.
+
+        As a second replica, or a second process in the pod, would be. Returns its key once ready.
+        """
+        plan, _ = self.runners[name]
+        key = f"runner-{name}-{sum(1 for k in self.procs if k.startswith(f'runner-{name}'))}"
+        self._spawn(key, "runner", plan, free_port())
+        deadline = time.monotonic() + timeout
+        while not _ready(self.health_ports[key]):
+            if self.procs[key].poll() is not None or time.monotonic() > deadline:
+                raise LocalRunError(f"{key} did not become ready")
+            time.sleep(0.1)
+        return key
+
     def restart(self, key: str, *, kill: bool = False) -> None:
         """Stop one process (SIGKILL when `kill`) and start it again: for fault tests."""
         proc = self.procs[key]

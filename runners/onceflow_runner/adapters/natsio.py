@@ -44,6 +44,7 @@ from onceflow_runner.errors import WireFormatError
 
 __all__ = [
     "AUTH_ENV",
+    "RUNNER_PROCESSES",
     "STREAMS",
     "JetStreamEvents",
     "JetStreamWiring",
@@ -82,6 +83,9 @@ STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
     )
 }
 KEY_TTL = 90 * _DAY
+#: Runner processes (replicas x processes per pod) that one lane's consumer serves at full
+#: concurrency each: its max ack pending is the plan's concurrency times this.
+RUNNER_PROCESSES = 64
 
 
 #: Environment variables a process reads its NATS credentials from (filled from a Secret in pods).
@@ -164,7 +168,10 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
         ack_wait=policy.ack_wait,
         max_deliver=policy.max_deliver,
         filter_subjects=filters,
-        max_ack_pending=plan.concurrency,
+        # `concurrency` is each process's own limit (its pull loop fetches no more); the consumer
+        # lets up to RUNNER_PROCESSES of them work at once, so replicas add capacity instead of
+        # sharing one process's worth.
+        max_ack_pending=plan.concurrency * RUNNER_PROCESSES,
     )
 
 
@@ -311,8 +318,12 @@ async def remove_consumer(js: JetStreamContext, stream: str, consumer: str) -> b
         return False
 
 
-async def subscribe_stats(nc: Client, handler: Callable[[str, Heartbeat], None]) -> None:
+async def subscribe_stats(
+    nc: Client, handler: Callable[[str, Heartbeat], None], *, namespace: str | None = None
+) -> None:
     """Hand every runner heartbeat (`onceflow.<ns>.stats.<integration>`) to `handler(namespace, beat)`.
+
+    Of every namespace, or of `namespace` only (a gateway reads its own namespace's runners).
 
     A heartbeat that is not one (not JSON, or not a Heartbeat) is dropped: it is figures, not a
     record, and the next one comes in seconds.
@@ -326,7 +337,8 @@ async def subscribe_stats(nc: Client, handler: Callable[[str, Heartbeat], None])
             return
         handler(namespace, beat)
 
-    await nc.subscribe(subjects.STATS_SUBSCRIPTION, cb=on_message)
+    subject = subjects.stats_subject(namespace, subjects.ANY_TOKEN) if namespace else subjects.STATS_SUBSCRIPTION
+    await nc.subscribe(subject, cb=on_message)
 
 
 @dataclass(frozen=True)

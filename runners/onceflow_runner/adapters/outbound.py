@@ -36,6 +36,8 @@ from onceflow_runner.errors import InvalidRecord, PermanentFailure, PlanError, R
 __all__ = ["HttpCaller", "TokenBucket", "read_secret", "resolve_url", "retry_after_seconds"]
 
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+#: Checked request URLs a Connector remembers (see `_Connector.url`).
+_URL_CACHE = 1024
 
 
 def read_secret(secrets_dir: Path, ref: SecretRef | None) -> str:
@@ -167,11 +169,49 @@ class _Connector:
             )
         self.token_expires = 0.0
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
-        self.client = httpx.AsyncClient(
-            base_url=plan.base_url,
-            timeout=timeout,
-            transport=transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes),
+        self.transport = transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes)
+        self.client = httpx.AsyncClient(base_url=plan.base_url, timeout=timeout, transport=self.transport)
+        #: What a request carries besides its own headers: the client's defaults (Accept, ...).
+        self.default_headers = dict(self.client.headers)
+        self.extensions = {"timeout": timeout.as_dict()}
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str, *, step: str) -> httpx.URL:
+        """`resolve_url` for this Connector, remembered per path.
+
+        Why: most steps call a fixed path (or a few), and checking and building the URL costed
+        about a third of the time Onceflow spent on a call. The answer depends only on the base
+        URL and the path, so a path checked once is safe to reuse; a refused path is checked
+        (and refused) every time. At most `_URL_CACHE` paths are kept (paths built from record
+        values would otherwise grow the dict without bound).
+        """
+        url = self._urls.get(path)
+        if url is None:
+            url = resolve_url(self.base_url, path, connector=self.plan.name, step=step)
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    async def send(self, method: str, url: httpx.URL, content: bytes | None, headers: dict[str, str]) -> httpx.Response:
+        """One request straight to the transport, read whole.
+
+        Why not `client.request`: the client merges the URL with its base URL, merges cookies and
+        default headers and runs auth and event hooks on every call, which cost about as much as
+        the HTTP exchange (docs/benchmarks.md); none of it applies (the URL is absolute and
+        checked, auth is our headers, redirects are never followed). The defaults are sent as
+        the client would send them.
+        """
+        request = httpx.Request(
+            method, url, content=content, headers={**self.default_headers, **headers}, extensions=self.extensions
         )
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     @staticmethod
     def _auth_headers(plan: ConnectorPlan, secrets: Path) -> dict[str, str]:
@@ -273,7 +313,7 @@ class HttpCaller:
     ) -> Response:
         conn = self._connectors[connector]
         plan = conn.plan
-        url = resolve_url(conn.base_url, path, connector=connector, step=step)
+        url = conn.url(path, step=step)
         if query:
             # Merged into the path's own query (a drift check's `?fields=...` plus the paging
             # parameters): httpx's `params=` would replace it instead.
@@ -292,12 +332,7 @@ class HttpCaller:
             try:
                 # read_timeout bounds each read; a target trickling bytes would never trip it.
                 async with asyncio.timeout(plan.total_timeout):
-                    resp = await conn.client.request(
-                        method,
-                        url,
-                        content=content,
-                        headers={**conn.headers, **send_headers},
-                    )
+                    resp = await conn.send(method, url, content, {**conn.headers, **send_headers})
                 if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
                     raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
             except TimeoutError:

@@ -85,8 +85,8 @@ class _Wire(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True)
 
     def to_wire(self) -> bytes:
-        """The message body."""
-        return json.dumps(self.to_dict()).encode()
+        """The message body (pydantic's serializer: one pass, no intermediate dict)."""
+        return self.model_dump_json(by_alias=True, exclude_unset=True).encode()
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Self:
@@ -218,7 +218,11 @@ class Heartbeat(_Wire):
     lane: Lane = "main"
     pod: str = ""
     time: str = ""
+    #: The trigger subject the runner consumes: how a gateway tells the lag of its own records.
+    subject: str = ""
     consumer_lag: int = 0
+    #: Records per second the lag grew by between the runner's last two readings (< 0: catching up).
+    consumer_lag_growth: float = 0.0
     last_success_time: str | None = None
     count: int = 0
     error_ratio: float = 0.0
@@ -264,7 +268,7 @@ class AuditEntry(_Wire):
     exception_sequence: int | None = None
 
     def to_wire(self) -> bytes:
-        return json.dumps(self.to_dict(), default=str).encode()
+        return self.model_dump_json(by_alias=True, exclude_unset=True, fallback=str).encode()
 
 
 class ParkedRecord(BaseModel):
@@ -432,7 +436,7 @@ class DriftResult(_Wire):
         }
 
     def to_wire(self) -> bytes:
-        return json.dumps(self.to_dict(), default=str).encode()
+        return self.model_dump_json(by_alias=True, exclude_unset=True, fallback=str).encode()
 
 
 class MaxDeliveriesAdvisory(BaseModel):

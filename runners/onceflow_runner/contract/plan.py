@@ -378,6 +378,10 @@ class GatewayPlan(_Contract):
     event_body_field: str | None = None
     event_default: str = "received"
     max_body_bytes: int = 1048576
+    #: Consumer lag (from runner heartbeats) at which webhooks get 429; 0 (older plans): no limit.
+    max_backlog: int = 0
+    #: Publishes waiting for their PubAck at once; more get 503.
+    max_pending_publishes: int = 1024
     subject_prefix: str
 
     def to_json(self) -> str:

@@ -7,6 +7,16 @@ sender's retry, or a replay under a new id header, within the duplicate window i
 If JetStream does not acknowledge in time the answer is 503 with Retry-After, and the sender
 retries: a record is never acknowledged and then lost.
 
+Backpressure: the stream is the buffer between a burst of webhooks and the runners, but not an
+endless one. The gateway reads its namespace's runner heartbeats (core NATS, every few seconds)
+and keeps the consumer lag of each Integration reading its Connector; while the largest is at or
+over the plan's `max_backlog` it answers 429 with Retry-After and stores nothing, so senders hold
+their records until the runners catch up instead of the backlog (and its latency) growing
+without bound. Publishes waiting for a PubAck are capped too (`max_pending_publishes`: 503 with
+Retry-After). A runner that stopped reporting counts no more after `BACKLOG_FRESH_SECONDS`: no
+heartbeat means no figure, and the gateway then accepts (a stopped runner is what the
+Integration's status and alerts are for).
+
 Two listeners: the public webhook port (bounded connections, a header read timeout) and an
 operations port for /metrics, /healthz and /readyz, which no Service exposes. A gateway whose
 signing secret is empty or malformed stays up but never ready: readiness says why in one line,
@@ -32,7 +42,7 @@ from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
 from onceflow_runner.contract.keys import bounded_id
-from onceflow_runner.contract.messages import RecordHeaders
+from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.contract.subjects import IN_STREAM
@@ -42,6 +52,8 @@ from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, 
 from onceflow_runner.metrics import GatewayMetrics
 
 __all__ = [
+    "BACKLOG_FRESH_SECONDS",
+    "BACKLOG_RETRY_AFTER",
     "BODY_READ_SECONDS",
     "HEADER_READ_SECONDS",
     "MAX_CONNECTIONS",
@@ -49,6 +61,7 @@ __all__ = [
     "Gateway",
     "UnusableEvent",
     "event_token",
+    "reads_from",
 ]
 
 log = logging.getLogger("onceflow.gateway")
@@ -59,6 +72,10 @@ HEADER_READ_SECONDS = 10.0
 BODY_READ_SECONDS = 30.0
 #: Open webhook connections per gateway process; more are answered 503 and closed.
 MAX_CONNECTIONS = 512
+#: A runner's reported lag counts this long after its heartbeat (runners beat every 2 s).
+BACKLOG_FRESH_SECONDS = 10.0
+#: Retry-After of a 429 for a backlog over the limit: about what a runner needs to work some off.
+BACKLOG_RETRY_AFTER = 5
 
 
 #: The longest event name taken into a subject. NATS closes a connection whose control line is
@@ -77,6 +94,19 @@ def event_token(name: str) -> str:
     if len(token) > MAX_EVENT_CHARS:
         raise UnusableEvent(f"event name longer than {MAX_EVENT_CHARS} characters")
     return token
+
+
+def reads_from(pattern: str, prefix: str) -> bool:
+    """True when a runner consuming `pattern` can receive what a gateway publishes under `prefix.<event>`."""
+    want, have = pattern.split("."), prefix.split(".")
+    for i, token in enumerate(have):
+        if i >= len(want):
+            return False
+        if want[i] == ">":
+            return True
+        if want[i] not in ("*", token):
+            return False
+    return len(want) > len(have)
 
 
 def new_traceparent() -> str:
@@ -116,6 +146,9 @@ class Gateway:
         self._operations: web.AppRunner | None = None
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
+        #: (integration, lane, pod) -> (when heard, consumer lag) of runners reading this Connector.
+        self._lags: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self._pending = 0
 
     @property
     def url(self) -> str:
@@ -148,6 +181,7 @@ class Gateway:
         self.js = self.nc.jetstream(timeout=5)
         await natsio.ensure_streams(self.js)
         await self._bound_tolerance_by_duplicate_window()
+        await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
         await self._start_operations()
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
         app.router.add_post(self.plan.path, self.receive)
@@ -190,6 +224,20 @@ class Gateway:
             self.signature = SignatureConfig(
                 sig.scheme, sig.header, sig.algorithm, sig.encoding, sig.prefix, int(window)
             )
+
+    def _heard(self, _: str, beat: Heartbeat) -> None:
+        """Keep the lag a runner reports, if it reads this Connector's records."""
+        if reads_from(beat.subject, self.plan.subject_prefix):
+            self._lags[(beat.integration, beat.lane, beat.pod)] = (time.monotonic(), beat.consumer_lag)
+            self.backlog()  # the gauge follows the heartbeats, not only the requests
+
+    def backlog(self, now: float | None = None) -> int:
+        """The largest consumer lag a runner reading this Connector reported lately (0 when none did)."""
+        now = time.monotonic() if now is None else now
+        fresh = [lag for heard, lag in self._lags.values() if now - heard <= BACKLOG_FRESH_SECONDS]
+        backlog = max(fresh, default=0)
+        self.metrics.backlog.labels(connector=self.plan.connector).set(backlog)
+        return backlog
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -294,11 +342,24 @@ class Gateway:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
         if nats_message_size(headers, body) > self.nc.max_payload:
             return self._answer(413, {"error": "record larger than the message broker accepts"})
+        if self.plan.max_backlog and self.backlog() >= self.plan.max_backlog:
+            return self._answer(
+                429,
+                {"error": "too many records are waiting to be processed; retry later"},
+                {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+            )
+        if self._pending >= self.plan.max_pending_publishes:
+            return self._answer(503, {"error": "too many records being stored; retry"}, {"Retry-After": "1"})
+        self._pending += 1
+        self.metrics.pending_publishes.labels(connector=self.plan.connector).set(self._pending)
         try:
             ack = await self.js.publish(f"{self.plan.subject_prefix}.{event}", body, headers=headers, timeout=5)
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
             return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})
+        finally:
+            self._pending -= 1
+            self.metrics.pending_publishes.labels(connector=self.plan.connector).set(self._pending)
         self.metrics.accepted_seconds.labels(connector=self.plan.connector).observe(time.perf_counter() - started)
         return self._answer(
             202, {"accepted": True, "id": delivery_id, "duplicate": bool(ack.duplicate), "sequence": ack.seq}

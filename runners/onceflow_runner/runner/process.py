@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Runner:
         self.host, self.port = host, port
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = RunnerMetrics()
+        self.counters = self.metrics.of(plan.integration, plan.revision)
         self.stats = RollingStats()
         self.caller: Caller = caller or HttpCaller(plan.connectors, secrets_dir)
         #: CEL that iterates (and all CEL of a large record) runs here, killed at the plan's deadline.
@@ -73,7 +75,6 @@ class Runner:
         self.expressions = ExpressionWorkers(
             workers=min(plan.concurrency, EXPRESSION_WORKERS), deadline=plan.expression_timeout
         )
-        self.labels = {"integration": plan.integration, "revision": plan.revision}
         self.split: SplitTable | None = None
         self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
@@ -86,6 +87,9 @@ class Runner:
         #: A schedule trigger's poller (every replica runs one; only the lease holder polls).
         self.poller: Poller | None = None
         self.lag = 0
+        #: Records per second the lag grew by between the last two readings (negative: catching up).
+        self.lag_growth = 0.0
+        self._lag_read_at: float | None = None
 
     async def start(self) -> None:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
@@ -200,7 +204,7 @@ class Runner:
     def _mine(self, msg: Msg) -> bool:
         """Ack split markers and the other lane's records at once (no effect); True for our records."""
         if SplitMarker.is_marker(msg.headers) or not owns(self.lane, msg.metadata.sequence.stream, self.split):
-            self.metrics.skipped.labels(**self.labels).inc()
+            self.counters.skipped.inc()
             task = asyncio.create_task(msg.ack())
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -208,7 +212,7 @@ class Runner:
         return True
 
     async def _settle_guarded(self, msg: Msg) -> None:
-        self.metrics.in_flight.labels(**self.labels).inc()
+        self.counters.in_flight.inc()
         try:
             await self.settle(msg)
         except Exception as exc:
@@ -216,7 +220,7 @@ class Runner:
             # redelivered after ack_wait, and after maxDeliver its advisory makes it a dead letter.
             log.error("settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)})
         finally:
-            self.metrics.in_flight.labels(**self.labels).dec()
+            self.counters.in_flight.dec()
 
     async def settle(self, msg: Msg) -> None:
         """Process one delivery and decide its fate (see `settle`)."""
@@ -237,16 +241,17 @@ class Runner:
         while not self._stopping.is_set():
             with contextlib.suppress(Exception):
                 info = await self.sub.consumer_info()
-                self.lag = int(info.num_pending or 0)
-                self.metrics.consumer_lag.labels(**self.labels).set(self.lag)
+                self._read_lag(int(info.num_pending or 0), time.monotonic())
             beat = Heartbeat.from_dict(
                 {
                     "integration": self.plan.integration,
                     "revision": self.plan.revision,
                     "lane": self.lane,
                     "pod": self.pod,
+                    "subject": self.plan.nats.subject,
                     "time": datetime.now(UTC).isoformat(),
                     "consumerLag": self.lag,
+                    "consumerLagGrowth": self.lag_growth,
                     "lastSuccessTime": self.last_success.isoformat() if self.last_success else None,
                     **self.stats.snapshot(),
                 }
@@ -258,6 +263,19 @@ class Runner:
                 await self.wiring.publish_untracked(self.plan.nats.stats_subject, beat.to_wire())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
+
+    def _read_lag(self, lag: int, now: float) -> None:
+        """Record the consumer lag and how fast it grows (records/s since the last reading).
+
+        Why the growth: a lag of 5,000 that shrinks is a runner catching up; one that grows by
+        500/s is a runner that falls behind and will not catch up without more replicas. Both
+        are in /metrics and in the heartbeat the operator turns into Integration status.
+        """
+        if self._lag_read_at is not None and now > self._lag_read_at:
+            self.lag_growth = round((lag - self.lag) / (now - self._lag_read_at), 1)
+        self.lag, self._lag_read_at = lag, now
+        self.counters.consumer_lag.set(lag)
+        self.counters.consumer_lag_growth.set(self.lag_growth)
 
 
 def _bound_port(site: web.TCPSite, default: int) -> int:

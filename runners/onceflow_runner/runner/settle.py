@@ -145,7 +145,9 @@ class Settler:
     ) -> None:
         self.plan, self.wiring, self.engine = plan, wiring, engine
         self.metrics, self.stats, self.owner = metrics, stats, owner
-        self.labels = {"integration": plan.integration, "revision": plan.revision}
+        self.counters = metrics.of(plan.integration, plan.revision)
+        #: Step name -> the Connector it calls, for the call latency metric.
+        self._connectors = {s.name: s.request.connector for s in plan.steps if s.request}
         self.last_success: datetime | None = None
         self.keeper = ProgressKeeper(wiring.keys, owner, plan.error_policy.ack_wait)
 
@@ -169,7 +171,7 @@ class Settler:
 
     async def settle(self, msg: Msg) -> None:
         """Process one delivery and decide its fate; raise only when NATS itself cannot be reached."""
-        self.metrics.received.labels(**self.labels).inc()
+        self.counters.received.inc()
         record = RecordHeaders.from_headers(msg.headers)
         delivery = Delivery(msg, record, self._meta(msg, record), time.perf_counter())
         try:
@@ -218,7 +220,7 @@ class Settler:
         claim = await keys.claim(meta["businessKey"], owner=self.owner, lease=policy.ack_wait)
         if claim.status == "busy" and int(meta["delivered"]) < policy.max_deliver:
             delay = min(max(claim.wait, 0.1), KEY_WAIT_MAX) * random.uniform(0.8, 1.2)
-            self.metrics.key_waits.labels(**self.labels).inc()
+            self.counters.key_waits.inc()
             await delivery.nak(delay)
             await self._audit(
                 meta, "waiting", [], f"another delivery holds the business key; next look in {delay:.1f}s"
@@ -228,7 +230,7 @@ class Settler:
             await asyncio.sleep(min(max(claim.wait, 0.05), 0.5))
             claim = await keys.claim(meta["businessKey"], owner=self.owner, lease=policy.ack_wait)
         if claim.status == "done":
-            self.metrics.duplicates.labels(**self.labels).inc()
+            self.counters.duplicates.inc()
             await delivery.ack()
             await self._audit(meta, "duplicate", [], "business key already done")
             return False
@@ -256,24 +258,20 @@ class Settler:
         await delivery.ack()
         seconds = time.perf_counter() - delivery.started
         if outcome.kind == "completed":
-            self.metrics.processed.labels(**self.labels).inc()
+            self.counters.processed.inc()
             self.last_success = datetime.now(UTC)
         else:
-            self.metrics.filtered.labels(**self.labels).inc()
-        self.metrics.record_seconds.labels(**self.labels).observe(seconds)
+            self.counters.filtered.inc()
+        self.counters.record_seconds.observe(seconds)
         for step in outcome.steps:
             if step.status is not None:
-                connector = next(
-                    (s.request.connector for s in self.plan.steps if s.name == step.step and s.request), ""
-                )
-                self.metrics.call_seconds.labels(**self.labels, connector=connector, code=str(step.status)).observe(
-                    step.latency_ms / 1e3
-                )
+                connector = self._connectors.get(step.step, "")
+                self.counters.call_seconds(connector, str(step.status)).observe(step.latency_ms / 1e3)
         self.stats.record(outcome.kind, seconds)
         await self._audit(delivery.meta, outcome.kind, outcome.steps, outcome.reason)
 
     def _failed(self, step: str, reason: str) -> None:
-        self.metrics.failed.labels(**self.labels, step=step or "-", reason=reason).inc()
+        self.counters.failed(step or "-", reason).inc()
 
     async def _retry_or_dead_letter(self, delivery: Delivery, exc: TransientFailure) -> None:
         policy = self.plan.error_policy
@@ -332,9 +330,9 @@ class Settler:
         msg_id = f"{target}/{self.plan.integration}/{parked.stream_sequence}"
         await self.wiring.publish(subject, data, parked.to_headers(headers), msg_id)
         if target == "deadLetter":
-            self.metrics.dead_letters.labels(**self.labels).inc()
+            self.counters.dead_letters.inc()
         else:
-            self.metrics.exceptions.labels(**self.labels, reason=parked.reason).inc()
+            self.counters.exceptions(parked.reason).inc()
 
     async def dead_letter_unsettled(self, stored: StoredMessage, deliveries: int) -> None:
         """Dead-letter a record JetStream gave up on (its advisory), unless its key is done."""

@@ -83,9 +83,17 @@ class SandboxServer:
         return web.Response(text="ok")
 
     async def _state(self, request: web.Request) -> web.Response:
+        """The books; `?times=1` adds each key's first effect time, `?prefix=P` keeps keys starting with P.
+
+        The prefix lets a benchmark poll its own run's keys without the whole ledger every time.
+        """
         state = self.state()
+        prefix = request.query.get("prefix")
+        if prefix:
+            state["effects"] = {k: n for k, n in state["effects"].items() if k.startswith(prefix)}
         if request.query.get("times"):
-            state["effectTimes"] = self.effect_times
+            times = self.effect_times
+            state["effectTimes"] = {k: t for k, t in times.items() if k.startswith(prefix)} if prefix else times
         return web.json_response(state)
 
     async def _add_fault(self, request: web.Request) -> web.Response:
