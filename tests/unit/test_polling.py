@@ -117,10 +117,10 @@ def poll_plan(**changes: Any) -> PollPlan:
 
 
 def test_the_request_starts_at_the_stored_watermark_minus_the_look_back_written_as_the_target_writes_it() -> None:
-    plan = poll_plan()
-    assert request_bound(plan, "2026-11-30 10:00:30.250000", datetime.now(UTC)) == "2026-11-30 09:59:30.250000"
+    plan, now = poll_plan(), datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert request_bound(plan, "2026-11-30 10:00:30.250000", now) == "2026-11-30 09:59:30.250000"
     rfc = poll_plan(watermark_format="RFC3339", look_back=5.0)
-    assert request_bound(rfc, "2026-11-30T10:00:00+01:00", datetime.now(UTC)) == "2026-11-30T08:59:55Z"
+    assert request_bound(rfc, "2026-11-30T10:00:00+01:00", now) == "2026-11-30T08:59:55Z"
 
 
 def test_the_first_poll_starts_at_start_from_or_at_its_own_time_in_the_targets_zone() -> None:
@@ -277,6 +277,28 @@ async def test_rows_in_descending_order_fail_the_poll_saying_to_sort_by_the_wate
     with pytest.raises(PollFailed, match="ascending order"):
         await poll(erp, intake, plan)
     assert intake.rows == [], "nothing is published from a page read in the wrong order"
+
+
+async def test_a_row_stamped_in_the_far_future_does_not_hide_the_changes_after_it() -> None:
+    """One row with a mistyped date must not become the watermark: every later change would fall before it."""
+    erp, intake = Erp(30), Intake()
+    erp.docs["INV-007"]["modified"] = "2099-01-01 00:00:00.000000"
+    plan = poll_plan()
+    first = await poll(erp, intake, plan)
+    now = datetime.now(UTC)
+    assert (first.complete, first.ahead) == (True, 1)
+    assert first.watermark is not None
+    assert parse_time(first.watermark, FRAPPE, UTC_ZONE) <= now + timedelta(seconds=plan.look_back)
+    erp.clock = now.replace(tzinfo=None)  # the target's clock, in its zone (UTC here)
+    erp.touch("INV-003")
+    await poll(erp, intake, plan, request_bound(plan, first.watermark, datetime.now(UTC)))
+    assert "INV-003" in intake.latest_seen(erp), "a change after the far-future row was never read"
+
+
+def test_a_stored_watermark_in_the_future_is_read_from_the_present() -> None:
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    plan = poll_plan(look_back=60.0)
+    assert request_bound(plan, "2099-01-01 00:00:00.000000", now) == "2026-11-30 10:00:00.000000"
 
 
 async def test_without_paging_one_request_is_the_whole_poll() -> None:

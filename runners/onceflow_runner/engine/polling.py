@@ -47,6 +47,7 @@ __all__ = [
     "parse_time",
     "poll_changes",
     "request_bound",
+    "watermark_ceiling",
 ]
 
 #: The `watermarkFormat` of targets that write ISO 8601 / RFC 3339 timestamps.
@@ -79,6 +80,8 @@ class PollResult:
     watermark: str | None
     complete: bool
     error: Exception | None = None
+    #: Rows stamped after the poll's start plus `lookBack`: the watermark was held at that ceiling.
+    ahead: int = 0
 
 
 def parse_time(value: Any, fmt: str, zone: ZoneInfo) -> datetime:
@@ -126,10 +129,28 @@ def initial_watermark(plan: PollPlan, now: datetime) -> str:
     return format_time(datetime.fromisoformat(plan.start) if plan.start else now, plan.watermark_format, zone)
 
 
+def watermark_ceiling(plan: PollPlan, now: datetime) -> datetime:
+    """The latest watermark a poll starting at `now` may store: `now` plus `lookBack`.
+
+    Why: the watermark is the target's clock, but one row stamped in the far future (a mistyped
+    date in an import, a clock fault on the target) would otherwise become the watermark, and every
+    later change, stamped at the real time, would fall before it and never be read again. Holding
+    the watermark at the ceiling can only make the next poll read rows again (duplicates, one
+    effect), never skip one; a target clock ahead by more than `lookBack` (or a wrong
+    `watermark.timeZone`) costs re-reads, which the poller logs.
+    """
+    return now + timedelta(seconds=plan.look_back)
+
+
 def request_bound(plan: PollPlan, stored: str | None, now: datetime) -> str:
-    """The `watermark` the first request of a poll is built with: the stored (or initial) one minus `lookBack`."""
+    """The `watermark` the first request of a poll is built with: the stored (or initial) one minus `lookBack`.
+
+    A stored watermark past the ceiling (`watermark_ceiling`) counts as the ceiling, so a source
+    whose watermark was once pushed into the future reads the present again.
+    """
     zone = ZoneInfo(plan.watermark_time_zone)
     since = parse_time(stored if stored is not None else initial_watermark(plan, now), plan.watermark_format, zone)
+    since = min(since, watermark_ceiling(plan, now))
     return format_time(since - timedelta(seconds=plan.look_back), plan.watermark_format, zone)
 
 
@@ -152,7 +173,8 @@ async def poll_changes(
         except Exception as exc:  # the pages published so far keep their progress (see PollResult)
             if reader.rows == 0:
                 raise
-            return PollResult(reader.rows, reader.pages, reader.best[1] if reader.best else None, False, exc)
+            watermark = reader.best[1] if reader.best else None
+            return PollResult(reader.rows, reader.pages, watermark, False, exc, ahead=reader.ahead)
     return await reader.paged(bound, paging, base_url)
 
 
@@ -160,6 +182,9 @@ class _KeysetReader:
     def __init__(self, plan: PollPlan, zone: ZoneInfo, now: datetime, fetch: Fetch, publish: Publish) -> None:
         self.plan, self.zone, self.fetch, self.publish = plan, zone, fetch, publish
         self.now = format_time(now.astimezone(UTC), plan.watermark_format, zone)
+        ceiling = watermark_ceiling(plan, now)
+        self.ceiling = (ceiling, format_time(ceiling, plan.watermark_format, zone))
+        self.ahead = 0
         self.best: tuple[datetime, str] | None = None
         self.rows = 0
         self.pages = 0
@@ -190,11 +215,14 @@ class _KeysetReader:
 
     def _seen(self, marks: list[tuple[datetime, str]]) -> None:
         for mark in marks:
+            if mark[0] > self.ceiling[0]:  # stamped in the future: held at the ceiling (watermark_ceiling)
+                self.ahead += 1
+                mark = self.ceiling
             if self.best is None or mark[0] > self.best[0]:
                 self.best = mark
 
     def _result(self, pages: int, complete: bool) -> PollResult:
-        return PollResult(self.rows, pages, self.best[1] if self.best else None, complete)
+        return PollResult(self.rows, pages, self.best[1] if self.best else None, complete, ahead=self.ahead)
 
     async def keyset(self, bound: str, paging: PagingPlan | None) -> PollResult:
         """Page by change time (see the module docstring): each page starts at the last row read."""
