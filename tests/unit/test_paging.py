@@ -132,6 +132,14 @@ async def test_rows_that_are_not_a_list_are_named() -> None:
         "../../admin",
         "https://erp.example.test/b1s/v10/Items",
         "https://erp.example.test:port/b1s/v1/Items",
+        # A server that decodes before it resolves reads these as ../.. out of the base path.
+        "https://erp.example.test/b1s/v1/%2e%2e/%2E%2E/admin",
+        "/b1s/v1/..%2f..%2fadmin",
+        "/b1s/v1/%252e%252e/%252e%252e/admin",
+        "/b1s/v1//evil.example/Items",
+        "/b1s/v1/Items\r\nX-Injected: 1",
+        "/b1s/v1\\..\\..\\admin",
+        "https://:secret@erp.example.test/b1s/v1/Items",
     ],
 )
 def test_a_next_link_off_the_connectors_base_url_is_refused(link: str) -> None:

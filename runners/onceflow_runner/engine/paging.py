@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from onceflow_runner.contract.plan import PagingPlan
 from onceflow_runner.engine.ports import Response
@@ -106,7 +106,13 @@ def relative_to_base(base_url: str, current: str, link: str) -> str:
 
     prefix = base.path.rstrip("/")
     try:
-        foreign = origin(target) != origin(base) or bool(target.username) or not target.path.startswith(prefix + "/")
+        foreign = (
+            origin(target) != origin(base)
+            or target.username is not None
+            or target.password is not None
+            or not target.path.startswith(prefix + "/")
+            or _steers(link, target.path[len(prefix) :])
+        )
     except ValueError:  # a port that is not a number
         foreign = True
     if foreign:
@@ -114,6 +120,25 @@ def relative_to_base(base_url: str, current: str, link: str) -> str:
             f"the next-page link {link[:200]!r} leaves the Connector's baseURL {base_url}; it was not followed"
         )
     return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
+
+
+def _steers(link: str, path: str) -> bool:
+    """A link whose path a server could still read as another path or host once it decodes it.
+
+    urljoin removes literal `..` segments, but not `%2e%2e` (nor `%252e%252e`, decoded twice by
+    some proxies), and keeps `//` (read as a host by some servers) and control characters.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in link) or "\\" in link or "//" in path:
+        return True
+    for segment in path.split("/"):
+        for _ in range(4):
+            decoded = unquote(segment)
+            if decoded == segment:
+                break
+            segment = decoded
+        if any(part in (".", "..") for part in re.split(r"[/\\]", segment)):
+            return True
+    return False
 
 
 async def read_pages(
