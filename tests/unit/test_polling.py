@@ -361,6 +361,9 @@ def test_a_schedule_trigger_that_can_run_is_valid() -> None:
     [
         ({"cron": "*/5 * * *"}, "spec.trigger.schedule.cron", "five fields"),
         ({"cron": "0 25 * * *"}, "spec.trigger.schedule.cron", "hour: 25 is outside 0-23"),
+        ({"cron": "0 0 30 2 *"}, "spec.trigger.schedule.cron", "never fires"),
+        ({"cron": "0 0 31 4,6,9,11 *"}, "spec.trigger.schedule.cron", "never fires"),
+        ({"query": {"order_by": "'modified asc'"}}, "spec.trigger.schedule.poll.query", "no query value uses"),
         ({"cron": None}, "spec.trigger.schedule", "exactly one of cron"),
         ({"interval": "10s"}, "spec.trigger.schedule", "exactly one of cron"),
         ({"cron": None, "interval": "100ms"}, "spec.trigger.schedule.interval", "outside 1s..24h"),
