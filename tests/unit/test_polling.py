@@ -299,6 +299,10 @@ def test_a_stored_watermark_in_the_future_is_read_from_the_present() -> None:
     now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
     plan = poll_plan(look_back=60.0)
     assert request_bound(plan, "2099-01-01 00:00:00.000000", now) == "2026-11-30 10:00:00.000000"
+    # A startFrom in the future (a go-live date) is a choice, not a bad row: it is kept.
+    live = poll_plan(look_back=60.0, start="2026-12-07T00:00:00+00:00")
+    assert request_bound(live, None, now) == "2026-12-06 23:59:00.000000"
+    assert request_bound(live, "2026-12-07 00:00:00.000000", now) == "2026-12-06 23:59:00.000000"
 
 
 async def test_without_paging_one_request_is_the_whole_poll() -> None:

@@ -137,9 +137,11 @@ def watermark_ceiling(plan: PollPlan, now: datetime) -> datetime:
     later change, stamped at the real time, would fall before it and never be read again. Holding
     the watermark at the ceiling can only make the next poll read rows again (duplicates, one
     effect), never skip one; a target clock ahead by more than `lookBack` (or a wrong
-    `watermark.timeZone`) costs re-reads, which the poller logs.
+    `watermark.timeZone`) costs re-reads, which the poller logs. A `startFrom` later than that
+    (a go-live date) is the user's own choice and raises the ceiling to it.
     """
-    return now + timedelta(seconds=plan.look_back)
+    ceiling = now + timedelta(seconds=plan.look_back)
+    return max(ceiling, datetime.fromisoformat(plan.start)) if plan.start else ceiling
 
 
 def request_bound(plan: PollPlan, stored: str | None, now: datetime) -> str:
