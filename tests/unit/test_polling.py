@@ -305,6 +305,29 @@ def test_a_stored_watermark_in_the_future_is_read_from_the_present() -> None:
     assert request_bound(live, "2026-12-07 00:00:00.000000", now) == "2026-12-06 23:59:00.000000"
 
 
+@pytest.mark.parametrize("bad", [None, 1764496800, "30/11/2026 10:00", ""])
+async def test_one_row_without_a_readable_change_time_does_not_hold_the_source(bad: Any) -> None:
+    """The row goes in (its record is settled or parked like any other), the poll says why it failed,
+    and the watermark moves over the rows around it, so the next poll is not stuck on it."""
+    erp, intake = Erp(45), Intake()
+    plan = poll_plan(watermark="row.changed")  # the target's own change time, missing on a legacy row
+    for doc in erp.docs.values():
+        doc["changed"] = doc["modified"]
+    erp.docs["INV-012"]["changed"] = bad
+    result = await poll(erp, intake, plan)
+    assert {r["name"] for r in intake.rows} == set(erp.docs), "rows after the bad one were never read"
+    assert result.watermark == erp.docs["INV-044"]["modified"]
+    assert isinstance(result.error, PollFailed)
+    assert str(result.error).startswith("1 row(s) without a readable poll.watermark")
+
+
+async def test_a_watermark_expression_no_row_can_read_still_fails_the_poll() -> None:
+    erp, intake = Erp(25), Intake()
+    with pytest.raises(PollFailed, match="no row of page 1"):
+        await poll(erp, intake, poll_plan(watermark="row.modifed"))
+    assert intake.rows == []
+
+
 async def test_without_paging_one_request_is_the_whole_poll() -> None:
     erp, intake = Erp(30), Intake()
     result = await poll(erp, intake, poll_plan(paging=None))

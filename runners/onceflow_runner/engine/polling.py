@@ -187,6 +187,7 @@ class _KeysetReader:
         ceiling = watermark_ceiling(plan, now)
         self.ceiling = (ceiling, format_time(ceiling, plan.watermark_format, zone))
         self.ahead = 0
+        self.unreadable, self.unreadable_reason = 0, ""
         self.best: tuple[datetime, str] | None = None
         self.rows = 0
         self.pages = 0
@@ -205,26 +206,66 @@ class _KeysetReader:
             raise PollFailed(f"page {page}: poll.items gave a {type(rows).__name__}, not a list", step=POLL_STEP)
         return rows
 
-    def _marks(self, rows: list[Any]) -> list[tuple[datetime, str]]:
-        """Each row's change time (parsed, and as the target wrote it), checked to be ascending."""
-        marks = []
+    def _marks(self, rows: list[Any], page: int, *, full: bool) -> list[tuple[datetime, str] | None]:
+        """Each row's change time (parsed, and as the target wrote it).
+
+        A row whose change time cannot be read (a CEL error on it, null, another shape) is None:
+        it is published all the same and the watermark moves over the rows around it, as a row
+        without a business key goes in to be parked, so one bad row does not hold the source
+        for ever; the poll counts it and fails with the first reason. A full page without one
+        readable row fails the poll unpublished: it cannot be stepped over, and it is usually an
+        expression no row can satisfy.
+        """
+        marks: list[tuple[datetime, str] | None] = []
         for row in rows:
-            value = evaluate(self.plan.watermark, {"row": row}, step=POLL_STEP, what="poll.watermark")
-            moment = parse_time(value, self.plan.watermark_format, self.zone)
+            try:
+                value = evaluate(self.plan.watermark, {"row": row}, step=POLL_STEP, what="poll.watermark")
+                moment = parse_time(value, self.plan.watermark_format, self.zone)
+            except PermanentFailure as exc:
+                self.unreadable_reason = self.unreadable_reason or str(exc).splitlines()[0][:200]
+                marks.append(None)
+                continue
             raw = value if isinstance(value, str) else format_time(moment, self.plan.watermark_format, self.zone)
             marks.append((moment, raw))
+        if full and rows and not any(marks):
+            raise PollFailed(
+                f"no row of page {page} has a readable poll.watermark ({self.unreadable_reason})", step=POLL_STEP
+            )
+        self.unreadable += marks.count(None)
         return marks
 
-    def _seen(self, marks: list[tuple[datetime, str]]) -> None:
+    @staticmethod
+    def _descending(marks: list[tuple[datetime, str] | None]) -> tuple[str, str] | None:
+        """The first two readable change times out of ascending order, or None."""
+        read = [mark for mark in marks if mark is not None]
+        for i in range(1, len(read)):
+            if read[i][0] < read[i - 1][0]:
+                return read[i - 1][1], read[i][1]
+        return None
+
+    def _seen(self, marks: list[tuple[datetime, str] | None]) -> None:
         for mark in marks:
+            if mark is None:
+                continue
             if mark[0] > self.ceiling[0]:  # stamped in the future: held at the ceiling (watermark_ceiling)
                 self.ahead += 1
                 mark = self.ceiling
             if self.best is None or mark[0] > self.best[0]:
                 self.best = mark
 
+    def unreadable_failure(self) -> PollFailed | None:
+        """Why the poll counts as failed although it went on: rows whose change time could not be read."""
+        if not self.unreadable:
+            return None
+        return PollFailed(
+            f"{self.unreadable} row(s) without a readable poll.watermark went in and were stepped over "
+            f"({self.unreadable_reason})",
+            step=POLL_STEP,
+        )
+
     def _result(self, pages: int, complete: bool) -> PollResult:
-        return PollResult(self.rows, pages, self.best[1] if self.best else None, complete, ahead=self.ahead)
+        watermark = self.best[1] if self.best else None
+        return PollResult(self.rows, pages, watermark, complete, self.unreadable_failure(), ahead=self.ahead)
 
     async def keyset(self, bound: str, paging: PagingPlan | None) -> PollResult:
         """Page by change time (see the module docstring): each page starts at the last row read."""
@@ -239,22 +280,24 @@ class _KeysetReader:
                 query[paging.offset_param] = str(ties)
             self.pages = number + 1
             rows = self._items(await self.fetch(self.plan.path, query), number + 1)
-            marks = self._marks(rows)
-            for i in range(1, len(marks)):
-                if marks[i][0] < marks[i - 1][0]:
-                    raise PollFailed(
-                        f"page {number + 1}: rows are not in ascending order of their watermark ({marks[i - 1][1]} "
-                        f"before {marks[i][1]}); ask the target to sort by it (e.g. order_by: '\"modified asc\"')",
-                        step=POLL_STEP,
-                    )
+            full = paging is not None and len(rows) >= paging.page_size
+            marks = self._marks(rows, number + 1, full=full)
+            if (pair := self._descending(marks)) is not None:
+                raise PollFailed(
+                    f"page {number + 1}: rows are not in ascending order of their watermark ({pair[0]} before "
+                    f"{pair[1]}); ask the target to sort by it (e.g. order_by: '\"modified asc\"')",
+                    step=POLL_STEP,
+                )
             if rows:
                 await self.publish(rows)
                 self.rows += len(rows)
                 self._seen(marks)
-            if paging is None or len(rows) < paging.page_size:
+            if not full:
                 return self._result(number + 1, complete=True)
-            last_time, last_raw = marks[-1]
-            same = sum(1 for moment, _ in marks if moment == last_time)
+            # The rows already read from the first one at the last change time onwards (a row
+            # without a readable time among or after them included) are stepped over by offset.
+            last_time, last_raw = next(mark for mark in reversed(marks) if mark is not None)
+            same = len(rows) - next(i for i, mark in enumerate(marks) if mark is not None and mark[0] == last_time)
             if bound_time is not None and last_time == bound_time:
                 ties += same  # a whole page at one change time: step over it by offset
             else:
@@ -286,9 +329,8 @@ class _KeysetReader:
             next_of=next_of,
         )
         if listed.items:
-            marks = self._marks(listed.items)
-            ascending = all(marks[i - 1][0] <= marks[i][0] for i in range(1, len(marks)))
-            if not listed.complete and not ascending:
+            marks = self._marks(listed.items, listed.pages, full=not listed.complete)
+            if not listed.complete and self._descending(marks) is not None:
                 # The rows past the cap may be older than the newest row read: no watermark is safe.
                 raise PollFailed(
                     f"the list was cut at paging.maxPages ({paging.max_pages}) and its rows are not in ascending "
