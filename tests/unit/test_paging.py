@@ -120,6 +120,34 @@ async def test_rows_that_are_not_a_list_are_named() -> None:
         await read_pages(PagingPlan(), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows)
 
 
+@pytest.mark.parametrize(("style", "field"), [("Offset", "offsetParam"), ("Page", "pageParam")])
+async def test_a_target_that_ignores_the_position_is_named_not_read_to_the_cap(style: str, field: str) -> None:
+    """A wrong offset or page parameter makes every page the first: say so, instead of reading
+    maxPages copies and advising to raise maxPages."""
+    fetched: list[PageRequest] = []
+
+    async def fetch(request: PageRequest) -> Response:
+        fetched.append(request)
+        return Response(200, {"data": ROWS[:10]})
+
+    with pytest.raises(PagingFailed, match=f"same rows as page 1.*paging.{field}"):
+        await read_pages(
+            PagingPlan(style=style, page_size=10), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows
+        )
+    assert len(fetched) == 2
+
+
+async def test_pages_of_repeated_values_are_read_on() -> None:
+    """A search for one field (a country) may list the same values page after page: not a loop."""
+    pages = [[{"country": "DE"}] * 10, [{"country": "DE"}] * 10, [{"country": "DE"}] * 3]
+
+    async def fetch(request: PageRequest) -> Response:
+        return Response(200, {"data": pages[int(request.query["limit_start"]) // 10]})
+
+    listed = await read_pages(PagingPlan(page_size=10), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows)
+    assert (len(listed.items), listed.complete) == (23, True)
+
+
 @pytest.mark.parametrize(
     "link",
     [

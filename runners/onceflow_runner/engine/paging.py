@@ -15,6 +15,7 @@ answer) and `next_of` (the cursor or link an answer names, from the plan's `next
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,11 +156,24 @@ async def read_pages(
     request = _positioned(paging, path, query, 0, 0)
     items: list[Any] = []
     seen: set[str] = set()
+    previous: list[Any] = []
     for number in range(paging.max_pages):
         response = await fetch(request)
         page = await items_of(response)
         if not isinstance(page, list):
             raise PagingFailed(f"page {number + 1}: the rows are a {type(page).__name__}, not a list")
+        if number and page == previous and paging.style in ("Offset", "Page") and _distinct(page):
+            # The same distinct rows again: the target ignores the position parameter (a wrong
+            # name); reading on would only fill maxPages with copies and blame the cap. (Rows that
+            # repeat within a page, a search for one field only, may repeat across pages too.)
+            field, name = ("offsetParam", paging.offset_param)
+            if paging.style == "Page":
+                field, name = ("pageParam", paging.page_param)
+            raise PagingFailed(
+                f"page {number + 1}: the target answered the same rows as page {number}, so it ignores "
+                f"{name}={request.query.get(name)}; check paging.{field}"
+            )
+        previous = page
         items.extend(page)
         following = await _following(paging, request, response, page, base_url, next_of, seen)
         if following is None:
@@ -201,6 +215,11 @@ async def _following(
     if paging.style == "Cursor":
         return PageRequest(request.path, {**request.query, paging.cursor_param: token}, number, offset, token)
     return PageRequest(relative_to_base(base_url, request.path, token), {}, number, offset)
+
+
+def _distinct(page: list[Any]) -> bool:
+    """Whether a page holds at least two rows and no row twice."""
+    return len(page) > 1 and len({json.dumps(row, sort_keys=True, default=str) for row in page}) == len(page)
 
 
 def _unpositioned(paging: PagingPlan, query: Mapping[str, str]) -> dict[str, str]:
