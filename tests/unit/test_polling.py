@@ -328,6 +328,32 @@ async def test_a_watermark_expression_no_row_can_read_still_fails_the_poll() -> 
     assert intake.rows == []
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("<html><body><h1>502 Bad Gateway</h1></body></html>", "text of 50 characters (an HTML page), not JSON"),
+        ({"exc_type": "PermissionError", "exception": "Not permitted"}, "a JSON object with keys exc_type, exception"),
+        ({"jsonrpc": "2.0", "error": {"code": -32000, "message": "x"}}, "a JSON object with keys error, jsonrpc"),
+        ({"data": None}, "a JSON object with keys data"),
+    ],
+)
+@pytest.mark.parametrize("style", ["Offset", "Cursor"])
+async def test_a_200_answer_without_rows_names_what_came_instead(body: Any, says: str, style: str) -> None:
+    """An HTML error page or a JSON error envelope answered with 200 fails the poll saying what it was,
+    not "no such overload" or "the record has no field", and without copying the answer."""
+
+    async def fetch(path: str, query: Mapping[str, str]) -> Response:
+        return Response(200, body)
+
+    plan = poll_plan(paging=PagingPlan(style=style, page_size=10, next="response.next" if style == "Cursor" else None))
+    with pytest.raises(PollFailed, match=r"page 1: poll\.items") as failed:
+        await poll_changes(
+            plan, bound="x", now=datetime.now(UTC), base_url="http://erp", fetch=fetch, publish=Intake().publish
+        )
+    assert says in str(failed.value)
+    assert "Not permitted" not in str(failed.value)
+
+
 async def test_without_paging_one_request_is_the_whole_poll() -> None:
     erp, intake = Erp(30), Intake()
     result = await poll(erp, intake, poll_plan(paging=None))

@@ -180,6 +180,19 @@ async def poll_changes(
     return await reader.paged(bound, paging, base_url)
 
 
+def answer_shape(body: Any) -> str:
+    """What an answer is, without its content: text (an HTML page?), or a JSON value and its keys."""
+    if isinstance(body, str | bytes):
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        html = " (an HTML page)" if text.lstrip()[:1] == "<" else ""
+        return f"text of {len(text)} characters{html}, not JSON" if text else "empty"
+    if isinstance(body, dict):
+        keys = sorted(str(key)[:40] for key in body)
+        listed = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+        return f"a JSON object with keys {listed}" if keys else "an empty JSON object"
+    return "null" if body is None else f"a JSON {type(body).__name__}"
+
+
 class _KeysetReader:
     def __init__(self, plan: PollPlan, zone: ZoneInfo, now: datetime, fetch: Fetch, publish: Publish) -> None:
         self.plan, self.zone, self.fetch, self.publish = plan, zone, fetch, publish
@@ -201,10 +214,31 @@ class _KeysetReader:
         return out
 
     def _items(self, response: Response, page: int) -> list[Any]:
-        rows = evaluate(self.plan.items, {"response": response.body}, step=POLL_STEP, what="poll.items")
+        rows = self.rows_of(response, page)
         if not isinstance(rows, list):
-            raise PollFailed(f"page {page}: poll.items gave a {type(rows).__name__}, not a list", step=POLL_STEP)
+            raise PollFailed(
+                f"page {page}: poll.items gave a {type(rows).__name__}, not a list; the answer was "
+                f"{answer_shape(response.body)}",
+                step=POLL_STEP,
+            )
         return rows
+
+    def rows_of(self, response: Response, page: int) -> Any:
+        """`poll.items` over one answer; an answer without them is named by its shape.
+
+        Why: a target in trouble often answers 200 with an HTML error page or a JSON error
+        envelope (ERPNext's `exc_type`, JSON-RPC's `error`), and "no such overload" or "no field
+        'data'" says nothing of that. The shape (text, or the object's keys) says it without
+        copying the answer, which may echo the request, into the status.
+        """
+        try:
+            return evaluate(self.plan.items, {"response": response.body}, step=POLL_STEP, what="poll.items")
+        except PermanentFailure:
+            raise PollFailed(
+                f"page {page}: poll.items ({self.plan.items[:80]}) found no rows in the answer, "
+                f"{answer_shape(response.body)}",
+                step=POLL_STEP,
+            ) from None
 
     def _marks(self, rows: list[Any], page: int, *, full: bool) -> list[tuple[datetime, str] | None]:
         """Each row's change time (parsed, and as the target wrote it).
@@ -308,10 +342,11 @@ class _KeysetReader:
         """The target's own paging (Page, Cursor, NextLink, LinkHeader), then publish what it listed."""
 
         async def fetch(request: PageRequest) -> Response:
+            self.pages = request.number + 1
             return await self.fetch(request.path, request.query)
 
         async def items_of(response: Response) -> Any:
-            return evaluate(self.plan.items, {"response": response.body}, step=POLL_STEP, what="poll.items")
+            return self._items(response, self.pages)
 
         async def next_of(response: Response) -> Any:
             if not paging.next:
