@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,6 +231,31 @@ async def test_a_page_of_rows_sharing_one_change_time_is_stepped_over_by_offset_
     assert {r["name"] for r in intake.rows} == set(erp.docs)
     assert result.complete
     assert [q["limit_start"] for q in erp.requests][:3] == ["0", "10", "20"]
+
+
+class TieShufflingErp(Erp):
+    """A database that returns rows sharing one `modified` in any order, query by query (MariaDB
+    with ORDER BY modified and LIMIT/OFFSET does), unless the order names a unique tiebreaker."""
+
+    def __init__(self, count: int, *, same_time: int) -> None:
+        super().__init__(count, same_time=same_time)
+        self.random = random.Random(7)
+
+    async def fetch(self, path: str, query: Mapping[str, str]) -> Response:
+        docs = list(self.docs.items())
+        self.random.shuffle(docs)
+        self.docs = dict(docs)  # the sandbox's sort is stable: ties keep this query's order
+        return await super().fetch(path, query)
+
+
+@pytest.mark.parametrize(("order_by", "loses"), [("'modified asc'", True), ("'modified asc, name asc'", False)])
+async def test_rows_sharing_one_change_time_need_a_unique_tiebreaker_in_the_order(order_by: str, loses: bool) -> None:
+    """Why the example orders by `modified asc, name asc`: the offset that steps over rows already
+    read at one change time counts positions among them, which only a stable order keeps."""
+    erp, intake = TieShufflingErp(45, same_time=25), Intake()  # a bulk update stamped 25 rows alike
+    await poll(erp, intake, poll_plan(query={**poll_plan().query, "order_by": order_by}))
+    missed = set(erp.docs) - {r["name"] for r in intake.rows}
+    assert bool(missed) == loses, missed
 
 
 async def test_a_poll_capped_at_max_pages_reports_how_far_it_read_and_the_next_one_goes_on() -> None:

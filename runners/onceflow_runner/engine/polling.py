@@ -319,7 +319,7 @@ class _KeysetReader:
             if (pair := self._descending(marks)) is not None:
                 raise PollFailed(
                     f"page {number + 1}: rows are not in ascending order of their watermark ({pair[0]} before "
-                    f"{pair[1]}); ask the target to sort by it (e.g. order_by: '\"modified asc\"')",
+                    f"{pair[1]}); ask the target to sort by it (e.g. order_by: '\"modified asc, name asc\"')",
                     step=POLL_STEP,
                 )
             if rows:
