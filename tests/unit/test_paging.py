@@ -112,6 +112,29 @@ async def test_a_repeated_cursor_stops_with_an_error_instead_of_looping() -> Non
         )
 
 
+@pytest.mark.parametrize("style", ["Cursor", "NextLink"])
+async def test_a_cursor_cycling_with_a_longer_period_stops_too(style: str) -> None:
+    """A -> B -> C -> A: every token seen is remembered, not only the last one."""
+    cycle = ["Items?c=a", "Items?c=b", "Items?c=c"]
+    fetched: list[PageRequest] = []
+
+    async def fetch(request: PageRequest) -> Response:
+        fetched.append(request)
+        return Response(200, {"data": [len(fetched)], "next": cycle[(len(fetched) - 1) % 3]})
+
+    with pytest.raises(PagingFailed, match="same next page"):
+        await read_pages(
+            PagingPlan(style=style, max_pages=100),
+            base_url=BASE,
+            path="/x",
+            query={},
+            fetch=fetch,
+            items_of=_rows,
+            next_of=_next,
+        )
+    assert len(fetched) == 4
+
+
 async def test_rows_that_are_not_a_list_are_named() -> None:
     async def fetch(request: PageRequest) -> Response:
         return Response(200, {"data": {"error": "no"}})
