@@ -118,6 +118,23 @@ def _delete(path: str) -> Callable[[Obj], None]:
     return change
 
 
+def _schedule(**changes: Any) -> Obj:
+    """A runnable schedule trigger (the invoice-polling example's shape), changed by `changes`."""
+    schedule: Obj = {
+        "interval": "30s",
+        "poll": {
+            "connector": "erp",
+            "path": "/api/resource/Sales Invoice",
+            "query": {"filters": '\'[["modified", ">=", "\' + watermark + \'"]]\'', "order_by": "'modified asc'"},
+            "paging": {"style": "Offset", "pageSize": 100},
+            "watermark": {"expression": "row.modified", "format": "%Y-%m-%d %H:%M:%S.%f"},
+        },
+    }
+    for key, value in changes.items():
+        schedule[key] = value
+    return schedule
+
+
 INVALID: tuple[Invalid, ...] = (
     Invalid(
         "inline-secret-value",
@@ -307,6 +324,37 @@ INVALID: tuple[Invalid, ...] = (
             ),
         ),
         "spec.reconcile.left.paging",
+        "next is set for the Cursor and NextLink styles only",
+    ),
+    Invalid(
+        "schedule-with-cron-and-interval",
+        _with(integration, _set("spec.trigger", {"schedule": _schedule(cron="*/5 * * * *")})),
+        "spec.trigger.schedule",
+        "exactly one of cron",
+    ),
+    Invalid(
+        "schedule-and-webhook-trigger",
+        _with(integration, _set("spec.trigger.schedule", _schedule())),
+        "spec.trigger",
+        "trigger sets exactly one of connector",
+    ),
+    Invalid(
+        "schedule-interval-not-a-duration",
+        _with(integration, _set("spec.trigger", {"schedule": _schedule(interval="every 5 minutes")})),
+        "spec.trigger.schedule.interval",
+        "should match pattern",
+        server_says="spec.trigger.schedule.interval",
+    ),
+    Invalid(
+        "schedule-poll-cursor-paging-without-next",
+        _with(
+            integration,
+            _set(
+                "spec.trigger",
+                {"schedule": {**_schedule(), "poll": {**_schedule()["poll"], "paging": {"style": "Cursor"}}}},
+            ),
+        ),
+        "spec.trigger.schedule.poll.paging",
         "next is set for the Cursor and NextLink styles only",
     ),
 )

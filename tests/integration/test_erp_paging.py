@@ -18,7 +18,7 @@ import pytest
 
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.plan import ConnectorPlan, PagingPlan
-from onceflow_runner.engine.paging import PageRequest, read_pages
+from onceflow_runner.engine.paging import PageRequest, PagingFailed, read_pages
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.testing.sandbox import ErpSandbox
 
@@ -144,5 +144,37 @@ async def test_read_pages_reads_all_1000_customers_in_pages_of_20_over_http(erp:
             items_of=rows,
         )
         assert (len(capped.items), capped.complete) == (200, False)
+    finally:
+        await caller.aclose()
+
+
+async def test_a_misnamed_offset_parameter_is_named_not_read_to_the_cap(erp: ErpSandbox, tmp_path: Path) -> None:
+    """ERPNext ignores `offset` (it reads limit_start): every page is the first. The search says so
+    instead of reading maxPages copies and asking for a larger maxPages."""
+    caller = _caller(erp, tmp_path)
+    fetched: list[PageRequest] = []
+
+    async def fetch(page: PageRequest) -> Response:
+        fetched.append(page)
+        return await caller.request(
+            "erp", "GET", page.path, query=page.query, body=None, idempotency_key=None, headers={}, step="search"
+        )
+
+    async def rows(response: Response) -> Any:
+        return response.body["data"]
+
+    try:
+        with pytest.raises(
+            PagingFailed, match=r"same rows as page 1, so it ignores offset=20; check paging\.offsetParam"
+        ):
+            await read_pages(
+                PagingPlan(page_size=20, offset_param="offset"),
+                base_url=erp.url,
+                path="/api/resource/Customer",
+                query={"fields": '["name"]', "order_by": "name asc"},
+                fetch=fetch,
+                items_of=rows,
+            )
+        assert len(fetched) == 2
     finally:
         await caller.aclose()

@@ -369,3 +369,29 @@ async def test_a_failing_erp_and_a_row_without_its_key_field_hold_nothing_back(
         assert "503" in (beats[-1].last_error or "")
     finally:
         await stop(p)
+
+
+async def test_an_invoice_stamped_in_the_far_future_does_not_hide_the_changes_after_it(
+    nats_server: NatsServer, erp: ErpSandbox
+) -> None:
+    """One row with a mistyped change time (2099) used to become the watermark: nothing changed
+    after it was ever read again. The watermark is held at the poll's time plus lookBack."""
+    start_from = datetime.now(UTC) - timedelta(hours=1)
+    seed(erp, 5, first=start_from + timedelta(minutes=1))
+    erp.clock = utc_clock(datetime(2099, 1, 1, tzinfo=UTC))
+    erp.seed(INVOICE, {"name": "FUTURE-1", "customer": "Acme", "grand_total": 1, "docstatus": 1})
+    erp.clock = lambda: datetime.now(UTC).replace(tzinfo=None)
+    p = await start(nats_server, start_from=start_from.isoformat(), erp=erp)
+    try:
+        await p.settled(start_from)
+        stored = await p.watermark()
+        assert stored is not None
+        assert stored.watermark < "2099", f"the watermark jumped to the far-future row: {stored.watermark}"
+        changed = datetime.now(UTC)
+        erp.touch(INVOICE, "ACC-SINV-00002", grand_total=555)
+        seed(erp, 2, first=datetime.now(UTC), prefix="NEW-")
+        effects = await p.settled(changed)
+        assert {"ACC-SINV-00002", "NEW-00000", "NEW-00001"} <= {k.split("@")[0] for k in effects}
+        assert effects[f"FUTURE-1@{erp.docs[INVOICE]['FUTURE-1']['modified']}"] == 1, "re-read, one effect"
+    finally:
+        await stop(p)

@@ -112,12 +112,63 @@ async def test_a_repeated_cursor_stops_with_an_error_instead_of_looping() -> Non
         )
 
 
+@pytest.mark.parametrize("style", ["Cursor", "NextLink"])
+async def test_a_cursor_cycling_with_a_longer_period_stops_too(style: str) -> None:
+    """A -> B -> C -> A: every token seen is remembered, not only the last one."""
+    cycle = ["Items?c=a", "Items?c=b", "Items?c=c"]
+    fetched: list[PageRequest] = []
+
+    async def fetch(request: PageRequest) -> Response:
+        fetched.append(request)
+        return Response(200, {"data": [len(fetched)], "next": cycle[(len(fetched) - 1) % 3]})
+
+    with pytest.raises(PagingFailed, match="same next page"):
+        await read_pages(
+            PagingPlan(style=style, max_pages=100),
+            base_url=BASE,
+            path="/x",
+            query={},
+            fetch=fetch,
+            items_of=_rows,
+            next_of=_next,
+        )
+    assert len(fetched) == 4
+
+
 async def test_rows_that_are_not_a_list_are_named() -> None:
     async def fetch(request: PageRequest) -> Response:
         return Response(200, {"data": {"error": "no"}})
 
     with pytest.raises(PagingFailed, match="page 1: the rows are a dict"):
         await read_pages(PagingPlan(), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows)
+
+
+@pytest.mark.parametrize(("style", "field"), [("Offset", "offsetParam"), ("Page", "pageParam")])
+async def test_a_target_that_ignores_the_position_is_named_not_read_to_the_cap(style: str, field: str) -> None:
+    """A wrong offset or page parameter makes every page the first: say so, instead of reading
+    maxPages copies and advising to raise maxPages."""
+    fetched: list[PageRequest] = []
+
+    async def fetch(request: PageRequest) -> Response:
+        fetched.append(request)
+        return Response(200, {"data": ROWS[:10]})
+
+    with pytest.raises(PagingFailed, match=f"same rows as page 1.*paging.{field}"):
+        await read_pages(
+            PagingPlan(style=style, page_size=10), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows
+        )
+    assert len(fetched) == 2
+
+
+async def test_pages_of_repeated_values_are_read_on() -> None:
+    """A search for one field (a country) may list the same values page after page: not a loop."""
+    pages = [[{"country": "DE"}] * 10, [{"country": "DE"}] * 10, [{"country": "DE"}] * 3]
+
+    async def fetch(request: PageRequest) -> Response:
+        return Response(200, {"data": pages[int(request.query["limit_start"]) // 10]})
+
+    listed = await read_pages(PagingPlan(page_size=10), base_url=BASE, path="/x", query={}, fetch=fetch, items_of=_rows)
+    assert (len(listed.items), listed.complete) == (23, True)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +183,14 @@ async def test_rows_that_are_not_a_list_are_named() -> None:
         "../../admin",
         "https://erp.example.test/b1s/v10/Items",
         "https://erp.example.test:port/b1s/v1/Items",
+        # A server that decodes before it resolves reads these as ../.. out of the base path.
+        "https://erp.example.test/b1s/v1/%2e%2e/%2E%2E/admin",
+        "/b1s/v1/..%2f..%2fadmin",
+        "/b1s/v1/%252e%252e/%252e%252e/admin",
+        "/b1s/v1//evil.example/Items",
+        "/b1s/v1/Items\r\nX-Injected: 1",
+        "/b1s/v1\\..\\..\\admin",
+        "https://:secret@erp.example.test/b1s/v1/Items",
     ],
 )
 def test_a_next_link_off_the_connectors_base_url_is_refused(link: str) -> None:

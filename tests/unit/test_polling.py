@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -117,10 +118,10 @@ def poll_plan(**changes: Any) -> PollPlan:
 
 
 def test_the_request_starts_at_the_stored_watermark_minus_the_look_back_written_as_the_target_writes_it() -> None:
-    plan = poll_plan()
-    assert request_bound(plan, "2026-11-30 10:00:30.250000", datetime.now(UTC)) == "2026-11-30 09:59:30.250000"
+    plan, now = poll_plan(), datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert request_bound(plan, "2026-11-30 10:00:30.250000", now) == "2026-11-30 09:59:30.250000"
     rfc = poll_plan(watermark_format="RFC3339", look_back=5.0)
-    assert request_bound(rfc, "2026-11-30T10:00:00+01:00", datetime.now(UTC)) == "2026-11-30T08:59:55Z"
+    assert request_bound(rfc, "2026-11-30T10:00:00+01:00", now) == "2026-11-30T08:59:55Z"
 
 
 def test_the_first_poll_starts_at_start_from_or_at_its_own_time_in_the_targets_zone() -> None:
@@ -232,6 +233,31 @@ async def test_a_page_of_rows_sharing_one_change_time_is_stepped_over_by_offset_
     assert [q["limit_start"] for q in erp.requests][:3] == ["0", "10", "20"]
 
 
+class TieShufflingErp(Erp):
+    """A database that returns rows sharing one `modified` in any order, query by query (MariaDB
+    with ORDER BY modified and LIMIT/OFFSET does), unless the order names a unique tiebreaker."""
+
+    def __init__(self, count: int, *, same_time: int) -> None:
+        super().__init__(count, same_time=same_time)
+        self.random = random.Random(7)
+
+    async def fetch(self, path: str, query: Mapping[str, str]) -> Response:
+        docs = list(self.docs.items())
+        self.random.shuffle(docs)
+        self.docs = dict(docs)  # the sandbox's sort is stable: ties keep this query's order
+        return await super().fetch(path, query)
+
+
+@pytest.mark.parametrize(("order_by", "loses"), [("'modified asc'", True), ("'modified asc, name asc'", False)])
+async def test_rows_sharing_one_change_time_need_a_unique_tiebreaker_in_the_order(order_by: str, loses: bool) -> None:
+    """Why the example orders by `modified asc, name asc`: the offset that steps over rows already
+    read at one change time counts positions among them, which only a stable order keeps."""
+    erp, intake = TieShufflingErp(45, same_time=25), Intake()  # a bulk update stamped 25 rows alike
+    await poll(erp, intake, poll_plan(query={**poll_plan().query, "order_by": order_by}))
+    missed = set(erp.docs) - {r["name"] for r in intake.rows}
+    assert bool(missed) == loses, missed
+
+
 async def test_a_poll_capped_at_max_pages_reports_how_far_it_read_and_the_next_one_goes_on() -> None:
     erp, intake = Erp(50), Intake()
     plan = poll_plan(paging=PagingPlan(page_size=10, max_pages=2))
@@ -277,6 +303,81 @@ async def test_rows_in_descending_order_fail_the_poll_saying_to_sort_by_the_wate
     with pytest.raises(PollFailed, match="ascending order"):
         await poll(erp, intake, plan)
     assert intake.rows == [], "nothing is published from a page read in the wrong order"
+
+
+async def test_a_row_stamped_in_the_far_future_does_not_hide_the_changes_after_it() -> None:
+    """One row with a mistyped date must not become the watermark: every later change would fall before it."""
+    erp, intake = Erp(30), Intake()
+    erp.docs["INV-007"]["modified"] = "2099-01-01 00:00:00.000000"
+    plan = poll_plan()
+    first = await poll(erp, intake, plan)
+    now = datetime.now(UTC)
+    assert (first.complete, first.ahead) == (True, 1)
+    assert first.watermark is not None
+    assert parse_time(first.watermark, FRAPPE, UTC_ZONE) <= now + timedelta(seconds=plan.look_back)
+    erp.clock = now.replace(tzinfo=None)  # the target's clock, in its zone (UTC here)
+    erp.touch("INV-003")
+    await poll(erp, intake, plan, request_bound(plan, first.watermark, datetime.now(UTC)))
+    assert "INV-003" in intake.latest_seen(erp), "a change after the far-future row was never read"
+
+
+def test_a_stored_watermark_in_the_future_is_read_from_the_present() -> None:
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    plan = poll_plan(look_back=60.0)
+    assert request_bound(plan, "2099-01-01 00:00:00.000000", now) == "2026-11-30 10:00:00.000000"
+    # A startFrom in the future (a go-live date) is a choice, not a bad row: it is kept.
+    live = poll_plan(look_back=60.0, start="2026-12-07T00:00:00+00:00")
+    assert request_bound(live, None, now) == "2026-12-06 23:59:00.000000"
+    assert request_bound(live, "2026-12-07 00:00:00.000000", now) == "2026-12-06 23:59:00.000000"
+
+
+@pytest.mark.parametrize("bad", [None, 1764496800, "30/11/2026 10:00", ""])
+async def test_one_row_without_a_readable_change_time_does_not_hold_the_source(bad: Any) -> None:
+    """The row goes in (its record is settled or parked like any other), the poll says why it failed,
+    and the watermark moves over the rows around it, so the next poll is not stuck on it."""
+    erp, intake = Erp(45), Intake()
+    plan = poll_plan(watermark="row.changed")  # the target's own change time, missing on a legacy row
+    for doc in erp.docs.values():
+        doc["changed"] = doc["modified"]
+    erp.docs["INV-012"]["changed"] = bad
+    result = await poll(erp, intake, plan)
+    assert {r["name"] for r in intake.rows} == set(erp.docs), "rows after the bad one were never read"
+    assert result.watermark == erp.docs["INV-044"]["modified"]
+    assert isinstance(result.error, PollFailed)
+    assert str(result.error).startswith("1 row(s) without a readable poll.watermark")
+
+
+async def test_a_watermark_expression_no_row_can_read_still_fails_the_poll() -> None:
+    erp, intake = Erp(25), Intake()
+    with pytest.raises(PollFailed, match="no row of page 1"):
+        await poll(erp, intake, poll_plan(watermark="row.modifed"))
+    assert intake.rows == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("<html><body><h1>502 Bad Gateway</h1></body></html>", "text of 50 characters (an HTML page), not JSON"),
+        ({"exc_type": "PermissionError", "exception": "Not permitted"}, "a JSON object with keys exc_type, exception"),
+        ({"jsonrpc": "2.0", "error": {"code": -32000, "message": "x"}}, "a JSON object with keys error, jsonrpc"),
+        ({"data": None}, "a JSON object with keys data"),
+    ],
+)
+@pytest.mark.parametrize("style", ["Offset", "Cursor"])
+async def test_a_200_answer_without_rows_names_what_came_instead(body: Any, says: str, style: str) -> None:
+    """An HTML error page or a JSON error envelope answered with 200 fails the poll saying what it was,
+    not "no such overload" or "the record has no field", and without copying the answer."""
+
+    async def fetch(path: str, query: Mapping[str, str]) -> Response:
+        return Response(200, body)
+
+    plan = poll_plan(paging=PagingPlan(style=style, page_size=10, next="response.next" if style == "Cursor" else None))
+    with pytest.raises(PollFailed, match=r"page 1: poll\.items") as failed:
+        await poll_changes(
+            plan, bound="x", now=datetime.now(UTC), base_url="http://erp", fetch=fetch, publish=Intake().publish
+        )
+    assert says in str(failed.value)
+    assert "Not permitted" not in str(failed.value)
 
 
 async def test_without_paging_one_request_is_the_whole_poll() -> None:
@@ -339,6 +440,9 @@ def test_a_schedule_trigger_that_can_run_is_valid() -> None:
     [
         ({"cron": "*/5 * * *"}, "spec.trigger.schedule.cron", "five fields"),
         ({"cron": "0 25 * * *"}, "spec.trigger.schedule.cron", "hour: 25 is outside 0-23"),
+        ({"cron": "0 0 30 2 *"}, "spec.trigger.schedule.cron", "never fires"),
+        ({"cron": "0 0 31 4,6,9,11 *"}, "spec.trigger.schedule.cron", "never fires"),
+        ({"query": {"order_by": "'modified asc'"}}, "spec.trigger.schedule.poll.query", "no query value uses"),
         ({"cron": None}, "spec.trigger.schedule", "exactly one of cron"),
         ({"interval": "10s"}, "spec.trigger.schedule", "exactly one of cron"),
         ({"cron": None, "interval": "100ms"}, "spec.trigger.schedule.interval", "outside 1s..24h"),

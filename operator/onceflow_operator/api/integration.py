@@ -115,7 +115,8 @@ class PollSource(ApiModel):
         description=(
             "Query parameter -> CEL, with `watermark` bound (a string in the watermark's format) and `now`. Ask "
             "for rows changed at or after it, oldest first; for ERPNext: filters: "
-            '\'[["modified", ">=", "\' + watermark + \'"]]\' and order_by: \'"modified asc"\'.'
+            '\'[["modified", ">=", "\' + watermark + \'"]]\' and order_by: \'"modified asc, name asc"\' '
+            "(a unique last column keeps rows stamped alike in one order between pages)."
         ),
     )
     items: Cel = Field(default="response.data", description="CEL over `response`: the rows of one answer.")

@@ -10,6 +10,7 @@ The cron parser is the runner's own (`contract.schedule`), so a schedule that va
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ SCHEDULE_PATH = "spec.trigger.schedule"
 #: Bounds of `interval`: under a second a poll could not finish before the next; over a day use cron.
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 86400.0
+_WATERMARK = re.compile(r"\bwatermark\b")
 
 
 def poll_expressions(integration: Integration) -> Iterator[tuple[str, str]]:
@@ -68,7 +70,9 @@ def schedule_problems(integration: Integration) -> Iterator[tuple[str, str]]:
         return
     if schedule.cron is not None:
         try:
-            parse_cron(schedule.cron)
+            # next_after too: an expression that parses may still never fire (30 February), which
+            # the runner only finds when it asks for the next firing, and then never polls.
+            parse_cron(schedule.cron).next_after(datetime.now(UTC))
         except InvalidSchedule as exc:
             yield f"{SCHEDULE_PATH}.cron", f"{schedule.cron!r}: {exc}"
     if schedule.interval is not None:
@@ -108,6 +112,15 @@ def schedule_problems(integration: Integration) -> Iterator[tuple[str, str]]:
             f"{watermark.start_from!r} is neither Now nor an ISO 8601 time with an offset (e.g. 2026-01-01T00:00:00Z)",
         )
     yield from reconcile_path_problems(f"{SCHEDULE_PATH}.poll.path", schedule.poll.path)
+    if not any(_WATERMARK.search(source) for source in schedule.poll.query.values()):
+        # The query is the only place the watermark reaches the target (the path is a literal):
+        # without it every poll asks for the whole list from its start, and the Offset style,
+        # which pages by change time through the watermark, would not get past its first rows.
+        yield (
+            f"{SCHEDULE_PATH}.poll.query",
+            "no query value uses `watermark`, so every poll would read the whole list from its start; filter by "
+            'it, e.g. for ERPNext filters: \'[["modified", ">=", "\' + watermark + \'"]]\'',
+        )
     if not integration.spec.business_key:
         yield (
             "spec.businessKey",

@@ -15,11 +15,12 @@ answer) and `next_of` (the cursor or link an answer names, from the plan's `next
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from onceflow_runner.contract.plan import PagingPlan
 from onceflow_runner.engine.ports import Response
@@ -106,7 +107,13 @@ def relative_to_base(base_url: str, current: str, link: str) -> str:
 
     prefix = base.path.rstrip("/")
     try:
-        foreign = origin(target) != origin(base) or bool(target.username) or not target.path.startswith(prefix + "/")
+        foreign = (
+            origin(target) != origin(base)
+            or target.username is not None
+            or target.password is not None
+            or not target.path.startswith(prefix + "/")
+            or _steers(link, target.path[len(prefix) :])
+        )
     except ValueError:  # a port that is not a number
         foreign = True
     if foreign:
@@ -114,6 +121,25 @@ def relative_to_base(base_url: str, current: str, link: str) -> str:
             f"the next-page link {link[:200]!r} leaves the Connector's baseURL {base_url}; it was not followed"
         )
     return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
+
+
+def _steers(link: str, path: str) -> bool:
+    """A link whose path a server could still read as another path or host once it decodes it.
+
+    urljoin removes literal `..` segments, but not `%2e%2e` (nor `%252e%252e`, decoded twice by
+    some proxies), and keeps `//` (read as a host by some servers) and control characters.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in link) or "\\" in link or "//" in path:
+        return True
+    for segment in path.split("/"):
+        for _ in range(4):
+            decoded = unquote(segment)
+            if decoded == segment:
+                break
+            segment = decoded
+        if any(part in (".", "..") for part in re.split(r"[/\\]", segment)):
+            return True
+    return False
 
 
 async def read_pages(
@@ -130,11 +156,24 @@ async def read_pages(
     request = _positioned(paging, path, query, 0, 0)
     items: list[Any] = []
     seen: set[str] = set()
+    previous: list[Any] = []
     for number in range(paging.max_pages):
         response = await fetch(request)
         page = await items_of(response)
         if not isinstance(page, list):
             raise PagingFailed(f"page {number + 1}: the rows are a {type(page).__name__}, not a list")
+        if number and page == previous and paging.style in ("Offset", "Page") and _distinct(page):
+            # The same distinct rows again: the target ignores the position parameter (a wrong
+            # name); reading on would only fill maxPages with copies and blame the cap. (Rows that
+            # repeat within a page, a search for one field only, may repeat across pages too.)
+            field, name = ("offsetParam", paging.offset_param)
+            if paging.style == "Page":
+                field, name = ("pageParam", paging.page_param)
+            raise PagingFailed(
+                f"page {number + 1}: the target answered the same rows as page {number}, so it ignores "
+                f"{name}={request.query.get(name)}; check paging.{field}"
+            )
+        previous = page
         items.extend(page)
         following = await _following(paging, request, response, page, base_url, next_of, seen)
         if following is None:
@@ -176,6 +215,11 @@ async def _following(
     if paging.style == "Cursor":
         return PageRequest(request.path, {**request.query, paging.cursor_param: token}, number, offset, token)
     return PageRequest(relative_to_base(base_url, request.path, token), {}, number, offset)
+
+
+def _distinct(page: list[Any]) -> bool:
+    """Whether a page holds at least two rows and no row twice."""
+    return len(page) > 1 and len({json.dumps(row, sort_keys=True, default=str) for row in page}) == len(page)
 
 
 def _unpositioned(paging: PagingPlan, query: Mapping[str, str]) -> dict[str, str]:

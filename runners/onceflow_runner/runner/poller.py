@@ -49,6 +49,7 @@ from onceflow_runner.engine.polling import (
     parse_time,
     poll_changes,
     request_bound,
+    watermark_ceiling,
 )
 from onceflow_runner.engine.ports import Caller, Response
 from onceflow_runner.errors import OnceflowError, PermanentFailure, TransientFailure
@@ -147,9 +148,17 @@ class Poller:
             )
             failure, rows, pages = result.error, result.rows, result.pages
             reached = result.watermark
+            if result.ahead:
+                log.warning(
+                    "rows stamped after the poll started (plus lookBack): the target's clock is ahead or "
+                    "watermark.timeZone is wrong; the watermark is held at the poll's time, so they are read again",
+                    extra={"rows": result.ahead},
+                )
             if reached is None and stored is None and failure is None:
                 reached = initial_watermark(self.source, started)  # keep "from now" from moving on a restart
-            if reached is not None and (watermark is None or self._later(reached, watermark)):
+            if reached is not None and (
+                watermark is None or self._later(reached, watermark) or self._future(watermark, started)
+            ):
                 entry = PollWatermark(
                     watermark=reached, at=datetime.now(UTC).isoformat(), revision=self.plan.revision, rows=rows
                 )
@@ -191,6 +200,11 @@ class Poller:
             log.info("polled", extra={"rows": rows, "pages": pages, "watermark": watermark})
         else:
             log.warning("poll failed", extra={"error": error, "rows": rows, "watermark": watermark})
+
+    def _future(self, stored: str, started: datetime) -> bool:
+        """A stored watermark past the ceiling (an earlier poll read a row stamped in the future): replace it."""
+        zone = ZoneInfo(self.source.watermark_time_zone)
+        return parse_time(stored, self.source.watermark_format, zone) > watermark_ceiling(self.source, started)
 
     def _later(self, candidate: str, current: str) -> bool:
         zone = ZoneInfo(self.source.watermark_time_zone)
