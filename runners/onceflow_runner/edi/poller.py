@@ -99,8 +99,9 @@ class EdiInbound:
         self.pickup = sftp.pickup.rstrip("/") or "/"
         self.claim_folder = str(PurePosixPath(self.pickup) / sftp.claim_folder)
         self.done_folder = str(PurePosixPath(self.pickup) / sftp.done_folder)
-        #: Files this poller finished (original names), for tests and status.
+        #: Files this poller finished (original names), and an event set at each one (for waiting on it).
         self.processed: list[str] = []
+        self.finished = asyncio.Event()
 
     async def start(self) -> None:
         await natsio.ensure_streams(self.js)
@@ -182,6 +183,7 @@ class EdiInbound:
         stamp = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%dT%H%M%S")
         await session.move(claimed, self._join(self.done_folder, f"{stamp}_{digest[:12]}_{name}"))
         self.processed.append(name)
+        self.finished.set()
         return 1
 
     # -- JetStream -------------------------------------------------------------------------------------
