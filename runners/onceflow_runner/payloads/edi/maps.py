@@ -198,20 +198,12 @@ SET_850 = TransactionSet(
                     ),
                     ("C0302", "C0504", "P0607", "P0809", "P1011", "P1213", "P1415"),
                 ),
-                Loop(
-                    "PID_LOOP",
+                Segment(
+                    "PID",
                     "Product/Item Description",
                     "S",
                     "1000",
-                    (
-                        Segment(
-                            "PID",
-                            "Product/Item Description",
-                            "R",
-                            "1",
-                            (Element("349", "R"), Element("750"), Element("559"), Element("751"), Element("352")),
-                        ),
-                    ),
+                    (Element("349", "R"), Element("750"), Element("559"), Element("751"), Element("352")),
                 ),
                 Segment("PO4", "Item Physical Details", "S", "1", (Element("356"), Element("357"), Element("355"))),
                 _REF,
