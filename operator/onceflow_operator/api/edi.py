@@ -33,11 +33,15 @@ class EdiIdentitySpec(ApiModel):
     """One side of the interchange as the partner's implementation guide fixes it."""
 
     qualifier: str = Field(
-        description="ISA05/ISA07 qualifier, e.g. ZZ (mutually defined), 01 (DUNS).", pattern=r"^[A-Z0-9]{2}$"
+        description="ISA05/ISA07 qualifier, e.g. ZZ (mutually defined), 01 (DUNS).",
+        pattern=r"^[A-Z0-9]{2}$",
+        max_length=2,
     )
-    id: str = Field(description="ISA06/ISA08 interchange id, at most 15 characters.", pattern=r"^[!-~][ -~]{0,14}$")
+    id: str = Field(
+        description="ISA06/ISA08 interchange id, at most 15 characters.", pattern=r"^[!-~][ -~]{0,14}$", max_length=15
+    )
     application_code: str = Field(
-        description="GS02 (as sender) / GS03 (as receiver) application code.", pattern=r"^[ -~]{2,15}$"
+        description="GS02 (as sender) / GS03 (as receiver) application code.", pattern=r"^[ -~]{2,15}$", max_length=15
     )
 
 
@@ -57,11 +61,15 @@ class EdiEnvelopeSpec(ApiModel):
 
     ours: EdiIdentitySpec = Field(description="Our identity (ISA07/08 and GS03 inbound; ISA05/06 and GS02 outbound).")
     partner: EdiIdentitySpec = Field(description="The partner's identity; interchanges from anyone else are refused.")
-    element_separator: str = Field(default="*", description="Element separator we send.", pattern=_SEPARATOR)
-    component_separator: str = Field(
-        default=">", description="Component separator (ISA16) we send.", pattern=_SEPARATOR
+    element_separator: str = Field(
+        default="*", description="Element separator we send.", pattern=_SEPARATOR, max_length=1
     )
-    segment_terminator: str = Field(default="~", description="Segment terminator we send.", pattern=_SEPARATOR)
+    component_separator: str = Field(
+        default=">", description="Component separator (ISA16) we send.", pattern=_SEPARATOR, max_length=1
+    )
+    segment_terminator: str = Field(
+        default="~", description="Segment terminator we send.", pattern=_SEPARATOR, max_length=1
+    )
     version: Literal["00401"] = Field(default="00401", description="ISA12 version (GS08 004010).")
     usage: Literal["P", "T"] = Field(
         default="P", description="ISA15: P production or T test; an interchange with the other is refused (TA1 014)."

@@ -12,13 +12,16 @@ and the test/production indicator (ISA15). Inbound interchanges addressed otherw
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from onceflow_runner.contract.plan import SecretRef
+from onceflow_runner.contract.plan import PLAN_VERSION, SecretRef
+from onceflow_runner.errors import PlanError
 
-__all__ = ["EdiEnvelope", "EdiIdentity", "EdiPartnerPlan", "SftpEndpoint"]
+__all__ = ["EdiEnvelope", "EdiIdentity", "EdiPartnerPlan", "SftpEndpoint", "load_edi_plan"]
 
 _SEPARATOR = r"^[^A-Za-z0-9 ]$"
 
@@ -88,7 +91,7 @@ class SftpEndpoint(_Contract):
 class EdiPartnerPlan(_Contract):
     """One trading partner as the EDI poller runs it."""
 
-    plan_version: str = Field(default="v1", alias="planVersion")
+    plan_version: str = Field(default=PLAN_VERSION, alias="planVersion")
     namespace: str
     connector: str
     system: str = ""
@@ -96,3 +99,20 @@ class EdiPartnerPlan(_Contract):
     sftp: SftpEndpoint
     #: Transaction sets taken in; others are rejected with 997 AK5 code 1 (not supported).
     accept: tuple[str, ...] = ("850",)
+
+
+def load_edi_plan(path: Path) -> EdiPartnerPlan:
+    """Read an EDI poller's plan file; PlanError (one line naming the problem) when it cannot be run."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"cannot read plan {path}: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("planVersion") != PLAN_VERSION:
+        found = raw.get("planVersion") if isinstance(raw, dict) else None
+        raise PlanError(f"plan {path} has planVersion {found!r}; this poller understands {PLAN_VERSION!r}")
+    try:
+        return EdiPartnerPlan.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PlanError(f"plan {path}: {where}: {first['msg']}") from None

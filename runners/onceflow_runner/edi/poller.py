@@ -50,6 +50,8 @@ from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.subjects import inbound_prefix
+from onceflow_runner.errors import PlanError
+from onceflow_runner.metrics import EdiMetrics
 from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers
 from onceflow_runner.payloads.edi.inbound import FileAssessment, assess_file
 
@@ -102,6 +104,10 @@ class EdiInbound:
         #: Files this poller finished (original names), and an event set at each one (for waiting on it).
         self.processed: list[str] = []
         self.finished = asyncio.Event()
+        self.metrics = EdiMetrics()
+        #: Why the last pass failed (None after a pass that worked); None before the first pass too.
+        self.last_error: str | None = None
+        self.passes = 0
 
     async def start(self) -> None:
         await natsio.ensure_streams(self.js)
@@ -114,7 +120,15 @@ class EdiInbound:
             try:
                 await self.poll_once()
             except SftpUnavailable as exc:
+                self.last_error = str(exc)
+                self.metrics.sftp_failures.labels(connector=self.plan.connector).inc()
                 log.warning("sftp unavailable; retrying", extra={"connector": self.plan.connector, "reason": str(exc)})
+            except PlanError as exc:
+                self.last_error = str(exc)
+                log.error("sftp settings unusable", extra={"connector": self.plan.connector, "reason": str(exc)})
+            else:
+                self.last_error = None
+            self.passes += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.plan.sftp.poll_seconds)
 
@@ -178,8 +192,10 @@ class EdiInbound:
             assessment = assess_file(data, self.plan)
             await self._publish_sets(assessment, digest)
             entry = await self._acknowledge(session, assessment, digest, entry)
+            self.metrics.files.labels(connector=self.plan.connector, outcome="processed").inc()
         else:
             log.info("duplicate file: already processed", extra={"connector": self.plan.connector, "file": name})
+            self.metrics.files.labels(connector=self.plan.connector, outcome="duplicate").inc()
         stamp = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%dT%H%M%S")
         await session.move(claimed, self._join(self.done_folder, f"{stamp}_{digest[:12]}_{name}"))
         self.processed.append(name)
@@ -227,6 +243,8 @@ class EdiInbound:
                 headers[h.REASON] = f"997 AK5 R {item.error_code or ''}".strip()
                 headers[h.ERROR] = re.sub(r"[\r\n]", " ", item.reason)[:1024]
             await self.js.publish(f"{self.prefix}.{event}", item.original, headers=headers)
+            outcome = "accepted" if item.accepted else "rejected"
+            self.metrics.sets.labels(connector=self.plan.connector, set=item.set_id[:8], outcome=outcome).inc()
         for problem in assessment.problems:
             log.error("file part is not an interchange", extra={"connector": self.plan.connector, "problem": problem})
 
@@ -257,6 +275,7 @@ class EdiInbound:
             kind = "TA1" if outcome.rejected else "997"
             target = self._join(self.plan.sftp.drop, f"{kind}_{partner}_{control.interchange:09d}.x12")
             await session.write(target, document)
+            self.metrics.acknowledgments.labels(connector=partner, kind=kind).inc()
             await self.numbers.record_sent(
                 partner,
                 control.interchange,
