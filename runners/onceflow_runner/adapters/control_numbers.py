@@ -25,17 +25,13 @@ from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from onceflow_runner.contract.keys import kv_token
+from onceflow_runner.contract.subjects import edi_bucket
 
 __all__ = ["MAX_CONTROL", "Allocation", "ControlNumberStore", "edi_bucket"]
 
 MAX_CONTROL = 999_999_999
 #: Compare-and-set attempts before an allocation gives up (only under extreme contention).
 ATTEMPTS = 100
-
-
-def edi_bucket(namespace: str) -> str:
-    """The KV bucket of a namespace's EDI state (control number counters, sent documents)."""
-    return f"onceflow-edi-{namespace}"
 
 
 def _advance(last: int, count: int) -> list[int]:
