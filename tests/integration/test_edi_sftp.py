@@ -7,10 +7,12 @@ own host key; the poller checks that key against known_hosts from a mounted-Secr
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import nats
@@ -23,7 +25,8 @@ from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.subjects import IN_STREAM, inbound_prefix
 from onceflow_runner.edi.poller import EdiInbound, claimed_name
 from tests.integration.edi_harness import SftpServer, secrets_for, sftp
-from tests.unit.edi_files import partner_plan, two_interchanges_one_bad_set
+from tests.integration.scenario import eventually
+from tests.unit.edi_files import partner_997, partner_plan, two_interchanges_one_bad_set
 
 __all__ = ["sftp"]  # the fixture, imported for pytest
 
@@ -86,6 +89,15 @@ async def test_a_file_of_two_interchanges_becomes_five_orders_one_rejection_and_
     assert await setup.counts() == {"file": 1, "850": 5, "rejected.850": 1}
     assert len(list(setup.drop.iterdir())) == 2
     assert len(list((setup.pickup / "done").iterdir())) == 2
+
+
+async def test_a_partners_997_becomes_a_record_and_gets_no_997_back(setup: Setup) -> None:
+    await drop_file(setup, "997-from-acme.x12", partner_997(500))
+    poller = setup.poller("r1")
+    await poller.poll_once()
+    assert await poller.poll_once() == 1
+    assert await setup.counts() == {"file": 1, "997": 1}
+    assert not setup.drop.exists() or not list(setup.drop.iterdir())
 
 
 async def test_a_file_still_being_written_is_taken_only_when_complete(setup: Setup) -> None:
@@ -159,6 +171,32 @@ async def test_sftp_down_is_retried_and_nothing_is_lost(setup: Setup) -> None:
     stop.set()
     await running
     assert await setup.counts() == {"file": 1, "850": 5, "rejected.850": 1}
+
+
+async def test_a_broker_failure_mid_pass_is_retried_after_the_lease_with_one_effect(setup: Setup) -> None:
+    await drop_file(setup, "orders.x12", two_interchanges_one_bad_set())
+    offset = [0.0]
+    poller = setup.poller("r1", clock=lambda: time.time() + offset[0])
+    publish_sets = poller._publish_sets
+    failures = [nats.errors.TimeoutError()]
+
+    async def flaky(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await publish_sets(*args)
+
+    poller._publish_sets = flaky  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(poller.run(stop))
+    reason = await eventually(lambda: poller.last_error, within=20)
+    assert "TimeoutError" in reason
+    assert not running.done()
+    offset[0] = 120.0  # past the claim's lease: the next pass takes the file again
+    await asyncio.wait_for(poller.finished.wait(), timeout=20)
+    stop.set()
+    await running
+    assert await setup.counts() == {"file": 1, "850": 5, "rejected.850": 1}
+    assert len(list(setup.drop.iterdir())) == 2
 
 
 async def test_an_unknown_host_key_is_refused(setup: Setup, tmp_path: Path) -> None:

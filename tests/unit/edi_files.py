@@ -75,3 +75,20 @@ def two_interchanges_one_bad_set(base: int = 1) -> bytes:
     )
     second = interchange(base + 1, [purchase_order(i, f"PO-{base + 1}-{i}") for i in (1, 2, 3)])
     return (first + second).encode()
+
+
+def partner_997(control: int, *, acknowledged_group: int = 17) -> bytes:
+    """The partner's 997 for an 855 we sent (group `acknowledged_group`): all accepted."""
+    segments = [
+        f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
+        f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
+        "ST*997*0001",
+        f"AK1*PR*{acknowledged_group}",
+        "AK2*855*0001",
+        "AK5*A",
+        "AK9*A*1*1*1",
+        "SE*6*0001",
+        f"GE*1*{control}",
+        f"IEA*1*{control:09d}",
+    ]
+    return ("~\n".join(segments) + "~\n").encode()

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers
+from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers, needs_acknowledgment
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.inbound import assess_file
 from onceflow_runner.payloads.edi.validation import validate_interchange
 from onceflow_runner.payloads.x12 import decode_x12
-from tests.unit.edi_files import interchange, partner_plan, purchase_order, two_interchanges_one_bad_set
+from tests.unit.edi_files import interchange, partner_997, partner_plan, purchase_order, two_interchanges_one_bad_set
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 
@@ -86,6 +86,17 @@ def test_an_unsupported_set_is_rejected_as_not_supported() -> None:
     order[0] = "ST*860*0001"
     sets = assess_file(interchange(4, [order]).encode(), partner_plan()).sets
     assert [(s.set_id, s.code, s.error_code) for s in sets] == [("860", "R", "1")]
+
+
+def test_a_partners_997_is_taken_as_a_record_and_never_acknowledged() -> None:
+    (outcome,) = assess_file(partner_997(500), partner_plan()).interchanges
+    assert [(s.set_id, s.code) for s in outcome.groups[0].sets] == [("997", "A")]
+    assert not needs_acknowledgment(outcome)
+    assert needed_numbers(outcome) == (0, 0)
+    broken = partner_997(501).replace(b"AK9*A*1*1*1", b"AK9*Z*1*1*1")
+    (outcome,) = assess_file(broken, partner_plan()).interchanges
+    assert [(s.set_id, s.code) for s in outcome.groups[0].sets] == [("997", "R")]
+    assert not needs_acknowledgment(outcome)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -52,7 +52,7 @@ from onceflow_runner.contract.messages import RecordHeaders
 from onceflow_runner.contract.subjects import inbound_prefix
 from onceflow_runner.errors import PlanError
 from onceflow_runner.metrics import EdiMetrics
-from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers
+from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers, needs_acknowledgment
 from onceflow_runner.payloads.edi.inbound import FileAssessment, assess_file
 
 __all__ = ["CONTENT_TYPE", "EdiInbound", "claimed_name", "parse_claimed"]
@@ -126,6 +126,11 @@ class EdiInbound:
             except PlanError as exc:
                 self.last_error = str(exc)
                 log.error("sftp settings unusable", extra={"connector": self.plan.connector, "reason": str(exc)})
+            except Exception as exc:  # NATS or SFTP trouble mid-pass: the claimed file is taken again after its lease
+                self.last_error = f"pass failed: {type(exc).__name__}: {str(exc)[:200]}"
+                log.warning(
+                    "pass failed; retrying", extra={"connector": self.plan.connector, "reason": self.last_error}
+                )
             else:
                 self.last_error = None
             self.passes += 1
@@ -257,6 +262,9 @@ class EdiInbound:
         acks: list[dict[str, Any]] = entry.get("acks") or []
         if not acks:
             for outcome in assessment.interchanges:
+                if not needs_acknowledgment(outcome):
+                    acks.append({"interchange": 0, "group": 0, "sets": []})  # acknowledgments only: none back
+                    continue
                 groups, sets = needed_numbers(outcome)
                 drawn = await self.numbers.allocate(partner, interchanges=1, groups=groups, sets=sets)
                 acks.append(
@@ -266,10 +274,12 @@ class EdiInbound:
                         "sets": list(drawn.sets),
                     }
                 )
-            entry = {"state": "allocated", "acks": acks, "at": self.clock()}
+            entry = {"state": "allocated", "acks": acks or [{"interchange": 0}], "at": self.clock()}
             await self.numbers.kv.put(self._file_key(digest), json.dumps(entry).encode())
         at = datetime.fromtimestamp(float(str(entry.get("at") or self.clock())), UTC)
-        for outcome, numbers in zip(assessment.interchanges, acks, strict=True):
+        for outcome, numbers in zip(assessment.interchanges, acks, strict=False):
+            if not numbers.get("interchange"):
+                continue
             control = ControlNumbers(int(numbers["interchange"]), int(numbers["group"]), tuple(numbers["sets"]))
             document = acknowledgment(outcome, self.plan.envelope, control, at)
             kind = "TA1" if outcome.rejected else "997"

@@ -14,7 +14,7 @@ from datetime import datetime
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.payloads.edi.inbound import GroupOutcome, InterchangeOutcome
 
-__all__ = ["ControlNumbers", "acknowledgment", "needed_numbers"]
+__all__ = ["ControlNumbers", "acknowledgment", "needed_numbers", "needs_acknowledgment"]
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,20 @@ class ControlNumbers:
     sets: tuple[int, ...]
 
 
+def _answered(outcome: InterchangeOutcome) -> list[GroupOutcome]:
+    """The groups a 997 answers: all but groups of acknowledgments, and none of a rejected interchange."""
+    return [] if outcome.rejected else [g for g in outcome.groups if g.acknowledged]
+
+
+def needs_acknowledgment(outcome: InterchangeOutcome) -> bool:
+    """False for an interchange holding only acknowledgments (and asking no TA1): nothing is sent back."""
+    return outcome.rejected or outcome.interchange.ack_requested == "1" or bool(_answered(outcome))
+
+
 def needed_numbers(outcome: InterchangeOutcome) -> tuple[int, int]:
-    """(groups, sets) the acknowledgment of `outcome` needs: one 997 per group received, none for a TA1 only."""
-    if outcome.rejected or not outcome.groups:
-        return 0, 0
-    return 1, len(outcome.groups)
+    """(groups, sets) the acknowledgment of `outcome` needs: one 997 per group answered, none for a TA1 only."""
+    answered = _answered(outcome)
+    return (1, len(answered)) if answered else (0, 0)
 
 
 def _isa(env: EdiEnvelope, control: int, now: datetime) -> list[str]:
@@ -92,7 +101,8 @@ def acknowledgment(outcome: InterchangeOutcome, env: EdiEnvelope, numbers: Contr
         note = received.error_code if outcome.rejected and received.error_code else "000"
         segments.append(["TA1", received.control, received.date, received.time, code, note])
     groups = 0
-    if not outcome.rejected and outcome.groups:
+    answered = _answered(outcome)
+    if answered:
         groups = 1
         segments.append(
             [
@@ -107,9 +117,9 @@ def acknowledgment(outcome: InterchangeOutcome, env: EdiEnvelope, numbers: Contr
                 "004010",
             ]
         )
-        for group, control in zip(outcome.groups, numbers.sets, strict=True):
+        for group, control in zip(answered, numbers.sets, strict=True):
             segments.extend(_997(group, control))
-        segments.append(["GE", str(len(outcome.groups)), str(numbers.group)])
+        segments.append(["GE", str(len(answered)), str(numbers.group)])
     segments.append(["IEA", str(groups), f"{numbers.interchange:09d}"])
     sep, end = env.element_separator, env.segment_terminator
     return "".join(sep.join(seg) + end + "\n" for seg in segments).encode("latin-1")

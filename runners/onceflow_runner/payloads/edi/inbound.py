@@ -23,7 +23,21 @@ from onceflow_runner.payloads.edi.maps import TRANSACTION_SETS
 from onceflow_runner.payloads.edi.validation import ValidationResult, validate_interchange
 from onceflow_runner.payloads.x12 import decode_x12
 
-__all__ = ["FileAssessment", "GroupOutcome", "InterchangeOutcome", "SetOutcome", "assess_file", "business_key"]
+__all__ = [
+    "ACKNOWLEDGMENT_SETS",
+    "FileAssessment",
+    "GroupOutcome",
+    "InterchangeOutcome",
+    "SetOutcome",
+    "assess_file",
+    "business_key",
+]
+
+#: Sets that acknowledge documents we sent: taken from every partner (validated against pyx12's
+#: 997 map) and, as X12 says, never acknowledged themselves.
+ACKNOWLEDGMENT_SETS = frozenset({"997"})
+#: GS01 of a group of acknowledgments.
+ACKNOWLEDGMENT_GROUP = "FA"
 
 #: AK3/AK4 detail kept per set in the 997 (the rest is in the record's reason).
 MAX_SEGMENT_ERRORS = 20
@@ -55,6 +69,11 @@ class GroupOutcome:
 
     group: Group
     sets: list[SetOutcome] = field(default_factory=list)
+
+    @property
+    def acknowledged(self) -> bool:
+        """False for a group of acknowledgments (GS01 FA): a 997 is never answered with a 997."""
+        return self.group.functional_id != ACKNOWLEDGMENT_GROUP
 
     @property
     def code(self) -> str:
@@ -148,7 +167,7 @@ def _judge_set(
         return reject("5", f"group {group.control}: {group.error}")
     if transaction.error_code is not None:
         return reject(transaction.error_code, transaction.error or "set envelope error")
-    if transaction.set_id not in plan.accept or transaction.set_id not in TRANSACTION_SETS:
+    if not _taken(plan, transaction.set_id):
         return reject("1", f"transaction set {transaction.set_id!r} is not accepted from this partner")
     verdict = verdicts.sets.get((group.control, transaction.control)) if verdicts else None
     if verdicts is not None and (verdicts.interchange_errors or verdicts.group_errors.get(group.control)):
@@ -160,12 +179,18 @@ def _judge_set(
     if verdict.code == "R":
         reasons = "; ".join(f"{e[0]} at {e[1]}: {e[5]}" for e in verdict.errors) or "rejected by the validator"
         return reject("5", reasons[:2000])
-    try:
-        decode_x12(original)
-    except MalformedInput as exc:
-        return reject("5", str(exc))
+    if transaction.set_id == "850":
+        try:
+            decode_x12(original)
+        except MalformedInput as exc:
+            return reject("5", str(exc))
     outcome.code = verdict.code if verdict.code in ("A", "E") else "A"
     return outcome
+
+
+def _taken(plan: EdiPartnerPlan, set_id: str) -> bool:
+    """Whether sets of this id are taken from this partner (and validated by a map we have)."""
+    return set_id in ACKNOWLEDGMENT_SETS or (set_id in plan.accept and set_id in TRANSACTION_SETS)
 
 
 def assess_file(data: bytes, plan: EdiPartnerPlan) -> FileAssessment:
@@ -184,11 +209,9 @@ def assess_file(data: bytes, plan: EdiPartnerPlan) -> FileAssessment:
         seps = interchange.separators
         for group in interchange.groups:
             verdicts: ValidationResult | None = None
-            if group.error_code is None and any(
-                t.error_code is None and t.set_id in plan.accept and t.set_id in TRANSACTION_SETS for t in group.sets
-            ):
+            if group.error_code is None and any(t.error_code is None and _taken(plan, t.set_id) for t in group.sets):
                 # pyx12 judges one group at a time, so one group it has no map for cannot sink the others.
-                sound = [t for t in group.sets if t.error_code is None and t.set_id in TRANSACTION_SETS]
+                sound = [t for t in group.sets if t.error_code is None and _taken(plan, t.set_id)]
                 text = (
                     interchange.header
                     + group.header
