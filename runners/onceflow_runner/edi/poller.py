@@ -194,7 +194,8 @@ class EdiInbound:
         entry = await self._file_entry(digest)
         if entry.get("state") != "done":
             await self._publish(name, data, digest)
-            assessment = assess_file(data, self.plan)
+            # pyx12 takes seconds on a large file: off the event loop, so probes and NATS keep answering.
+            assessment = await asyncio.to_thread(assess_file, data, self.plan)
             await self._publish_sets(assessment, digest)
             entry = await self._acknowledge(session, assessment, digest, entry)
             self.metrics.files.labels(connector=self.plan.connector, outcome="processed").inc()

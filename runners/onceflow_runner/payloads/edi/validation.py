@@ -15,9 +15,11 @@ never an exception out of this module.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
@@ -71,7 +73,10 @@ def map_folder() -> Path:
     global _folder
     with _lock:
         if _folder is None:
-            _folder = _build_folder(Path(tempfile.mkdtemp(prefix="onceflow-x12-maps-")))
+            # Under /tmp (an emptyDir in pods, whose root filesystem is read-only); removed at exit.
+            created = Path(tempfile.mkdtemp(prefix="onceflow-x12-maps-"))
+            atexit.register(shutil.rmtree, created, True)
+            _folder = _build_folder(created)
         return _folder
 
 
