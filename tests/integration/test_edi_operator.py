@@ -57,7 +57,7 @@ async def test_the_documented_partner_takes_850s_from_sftp_into_the_erp_and_answ
         "--for=condition=Ready",
         "connector/acme-edi",
         "integration/acme-orders",
-        "--timeout=90s",
+        "--timeout=180s",
     )
     connector = kubectl.get("connector", "acme-edi")
     assert connector["status"]["endpoint"] == f"sftp://127.0.0.1:{sftp.port}/to-onceflow"
@@ -69,12 +69,12 @@ async def test_the_documented_partner_takes_850s_from_sftp_into_the_erp_and_answ
         effects = await sandbox_effects(boxes.erp)
         return effects if len(effects) >= 5 else None
 
-    effects = await eventually(five_orders, within=60)
+    effects = await eventually(five_orders, within=120)
     assert effects == {
         f"order/edi/{po}/createSalesOrder": 1 for po in ("PO-1-1", "PO-1-3", "PO-2-1", "PO-2-2", "PO-2-3")
     }
     acks = await eventually(
-        lambda: sorted(drop.glob("997_acme-edi_*.x12")) if len(list(drop.glob("997_*"))) == 2 else None, within=30
+        lambda: sorted(drop.glob("997_acme-edi_*.x12")) if len(list(drop.glob("997_*"))) == 2 else None, within=60
     )
     texts = [p.read_text() for p in acks]
     assert sum(t.count("AK5*A~") for t in texts) == 5
