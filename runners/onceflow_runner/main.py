@@ -1,4 +1,4 @@
-"""Process entry points of the data plane: `onceflow runner` and `onceflow gateway`.
+"""Process entry points of the data plane: `onceflow runner`, `onceflow gateway`, `onceflow edi-inbound`.
 
 Kept free of operator imports: a runner pod starts in well under a second.
 """
@@ -20,7 +20,7 @@ from onceflow_runner.contract.plan import load_gateway_plan, load_plan
 from onceflow_runner.contract.split import Lane
 from onceflow_runner.errors import PlanError
 
-__all__ = ["configure_logging", "run_drift_check_job", "run_gateway", "run_loop", "run_runner"]
+__all__ = ["configure_logging", "run_drift_check_job", "run_edi_inbound", "run_gateway", "run_loop", "run_runner"]
 
 EXIT_BAD_PLAN = 2
 _T = TypeVar("_T")
@@ -118,6 +118,34 @@ def run_gateway(
         await gateway.stop()
 
     run_loop(serve())
+    return 0
+
+
+def run_edi_inbound(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:
+    """Poll one trading partner's SFTP folders until SIGTERM (docs/edi.md); exit 2 for an unusable plan.
+
+    /healthz, /readyz and /metrics are served on `port`. SFTP trouble does not end the process: it
+    is retried every poll interval and shown by readiness, so files wait on the server, not lost.
+    """
+    from onceflow_runner.contract.edi import load_edi_plan
+    from onceflow_runner.edi.service import EdiService
+
+    try:
+        plan = load_edi_plan(plan_path)
+    except PlanError as exc:
+        print(f"onceflow edi-inbound: {exc}", file=sys.stderr)
+        return EXIT_BAD_PLAN
+    configure_logging()
+    service = EdiService(plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(serve())
     return 0
 
 

@@ -238,3 +238,34 @@ class RollingStats:
             "throughput": round(n / self.window, 3),
             "totals": dict(self.totals),
         }
+
+
+class EdiMetrics:
+    """What an EDI inbound poller exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.files = Counter(
+            "onceflow_edi_files_total",
+            "Partner files finished, by outcome (processed, duplicate).",
+            ["connector", "outcome"],
+            registry=self.registry,
+        )
+        self.sets = Counter(
+            "onceflow_edi_sets_total",
+            "Transaction sets published, by set id and outcome (accepted, rejected).",
+            ["connector", "set", "outcome"],
+            registry=self.registry,
+        )
+        self.acknowledgments = Counter(
+            "onceflow_edi_acknowledgments_total",
+            "Acknowledgments dropped for the partner, by kind (997, TA1).",
+            ["connector", "kind"],
+            registry=self.registry,
+        )
+        self.sftp_failures = Counter(
+            "onceflow_edi_sftp_failures_total",
+            "Passes that could not reach or finish with the SFTP server (retried at the next interval).",
+            ["connector"],
+            registry=self.registry,
+        )

@@ -123,7 +123,7 @@ def test_data_plane_network_policies_in_each_namespace_match_the_kustomize_ones(
         for d in docs
         if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "of-operator"
     }
-    names = ["onceflow-drift-checks", "onceflow-gateways", "onceflow-runners"]
+    names = ["onceflow-drift-checks", "onceflow-edi", "onceflow-gateways", "onceflow-runners"]
     assert sorted(policies) == [(ns, n) for ns in ("ops", "sales") for n in names]
     gateway = policies[("sales", "onceflow-gateways")]
     assert [r["ports"] for r in gateway["ingress"]] == [
@@ -133,6 +133,9 @@ def test_data_plane_network_policies_in_each_namespace_match_the_kustomize_ones(
     assert [p["port"] for r in gateway["egress"] for p in r["ports"]] == [53, 53, 4222]
     runner = policies[("sales", "onceflow-runners")]
     assert [r["ports"] for r in runner["ingress"]] == [[{"protocol": "TCP", "port": 9090}]]
+    edi = policies[("sales", "onceflow-edi")]
+    assert [r["ports"] for r in edi["ingress"]] == [[{"protocol": "TCP", "port": 9090}]]
+    assert [p["port"] for r in edi["egress"] for p in r["ports"]] == [53, 53, 4222, 22]
     base = yaml.safe_load_all(admin_kubectl.run("kustomize", str(ROOT / "manifests" / "data-plane")).stdout)
     assert {d["metadata"]["name"]: d["spec"] for d in base} == {n: policies[("sales", n)] for n in names}
 

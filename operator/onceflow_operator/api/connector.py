@@ -22,6 +22,7 @@ from onceflow_operator.api._base import (
     conditions_field,
     forbidden_inline_secret,
 )
+from onceflow_operator.api.edi import EdiConnector
 from onceflow_runner.contract.subjects import DUPLICATE_WINDOW_SECONDS
 
 __all__ = [
@@ -352,14 +353,17 @@ class ConnectorSpec(ApiModel):
     model_config = {
         "json_schema_extra": cel_rules(
             (
-                "(self.type == 'REST' && has(self.rest) && !has(self.webhook)) || "
-                "(self.type == 'Webhook' && has(self.webhook) && !has(self.rest))",
-                "type REST needs a rest block and type Webhook a webhook block (and not the other)",
+                "(self.type == 'REST' && has(self.rest) && !has(self.webhook) && !has(self.edi)) || "
+                "(self.type == 'Webhook' && has(self.webhook) && !has(self.rest) && !has(self.edi)) || "
+                "(self.type == 'EDI' && has(self.edi) && !has(self.rest) && !has(self.webhook))",
+                "type REST needs a rest block, type Webhook a webhook block and type EDI an edi block (and no other)",
             ),
         )
     }
 
-    type: Literal["REST", "Webhook"] = Field(description="REST for outbound calls, Webhook for inbound.")
+    type: Literal["REST", "Webhook", "EDI"] = Field(
+        description="REST for outbound calls, Webhook for inbound, EDI for a trading partner over SFTP."
+    )
     system: str = Field(
         default="",
         description="What is on the other side, for people and dashboards, e.g. erpnext, shopify.",
@@ -367,6 +371,7 @@ class ConnectorSpec(ApiModel):
     )
     rest: RestConnector | None = Field(default=None, description="For type REST.")
     webhook: WebhookConnector | None = Field(default=None, description="For type Webhook.")
+    edi: EdiConnector | None = Field(default=None, description="For type EDI (docs/edi.md).")
 
 
 class ConnectorStatus(ApiModel):

@@ -22,6 +22,7 @@ from onceflow_operator.api.names import (
     SECRETS_CHECKSUM_ANNOTATION,
 )
 from onceflow_operator.build.pods import GATEWAY_PORT, METRICS_PORT, PLAN_MOUNT, SECRETS_MOUNT, pod_template
+from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.plan import DriftCheckPlan, GatewayPlan, Plan, SecretRef
 
 __all__ = [
@@ -55,10 +56,13 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def plan_secrets(plan: Plan | GatewayPlan | DriftCheckPlan) -> list[str]:
+def plan_secrets(plan: Plan | GatewayPlan | DriftCheckPlan | EdiPartnerPlan) -> list[str]:
     """Names of the Secrets a plan reads, sorted."""
     refs: list[SecretRef | None] = []
-    if isinstance(plan, GatewayPlan):
+    if isinstance(plan, EdiPartnerPlan):
+        sftp = plan.sftp
+        refs += [sftp.user, sftp.password, sftp.private_key, sftp.known_hosts]
+    elif isinstance(plan, GatewayPlan):
         refs.append(plan.signature.secret)
     else:
         connectors = (
@@ -242,6 +246,61 @@ def build_gateway_deployment(
             },
             nats_auth_secret=nats_auth_secret,
             operations_port=METRICS_PORT,
+        ),
+    )
+
+
+def edi_deployment_name(connector: str) -> str:
+    """`<connector>-edi`: the Deployment polling an EDI Connector's SFTP folders."""
+    return f"{connector}-edi"
+
+
+def build_edi_deployment(
+    plan: EdiPartnerPlan,
+    configmap: str,
+    owner: Mapping[str, Any],
+    *,
+    image: str,
+    nats_url: str,
+    replicas: int,
+    secrets_checksum: str,
+    nats_auth_secret: str = "",
+) -> dict[str, Any]:
+    """The EDI poller Deployment of one EDI Connector; replicas share the folders (files are claimed by rename)."""
+    selector = {LABEL_CONNECTOR: plan.connector, LABEL_NAME: "onceflow-edi"}
+    labels = {**PART_OF_LABELS, **selector}
+    args = [
+        "edi-inbound",
+        "--plan",
+        f"{PLAN_MOUNT}/plan.json",
+        "--nats",
+        nats_url,
+        "--secrets-dir",
+        SECRETS_MOUNT,
+        "--port",
+        str(METRICS_PORT),
+    ]
+    return _deployment(
+        edi_deployment_name(plan.connector),
+        plan.namespace,
+        labels,
+        selector,
+        owner,
+        replicas,
+        pod_template(
+            labels=labels,
+            image=image,
+            args=args,
+            configmap=configmap,
+            secrets=plan_secrets(plan),
+            port=METRICS_PORT,
+            port_name="metrics",
+            annotations={
+                SECRETS_CHECKSUM_ANNOTATION: secrets_checksum,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+            },
+            nats_auth_secret=nats_auth_secret,
         ),
     )
 

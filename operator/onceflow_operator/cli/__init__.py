@@ -3,7 +3,7 @@
 One module per command group, plus `output` for what they share (options, how rows print):
 
 - `validate`: `validate`, `crds`, `test` (offline).
-- `dataplane`: `runner`, `gateway`, `drift-check` (and its old name `reconcile`, hidden), `sandbox`,
+- `dataplane`: `runner`, `gateway`, `edi-inbound`, `drift-check` (and its old name `reconcile`, hidden), `sandbox`,
   `local run`.
 - `operator`: `operator`.
 - `dev`: `dev demo|up|down`.
@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("validate", "test_workflow"),
     "runner": ("dataplane", "runner"),
     "gateway": ("dataplane", "gateway"),
+    "edi-inbound": ("dataplane", "edi_inbound"),
     "drift-check": ("dataplane", "drift_check"),
     "reconcile": ("dataplane", "reconcile"),
     "local": ("dataplane", "local"),

@@ -1,6 +1,6 @@
-"""The data plane's commands: `runner`, `gateway`, `drift-check` (a SyncPolicy's job), `sandbox`, `local run`.
+"""The data plane's commands: `runner`, `gateway`, `edi-inbound`, `drift-check`, `sandbox`, `local run`.
 
-`runner`, `gateway` and `drift-check` are what the operator's pods run: each imports only
+`runner`, `gateway`, `edi-inbound` and `drift-check` are what the operator's pods run: each imports only
 `onceflow_runner` when it runs, never the operator's dependencies (kopf, the Kubernetes client).
 """
 
@@ -13,7 +13,7 @@ import click
 
 from onceflow_operator.cli.output import expand_paths, manifests_option
 
-__all__ = ["drift_check", "gateway", "local", "reconcile", "runner", "sandbox"]
+__all__ = ["drift_check", "edi_inbound", "gateway", "local", "reconcile", "runner", "sandbox"]
 
 _NATS = click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL.")
 _SECRETS = click.option(
@@ -64,6 +64,19 @@ def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: 
     from onceflow_runner.main import run_gateway
 
     sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port, metrics_port))
+
+
+@click.command("edi-inbound")
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="EDI plan JSON file.")
+@_NATS
+@_SECRETS
+@_HOST
+@click.option("--port", default=9090, show_default=True, help="Port for /metrics, /healthz, /readyz.")
+def edi_inbound(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> None:
+    """Poll one EDI Connector's SFTP pickup folder: one record per transaction set, a 997 back (docs/edi.md)."""
+    from onceflow_runner.main import run_edi_inbound
+
+    sys.exit(run_edi_inbound(plan_path, nats_url, secrets_dir, host, port))
 
 
 def _drift_check_command(name: str, *, deprecated: str = "") -> click.Command:

@@ -199,9 +199,11 @@ def plan_from_integration(
             problems.append(
                 SpecProblem("spec.trigger.connector.name", f"Connector {source!r} does not exist in {namespace}")
             )
-        elif hook.spec.type != "Webhook":
+        elif hook.spec.type not in ("Webhook", "EDI"):
             problems.append(
-                SpecProblem("spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook")
+                SpecProblem(
+                    "spec.trigger.connector.name", f"Connector {source!r} is {hook.spec.type}, not Webhook or EDI"
+                )
             )
         event = trigger.connector.event
         subject = subjects.inbound_subject(namespace, source, subjects.ANY_TAIL if event == "*" else event)

@@ -48,6 +48,13 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
     if spec.webhook:
         ref = spec.webhook.signature.secret_ref
         out.append((SECRET_FIELD, ref.name, ref.key))
+    if spec.edi:
+        sftp = spec.edi.sftp
+        for attr in ("user_ref", "password_ref", "private_key_ref", "known_hosts_ref"):
+            value = getattr(sftp, attr)
+            if value is not None:
+                alias = type(sftp).model_fields[attr].alias or attr
+                out.append((f"spec.edi.sftp.{alias}", value.name, value.key))
     if spec.rest:
         auth = spec.rest.auth
         for block_name in ("bearer", "basic", "api_key", "erpnext_token", "oauth2"):
@@ -150,8 +157,12 @@ def _mismatch(ref: Reference, doc: dict[str, Any]) -> str:
     """What is wrong with a referenced object that is present ("" when nothing)."""
     if ref.kind == "Connector" and ref.connector_type:
         actual = str((doc.get("spec") or {}).get("type", ""))
-        if actual and actual != ref.connector_type:
-            needs = "a trigger needs a Webhook Connector" if ref.connector_type == "Webhook" else "calls need REST"
+        # An EDI Connector's records (one per transaction set) trigger Integrations as webhooks' do.
+        inbound = ref.connector_type == "Webhook" and actual == "EDI"
+        if actual and actual != ref.connector_type and not inbound:
+            needs = (
+                "a trigger needs a Webhook or EDI Connector" if ref.connector_type == "Webhook" else "calls need REST"
+            )
             return f"Connector {ref.name!r} is {actual}; {needs}"
     if ref.kind == "Secret":
         labels = (doc.get("metadata") or {}).get("labels") or {}

@@ -1,4 +1,4 @@
-"""Reconcile a Connector: its Secrets exist; a webhook Connector runs a gateway; a REST one is probed."""
+"""Reconcile a Connector: its Secrets exist; webhooks run a gateway, EDI a poller; REST endpoints are probed."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from onceflow_operator.api import Connector
 from onceflow_operator.api.names import LABEL_CONNECTOR
 from onceflow_operator.build.conditions import set_condition
 from onceflow_operator.build.objects import (
+    build_edi_deployment,
     build_gateway_deployment,
     build_gateway_service,
     build_plan_configmap,
 )
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.probe import ProbeResult, probe_endpoint
+from onceflow_operator.compiler.edi import edi_partner_plan
 from onceflow_operator.compiler.planner import gateway_plan
 from onceflow_operator.controller.references import check_secrets, secret_refs
 from onceflow_operator.controller.settings import OperatorConfig
@@ -47,6 +49,8 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
         return ReconcileResult(
             with_ready(status, generation, True, "Configured", "secrets present; endpoint probed on a timer")
         )
+    if connector.spec.edi:
+        return await _reconcile_edi(kube, body, connector, status, config, checksum)
     plan = gateway_plan(connector, namespace=namespace)
     configmap = build_plan_configmap(
         f"{meta['name']}-gateway", namespace, plan.to_json(), body, {LABEL_CONNECTOR: meta["name"]}
@@ -76,6 +80,53 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
             False,
             "GatewayNotAvailable",
             f"waiting for Deployment {meta['name']}-gateway to have an available pod",
+            reconciling=True,
+        )
+    )
+
+
+async def _reconcile_edi(
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    connector: Connector,
+    status: dict[str, Any],
+    config: OperatorConfig,
+    checksum: str,
+) -> ReconcileResult:
+    """An EDI Connector runs its poller (ConfigMap with the plan, Deployment); Ready when files can move."""
+    meta = body["metadata"]
+    namespace, generation = meta["namespace"], int(meta.get("generation", 1))
+    plan = edi_partner_plan(connector, namespace=namespace)
+    configmap = build_plan_configmap(
+        f"{meta['name']}-edi", namespace, plan.model_dump_json(by_alias=True), body, {LABEL_CONNECTOR: meta["name"]}
+    )
+    await kube.apply(configmap)
+    deployment = await kube.apply(
+        build_edi_deployment(
+            plan,
+            configmap["metadata"]["name"],
+            body,
+            image=config.image,
+            nats_url=config.nats_url,
+            nats_auth_secret=config.nats_auth_secret,
+            replicas=connector.spec.edi.replicas if connector.spec.edi else 1,
+            secrets_checksum=checksum,
+        )
+    )
+    sftp = plan.sftp
+    status["endpoint"] = f"sftp://{sftp.host}:{sftp.port}{sftp.pickup}"
+    if is_available(deployment):
+        return ReconcileResult(
+            with_ready(status, generation, True, "PollerAvailable", "the EDI poller reaches the SFTP folders")
+        )
+    return ReconcileResult(
+        with_ready(
+            status,
+            generation,
+            False,
+            "PollerNotAvailable",
+            f"waiting for Deployment {meta['name']}-edi to have a ready pod (its /readyz says why, e.g. SFTP "
+            "unreachable or host key refused)",
             reconciling=True,
         )
     )

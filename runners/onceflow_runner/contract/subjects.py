@@ -46,6 +46,7 @@ __all__ = [
     "decisions_subject",
     "dlq_subject",
     "drift_subject",
+    "edi_bucket",
     "event_subject",
     "events_prefix",
     "exception_decision_subject",
@@ -222,6 +223,11 @@ def consumer_name(namespace: str, integration: str) -> str:
 def kv_bucket(namespace: str) -> str:
     """The key-value bucket of a namespace's completed business keys."""
     return f"{ROOT}-keys-{namespace}"
+
+
+def edi_bucket(namespace: str) -> str:
+    """The key-value bucket of a namespace's EDI state: control number counters, sent documents, files seen."""
+    return f"{ROOT}-edi-{namespace}"
 
 
 def kv_stream(bucket: str) -> str:

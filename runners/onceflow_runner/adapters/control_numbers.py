@@ -1,0 +1,114 @@
+"""X12 control numbers (ISA13, GS06, ST02) allocated atomically and persistently per partner.
+
+Why JetStream KV with compare-and-set: every runner replica, and every restart, must draw from
+one sequence per partner, and a number once handed out must never come back (partners reject
+duplicate control numbers, and a reused ISA13 can make a partner drop a real document as a
+duplicate). Each allocation reads the partner's counter, adds what it needs and writes back
+only if nobody wrote in between (the KV revision it read); on a lost race it reads again. A
+number is allocated before the document is written, so a crash in between leaves a gap, never
+a reuse: gaps are visible as allocations without a `sent` entry (`record_sent`).
+
+The bucket has no TTL (unlike the business-key bucket, whose keys expire after 90 days): a
+counter that expired would start again at 1. ISA13 and GS06 wrap from 999999999 to 1, as X12
+allows; ST02 is unique within its group and drawn from the same counter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from onceflow_runner.contract.keys import kv_token
+from onceflow_runner.contract.subjects import edi_bucket
+
+__all__ = ["MAX_CONTROL", "Allocation", "ControlNumberStore", "edi_bucket"]
+
+MAX_CONTROL = 999_999_999
+#: Compare-and-set attempts before an allocation gives up (only under extreme contention).
+ATTEMPTS = 100
+
+
+def _advance(last: int, count: int) -> list[int]:
+    """The `count` numbers after `last`, wrapping from MAX_CONTROL to 1."""
+    return [(last + i - 1) % MAX_CONTROL + 1 for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Numbers drawn in one compare-and-set: interchanges, groups and sets, and the KV revision written."""
+
+    interchanges: tuple[int, ...]
+    groups: tuple[int, ...]
+    sets: tuple[int, ...]
+    revision: int
+
+
+class ControlNumberStore:
+    """One namespace's counters, one KV key per partner (the Connector's name)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, namespace: str, *, replicas: int = 1) -> ControlNumberStore:
+        bucket = edi_bucket(namespace)
+        try:
+            kv = await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+            )
+        return cls(kv)
+
+    @staticmethod
+    def counter_key(partner: str) -> str:
+        return f"counter.{kv_token(partner)}"
+
+    async def current(self, partner: str) -> tuple[dict[str, int], int]:
+        """The partner's last numbers (0 when none yet) and the KV revision (0 when absent)."""
+        try:
+            entry = await self.kv.get(self.counter_key(partner))
+        except KeyNotFoundError:
+            return {"interchange": 0, "group": 0, "set": 0}, 0
+        value = json.loads(entry.value or b"{}")
+        return {name: int(value.get(name, 0)) for name in ("interchange", "group", "set")}, int(entry.revision or 0)
+
+    async def allocate(self, partner: str, *, interchanges: int = 1, groups: int = 1, sets: int = 1) -> Allocation:
+        """Draw numbers for one outbound interchange; never the same number twice for a partner."""
+        key = self.counter_key(partner)
+        for _ in range(ATTEMPTS):
+            last, revision = await self.current(partner)
+            drawn = {
+                name: _advance(last[name], count)
+                for name, count in (("interchange", interchanges), ("group", groups), ("set", sets))
+            }
+            value = {name: (numbers[-1] if numbers else last[name]) for name, numbers in drawn.items()}
+            value["at"] = int(time.time())
+            payload = json.dumps(value).encode()
+            try:
+                if revision == 0:
+                    written = await self.kv.create(key, payload)
+                else:
+                    written = await self.kv.update(key, payload, last=revision)
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue  # another allocator wrote first: read again
+            return Allocation(tuple(drawn["interchange"]), tuple(drawn["group"]), tuple(drawn["set"]), written)
+        raise RuntimeError(f"control numbers for partner {partner!r}: {ATTEMPTS} compare-and-set attempts lost")
+
+    async def record_sent(self, partner: str, interchange: int, document: dict[str, object]) -> None:
+        """Note what an interchange number was used for; a number without this note is a visible gap."""
+        await self.kv.put(f"sent.{kv_token(partner)}.{interchange:09d}", json.dumps(document).encode())
+
+    async def sent(self, partner: str, interchange: int) -> dict[str, object] | None:
+        try:
+            entry = await self.kv.get(f"sent.{kv_token(partner)}.{interchange:09d}")
+        except KeyNotFoundError:
+            return None
+        value = json.loads(entry.value or b"{}")
+        return value if isinstance(value, dict) else None

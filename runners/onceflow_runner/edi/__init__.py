@@ -1,0 +1,1 @@
+"""EDI with trading partners: the inbound SFTP poller (docs/edi.md)."""

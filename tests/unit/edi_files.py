@@ -1,0 +1,94 @@
+"""X12 850 files for the EDI tests: interchanges of purchase orders, as a partner would send them."""
+
+from __future__ import annotations
+
+from onceflow_runner.contract.edi import EdiPartnerPlan
+
+
+def partner_plan(namespace: str = "sales", *, port: int = 22, connector: str = "acme-edi") -> EdiPartnerPlan:
+    return EdiPartnerPlan.model_validate(
+        {
+            "namespace": namespace,
+            "connector": connector,
+            "system": "acme",
+            "envelope": {
+                "ours": {"qualifier": "ZZ", "id": "ONCEDIST", "applicationCode": "ONCEDIST"},
+                "partner": {"qualifier": "ZZ", "id": "ACMEBUY", "applicationCode": "ACMEBUY"},
+            },
+            "sftp": {
+                "host": "127.0.0.1",
+                "port": port,
+                "username": "acme",
+                "password": {"name": "acme-sftp", "key": "password"},
+                "knownHosts": {"name": "acme-sftp", "key": "known_hosts"},
+                "pickup": "/to-onceflow",
+                "drop": "/from-onceflow",
+                "pollSeconds": 0.2,
+                "leaseSeconds": 60,
+            },
+        }
+    )
+
+
+def purchase_order(st02: int, po: str, lines: int = 2) -> list[str]:
+    segments = [
+        f"ST*850*{st02:04d}",
+        f"BEG*00*SA*{po}**20261130",
+        "CUR*BY*USD",
+        "N1*BY*Acme Retail*92*ACME01",
+        "N1*ST*Acme DC 7*92*DC7",
+        "N3*7 Dock Rd",
+        "N4*Joliet*IL*60431*US",
+    ]
+    for line in range(1, lines + 1):
+        segments += [
+            f"PO1*{line}*{line * 2}*EA*{9.5 + line:.2f}**BP*SKU-{line:05d}*UP*036000291452",
+            f"PID*F****Widget {line}",
+        ]
+    segments.append(f"CTT*{lines}")
+    segments.append(f"SE*{len(segments) + 1}*{st02:04d}")
+    return segments
+
+
+def interchange(control: int, orders: list[list[str]], *, sender: str = "ACMEBUY", iea: int | None = None) -> str:
+    segments = [
+        f"ISA*00*          *00*          *ZZ*{sender:<15}*ZZ*{'ONCEDIST':<15}*261130*0349*U*00401*{control:09d}*0*P*>",
+        f"GS*PO*{sender}*ONCEDIST*20261130*0349*{control}*X*004010",
+    ]
+    for order in orders:
+        segments += order
+    segments += [f"GE*{len(orders)}*{control}", f"IEA*1*{(iea if iea is not None else control):09d}"]
+    return "~\n".join(segments) + "~\n"
+
+
+def malformed_order(st02: int, po: str) -> list[str]:
+    """An 850 whose first line has no quantity (PO102): the validator rejects this set only."""
+    order = purchase_order(st02, po)
+    order[7] = order[7].replace("PO1*1*2*EA", "PO1*1**EA")
+    return order
+
+
+def two_interchanges_one_bad_set(base: int = 1) -> bytes:
+    """2 interchanges x 3 sets; the second set of the first interchange is malformed."""
+    first = interchange(
+        base, [purchase_order(1, f"PO-{base}-1"), malformed_order(2, f"PO-{base}-2"), purchase_order(3, f"PO-{base}-3")]
+    )
+    second = interchange(base + 1, [purchase_order(i, f"PO-{base + 1}-{i}") for i in (1, 2, 3)])
+    return (first + second).encode()
+
+
+def partner_997(control: int, *, acknowledged_group: int = 17) -> bytes:
+    """The partner's 997 for an 855 we sent (group `acknowledged_group`): all accepted."""
+    segments = [
+        f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
+        f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
+        "ST*997*0001",
+        f"AK1*PR*{acknowledged_group}",
+        "AK2*855*0001",
+        "AK5*A",
+        "AK9*A*1*1*1",
+        "SE*6*0001",
+        f"GE*1*{control}",
+        f"IEA*1*{control:09d}",
+    ]
+    return ("~\n".join(segments) + "~\n").encode()

@@ -1,0 +1,140 @@
+"""The EDI inbound core without I/O: envelopes split, sets judged by pyx12, 997/TA1 built and valid."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers, needs_acknowledgment
+from onceflow_runner.payloads.edi.envelope import split_file
+from onceflow_runner.payloads.edi.inbound import assess_file
+from onceflow_runner.payloads.edi.validation import validate_interchange
+from onceflow_runner.payloads.x12 import decode_x12
+from tests.unit.edi_files import interchange, partner_997, partner_plan, purchase_order, two_interchanges_one_bad_set
+
+NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
+
+
+def ack_for(data: bytes) -> list[str]:
+    plan = partner_plan()
+    documents = []
+    for n, outcome in enumerate(assess_file(data, plan).interchanges, start=1):
+        _, sets = needed_numbers(outcome)
+        numbers = ControlNumbers(100 + n, 200 + n, tuple(range(300, 300 + sets)))
+        documents.append(acknowledgment(outcome, plan.envelope, numbers, NOW).decode())
+    return documents
+
+
+def test_two_interchanges_of_three_sets_give_five_orders_one_rejected_set_and_valid_997s() -> None:
+    data = two_interchanges_one_bad_set()
+    assessment = assess_file(data, partner_plan())
+    accepted = [s for s in assessment.sets if s.accepted]
+    rejected = [s for s in assessment.sets if not s.accepted]
+    assert len(accepted) == 5
+    assert [(s.control, s.error_code) for s in rejected] == [("0002", "5")]
+    assert "PO102" in rejected[0].reason
+    keys = {s.business_key for s in assessment.sets}
+    assert len(keys) == 6
+    assert "sales/acme-edi/ZZ:ACMEBUY/000000001/1/0002" in keys
+    # Each accepted set's original bytes are a one-set interchange the webhook decoder reads as it is.
+    orders = [decode_x12(s.original) for s in accepted]
+    assert sorted(o["po_no"] for o in orders) == ["PO-1-1", "PO-1-3", "PO-2-1", "PO-2-2", "PO-2-3"]
+    first, second = ack_for(data)
+    assert "AK2*850*0002~\nAK3*PO1*8**8~\nAK4*2**1~\nAK5*R*5~" in first
+    assert "AK9*P*3*3*2~" in first
+    assert "AK9*A*3*3*3~" in second
+    assert first.count("AK5*A~") == 2
+    assert "ISA*00*          *00*          *ZZ*ONCEDIST       *ZZ*ACMEBUY        *" in first
+    # The 997 we send passes pyx12's own 997 map.
+    for document in (first, second):
+        verdict = validate_interchange(document)
+        assert not verdict.interchange_errors
+        assert [v.code for v in verdict.sets.values()] == ["A"]
+
+
+def test_an_envelope_error_rejects_the_whole_interchange_with_a_ta1() -> None:
+    good = interchange(7, [purchase_order(1, "PO-7-1")])
+    broken = interchange(8, [purchase_order(1, "PO-8-1")], iea=99)
+    assessment = assess_file((good + broken).encode(), partner_plan())
+    assert [i.rejected for i in assessment.interchanges] == [False, True]
+    assert [s.accepted for s in assessment.sets] == [True]
+    documents = ack_for((good + broken).encode())
+    assert "TA1*000000008*261130*0349*R*001~" in documents[1]
+    assert "ST*997" not in documents[1]
+    assert "IEA*0*000000102~" in documents[1]
+
+
+def test_an_interchange_from_someone_else_is_refused() -> None:
+    data = interchange(9, [purchase_order(1, "PO-9-1")], sender="STRANGER").encode()
+    (outcome,) = assess_file(data, partner_plan()).interchanges
+    assert outcome.interchange.error_code == "006"
+    assert "ISA06" in (outcome.interchange.error or "")
+
+
+def test_a_wrong_segment_count_rejects_only_that_set() -> None:
+    bad = purchase_order(2, "PO-2")
+    bad[-1] = "SE*99*0002"
+    data = interchange(3, [purchase_order(1, "PO-1"), bad]).encode()
+    sets = assess_file(data, partner_plan()).sets
+    assert [(s.accepted, s.error_code) for s in sets] == [(True, None), (False, "4")]
+
+
+def test_an_unsupported_set_is_rejected_as_not_supported() -> None:
+    order = purchase_order(1, "PO-1")
+    order[0] = "ST*860*0001"
+    sets = assess_file(interchange(4, [order]).encode(), partner_plan()).sets
+    assert [(s.set_id, s.code, s.error_code) for s in sets] == [("860", "R", "1")]
+
+
+def test_a_partners_997_is_taken_as_a_record_and_never_acknowledged() -> None:
+    (outcome,) = assess_file(partner_997(500), partner_plan()).interchanges
+    assert [(s.set_id, s.code) for s in outcome.groups[0].sets] == [("997", "A")]
+    assert not needs_acknowledgment(outcome)
+    assert needed_numbers(outcome) == (0, 0)
+    broken = partner_997(501).replace(b"AK9*A*1*1*1", b"AK9*Z*1*1*1")
+    (outcome,) = assess_file(broken, partner_plan()).interchanges
+    assert [(s.set_id, s.code) for s in outcome.groups[0].sets] == [("997", "R")]
+    assert not needs_acknowledgment(outcome)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_the_splitter_never_raises_on_any_bytes(data: bytes) -> None:
+    result = split_file(data)
+    text = data.decode("latin-1")
+    for found in result.interchanges:
+        assert found.text in text
+        for group in found.groups:
+            for item in group.sets:
+                assert item.text in text
+    assert result.interchanges or result.problems
+
+
+SAMPLE = two_interchanges_one_bad_set()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(SAMPLE) - 1), st.sampled_from(list(b"*~>^\n:ISAGSTEQ0123456789 \x00\xff"))),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(0, len(SAMPLE)),
+)
+def test_hostile_edits_of_a_real_file_end_as_records_or_rejections(edits: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(SAMPLE[:cut] if cut % 3 == 0 else SAMPLE)
+    for position, byte in edits:
+        if position < len(data):
+            data[position] = byte
+    plan = partner_plan()
+    assessment = assess_file(bytes(data), plan)
+    for item in assessment.sets:
+        assert item.code in ("A", "E", "R")
+        assert item.accepted or item.reason
+    for n, outcome in enumerate(assessment.interchanges, start=1):
+        _, sets = needed_numbers(outcome)
+        document = acknowledgment(outcome, plan.envelope, ControlNumbers(n, n, tuple(range(1, sets + 1))), NOW)
+        assert document.startswith(b"ISA*")
