@@ -33,6 +33,7 @@ from onceflow_runner.contract.plan import (
     NatsPlan,
     Plan,
     SecretRef,
+    SessionLoginPlan,
     SignaturePlan,
     StepPlan,
     SyncPolicyPlan,
@@ -119,6 +120,25 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
             token_url=auth.oauth2.token_url,
             scopes=tuple(auth.oauth2.scopes),
         )
+    elif auth.session_login:
+        login = auth.session_login
+        auth_plan = AuthPlan(
+            type="SessionLogin",
+            session_login=SessionLoginPlan(
+                method=login.method,
+                path=login.path,
+                secrets={name: SecretRef(name=ref.name, key=ref.key) for name, ref in login.secrets.items()},
+                body=login.body,
+                session=login.session,
+                expires_in=login.expires_in,
+                lifetime=parse_duration(login.lifetime) if login.lifetime else None,
+                refresh_before=parse_duration(login.refresh_before),
+                send_as=login.send_as,
+                header=login.header or "",
+                header_value=login.header_value,
+                expired_when=login.expired_when,
+            ),
+        )
     return ConnectorPlan(
         name=str(connector.metadata.get("name")),
         base_url=rest.base_url,
@@ -134,6 +154,7 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
         initial_backoff=parse_duration(rest.retry.initial_backoff),
         max_backoff=parse_duration(rest.retry.max_backoff),
         on_redirect=rest.on_redirect,
+        headers=dict(rest.headers),
     )
 
 

@@ -60,6 +60,9 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
                 if attr.endswith("_ref") and value is not None:
                     alias = info.alias or attr
                     out.append((f"spec.rest.auth.{block_alias}.{alias}", value.name, value.key))
+        if auth.session_login is not None:
+            for name, ref in auth.session_login.secrets.items():
+                out.append((f"spec.rest.auth.sessionLogin.secrets.{name}", ref.name, ref.key))
     return out
 
 

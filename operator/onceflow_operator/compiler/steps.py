@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from onceflow_operator.api import STEP_KINDS, Step
+from onceflow_operator.api.steps import CallStep, DedupeStep, LookupStep
 from onceflow_operator.compiler.paths import request_path_cel, request_path_problems
 from onceflow_runner.contract.plan import (
     PROTECTED_FIELDS,
+    AnswerRulePlan,
     ApprovePlan,
     MapPlan,
     PublishPlan,
@@ -111,6 +113,19 @@ def _filter_expressions(step: Step, at: str) -> Iterator[PathMessage]:
         yield f"{at}.filter.condition", step.filter.condition
 
 
+def _answer_fields(block: LookupStep | DedupeStep | CallStep) -> dict[str, object]:
+    """The request's headers, answer rules and result, as lookup, dedupe and call all declare them."""
+    handling = block.response
+    return {
+        "headers": dict(block.headers),
+        "answers": tuple(
+            AnswerRulePlan(when=r.when, outcome=r.outcome, message=r.message)
+            for r in (handling.rules if handling else [])
+        ),
+        "result": handling.result if handling else None,
+    }
+
+
 def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
     spec = step.lookup
     assert spec is not None
@@ -120,6 +135,7 @@ def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         path=request_path_cel(spec.path),
         query=dict(spec.query),
         not_found=spec.not_found,
+        **_answer_fields(spec),
     )
     return {"request": request}, []
 
@@ -134,6 +150,7 @@ def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         query=dict(spec.query),
         candidates=spec.candidates,
         on_match=spec.on_match,
+        **_answer_fields(spec),
     )
     problems = [] if has_sync_policy else [(f"{at}.dedupe", "dedupe needs spec.syncPolicyRef for its match rules")]
     return {"request": request}, problems
@@ -148,6 +165,7 @@ def _call_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, o
         path=request_path_cel(spec.path),
         body=spec.body,
         idempotency_key=spec.idempotency_key,
+        **_answer_fields(spec),
     )
     return {"request": request}, []
 
@@ -167,6 +185,15 @@ def _request_expressions(kind: str) -> Callable[[Step, str], Iterator[PathMessag
             yield field, request_path_cel(block.path)
         for name, expr in getattr(block, "query", {}).items():
             yield f"{at}.{kind}.query.{name}", expr
+        for name, expr in block.headers.items():
+            yield f"{at}.{kind}.headers.{name}", expr
+        if block.response is not None:
+            for j, rule in enumerate(block.response.rules):
+                yield f"{at}.{kind}.response.rules[{j}].when", rule.when
+                if rule.message:
+                    yield f"{at}.{kind}.response.rules[{j}].message", rule.message
+            if block.response.result:
+                yield f"{at}.{kind}.response.result", block.response.result
 
     return expressions
 

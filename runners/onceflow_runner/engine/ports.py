@@ -10,7 +10,7 @@ recording fakes in tests and `onceflow test`). Step modules and adapters both im
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = ["Caller", "EventSink", "IsolatedEvaluator", "Response"]
@@ -25,6 +25,8 @@ class Response:
     latency_ms: float = 0.0
     #: Bytes of the body as received: a large answer makes the rest of the record's CEL isolated.
     size: int = 0
+    #: Answer headers, lowercase names (what answer rules read as `headers`).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Caller(Protocol):
@@ -41,6 +43,7 @@ class Caller(Protocol):
         idempotency_key: str | None,
         headers: Mapping[str, str],
         step: str,
+        answer_refusals: bool = False,
     ) -> Response: ...
 
 
