@@ -42,6 +42,7 @@ from onceflow_runner.contract.plan import (
 __all__ = [
     "InvalidSpec",
     "SpecProblem",
+    "connector_plan",
     "gateway_plan",
     "plan_from_integration",
     "revision_hash",
@@ -93,7 +94,8 @@ def revision_hash(integration: Integration, extra: Mapping[str, object] | None =
     return digest[:10]
 
 
-def _connector_plan(connector: Connector) -> ConnectorPlan:
+def connector_plan(connector: Connector) -> ConnectorPlan:
+    """A REST Connector as runners call it (and as the operator's probe calls it, with its credentials)."""
     rest = connector.spec.rest
     assert rest is not None
     auth = rest.auth
@@ -247,7 +249,7 @@ def plan_from_integration(
                     SpecProblem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
                 )
             else:
-                used[request.connector] = _connector_plan(conn)
+                used[request.connector] = connector_plan(conn)
         problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 
@@ -311,7 +313,7 @@ def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *,
             continue
         if not problems:
             sides[side_name] = DriftCheckSide(
-                connector=_connector_plan(conn), path=literal_path(side.path), key_field=side.key_field
+                connector=connector_plan(conn), path=literal_path(side.path), key_field=side.key_field
             )
     if problems:
         raise InvalidSpec(problems)

@@ -14,11 +14,13 @@ from onceflow_operator.build.objects import (
     build_plan_configmap,
 )
 from onceflow_operator.clients.kube import KubeClient
-from onceflow_operator.clients.probe import ProbeResult, probe_endpoint
-from onceflow_operator.compiler.planner import gateway_plan
-from onceflow_operator.controller.references import check_secrets, secret_refs
+from onceflow_operator.clients.probe import ProbeResult, probe_connector_endpoint, probe_endpoint
+from onceflow_operator.compiler.planner import connector_plan, gateway_plan
+from onceflow_operator.controller.references import check_secrets, secret_refs, secret_values
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_runner.contract.plan import SecretRef
+from onceflow_runner.errors import PlanError
 
 __all__ = ["is_available", "probe_connector", "probed_status", "reconcile_connector"]
 
@@ -82,25 +84,56 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
 
 
 def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]:
-    """The Connector's status after a probe: the Reachable condition and the probe's figures (pure)."""
+    """The Connector's status after a probe (pure): Reachable, the figures, and Authenticated.
+
+    Authenticated is set when credentials were sent: reason AuthFailed when they (or the login)
+    were refused, CredentialsAccepted otherwise.
+    """
     status = dict(body.get("status") or {})
     status["lastProbeTime"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     status["lastProbeLatencyMs"] = probe.latency_ms
     generation = int(body["metadata"].get("generation", 1))
-    if probe.status is None:
+    if probe.status is None and probe.auth_failed:
+        reachable, reason, message = True, "Answered", f"the login to {probe.url.split('/', 3)[2]} was answered"
+    elif probe.status is None:
         reachable, reason, message = False, "ProbeFailed", f"GET {probe.url} failed: {probe.error}"
     else:
         status["lastHttpStatus"] = probe.status
         reachable, reason = True, "Answered"
         message = f"GET {probe.url} answered {probe.status} in {probe.latency_ms} ms"
-    status["conditions"] = set_condition(
+    conditions = set_condition(
         list(status.get("conditions") or []), "Reachable", reachable, reason, message, generation=generation, now=now()
     )
+    if probe.auth:
+        accepted = not probe.auth_failed
+        conditions = set_condition(
+            conditions,
+            "Authenticated",
+            accepted,
+            "CredentialsAccepted" if accepted else "AuthFailed",
+            f"GET {probe.url} accepted the Connector's credentials" if accepted else probe.auth,
+            generation=generation,
+            now=now(),
+        )
+    status["conditions"] = conditions
     return status
 
 
-async def probe_connector(body: Mapping[str, Any]) -> dict[str, Any]:
-    """GET the REST endpoint's health path; any HTTP answer means reachable."""
+async def probe_connector(kube: KubeClient, body: Mapping[str, Any]) -> dict[str, Any]:
+    """GET the REST endpoint's health path with the Connector's credentials; any HTTP answer means reachable.
+
+    Without usable Secrets (the reconcile reports those) the GET goes without credentials.
+    """
     spec = body["spec"].get("rest") or {}
-    url = spec["baseURL"].rstrip("/") + spec.get("healthPath", "/")
-    return probed_status(body, await probe_endpoint(url))
+    health_path = spec.get("healthPath", "/")
+    connector = Connector.model_validate({**body, "status": None})
+    values = await secret_values(kube, body["metadata"]["namespace"], secret_refs(connector))
+    if values is None or connector.spec.rest is None:
+        return probed_status(body, await probe_endpoint(spec["baseURL"].rstrip("/") + health_path))
+
+    def secret(ref: SecretRef | None) -> str:
+        if ref is None or (ref.name, ref.key) not in values:
+            raise PlanError("a Secret key the Connector names was not read")
+        return values[(ref.name, ref.key)]
+
+    return probed_status(body, await probe_connector_endpoint(connector_plan(connector), health_path, secret))

@@ -162,8 +162,8 @@ async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     initial_delay=1,
     when=lambda spec, **_: spec.get("type") == "REST",
 )
-async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    status = await probe_connector(body)
+async def probe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    status = await probe_connector(memo.kube, body)
     reachable: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Reachable"), {})
     meta = body["metadata"]
     CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(

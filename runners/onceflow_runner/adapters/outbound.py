@@ -291,6 +291,15 @@ class HttpCaller:
         reader: SecretReader = (lambda ref: read_secret(secrets, ref)) if isinstance(secrets, Path) else secrets
         self._connectors = {name: _Connector(plan, reader, transport) for name, plan in connectors.items()}
 
+    async def credentials(self, connector: str) -> dict[str, str]:
+        """The headers that carry the Connector's credentials now, logging in first if it must.
+
+        For the operator's probe, which checks the credentials as the runners use them. Raises
+        CredentialsRefused when a login is refused, TransientFailure when it cannot be made.
+        """
+        _, headers = await self._connectors[connector].auth_headers()
+        return dict(headers)
+
     def session(self, connector: str) -> LoginSession | None:
         """The Connector's login session in this process, when it logs in (for figures and tests)."""
         return self._connectors[connector].session
