@@ -34,6 +34,7 @@ __all__ = [
     "ConnectorSpec",
     "ConnectorStatus",
     "ErpNextTokenAuth",
+    "OAuth2ClientAssertion",
     "OAuth2ClientCredentials",
     "RateLimit",
     "RestAuth",
@@ -101,10 +102,49 @@ class ErpNextTokenAuth(ApiModel):
     )
 
 
-class OAuth2ClientCredentials(ApiModel):
-    """OAuth 2.0 client-credentials grant; the token is fetched and refreshed by the runner."""
+class OAuth2ClientAssertion(ApiModel):
+    """A signed JWT that proves the client instead of a secret (RFC 7523, `private_key_jwt`).
 
-    model_config = {"json_schema_extra": forbidden_inline_secret("clientSecret", "clientSecretRef")}
+    For token endpoints that take no client secret in the client-credentials grant, such as
+    NetSuite's OAuth 2.0 machine-to-machine flow: the runner signs a short-lived JWT (issuer the
+    client id, audience the token URL, `scope` claim the scopes, header `kid` the key id) with the
+    private key from a Secret and sends it as `client_assertion`.
+    """
+
+    private_key_ref: SecretKeyRef = Field(description="Secret key holding the PEM private key (RSA, or EC P-256).")
+    key_id: str = Field(
+        description="Sent as the JWT header kid: the id the token endpoint knows the public key by "
+        "(NetSuite: the certificate ID of the client-credentials mapping).",
+        min_length=1,
+        max_length=256,
+    )
+    algorithm: Literal["PS256", "RS256", "ES256"] = Field(
+        default="PS256", description="JWT signature algorithm; NetSuite accepts PS256 (and ES256 with an EC key)."
+    )
+
+
+class OAuth2ClientCredentials(ApiModel):
+    """OAuth 2.0 client-credentials grant; the token is fetched and refreshed by the runner.
+
+    The client proves itself with a secret (HTTP basic auth at the token endpoint) or, with
+    `clientAssertion`, with a JWT signed by its private key.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.clientSecret)",
+                "inline secret values are not accepted in clientSecret; store it in a Secret and "
+                "reference it with clientSecretRef (name and key)",
+                ".clientSecret",
+            ),
+            (
+                "has(self.clientSecretRef) != has(self.clientAssertion)",
+                "oauth2 needs exactly one of clientSecretRef (a client secret) or clientAssertion "
+                "(a signed JWT, e.g. NetSuite machine-to-machine)",
+            ),
+        )
+    }
 
     token_url: str = Field(
         alias="tokenURL",
@@ -113,7 +153,12 @@ class OAuth2ClientCredentials(ApiModel):
         max_length=2048,
     )
     client_id_ref: SecretKeyRef = Field(description="Secret key holding the client id.")
-    client_secret_ref: SecretKeyRef = Field(description="Secret key holding the client secret.")
+    client_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the client secret (or set clientAssertion)."
+    )
+    client_assertion: OAuth2ClientAssertion | None = Field(
+        default=None, description="Prove the client with a JWT signed by its private key instead of a secret."
+    )
     scopes: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list,
         description="Scopes to request.",

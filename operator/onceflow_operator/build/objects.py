@@ -76,6 +76,7 @@ def plan_secrets(plan: Plan | GatewayPlan | DriftCheckPlan) -> list[str]:
                 auth.api_secret,
                 auth.client_id,
                 auth.client_secret,
+                auth.assertion_key,
                 *(auth.session_login.secrets.values() if auth.session_login else ()),
             ]
     return sorted({r.name for r in refs if r is not None})

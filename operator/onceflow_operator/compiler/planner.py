@@ -115,12 +115,16 @@ def connector_plan(connector: Connector) -> ConnectorPlan:
             api_secret=_ref(auth.erpnext_token.api_secret_ref),
         )
     elif auth.oauth2:
+        assertion = auth.oauth2.client_assertion
         auth_plan = AuthPlan(
             type="OAuth2ClientCredentials",
             client_id=_ref(auth.oauth2.client_id_ref),
             client_secret=_ref(auth.oauth2.client_secret_ref),
             token_url=auth.oauth2.token_url,
             scopes=tuple(auth.oauth2.scopes),
+            assertion_key=_ref(assertion.private_key_ref) if assertion else None,
+            assertion_key_id=assertion.key_id if assertion else "",
+            assertion_algorithm=assertion.algorithm if assertion else "",
         )
     elif auth.session_login:
         login = auth.session_login

@@ -31,6 +31,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from onceflow_runner.adapters.client_assertion import ASSERTION_TYPE, AssertionSigner
 from onceflow_runner.adapters.sessions import LoginSession, answer_headers, json_or_text
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
@@ -176,9 +177,20 @@ class _Connector:
         self.static_headers = dict(plan.headers)
         self.headers = self._auth_headers(plan, secret)
         self.oauth: tuple[str, str] | None = None
-        if plan.auth.type == "OAuth2ClientCredentials":
-            self.oauth = (secret(plan.auth.client_id), secret(plan.auth.client_secret))
+        self.signer: AssertionSigner | None = None
+        auth = plan.auth
+        if auth.type == "OAuth2ClientCredentials" and auth.assertion_key is not None:
+            self.oauth = (secret(auth.client_id), "")
+            self.signer = AssertionSigner(
+                secret(auth.assertion_key),
+                key_id=auth.assertion_key_id,
+                algorithm=auth.assertion_algorithm or "PS256",
+                connector=plan.name,
+            )
+        elif auth.type == "OAuth2ClientCredentials":
+            self.oauth = (secret(auth.client_id), secret(auth.client_secret))
         self.token_expires = 0.0
+        self.token_lock = asyncio.Lock()
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
         self.client = httpx.AsyncClient(
             base_url=plan.base_url,
@@ -224,15 +236,42 @@ class _Connector:
         return {}
 
     async def refresh_token(self) -> None:
-        """OAuth2 client credentials: fetch a token when there is none or it is about to expire."""
+        """OAuth2 client credentials: fetch a token when there is none or it is about to expire.
+
+        One fetch per expiry however many calls wait for it (the lock), as for session logins.
+        """
         if self.oauth is None or time.monotonic() < self.token_expires:
             return
-        client_id, client_secret = self.oauth
-        data = {"grant_type": "client_credentials", "scope": " ".join(self.plan.auth.scopes)}
+        async with self.token_lock:
+            if time.monotonic() >= self.token_expires:
+                await self._fetch_token(self.oauth)
+
+    async def _fetch_token(self, oauth: tuple[str, str]) -> None:
+        client_id, client_secret = oauth
+        auth = self.plan.auth
         try:
-            resp = await self.client.post(self.plan.auth.token_url, data=data, auth=(client_id, client_secret))
+            if self.signer is not None:
+                # RFC 7523: the signed assertion is the client's proof; NetSuite reads scopes from it.
+                assertion = self.signer.assertion(client_id=client_id, audience=auth.token_url, scopes=auth.scopes)
+                data = {
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": assertion,
+                }
+                resp = await self.client.post(auth.token_url, data=data)
+            else:
+                data = {"grant_type": "client_credentials", "scope": " ".join(auth.scopes)}
+                resp = await self.client.post(auth.token_url, data=data, auth=(client_id, client_secret))
         except httpx.HTTPError as exc:
             raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
+        if resp.status_code in {400, 401, 403}:
+            # RFC 6749 section 5.2: invalid_client, invalid_grant, invalid_scope, unauthorized_client.
+            raise CredentialsRefused(
+                f"Connector {self.plan.name}: the token endpoint {auth.token_url} refused the client with "
+                f"{resp.status_code}: {_summary(resp)}; check rest.auth.oauth2 and its Secret",
+                connector=self.plan.name,
+                status=resp.status_code,
+            )
         if resp.status_code != 200:
             raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
         self.headers = {"Authorization": f"Bearer {self._access_token(resp)}"}

@@ -103,6 +103,10 @@ class AuthPlan(_Contract):
     client_secret: SecretRef | None = None
     token_url: str = ""
     scopes: tuple[str, ...] = ()
+    #: OAuth2 with a signed JWT instead of a client secret (RFC 7523): the key, its kid, the algorithm.
+    assertion_key: SecretRef | None = None
+    assertion_key_id: str = ""
+    assertion_algorithm: Literal["", "PS256", "RS256", "ES256"] = ""
     session_login: SessionLoginPlan | None = None
 
 
