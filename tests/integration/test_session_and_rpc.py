@@ -9,9 +9,16 @@ exception stream, as a person would.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import httpx
+import yaml
+
+from onceflow_operator.api import Connector
+from onceflow_operator.compiler.planner import connector_plan
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.integration.scenario import eventually
 from tests.integration.test_delivery_faults import start, stop
@@ -28,6 +35,7 @@ FRAPPE_LOGIN: dict[str, Any] = {
         "session": "cookies.sid",
     },
 }
+ROOT = Path(__file__).resolve().parents[2]
 LOGIN_SECRET = {"user": "integration@example.com", "password": "sandbox-password"}
 
 
@@ -118,3 +126,33 @@ async def test_401_storm_holds_records_without_exceptions_until_the_credentials_
         assert ledger.exceptions == []
     finally:
         await stop(h)
+
+
+async def test_the_sap_business_one_example_logs_in_to_a_b1_shaped_login_and_its_cookies_open_the_api(
+    tmp_path: Path,
+) -> None:
+    # examples/erps/sap-business-one.yaml as compiled for a runner, pointed at the sandbox's
+    # B1-shaped login (`POST /b1s/v1/Login`: SessionId, SessionTimeout, B1SESSION and ROUTEID).
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "erps" / "sap-business-one.yaml").read_text()))
+    connector = Connector.model_validate(next(d for d in docs if d["kind"] == "Connector"))
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    erp = ErpSandbox(auth="session", username="manager", password="B1-pass", company="SBODEMOUS")
+    await erp.start()
+    try:
+        plan = connector_plan(connector).model_copy(update={"base_url": f"{erp.url}/b1s/v1"})
+        values = {**secret["stringData"], "user": "manager", "password": "B1-pass"}
+        (tmp_path / "sap-b1-login").mkdir()
+        for key, value in values.items():
+            (tmp_path / "sap-b1-login" / key).write_text(value)
+        caller = HttpCaller({"sap-b1": plan}, tmp_path)
+        try:
+            headers = await caller.credentials("sap-b1")
+        finally:
+            await caller.aclose()
+        assert erp.logins == 1
+        assert set(headers["Cookie"].split("; ")) == {f"B1SESSION={next(iter(erp.sessions))}", "ROUTEID=.node1"}
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{erp.url}/api/resource/Customer", headers=headers)
+        assert answer.status_code == 200  # the session the example's login got is the one the ERP accepts
+    finally:
+        await erp.stop()

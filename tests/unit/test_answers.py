@@ -120,3 +120,30 @@ def test_a_plan_setting_a_credential_or_connection_header_is_refused() -> None:
         step(headers={"authorization": "'x'"})
     with pytest.raises(ValueError, match="belongs to the HTTP connection"):
         step(headers={"Transfer-Encoding": "'chunked'"})
+
+
+async def test_dedupe_reads_candidates_from_a_jsonrpc_result() -> None:
+    # Odoo's search_read over JSON-RPC: the partners are in response.result, HTTP 200 either way.
+    body = {"jsonrpc": "2.0", "id": 1, "result": [{"name": "Acme GmbH", "tax_id": "DE1", "postal_code": "10115"}]}
+    dedupe = step(
+        "dedupe",
+        method="GET",
+        path="'/jsonrpc'",
+        answers=JSONRPC_RULES,
+        result="response.result",
+        candidates="response",
+    )
+    mapped = StepPlan.model_validate(
+        {"name": "canonical", "kind": "map", "map": {"fields": {"name": "input.name", "tax_id": "input.tax"}}}
+    )
+    engine = Engine(plan(mapped, dedupe), AnsweringCaller(Response(200, body)), RecordingEvents())
+    outcome = await engine.run({"tax": "DE1", "name": "Acme"}, META)
+    assert outcome.kind == "parked"
+    assert outcome.candidates[0]["candidate"]["name"] == "Acme GmbH"
+
+
+async def test_dedupe_fails_the_record_with_the_systems_message_on_a_jsonrpc_error() -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": 200, "message": "Invalid field 'vat' on model 'res.partner'"}}
+    dedupe = step("dedupe", method="GET", path="'/jsonrpc'", answers=JSONRPC_RULES, candidates="response")
+    with pytest.raises(RejectedByTarget, match="Invalid field 'vat'"):
+        await Engine(plan(dedupe), AnsweringCaller(Response(200, body)), RecordingEvents()).run({"tax": "1"}, META)
