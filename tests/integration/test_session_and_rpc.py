@@ -57,6 +57,11 @@ async def test_session_login_survives_session_expiry_mid_load_with_one_login_per
         # expiry share one new login instead of each logging in.
         assert erp.logins == erp.sessions_ended + 1
         assert erp.refused_logins == 0
+        # Neither the password nor any session reached a log line.
+        logs = "".join(p.read_text(errors="replace") for p in (h.run.workdir / "logs").glob("*.log"))
+        assert logs, "the runner and gateway write logs"
+        assert LOGIN_SECRET["password"] not in logs
+        assert not [sid for sid in erp.issued_sessions if sid in logs]
     finally:
         await stop(h)
 

@@ -78,6 +78,8 @@ class ErpSandbox(SandboxServer):
         self.expired_answers = 0
         #: Sessions that ended by age or use (each should cost a client one new login, no more).
         self.sessions_ended = 0
+        #: Every session id handed out, so a test can look for them where they must not be (logs).
+        self.issued_sessions: list[str] = []
         #: ERPNext's Selling Settings "Customer Naming By": by name (a second create of the same
         #: name is a 409 DuplicateEntryError) or by naming series (every create is a new customer).
         self.customer_naming = customer_naming
@@ -146,6 +148,7 @@ class ErpSandbox(SandboxServer):
     def _new_session(self) -> str:
         self.logins += 1
         sid = secrets.token_hex(16)
+        self.issued_sessions.append(sid)
         self.sessions[sid] = _Session(started=time.monotonic())
         return sid
 
