@@ -4,7 +4,8 @@
     ├── PlanError            the plan cannot be run (exit code 2 at start)
     ├── PermanentFailure     the record is wrong or refused: exception queue, never retried blindly
     │   ├── InvalidRecord    canonical schema or CEL rule violated
-    │   ├── RejectedByTarget 4xx other than 408/409/429 from a Connector
+    │   ├── RejectedByTarget 4xx other than 401/403/408/409/429 from a Connector, or a failure
+    │   │                    a step's answer rules read in the answer (JSON-RPC's `error`)
     │   ├── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
     │   └── ExpressionBudgetExceeded  a CEL expression outran its deadline or memory on this record
     ├── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)

@@ -249,3 +249,21 @@ def test_a_connector_header_carrying_credentials_is_refused_by_the_schema_rule()
     (problem,) = validate_manifest(connector, "erp.yaml")
     assert problem.path == "spec.rest.headers"
     assert "credentials go in rest.auth" in problem.message
+
+
+def test_a_session_login_expression_that_iterates_is_refused_and_stalls_the_integrations_that_use_it() -> None:
+    from onceflow_operator.api import Connector, Integration
+    from onceflow_operator.compiler.planner import InvalidSpec, plan_from_integration
+
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "erps" / "odoo.yaml").read_text()))
+    connector = next(d for d in docs if d["kind"] == "Connector")
+    connector["spec"]["rest"]["auth"]["sessionLogin"]["session"] = "response.result.filter(x, x.uid > 0)[0].uid"
+    (problem,) = validate_manifest(connector, "odoo.yaml")
+    assert problem.path == "spec.rest.auth.sessionLogin.session"
+    assert "iterates" in problem.message
+    integration = Integration.model_validate(next(d for d in docs if d["kind"] == "Integration"))
+    with pytest.raises(InvalidSpec) as stalled:
+        plan_from_integration(integration, {"odoo": Connector.model_validate(connector)}, None, namespace="sales")
+    (where,) = stalled.value.problems
+    assert where.path == "spec.steps[0].call.connector"
+    assert "Connector 'odoo': spec.rest.auth.sessionLogin.session: iterates" in where.message

@@ -18,7 +18,12 @@ from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
 from onceflow_operator.compiler.paths import literal_path
 from onceflow_operator.compiler.steps import compile_step
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
-from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems, syncpolicy_problems
+from onceflow_operator.compiler.validation import (
+    ack_wait_problems,
+    connector_problems,
+    semantic_problems,
+    syncpolicy_problems,
+)
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
@@ -252,8 +257,12 @@ def plan_from_integration(
                 problems.append(
                     SpecProblem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
                 )
-            else:
+            elif request.connector not in used:
                 used[request.connector] = connector_plan(conn)
+                problems += [
+                    SpecProblem(path, f"Connector {request.connector!r}: {where}: {message}")
+                    for where, message in connector_problems(conn)
+                ]
         problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 

@@ -219,6 +219,12 @@ def connector_problems(connector: Connector) -> Iterator[tuple[str, str]]:
                 f"calls {', '.join(f'{name}()' for name in unknown)}, which CEL and Onceflow do not provide; "
                 f"Onceflow adds {', '.join(CEL_FUNCTIONS)}",
             )
+        if iterates(source):
+            yield (
+                f"{base}.{field}",
+                "iterates (all/exists/exists_one/map/filter), which a session login's CEL may not: it runs in the "
+                "runner's event loop on whole answers, with no worker to stop it; pick fields directly",
+            )
         if field in {"body", "headerValue"}:
             for name in _SECRET_REF.findall(source):
                 if name not in login.secrets:

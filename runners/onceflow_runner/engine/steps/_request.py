@@ -78,6 +78,8 @@ async def send_request(
         step=step.name,
         answer_refusals=bool(req.answers),
     )
+    # A large answer makes the answer rules (and every later expression) run isolated, as bind_response does.
+    run.heavy = run.heavy or response.size > HEAVY_BYTES
     return await read_answer(step, req, run, path, response)
 
 
