@@ -20,7 +20,7 @@ from onceflow_runner.adapters import sessions
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.plan import ConnectorPlan
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.errors import CredentialsRefused
+from onceflow_runner.errors import CredentialsRefused, TransientFailure
 
 PASSWORD = "s3cret-Pa55"
 B1_LOGIN: dict[str, Any] = {
@@ -229,3 +229,22 @@ async def test_a_refusal_is_handed_to_a_step_whose_rules_read_it(tmp_path: Path)
 def test_a_connector_header_carrying_credentials_is_refused_in_the_plan() -> None:
     with pytest.raises(ValueError, match="Cookie carries credentials"):
         ConnectorPlan.model_validate({"name": "e", "base_url": "http://e.test", "headers": {"Cookie": "sid=1"}})
+
+
+async def test_sessions_that_keep_ending_under_a_call_are_transient_not_refused_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another call logs in each time (a busy process, sessions allowing few calls), and each new
+    # session has ended again before this call's resend: worth a redelivery, not AuthFailed.
+    target = Target(expire_first=1000)
+    c = caller(target, write_secrets(tmp_path))
+
+    async def someone_else_logged_in(self: sessions.LoginSession, refused: int) -> tuple[int, dict[str, str], bool]:
+        return refused + 1, {"Authorization": "Session other"}, False
+
+    monkeypatch.setattr(sessions.LoginSession, "renew", someone_else_logged_in)
+    with pytest.raises(TransientFailure, match="3 sessions in a row ended") as failed:
+        await get(c)
+    assert not isinstance(failed.value, CredentialsRefused)
+    # retry.attempts (3) attempts, each resent under at most MAX_RENEWALS new sessions.
+    assert len(target.seen) == 3 * (1 + sessions.MAX_RENEWALS)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onceflow_operator.api import Connector
-from onceflow_operator.api.names import LABEL_CONNECTOR
+from onceflow_operator.api.names import API_VERSION, LABEL_CONNECTOR
 from onceflow_operator.build.conditions import set_condition
 from onceflow_operator.build.objects import (
     build_gateway_deployment,
@@ -22,7 +22,7 @@ from onceflow_operator.controller.status import ReconcileResult, now, with_ready
 from onceflow_runner.contract.plan import SecretRef
 from onceflow_runner.errors import PlanError
 
-__all__ = ["is_available", "probe_connector", "probed_status", "reconcile_connector"]
+__all__ = ["current_status", "is_available", "probe_connector", "probed_status", "reconcile_connector"]
 
 
 def is_available(deployment: Mapping[str, Any] | None) -> bool:
@@ -34,7 +34,7 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
     """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
-    status = dict(body.get("status") or {})
+    status = await current_status(kube, body)
     connector = Connector.model_validate({**body, "status": None})
     scheme = connector.spec.webhook.signature.scheme if connector.spec.webhook else ""
     problems, checksum = await check_secrets(kube, namespace, secret_refs(connector), signing_scheme=scheme)
@@ -83,6 +83,18 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
     )
 
 
+async def current_status(kube: KubeClient, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Connector's status as the API server has it now, else as the handler saw it.
+
+    Why: the reconcile and the probe run as separate Kopf handlers and each writes the whole
+    `conditions` list; built on the body a handler was queued with, one would drop the other's
+    latest conditions (a probe's `Authenticated`) until its next run.
+    """
+    meta = body["metadata"]
+    fresh = await kube.get(API_VERSION, "Connector", meta["namespace"], meta["name"])
+    return dict((fresh or {}).get("status") or body.get("status") or {})
+
+
 def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]:
     """The Connector's status after a probe (pure): Reachable, the figures, and Authenticated.
 
@@ -124,6 +136,7 @@ async def probe_connector(kube: KubeClient, body: Mapping[str, Any]) -> dict[str
 
     Without usable Secrets (the reconcile reports those) the GET goes without credentials.
     """
+    body = {**body, "status": await current_status(kube, body)}
     spec = body["spec"].get("rest") or {}
     health_path = spec.get("healthPath", "/")
     connector = Connector.model_validate({**body, "status": None})

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -32,7 +33,7 @@ from urllib.parse import unquote
 import httpx
 
 from onceflow_runner.adapters.client_assertion import ASSERTION_TYPE, AssertionSigner
-from onceflow_runner.adapters.sessions import LoginSession, answer_headers, json_or_text
+from onceflow_runner.adapters.sessions import MAX_RENEWALS, LoginSession, answer_headers, json_or_text
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
@@ -196,6 +197,10 @@ class _Connector:
             base_url=plan.base_url,
             timeout=timeout,
             transport=transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes),
+            # A session Connector sends its session cookies itself (`sessions`): httpx's own jar would
+            # keep a stale copy of them and match it against every request (half the call rate,
+            # measured in bench/session_login.py).
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])) if plan.auth.type == "SessionLogin" else None,
         )
         self.session: LoginSession | None = None
         login = plan.auth.session_login
@@ -375,7 +380,7 @@ class HttpCaller:
         if content is not None:
             send_headers["Content-Type"] = "application/json"
         delay = plan.initial_backoff
-        relogged = False
+        relogged = refused_own_login = False
         for attempt in range(1, plan.attempts + 1):
             await conn.bucket.take()
             generation, credentials = await conn.auth_headers()
@@ -390,11 +395,17 @@ class HttpCaller:
                         content=content,
                         headers={**send_headers, **credentials},
                     )
-                    if conn.session is not None and not relogged and conn.session.is_expired_answer(resp):
+                    renewals = 0
+                    while (
+                        conn.session is not None
+                        and not refused_own_login
+                        and renewals < MAX_RENEWALS
+                        and conn.session.is_expired_answer(resp)
+                    ):
                         # The session ended (expiry, a restart of the target): one new login, shared
                         # with every call refused at the same generation, then the same request again.
-                        relogged = True
-                        _, credentials = await conn.session.renew(generation)
+                        relogged, renewals = True, renewals + 1
+                        generation, credentials, own_login = await conn.session.renew(generation)
                         resp = await conn.client.request(
                             method,
                             url,
@@ -402,6 +413,7 @@ class HttpCaller:
                             content=content,
                             headers={**send_headers, **credentials},
                         )
+                        refused_own_login = own_login and conn.session.is_expired_answer(resp)
                 if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
                     raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
             except TimeoutError:
@@ -428,6 +440,18 @@ class HttpCaller:
                     if isinstance(refused, RejectedByTarget):
                         raise refused
                     failure = refused
+                elif (
+                    conn.session is not None
+                    and relogged
+                    and not refused_own_login
+                    and conn.session.is_expired_answer(resp)
+                ):
+                    # Sessions kept ending under this call (a short session and a busy process): not
+                    # the credentials, which just logged in; worth another delivery.
+                    failure = TransientFailure(
+                        f"{connector}: {MAX_RENEWALS} sessions in a row ended before {method} {path} was answered",
+                        step=step,
+                    )
                 elif status in {401, 403} or (
                     conn.session is not None and relogged and conn.session.is_expired_answer(resp)
                 ):

@@ -7,7 +7,10 @@ session and log in by itself: a thundering herd that some systems answer by lock
 Here one `LoginSession` per Connector and process holds the session behind a lock, numbered by
 a generation: a call that was refused with generation g asks for a new login only if g is still
 current, so a burst of 401s after an expiry causes exactly one login, and every waiting call
-resends with the new session.
+resends with the new session; calls that start meanwhile wait for that login instead of sending
+the ended session. A call gives up when the session it logged in itself is refused at once (the
+credentials are refused: `CredentialsRefused`), or, as a plain transient failure, after
+`MAX_RENEWALS` sessions ended under it.
 
 Nothing here logs a Secret value or a session: messages name the Connector, the login path and
 the status, and a CEL failure names the field, never the values it read.
@@ -30,12 +33,15 @@ from onceflow_runner.contract.plan import ConnectorPlan, SessionLoginPlan
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.errors import CredentialsRefused, OnceflowError, TransientFailure
 
-__all__ = ["LoginSession", "answer_cookies", "answer_headers", "json_or_text"]
+__all__ = ["MAX_RENEWALS", "LoginSession", "answer_cookies", "answer_headers", "json_or_text"]
 
 #: Sends the login request: (method, path, JSON body or None) -> the answer.
 SendLogin = Callable[[str, str, bytes | None], Awaitable[httpx.Response]]
 
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+#: Sessions one call may see end under it before it gives up: a busy process can use up a short
+#: session (one allowing few calls) between another call's login and this call's resend.
+MAX_RENEWALS = 3
 
 
 def json_or_text(resp: httpx.Response) -> Any:
@@ -78,13 +84,19 @@ class LoginSession:
         self._lock = asyncio.Lock()
         self._headers: dict[str, str] = {}
         self._renew_at: float | None = None
+        #: A generation an answer said has ended: calls wait for the next login instead of using it.
+        self._ended = 0
         #: Incremented by each successful login; 0 until the first.
         self.generation = 0
         #: Logins made (successful or not), for tests and metrics.
         self.logins = 0
 
     def _fresh(self) -> bool:
-        return self.generation > 0 and (self._renew_at is None or time.monotonic() < self._renew_at)
+        return (
+            self.generation > 0
+            and self.generation != self._ended
+            and (self._renew_at is None or time.monotonic() < self._renew_at)
+        )
 
     async def headers(self) -> tuple[int, dict[str, str]]:
         """The session's headers and their generation, logging in first when there is none or it is due."""
@@ -95,12 +107,19 @@ class LoginSession:
                 await self._log_in()
             return self.generation, self._headers
 
-    async def renew(self, refused_generation: int) -> tuple[int, dict[str, str]]:
-        """A call made with `refused_generation` was told the session is gone: log in, unless another call did."""
+    async def renew(self, refused_generation: int) -> tuple[int, dict[str, str], bool]:
+        """A call made with `refused_generation` was told the session is gone: log in, unless another call did.
+
+        Returns the generation and headers to resend with, and whether this call made the login
+        (a session refused right after its own login means the credentials, not the session, fail).
+        """
+        if refused_generation == self.generation:
+            self._ended = refused_generation  # new calls now wait for the login below, not send in vain
         async with self._lock:
-            if self.generation == refused_generation:
+            logged_in = self.generation == refused_generation
+            if logged_in:
                 await self._log_in()
-            return self.generation, self._headers
+            return self.generation, self._headers, logged_in
 
     def is_expired_answer(self, resp: httpx.Response) -> bool:
         """True when an answer says the session is gone: 401, 403, or the Connector's `expiredWhen`."""
