@@ -104,6 +104,15 @@ def test_lower_and_upper_ascii_change_ascii_letters_only(value: str) -> None:
             assert lo == up == original
 
 
+@PROPERTY
+@given(login=texts, session=texts, number=st.integers(0, 10**9))
+def test_a_session_header_template_carries_exactly_its_parts(login: str, session: str, number: int) -> None:
+    template = "'Session ' + base64.encode(login + ':' + string(id) + ':' + session)"
+    header = cel(template, login=login, id=number, session=session)
+    assert header.startswith("Session ")
+    assert base64.b64decode(header.removeprefix("Session ")).decode() == f"{login}:{number}:{session}"
+
+
 def test_a_session_header_is_built_the_way_a_target_expects() -> None:
     header = cel("'Session ' + base64.encode(login + ':' + string(id) + ':' + session)", login="u", id=7, session="s")
     assert header == "Session " + base64.b64encode(b"u:7:s").decode()
