@@ -30,6 +30,7 @@ from onceflow_operator.controller.connector import probe_connector, reconcile_co
 from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, reconcile_integration
 from onceflow_operator.controller.metrics import (
+    CONNECTOR_AUTHENTICATED,
     CONNECTOR_REACHABLE,
     DECISION_SECONDS,
     DECISIONS_LAST_HOUR,
@@ -169,6 +170,11 @@ async def probe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -
     CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(
         1 if reachable.get("status") == "True" else 0
     )
+    authenticated: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Authenticated"), {})
+    if authenticated:
+        CONNECTOR_AUTHENTICATED.labels(namespace=meta["namespace"], connector=meta["name"]).set(
+            1 if authenticated.get("status") == "True" else 0
+        )
     patch.status.update(checked_status("Connector", status))
 
 
