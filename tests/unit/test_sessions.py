@@ -135,7 +135,7 @@ async def test_a_session_is_renewed_before_it_expires_when_the_system_says_when(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(sessions.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sessions, "_clock", lambda: now[0])
     target = Target()
     c = caller(target, write_secrets(tmp_path), refresh_before=60)
     await get(c)
@@ -248,3 +248,20 @@ async def test_sessions_that_keep_ending_under_a_call_are_transient_not_refused_
     assert not isinstance(failed.value, CredentialsRefused)
     # retry.attempts (3) attempts, each resent under at most MAX_RENEWALS new sessions.
     assert len(target.seen) == 3 * (1 + sessions.MAX_RENEWALS)
+
+
+async def test_a_refused_login_is_not_tried_again_by_every_call_so_the_account_is_not_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(sessions, "_clock", lambda: now[0])
+    target = Target(login_status=401)
+    c = caller(target, write_secrets(tmp_path))
+    for _ in range(20):
+        with pytest.raises(CredentialsRefused):
+            await get(c)
+    assert target.logins == 1
+    now[0] += sessions.LOGIN_RETRY_SECONDS + 1
+    target.login_status = 200  # the password was fixed on the system's side
+    assert (await get(c)).status == 200
+    assert target.logins == 2

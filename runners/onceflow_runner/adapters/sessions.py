@@ -33,7 +33,10 @@ from onceflow_runner.contract.plan import ConnectorPlan, SessionLoginPlan
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.errors import CredentialsRefused, OnceflowError, TransientFailure
 
-__all__ = ["MAX_RENEWALS", "LoginSession", "answer_cookies", "answer_headers", "json_or_text"]
+__all__ = ["LOGIN_RETRY_SECONDS", "MAX_RENEWALS", "LoginSession", "answer_cookies", "answer_headers", "json_or_text"]
+
+#: The clock sessions expire by (a seam for tests, which must not stop the event loop's own clock).
+_clock = time.monotonic
 
 #: Sends the login request: (method, path, JSON body or None) -> the answer.
 SendLogin = Callable[[str, str, bytes | None], Awaitable[httpx.Response]]
@@ -42,6 +45,9 @@ _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 #: Sessions one call may see end under it before it gives up: a busy process can use up a short
 #: session (one allowing few calls) between another call's login and this call's resend.
 MAX_RENEWALS = 3
+#: After a refused login, calls fail at once for this long instead of each trying the same
+#: password again: systems such as SAP Business One lock a user after a few failed logins.
+LOGIN_RETRY_SECONDS = 30.0
 
 
 def json_or_text(resp: httpx.Response) -> Any:
@@ -90,12 +96,15 @@ class LoginSession:
         self.generation = 0
         #: Logins made (successful or not), for tests and metrics.
         self.logins = 0
+        #: The last refused login and until when calls fail with it instead of logging in again.
+        self._refusal: CredentialsRefused | None = None
+        self._refused_until = 0.0
 
     def _fresh(self) -> bool:
         return (
             self.generation > 0
             and self.generation != self._ended
-            and (self._renew_at is None or time.monotonic() < self._renew_at)
+            and (self._renew_at is None or _clock() < self._renew_at)
         )
 
     async def headers(self) -> tuple[int, dict[str, str]]:
@@ -149,6 +158,20 @@ class LoginSession:
             raise self._refused(f"could not be read: {exc}") from None
 
     async def _log_in(self) -> None:
+        if self._refusal is not None and _clock() < self._refused_until:
+            raise CredentialsRefused(
+                f"{self._refusal} (not tried again for {LOGIN_RETRY_SECONDS:g}s, so the account is not locked)",
+                connector=self._connector,
+                status=self._refusal.status,
+            )
+        try:
+            await self._attempt_login()
+        except CredentialsRefused as refused:
+            self._refusal, self._refused_until = refused, _clock() + LOGIN_RETRY_SECONDS
+            raise
+        self._refusal = None
+
+    async def _attempt_login(self) -> None:
         login = self._login
         self.logins += 1
         body = None
@@ -190,6 +213,6 @@ class LoginSession:
         self._renew_at = None
         if isinstance(lifetime, int | float) and math.isfinite(lifetime) and lifetime > 0:
             # Renew refreshBefore ahead, but never sooner than half-way through a short session.
-            self._renew_at = time.monotonic() + max(float(lifetime) - login.refresh_before, float(lifetime) / 2)
+            self._renew_at = _clock() + max(float(lifetime) - login.refresh_before, float(lifetime) / 2)
         self._headers = headers
         self.generation += 1
