@@ -22,7 +22,14 @@ from onceflow_operator.controller.status import ReconcileResult, now, with_ready
 from onceflow_runner.contract.plan import SecretRef
 from onceflow_runner.errors import PlanError
 
-__all__ = ["current_status", "is_available", "probe_connector", "probed_status", "reconcile_connector"]
+__all__ = [
+    "current_status",
+    "is_available",
+    "probe_connector",
+    "probed_status",
+    "reconcile_connector",
+    "with_probe",
+]
 
 
 def is_available(deployment: Mapping[str, Any] | None) -> bool:
@@ -30,11 +37,39 @@ def is_available(deployment: Mapping[str, Any] | None) -> bool:
     return bool(deployment and (deployment.get("status") or {}).get("availableReplicas", 0) >= 1)
 
 
-async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> ReconcileResult:
-    """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report."""
+#: Status written by the probe, not the reconcile: the probe's conditions and figures.
+PROBE_CONDITIONS = ("Reachable", "Authenticated")
+PROBE_FIELDS = ("lastProbeTime", "lastProbeLatencyMs", "lastHttpStatus")
+
+
+def with_probe(status: Mapping[str, Any], probed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`status` with the latest probe's conditions and figures put back (pure).
+
+    Why: the reconcile and the probe are separate Kopf handlers, and each writes the whole
+    `conditions` list; a reconcile built on a status read just before a probe's patch would drop
+    that probe's conditions (an `Authenticated` turning False) until the next probe, a minute
+    later. The controller keeps each Connector's last probe in memory and every reconcile writes
+    it again, so a lost race heals at the next reconcile.
+    """
+    out = dict(status)
+    if not probed:
+        return out
+    kept = [c for c in out.get("conditions") or [] if c.get("type") not in PROBE_CONDITIONS]
+    out["conditions"] = kept + [c for c in probed.get("conditions") or [] if c.get("type") in PROBE_CONDITIONS]
+    out.update({k: probed[k] for k in PROBE_FIELDS if k in probed})
+    return out
+
+
+async def reconcile_connector(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, *, probed: Mapping[str, Any] | None = None
+) -> ReconcileResult:
+    """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report.
+
+    `probed` is the status the Connector's last probe wrote (see `with_probe`).
+    """
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
-    status = await current_status(kube, body)
+    status = with_probe(await current_status(kube, body), probed)
     connector = Connector.model_validate({**body, "status": None})
     scheme = connector.spec.webhook.signature.scheme if connector.spec.webhook else ""
     problems, checksum = await check_secrets(kube, namespace, secret_refs(connector), signing_scheme=scheme)
