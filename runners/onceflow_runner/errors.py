@@ -4,10 +4,13 @@
     ├── PlanError            the plan cannot be run (exit code 2 at start)
     ├── PermanentFailure     the record is wrong or refused: exception queue, never retried blindly
     │   ├── InvalidRecord    canonical schema or CEL rule violated
-    │   ├── RejectedByTarget 4xx other than 408/409/429 from a Connector
+    │   ├── RejectedByTarget 4xx other than 401/403/408/409/429 from a Connector, or a failure
+    │   │                    a step's answer rules read in the answer (JSON-RPC's `error`)
     │   ├── MalformedInput   the bytes cannot be decoded (JSON, X12 envelope or counts)
     │   └── ExpressionBudgetExceeded  a CEL expression outran its deadline or memory on this record
     ├── TransientFailure     worth another delivery: nak with a delay (5xx, 429, 408, timeouts)
+    │   └── CredentialsRefused  a target refused the Connector's credentials (401/403, a failed
+    │                        login): the record is held with the longest backoff, not blamed
     └── WireFormatError      a message on NATS is not what its contract says (`contract.messages`);
                              the reader refuses it by name instead of guessing
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CredentialsRefused",
     "ExpressionBudgetExceeded",
     "InvalidRecord",
     "MalformedInput",
@@ -96,6 +100,23 @@ class TransientFailure(OnceflowError):
         super().__init__(message)
         self.step = step
         self.delay = delay
+
+
+class CredentialsRefused(TransientFailure):
+    """A Connector's credentials were refused: a 401 or 403 (after one new login), or a failed login.
+
+    Transient, not the record's fault: every record would fail the same way until a person fixes
+    the Secret or the account, so records wait (the longest backoff of the error policy) instead
+    of filling the exception queue with the target's error page. `connector` names the Connector
+    for its status (AuthFailed) and for the runner's metrics.
+    """
+
+    reason = "AuthFailed"
+
+    def __init__(self, message: str, *, connector: str, step: str = "", status: int = 0) -> None:
+        super().__init__(message, step=step)
+        self.connector = connector
+        self.status = status
 
 
 class WireFormatError(OnceflowError, ValueError):

@@ -112,6 +112,7 @@ def test_monitoring_objects_apply_against_the_prometheus_operator_crds(
         "OnceflowPollFailing",
         "OnceflowRolloutAborted",
         "OnceflowConnectorUnreachable",
+        "OnceflowConnectorAuthFailed",
         "OnceflowOperatorDown",
     ]
 

@@ -42,12 +42,17 @@ def manifests(
     expression_timeout: str | None = None,
     sync_policy: dict[str, Any] | None = None,
     webhook: dict[str, Any] | None = None,
+    auth: dict[str, Any] | None = None,
+    erp_secret: dict[str, str] | None = None,
+    call: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """A signed webhook source, the sandbox ERP and the `ledger` Integration between them.
 
     `steps` go between the map and the ERP call (e.g. a filter); the ERP Connector's timeouts fit
     inside the Integration's 5s ackWait, as validation requires. `sync_policy` is the spec of a
-    SyncPolicy `ledger` the Integration then names (a dedupe step needs its match rules).
+    SyncPolicy `ledger` the Integration then names (a dedupe step needs its match rules). inside the Integration's 5s ackWait, as validation requires. `auth` replaces the ERP
+    Connector's token auth (its Secret `erp-api` then holds `erp_secret`); `call` replaces the
+    create step's call block.
     """
     check = [{"name": "check", "validate": {"rules": rules}}] if rules else []
     policy = (
@@ -69,7 +74,7 @@ def manifests(
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "erp-api"},
-            "stringData": {"api-key": "sandbox-key", "api-secret": "sandbox-secret"},
+            "stringData": erp_secret or {"api-key": "sandbox-key", "api-secret": "sandbox-secret"},
         },
         {
             "apiVersion": "onceflow.io/v1alpha1",
@@ -99,7 +104,8 @@ def manifests(
                     "rateLimit": {"requestsPerSecond": 5000, "burst": 500},
                     "retry": {"attempts": 1},
                     "timeouts": {"connect": "1s", "read": "3s"},
-                    "auth": {
+                    "auth": auth
+                    or {
                         "type": "ERPNextToken",
                         "erpnextToken": {
                             "apiKeyRef": {"name": "erp-api", "key": "api-key"},
@@ -131,7 +137,7 @@ def manifests(
                     },
                     *check,
                     *(steps or []),
-                    {"name": "create", "call": {"connector": "erp", "path": path}},
+                    {"name": "create", "call": call or {"connector": "erp", "path": path}},
                 ],
             },
         },

@@ -222,3 +222,48 @@ def test_files_with_nothing_to_check_or_not_text_are_one_line_each_and_exit_1(tm
     assert binary.exit_code == 1
     assert "random.yaml:<file>/-: is not UTF-8 text" in binary.output
     assert "Traceback" not in binary.output + nothing.output
+
+
+def test_erp_connector_examples_pass_validate_on_their_own() -> None:
+    # docs/connecting-erps.md: one Connector per ERP, each with its Secret, valid without the rest.
+    folder = ROOT / "examples" / "erps"
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    assert names == ["business-central", "erpnext", "netsuite", "odoo", "sap-business-one"]
+    for path in sorted(folder.glob("*.yaml")):
+        result = CliRunner().invoke(main, ["validate", "-f", str(path)])
+        assert result.exit_code == 0, f"{path.name}: {result.output}"
+
+
+def test_a_session_login_reading_a_secret_it_does_not_name_is_refused() -> None:
+    doc = yaml.safe_load_all((ROOT / "examples" / "erps" / "sap-business-one.yaml").read_text())
+    connector = next(d for d in doc if d["kind"] == "Connector")
+    connector["spec"]["rest"]["auth"]["sessionLogin"]["body"] = "{'UserName': secrets.usr}"
+    (problem,) = validate_manifest(connector, "b1.yaml")
+    assert problem.path == "spec.rest.auth.sessionLogin.body"
+    assert "reads secrets.usr, which sessionLogin.secrets does not name" in problem.message
+
+
+def test_a_connector_header_carrying_credentials_is_refused_by_the_schema_rule() -> None:
+    connector = cases.connector_rest()
+    connector["spec"]["rest"]["headers"] = {"Cookie": "sid=abc", "Accept": "application/json"}
+    (problem,) = validate_manifest(connector, "erp.yaml")
+    assert problem.path == "spec.rest.headers"
+    assert "credentials go in rest.auth" in problem.message
+
+
+def test_a_session_login_expression_that_iterates_is_refused_and_stalls_the_integrations_that_use_it() -> None:
+    from onceflow_operator.api import Connector, Integration
+    from onceflow_operator.compiler.planner import InvalidSpec, plan_from_integration
+
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "erps" / "odoo.yaml").read_text()))
+    connector = next(d for d in docs if d["kind"] == "Connector")
+    connector["spec"]["rest"]["auth"]["sessionLogin"]["session"] = "response.result.filter(x, x.uid > 0)[0].uid"
+    (problem,) = validate_manifest(connector, "odoo.yaml")
+    assert problem.path == "spec.rest.auth.sessionLogin.session"
+    assert "iterates" in problem.message
+    integration = Integration.model_validate(next(d for d in docs if d["kind"] == "Integration"))
+    with pytest.raises(InvalidSpec) as stalled:
+        plan_from_integration(integration, {"odoo": Connector.model_validate(connector)}, None, namespace="sales")
+    (where,) = stalled.value.problems
+    assert where.path == "spec.steps[0].call.connector"
+    assert "Connector 'odoo': spec.rest.auth.sessionLogin.session: iterates" in where.message

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from onceflow_operator.api._base import (
     DURATION,
+    IDENTIFIER,
     ApiModel,
     Condition,
     SecretKeyRef,
@@ -23,6 +24,7 @@ from onceflow_operator.api._base import (
     forbidden_inline_secret,
 )
 from onceflow_operator.api.edi import EdiConnector
+from onceflow_operator.api.types import Cel, StaticHeaders
 from onceflow_runner.contract.subjects import DUPLICATE_WINDOW_SECONDS
 
 __all__ = [
@@ -33,11 +35,13 @@ __all__ = [
     "ConnectorSpec",
     "ConnectorStatus",
     "ErpNextTokenAuth",
+    "OAuth2ClientAssertion",
     "OAuth2ClientCredentials",
     "RateLimit",
     "RestAuth",
     "RestConnector",
     "RetryPolicy",
+    "SessionLoginAuth",
     "Timeouts",
     "WebhookConnector",
     "WebhookEventSource",
@@ -99,10 +103,49 @@ class ErpNextTokenAuth(ApiModel):
     )
 
 
-class OAuth2ClientCredentials(ApiModel):
-    """OAuth 2.0 client-credentials grant; the token is fetched and refreshed by the runner."""
+class OAuth2ClientAssertion(ApiModel):
+    """A signed JWT that proves the client instead of a secret (RFC 7523, `private_key_jwt`).
 
-    model_config = {"json_schema_extra": forbidden_inline_secret("clientSecret", "clientSecretRef")}
+    For token endpoints that take no client secret in the client-credentials grant, such as
+    NetSuite's OAuth 2.0 machine-to-machine flow: the runner signs a short-lived JWT (issuer the
+    client id, audience the token URL, `scope` claim the scopes, header `kid` the key id) with the
+    private key from a Secret and sends it as `client_assertion`.
+    """
+
+    private_key_ref: SecretKeyRef = Field(description="Secret key holding the PEM private key (RSA, or EC P-256).")
+    key_id: str = Field(
+        description="Sent as the JWT header kid: the id the token endpoint knows the public key by "
+        "(NetSuite: the certificate ID of the client-credentials mapping).",
+        min_length=1,
+        max_length=256,
+    )
+    algorithm: Literal["PS256", "RS256", "ES256"] = Field(
+        default="PS256", description="JWT signature algorithm; NetSuite accepts PS256 (and ES256 with an EC key)."
+    )
+
+
+class OAuth2ClientCredentials(ApiModel):
+    """OAuth 2.0 client-credentials grant; the token is fetched and refreshed by the runner.
+
+    The client proves itself with a secret (HTTP basic auth at the token endpoint) or, with
+    `clientAssertion`, with a JWT signed by its private key.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.clientSecret)",
+                "inline secret values are not accepted in clientSecret; store it in a Secret and "
+                "reference it with clientSecretRef (name and key)",
+                ".clientSecret",
+            ),
+            (
+                "has(self.clientSecretRef) != has(self.clientAssertion)",
+                "oauth2 needs exactly one of clientSecretRef (a client secret) or clientAssertion "
+                "(a signed JWT, e.g. NetSuite machine-to-machine)",
+            ),
+        )
+    }
 
     token_url: str = Field(
         alias="tokenURL",
@@ -111,7 +154,12 @@ class OAuth2ClientCredentials(ApiModel):
         max_length=2048,
     )
     client_id_ref: SecretKeyRef = Field(description="Secret key holding the client id.")
-    client_secret_ref: SecretKeyRef = Field(description="Secret key holding the client secret.")
+    client_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the client secret (or set clientAssertion)."
+    )
+    client_assertion: OAuth2ClientAssertion | None = Field(
+        default=None, description="Prove the client with a JWT signed by its private key instead of a secret."
+    )
     scopes: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list,
         description="Scopes to request.",
@@ -119,6 +167,112 @@ class OAuth2ClientCredentials(ApiModel):
     )
     client_secret: str | None = Field(
         default=None, description="Never set: refused so that secrets stay in Secrets.", max_length=4096
+    )
+
+
+class SessionLoginAuth(ApiModel):
+    """Log in with a request, keep the session it returns, send it on every call.
+
+    For systems whose API is reached through a login call rather than a static key: SAP Business
+    One Service Layer (`POST /b1s/v1/Login` answers `SessionId` and the `B1SESSION` cookie,
+    `SessionTimeout` in minutes), Odoo (`POST /web/session/authenticate`, `session_id` cookie),
+    Frappe/ERPNext (`POST /api/method/login`, `sid` cookie). The runner logs in once per process
+    before the first call, shares the session between its concurrent calls, logs in again before
+    the session expires when the system says when (`expiresIn`) and once when an answer says the
+    session is gone (401, 403 or `expiredWhen`). The session and the Secret values are never logged.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "self.secrets.all(k, k.matches('^[a-z][a-zA-Z0-9_]*$'))",
+                "sessionLogin.secrets names are CEL identifiers (e.g. user, password, companyDB): "
+                "body and headerValue read them as secrets.<name>",
+            ),
+            (
+                "self.sendAs != 'Header' || has(self.header)",
+                "sessionLogin.sendAs Header needs sessionLogin.header: name the header that carries the session",
+            ),
+            (
+                "self.sendAs != 'Header' || has(self.session) || has(self.headerValue)",
+                "sessionLogin.sendAs Header needs sessionLogin.session (CEL picking the session from the login "
+                "answer) or sessionLogin.headerValue",
+            ),
+        )
+    }
+
+    method: Literal["POST", "PUT", "GET"] = Field(default="POST", description="HTTP method of the login request.")
+    path: str = Field(
+        description="Login path under the Connector's baseURL, e.g. /b1s/v1/Login or /web/session/authenticate.",
+        pattern=r"^/[^\s?#]*$",
+        max_length=1024,
+    )
+    secrets: dict[Annotated[str, Field(pattern=IDENTIFIER, max_length=63)], SecretKeyRef] = Field(
+        description="Name -> Secret key; the values are `secrets.<name>` in body and headerValue, never logged.",
+        min_length=1,
+        max_length=8,
+    )
+    body: Cel | None = Field(
+        default=None,
+        description=(
+            "CEL over `secrets` giving the JSON login body, e.g. "
+            "{'CompanyDB': secrets.company, 'UserName': secrets.user, 'Password': secrets.password}."
+        ),
+    )
+    session: Cel | None = Field(
+        default=None,
+        description=(
+            "CEL picking the session from the login answer: `response` (its JSON body), `cookies` (cookies it "
+            "set, by name), `headers` (lowercase names), e.g. response.SessionId or cookies.sid. Empty: the "
+            "cookies the login set are the session."
+        ),
+    )
+    expires_in: Cel | None = Field(
+        default=None,
+        description=(
+            "CEL giving the session's lifetime in seconds from the login answer, e.g. "
+            "response.SessionTimeout * 60 for SAP Business One. Empty: lifetime (or until refused)."
+        ),
+    )
+    lifetime: str | None = Field(
+        default=None,
+        description="Lifetime to assume when expiresIn is empty, e.g. 25m; empty: until the system refuses it.",
+        pattern=DURATION,
+        max_length=32,
+    )
+    refresh_before: str = Field(
+        default="30s",
+        description="Log in again this long before the session is due to expire.",
+        pattern=DURATION,
+        max_length=32,
+    )
+    send_as: Literal["Cookies", "Header"] = Field(
+        default="Cookies",
+        description=(
+            "Cookies: every call carries the cookies the login set (SAP B1SESSION and ROUTEID, Odoo session_id, "
+            "Frappe sid). Header: every call carries `header` with headerValue."
+        ),
+    )
+    header: str | None = Field(
+        default=None,
+        description="For sendAs Header: the header, e.g. Authorization or X-Session-Id.",
+        pattern=r"^[A-Za-z0-9-]+$",
+        max_length=128,
+    )
+    header_value: Cel | None = Field(
+        default=None,
+        description=(
+            "For sendAs Header: CEL over `session` and `secrets` giving the header's value, e.g. "
+            "'Session ' + base64.encode(secrets.login + ':' + session). Empty: the session itself."
+        ),
+    )
+    expired_when: Cel | None = Field(
+        default=None,
+        description=(
+            "CEL over `status`, `response` and `headers` of any answer: true when it says the session is gone "
+            "although it is not a 401 or 403, e.g. Odoo's HTTP 200 JSON-RPC error "
+            "response.error.data.name == 'odoo.http.SessionExpiredException'."
+        ),
     )
 
 
@@ -133,21 +287,22 @@ class RestAuth(ApiModel):
                 "(self.type == 'Basic' && has(self.basic)) || "
                 "(self.type == 'APIKey' && has(self.apiKey)) || "
                 "(self.type == 'ERPNextToken' && has(self.erpnextToken)) || "
-                "(self.type == 'OAuth2ClientCredentials' && has(self.oauth2))",
+                "(self.type == 'OAuth2ClientCredentials' && has(self.oauth2)) || "
+                "(self.type == 'SessionLogin' && has(self.sessionLogin))",
                 "auth.type names a block that is missing: Bearer needs bearer, Basic needs basic, "
                 "APIKey needs apiKey, ERPNextToken needs erpnextToken, "
-                "OAuth2ClientCredentials needs oauth2",
+                "OAuth2ClientCredentials needs oauth2, SessionLogin needs sessionLogin",
             ),
             (
                 "[has(self.bearer), has(self.basic), has(self.apiKey), has(self.erpnextToken), "
-                "has(self.oauth2)].filter(x, x).size() <= 1",
+                "has(self.oauth2), has(self.sessionLogin)].filter(x, x).size() <= 1",
                 "set only the auth block that auth.type names",
             ),
         )
     }
 
-    type: Literal["None", "Bearer", "Basic", "APIKey", "ERPNextToken", "OAuth2ClientCredentials"] = Field(
-        default="None", description="Authentication scheme."
+    type: Literal["None", "Bearer", "Basic", "APIKey", "ERPNextToken", "OAuth2ClientCredentials", "SessionLogin"] = (
+        Field(default="None", description="Authentication scheme.")
     )
     bearer: BearerAuth | None = Field(default=None, description="For type Bearer.")
     basic: BasicAuth | None = Field(default=None, description="For type Basic.")
@@ -156,6 +311,9 @@ class RestAuth(ApiModel):
         default=None, alias="erpnextToken", description="For type ERPNextToken."
     )
     oauth2: OAuth2ClientCredentials | None = Field(default=None, description="For type OAuth2ClientCredentials.")
+    session_login: SessionLoginAuth | None = Field(
+        default=None, alias="sessionLogin", description="For type SessionLogin."
+    )
 
 
 class RateLimit(ApiModel):
@@ -224,6 +382,13 @@ class RestConnector(ApiModel):
         max_length=2048,
     )
     auth: RestAuth = Field(default_factory=RestAuth, description="How to authenticate.")
+    headers: StaticHeaders = Field(
+        default_factory=dict,
+        description=(
+            "Headers sent on every call, e.g. Accept, a tenant or company header (BC's company, NetSuite's "
+            "Prefer). Credentials belong in auth; connection headers are the client's."
+        ),
+    )
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Client-side rate limit.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect and read timeouts.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="In-call retries.")

@@ -17,11 +17,12 @@ from onceflow_operator.api._base import (
     ApiModel,
     cel_rules,
 )
-from onceflow_operator.api.types import Cel, Entity, Paging, RequestPath
+from onceflow_operator.api.types import Cel, Entity, HeaderExpressions, Paging, RequestPath
 from onceflow_runner.contract.plan import PROTECTED_FIELDS
 
 __all__ = [
     "STEP_KINDS",
+    "AnswerRule",
     "ApproveStep",
     "CallStep",
     "DedupeStep",
@@ -30,6 +31,7 @@ __all__ = [
     "LookupStep",
     "MapStep",
     "PublishStep",
+    "ResponseHandling",
     "RuleCheck",
     "Step",
     "SuggestedFix",
@@ -97,6 +99,48 @@ class FilterStep(ApiModel):
     condition: Cel = Field(description="CEL condition; false means the record stops here, successfully.")
 
 
+class AnswerRule(ApiModel):
+    """What one kind of answer means, when its status code does not say it (or says it wrongly)."""
+
+    when: Cel = Field(
+        description=(
+            "CEL over `status` (the HTTP status), `response` (the JSON body) and `headers` (lowercase names), "
+            "e.g. has(response.error) for JSON-RPC, or status == 400 && response.exc_type == 'DuplicateEntryError'."
+        )
+    )
+    outcome: Literal["Failed", "Retry", "NotFound", "AlreadyExists", "Succeeded"] = Field(
+        description=(
+            "Failed: the record's permanent failure (exception queue, with message). Retry: a transient failure "
+            "(redelivered with backoff). NotFound: as a 404 (lookup notFound decides). AlreadyExists: as a 409, "
+            "the effect is already there. Succeeded: a result, whatever the status."
+        )
+    )
+    message: Cel | None = Field(
+        default=None,
+        description="CEL giving the message for Failed and Retry, e.g. response.error.message; the status when empty.",
+    )
+
+
+class ResponseHandling(ApiModel):
+    """How to read an answer: which answers are failures (first rule that holds wins) and where the result is.
+
+    Why: RPC-style APIs (JSON-RPC 1.0/2.0, Odoo, many ERPs) answer HTTP 200 with an `error` member,
+    and real APIs use status codes their own way (a 400 that means "already exists", a 200 with an
+    empty list that means "not found"). Rules see every answer except transient ones (408, 425,
+    429, 5xx, retried by the Connector) and credential refusals (401, 403, which hold the record
+    and mark the Connector AuthFailed); an error status no rule claims stays the record's failure.
+    """
+
+    rules: list[AnswerRule] = Field(default_factory=list, description="Answer rules, in order.", max_length=16)
+    result: Cel | None = Field(
+        default=None,
+        description=(
+            "CEL over `response` giving what is bound to steps.<name> (and, for dedupe, what candidates reads "
+            "as `response`), e.g. response.result for JSON-RPC. The whole body when empty."
+        ),
+    )
+
+
 class LookupStep(ApiModel):
     """Call a Connector and bind its JSON answer to `steps.<name>` for later steps."""
 
@@ -127,6 +171,16 @@ class LookupStep(ApiModel):
         default="response.data",
         description="With paging: CEL selecting the rows of one page from `response` (e.g. response.value for OData).",
     )
+    headers: HeaderExpressions = Field(
+        default_factory=dict,
+        description=(
+            "Header -> CEL giving its value for this record, sent with the Connector's headers, e.g. "
+            "If-Match: steps.current.data.modified. Credentials and connection headers are refused."
+        ),
+    )
+    response: ResponseHandling | None = Field(
+        default=None, description="Which answers are failures and where the result is (RPC-style APIs)."
+    )
 
 
 class DedupeStep(ApiModel):
@@ -152,6 +206,16 @@ class DedupeStep(ApiModel):
             "(number, offset, size, cursor). Without it, only the first answer is searched."
         ),
     )
+    headers: HeaderExpressions = Field(
+        default_factory=dict,
+        description=(
+            "Header -> CEL giving its value for this record, sent with the Connector's headers, e.g. "
+            "If-Match: steps.current.data.modified. Credentials and connection headers are refused."
+        ),
+    )
+    response: ResponseHandling | None = Field(
+        default=None, description="Which answers are failures and where the result is (RPC-style APIs)."
+    )
 
 
 class CallStep(ApiModel):
@@ -169,6 +233,16 @@ class CallStep(ApiModel):
     idempotency_key: Cel | None = Field(
         default=None,
         description="CEL expression for the Idempotency-Key header; the business key when empty.",
+    )
+    headers: HeaderExpressions = Field(
+        default_factory=dict,
+        description=(
+            "Header -> CEL giving its value for this record, sent with the Connector's headers, e.g. "
+            "If-Match: steps.current.data.modified. Credentials and connection headers are refused."
+        ),
+    )
+    response: ResponseHandling | None = Field(
+        default=None, description="Which answers are failures and where the result is (RPC-style APIs)."
     )
 
 

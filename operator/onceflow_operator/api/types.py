@@ -7,17 +7,21 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from onceflow_operator.api._base import DURATION, ApiModel, cel_rules
+from onceflow_runner.contract.headers import REFUSED_REQUEST_HEADERS
 
 __all__ = [
     "ENTITIES",
+    "HEADER_NAME_RULE",
     "LITERAL_PATH_PATTERN",
     "PATH_TEMPLATE_PATTERN",
     "Cel",
     "Duration",
     "Entity",
+    "HeaderExpressions",
     "Paging",
     "ReconcilePath",
     "RequestPath",
+    "StaticHeaders",
 ]
 
 Entity = Literal["customer", "item", "price", "order", "shipment", "invoice", "supplier"]
@@ -61,6 +65,28 @@ ReconcilePath = Annotated[
             ),
         ),
     ),
+]
+
+
+#: The CRD rule behind `refused_request_header` (onceflow_runner.contract.headers): RE2 with (?i),
+#: which both the API server and the offline validator evaluate.
+_REFUSED_HEADERS_RE = "(?i)^(" + "|".join(sorted(REFUSED_REQUEST_HEADERS)) + "|proxy-.*)$"
+HEADER_NAME_RULE = (
+    f"self.all(k, k.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]+$') && !k.matches('{_REFUSED_HEADERS_RE}'))",
+    "a request header name must be an HTTP token and not one Onceflow or the HTTP client sets: "
+    "credentials go in rest.auth (Authorization, Cookie), and connection headers (Host, Connection, "
+    "Content-Length, Content-Type, Transfer-Encoding, ...), Idempotency-Key, traceparent and "
+    "Onceflow-Origin are set by Onceflow",
+)
+#: Headers with literal values, e.g. {"Accept": "application/json", "X-Company": "ACME"}.
+StaticHeaders = Annotated[
+    dict[str, Annotated[str, Field(max_length=4096)]],
+    Field(max_length=32, json_schema_extra=cel_rules(HEADER_NAME_RULE)),
+]
+#: Header name -> CEL giving its value for the record, e.g. {"If-Match": "steps.current.etag"}.
+HeaderExpressions = Annotated[
+    dict[str, Cel],
+    Field(max_length=32, json_schema_extra=cel_rules(HEADER_NAME_RULE)),
 ]
 
 

@@ -80,6 +80,8 @@ def plan_secrets(plan: Plan | GatewayPlan | DriftCheckPlan | EdiPartnerPlan) -> 
                 auth.api_secret,
                 auth.client_id,
                 auth.client_secret,
+                auth.assertion_key,
+                *(auth.session_login.secrets.values() if auth.session_login else ()),
             ]
     return sorted({r.name for r in refs if r is not None})
 

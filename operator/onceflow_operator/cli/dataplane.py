@@ -139,14 +139,38 @@ def local_run(files: tuple[Path, ...], nats_url: str, port: int, namespace: str,
     help="NAME=PORT of receiving systems.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
-def sandbox(erp_port: int, recorders: tuple[str, ...], host: str) -> None:
+@click.option(
+    "--erp-auth",
+    type=click.Choice(["token", "session"]),
+    default="token",
+    show_default=True,
+    help="token: Authorization: token sandbox-key:sandbox-secret. session: log in first "
+    "(POST /api/method/login usr/pwd, or /b1s/v1/Login) and send the session cookie.",
+)
+@click.option("--erp-session-seconds", type=float, default=None, help="With --erp-auth session: a session's lifetime.")
+@click.option("--erp-session-calls", type=int, default=None, help="With --erp-auth session: calls a session allows.")
+def sandbox(
+    erp_port: int,
+    recorders: tuple[str, ...],
+    host: str,
+    erp_auth: str,
+    erp_session_seconds: float | None,
+    erp_session_calls: int | None,
+) -> None:
     """Start the sandbox ERP and receiving systems until Ctrl-C."""
     import asyncio
 
     from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
 
     async def serve() -> None:
-        servers: list[ErpSandbox | RecorderSandbox] = [ErpSandbox(host=host, port=erp_port)]
+        erp = ErpSandbox(
+            host=host,
+            port=erp_port,
+            auth="session" if erp_auth == "session" else "token",
+            session_seconds=erp_session_seconds,
+            session_calls=erp_session_calls,
+        )
+        servers: list[ErpSandbox | RecorderSandbox] = [erp]
         for spec in recorders:
             name, _, port = spec.partition("=")
             servers.append(RecorderSandbox(name, host=host, port=int(port)))

@@ -19,7 +19,12 @@ from onceflow_operator.compiler.paths import literal_path
 from onceflow_operator.compiler.schedule import SCHEDULE_PATH, poll_plan
 from onceflow_operator.compiler.steps import compile_step, paging_plan
 from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_subject
-from onceflow_operator.compiler.validation import ack_wait_problems, semantic_problems, syncpolicy_problems
+from onceflow_operator.compiler.validation import (
+    ack_wait_problems,
+    connector_problems,
+    semantic_problems,
+    syncpolicy_problems,
+)
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import (
@@ -35,6 +40,7 @@ from onceflow_runner.contract.plan import (
     PagingPlan,
     Plan,
     SecretRef,
+    SessionLoginPlan,
     SignaturePlan,
     StepPlan,
     SyncPolicyPlan,
@@ -43,6 +49,7 @@ from onceflow_runner.contract.plan import (
 __all__ = [
     "InvalidSpec",
     "SpecProblem",
+    "connector_plan",
     "gateway_plan",
     "plan_from_integration",
     "revision_hash",
@@ -94,7 +101,8 @@ def revision_hash(integration: Integration, extra: Mapping[str, object] | None =
     return digest[:10]
 
 
-def _connector_plan(connector: Connector) -> ConnectorPlan:
+def connector_plan(connector: Connector) -> ConnectorPlan:
+    """A REST Connector as runners call it (and as the operator's probe calls it, with its credentials)."""
     rest = connector.spec.rest
     assert rest is not None
     auth = rest.auth
@@ -114,12 +122,35 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
             api_secret=_ref(auth.erpnext_token.api_secret_ref),
         )
     elif auth.oauth2:
+        assertion = auth.oauth2.client_assertion
         auth_plan = AuthPlan(
             type="OAuth2ClientCredentials",
             client_id=_ref(auth.oauth2.client_id_ref),
             client_secret=_ref(auth.oauth2.client_secret_ref),
             token_url=auth.oauth2.token_url,
             scopes=tuple(auth.oauth2.scopes),
+            assertion_key=_ref(assertion.private_key_ref) if assertion else None,
+            assertion_key_id=assertion.key_id if assertion else "",
+            assertion_algorithm=assertion.algorithm if assertion else "",
+        )
+    elif auth.session_login:
+        login = auth.session_login
+        auth_plan = AuthPlan(
+            type="SessionLogin",
+            session_login=SessionLoginPlan(
+                method=login.method,
+                path=login.path,
+                secrets={name: SecretRef(name=ref.name, key=ref.key) for name, ref in login.secrets.items()},
+                body=login.body,
+                session=login.session,
+                expires_in=login.expires_in,
+                lifetime=parse_duration(login.lifetime) if login.lifetime else None,
+                refresh_before=parse_duration(login.refresh_before),
+                send_as=login.send_as,
+                header=login.header or "",
+                header_value=login.header_value,
+                expired_when=login.expired_when,
+            ),
         )
     return ConnectorPlan(
         name=str(connector.metadata.get("name")),
@@ -136,6 +167,7 @@ def _connector_plan(connector: Connector) -> ConnectorPlan:
         initial_backoff=parse_duration(rest.retry.initial_backoff),
         max_backoff=parse_duration(rest.retry.max_backoff),
         on_redirect=rest.on_redirect,
+        headers=dict(rest.headers),
     )
 
 
@@ -224,7 +256,7 @@ def plan_from_integration(
         elif conn.spec.type != "REST":
             problems.append(SpecProblem(path, f"Connector {polled!r} is {conn.spec.type}; polling needs REST"))
         else:
-            used[polled] = _connector_plan(conn)
+            used[polled] = connector_plan(conn)
             source, source_system = polled, conn.spec.system
     steps: list[StepPlan] = []
     for i, step in enumerate(spec.steps):
@@ -239,8 +271,12 @@ def plan_from_integration(
                 problems.append(
                     SpecProblem(path, f"Connector {request.connector!r} is {conn.spec.type}; calls need REST")
                 )
-            else:
-                used[request.connector] = _connector_plan(conn)
+            elif request.connector not in used:
+                used[request.connector] = connector_plan(conn)
+                problems += [
+                    SpecProblem(path, f"Connector {request.connector!r}: {where}: {message}")
+                    for where, message in connector_problems(conn)
+                ]
         problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 
@@ -305,7 +341,7 @@ def drift_check_plan(policy: SyncPolicy, connectors: Mapping[str, Connector], *,
             continue
         if not problems:
             sides[side_name] = DriftCheckSide(
-                connector=_connector_plan(conn),
+                connector=connector_plan(conn),
                 path=literal_path(side.path),
                 key_field=side.key_field,
                 paging=paging_plan(side.paging) or PagingPlan(),

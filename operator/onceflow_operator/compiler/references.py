@@ -67,6 +67,12 @@ def secret_refs(connector: Connector) -> list[tuple[str, str, str]]:
                 if attr.endswith("_ref") and value is not None:
                     alias = info.alias or attr
                     out.append((f"spec.rest.auth.{block_alias}.{alias}", value.name, value.key))
+        if auth.oauth2 is not None and auth.oauth2.client_assertion is not None:
+            ref = auth.oauth2.client_assertion.private_key_ref
+            out.append(("spec.rest.auth.oauth2.clientAssertion.privateKeyRef", ref.name, ref.key))
+        if auth.session_login is not None:
+            for name, ref in auth.session_login.secrets.items():
+                out.append((f"spec.rest.auth.sessionLogin.secrets.{name}", ref.name, ref.key))
     return out
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from onceflow_operator.api import STEP_KINDS, Paging, Step
+from onceflow_operator.api.steps import CallStep, DedupeStep, LookupStep
 from onceflow_operator.compiler.paths import request_path_cel, request_path_problems
 from onceflow_runner.contract.plan import (
     PROTECTED_FIELDS,
+    AnswerRulePlan,
     ApprovePlan,
     MapPlan,
     PagingPlan,
@@ -113,6 +115,19 @@ def _filter_expressions(step: Step, at: str) -> Iterator[PathMessage]:
         yield f"{at}.filter.condition", step.filter.condition
 
 
+def _answer_fields(block: LookupStep | DedupeStep | CallStep) -> dict[str, object]:
+    """The request's headers, answer rules and result, as lookup, dedupe and call all declare them."""
+    handling = block.response
+    return {
+        "headers": dict(block.headers),
+        "answers": tuple(
+            AnswerRulePlan(when=r.when, outcome=r.outcome, message=r.message)
+            for r in (handling.rules if handling else [])
+        ),
+        "result": handling.result if handling else None,
+    }
+
+
 def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
     spec = step.lookup
     assert spec is not None
@@ -124,6 +139,7 @@ def _lookup_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         not_found=spec.not_found,
         candidates=spec.rows,
         paging=paging_plan(spec.paging),
+        **_answer_fields(spec),
     )
     return {"request": request}, []
 
@@ -139,6 +155,7 @@ def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         candidates=spec.candidates,
         on_match=spec.on_match,
         paging=paging_plan(spec.paging),
+        **_answer_fields(spec),
     )
     problems = [] if has_sync_policy else [(f"{at}.dedupe", "dedupe needs spec.syncPolicyRef for its match rules")]
     return {"request": request}, problems
@@ -153,6 +170,7 @@ def _call_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, o
         path=request_path_cel(spec.path),
         body=spec.body,
         idempotency_key=spec.idempotency_key,
+        **_answer_fields(spec),
     )
     return {"request": request}, []
 
@@ -177,6 +195,15 @@ def _request_expressions(kind: str) -> Callable[[Step, str], Iterator[PathMessag
             yield f"{at}.{kind}.paging.next", paging.next
         if paging is not None and kind == "lookup":
             yield f"{at}.lookup.rows", block.rows
+        for name, expr in block.headers.items():
+            yield f"{at}.{kind}.headers.{name}", expr
+        if block.response is not None:
+            for j, rule in enumerate(block.response.rules):
+                yield f"{at}.{kind}.response.rules[{j}].when", rule.when
+                if rule.message:
+                    yield f"{at}.{kind}.response.rules[{j}].message", rule.message
+            if block.response.result:
+                yield f"{at}.{kind}.response.result", block.response.result
 
     return expressions
 

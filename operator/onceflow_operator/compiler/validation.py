@@ -37,12 +37,14 @@ from onceflow_operator.compiler.tenancy import TRIGGER_SUBJECT_PATH, trigger_sub
 from onceflow_runner.contract.durations import parse_duration
 from onceflow_runner.contract.plan import worst_call_seconds
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
-from onceflow_runner.engine.expressions import MAX_NESTED_ITERATIONS, iterates, shape
+from onceflow_runner.engine.expressions import MAX_NESTED_ITERATIONS, iterates, shape, unknown_functions
+from onceflow_runner.engine.functions import CEL_FUNCTIONS
 
 __all__ = [
     "ManifestProblem",
     "ack_wait_problems",
     "cel_expressions",
+    "connector_problems",
     "expression_timeout_problems",
     "load_manifests",
     "semantic_problems",
@@ -191,6 +193,49 @@ def _step_index(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def connector_problems(connector: Connector) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) for a Connector's CEL (its session login) that cannot work."""
+    rest = connector.spec.rest
+    login = rest.auth.session_login if rest else None
+    if login is None:
+        return
+    base = "spec.rest.auth.sessionLogin"
+    for field, source in (
+        ("body", login.body),
+        ("session", login.session),
+        ("expiresIn", login.expires_in),
+        ("headerValue", login.header_value),
+        ("expiredWhen", login.expired_when),
+    ):
+        if not source:
+            continue
+        try:
+            cel.compile(source)
+        except ValueError as exc:
+            detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
+            yield f"{base}.{field}", f"CEL does not compile ({detail}); fix the expression"
+            continue
+        if unknown := unknown_functions(source):
+            yield (
+                f"{base}.{field}",
+                f"calls {', '.join(f'{name}()' for name in unknown)}, which CEL and Onceflow do not provide; "
+                f"Onceflow adds {', '.join(CEL_FUNCTIONS)}",
+            )
+        if iterates(source):
+            yield (
+                f"{base}.{field}",
+                "iterates (all/exists/exists_one/map/filter), which a session login's CEL may not: it runs in the "
+                "runner's event loop on whole answers, with no worker to stop it; pick fields directly",
+            )
+        if field in {"body", "headerValue"}:
+            for name in _SECRET_REF.findall(source):
+                if name not in login.secrets:
+                    yield f"{base}.{field}", f"reads secrets.{name}, which sessionLogin.secrets does not name"
+
+
+_SECRET_REF = re.compile(r"\bsecrets\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
     """Yield (path, message) for CEL that cannot work, and for an expression deadline out of range.
 
@@ -208,6 +253,13 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
             detail = str(exc).split("\n", 1)[0].split(": ", 1)[-1]
             yield path, f"CEL does not compile ({detail}); fix the expression{literal_hint(path, source)}"
             continue
+        unknown = unknown_functions(source) if path.startswith("spec.steps[") else []
+        if unknown:
+            yield (
+                path,
+                f"calls {', '.join(f'{name}()' for name in unknown)}, which CEL and Onceflow do not provide; "
+                f"Onceflow adds {', '.join(CEL_FUNCTIONS)} (docs/concepts.md, CEL functions)",
+            )
         depth = shape(source).depth
         if depth > MAX_NESTED_ITERATIONS:
             yield (
@@ -353,6 +405,8 @@ def validate_manifest(doc: dict[str, Any], source: str, namespace: str | None = 
             _, outside = trigger_subject(obj.spec.trigger.subject, namespace)
             if outside is not None:
                 problems.append(problem(TRIGGER_SUBJECT_PATH, outside))
+    if isinstance(obj, Connector) and not problems:
+        problems += [problem(path, message) for path, message in connector_problems(obj)]
     if isinstance(obj, SyncPolicy) and not problems:
         problems += [problem(path, message) for path, message in syncpolicy_problems(obj)]
     return problems

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onceflow_operator.api import Connector
-from onceflow_operator.api.names import LABEL_CONNECTOR
+from onceflow_operator.api.names import API_VERSION, LABEL_CONNECTOR
 from onceflow_operator.build.conditions import set_condition
 from onceflow_operator.build.objects import (
     build_edi_deployment,
@@ -15,14 +15,23 @@ from onceflow_operator.build.objects import (
     build_plan_configmap,
 )
 from onceflow_operator.clients.kube import KubeClient
-from onceflow_operator.clients.probe import ProbeResult, probe_endpoint
+from onceflow_operator.clients.probe import ProbeResult, probe_connector_endpoint, probe_endpoint
 from onceflow_operator.compiler.edi import edi_partner_plan
-from onceflow_operator.compiler.planner import gateway_plan
-from onceflow_operator.controller.references import check_secrets, secret_refs
+from onceflow_operator.compiler.planner import connector_plan, gateway_plan
+from onceflow_operator.controller.references import check_secrets, secret_refs, secret_values
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_runner.contract.plan import SecretRef
+from onceflow_runner.errors import PlanError
 
-__all__ = ["is_available", "probe_connector", "probed_status", "reconcile_connector"]
+__all__ = [
+    "current_status",
+    "is_available",
+    "probe_connector",
+    "probed_status",
+    "reconcile_connector",
+    "with_probe",
+]
 
 
 def is_available(deployment: Mapping[str, Any] | None) -> bool:
@@ -30,11 +39,39 @@ def is_available(deployment: Mapping[str, Any] | None) -> bool:
     return bool(deployment and (deployment.get("status") or {}).get("availableReplicas", 0) >= 1)
 
 
-async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> ReconcileResult:
-    """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report."""
+#: Status written by the probe, not the reconcile: the probe's conditions and figures.
+PROBE_CONDITIONS = ("Reachable", "Authenticated")
+PROBE_FIELDS = ("lastProbeTime", "lastProbeLatencyMs", "lastHttpStatus")
+
+
+def with_probe(status: Mapping[str, Any], probed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`status` with the latest probe's conditions and figures put back (pure).
+
+    Why: the reconcile and the probe are separate Kopf handlers, and each writes the whole
+    `conditions` list; a reconcile built on a status read just before a probe's patch would drop
+    that probe's conditions (an `Authenticated` turning False) until the next probe, a minute
+    later. The controller keeps each Connector's last probe in memory and every reconcile writes
+    it again, so a lost race heals at the next reconcile.
+    """
+    out = dict(status)
+    if not probed:
+        return out
+    kept = [c for c in out.get("conditions") or [] if c.get("type") not in PROBE_CONDITIONS]
+    out["conditions"] = kept + [c for c in probed.get("conditions") or [] if c.get("type") in PROBE_CONDITIONS]
+    out.update({k: probed[k] for k in PROBE_FIELDS if k in probed})
+    return out
+
+
+async def reconcile_connector(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, *, probed: Mapping[str, Any] | None = None
+) -> ReconcileResult:
+    """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report.
+
+    `probed` is the status the Connector's last probe wrote (see `with_probe`).
+    """
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
-    status = dict(body.get("status") or {})
+    status = with_probe(await current_status(kube, body), probed)
     connector = Connector.model_validate({**body, "status": None})
     scheme = connector.spec.webhook.signature.scheme if connector.spec.webhook else ""
     problems, checksum = await check_secrets(kube, namespace, secret_refs(connector), signing_scheme=scheme)
@@ -132,26 +169,70 @@ async def _reconcile_edi(
     )
 
 
+async def current_status(kube: KubeClient, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Connector's status as the API server has it now, else as the handler saw it.
+
+    Why: the reconcile and the probe run as separate Kopf handlers and each writes the whole
+    `conditions` list; built on the body a handler was queued with, one would drop the other's
+    latest conditions (a probe's `Authenticated`) until its next run.
+    """
+    meta = body["metadata"]
+    fresh = await kube.get(API_VERSION, "Connector", meta["namespace"], meta["name"])
+    return dict((fresh or {}).get("status") or body.get("status") or {})
+
+
 def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]:
-    """The Connector's status after a probe: the Reachable condition and the probe's figures (pure)."""
+    """The Connector's status after a probe (pure): Reachable, the figures, and Authenticated.
+
+    Authenticated is set when credentials were sent: reason AuthFailed when they (or the login)
+    were refused, CredentialsAccepted otherwise.
+    """
     status = dict(body.get("status") or {})
     status["lastProbeTime"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     status["lastProbeLatencyMs"] = probe.latency_ms
     generation = int(body["metadata"].get("generation", 1))
-    if probe.status is None:
+    if probe.status is None and probe.auth_failed:
+        reachable, reason, message = True, "Answered", f"the login to {probe.url.split('/', 3)[2]} was answered"
+    elif probe.status is None:
         reachable, reason, message = False, "ProbeFailed", f"GET {probe.url} failed: {probe.error}"
     else:
         status["lastHttpStatus"] = probe.status
         reachable, reason = True, "Answered"
         message = f"GET {probe.url} answered {probe.status} in {probe.latency_ms} ms"
-    status["conditions"] = set_condition(
+    conditions = set_condition(
         list(status.get("conditions") or []), "Reachable", reachable, reason, message, generation=generation, now=now()
     )
+    if probe.auth:
+        accepted = not probe.auth_failed
+        conditions = set_condition(
+            conditions,
+            "Authenticated",
+            accepted,
+            "CredentialsAccepted" if accepted else "AuthFailed",
+            f"GET {probe.url} accepted the Connector's credentials" if accepted else probe.auth,
+            generation=generation,
+            now=now(),
+        )
+    status["conditions"] = conditions
     return status
 
 
-async def probe_connector(body: Mapping[str, Any]) -> dict[str, Any]:
-    """GET the REST endpoint's health path; any HTTP answer means reachable."""
+async def probe_connector(kube: KubeClient, body: Mapping[str, Any]) -> dict[str, Any]:
+    """GET the REST endpoint's health path with the Connector's credentials; any HTTP answer means reachable.
+
+    Without usable Secrets (the reconcile reports those) the GET goes without credentials.
+    """
+    body = {**body, "status": await current_status(kube, body)}
     spec = body["spec"].get("rest") or {}
-    url = spec["baseURL"].rstrip("/") + spec.get("healthPath", "/")
-    return probed_status(body, await probe_endpoint(url))
+    health_path = spec.get("healthPath", "/")
+    connector = Connector.model_validate({**body, "status": None})
+    values = await secret_values(kube, body["metadata"]["namespace"], secret_refs(connector))
+    if values is None or connector.spec.rest is None:
+        return probed_status(body, await probe_endpoint(spec["baseURL"].rstrip("/") + health_path))
+
+    def secret(ref: SecretRef | None) -> str:
+        if ref is None or (ref.name, ref.key) not in values:
+            raise PlanError("a Secret key the Connector names was not read")
+        return values[(ref.name, ref.key)]
+
+    return probed_status(body, await probe_connector_endpoint(connector_plan(connector), health_path, secret))

@@ -30,6 +30,7 @@ from onceflow_operator.controller.connector import probe_connector, reconcile_co
 from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, reconcile_integration
 from onceflow_operator.controller.metrics import (
+    CONNECTOR_AUTHENTICATED,
     CONNECTOR_REACHABLE,
     DECISION_SECONDS,
     DECISIONS_LAST_HOUR,
@@ -151,7 +152,10 @@ async def _run(kind: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, w
 @kopf.on.update(GROUP, VERSION, "connectors", retries=RETRIES)
 @kopf.timer(GROUP, VERSION, "connectors", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
 async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run("Connector", body, patch, memo, reconcile_connector(memo.kube, body, memo.config))
+    # The last probe of this generation (a changed spec, e.g. fixed auth, waits for its own probe).
+    generation, probed = memo.setdefault("probes", {}).get(body["metadata"]["uid"], (None, None))
+    probed = probed if generation == body["metadata"].get("generation") else None
+    await _run("Connector", body, patch, memo, reconcile_connector(memo.kube, body, memo.config, probed=probed))
 
 
 @kopf.timer(
@@ -162,13 +166,20 @@ async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     initial_delay=1,
     when=lambda spec, **_: spec.get("type") == "REST",
 )
-async def probe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    status = await probe_connector(body)
+async def probe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    status = await probe_connector(memo.kube, body)
+    # Written again by each reconcile of this generation (see controller.connector.with_probe).
+    memo.setdefault("probes", {})[body["metadata"]["uid"]] = (body["metadata"].get("generation"), status)
     reachable: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Reachable"), {})
     meta = body["metadata"]
     CONNECTOR_REACHABLE.labels(namespace=meta["namespace"], connector=meta["name"]).set(
         1 if reachable.get("status") == "True" else 0
     )
+    authenticated: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Authenticated"), {})
+    if authenticated:
+        CONNECTOR_AUTHENTICATED.labels(namespace=meta["namespace"], connector=meta["name"]).set(
+            1 if authenticated.get("status") == "True" else 0
+        )
     patch.status.update(checked_status("Connector", status))
 
 
@@ -267,6 +278,7 @@ async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: A
 
 def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
     memo.setdefault("locks", {}).pop(body["metadata"]["uid"], None)
+    memo.setdefault("probes", {}).pop(body["metadata"]["uid"], None)
     memo.backoff.forget(body["metadata"]["uid"])
     managed = memo.setdefault("managed", {}).setdefault(kind, set())
     managed.discard(body["metadata"]["uid"])

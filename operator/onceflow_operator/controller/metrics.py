@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "CONNECTOR_AUTHENTICATED",
     "CONNECTOR_REACHABLE",
     "DECISIONS_LAST_HOUR",
     "DECISION_SECONDS",
@@ -36,6 +37,11 @@ ROLLOUT_EVENTS = Counter(
 CONNECTOR_REACHABLE = Gauge(
     "onceflow_connector_reachable",
     "1 when the REST Connector's health path answered its last probe, 0 when it did not.",
+    ["namespace", "connector"],
+)
+CONNECTOR_AUTHENTICATED = Gauge(
+    "onceflow_connector_authenticated",
+    "1 when the REST Connector's credentials (or its login) were accepted by its last probe, 0 when refused.",
     ["namespace", "connector"],
 )
 EXCEPTIONS_WAITING = Gauge(

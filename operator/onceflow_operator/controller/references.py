@@ -90,6 +90,25 @@ async def check_secrets(
     return problems, secrets_checksum_of(versions)
 
 
+async def secret_values(
+    kube: KubeClient, namespace: str, refs: list[tuple[str, str, str]]
+) -> dict[tuple[str, str], str] | None:
+    """The values of the Secret keys a Connector reads, for its credentialed probe; None if any is not usable.
+
+    Only Secrets labelled for Onceflow are read (as the runners would mount them); the values stay
+    in memory for one probe and are never logged or written anywhere.
+    """
+    values: dict[tuple[str, str], str] = {}
+    for _, name, key in refs:
+        secret = await kube.get("v1", "Secret", namespace, name)
+        if secret is None or not is_usable_secret(secret):
+            return None
+        if key not in (secret.get("data") or {}) and key not in (secret.get("stringData") or {}):
+            return None
+        values[(name, key)] = _value(secret, key).strip()
+    return values
+
+
 async def unusable_secrets(kube: KubeClient, namespace: str, names: list[str], what: str) -> list[str]:
     """Problems for Secrets a plan mounts that exist but are not labelled for Onceflow's use.
 

@@ -2,10 +2,10 @@
 
 Starts a real kube-apiserver + etcd, a nats-server, the sandbox systems, the operator (its own
 process) and the local executor; applies the CRDs and `examples/` (REST Connectors pointed at
-the sandboxes); waits until everything is Ready; plays each scenario through the real gateways
-(and, for the ERP, which sends no webhooks, by changing its invoices for the poller to find);
-prints what was sent and what arrived where, from the sandboxes' own books; stops everything.
-Development and evaluation only.
+the sandboxes; `examples/erps`, Connectors for real ERPs, is left out); waits until everything
+is Ready; plays each scenario through the real gateways (and, for the ERP, which sends no
+webhooks, by changing its invoices for the poller to find); prints what was sent and what arrived
+where, from the sandboxes' own books; stops everything. Development and evaluation only.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def _say(text: str) -> None:
 
 def _docs(examples: Path, urls: dict[str, str]) -> list[dict[str, Any]]:
     docs = []
-    for path in sorted(p for p in examples.rglob("*.yaml") if "fixtures" not in p.parts):
+    # examples/erps are Connectors for real ERPs (docs/connecting-erps.md), not the sandboxes.
+    for path in sorted(p for p in examples.rglob("*.yaml") if not {"fixtures", "erps"} & set(p.parts)):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue

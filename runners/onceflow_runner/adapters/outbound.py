@@ -3,11 +3,15 @@
 Requests go through `AiohttpTransport` (see its docstring for the measurement that chose it).
 A response is sorted into exactly one of: a result (2xx; 404 is handed to the step; 409 means
 the record already exists, so the effect is already there), a `TransientFailure` (408, 425,
-429, 5xx, timeouts, connection errors; `Retry-After` honoured up to `retry.maxBackoff`) or a
-`RejectedByTarget` (any other 4xx). A 3xx is never followed (it would carry the credentials
-elsewhere): it is a `RejectedByTarget` naming the Location, or a `TransientFailure` when the
-Connector says `onRedirect: Retry`. Idempotent retries happen here, briefly, before the message
-is handed back to JetStream with a delay. Secrets are read from files at start and never logged.
+429, 5xx, timeouts, connection errors; `Retry-After` honoured up to `retry.maxBackoff`), a
+`CredentialsRefused` (401 and 403: the Connector's credentials, not the record; a
+session-login Connector first logs in again, once, see `adapters.sessions`) or a
+`RejectedByTarget` (any other 4xx, unless the step's answer rules read refusals: then it is
+handed to the step). A 3xx is never followed (it would carry the credentials elsewhere): it is
+a `RejectedByTarget` naming the Location, or a `TransientFailure` when the Connector says
+`onRedirect: Retry`. Idempotent retries happen here, briefly, before the message is handed
+back to JetStream with a delay. Secrets are read from files at start and never logged; an error
+page (HTML) is summarised by its status, never copied into a record's exception.
 """
 
 from __future__ import annotations
@@ -19,21 +23,34 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 
+from onceflow_runner.adapters.client_assertion import ASSERTION_TYPE, AssertionSigner
+from onceflow_runner.adapters.sessions import MAX_RENEWALS, LoginSession, answer_headers, json_or_text
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
 from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.errors import InvalidRecord, PermanentFailure, PlanError, RejectedByTarget, TransientFailure
+from onceflow_runner.errors import (
+    CredentialsRefused,
+    InvalidRecord,
+    PermanentFailure,
+    PlanError,
+    RejectedByTarget,
+    TransientFailure,
+)
 
-__all__ = ["HttpCaller", "TokenBucket", "read_secret", "resolve_url", "retry_after_seconds"]
+__all__ = ["HttpCaller", "SecretReader", "TokenBucket", "read_secret", "resolve_url", "retry_after_seconds"]
+
+#: Reads one Secret key (from the mounted Secret volume in a runner; from the API in the operator's probe).
+SecretReader = Callable[[SecretRef | None], str]
 
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 #: Checked request URLs a Connector remembers (see `_Connector.url`).
@@ -156,25 +173,49 @@ class TokenBucket:
 
 
 class _Connector:
-    def __init__(self, plan: ConnectorPlan, secrets_dir: Path, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(self, plan: ConnectorPlan, secret: SecretReader, transport: httpx.AsyncBaseTransport | None) -> None:
         self.plan = plan
         self.base_url = _checked_base_url(plan)
         self.bucket = TokenBucket(plan.requests_per_second, plan.burst)
-        self.headers = self._auth_headers(plan, secrets_dir)
+        self.static_headers = dict(plan.headers)
+        self.headers = self._auth_headers(plan, secret)
         self.oauth: tuple[str, str] | None = None
-        if plan.auth.type == "OAuth2ClientCredentials":
-            self.oauth = (
-                read_secret(secrets_dir, plan.auth.client_id),
-                read_secret(secrets_dir, plan.auth.client_secret),
+        self.signer: AssertionSigner | None = None
+        auth = plan.auth
+        if auth.type == "OAuth2ClientCredentials" and auth.assertion_key is not None:
+            self.oauth = (secret(auth.client_id), "")
+            self.signer = AssertionSigner(
+                secret(auth.assertion_key),
+                key_id=auth.assertion_key_id,
+                algorithm=auth.assertion_algorithm or "PS256",
+                connector=plan.name,
             )
+        elif auth.type == "OAuth2ClientCredentials":
+            self.oauth = (secret(auth.client_id), secret(auth.client_secret))
         self.token_expires = 0.0
+        self.token_lock = asyncio.Lock()
         timeout = httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout)
         self.transport = transport or AiohttpTransport(max_response_bytes=plan.max_response_bytes)
-        self.client = httpx.AsyncClient(base_url=plan.base_url, timeout=timeout, transport=self.transport)
+        self.client = httpx.AsyncClient(
+            base_url=plan.base_url,
+            timeout=timeout,
+            transport=self.transport,
+            # A session Connector sends its session cookies itself (`sessions`): httpx's own jar would
+            # keep a stale copy of them and match it against every request (half the call rate,
+            # measured in bench/session_login.py).
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])) if plan.auth.type == "SessionLogin" else None,
+        )
         #: What a request carries besides its own headers: the client's defaults (Accept, ...).
         self.default_headers = dict(self.client.headers)
         self.extensions = {"timeout": timeout.as_dict()}
         self._urls: dict[str, httpx.URL] = {}
+        self.session: LoginSession | None = None
+        login = plan.auth.session_login
+        if plan.auth.type == "SessionLogin":
+            if login is None:
+                raise PlanError(f"Connector {plan.name}: auth SessionLogin without its sessionLogin block")
+            secrets = {name: secret(ref) for name, ref in login.secrets.items()}
+            self.session = LoginSession(plan, login, secrets, self._send_login)
 
     def url(self, path: str, *, step: str) -> httpx.URL:
         """`resolve_url` for this Connector, remembered per path.
@@ -213,31 +254,73 @@ class _Connector:
             await response.aclose()
         return response
 
+    async def _send_login(self, method: str, path: str, body: bytes | None) -> httpx.Response:
+        url = resolve_url(self.base_url, path, connector=self.plan.name, step="")
+        headers = {"Accept": "application/json", **self.static_headers}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        async with asyncio.timeout(self.plan.total_timeout):
+            return await self.client.request(method, url, content=body, headers=headers)
+
+    async def auth_headers(self) -> tuple[int, dict[str, str]]:
+        """Headers carrying the credentials, with the session generation they belong to (0 without sessions)."""
+        if self.session is not None:
+            return await self.session.headers()
+        await self.refresh_token()
+        return 0, self.headers
+
     @staticmethod
-    def _auth_headers(plan: ConnectorPlan, secrets: Path) -> dict[str, str]:
+    def _auth_headers(plan: ConnectorPlan, secret: SecretReader) -> dict[str, str]:
         auth = plan.auth
         if auth.type == "Bearer":
-            return {"Authorization": f"Bearer {read_secret(secrets, auth.token)}"}
+            return {"Authorization": f"Bearer {secret(auth.token)}"}
         if auth.type == "Basic":
-            pair = f"{read_secret(secrets, auth.username)}:{read_secret(secrets, auth.password)}"
+            pair = f"{secret(auth.username)}:{secret(auth.password)}"
             return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
         if auth.type == "APIKey":
-            return {auth.header or "X-API-Key": read_secret(secrets, auth.api_key)}
+            return {auth.header or "X-API-Key": secret(auth.api_key)}
         if auth.type == "ERPNextToken":
-            key, secret = read_secret(secrets, auth.api_key), read_secret(secrets, auth.api_secret)
-            return {"Authorization": f"token {key}:{secret}"}
+            key, api_secret = secret(auth.api_key), secret(auth.api_secret)
+            return {"Authorization": f"token {key}:{api_secret}"}
         return {}
 
     async def refresh_token(self) -> None:
-        """OAuth2 client credentials: fetch a token when there is none or it is about to expire."""
+        """OAuth2 client credentials: fetch a token when there is none or it is about to expire.
+
+        One fetch per expiry however many calls wait for it (the lock), as for session logins.
+        """
         if self.oauth is None or time.monotonic() < self.token_expires:
             return
-        client_id, client_secret = self.oauth
-        data = {"grant_type": "client_credentials", "scope": " ".join(self.plan.auth.scopes)}
+        async with self.token_lock:
+            if time.monotonic() >= self.token_expires:
+                await self._fetch_token(self.oauth)
+
+    async def _fetch_token(self, oauth: tuple[str, str]) -> None:
+        client_id, client_secret = oauth
+        auth = self.plan.auth
         try:
-            resp = await self.client.post(self.plan.auth.token_url, data=data, auth=(client_id, client_secret))
+            if self.signer is not None:
+                # RFC 7523: the signed assertion is the client's proof; NetSuite reads scopes from it.
+                assertion = self.signer.assertion(client_id=client_id, audience=auth.token_url, scopes=auth.scopes)
+                data = {
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": assertion,
+                }
+                resp = await self.client.post(auth.token_url, data=data)
+            else:
+                data = {"grant_type": "client_credentials", "scope": " ".join(auth.scopes)}
+                resp = await self.client.post(auth.token_url, data=data, auth=(client_id, client_secret))
         except httpx.HTTPError as exc:
             raise TransientFailure(f"{self.plan.name}: token endpoint unreachable ({type(exc).__name__})") from None
+        if resp.status_code in {400, 401, 403}:
+            # RFC 6749 section 5.2: invalid_client, invalid_grant, invalid_scope, unauthorized_client.
+            raise CredentialsRefused(
+                f"Connector {self.plan.name}: the token endpoint {auth.token_url} refused the client with "
+                f"{resp.status_code}: {_summary(resp)}; check rest.auth.oauth2 and its Secret",
+                connector=self.plan.name,
+                status=resp.status_code,
+            )
         if resp.status_code != 200:
             raise TransientFailure(f"{self.plan.name}: token endpoint answered {resp.status_code}")
         self.headers = {"Authorization": f"Bearer {self._access_token(resp)}"}
@@ -289,11 +372,25 @@ class HttpCaller:
     def __init__(
         self,
         connectors: Mapping[str, ConnectorPlan],
-        secrets_dir: Path,
+        secrets: Path | SecretReader,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._connectors = {name: _Connector(plan, secrets_dir, transport) for name, plan in connectors.items()}
+        reader: SecretReader = (lambda ref: read_secret(secrets, ref)) if isinstance(secrets, Path) else secrets
+        self._connectors = {name: _Connector(plan, reader, transport) for name, plan in connectors.items()}
+
+    async def credentials(self, connector: str) -> dict[str, str]:
+        """The headers that carry the Connector's credentials now, logging in first if it must.
+
+        For the operator's probe, which checks the credentials as the runners use them. Raises
+        CredentialsRefused when a login is refused, TransientFailure when it cannot be made.
+        """
+        _, headers = await self._connectors[connector].auth_headers()
+        return dict(headers)
+
+    def session(self, connector: str) -> LoginSession | None:
+        """The Connector's login session in this process, when it logs in (for figures and tests)."""
+        return self._connectors[connector].session
 
     async def aclose(self) -> None:
         for conn in self._connectors.values():
@@ -310,7 +407,13 @@ class HttpCaller:
         idempotency_key: str | None,
         headers: Mapping[str, str],
         step: str,
+        answer_refusals: bool = False,
     ) -> Response:
+        """Send one request with in-call retries; see the module docstring for how answers are sorted.
+
+        `answer_refusals`: a 4xx other than 401, 403 and the transient ones is returned as a
+        Response instead of raised, for a step whose answer rules decide what it means.
+        """
         conn = self._connectors[connector]
         plan = conn.plan
         url = conn.url(path, step=step)
@@ -318,21 +421,35 @@ class HttpCaller:
             # Merged into the path's own query (a drift check's `?fields=...` plus the paging
             # parameters): httpx's `params=` would replace it instead.
             url = url.copy_merge_params(dict(query))
-        send_headers = {**headers}
+        send_headers = {**conn.static_headers, **headers}
         if idempotency_key:
             send_headers[IDEMPOTENCY_KEY] = idempotency_key
         content = None if body is None else json.dumps(body, separators=(",", ":"), default=str).encode()
         if content is not None:
             send_headers["Content-Type"] = "application/json"
         delay = plan.initial_backoff
+        relogged = refused_own_login = False
         for attempt in range(1, plan.attempts + 1):
             await conn.bucket.take()
-            await conn.refresh_token()
+            generation, credentials = await conn.auth_headers()
             started = time.perf_counter()
             try:
                 # read_timeout bounds each read; a target trickling bytes would never trip it.
                 async with asyncio.timeout(plan.total_timeout):
-                    resp = await conn.send(method, url, content, {**conn.headers, **send_headers})
+                    resp = await conn.send(method, url, content, {**send_headers, **credentials})
+                    renewals = 0
+                    while (
+                        conn.session is not None
+                        and not refused_own_login
+                        and renewals < MAX_RENEWALS
+                        and conn.session.is_expired_answer(resp)
+                    ):
+                        # The session ended (expiry, a restart of the target): one new login, shared
+                        # with every call refused at the same generation, then the same request again.
+                        relogged, renewals = True, renewals + 1
+                        generation, credentials, own_login = await conn.session.renew(generation)
+                        resp = await conn.send(method, url, content, {**send_headers, **credentials})
+                        refused_own_login = own_login and conn.session.is_expired_answer(resp)
                 if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
                     raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
             except TimeoutError:
@@ -359,8 +476,33 @@ class HttpCaller:
                     if isinstance(refused, RejectedByTarget):
                         raise refused
                     failure = refused
-                elif status < 400 or status in {404, 409}:
-                    return Response(status, _json_or_text(resp), latency, size=len(resp.content), headers=resp.headers)
+                elif (
+                    conn.session is not None
+                    and relogged
+                    and not refused_own_login
+                    and conn.session.is_expired_answer(resp)
+                ):
+                    # Sessions kept ending under this call (a short session and a busy process): not
+                    # the credentials, which just logged in; worth another delivery.
+                    failure = TransientFailure(
+                        f"{connector}: {MAX_RENEWALS} sessions in a row ended before {method} {path} was answered",
+                        step=step,
+                    )
+                elif status in {401, 403} or (
+                    conn.session is not None and relogged and conn.session.is_expired_answer(resp)
+                ):
+                    raise CredentialsRefused(
+                        f"{connector} refused the Connector's credentials with {status} to {method} {path}"
+                        f"{' after a new login' if relogged else ''}: {_summary(resp)}; check rest.auth and its "
+                        "Secret (records wait and are retried)",
+                        connector=connector,
+                        step=step,
+                        status=status,
+                    )
+                elif status < 400 or status in {404, 409} or (answer_refusals and status not in _TRANSIENT):
+                    return Response(
+                        status, json_or_text(resp), latency, size=len(resp.content), headers=answer_headers(resp)
+                    )
                 elif status not in _TRANSIENT:
                     raise RejectedByTarget(
                         f"{connector} refused {method} {path} with {status}: {_summary(resp)}",
@@ -415,20 +557,17 @@ def _shown_location(location: str) -> str:
     return str(shown)[:300]
 
 
-def _json_or_text(resp: httpx.Response) -> Any:
-    if not resp.content:
-        return None
-    try:
-        return resp.json()
-    except ValueError:
-        return resp.text
-
-
 def _summary(resp: httpx.Response) -> str:
-    """A short, secret-free reason from an error answer (ERPNext puts it in exc_type/_server_messages)."""
-    body = _json_or_text(resp)
+    """A short, secret-free reason from an error answer (ERPNext puts it in exc_type/_server_messages).
+
+    An HTML page (a login form, a proxy's error page) says nothing a person can act on in a record's
+    exception and may echo the request: it is named, not copied.
+    """
+    body = json_or_text(resp)
     if isinstance(body, Mapping):
         for key in ("exc_type", "message", "error", "_server_messages"):
             if body.get(key):
                 return str(body[key])[:300]
+    if isinstance(body, str) and ("text/html" in resp.headers.get("content-type", "") or body.lstrip()[:1] == "<"):
+        return f"{resp.reason_phrase or 'an error'} (an HTML page, not shown)"
     return str(body)[:300] if body else resp.reason_phrase

@@ -10,6 +10,7 @@ aiohttp. Decompression is left to httpx so the two never both decode a body.
 from __future__ import annotations
 
 import aiohttp
+import aiohttp.abc
 import httpx
 
 __all__ = ["AiohttpTransport", "ResponseTooLarge"]
@@ -23,8 +24,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """Send httpx requests through one aiohttp ClientSession (created on first use, in the loop)."""
 
     def __init__(
-        self, *, max_connections: int = 256, keepalive_seconds: float = 30.0, max_response_bytes: int | None = None
+        self,
+        *,
+        max_connections: int = 256,
+        keepalive_seconds: float = 30.0,
+        max_response_bytes: int | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
+        #: The operator's probe passes a resolver that refuses link-local and metadata addresses.
+        self._resolver = resolver
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._keepalive = keepalive_seconds
@@ -32,7 +40,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive, resolver=self._resolver
+            )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
         return self._session
 

@@ -47,6 +47,7 @@ __all__ = [
     "ORIGINAL_SUBJECT",
     "ORIGIN_SYSTEM",
     "REASON",
+    "REFUSED_REQUEST_HEADERS",
     "REVISION",
     "ROLLOUT",
     "SENDER_DELIVERY_ID",
@@ -56,6 +57,7 @@ __all__ = [
     "TRACEPARENT",
     "cloudevent_headers",
     "header_safe",
+    "refused_request_header",
 ]
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
@@ -150,3 +152,28 @@ def cloudevent_headers(
     if content_type is not None:
         headers[CE_CONTENT_TYPE] = content_type
     return headers
+
+
+#: Request headers a Connector or a step may not set (lowercase): hop-by-hop headers and framing
+#: belong to the HTTP client, credentials to `rest.auth` (a header in a manifest is in Git, and
+#: a Secret is the only place for them), and these three to Onceflow's delivery guarantees.
+REFUSED_REQUEST_HEADERS: Final = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "host", "content-length", "content-type", "expect",
+        "authorization", "proxy-authorization", "cookie",
+        IDEMPOTENCY_KEY.lower(), TRACEPARENT.lower(), ORIGIN.lower(),
+    }
+)  # fmt: skip
+
+
+def refused_request_header(name: str) -> str | None:
+    """Why a Connector or step may not set header `name`, or None when it may."""
+    lowered = name.lower()
+    if lowered not in REFUSED_REQUEST_HEADERS and not lowered.startswith("proxy-"):
+        return None
+    if lowered in {"authorization", "proxy-authorization", "cookie"}:
+        return f"header {name} carries credentials: set them through rest.auth from a Secret"
+    if lowered in {IDEMPOTENCY_KEY.lower(), TRACEPARENT.lower(), ORIGIN.lower()}:
+        return f"header {name} is set by Onceflow itself (idempotency key, trace, origin)"
+    return f"header {name} belongs to the HTTP connection, which Onceflow's client manages"

@@ -15,6 +15,7 @@ from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from onceflow_runner.contract.headers import refused_request_header
 from onceflow_runner.errors import PlanError
 
 _P = TypeVar("_P", bound=BaseModel)
@@ -23,6 +24,7 @@ __all__ = [
     "PLAN_VERSION",
     "PROTECTED_FIELDS",
     "STEP_KINDS",
+    "AnswerRulePlan",
     "ApprovePlan",
     "AuthPlan",
     "ConnectorPlan",
@@ -39,6 +41,7 @@ __all__ = [
     "PublishPlan",
     "RequestPlan",
     "SecretRef",
+    "SessionLoginPlan",
     "SignaturePlan",
     "StepKindName",
     "StepPlan",
@@ -64,10 +67,34 @@ class SecretRef(_Contract):
     key: str
 
 
+class SessionLoginPlan(_Contract):
+    """A login request and how its session is kept and sent (the API's `sessionLogin`, durations in seconds)."""
+
+    method: str = "POST"
+    path: str
+    secrets: dict[str, SecretRef]
+    #: CEL over `secrets`: the JSON body.
+    body: str | None = None
+    #: CEL over `response`, `cookies`, `headers` of the login answer: the session.
+    session: str | None = None
+    #: CEL over the same: the session's lifetime in seconds.
+    expires_in: str | None = None
+    lifetime: float | None = None
+    refresh_before: float = 30
+    send_as: Literal["Cookies", "Header"] = "Cookies"
+    header: str = ""
+    #: CEL over `session`, `secrets`: the header's value.
+    header_value: str | None = None
+    #: CEL over `status`, `response`, `headers`: this answer says the session is gone.
+    expired_when: str | None = None
+
+
 class AuthPlan(_Contract):
     """Outbound authentication; every secret is a reference."""
 
-    type: Literal["None", "Bearer", "Basic", "APIKey", "ERPNextToken", "OAuth2ClientCredentials"] = "None"
+    type: Literal["None", "Bearer", "Basic", "APIKey", "ERPNextToken", "OAuth2ClientCredentials", "SessionLogin"] = (
+        "None"
+    )
     header: str = ""
     token: SecretRef | None = None
     username: SecretRef | None = None
@@ -78,6 +105,11 @@ class AuthPlan(_Contract):
     client_secret: SecretRef | None = None
     token_url: str = ""
     scopes: tuple[str, ...] = ()
+    #: OAuth2 with a signed JWT instead of a client secret (RFC 7523): the key, its kid, the algorithm.
+    assertion_key: SecretRef | None = None
+    assertion_key_id: str = ""
+    assertion_algorithm: Literal["", "PS256", "RS256", "ES256"] = ""
+    session_login: SessionLoginPlan | None = None
 
 
 def worst_call_seconds(
@@ -114,6 +146,15 @@ class ConnectorPlan(_Contract):
     max_response_bytes: int = 10 * 1024 * 1024
     #: What a 3xx answer is (redirects are never followed): Fail = permanent, Retry = transient.
     on_redirect: Literal["Fail", "Retry"] = "Fail"
+    #: Sent on every call (names checked against `headers.refused_request_header`).
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_refused_header(self) -> ConnectorPlan:
+        for name in self.headers:
+            if (why := refused_request_header(name)) is not None:
+                raise ValueError(f"Connector {self.name}: {why}")
+        return self
 
     @property
     def worst_call_seconds(self) -> float:
@@ -182,6 +223,14 @@ class PagingPlan(_Contract):
     max_pages: int = Field(default=50, ge=1)
 
 
+class AnswerRulePlan(_Contract):
+    """What an answer means when `when` (CEL over status, response, headers) holds."""
+
+    when: str
+    outcome: Literal["Failed", "Retry", "NotFound", "AlreadyExists", "Succeeded"]
+    message: str | None = None
+
+
 class RequestPlan(_Contract):
     """lookup, dedupe and call share one request shape."""
 
@@ -197,6 +246,18 @@ class RequestPlan(_Contract):
     on_match: Literal["Approve", "Skip", "Exception"] = "Approve"
     #: Follow the answer across pages (dedupe and lookup searches); one request when None.
     paging: PagingPlan | None = None
+    #: Header -> CEL, for this record (names checked as the Connector's).
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Which answers are failures (first that holds wins), and CEL over `response` giving the result.
+    answers: tuple[AnswerRulePlan, ...] = ()
+    result: str | None = None
+
+    @model_validator(mode="after")
+    def _no_refused_header(self) -> RequestPlan:
+        for name in self.headers:
+            if (why := refused_request_header(name)) is not None:
+                raise ValueError(why)
+        return self
 
 
 class PollPlan(_Contract):

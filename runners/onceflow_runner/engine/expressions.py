@@ -5,10 +5,11 @@ steps build), `steps` (results of earlier lookup, dedupe, call and map steps), `
 key, delivery id, event, source, revision), `policy` (the SyncPolicy's entity and tolerances,
 e.g. `policy.priceDeviationPercent`) and, where a step says so, `response`.
 
-Functions beyond standard CEL: `pathSegment(value)` percent-encodes a value as one URL path
-segment (`/`, `?`, `#`, `%` and every other reserved character encoded), so that a payload value
-interpolated into a request path cannot add segments, a query or a fragment. Use it wherever
-record data enters a `path`: `"/api/resource/Delivery Note/" + pathSegment(record.delivery_note)`.
+Functions beyond standard CEL live in `engine.functions` (string and encoding helpers). Among
+them `pathSegment(value)` percent-encodes a value as one URL path segment (`/`, `?`, `#`, `%`
+and every other reserved character encoded), so that a payload value interpolated into a
+request path cannot add segments, a query or a fragment. Use it wherever record data enters a
+`path`: `"/api/resource/Delivery Note/" + pathSegment(record.delivery_note)`.
 
 Cost. Without a comprehension macro (`all`, `exists`, `exists_one`/`existsOne`, `map`, `filter`)
 a CEL expression does work linear in its own length times the payload it reads, and payloads
@@ -23,14 +24,14 @@ operator refuses comprehensions nested deeper than `MAX_NESTED_ITERATIONS`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
 
 import cel
 
+from onceflow_runner.engine.functions import CEL_FUNCTIONS, STANDARD_FUNCTIONS, path_segment
 from onceflow_runner.engine.ports import IsolatedEvaluator
 from onceflow_runner.errors import InvalidRecord, PlanError
 
@@ -48,6 +49,7 @@ __all__ = [
     "iterates",
     "path_segment",
     "shape",
+    "unknown_functions",
 ]
 
 #: CEL's comprehension macros (cel-rust spells exists_one both ways): each iterates over a list or
@@ -63,25 +65,6 @@ HEAVY_BYTES = 16 * 1024
 MAX_NESTED_ITERATIONS = 2
 
 
-def path_segment(value: Any) -> str:
-    """CEL `pathSegment(value)`: the value as one percent-encoded URL path segment.
-
-    Strings are encoded as they are, numbers and booleans as CEL writes them; null, lists and
-    maps have no place in a path and fail the record (InvalidRecord, naming the step).
-    """
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str | int | float):
-        text = str(value)
-    else:
-        raise ValueError(f"pathSegment() takes a string or a number, not {type(value).__name__}")
-    return quote(text, safe="")
-
-
-#: Functions every expression may call, beyond standard CEL.
-CEL_FUNCTIONS: dict[str, Callable[..., Any]] = {"pathSegment": path_segment}
-
-
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> cel.Program:
     """Compile once; a plan whose CEL does not compile cannot run (the operator checks first)."""
@@ -89,6 +72,25 @@ def compile_expression(source: str) -> cel.Program:
         return cel.compile(source)
     except ValueError as exc:
         raise PlanError(f"CEL does not compile: {source!r}: {str(exc).splitlines()[0]}") from None
+
+
+#: Names a call may use: standard CEL and ours (the library reports `base64.encode(x)` as `encode`).
+_KNOWN_FUNCTIONS = STANDARD_FUNCTIONS | {name.rsplit(".", 1)[-1] for name in CEL_FUNCTIONS}
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def unknown_functions(source: str) -> list[str]:
+    """Functions `source` calls that neither standard CEL nor Onceflow provides (operators aside).
+
+    Why: the CEL library compiles a call to any name and fails only when it runs, on a record; the
+    operator refuses such an expression up front (a typo like `lowercase()`, or cel-go's
+    `base64.encode` spelled another way).
+    """
+    return sorted(
+        name
+        for name in compile_expression(source).functions()
+        if _FUNCTION_NAME.fullmatch(name) and name not in _KNOWN_FUNCTIONS
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -186,7 +188,20 @@ def evaluate(source: str, context: Mapping[str, Any] | cel.Context, *, step: str
     except KeyError as exc:
         raise InvalidRecord(f"{what}: the record has no field {exc.args[0]!r} ({source})", step=step) from None
     except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
-        raise InvalidRecord(f"{what}: {str(exc).splitlines()[0]} ({source})", step=step) from None
+        raise InvalidRecord(f"{what}: {_reason(exc)} ({source})", step=step) from None
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a CEL error; for one of our functions, just what the function said.
+
+    The library wraps a function's ValueError as "Function 'f' error: Python function call failed:
+    ValueError: <ours>. Check function arguments ... Python function 'f' failed: <ours>".
+    """
+    text = str(exc).splitlines()[0]
+    marker = "ValueError: "
+    if text.startswith("Function '") and marker in text:
+        return text.split(marker, 1)[1].split(". Check function arguments", 1)[0]
+    return text
 
 
 @dataclass(frozen=True)

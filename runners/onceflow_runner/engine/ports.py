@@ -25,7 +25,7 @@ class Response:
     latency_ms: float = 0.0
     #: Bytes of the body as received: a large answer makes the rest of the record's CEL isolated.
     size: int = 0
-    #: The answer's headers, looked up case-insensitively (paging reads `Link`).
+    #: Answer headers, lowercase names (paging reads `link`; answer rules read them as `headers`).
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -43,6 +43,7 @@ class Caller(Protocol):
         idempotency_key: str | None,
         headers: Mapping[str, str],
         step: str,
+        answer_refusals: bool = False,
     ) -> Response: ...
 
 

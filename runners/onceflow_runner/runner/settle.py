@@ -30,7 +30,7 @@ from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.expressions import HEAVY_BYTES
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.steps.approve import APPROVED_STEPS_META
-from onceflow_runner.errors import PermanentFailure, TransientFailure
+from onceflow_runner.errors import CredentialsRefused, PermanentFailure, TransientFailure
 from onceflow_runner.metrics import RollingStats, RunnerMetrics
 from onceflow_runner.payloads.decode import decode_payload
 
@@ -204,7 +204,7 @@ class Settler:
             self.stats.record(target, time.perf_counter() - delivery.started)
             return
         except TransientFailure as exc:
-            self._failed(exc.step, "Transient")
+            self._failed(exc.step, exc.reason if isinstance(exc, CredentialsRefused) else "Transient")
             await self._retry_or_dead_letter(delivery, exc)
             return
         except OUTAGES as exc:  # NATS or the network, inside a step or the key store: worth a redelivery
@@ -284,7 +284,11 @@ class Settler:
         asked = exc.delay
         # The adapter already bounds a target's Retry-After by the Connector's maxBackoff; a delay
         # that is not a finite, non-negative number never reaches JetStream.
-        if asked is not None and math.isfinite(asked) and asked >= 0:
+        if isinstance(exc, CredentialsRefused):
+            # Every record would be refused the same way until a person fixes the credentials:
+            # wait the longest backoff, not the next one, so a 401 storm does not spin.
+            delay = max(policy.backoff or (1.0,)) * random.uniform(0.8, 1.2)
+        elif asked is not None and math.isfinite(asked) and asked >= 0:
             delay = asked
         else:
             delay = backoff * random.uniform(0.8, 1.2)

@@ -134,10 +134,12 @@ class SandboxServer:
             return web.json_response(body, status=fault.status, headers=headers)
         return await handler(request)  # type: ignore[no-any-return]
 
-    async def once(self, request: web.Request, effect_key: str, create: Any) -> web.Response:
+    async def once(self, request: web.Request, effect_key: str, create: Any, *, is_effect: Any = None) -> web.Response:
         """Run `create()` once per Idempotency-Key; replays get the first answer, no new effect.
 
-        Unless `honour_idempotency_key` is False: then every request runs `create()`.
+        Unless `honour_idempotency_key` is False: then every request runs `create()`. `is_effect`
+        (status, body) -> bool says which answers made an effect (default: a status below 300; a
+        JSON-RPC endpoint answers 200 to failures too).
         """
         key = request.headers.get("Idempotency-Key")
         async with self.lock:
@@ -145,7 +147,7 @@ class SandboxServer:
                 status, body = self._idempotent[key]
                 return web.json_response(body, status=status, headers={"Idempotent-Replayed": "true"})
             status, body = await create()
-            if status < 300:
+            if is_effect(status, body) if is_effect is not None else status < 300:
                 self.effects[key or effect_key] += 1
                 self.effect_times.setdefault(key or effect_key, time.time())
                 if key:

@@ -6,6 +6,18 @@ newest change first (`order_by` defaults to `modified desc`, so rows move betwee
 something writes), only `name` unless `fields` asks, `filters` as `[[field, op, value]]` or a dict
 (all must hold), `or_filters` in the same forms (one must hold), and drafts, submitted and
 cancelled documents (`docstatus` 0, 1, 2) all in one list.
+
+Two modes make it as awkward as real ERPs are, so tests exercise what real systems need:
+
+- `auth="session"`: calls need a session from a login call, as Frappe (`POST /api/method/login`
+  with `usr`/`pwd`, `sid` cookie) and SAP Business One Service Layer (`POST /b1s/v1/Login` with
+  `CompanyDB`/`UserName`/`Password`, answering `SessionId`, `SessionTimeout` in minutes and the
+  `B1SESSION` and `ROUTEID` cookies) do it. A session ends after `session_seconds` or after
+  `session_calls` calls, and then every call with it is answered 401 (the JSON-RPC endpoint
+  answers HTTP 200 with Odoo's SessionExpiredException, as Odoo does). `logins` counts logins.
+- `POST /jsonrpc`: a JSON-RPC endpoint in Odoo's style (methods `res.partner.create` and
+  `res.partner.search_read`): always HTTP 200; failures are an `error` member (JSON-RPC 2.0 when
+  the request says `"jsonrpc": "2.0"`, else 1.0 with `result` and `error` both present, one null).
 """
 
 from __future__ import annotations
@@ -13,7 +25,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -36,6 +51,12 @@ _MANDATORY = {
 }
 
 
+@dataclass
+class _Session:
+    started: float
+    calls: int = 0
+
+
 def _error(status: int, exc_type: str, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"exc_type": exc_type, "_server_messages": json.dumps([json.dumps({"message": message})])}
 
@@ -51,9 +72,29 @@ class ErpSandbox(SandboxServer):
         api_key: str = "sandbox-key",
         api_secret: str = "sandbox-secret",
         customer_naming: Literal["Customer Name", "Naming Series"] = "Customer Name",
+        auth: Literal["token", "session"] = "token",
+        username: str = "integration@example.com",
+        password: str = "sandbox-password",
+        company: str = "SBODEMOUS",
+        session_seconds: float | None = None,
+        session_calls: int | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        #: token: `Authorization: token key:secret` only; session: a login's session cookie only.
+        self.auth = auth
+        self.username, self.password, self.company = username, password, company
+        self.session_seconds, self.session_calls = session_seconds, session_calls
+        self.sessions: dict[str, _Session] = {}
+        #: Logins answered with a session, and logins refused.
+        self.logins = 0
+        self.refused_logins = 0
+        #: Calls answered 401 (or SessionExpiredException) because their session had ended.
+        self.expired_answers = 0
+        #: Sessions that ended by age or use (each should cost a client one new login, no more).
+        self.sessions_ended = 0
+        #: Every session id handed out, so a test can look for them where they must not be (logs).
+        self.issued_sessions: list[str] = []
         #: ERPNext's Selling Settings "Customer Naming By": by name (a second create of the same
         #: name is a 409 DuplicateEntryError) or by naming series (every create is a new customer).
         self.customer_naming = customer_naming
@@ -68,6 +109,9 @@ class ErpSandbox(SandboxServer):
         return self.clock().strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/method/login", self._frappe_login)
+        app.router.add_post("/b1s/v1/Login", self._b1_login)
+        app.router.add_post("/jsonrpc", self._jsonrpc)
         app.router.add_get("/api/method/ping", self._ping)
         app.router.add_get("/api/resource/{doctype}", self._list)
         app.router.add_post("/api/resource/{doctype}", self._create)
@@ -92,13 +136,146 @@ class ErpSandbox(SandboxServer):
         return doc
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "documents": {k: len(v) for k, v in self.docs.items()}}
+        return {
+            **super().state(),
+            "documents": {k: len(v) for k, v in self.docs.items()},
+            "logins": self.logins,
+            "refusedLogins": self.refused_logins,
+            "expiredAnswers": self.expired_answers,
+            "sessionsEnded": self.sessions_ended,
+        }
+
+    def expire_sessions(self) -> None:
+        """End every session now, as a restart of the ERP or an administrator would."""
+        self.sessions.clear()
+
+    def _session_state(self, request: web.Request) -> Literal["valid", "expired", "none"]:
+        """Whether the request's session cookie (sid or B1SESSION) is live; counts the call against it."""
+        sid = request.cookies.get("sid") or request.cookies.get("B1SESSION")
+        session = self.sessions.get(sid or "")
+        if session is None:
+            return "expired" if sid else "none"
+        session.calls += 1
+        too_old = self.session_seconds is not None and time.monotonic() - session.started > self.session_seconds
+        too_used = self.session_calls is not None and session.calls > self.session_calls
+        if too_old or too_used:
+            del self.sessions[sid or ""]
+            self.sessions_ended += 1
+            return "expired"
+        return "valid"
 
     def _authorised(self, request: web.Request) -> web.Response | None:
+        if self.auth == "session":
+            state = self._session_state(request)
+            if state == "valid":
+                return None
+            if state == "expired":
+                self.expired_answers += 1
+            status, body = _error(401, "AuthenticationError", "Session expired or invalid; log in again")
+            # Frappe answers an HTML page to a browser; API clients get JSON with the same status.
+            return web.json_response(body, status=status)
         if request.headers.get("Authorization") != self.token:
             status, body = _error(401, "AuthenticationError", "Invalid token")
             return web.json_response(body, status=status)
         return None
+
+    def _new_session(self) -> str:
+        self.logins += 1
+        sid = secrets.token_hex(16)
+        self.issued_sessions.append(sid)
+        self.sessions[sid] = _Session(started=time.monotonic())
+        return sid
+
+    async def _frappe_login(self, request: web.Request) -> web.Response:
+        """Frappe: POST /api/method/login {usr, pwd} -> `sid` cookie; a wrong password is a 401."""
+        payload = await self.json_body(request)
+        if not isinstance(payload, dict) or (payload.get("usr"), payload.get("pwd")) != (self.username, self.password):
+            self.refused_logins += 1
+            return web.json_response({"message": "Incorrect password", "exc_type": "AuthenticationError"}, status=401)
+        resp = web.json_response({"message": "Logged In", "home_page": "/app", "full_name": "Integration User"})
+        resp.set_cookie("sid", self._new_session(), path="/", httponly=True)
+        resp.set_cookie("full_name", "Integration%20User", path="/")
+        return resp
+
+    async def _b1_login(self, request: web.Request) -> web.Response:
+        """SAP Business One Service Layer: POST /b1s/v1/Login -> SessionId, SessionTimeout (minutes), cookies."""
+        payload = await self.json_body(request)
+        given = (
+            (payload.get("CompanyDB"), payload.get("UserName"), payload.get("Password"))
+            if isinstance(payload, dict)
+            else None
+        )
+        if given != (self.company, self.username, self.password):
+            self.refused_logins += 1
+            body = {"error": {"code": -304, "message": {"lang": "en-us", "value": "Fail to get DB Credentials"}}}
+            return web.json_response(body, status=401)
+        sid = self._new_session()
+        minutes = max(1, round((self.session_seconds or 1800) / 60))
+        resp = web.json_response({"odata.metadata": "$metadata#B1Sessions/@Element", "SessionId": sid,
+                                  "Version": "1000190", "SessionTimeout": minutes})  # fmt: skip
+        resp.set_cookie("B1SESSION", sid, path="/b1s/v1", httponly=True)
+        resp.set_cookie("ROUTEID", ".node1", path="/b1s")
+        return resp
+
+    async def _jsonrpc(self, request: web.Request) -> web.Response:
+        """Odoo-style JSON-RPC: HTTP 200 always; an `error` member says what went wrong."""
+        payload = await self.json_body(request)
+        call = payload if isinstance(payload, dict) else {}
+        v2 = call.get("jsonrpc") == "2.0"
+
+        def answer(result: Any = None, error: dict[str, Any] | None = None) -> tuple[int, Any]:
+            if v2:
+                body = {"jsonrpc": "2.0", "id": call.get("id")}
+                body.update({"error": error} if error is not None else {"result": result})
+                return 200, body
+            return 200, {"id": call.get("id"), "result": None if error is not None else result, "error": error}
+
+        def odoo_error(name: str, message: str, code: int = 200) -> dict[str, Any]:
+            return {
+                "code": code,
+                "message": "Odoo Session Expired" if code == 100 else "Odoo Server Error",
+                "data": {"name": name, "message": message, "arguments": [message],
+                         "debug": "Traceback (most recent call last):\n  ...\n" + name + ": " + message},
+            }  # fmt: skip
+
+        if self.auth == "session" and self._session_state(request) != "valid":
+            self.expired_answers += 1
+            status, body = answer(error=odoo_error("odoo.http.SessionExpiredException", "Session expired", 100))
+            return web.json_response(body, status=status)
+        if self.auth == "token" and request.headers.get("Authorization") != self.token:
+            status, body = answer(error=odoo_error("odoo.exceptions.AccessDenied", "Access Denied"))
+            return web.json_response(body, status=status)
+        method, params = call.get("method"), call.get("params")
+        if not isinstance(params, dict):
+            params = {}
+        if method == "res.partner.search_read":
+            docs = list(self.docs.get("Customer", {}).values())
+            for field, _, value in params.get("domain") or []:
+                docs = [d for d in docs if d.get(field) == value]
+            status, body = answer(result=docs)
+            return web.json_response(body, status=status)
+        if method != "res.partner.create":
+            status, body = answer(error={"code": -32601, "message": f"Method not found: {method}"})
+            return web.json_response(body, status=status)
+        values = params.get("values")
+
+        async def create() -> tuple[int, Any]:
+            if not isinstance(values, dict) or not values.get("name"):
+                return answer(error=odoo_error("odoo.exceptions.ValidationError", "The partner's name is mandatory"))
+            name = str(values["name"])
+            if name in self.docs.get("Customer", {}):
+                return answer(
+                    error=odoo_error("odoo.exceptions.ValidationError", f"A partner named {name} already exists")
+                )
+            number = next(self._numbers)
+            doc = {"name": name, "customer_name": name, "doctype": "Customer", "docstatus": 0, "id": number, **values}
+            self.docs.setdefault("Customer", {})[name] = doc
+            return answer(result=number)
+
+        key_name = values.get("name", "") if isinstance(values, dict) else ""
+        return await self.once(
+            request, f"jsonrpc/{key_name}", create, is_effect=lambda _, body: body.get("error") is None
+        )
 
     async def _ping(self, request: web.Request) -> web.Response:
         return self._authorised(request) or web.json_response({"message": "pong"})

@@ -1,4 +1,5 @@
--- Argo CD health of an onceflow.io Connector: Secrets present, gateway up, endpoint reachable.
+-- Argo CD health of an onceflow.io Connector: Secrets present, gateway up, endpoint reachable,
+-- credentials accepted.
 hs = {}
 local function condition(status, kind)
   if status == nil or status.conditions == nil then
@@ -28,6 +29,12 @@ local reachable = condition(status, "Reachable")
 if reachable ~= nil and reachable.status == "False" then
   hs.status = "Degraded"
   hs.message = "Unreachable: " .. reachable.message
+  return hs
+end
+local authenticated = condition(status, "Authenticated")
+if authenticated ~= nil and authenticated.status == "False" then
+  hs.status = "Degraded"
+  hs.message = authenticated.reason .. ": " .. authenticated.message
   return hs
 end
 local ready = condition(status, "Ready")
