@@ -220,7 +220,8 @@ async def test_a_refusal_is_handed_to_a_step_whose_rules_read_it(tmp_path: Path)
     def conflict(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"error": {"code": -2035, "message": {"value": "already exists"}}})
 
-    c._connectors["b1"].client._transport = httpx.MockTransport(conflict)  # the same Connector, now refusing
+    refusing = httpx.MockTransport(conflict)  # the same Connector, now refusing (calls and logins)
+    c._connectors["b1"].transport = c._connectors["b1"].client._transport = refusing
     answer = await get(c, answer_refusals=True)
     assert answer.status == 400
     assert answer.body["error"]["code"] == -2035
