@@ -19,6 +19,7 @@ from onceflow_operator.compiler.planner import gateway_plan
 from onceflow_operator.controller.references import check_secrets, secret_refs
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_operator.controller.view import ClusterView, LiveView
 
 __all__ = ["is_available", "probe_connector", "probed_status", "reconcile_connector"]
 
@@ -28,8 +29,11 @@ def is_available(deployment: Mapping[str, Any] | None) -> bool:
     return bool(deployment and (deployment.get("status") or {}).get("availableReplicas", 0) >= 1)
 
 
-async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> ReconcileResult:
+async def reconcile_connector(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, *, cluster: ClusterView | None = None
+) -> ReconcileResult:
     """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report."""
+    cluster = cluster or LiveView(kube)
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
@@ -51,9 +55,9 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
     configmap = build_plan_configmap(
         f"{meta['name']}-gateway", namespace, plan.to_json(), body, {LABEL_CONNECTOR: meta["name"]}
     )
-    await kube.apply(configmap)
+    await cluster.ensure(configmap)
     replicas = connector.spec.webhook.replicas if connector.spec.webhook else 1
-    deployment = await kube.apply(
+    deployment = await cluster.ensure(
         build_gateway_deployment(
             plan,
             configmap["metadata"]["name"],
@@ -65,7 +69,7 @@ async def reconcile_connector(kube: KubeClient, body: Mapping[str, Any], config:
             secrets_checksum=checksum,
         )
     )
-    await kube.apply(build_gateway_service(plan, body))
+    await cluster.ensure(build_gateway_service(plan, body))
     status["endpoint"] = f"http://{meta['name']}-gateway.{namespace}.svc{plan.path}"
     if is_available(deployment):
         return ReconcileResult(with_ready(status, generation, True, "GatewayAvailable", "the gateway accepts webhooks"))
@@ -92,7 +96,7 @@ def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]
     else:
         status["lastHttpStatus"] = probe.status
         reachable, reason = True, "Answered"
-        message = f"GET {probe.url} answered {probe.status} in {probe.latency_ms} ms"
+        message = f"GET {probe.url} answered {probe.status}"
     status["conditions"] = set_condition(
         list(status.get("conditions") or []), "Reachable", reachable, reason, message, generation=generation, now=now()
     )

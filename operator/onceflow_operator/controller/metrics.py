@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "API_WRITES",
+    "CONNECTOR_PROBE_SECONDS",
     "CONNECTOR_REACHABLE",
     "DECISIONS_LAST_HOUR",
     "DECISION_SECONDS",
@@ -37,6 +39,16 @@ CONNECTOR_REACHABLE = Gauge(
     "onceflow_connector_reachable",
     "1 when the REST Connector's health path answered its last probe, 0 when it did not.",
     ["namespace", "connector"],
+)
+CONNECTOR_PROBE_SECONDS = Gauge(
+    "onceflow_connector_probe_seconds",
+    "Latency of the REST Connector's last probe (status carries it only when the outcome changes).",
+    ["namespace", "connector"],
+)
+API_WRITES = Counter(
+    "onceflow_operator_owned_applies_total",
+    "Owned objects (Deployments, ConfigMaps, ...) the operator sent (applied) or found already as intended (skipped).",
+    ["result"],
 )
 EXCEPTIONS_WAITING = Gauge(
     "onceflow_exceptions_waiting",
