@@ -279,10 +279,11 @@ class JetStreamEvents:
 
 
 async def provision_consumer(
-    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None
+    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None, *, ensure: bool = True
 ) -> None:
-    """Create the streams and a lane's durable consumer, or correct their drift."""
-    await ensure_streams(js)
+    """Create the streams (unless `ensure` is False: the caller did) and a lane's durable consumer, or correct them."""
+    if ensure:
+        await ensure_streams(js)
     await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
 
 
