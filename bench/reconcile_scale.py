@@ -79,6 +79,27 @@ def operator_requests(cp: ControlPlane, since: float, until: float | None = None
     return found
 
 
+def requests_by_kind(events: list[dict[str, Any]]) -> dict[str, int]:
+    """The operator's requests counted by verb and resource (subresource), most first."""
+    counted = Counter(
+        f"{e['verb']} {e.get('objectRef', {}).get('resource')}"
+        + (f"/{e['objectRef']['subresource']}" if e.get("objectRef", {}).get("subresource") else "")
+        for e in events
+    )
+    return dict(counted.most_common(12))
+
+
+def mean_reconcile_seconds(metrics_port: int) -> float | None:
+    """Mean duration of the operator's Integration reconciles (its own histogram)."""
+    text = operator_metrics(metrics_port) or ""
+    values = {}
+    for line in text.splitlines():
+        if 'kind="Integration"' in line and line.startswith("onceflow_operator_reconcile_seconds_"):
+            values[line.split("{", 1)[0]] = float(line.rsplit(" ", 1)[1])
+    count = values.get("onceflow_operator_reconcile_seconds_count", 0.0)
+    return round(values.get("onceflow_operator_reconcile_seconds_sum", 0.0) / count, 3) if count else None
+
+
 def writes_of(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(
         f"{e['verb']} {e.get('objectRef', {}).get('resource')}"
@@ -224,6 +245,7 @@ async def main(n: int, spread: int, timeout: float, resync: float) -> dict[str, 
                 await asyncio.sleep(1)
             elapsed = time.monotonic() - started
             all_ready_at = time.time()
+            phase1 = operator_requests(cp, since, all_ready_at)
             result.update(
                 all_ready=ready >= n,
                 ready=ready,
@@ -231,8 +253,11 @@ async def main(n: int, spread: int, timeout: float, resync: float) -> dict[str, 
                 seconds_to_ready=round(elapsed, 1),
                 apply_seconds=round(applied, 1),
                 operator_peak_rss_mb=peak_rss_mb([operator.pid]),
-                operator_requests_per_integration=round(len(operator_requests(cp, since, all_ready_at)) / n, 1),
+                operator_requests_per_integration=round(len(phase1) / n, 1),
+                operator_requests_by_kind=requests_by_kind(phase1),
                 all_requests_per_integration=round((api_requests(cp.kubeconfig) - before) / n, 1),
+                mean_reconcile_seconds=mean_reconcile_seconds(port),
+                integration_reconciles=reconciles(port),
             )
 
             # 2. A resync period with nothing changing (after the reconciles in flight settle).

@@ -46,6 +46,7 @@ _PLURALS = {
     "Connector": "connectors",
     "Integration": "integrations",
     "SyncPolicy": "syncpolicies",
+    "Lease": "leases",
 }
 _SA = SERVICE_ACCOUNT
 #: Objects per page of a list (the API server's `limit`).
@@ -260,6 +261,18 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object (409 when it exists: someone was first)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return await self._call("POST", path, body=obj)  # type: ignore[no-any-return]
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Replace an object at the resourceVersion it carries (409 when it changed since: someone else wrote)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._call("PUT", path, body=obj)  # type: ignore[no-any-return]
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]

@@ -66,6 +66,8 @@ __all__ = ["ACTION_ANNOTATION", "RECONCILE_SECONDS"]
 
 RECONCILE_SECONDS = float(os.environ.get("ONCEFLOW_RECONCILE_SECONDS", "30"))
 RETRIES = 10
+#: Integration reconciles running at once (the others queue).
+RECONCILE_CONCURRENCY = int(os.environ.get("ONCEFLOW_RECONCILE_CONCURRENCY", "16"))
 #: Longest wait between two looks at an Integration that needs a person's fix (see `controller.backoff`).
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
@@ -118,6 +120,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.watching.label_selectors[group, plural] = f"{LABEL_PART_OF}=onceflow"
     memo.kube = KubeClient.from_environment()
     memo.cluster = IndexedView(memo.kube, {})
+    # At most this many Integration reconciles at once: a thousand at once (one apply) only makes
+    # each slower and the API server and NATS time out; the rest wait their turn.
+    memo.reconciling = asyncio.Semaphore(RECONCILE_CONCURRENCY)
     memo.lanes = {}
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
@@ -337,7 +342,7 @@ async def _reconcile_integration(namespace: str, name: str, memo: kopf.Memo, kwa
     # Change handlers, the timer and a Deployment's change may fire together; a rollout moves one
     # reconcile at a time.
     lock = memo.setdefault("locks", {}).setdefault((namespace, name), asyncio.Lock())
-    async with lock:
+    async with lock, memo.reconciling:
         # Kopf hands each handler the body it saw when it was queued, and applies a handler's patch
         # only after it returns. A rollout must build on the status the previous reconcile wrote,
         # or a step (or a verb) would be undone: so read the object fresh and write status here.
@@ -380,8 +385,7 @@ async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Exceptions waiting, decisions and time to decision, read from the streams into gauges and figures."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
-        js = await memo.nats.jetstream()
-        records = await list_exceptions(js, namespace, integration=name, include_decided=True)
+        records = [r for r in await _namespace_exceptions(namespace, memo) if r.integration == name]
     except Exception:  # NATS away: keep the last values; the next tick tries again
         return
     memo.book.record_exceptions(namespace, name, exception_counts(records))
@@ -395,6 +399,21 @@ async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     seen["action"] |= set(figures.decisions_last_hour)
     EXCEPTIONS_OLDEST.labels(namespace, name).set(figures.oldest_waiting_seconds)
     DECISION_SECONDS.labels(namespace, name).set(figures.mean_seconds_to_decision_last_hour)
+
+
+async def _namespace_exceptions(namespace: str, memo: kopf.Memo) -> list[Any]:
+    """The namespace's parked records, read once per half review interval and shared by its Integrations.
+
+    Why: each read scans two streams; one per Integration per minute is, at a thousand
+    Integrations, tens of stream scans a second for the same few records.
+    """
+    reads: dict[str, tuple[float, asyncio.Future[list[Any]]]] = memo.setdefault("exception_reads", {})
+    at, read = reads.get(namespace, (0.0, None))
+    if read is None or time.monotonic() - at > REVIEW_SECONDS / 2 or (read.done() and read.exception()):
+        js = await memo.nats.jetstream()
+        read = asyncio.ensure_future(list_exceptions(js, namespace, include_decided=True))
+        reads[namespace] = (time.monotonic(), read)
+    return await asyncio.shield(read)
 
 
 @kopf.on.delete(GROUP, VERSION, "integrations", retries=RETRIES, backoff=5)

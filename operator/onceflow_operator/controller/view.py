@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: How long the operator trusts its own last write over an index that has not caught up.
-OVERLAY_SECONDS = 30.0
+OVERLAY_SECONDS = 120.0
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -156,6 +156,9 @@ class LiveView:
 class _Written:
     seen: Seen | None  # None: deleted by the operator
     at: float
+    #: The resourceVersion the index held when the operator wrote: once it holds another, the watch
+    #: has delivered the write (or something newer), and the index is the better answer again.
+    before: str = ""
 
 
 def _first(store: Iterable[Any] | None) -> Any:
@@ -207,12 +210,17 @@ class IndexedView:
     def exists(self, kind: str, namespace: str, name: str) -> bool | None:
         return self._current((kind, namespace, name)) is not None
 
+    def _indexed_version(self, key: Key) -> str:
+        indexed: Seen | None = _first(self._index(key[0]).get(key))
+        return indexed.resource_version if indexed is not None else ""
+
     def _current(self, key: Key) -> Seen | None:
         indexed: Seen | None = _first(self._index(key[0]).get(key))
         written = self._written.get(key)
         if written is None:
             return indexed
-        caught_up = (
+        now_indexed = indexed.resource_version if indexed is not None else ""
+        caught_up = now_indexed != written.before or (
             indexed is None
             if written.seen is None
             else indexed is not None and indexed.resource_version == written.seen.resource_version
@@ -233,10 +241,11 @@ class IndexedView:
         if seen is not None and seen.intent == intent_of(desired) and not moved:
             API_WRITES.labels(result="skipped").inc()
             return seen.body
+        before = self._indexed_version(key)
         applied = await self.kube.apply(desired)
         API_WRITES.labels(result="applied").inc()
         record = owned_record(applied)
-        self._written[key] = _Written(record, time.monotonic())
+        self._written[key] = _Written(record, time.monotonic(), before)
         if record.generation:
             self._applied_generation[key] = record.generation
         return applied
@@ -245,6 +254,7 @@ class IndexedView:
         key = (kind, namespace, name)
         if not known and self._current(key) is None:
             return  # nothing to delete: a DELETE answered 404 is still a write request
+        before = self._indexed_version(key)
         await self.kube.delete(api_version, kind, namespace, name)
-        self._written[key] = _Written(None, time.monotonic())
+        self._written[key] = _Written(None, time.monotonic(), before)
         self._applied_generation.pop(key, None)

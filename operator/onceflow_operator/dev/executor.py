@@ -224,6 +224,8 @@ def spawn_operator(
     resync_seconds: float = 30,
     log: Path | None = None,
     metrics_port: int | None = None,
+    elect: bool = False,
+    identity: str = "",
 ) -> subprocess.Popen[bytes]:
     """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks).
 
@@ -248,7 +250,10 @@ def spawn_operator(
         "127.0.0.1",
         "--liveness",
         f"http://127.0.0.1:{free_port()}/healthz",
+        *(["--leader-elect", "--lease-namespace", "default"] if elect else []),
     ]
+    if identity:
+        env["POD_NAME"] = identity
     if log is None:
         return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with log.open("ab") as out:
