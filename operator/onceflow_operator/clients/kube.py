@@ -363,8 +363,18 @@ class KubeClient:
         name = event_name(involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER)
         namespace = meta["namespace"]
         count = self._event_counts.get(name)
-        if count is None:
-            existing = await self.get("v1", "Event", namespace, name)
+        if count is None:  # not recorded by this process: most Events are new, so try that first
+            event = new_event(
+                involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER, now=now
+            )
+            try:
+                await self._call("POST", resource_path("v1", "Event", namespace), body=event)
+                self._event_counts[name] = 1
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            existing = await self.get("v1", "Event", namespace, name)  # recorded before (say, before a restart)
             count = int(existing.get("count") or 1) if existing else 0
         if count:
             try:

@@ -334,6 +334,9 @@ async def integration(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 async def integration_resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # An Integration waiting for a fix is looked at again with a growing delay, not every tick.
     meta = body["metadata"]
+    last = memo.setdefault("reconciled_at", {}).get((meta["namespace"], meta["name"]), 0.0)
+    if time.monotonic() - last < RECONCILE_SECONDS * 0.8:
+        return  # a change (its own, a Deployment's) reconciled it within this interval already
     if memo.backoff.due(meta["uid"], int(meta.get("generation", 1)), time.monotonic()):
         await _reconcile_integration(meta["namespace"], meta["name"], memo, kwargs)
 
@@ -373,6 +376,7 @@ async def _reconcile_integration(namespace: str, name: str, memo: kopf.Memo, kwa
         except KubeError as exc:
             raise _kopf_error(exc) from None
         memo.backoff.record(fresh["metadata"]["uid"], generation, needs_fix=outcome.needs_fix, now=time.monotonic())
+        memo.setdefault("reconciled_at", {})[namespace, name] = time.monotonic()
         if int((written or {}).get("metadata", {}).get("generation", generation)) != generation:
             return  # the spec changed meanwhile: what was found is about an outdated generation; say nothing
         for reason, _message, _warning in outcome.events:
@@ -435,7 +439,9 @@ async def syncpolicy(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwar
 
 
 def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
-    memo.setdefault("locks", {}).pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    memo.setdefault("locks", {}).pop(key, None)
+    memo.setdefault("reconciled_at", {}).pop(key, None)
     memo.backoff.forget(body["metadata"]["uid"])
     managed = memo.setdefault("managed", {}).setdefault(kind, set())
     managed.discard(body["metadata"]["uid"])
