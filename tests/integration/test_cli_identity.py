@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -223,3 +224,81 @@ async def test_an_api_server_the_kubeconfig_does_not_trust_is_named_with_the_tls
     assert "certificate" in result.output.split("cannot verify", 1)[1]
     assert "Operation not permitted" not in result.output
     assert "Traceback" not in result.output
+
+
+def rotating_exec_kubeconfig(team: Team, tokens: list[str]) -> tuple[str, Path]:
+    """An exec plugin that prints `tokens` one per run (the last one from then on); returns the kubeconfig and its run log."""
+    runs = team.folder / "runs"
+    plugin = team.folder / "rotating-login.py"
+    plugin.write_text(
+        "import json, pathlib\n"
+        f"runs = pathlib.Path({str(runs)!r})\n"
+        f"tokens = {tokens!r}\n"
+        "done = len(runs.read_text().splitlines()) if runs.exists() else 0\n"
+        "runs.open('a').write('run\\n')\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential',"
+        " 'status': {'token': tokens[min(done, len(tokens) - 1)]}}))\n"
+    )
+    config = yaml.safe_load(Path(team.kubectl.kubeconfig).read_text())
+    config["users"] = [
+        {
+            "name": "sso",
+            "user": {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": sys.executable,
+                    "args": [str(plugin)],
+                    "interactiveMode": "Never",
+                }
+            },
+        }
+    ]
+    config["contexts"][0]["context"].update({"user": "sso", "namespace": team.namespace})
+    kubeconfig = team.folder / "rotating.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    return str(kubeconfig), runs
+
+
+async def test_status_and_rollout_verbs_work_through_an_exec_plugin_even_when_its_token_went_stale(
+    team: Team,
+) -> None:
+    # How EKS, GKE and AKS users reach a cluster. The first token the plugin prints is refused (an
+    # expired one): the client runs the plugin again, once, as client-go does, and goes on.
+    team.kubectl.apply(
+        cases.integration("flow"),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "operators"},
+            "rules": [
+                {
+                    "apiGroups": ["onceflow.io"],
+                    "resources": ["connectors", "integrations", "syncpolicies"],
+                    "verbs": ["get", "list", "patch"],
+                },
+                {"apiGroups": ["apps"], "resources": ["controllerrevisions"], "verbs": ["get", "list"]},
+            ],
+        },
+    )
+    team.kubectl.run("create", "serviceaccount", "ops")
+    team.kubectl.run("create", "rolebinding", "ops", "--role=operators", f"--serviceaccount={team.namespace}:ops")
+    token = team.kubectl.run("create", "token", "ops").stdout.strip()
+    kubeconfig, runs = rotating_exec_kubeconfig(team, ["expired-token", token])
+
+    listed = await cli("status", "-o", "json", "--kubeconfig", kubeconfig)
+    assert listed.exit_code == 0, listed.output
+    assert ("Integration", "flow") in {(row["kind"], row["name"]) for row in json.loads(listed.output)}
+    assert len(runs.read_text().splitlines()) == 2  # refused once, asked the plugin again
+
+    # The kubectl plugin, as people run it: `kubectl onceflow ...` found through PATH.
+    bin_dir = str(Path(sys.executable).parent)
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(bin_dir) / "kubectl"), "onceflow", "rollout", "history", "flow", "--kubeconfig", kubeconfig],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "KUBECONFIG": ""},
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Traceback" not in shown.stderr

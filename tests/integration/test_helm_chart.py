@@ -63,8 +63,16 @@ def test_cluster_wide_rbac_matches_the_kustomize_base(helm: str, admin_kubectl: 
 
 def test_namespaced_mode_reads_secrets_only_in_watched_namespaces(helm: str) -> None:
     docs = render(helm, "watch.allNamespaces=false", "watch.namespaces={sales,finance}")
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["finance", "sales"]
+    # Leader election (two replicas by default): one Lease in the release's own namespace, nothing more.
+    (election,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-election")]
+    assert election["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-elect" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
     assert all("secrets" not in r["resources"] for r in cluster_rules)
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]

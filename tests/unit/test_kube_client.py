@@ -42,3 +42,44 @@ async def test_a_429_is_tried_again_after_its_retry_after_as_kubectl_does() -> N
     finally:
         await kube.close()
         await runner.cleanup()
+
+
+async def test_a_list_is_fetched_in_pages_and_a_refused_token_is_resolved_again_once() -> None:
+    from aiohttp import web
+
+    from onceflow_operator.clients.kube import PAGE_SIZE
+    from onceflow_operator.clients.kubeconfig import Credentials
+
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append({**request.query, "auth": request.headers.get("Authorization", "")})
+        if request.headers.get("Authorization") != "Bearer fresh":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        if "continue" not in request.query:
+            return web.json_response({"metadata": {"continue": "page-2"}, "items": [{"metadata": {"name": "a"}}]})
+        return web.json_response({"metadata": {}, "items": [{"metadata": {"name": "b"}}]})
+
+    app = web.Application()
+    app.router.add_get("/apis/onceflow.io/v1alpha1/connectors", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    tokens = iter(["Bearer stale", "Bearer fresh"])
+
+    async def resolve() -> Credentials:  # an exec plugin whose first token expired meanwhile
+        return Credentials(f"http://127.0.0.1:{port}", ssl.create_default_context(), {"Authorization": next(tokens)})
+
+    kube = KubeClient("http://unused", ssl.create_default_context(), {})
+    kube._resolve = resolve
+    try:
+        items = await kube.list("onceflow.io/v1alpha1", "Connector", None)
+    finally:
+        await kube.close()
+        await runner.cleanup()
+    assert [i["metadata"]["name"] for i in items] == ["a", "b"]
+    assert [s["auth"] for s in seen] == ["Bearer stale", "Bearer fresh", "Bearer fresh"]
+    assert seen[1]["limit"] == str(PAGE_SIZE)
+    assert seen[2]["continue"] == "page-2"

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,35 @@ async def test_certificates_by_relative_path_and_inline_data_both_load(tmp_path:
         credentials = await load_kubeconfig(str(path), context).credentials()
         assert credentials.headers == {}  # the certificate is the credential, presented in TLS
         assert credentials.server == "https://x.test"
+
+
+async def test_an_inline_client_key_leaves_no_file_behind_and_loads_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The library writes *-data entries to files to load them; none may outlive the loading.
+    cert, key = _client_certificate(tmp_path / "certs")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    path = kubeconfig(
+        tmp_path / "c",
+        {"inline": {"cluster": "x", "user": "inline"}},
+        current="inline",
+        clusters={"x": "https://x.test"},
+        users={
+            "inline": {
+                "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
+                "client-key-data": base64.b64encode(key.read_bytes()).decode(),
+            }
+        },
+    )
+    target = load_kubeconfig(str(path))
+    first = await target.credentials()
+    assert list(temp.rglob("*")) == []
+    assert first.key_data == key.read_bytes()  # kept in memory, for Kopf's login
+    again = await target.credentials()  # a refresh writes and removes them again
+    assert again.tls_digest == first.tls_digest
+    assert list(temp.rglob("*")) == []
 
 
 def _closed_port() -> int:

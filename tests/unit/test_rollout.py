@@ -72,6 +72,24 @@ def test_first_revision_waits_for_runners_then_is_stable() -> None:
     assert served.status["stableRevision"] == "a"
 
 
+def test_a_steady_revision_decides_the_same_status_at_every_look() -> None:
+    # A steady state must write nothing: no clock in the status moves while nothing progresses.
+    status: dict[str, Any] = {"stableRevision": "a", "rollout": {"progressAt": "2026-11-27T11:00:00Z"}}
+    first = decide(view(status, desired="a"))
+    assert first.status["rollout"]["progressAt"] is None
+    again = decide(view(apply(status, first), desired="a", now=T0 + timedelta(minutes=5)))
+    assert again.status == first.status
+    promoted = decide(view({}, desired="a", stable=None))
+    looked_again = {**apply({}, promoted), "conditions": [{"type": "Progressing", "reason": "NewRevisionPromoted"}]}
+    assert decide(view(looked_again, desired="a")).progressing[1] == "NewRevisionPromoted"  # no flip to Steady
+    # A later RollingUpdate starts its own deadline clock from when it begins to wait.
+    rolling = Strategy.model_validate({"type": "RollingUpdate"})
+    later = T0 + timedelta(hours=2)
+    moving = decide(view(apply(status, first), desired="b", strategy=rolling, main_available=False, now=later))
+    assert moving.ready[1] == "RunnersNotAvailable"
+    assert moving.status["rollout"]["progressAt"] == "2026-11-27T14:00:00Z"
+
+
 def test_a_good_canary_walks_every_step_to_promotion() -> None:
     status: dict[str, Any] = {"stableRevision": "a"}
     start = decide(view(status))

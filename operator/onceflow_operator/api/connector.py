@@ -547,9 +547,23 @@ class ConnectorStatus(ApiModel):
     endpoint: str | None = Field(
         default=None, description="Base URL called, or the webhook URL served.", max_length=2048
     )
-    last_probe_time: datetime | None = Field(default=None, description="When the endpoint was last probed.")
-    last_probe_latency_ms: int | None = Field(default=None, description="Latency of the last probe.", ge=0)
-    last_http_status: int | None = Field(default=None, description="HTTP status of the last probe.", ge=0)
+    last_probe_time: datetime | None = Field(
+        default=None,
+        description=(
+            "When a probe last changed what the status says (reachable or not, HTTP status, reason); "
+            "the probes between are counted in metrics only."
+        ),
+    )
+    last_probe_latency_ms: int | None = Field(
+        default=None,
+        description=(
+            "Latency of the probe at lastProbeTime (every probe's latency: metric onceflow_connector_probe_seconds)."
+        ),
+        ge=0,
+    )
+    last_http_status: int | None = Field(
+        default=None, description="HTTP status of the last probe (a change is written at once).", ge=0
+    )
 
 
 class Connector(ApiModel):

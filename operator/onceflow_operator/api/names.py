@@ -13,6 +13,7 @@ __all__ = [
     "FIELD_MANAGER",
     "FINALIZER",
     "GROUP",
+    "INTENT_ANNOTATION",
     "LABEL_CONNECTOR",
     "LABEL_INTEGRATION",
     "LABEL_LANE",
@@ -41,6 +42,9 @@ FINALIZER = f"{GROUP}/finalizer"
 STORAGE_PREFIX = GROUP
 #: A verb for an Integration's rollout (promote, abort, ...), consumed once by the operator.
 ACTION_ANNOTATION = f"{GROUP}/action"
+#: Hash of what the operator last applied to an object it owns: a reconcile whose desired object
+#: hashes the same sends nothing (a steady state makes no writes; see `build.intent`).
+INTENT_ANNOTATION = f"{GROUP}/applied-intent"
 #: Hash of the Secrets a pod reads, so a Secret rotation rolls the pods.
 SECRETS_CHECKSUM_ANNOTATION = f"{GROUP}/secrets-checksum"
 

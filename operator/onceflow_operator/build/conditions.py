@@ -22,7 +22,7 @@ def set_condition(
     generation: int,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """Return conditions with `type_` set; lastTransitionTime moves only when the status changes."""
+    """Return conditions with `type_` set (in its place, else last); lastTransitionTime moves on a status change."""
     value = "True" if status else "False"
     old = next((c for c in conditions if c.get("type") == type_), None)
     since = (
@@ -38,7 +38,10 @@ def set_condition(
         "lastTransitionTime": since,
         "observedGeneration": generation,
     }
-    return [*(c for c in conditions if c.get("type") != type_), new]
+    if old is None:
+        return [*conditions, new]
+    # In place: a condition that keeps its place keeps the status equal, so nothing is written.
+    return [new if c.get("type") == type_ else c for c in conditions]
 
 
 def without_condition(conditions: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:

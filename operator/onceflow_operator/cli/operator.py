@@ -18,10 +18,26 @@ __all__ = ["operator"]
     show_default=True,
     help="Address for /metrics: every address in a pod (Prometheus scrapes the pod IP); 127.0.0.1 on a workstation.",
 )
+@click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Run the handlers only while holding the Lease onceflow-operator (replicas > 1: one active, others standby).",
+)
+@click.option(
+    "--lease-namespace",
+    default="",
+    help="Namespace of the Lease (default: $POD_NAMESPACE, else default).",
+)
 def operator(
-    namespaces: tuple[str, ...], all_namespaces: bool, liveness: str, metrics_port: int, metrics_host: str
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    liveness: str,
+    metrics_port: int,
+    metrics_host: str,
+    leader_elect: bool,
+    lease_namespace: str,
 ) -> None:
-    """Run the operator (one replica; Kopf peering is not used: deploy with strategy Recreate)."""
+    """Run the operator: one replica, or several with --leader-elect (one active, failover within seconds)."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
     from onceflow_operator.controller.run import run_operator
@@ -32,4 +48,6 @@ def operator(
         liveness=liveness,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        elect=leader_elect,
+        lease_namespace=lease_namespace,
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
@@ -49,6 +50,8 @@ class JetStreamLink:
         self.on_heartbeat = on_heartbeat
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
+        #: The connection on which the streams were last ensured (once per connection, not per reconcile).
+        self._streams_on: Client | None = None
 
     async def jetstream(self) -> JetStreamContext:
         # Handlers run concurrently: one connection, made once, or a second one would leak.
@@ -76,8 +79,21 @@ class JetStreamLink:
         )
 
     async def provision(self, plan: Plan) -> None:
-        """Create or correct the main lane's durable consumer (and the streams)."""
-        await natsio.provision_consumer(await self.jetstream(), plan)
+        """Create or correct the main lane's durable consumer (and, once per connection, the streams).
+
+        Why not the streams every time: that is fourteen JetStream requests per reconcile, a
+        thousand Integrations' resync apart; a stream deleted meanwhile is created again when
+        the consumer's creation finds it missing.
+        """
+        js = await self.jetstream()
+        if self._streams_on is not self._nc:
+            await natsio.ensure_streams(js)
+            self._streams_on = self._nc
+        try:
+            await natsio.provision_consumer(js, plan, ensure=False)
+        except NotFoundError:
+            await natsio.ensure_streams(js)
+            await natsio.provision_consumer(js, plan, ensure=False)
 
     async def apply_split(self, lanes: LaneState, main: Plan, canary: Plan | None, weight: int) -> int:
         """Publish a split marker when the weight in force must change; open the canary lane at its first marker.

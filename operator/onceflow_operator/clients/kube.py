@@ -14,7 +14,8 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ import aiohttp
 
 from onceflow_operator.api.names import FIELD_MANAGER
 from onceflow_operator.build.events import event_name, new_event, repeated_event
-from onceflow_operator.clients.kubeconfig import KubeconfigError, KubeTarget, load_kubeconfig
+from onceflow_operator.clients.kubeconfig import (
+    SERVICE_ACCOUNT,
+    Credentials,
+    KubeconfigError,
+    KubeTarget,
+    in_cluster_credentials_loader,
+    load_kubeconfig,
+)
 
 __all__ = ["FIELD_MANAGER", "KubeClient", "KubeError", "KubeconfigError", "resource_path"]
 
@@ -38,8 +46,16 @@ _PLURALS = {
     "Connector": "connectors",
     "Integration": "integrations",
     "SyncPolicy": "syncpolicies",
+    "Lease": "leases",
 }
-_SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+_SA = SERVICE_ACCOUNT
+#: Objects per page of a list (the API server's `limit`).
+PAGE_SIZE = 500
+#: How often credentials are resolved again (an exec plugin runs only when its token expired; a
+#: token file, in-cluster one included, is read again), besides at once after a 401.
+CREDENTIALS_SECONDS = 60.0
+#: Connections the client keeps open to the API server at most (aiohttp's default is 100).
+CONNECTIONS = 100
 
 
 _HOME_KUBECONFIG = Path.home() / ".kube" / "config"
@@ -93,7 +109,10 @@ class KubeClient:
         self._headers = headers
         self._server_hostname = server_hostname
         self._timeout = aiohttp.ClientTimeout(total=30, connect=connect_timeout)
-        self._target: KubeTarget | None = None
+        #: Resolves the credentials again (a kubeconfig user, the pod's service account); None: fixed headers.
+        self._resolve: Callable[[], Awaitable[Credentials]] | None = None
+        self._resolved_at = 0.0
+        self._tls_digest = ""
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         #: Occurrences of each Event this client recorded, by name (saves a GET per repeat).
@@ -114,18 +133,11 @@ class KubeClient:
         if not kubeconfig and not os.environ.get("KUBECONFIG") and not _HOME_KUBECONFIG.exists() and _in_cluster():
             if context:
                 raise KubeconfigError(f"--context {context}: there is no kubeconfig, only the pod's service account")
-            host, port = (
-                os.environ["KUBERNETES_SERVICE_HOST"],
-                os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+            client = cls(
+                "https://kubernetes.default.svc", ssl.create_default_context(), {}, connect_timeout=connect_timeout
             )
-            ssl_context = ssl.create_default_context(cafile=str(_SA / "ca.crt"))
-            token = (_SA / "token").read_text().strip()
-            return cls(
-                f"https://{host}:{port}",
-                ssl_context,
-                {"Authorization": f"Bearer {token}"},
-                connect_timeout=connect_timeout,
-            )
+            client._resolve = in_cluster_credentials_loader()
+            return client
         return cls.from_target(load_kubeconfig(kubeconfig, context), connect_timeout=connect_timeout)
 
     @classmethod
@@ -136,23 +148,28 @@ class KubeClient:
         building a client is not.
         """
         client = cls(target.server, ssl.create_default_context(), {}, connect_timeout=connect_timeout)
-        client._target = target
+        client._resolve = target.credentials
         return client
 
-    async def _client(self) -> aiohttp.ClientSession:
+    async def _client(self, *, refresh: bool = False) -> aiohttp.ClientSession:
         if self._closed:
             # A handler still running while the operator shuts down must not open a new session
             # that nothing will close (it would leak its connections past the process's cleanup).
             raise KubeError(503, "the Kubernetes client is closed (the operator is stopping)")
-        if self._target is not None:
-            credentials = await self._target.credentials()
-            self.server, self._ssl = credentials.server.rstrip("/"), credentials.ssl_context
-            self._headers, self._server_hostname = credentials.headers, credentials.server_hostname
-            self._target = None
+        due = time.monotonic() - self._resolved_at > CREDENTIALS_SECONDS
+        if self._resolve is not None and (refresh or due or not self._resolved_at):
+            credentials = await self._resolve()
+            self._resolved_at = time.monotonic()
+            self.server, self._headers = credentials.server.rstrip("/"), credentials.headers
+            self._server_hostname = credentials.server_hostname
+            if credentials.tls_digest != self._tls_digest:  # new TLS material: new connections
+                self._ssl, self._tls_digest = credentials.ssl_context, credentials.tls_digest
+                if self._session is not None:
+                    await self._session.close()
+                    self._session = None
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=CONNECTIONS),
                 timeout=self._timeout,
             )
         return self._session
@@ -177,18 +194,22 @@ class KubeClient:
         (right after a CRD is installed); kubectl waits that out, so the CLI and operator do too.
         """
         data = None if body is None else json.dumps(body)
-        for attempt in range(_RETRIES_ON_429 + 1):
-            session = await self._client()
+        refreshed = False
+        for attempt in range(_RETRIES_ON_429 + 2):
+            session = await self._client(refresh=refreshed and attempt == 1)
             async with session.request(
                 method,
                 self.server + path,
                 data=data,
                 params=params,
-                headers={"Content-Type": content_type},
+                headers={**self._headers, "Content-Type": content_type},
                 server_hostname=self._server_hostname,
             ) as resp:
                 text = await resp.text()
-                if resp.status == 429 and attempt < _RETRIES_ON_429:
+                if resp.status == 401 and self._resolve is not None and not refreshed and attempt == 0:
+                    # An expired exec-plugin token or a rotated token file: resolve again, once, as client-go does.
+                    refreshed, wait = True, 0.0
+                elif resp.status == 429 and attempt < _RETRIES_ON_429:
                     wait = _retry_after(resp.headers.get("Retry-After"))
                 else:
                     if resp.status >= 400:
@@ -212,9 +233,22 @@ class KubeClient:
     async def list(
         self, api_version: str, kind: str, namespace: str | None, *, selector: str | None = None
     ) -> list[dict[str, Any]]:
-        params = {"labelSelector": selector} if selector else None
-        result = await self._call("GET", resource_path(api_version, kind, namespace), params=params)
-        return list(result.get("items", []))
+        """Every object of a kind (in a namespace, or all with None), fetched in pages of `PAGE_SIZE`.
+
+        Why pages: one unbounded list of thousands of objects is one large response the API
+        server builds in memory at once; kubectl and client-go page by 500 too.
+        """
+        items: list[dict[str, Any]] = []
+        params = {"limit": str(PAGE_SIZE)}
+        if selector:
+            params["labelSelector"] = selector
+        while True:
+            result = await self._call("GET", resource_path(api_version, kind, namespace), params=params)
+            items.extend(result.get("items", []))
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {**params, "continue": token}
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply as `onceflow-operator`, forcing only over fields we own."""
@@ -227,6 +261,18 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object (409 when it exists: someone was first)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return await self._call("POST", path, body=obj)  # type: ignore[no-any-return]
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Replace an object at the resourceVersion it carries (409 when it changed since: someone else wrote)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._call("PUT", path, body=obj)  # type: ignore[no-any-return]
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
@@ -317,8 +363,18 @@ class KubeClient:
         name = event_name(involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER)
         namespace = meta["namespace"]
         count = self._event_counts.get(name)
-        if count is None:
-            existing = await self.get("v1", "Event", namespace, name)
+        if count is None:  # not recorded by this process: most Events are new, so try that first
+            event = new_event(
+                involved, reason=reason, message=message, warning=warning, component=FIELD_MANAGER, now=now
+            )
+            try:
+                await self._call("POST", resource_path("v1", "Event", namespace), body=event)
+                self._event_counts[name] = 1
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            existing = await self.get("v1", "Event", namespace, name)  # recorded before (say, before a restart)
             count = int(existing.get("count") or 1) if existing else 0
         if count:
             try:

@@ -19,19 +19,34 @@ here is only what kubectl does and the library does not:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
+import shutil
 import ssl
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_NAMESPACE", "Credentials", "KubeTarget", "KubeconfigError", "kubeconfig_files", "load_kubeconfig"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "SERVICE_ACCOUNT",
+    "Credentials",
+    "KubeTarget",
+    "KubeconfigError",
+    "in_cluster_credentials_loader",
+    "kubeconfig_files",
+    "load_kubeconfig",
+]
 
 DEFAULT_NAMESPACE = "default"
+#: Where a pod's service account token, CA and namespace are mounted.
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _LOADER_LOG = "kubernetes_asyncio.config.kube_config"
 # The library logs an exec plugin's failure and then raises it; the raised one is the line people
 # see. Without a handler of its own, Python's last-resort handler would print the log line too.
@@ -51,11 +66,14 @@ class Credentials:
     headers: dict[str, str]
     #: The name the server's certificate is checked against when it differs from the URL's host.
     server_hostname: str | None = None
-    #: The same as files, for clients that take paths (Kopf's login): CA, client certificate and key.
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    #: The same as PEM bytes, for clients that build their own TLS (Kopf's login): CA, client
+    #: certificate and key. Kept in memory only: no file of them outlives the loading.
+    ca_data: bytes | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
     verify: bool = True
+    #: Changes when the TLS material does (a new client certificate from an exec plugin).
+    tls_digest: str = ""
 
 
 def kubeconfig_files(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -131,6 +149,9 @@ class KubeTarget:
     async def credentials(self) -> Credentials:
         """Resolve the user's credentials (this runs an exec plugin if the user has one).
 
+        Called again when they are due (see `clients.kube`): the library then runs the exec
+        plugin only once its last credential expired, and reads a token file anew.
+
         Raises:
             KubeconfigError: a credential file is missing, an exec plugin failed, ...
         """
@@ -138,31 +159,102 @@ class KubeTarget:
         from kubernetes_asyncio.config.config_exception import ConfigException
 
         config = Configuration()
+        with _private_files(self._loader):
+            try:
+                await self._loader.load_and_set(config)
+                return _credentials(config)
+            except (ConfigException, OSError, ssl.SSLError, ValueError) as exc:
+                raise KubeconfigError(
+                    f"context {self.context!r} in {self.source}: user {self.user!r}: {_first_line(exc)}"
+                ) from None
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _credentials(config: Any) -> Credentials:
+    """Credentials from a loaded library Configuration: the TLS context and the files' contents, read now."""
+    context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+    if config.cert_file:
+        context.load_cert_chain(config.cert_file, keyfile=config.key_file)
+    if not config.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    token = config.api_key.get("BearerToken")
+    # A tokenFile is read as is; kubectl trims it (files end in a newline, headers must not).
+    headers = {"Authorization": str(token).strip()} if token else {}
+    ca, cert, key = _read(config.ssl_ca_cert), _read(config.cert_file), _read(config.key_file)
+    digest = hashlib.sha256(b"\0".join([ca or b"", cert or b"", key or b"", str(config.verify_ssl).encode()]))
+    return Credentials(
+        str(config.host),
+        context,
+        headers,
+        config.tls_server_name,
+        ca_data=ca,
+        cert_data=cert,
+        key_data=key,
+        verify=bool(config.verify_ssl),
+        tls_digest=digest.hexdigest(),
+    )
+
+
+@contextlib.contextmanager
+def _private_files(loader: Any) -> Iterator[None]:
+    """Let the library write inline certificates and keys into a private folder, removed once read.
+
+    Why: the library writes `*-data` entries (and an exec plugin's client key) to files in the
+    system temp folder and deletes them only at interpreter exit, so every client of a crashed
+    or killed process left its key behind. Here they live in a 0700 folder for the moment it
+    takes to load them into the TLS context; the library's cache of those files is told they
+    are gone, so the next load writes them again.
+    """
+    from kubernetes_asyncio.config import kube_config
+
+    folder = tempfile.mkdtemp(prefix="onceflow-kube-")
+    previous = loader._temp_file_path
+    loader._temp_file_path = folder
+    try:
+        yield
+    finally:
+        loader._temp_file_path = previous
+        inside = folder + os.sep
+        for content, name in list(kube_config._temp_files.items()):
+            if name.startswith(inside):
+                kube_config._temp_files.pop(content, None)
+        # The loader remembers the client certificate's file between loads; forget it, so the next
+        # load writes it again (an exec plugin that printed it then runs again too).
+        if str(loader.__dict__.get("cert_file") or "").startswith(inside):
+            for attribute in ("cert_file", "key_file", "exec_plugin_expiry"):
+                loader.__dict__.pop(attribute, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def in_cluster_credentials_loader() -> Callable[[], Awaitable[Credentials]]:
+    """The pod's service account through the library's in-cluster loader; each call reads the token file if due.
+
+    Why the library's: it re-reads the projected token (which the kubelet rotates) every minute,
+    as client-go does; a token read once at start stops working after an hour.
+    """
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config.config_exception import ConfigException
+    from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
+    config = Configuration()
+    loader = InClusterConfigLoader(
+        token_filename=str(SERVICE_ACCOUNT / "token"), cert_filename=str(SERVICE_ACCOUNT / "ca.crt")
+    )
+
+    async def resolve() -> Credentials:
         try:
-            await self._loader.load_and_set(config)
-            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
-            if config.cert_file:
-                context.load_cert_chain(config.cert_file, keyfile=config.key_file)
+            if "BearerToken" not in config.api_key:
+                loader.load_and_set(config)
+            await config.get_api_key_with_prefix("BearerToken")  # runs the library's refresh hook when due
+            return _credentials(config)
         except (ConfigException, OSError, ssl.SSLError, ValueError) as exc:
-            raise KubeconfigError(
-                f"context {self.context!r} in {self.source}: user {self.user!r}: {_first_line(exc)}"
-            ) from None
-        if not config.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        token = config.api_key.get("BearerToken")
-        # A tokenFile is read as is; kubectl trims it (files end in a newline, headers must not).
-        headers = {"Authorization": str(token).strip()} if token else {}
-        return Credentials(
-            str(config.host),
-            context,
-            headers,
-            config.tls_server_name,
-            ca_file=config.ssl_ca_cert,
-            cert_file=config.cert_file,
-            key_file=config.key_file,
-            verify=bool(config.verify_ssl),
-        )
+            raise KubeconfigError(f"the pod's service account: {_first_line(exc)}") from None
+
+    return resolve
 
 
 def load_kubeconfig(

@@ -21,6 +21,7 @@ from onceflow_operator.compiler.planner import connector_plan, gateway_plan
 from onceflow_operator.controller.references import check_secrets, secret_refs, secret_values
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_operator.controller.view import ClusterView, LiveView
 from onceflow_runner.contract.plan import SecretRef
 from onceflow_runner.errors import PlanError
 
@@ -41,7 +42,9 @@ def is_available(deployment: Mapping[str, Any] | None) -> bool:
 
 #: Status written by the probe, not the reconcile: the probe's conditions and figures.
 PROBE_CONDITIONS = ("Reachable", "Authenticated")
-PROBE_FIELDS = ("lastProbeTime", "lastProbeLatencyMs", "lastHttpStatus")
+#: The probe's clock (lastProbeTime, lastProbeLatencyMs) is not among them: the probe writes it
+#: only when its outcome changes, so a reconcile must not write it either.
+PROBE_FIELDS = ("lastHttpStatus",)
 
 
 def with_probe(status: Mapping[str, Any], probed: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -63,12 +66,19 @@ def with_probe(status: Mapping[str, Any], probed: Mapping[str, Any] | None) -> d
 
 
 async def reconcile_connector(
-    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, *, probed: Mapping[str, Any] | None = None
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    *,
+    probed: Mapping[str, Any] | None = None,
+    cluster: ClusterView | None = None,
 ) -> ReconcileResult:
     """Check Secrets; for webhooks run a gateway (ConfigMap, Deployment, Service); report.
 
-    `probed` is the status the Connector's last probe wrote (see `with_probe`).
+    `probed` is the status the Connector's last probe wrote (see `with_probe`); `cluster` the
+    operator's view of the objects it owns (the live API when None).
     """
+    cluster = cluster or LiveView(kube)
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
     status = with_probe(await current_status(kube, body), probed)
@@ -87,14 +97,14 @@ async def reconcile_connector(
             with_ready(status, generation, True, "Configured", "secrets present; endpoint probed on a timer")
         )
     if connector.spec.edi:
-        return await _reconcile_edi(kube, body, connector, status, config, checksum)
+        return await _reconcile_edi(cluster, body, connector, status, config, checksum)
     plan = gateway_plan(connector, namespace=namespace)
     configmap = build_plan_configmap(
         f"{meta['name']}-gateway", namespace, plan.to_json(), body, {LABEL_CONNECTOR: meta["name"]}
     )
-    await kube.apply(configmap)
+    await cluster.ensure(configmap)
     replicas = connector.spec.webhook.replicas if connector.spec.webhook else 1
-    deployment = await kube.apply(
+    deployment = await cluster.ensure(
         build_gateway_deployment(
             plan,
             configmap["metadata"]["name"],
@@ -106,7 +116,7 @@ async def reconcile_connector(
             secrets_checksum=checksum,
         )
     )
-    await kube.apply(build_gateway_service(plan, body))
+    await cluster.ensure(build_gateway_service(plan, body))
     status["endpoint"] = f"http://{meta['name']}-gateway.{namespace}.svc{plan.path}"
     if is_available(deployment):
         return ReconcileResult(with_ready(status, generation, True, "GatewayAvailable", "the gateway accepts webhooks"))
@@ -123,7 +133,7 @@ async def reconcile_connector(
 
 
 async def _reconcile_edi(
-    kube: KubeClient,
+    cluster: ClusterView,
     body: Mapping[str, Any],
     connector: Connector,
     status: dict[str, Any],
@@ -137,8 +147,8 @@ async def _reconcile_edi(
     configmap = build_plan_configmap(
         f"{meta['name']}-edi", namespace, plan.model_dump_json(by_alias=True), body, {LABEL_CONNECTOR: meta["name"]}
     )
-    await kube.apply(configmap)
-    deployment = await kube.apply(
+    await cluster.ensure(configmap)
+    deployment = await cluster.ensure(
         build_edi_deployment(
             plan,
             configmap["metadata"]["name"],
@@ -198,7 +208,7 @@ def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]
     else:
         status["lastHttpStatus"] = probe.status
         reachable, reason = True, "Answered"
-        message = f"GET {probe.url} answered {probe.status} in {probe.latency_ms} ms"
+        message = f"GET {probe.url} answered {probe.status}"
     conditions = set_condition(
         list(status.get("conditions") or []), "Reachable", reachable, reason, message, generation=generation, now=now()
     )

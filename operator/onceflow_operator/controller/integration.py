@@ -30,28 +30,27 @@ from onceflow_operator.clients.prometheus import PrometheusError, query_promethe
 from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
 from onceflow_operator.controller.figures import FigureBook
 from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
-from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
+from onceflow_operator.controller.references import secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
+from onceflow_operator.controller.view import ClusterView, LiveView
 from onceflow_operator.rollout.analysis import Measurement, min_records, waiting_for_data
 from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, decide, due_metrics
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import Plan
 
-__all__ = ["finalize_integration", "reconcile_integration", "stored_plan"]
+__all__ = ["finalize_integration", "lane_state", "reconcile_integration", "stored_plan"]
 
 
 async def _revisions(
-    kube: KubeClient, body: Mapping[str, Any], revision: str, plan_json: str, version: str
+    cluster: ClusterView, body: Mapping[str, Any], revision: str, plan_json: str, version: str
 ) -> tuple[dict[str, int], dict[str, str]]:
     """Record the revision as a ControllerRevision (an equal older spec reuses its number).
 
     Returns every revision's number and the hash of its plan, by revision name.
     """
     meta = body["metadata"]
-    existing = await kube.list(
-        "apps/v1", "ControllerRevision", meta["namespace"], selector=f"{LABEL_INTEGRATION}={meta['name']}"
-    )
+    existing = await cluster.revisions(meta["namespace"], meta["name"])
     numbers = {item["metadata"]["name"]: int(item["revision"]) for item in existing}
     hashes = {item["metadata"]["name"]: str((item.get("data") or {}).get("planHash", "")) for item in existing}
     if revision in numbers:
@@ -59,19 +58,19 @@ async def _revisions(
     numbers[revision] = max(numbers.values(), default=0) + 1
     record = build_controller_revision(body, revision, plan_json, version, numbers[revision])
     hashes[revision] = record["data"]["planHash"]
-    await kube.apply(record)
+    await cluster.ensure(record)
     return numbers, hashes
 
 
 async def _prune_revisions(
-    kube: KubeClient, namespace: str, numbers: dict[str, int], keep: set[str], limit: int
+    kube: KubeClient, cluster: ClusterView, namespace: str, numbers: dict[str, int], keep: set[str], limit: int
 ) -> None:
     """Delete the oldest revisions beyond `limit` (never one in use) and their plan ConfigMaps."""
     old = sorted((n, r) for r, n in numbers.items() if r not in keep)
     for _, revision in old[: max(0, len(old) - limit)]:
-        await kube.delete("apps/v1", "ControllerRevision", namespace, revision)
+        await cluster.delete("apps/v1", "ControllerRevision", namespace, revision, known=True)
         for cm in await kube.list("v1", "ConfigMap", namespace, selector=f"{LABEL_REVISION}={revision}"):
-            await kube.delete("v1", "ConfigMap", namespace, cm["metadata"]["name"])
+            await cluster.delete("v1", "ConfigMap", namespace, cm["metadata"]["name"], known=True)
         numbers.pop(revision)
 
 
@@ -91,7 +90,7 @@ async def stored_plan(
     return None
 
 
-def _lane_state(deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+def lane_state(deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
     """(revision the lane's pods run, whether they are all updated and available)."""
     if not deployment:
         return None, False
@@ -157,13 +156,19 @@ async def reconcile_integration(
     action: str | None = None,
     *,
     book: FigureBook | None = None,
+    cluster: ClusterView | None = None,
 ) -> ReconcileResult:
-    """Compile the revision, decide the rollout, run each lane's revision, move the split, report."""
+    """Compile the revision, decide the rollout, run each lane's revision, move the split, report.
+
+    `cluster` is what the operator's watches already know (`controller.view`); without one, every
+    answer comes from the API server and every owned object is applied.
+    """
+    cluster = cluster or LiveView(kube)
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
     integration = Integration.model_validate({**body, "status": None})
-    connectors = await connectors_in(kube, namespace)
+    connectors = await cluster.connectors(namespace)
     policy = None
     if integration.spec.sync_policy_ref:
         raw = await kube.get(API_VERSION, "SyncPolicy", namespace, integration.spec.sync_policy_ref.name)
@@ -191,8 +196,8 @@ async def reconcile_integration(
     configmap = build_plan_configmap(
         name, namespace, plan_json, body, {LABEL_INTEGRATION: name, LABEL_REVISION: plan.revision}
     )
-    await kube.apply(configmap)
-    numbers, hashes = await _revisions(kube, body, plan.revision, plan_json, integration.spec.version)
+    await cluster.ensure(configmap)
+    numbers, hashes = await _revisions(cluster, body, plan.revision, plan_json, integration.spec.version)
     plans = {plan.revision: (plan, configmap["metadata"]["name"])}
     events: list[tuple[str, str, bool]] = []
 
@@ -212,11 +217,10 @@ async def reconcile_integration(
         return plans[revision]
 
     deployments = {
-        lane: await kube.get("apps/v1", "Deployment", namespace, runner_deployment_name(name, lane))
-        for lane in ("main", "canary")
+        lane: await cluster.deployment(namespace, runner_deployment_name(name, lane)) for lane in ("main", "canary")
     }
-    main_running, main_available = _lane_state(deployments["main"])
-    canary_running, canary_available = _lane_state(deployments["canary"])
+    main_running, main_available = lane_state(deployments["main"])
+    canary_running, canary_available = lane_state(deployments["canary"])
     nats_problem = ""
     lanes = LaneState()
     reached = False
@@ -267,15 +271,15 @@ async def reconcile_integration(
             nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({type(exc).__name__}); retrying"
     if nats_problem:
         events.append(("NatsUnavailable", nats_problem, True))
-    await _apply_lane(kube, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
+    await _apply_lane(kube, cluster, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
     if decision.canary is not None and canary_plan is not None and (reached or deployments["canary"]):
         canary_cm = (await plan_of(decision.canary))[1]
-        await _apply_lane(kube, config, body, "canary", canary_plan, canary_cm, 1, integration)
+        await _apply_lane(kube, cluster, config, body, "canary", canary_plan, canary_cm, 1, integration)
     elif deployments["canary"] is not None:
-        await kube.delete("apps/v1", "Deployment", namespace, runner_deployment_name(name, "canary"))
+        await cluster.delete("apps/v1", "Deployment", namespace, runner_deployment_name(name, "canary"), known=True)
     in_use = (decision.canary, decision.status.get("stableRevision") or stable)
     keep = {plan.revision, decision.main, *(r for r in in_use if r)}
-    await _prune_revisions(kube, namespace, numbers, keep, integration.spec.revision_history_limit)
+    await _prune_revisions(kube, cluster, namespace, numbers, keep, integration.spec.revision_history_limit)
     if book is not None:
         figures = book.figures(namespace, name, numbers)
         if figures is not None:
@@ -295,6 +299,7 @@ async def reconcile_integration(
 
 async def _apply_lane(
     kube: KubeClient,
+    cluster: ClusterView,
     config: OperatorConfig,
     body: Mapping[str, Any],
     lane: str,
@@ -304,7 +309,7 @@ async def _apply_lane(
     integration: Integration,
 ) -> dict[str, Any]:
     checksum = await secrets_checksum(kube, plan.namespace, plan_secrets(plan))
-    return await kube.apply(
+    return await cluster.ensure(
         build_runner_deployment(
             plan,
             configmap,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "API_WRITES",
     "CONNECTOR_AUTHENTICATED",
+    "CONNECTOR_PROBE_SECONDS",
     "CONNECTOR_REACHABLE",
     "DECISIONS_LAST_HOUR",
     "DECISION_SECONDS",
@@ -43,6 +45,16 @@ CONNECTOR_AUTHENTICATED = Gauge(
     "onceflow_connector_authenticated",
     "1 when the REST Connector's credentials (or its login) were accepted by its last probe, 0 when refused.",
     ["namespace", "connector"],
+)
+CONNECTOR_PROBE_SECONDS = Gauge(
+    "onceflow_connector_probe_seconds",
+    "Latency of the REST Connector's last probe (status carries it only when the outcome changes).",
+    ["namespace", "connector"],
+)
+API_WRITES = Counter(
+    "onceflow_operator_owned_applies_total",
+    "Owned objects (Deployments, ConfigMaps, ...) the operator sent (applied) or found already as intended (skipped).",
+    ["result"],
 )
 EXCEPTIONS_WAITING = Gauge(
     "onceflow_exceptions_waiting",

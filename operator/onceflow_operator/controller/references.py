@@ -1,4 +1,4 @@
-"""What an object references: the namespace's Connectors and the Secrets a Connector or plan reads."""
+"""What an object references: the Secrets a Connector or plan reads (the Connectors come from `controller.view`)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,13 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from onceflow_operator.api import Connector
-from onceflow_operator.api.names import API_VERSION, CREDENTIALS_LABEL
+from onceflow_operator.api.names import CREDENTIALS_LABEL
 from onceflow_operator.build.pods import secrets_checksum_of
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.references import secret_refs
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
-__all__ = ["check_secrets", "connectors_in", "is_usable_secret", "secret_refs", "secrets_checksum", "unusable_secrets"]
-
-
-async def connectors_in(kube: KubeClient, namespace: str) -> dict[str, Connector]:
-    """The namespace's Connectors by name; one that does not parse is left out (it is Stalled on its own)."""
-    connectors: dict[str, Connector] = {}
-    for item in await kube.list(API_VERSION, "Connector", namespace):
-        try:
-            connectors[item["metadata"]["name"]] = Connector.model_validate({**item, "status": None})
-        except ValidationError:
-            continue
-    return connectors
+__all__ = ["check_secrets", "is_usable_secret", "secret_refs", "secrets_checksum", "unusable_secrets"]
 
 
 def is_usable_secret(secret: Mapping[str, Any]) -> bool:

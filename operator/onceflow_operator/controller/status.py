@@ -16,7 +16,7 @@ from onceflow_operator.api import ConnectorStatus, IntegrationStatus, SyncPolicy
 from onceflow_operator.api._base import ApiModel
 from onceflow_operator.build.conditions import set_condition, without_condition
 
-__all__ = ["STATUS_MODELS", "ReconcileResult", "checked_status", "now", "with_ready"]
+__all__ = ["STATUS_MODELS", "ReconcileResult", "checked_status", "merged", "now", "status_changes", "with_ready"]
 
 #: kind -> the status model the CRD declares for it.
 STATUS_MODELS: dict[str, type[ApiModel]] = {
@@ -60,6 +60,29 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
+
+
+def merged(current: Any, patch: Any) -> Any:
+    """`current` after a JSON merge patch (RFC 7386): maps merge, None deletes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(current) if isinstance(current, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
+def status_changes(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
+    """Whether merge-patching `patch` into `current` would change anything.
+
+    Why ask: a status patch that changes nothing is still a write request (and, for a custom
+    resource, an etcd write of the same object); a steady state must make none.
+    """
+    before = dict(current or {})
+    return bool(merged(before, patch) != before)
 
 
 def with_ready(

@@ -16,18 +16,25 @@ from onceflow_operator.build.objects import (
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.planner import InvalidSpec, drift_check_plan
-from onceflow_operator.controller.references import connectors_in, secrets_checksum, unusable_secrets
+from onceflow_operator.controller.references import secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, with_ready
+from onceflow_operator.controller.view import ClusterView, LiveView
 from onceflow_runner.contract.subjects import drift_subject
 
 __all__ = ["reconcile_syncpolicy"]
 
 
 async def reconcile_syncpolicy(
-    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, jetstream: JetStreamLink | None = None
+    kube: KubeClient,
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    jetstream: JetStreamLink | None = None,
+    *,
+    cluster: ClusterView | None = None,
 ) -> ReconcileResult:
     """Validate; list the Integrations that use the policy; run its drift check on a CronJob; report drift."""
+    cluster = cluster or LiveView(kube)
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
     status = dict(body.get("status") or {})
@@ -39,7 +46,7 @@ async def reconcile_syncpolicy(
     )
     status["integrations"] = users
     if policy.spec.reconcile is not None:
-        connectors = await connectors_in(kube, namespace)
+        connectors = await cluster.connectors(namespace)
         try:
             plan = drift_check_plan(policy, connectors, namespace=namespace)
         except InvalidSpec as exc:
@@ -57,8 +64,8 @@ async def reconcile_syncpolicy(
         configmap = build_plan_configmap(
             drift_check_name(name), namespace, plan.to_json(), body, {LABEL_SYNCPOLICY: name}
         )
-        await kube.apply(configmap)
-        await kube.apply(
+        await cluster.ensure(configmap)
+        await cluster.ensure(
             build_drift_check_cronjob(
                 plan,
                 configmap["metadata"]["name"],
@@ -71,7 +78,7 @@ async def reconcile_syncpolicy(
                 secrets_checksum=await secrets_checksum(kube, namespace, plan_secrets(plan)),
             )
         )
-        await _remove_legacy_drift_job(kube, namespace, name)
+        await _remove_legacy_drift_job(cluster, namespace, name)
         if jetstream is not None:
             drift = await jetstream.last_drift(drift_subject(namespace, policy.spec.entity, name))
             if drift is not None:
@@ -79,10 +86,10 @@ async def reconcile_syncpolicy(
     return ReconcileResult(with_ready(status, generation, True, "Valid", f"used by {len(users)} Integration(s)"))
 
 
-async def _remove_legacy_drift_job(kube: KubeClient, namespace: str, name: str) -> None:
+async def _remove_legacy_drift_job(cluster: ClusterView, namespace: str, name: str) -> None:
     """Delete the `<policy>-reconcile` CronJob and ConfigMap of releases before the drift-check rename.
 
     Without this an upgraded cluster would run every drift check twice. Remove in the next release.
     """
-    await kube.delete("batch/v1", "CronJob", namespace, f"{name}-reconcile")
-    await kube.delete("v1", "ConfigMap", namespace, f"{name}-reconcile")
+    await cluster.delete("batch/v1", "CronJob", namespace, f"{name}-reconcile")
+    await cluster.delete("v1", "ConfigMap", namespace, f"{name}-reconcile")

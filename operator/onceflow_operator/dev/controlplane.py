@@ -16,6 +16,7 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -138,6 +140,9 @@ class ControlPlane:
     admin_user: str = "onceflow-admin"
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     url: str = ""
+    #: Write an audit log (metadata of every request: who, verb, resource) to `audit_log`; for tests
+    #: and benchmarks that count the requests one client makes.
+    audit: bool = False
     #: The CA's name and key, kept in memory only, to sign people's client certificates (`user_kubeconfig`).
     _ca: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = field(default=None, repr=False)
 
@@ -145,6 +150,23 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         """Path of the admin kubeconfig (system:masters, client certificate)."""
         return self.workdir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines) when started with `audit=True`."""
+        return self.workdir / "logs" / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event so far (one per request, at the ResponseComplete stage)."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a line being written
+        return events
 
     @property
     def pids(self) -> list[int]:
@@ -205,6 +227,7 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
+                *self._audit_flags(),
             ],
             logs / "kube-apiserver.log",
         )
@@ -228,6 +251,27 @@ class ControlPlane:
                 proc.wait(timeout=5)
         self._procs.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived", "ResponseStarted"],
+                    "rules": [{"level": "Metadata"}],
+                }
+            )
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0",
+        ]
 
     def _spawn(self, argv: list[str], log: Path) -> None:
         with log.open("wb") as out:

@@ -217,10 +217,20 @@ async def _ready(port: int) -> bool:
         return False
 
 
-def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 30) -> subprocess.Popen[bytes]:
+def spawn_operator(
+    kubeconfig: Path,
+    nats_url: str,
+    *,
+    resync_seconds: float = 30,
+    log: Path | None = None,
+    metrics_port: int | None = None,
+    elect: bool = False,
+    identity: str = "",
+) -> subprocess.Popen[bytes]:
     """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks).
 
     Metrics and liveness listen on 127.0.0.1 only, like every process of the embedded system.
+    Its output goes to `log` when given (appended), else nowhere.
     """
     env = {
         **os.environ,
@@ -235,10 +245,16 @@ def spawn_operator(kubeconfig: Path, nats_url: str, *, resync_seconds: float = 3
         "operator",
         "-A",
         "--metrics-port",
-        str(free_port()),
+        str(metrics_port or free_port()),
         "--metrics-host",
         "127.0.0.1",
         "--liveness",
         f"http://127.0.0.1:{free_port()}/healthz",
+        *(["--leader-elect", "--lease-namespace", "default"] if elect else []),
     ]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if identity:
+        env["POD_NAME"] = identity
+    if log is None:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -219,7 +219,9 @@ def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
     rollout.update({"canaryRevision": "", "abortedRevision": "", "stepStartedAt": None, "pauseConditions": []})
     serving = view.main_running == target and view.main_available
     if serving:
-        rollout["progressAt"] = format_time(view.now)
+        # Nothing is progressing, so no deadline runs: the clock is absent (a later rollout starts
+        # its own) rather than restamped on every look, which would write status on every resync.
+        rollout["progressAt"] = None
     status: dict[str, Any] = {"currentStepIndex": None, "canaryWeight": None, "rollout": rollout}
     if serving:
         if view.stable is None:
@@ -232,12 +234,26 @@ def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
             status,
             (True, "RunnersAvailable", status["message"]),
             (True, "RunnersAvailable", status["message"]),
-            (False, "NewRevisionPromoted" if view.stable is None else "Steady", status["message"]),
+            (False, _settled_reason(view), status["message"]),
             walk.events,
         )
     message = f"waiting for the runners of {walk.number(target)}"
     status.update(phase="Progressing", message=message)
     return _waiting(view, walk, target, canary, 0, status, "RunnersNotAvailable", message)
+
+
+def _settled_reason(view: RolloutView) -> str:
+    """Progressing's reason once serving: a promotion stays the reason until the next rollout.
+
+    Why not switch to Steady on the next look: that would be one more status write per revision
+    with nothing changed in the cluster.
+    """
+    if view.stable is None:
+        return "NewRevisionPromoted"
+    previous: dict[str, Any] = next(
+        (c for c in view.status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
+    return "NewRevisionPromoted" if previous.get("reason") == "NewRevisionPromoted" else "Steady"
 
 
 def _ending_lane(view: RolloutView, walk: _Walk, finisher: str) -> str | None:
@@ -262,7 +278,8 @@ def _waiting(
 ) -> RolloutDecision:
     """Not Ready yet; Progressing unless the deadline passed without progress."""
     since = parse_time(walk.rollout.get("progressAt")) or view.now
-    walk.rollout.setdefault("progressAt", format_time(since))
+    if not walk.rollout.get("progressAt"):  # absent (or cleared) while steady: this wait starts the clock
+        walk.rollout["progressAt"] = format_time(since)
     late = (view.now - since).total_seconds() > view.progress_deadline_seconds
     serving = view.main_available
     available = (serving, "StableServing" if serving else "RunnersNotAvailable", "stable runners are serving")

@@ -115,6 +115,13 @@ async def connect(url: str, *, name: str) -> Client:
     )
 
 
+#: Durable consumers one stream may hold. Set explicitly because nats-server (2.15 measured) caps a
+#: stream that leaves `max_consumers` unset (-1) at 1,000: every Integration has a consumer per lane
+#: on its trigger's stream, so the 1,001st Integration of a cluster could not be provisioned (the
+#: "800 of 1,000 Ready" of issue #14, after 200 earlier ones). Raising it is allowed on a live stream.
+MAX_CONSUMERS_PER_STREAM = 100_000
+
+
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create every Onceflow stream, or update it to the expected subjects and limits."""
     for name, (filters, max_age, retention) in STREAMS.items():
@@ -126,6 +133,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             max_age=max_age,
             num_replicas=replicas,
             duplicate_window=float(subjects.DUPLICATE_WINDOW_SECONDS),
+            max_consumers=MAX_CONSUMERS_PER_STREAM,
         )
         try:
             await js.add_stream(config)
@@ -278,10 +286,11 @@ class JetStreamEvents:
 
 
 async def provision_consumer(
-    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None
+    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None, *, ensure: bool = True
 ) -> None:
-    """Create the streams and a lane's durable consumer, or correct their drift."""
-    await ensure_streams(js)
+    """Create the streams (unless `ensure` is False: the caller did) and a lane's durable consumer, or correct them."""
+    if ensure:
+        await ensure_streams(js)
     await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
 
 
