@@ -38,7 +38,8 @@ def promtool() -> str:
 def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     check = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert f"SUCCESS: {len(rules)} rules found" in check.stdout
     tests = ROOT / "tests" / "alerts" / "alerts_test.yaml"
     run = subprocess.run([promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -79,4 +79,6 @@ async def test_the_documented_partner_takes_850s_from_sftp_into_the_erp_and_answ
     texts = [p.read_text() for p in acks]
     assert sum(t.count("AK5*A~") for t in texts) == 5
     assert sum(t.count("AK5*R*5~") for t in texts) == 1
-    assert [p.name.endswith("_orders.x12") for p in (pickup / "done").iterdir()] == [True]
+    # The file moves to done/ after its 997 is dropped: wait for the move rather than race it.
+    done = await eventually(lambda: list((pickup / "done").iterdir()) or None, within=60)
+    assert [p.name.endswith("_orders.x12") for p in done] == [True]
