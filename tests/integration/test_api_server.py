@@ -166,6 +166,8 @@ def test_kustomize_base_renders_crds_namespace_rbac_and_operator(admin_kubectl: 
         "Deployment/onceflow-operator",
         "Namespace/onceflow-system",
         "NetworkPolicy/onceflow-operator",
+        "Role/onceflow-operator-election",
+        "RoleBinding/onceflow-operator-election",
         "Service/onceflow-operator-metrics",
         "ServiceAccount/onceflow-operator",
     ]

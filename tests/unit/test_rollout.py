@@ -139,6 +139,15 @@ def test_a_good_canary_walks_every_step_to_promotion() -> None:
     assert settled.canary is None
     assert settled.ready[0]
     assert settled.events == []
+    # Later looks keep saying how it came to serve (and so write nothing) until the next rollout.
+    steady = decide(view(apply(status, settled), desired="b", stable="b", main_running="b"))
+    assert steady.status["message"] == "revision 2 (b) is serving (promoted after its canary steps)"
+    assert (
+        decide(
+            view({"message": "revision 1 (a) is serving (Recreate)"}, desired="b", stable="b", main_running="b")
+        ).status["message"]
+        == "revision 2 (b) is serving"
+    )
 
 
 def test_a_failed_analysis_aborts_and_the_stable_revision_finishes_the_canarys_records() -> None:

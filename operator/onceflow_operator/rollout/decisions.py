@@ -226,7 +226,12 @@ def _steady(view: RolloutView, walk: _Walk) -> RolloutDecision:
     if serving:
         if view.stable is None:
             _promoted(view, walk, None)
-        status.update(stableRevision=target, phase="Healthy", message=f"{walk.number(target)} is serving")
+        # How it came to serve ("promoted after its canary steps", ...) stays in the message until
+        # the next rollout: the look after a promotion must neither hide it nor write status again.
+        serving_message = f"{walk.number(target)} is serving"
+        previous = str(view.status.get("message") or "")
+        message = previous if previous.startswith(serving_message) else serving_message
+        status.update(stableRevision=target, phase="Healthy", message=message)
         return RolloutDecision(
             target,
             canary,
