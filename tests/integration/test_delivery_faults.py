@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -415,3 +416,34 @@ async def test_nats_server_kill_and_restart_under_load_loses_nothing() -> None:
     finally:
         await stop(h)
         nats.close()
+
+
+async def test_a_gateway_whose_port_was_taken_before_it_bound_gets_another_and_accepts(
+    nats_server: NatsServer,
+) -> None:
+    # A port picked free can be taken before the process binds it. The gateway must not say ready
+    # before its webhook port is bound, and a local run starts it again on another port.
+    from onceflow_operator.dev.controlplane import free_port
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = int(blocker.getsockname()[1])
+    erp = ErpSandbox()
+    await erp.start()
+    namespace = new_namespace()
+    run = LocalRun.from_documents(
+        manifests(erp.url), namespace=namespace, nats_url=nats_server.url, first_port=free_port()
+    )
+    run.gateways["src"] = (run.gateways["src"][0], taken)
+    run.runners["ledger"] = (run.runners["ledger"][0], free_port())
+    h = Harness(nats_server, erp, run, namespace)
+    try:
+        await asyncio.to_thread(run.start)
+        assert run.gateways["src"][1] != taken
+        await h.send("moved-port", deadline=20)
+        ledger = await h.settled(1)
+        assert ledger.effects == {"moved-port": 1}
+    finally:
+        blocker.close()
+        await stop(h)

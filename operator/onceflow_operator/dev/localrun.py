@@ -174,14 +174,29 @@ class LocalRun:
         for name, (plan, port) in self.runners.items():
             self._spawn(f"runner-{name}", "runner", plan, port)
         deadline = time.monotonic() + timeout
-        for key, port in dict(self.health_ports).items():
-            while not _ready(port):
+        for key in list(self.health_ports):
+            respawns = 0
+            while not _ready(self.health_ports[key]):
                 proc = self.procs[key]
+                tail = ""
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = (self.workdir / "logs" / f"{key}.log").read_text(errors="replace")[-1500:]
+                if proc.poll() is not None and "address already in use" in tail and respawns < 3:
+                    # A port picked free was taken before the process bound it: pick another.
+                    respawns += 1
+                    self._respawn_on_new_port(key)
+                    continue
+                if tail:
                     self.stop()
                     raise LocalRunError(f"{key} did not become ready:\n{tail}")
                 time.sleep(0.1)
+
+    def _respawn_on_new_port(self, key: str) -> None:
+        role, _, name = key.partition("-")
+        table = self.gateways if role == "gateway" else self.runners
+        plan, _ = table[name]
+        table[name] = (plan, free_port())
+        self._spawn(key, role, plan, table[name][1])
 
     def add_runner_process(self, name: str, timeout: float = 30.0) -> str:
         """Start one more process of Integration `name`'s runner on the same durable consumer.

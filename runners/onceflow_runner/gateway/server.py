@@ -259,6 +259,10 @@ class Gateway:
         """Why the gateway must not receive webhooks now, in one short line; None when it may."""
         if self.unusable_secret is not None:
             return f"signing secret unusable: {self.unusable_secret}"
+        if self._listener is None:
+            # /readyz is served first; ready before the webhook port is bound would send senders
+            # to a port that may never open (taken by another process, the gateway then exits).
+            return "webhook listener not started"
         if self.nc is None or not self.nc.is_connected:
             return "NATS not connected"
         return None
