@@ -51,6 +51,17 @@ def writes(cp: ControlPlane, user: str, since: float = 0.0) -> list[tuple[str, s
     return found
 
 
+def lease_reads(cp: ControlPlane, user: str, since: float) -> int:
+    """How often `user` read the election Lease from `since` (epoch seconds): a standby's tries to take it."""
+    count = 0
+    for event in cp.audit_events():
+        stamp = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        ref = event.get("objectRef", {})
+        if event.get("user", {}).get("username") == user and ref.get("resource") == "leases" and stamp >= since:
+            count += event.get("verb") == "get" and event.get("stage") == "ResponseComplete"
+    return count
+
+
 def holder(kubectl: Kubectl) -> str:
     result = kubectl.run("get", "lease", "onceflow-operator", "-n", "default", "-o", "json", check=False)
     return str(json.loads(result.stdout)["spec"].get("holderIdentity", "")) if result.returncode == 0 else ""
@@ -86,7 +97,9 @@ def test_the_standby_takes_over_within_seconds_and_finishes_the_rollout(tmp_path
             # The rollout starts: op-a compiles the revision and creates the runner Deployment.
             kubectl.apply(cases.integration())
             wait_for(lambda: kubectl.run("get", "deployment", "onboard-runner", check=False).returncode == 0)
-            time.sleep(3)  # op-b had every chance to act, and must not have
+            created = time.time()
+            # op-b had every chance to act, and must not have: it looked at the Lease twice since.
+            wait_for(lambda: lease_reads(cp, "op-b", created) >= 2)
             assert {resource for _, resource, _ in writes(cp, "op-b")} <= {"leases"}
 
             replicas["op-a"].send_signal(signal.SIGKILL)  # mid-rollout: the runners are not available yet

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.executor import spawn_operator
 from onceflow_operator.dev.natsserver import NatsServer
 from tests import cases
@@ -83,6 +84,39 @@ def mark_available(kubectl: Kubectl, deployment: str) -> None:
     )
 
 
+def reconciles(metrics_port: int) -> Counter[str]:
+    """Reconciles the operator finished so far, by kind, from its own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    done: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("onceflow_operator_reconciles_total{"):
+            labels, value = line.rsplit(" ", 1)
+            kind = labels.split('kind="', 1)[1].split('"', 1)[0]
+            done[kind] += int(float(value))
+    return done
+
+
+def wait_for_rounds(metrics_port: int, objects: dict[str, int], rounds: int, start: Counter[str] | None = None) -> None:
+    """Wait until every kind was reconciled `rounds` more times per object than now (timer resyncs count).
+
+    A count, not a clock: on a loaded machine a resync period can pass without its reconciles,
+    and the windows below must hold whole rounds of them.
+    """
+    if start is None:
+        start = reconciles(metrics_port)
+    wanted = {kind: start[kind] + rounds * count for kind, count in objects.items()}
+
+    def caught_up() -> bool:
+        try:
+            now = reconciles(metrics_port)
+        except OSError:
+            return False
+        return all(now[kind] >= want for kind, want in wanted.items())
+
+    wait_for(caught_up, within=RESYNC * (rounds + 1) * 4)
+
+
 def ready(kubectl: Kubectl, kind: str, name: str) -> bool:
     conditions = kubectl.get(kind, name).get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -108,12 +142,17 @@ def test_a_steady_state_makes_no_writes_and_ready_follows_availability_at_once(
     nats = NatsServer()
     nats.start()
     log = tmp_path / "operator.log"
-    operator: subprocess.Popen[bytes] | None = spawn_operator(kubeconfig, nats.url, resync_seconds=RESYNC, log=log)
+    port = free_port()
+    objects = {"Integration": 3, "Connector": 2}
+    operator: subprocess.Popen[bytes] | None = spawn_operator(
+        kubeconfig, nats.url, resync_seconds=RESYNC, log=log, metrics_port=port
+    )
     try:
         runners = [f"flow-{i}-runner" for i in range(3)]
         wait_for(lambda: all(kubectl.run("get", "deployment", d, check=False).returncode == 0 for d in runners))
         wait_for(lambda: kubectl.run("get", "deployment", "crm-gateway", check=False).returncode == 0)
-        time.sleep(0.5 + RESYNC)  # a resync has passed, so the next Ready can only come from the watch
+        # A resync round has passed, so the next one is a period away and a Ready at once can only come from the watch.
+        wait_for_rounds(port, objects, 1)
         started = time.monotonic()
         for deployment in [*runners, "crm-gateway"]:
             mark_available(kubectl, deployment)
@@ -122,18 +161,20 @@ def test_a_steady_state_makes_no_writes_and_ready_follows_availability_at_once(
         reacted = time.monotonic() - started
         assert reacted < RESYNC * 0.75, f"Ready took {reacted:.1f}s, about a resync: the Deployment watch did not act"
 
-        time.sleep(2)  # what the last reconciles wrote (status) lands before the window opens
+        # One more round, so what the reconciles that saw Ready wrote has landed before the window opens.
+        wait_for_rounds(port, objects, 1)
         window = time.time()
-        time.sleep(RESYNC * 2 + 1)  # two resyncs of every kind
+        wait_for_rounds(port, objects, 2)
         assert operator_writes(audited, window) == []
 
         operator.terminate()
         operator.wait(timeout=30)
         restarted = time.time()
-        operator = spawn_operator(kubeconfig, nats.url, resync_seconds=RESYNC, log=log)
+        operator = spawn_operator(kubeconfig, nats.url, resync_seconds=RESYNC, log=log, metrics_port=port)
         # Steady again: Kopf resumed every object (its watches run) and two resyncs passed, without one write.
         wait_for(lambda: [e for e in operator_requests(audited, restarted) if e.get("verb") == "list"])
-        time.sleep(RESYNC * 2 + 1)
+        # A fresh process counts from zero: the resume of every object, then two resyncs of each.
+        wait_for_rounds(port, objects, 3, start=Counter())
         writes = operator_writes(audited, restarted)
         assert writes == [], Counter(writes)
         assert all(ready(kubectl, "integration", f"flow-{i}") for i in range(3))
