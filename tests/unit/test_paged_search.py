@@ -16,9 +16,9 @@ import pytest
 from onceflow_runner.contract.plan import ConnectorPlan, PagingPlan, Plan, RequestPlan, StepPlan
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.expressions import HEAVY_BYTES, evaluate
-from onceflow_runner.engine.paging import PagingFailed
+from onceflow_runner.engine.paging import PagedList, PagingFailed
 from onceflow_runner.engine.ports import Response
-from onceflow_runner.engine.steps._request import query_value
+from onceflow_runner.engine.steps._request import PagedSearch, capped_reason, query_value
 from onceflow_runner.testing.sandbox.erp import list_documents
 from tests.unit.test_entities_and_engine import CALL, MAP, META, RecordingEvents, plan
 
@@ -251,3 +251,13 @@ def test_the_compiler_carries_paging_and_rows_into_the_plan() -> None:
     assert dict(step_expressions(step, "spec.steps[0]"))["spec.steps[0].lookup.paging.next"] == (
         "response['@odata.nextLink']"
     )
+
+
+def test_a_person_is_told_which_cap_stopped_a_search() -> None:
+    by_pages = PagedSearch(PagedList([{}], 3, complete=False, cut_by="maxPages"), [])
+    by_size = PagedSearch(PagedList([{}], 3, complete=False, cut_by="size"), [])
+    assert "raise paging.maxPages" in capped_reason("search for duplicates", by_pages)
+    reason = capped_reason("search for duplicates", by_size)
+    assert "64 MiB" in reason
+    assert "maxPages" not in reason
+    assert "narrow the search" in reason

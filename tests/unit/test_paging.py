@@ -93,7 +93,29 @@ async def test_a_full_last_page_costs_one_empty_read_and_the_cap_is_reported_not
         fetch=Pager("Offset").fetch,
         items_of=_rows,
     )
-    assert (len(capped.items), capped.pages, capped.complete) == (30, 3, False)
+    assert (len(capped.items), capped.pages, capped.complete, capped.cut_by) == (30, 3, False, "maxPages")
+
+
+async def test_answers_past_the_byte_cap_end_the_read_as_incomplete_whatever_maxpages_allows() -> None:
+    """maxPages of answers each within max_response_bytes could still fill a runner's memory."""
+    pager = Pager("Offset")
+
+    async def heavy(request: PageRequest) -> Response:
+        answer = await pager.fetch(request)
+        return Response(answer.status, answer.body, size=400)
+
+    read = await read_pages(
+        PagingPlan(page_size=10, max_pages=10_000),
+        base_url=BASE,
+        path="/Items",
+        query={},
+        fetch=heavy,
+        items_of=_rows,
+        max_bytes=1_000,
+    )
+    # The third answer passes 1,000 bytes: its rows are kept, no fourth page is asked for.
+    assert (len(read.items), read.pages, read.complete, read.cut_by) == (30, 3, False, "size")
+    assert len(pager.requests) == 3
 
 
 async def test_a_repeated_cursor_stops_with_an_error_instead_of_looping() -> None:

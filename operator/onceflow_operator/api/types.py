@@ -159,7 +159,7 @@ class Paging(ApiModel):
         ge=1,
         le=10000,
         description=(
-            "Pages read at most. A longer list is never treated as complete: a search that hits the cap holds "
-            "the record for a person."
+            "Pages read at most; a read also stops once 64 MiB of answers arrived in all. A longer list is never "
+            "treated as complete: a search that hits either cap holds the record for a person."
         ),
     )

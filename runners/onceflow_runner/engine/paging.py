@@ -26,7 +26,21 @@ from onceflow_runner.contract.plan import PagingPlan
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import PermanentFailure
 
-__all__ = ["PageRequest", "PagedList", "PagingFailed", "link_header_next", "read_pages", "relative_to_base"]
+__all__ = [
+    "MAX_LIST_BYTES",
+    "PageRequest",
+    "PagedList",
+    "PagingFailed",
+    "link_header_next",
+    "read_pages",
+    "relative_to_base",
+]
+
+#: Bytes of answers one paged read keeps at most. Each answer is already capped (the plan's
+#: max_response_bytes), but maxPages of them are not: 10,000 pages of 10 MiB would be held in one
+#: runner's memory for one record. A list longer than this is reported incomplete, like one cut
+#: at maxPages, so a search is never taken as "no match" for it.
+MAX_LIST_BYTES = 64 * 1024 * 1024
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # One link-value of an RFC 8288 Link header: <target> followed by ;-separated parameters.
@@ -62,6 +76,8 @@ class PagedList:
     items: list[Any]
     pages: int
     complete: bool
+    #: Which cap ended an incomplete list: "maxPages", or "size" (MAX_LIST_BYTES); "" when complete.
+    cut_by: str = ""
 
 
 Fetch = Callable[[PageRequest], Awaitable[Response]]
@@ -151,9 +167,11 @@ async def read_pages(
     fetch: Fetch,
     items_of: ItemsOf,
     next_of: NextOf | None = None,
+    max_bytes: int = MAX_LIST_BYTES,
 ) -> PagedList:
-    """Fetch page after page until the list ends or `paging.max_pages` pages were read."""
+    """Fetch page after page until the list ends, `paging.max_pages` pages were read or `max_bytes` received."""
     request = _positioned(paging, path, query, 0, 0)
+    received = 0
     items: list[Any] = []
     seen: set[str] = set()
     previous: list[Any] = []
@@ -178,8 +196,11 @@ async def read_pages(
         following = await _following(paging, request, response, page, base_url, next_of, seen)
         if following is None:
             return PagedList(items, number + 1, complete=True)
+        received += response.size
+        if received >= max_bytes:
+            return PagedList(items, number + 1, complete=False, cut_by="size")
         request = following
-    return PagedList(items, paging.max_pages, complete=False)
+    return PagedList(items, paging.max_pages, complete=False, cut_by="maxPages")
 
 
 async def _following(

@@ -367,8 +367,9 @@ class _KeysetReader:
             marks = self._marks(listed.items, listed.pages, full=not listed.complete)
             if not listed.complete and self._descending(marks) is not None:
                 # The rows past the cap may be older than the newest row read: no watermark is safe.
+                cap = f"paging.maxPages ({paging.max_pages})" if listed.cut_by == "maxPages" else "64 MiB of answers"
                 raise PollFailed(
-                    f"the list was cut at paging.maxPages ({paging.max_pages}) and its rows are not in ascending "
+                    f"the list was cut at {cap} and its rows are not in ascending "
                     "order of their watermark; raise maxPages or ask the target to sort by the watermark",
                     step=POLL_STEP,
                 )

@@ -19,7 +19,7 @@ from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.plan import PagingPlan, RequestPlan, StepPlan
 from onceflow_runner.engine.expressions import HEAVY_BYTES
 from onceflow_runner.engine.outcome import StepResult
-from onceflow_runner.engine.paging import PagedList, PageRequest, PagingFailed, read_pages
+from onceflow_runner.engine.paging import MAX_LIST_BYTES, PagedList, PageRequest, PagingFailed, read_pages
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps._kind import RecordRun
 from onceflow_runner.errors import InvalidRecord, PermanentFailure, RejectedByTarget, TransientFailure
@@ -231,15 +231,23 @@ class PagedSearch:
         self.rows = read.items
         self.pages = read.pages
         self.complete = read.complete
+        self.cut_by = read.cut_by
         self.status = responses[-1].status if responses else 0
         self.latency_ms = sum(r.latency_ms for r in responses)
+
+    @property
+    def stopped(self) -> str:
+        """Where an incomplete read stopped, in the words of the cap that stopped it."""
+        if self.cut_by == "size":
+            return f"stopped after {self.pages} pages at {MAX_LIST_BYTES // (1024 * 1024)} MiB of answers"
+        return f"stopped at maxPages ({self.pages} pages)"
 
     def binding(self) -> dict[str, Any]:
         """What `steps.<name>` holds after a paged lookup."""
         return {"data": self.rows, "pages": self.pages, "complete": self.complete}
 
     def result(self, step: StepPlan) -> StepResult:
-        detail = f"{len(self.rows)} row(s) in {self.pages} page(s)" + ("" if self.complete else ", stopped at maxPages")
+        detail = f"{len(self.rows)} row(s) in {self.pages} page(s)" + ("" if self.complete else f", {self.stopped}")
         return StepResult(step.name, step.kind, "ok", detail, status=self.status, latency_ms=self.latency_ms)
 
 
@@ -316,4 +324,6 @@ async def read_every_page(step: StepPlan, req: RequestPlan, run: RecordRun) -> P
 
 def capped_reason(what: str, search: PagedSearch) -> str:
     """Why a record waits for a person when a paged read stopped at its cap."""
+    if search.cut_by == "size":
+        return f"{what} {search.stopped}; narrow the search with filters or query fewer fields"
     return f"{what} stopped at {search.pages} pages; narrow the search with filters or raise paging.maxPages"
