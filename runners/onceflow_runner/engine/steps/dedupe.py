@@ -72,6 +72,25 @@ def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncP
     return sorted(found, key=lambda m: -float(m["score"]))
 
 
+def _matches(
+    record: Mapping[str, Any], rows: list[Any], fields: Mapping[str, str], policy: SyncPolicyPlan
+) -> list[dict[str, Any]]:
+    """Match the rows in canonical shape (`fields`: target -> canonical); each match keeps its row as the target has it.
+
+    Why the row as it is: a canonical name may hide one of the target's own fields (ERPNext's
+    `name` is its document id, the customer's name is `customer_name`), and the reviewer needs the
+    target's id. The fields a match explains hold the compared (canonical) values.
+    """
+    if not fields:
+        return find_matches(record, rows, policy)
+    views = [(canonical_view(r, fields), r) if isinstance(r, Mapping) else (r, r) for r in rows]
+    matches = find_matches(record, [view for view, _ in views], policy)
+    for match in matches:
+        matched = match.get("candidate")
+        match["candidate"] = next((dict(row) for view, row in views if view == matched), matched)
+    return matches
+
+
 def _expressions(step: StepPlan) -> list[str]:
     if step.request is None:
         return []
@@ -105,10 +124,8 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     name = step.name
     ctx = run.context
     candidates, incomplete = await _candidates(step, run)
-    if req.candidate_fields:
-        candidates = [canonical_view(c, req.candidate_fields) if isinstance(c, Mapping) else c for c in candidates]
     policy = run.plan.sync_policy
-    matches = find_matches(ctx["record"], candidates, policy) if policy else []
+    matches = _matches(ctx["record"], candidates, req.candidate_fields, policy) if policy else []
     ctx["steps"][name] = {"matches": matches}
     if is_approved_at(step.name, run):
         run.dedupe = "new"  # a person decided it is not one of the matches: it is created
