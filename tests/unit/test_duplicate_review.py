@@ -325,3 +325,25 @@ def test_the_incidence_counter_child_is_resolved_once_per_entity_and_outcome() -
         {"integration": "onboarding", "revision": "r1", "entity": "customer", "outcome": "prevented"},
     )
     assert value == 2
+
+
+def test_the_dedupe_steps_field_mapping_compiles_into_the_plan_and_refuses_what_is_no_path() -> None:
+    from pydantic import ValidationError
+
+    from onceflow_operator.api.steps import DedupeStep
+    from onceflow_operator.compiler.planner import plan_from_integration
+    from tests.unit.test_planner import load_examples
+
+    connectors, policies, integrations = load_examples()
+    onboarding = next(i for i in integrations if i.metadata["name"] == "customer-onboarding")
+    compiled = plan_from_integration(onboarding, connectors, policies["customer"], namespace="sales")
+    (existing,) = [s for s in compiled.steps if s.kind == "dedupe"]
+    assert existing.request is not None
+    assert existing.request.candidate_fields == {"customer_name": "name"}
+    step = DedupeStep.model_validate(
+        {"connector": "erp", "path": "/c", "fields": {"addr.zip": "address.postcode", "contacts.0.mail": "email"}}
+    )
+    assert step.fields == {"addr.zip": "address.postcode", "contacts.0.mail": "email"}
+    for bad in ({"addr..zip": "x"}, {"zip": "address."}, {"zip": "record['a']"}):
+        with pytest.raises(ValidationError):
+            DedupeStep.model_validate({"connector": "erp", "path": "/c", "fields": bad})

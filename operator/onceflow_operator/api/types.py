@@ -31,7 +31,8 @@ ENTITIES: tuple[str, ...] = Entity.__args__  # type: ignore[attr-defined]
 Cel = Annotated[str, Field(min_length=1, max_length=4096)]
 Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
 #: A field of a record by dotted path (`address.city`; a number steps into a list: `contacts.0.email`).
-FieldPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=128)]
+#: (`[.]`, not a backslash: the pattern also becomes a CEL string in the CRD, where `\.` is no escape.)
+FieldPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z0-9_]+)*$", max_length=128)]
 
 #: RE2 pattern of a well-formed path template: literal text, `{{`, `}}` and `{expression}`
 #: placeholders without braces (compiler.paths parses it the same way; a test holds them together).

@@ -67,8 +67,9 @@ def suggestion(record: ExceptionRecord) -> str:
     reason, error = record.reason, record.error
     if reason == "ApprovalRequired" and record.candidates:
         return (
-            "Possible duplicate: compare the record with the candidates below. Approve only if it is a "
-            "different business; otherwise reject it and fix the source system."
+            "Possible duplicate: compare the record with the candidates below, field by field. If it is one "
+            "of them, say which (Same as candidate N: it is rejected); if it is a different business, say so "
+            "(Not the same as any: it is approved and created)."
         )
     if reason == "ApprovalRequired":
         return "The workflow asks a person to approve this record before it continues."
