@@ -347,3 +347,21 @@ def test_the_dedupe_steps_field_mapping_compiles_into_the_plan_and_refuses_what_
     for bad in ({"addr..zip": "x"}, {"zip": "address."}, {"zip": "record['a']"}):
         with pytest.raises(ValidationError):
             DedupeStep.model_validate({"connector": "erp", "path": "/c", "fields": bad})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--same-as", "1", "--not-same"], "say opposite things"),
+        (["--same-as", "0"], "counts candidates from 1"),
+    ],
+)
+def test_a_verdict_the_cli_cannot_mean_is_refused_before_anything_is_asked(args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from onceflow_operator.cli import main
+
+    result = CliRunner().invoke(main, ["exceptions", "reject", "5", "-n", "x", "-m", "dup", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output

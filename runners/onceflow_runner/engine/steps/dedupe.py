@@ -72,6 +72,10 @@ def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncP
     return sorted(found, key=lambda m: -float(m["score"]))
 
 
+#: Where a candidate's canonical view keeps the index of its row (never a field a rule names).
+_ROW = "\x00row"
+
+
 def _matches(
     record: Mapping[str, Any], rows: list[Any], fields: Mapping[str, str], policy: SyncPolicyPlan
 ) -> list[dict[str, Any]]:
@@ -83,11 +87,13 @@ def _matches(
     """
     if not fields:
         return find_matches(record, rows, policy)
-    views = [(canonical_view(r, fields), r) if isinstance(r, Mapping) else (r, r) for r in rows]
-    matches = find_matches(record, [view for view, _ in views], policy)
+    # Each view carries its row's index, so a match finds its row in one step (a match is a copy).
+    views = [{**canonical_view(r, fields), _ROW: i} if isinstance(r, Mapping) else r for i, r in enumerate(rows)]
+    matches = find_matches(record, views, policy)
     for match in matches:
         matched = match.get("candidate")
-        match["candidate"] = next((dict(row) for view, row in views if view == matched), matched)
+        if isinstance(matched, dict) and isinstance(matched.get(_ROW), int):
+            match["candidate"] = dict(rows[matched[_ROW]])
     return matches
 
 
