@@ -99,6 +99,13 @@ class RunnerMetrics:
             labels,
             registry=self.registry,
         )
+        self.dedupe_records = Counter(
+            "onceflow_runner_dedupe_records_total",
+            "Records through a dedupe step by entity and outcome: new (no existing record matched, created), "
+            "prevented (matched and skipped automatically), parked (a person decides whether it is a duplicate).",
+            [*labels, "entity", "outcome"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("onceflow_runner_in_flight", "Records being processed.", labels, registry=self.registry)
         self.polls = Counter(
             "onceflow_runner_polls_total",
@@ -162,6 +169,10 @@ class RevisionMetrics:
     def exceptions(self, reason: str) -> Counter:
         """The exception-queue counter of one reason."""
         return self._child(self._metrics.exceptions, reason)  # type: ignore[no-any-return]
+
+    def dedupe_records(self, entity: str, outcome: str) -> Counter:
+        """The duplicate-incidence counter of one entity and dedupe outcome (new, prevented, parked)."""
+        return self._child(self._metrics.dedupe_records, entity, outcome)  # type: ignore[no-any-return]
 
     def call_seconds(self, connector: str, code: str) -> Histogram:
         """The outbound-call latency histogram of one Connector and status code."""

@@ -179,3 +179,76 @@ async def test_the_page_refuses_strangers_lookers_and_forged_forms(console: Setu
             target, data=form, headers={"X-Forwarded-User": "alice", "Origin": "http://evil.test"}
         )
         assert cross.status_code == 403
+
+
+async def test_a_possible_duplicate_is_explained_field_by_field_and_the_verdict_becomes_a_label(
+    console: Setup, boxes: Sandboxes
+) -> None:
+    """The candidate comes from an outside system (here the ERP, holding a name with markup): it is shown
+    as text beside the record, field by field, and "Same as candidate 1" rejects the record and keeps a label."""
+    import nats
+
+    from onceflow_operator.review.labels import read_labels
+
+    evil = "Acme <img src=x onerror=alert(1)> GmbH"
+    postcode = f"{uuid.uuid4().int % 10**5:05d}"
+    address = {"line1": "Hauptstr. 1", "city": "Berlin", "postal_code": postcode, "country": "DE"}
+    first, second = (f"DE{uuid.uuid4().int % 10**9:09d}" for _ in range(2))
+    url = console.run.gateway_url("crm-webhooks")
+    async with httpx.AsyncClient() as client:
+        body = dumps(crm_customer_event(first, name=evil, address=address))
+        assert (await signed_post(client, url, "standard-webhooks", CRM_SECRET, body, f"m_{first}")).status_code == 202
+        await eventually(lambda: boxes.erp.effects.get(f"customer/{first}/createInErp") == 1, within=30)
+        body = dumps(crm_customer_event(second, name=evil.upper() + ".", address=address))
+        assert (await signed_post(client, url, "standard-webhooks", CRM_SECRET, body, f"m_{second}")).status_code == 202
+    ns = ["-n", console.namespace, "--nats", console.nats_url]
+
+    async def parked() -> list[dict[str, object]]:
+        rows = json.loads(await cli("exceptions", "list", *ns, "--reason", "ApprovalRequired", "-o", "json"))
+        return [r for r in rows if r["businessKey"] == f"customer/{second}"]
+
+    (waiting,) = await eventually(parked, within=30, interval=0.3)
+    shown = await cli("exceptions", "show", str(waiting["sequence"]), *ns)
+    assert "Candidate 1: rule similar-name-same-postcode, score" in shown
+    assert any(line.split()[:2] == ["postal_code", postcode] and "exact" in line for line in shown.splitlines())
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        page = await browser.new_context(extra_http_headers={"X-Forwarded-User": "alice"})
+        tab = await page.new_page()
+        dialogs: list[str] = []
+        tab.on("dialog", lambda d: dialogs.append(d.message))
+        response = await tab.goto(f"{console.url}/exceptions/{console.namespace}/{waiting['sequence']}")
+        assert response is not None
+        assert response.ok, await tab.content()
+        candidate = tab.locator("section.candidate").first
+        heading = await candidate.locator("h3").inner_text()
+        assert "Candidate 1 · rule similar-name-same-postcode · score 0.9" in heading
+        rows = [await r.inner_text() for r in await candidate.locator("table.why tr").all()]
+        assert rows[0].split("\t") == ["Field", "This record", "Candidate", "Level", "Weight"]
+        assert rows[1].split("\t")[:4] == ["postal_code", postcode, postcode, "exact"]
+        name_row = rows[2].split("\t")
+        assert name_row[:3] == ["name", evil.upper() + ".", evil]  # the markup is text, shown as sent
+        assert name_row[3].startswith("fuzzy 0.9")
+        assert rows[-1].startswith("Total")
+        assert await tab.locator("main img").count() == 0
+        verdict = tab.locator("form.verdict")
+        await verdict.locator("input[name=why]").fill("the same company: CRM sent it twice")
+        await verdict.locator("button", has_text="Same as candidate 1").click()
+        await tab.wait_for_url("**done=reject")
+        main = await tab.inner_text("main")
+        assert "Decided: reject (the same record as candidate 1) by alice" in main
+        assert dialogs == []
+        await browser.close()
+
+    nc = await nats.connect(console.nats_url)
+    try:
+        labels = await read_labels(nc.jetstream(), console.namespace, integration="customer-onboarding")
+    finally:
+        await nc.close()
+    (label,) = [lb for lb in labels if lb.exception == waiting["sequence"]]
+    assert label.same is True
+    assert label.right["tax_id"] == first
+    assert label.left["tax_id"] == second
+    assert label.who == "alice"
+    assert f"customer/{second}/createInErp" not in boxes.erp.effects  # a reject sends nothing on

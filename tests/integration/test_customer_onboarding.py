@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import nats
 
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import get_exception
 from tests.integration.scenario import (
     CRM_SECRET,
     Sandboxes,
@@ -152,9 +154,25 @@ async def test_a_customer_onceflow_created_is_found_by_the_similar_name_rule(
     (parked,) = await eventually(lambda: stream_messages(nats_server.url, "ONCEFLOW_EXCEPTIONS", subject))
     assert parked.headers["Onceflow-Reason"] == "ApprovalRequired"
     assert parked.headers["Onceflow-Step"] == "existing"
-    assert "similar-name-same-postcode" in parked.headers["Onceflow-Candidates"]
-    assert first in parked.headers["Onceflow-Candidates"]
+    assert parked.headers["Onceflow-Entity"] == "customer"
+    nc = await nats.connect(nats_server.url)
+    try:
+        record = await get_exception(nc.jetstream(), namespace, parked.seq)
+    finally:
+        await nc.close()
+    (match,) = record.candidates  # stored in full beside the exception, not in a header
+    assert match["rule"] == "similar-name-same-postcode"
+    assert match["candidate"]["tax_id"] == first
+    assert match["candidate"]["customer_name"] == "Acme Industrial GmbH"  # the ERP's row, as the ERP has it
+    levels = {f["field"]: f["level"] for f in match["fields"]}
+    assert levels["postal_code"] == "exact"
+    assert levels["name"].startswith("fuzzy 0.9")
+    assert record.matched is not None
+    assert record.matched["tax_id"] == second
     assert await sandbox_effects(boxes.erp) == {f"customer/{first}/createInErp": 1}
+    incidence = "onceflow_runner_dedupe_records_total"
+    assert _metric(run, "customer-onboarding", incidence, 'outcome="new"') >= 1
+    assert _metric(run, "customer-onboarding", incidence, 'outcome="parked"') >= 1
 
 
 def _fault(status: int, *, times: int, retry_after: float | None = None, path: str = "/") -> object:
@@ -168,7 +186,9 @@ async def _when(value: object, predicate: object) -> object:
     return got if predicate(got) else None  # type: ignore[operator]
 
 
-def _metric(run: LocalRun, integration: str, name: str) -> float:
+def _metric(run: LocalRun, integration: str, name: str, having: str = "") -> float:
     _, port = run.runners[integration]
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and having in line
+    )

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import get_exception
 from onceflow_runner.contract.plan import (
     PLAN_VERSION,
     AuthPlan,
@@ -78,7 +80,11 @@ async def test_dedupe_against_1000_customers_finds_the_duplicate_on_page_37(nats
         (parked,) = ledger.exceptions
         assert parked.headers["Onceflow-Reason"] == "ApprovalRequired"
         assert parked.headers["Onceflow-Step"] == "existing"
-        (candidate,) = json.loads(parked.headers["Onceflow-Candidates"])
+        nc = await nats.connect(nats_server.url)
+        try:
+            (candidate,) = (await get_exception(nc.jetstream(), h.namespace, parked.seq)).candidates
+        finally:
+            await nc.close()
         assert candidate["rule"] == "same-tax-id"
         assert candidate["candidate"]["name"] == f"C{ON_PAGE_37:04d}"
         # The other record searched all 51 pages (50 full, one empty), found nothing, was created.

@@ -17,7 +17,7 @@ from onceflow_operator.api._base import (
     ApiModel,
     cel_rules,
 )
-from onceflow_operator.api.types import Cel, Entity, HeaderExpressions, Paging, RequestPath
+from onceflow_operator.api.types import Cel, Entity, FieldPath, HeaderExpressions, Paging, RequestPath
 from onceflow_runner.contract.plan import PROTECTED_FIELDS
 
 __all__ = [
@@ -193,6 +193,16 @@ class DedupeStep(ApiModel):
     query: dict[str, Cel] = Field(default_factory=dict, description="Query parameter -> CEL expression.", max_length=32)
     candidates: Cel = Field(
         default="response.data", description="CEL expression selecting the candidate list from `response`."
+    )
+    fields: dict[FieldPath, FieldPath] = Field(
+        default_factory=dict,
+        description=(
+            "Candidate field mapping, target field -> canonical field (dotted paths both sides, e.g. "
+            "customer_name: name, addr.zip: address.postcode): each candidate row also gets the mapped values "
+            "under their canonical names before the match rules compare it with the record, so no CEL reshaping "
+            "of the candidate list is needed. Fields the mapping does not name are compared as they are."
+        ),
+        max_length=64,
     )
     on_match: Literal["Approve", "Skip", "Exception"] = Field(
         default="Approve",

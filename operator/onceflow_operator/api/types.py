@@ -17,6 +17,7 @@ __all__ = [
     "Cel",
     "Duration",
     "Entity",
+    "FieldPath",
     "HeaderExpressions",
     "Paging",
     "ReconcilePath",
@@ -29,6 +30,9 @@ ENTITIES: tuple[str, ...] = Entity.__args__  # type: ignore[attr-defined]
 #: A CEL expression; bounded so that the API server's CEL cost budget holds.
 Cel = Annotated[str, Field(min_length=1, max_length=4096)]
 Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
+#: A field of a record by dotted path (`address.city`; a number steps into a list: `contacts.0.email`).
+#: (`[.]`, not a backslash: the pattern also becomes a CEL string in the CRD, where `\.` is no escape.)
+FieldPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z0-9_]+)*$", max_length=128)]
 
 #: RE2 pattern of a well-formed path template: literal text, `{{`, `}}` and `{expression}`
 #: placeholders without braces (compiler.paths parses it the same way; a test holds them together).

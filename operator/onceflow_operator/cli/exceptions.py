@@ -16,9 +16,9 @@ import click
 
 from onceflow_operator.cli.cluster import Cluster, all_namespaces_option, cluster_options
 from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten
-from onceflow_runner.contract.messages import ReviewAction
+from onceflow_runner.contract.messages import MatchVerdict, ReviewAction
 
-__all__ = ["decider", "exceptions", "render_exception", "trace"]
+__all__ = ["decider", "exceptions", "explain_candidate", "render_exception", "trace"]
 
 
 async def decider(kube: Any, namespace: str) -> str:
@@ -210,10 +210,44 @@ def render_exception(row: dict[str, Any]) -> str:
 
     lines += ["Payload", *block(row.get("payload"))]
     candidates = row.get("candidates") or []
-    lines.append(f"Candidates    {len(candidates) or 'none'}")
-    for i, candidate in enumerate(candidates, 1):
-        lines += [f"  Candidate {i}", *("  " + line for line in block(candidate))]
+    omitted = row.get("candidatesOmitted") or 0
+    lines.append(f"Candidates    {len(candidates) or 'none'}" + (f" ({omitted} weaker left out)" if omitted else ""))
+    for i, match in enumerate(candidates, 1):
+        lines += explain_candidate(i, match)
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def explain_candidate(index: int, match: dict[str, Any]) -> list[str]:
+    """One candidate beside the record: per field both values, level and weight, then the total and the row."""
+    import json
+
+    def text(value: Any) -> str:
+        return shorten(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+
+    said = f", {match['decision']}" if match.get("decision") else ""
+    weight = f", weight {_number(match['weight'])}" if match.get("weight") is not None else ""
+    lines = [f"  Candidate {index}: rule {match.get('rule', '-')}, score {_number(match.get('score'))}{weight}{said}"]
+    fields = [f for f in match.get("fields") or [] if isinstance(f, dict)]
+    if fields:
+        table = [("FIELD", "THIS RECORD", "CANDIDATE", "LEVEL", "WEIGHT")] + [
+            (
+                str(f.get("field", "")),
+                text(f.get("record")),
+                text(f.get("candidate")),
+                str(f.get("level", "")),
+                _number(f.get("weight")),
+            )
+            for f in fields
+        ]
+        widths = [max(len(r[c]) for r in table) for c in range(5)]
+        lines += ["    " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    row = json.dumps(match.get("candidate"), indent=2, ensure_ascii=False, default=str)
+    lines += ["    Row", *("      " + line for line in row.splitlines())]
+    return lines
 
 
 @exceptions.command("show")
@@ -230,7 +264,11 @@ def exceptions_show(sequence: int, cluster: Cluster, nats_url: str, output: str)
         record = _with_jetstream(nats_url, lambda js: get_exception(js, namespace, sequence))
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
-    row = record.summary() | {"payload": _payload(record.payload), "candidates": record.candidates}
+    row = record.summary() | {
+        "payload": _payload(record.payload),
+        "candidates": record.candidates,
+        "candidatesOmitted": record.candidates_omitted,
+    }
     click.echo(render_exception(row) if output in {"table", "wide"} else dump(row, output))
 
 
@@ -242,16 +280,38 @@ def _decide(
     why: str,
     payload: bytes | None = None,
     who: str | None = None,
+    *,
+    same_as: int | None = None,
+    not_same: bool = False,
 ) -> None:
-    """Decide as the authenticated user (`who`, when the caller already asked the API server)."""
+    """Decide as the authenticated user (`who`, when the caller already asked the API server).
+
+    `same_as` (1-based, as `show` numbers the candidates) or `not_same` give a duplicate verdict.
+    """
     from onceflow_operator.review.exceptions import ReviewError, decide
 
+    if same_as is not None and not_same:
+        raise click.UsageError("--same-as and --not-same say opposite things: give one")
+    if same_as is not None and same_as < 1:
+        raise click.UsageError("--same-as counts candidates from 1, as `exceptions show` lists them")
+    verdict: MatchVerdict | None = "same" if same_as is not None else "notSame" if not_same else None
     namespace = cluster.namespace
     if who is None:
         who = cluster.run(lambda kube: decider(kube, namespace))
     try:
         decision = _with_jetstream(
-            nats_url, lambda js: decide(js, namespace, sequence, action, who=who, why=why, payload=payload)
+            nats_url,
+            lambda js: decide(
+                js,
+                namespace,
+                sequence,
+                action,
+                who=who,
+                why=why,
+                payload=payload,
+                verdict=verdict,
+                same_as=None if same_as is None else same_as - 1,
+            ),
         )
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
@@ -270,6 +330,18 @@ def _no_as(_: click.Context, __: click.Parameter, value: str | None) -> None:
 _AS = click.option("--as", "who", hidden=True, expose_value=False, callback=_no_as, is_eager=True)
 _WHY = click.option("-m", "--reason", "why", required=True, help="Why: kept in the audit trail.")
 
+_SAME_AS = click.option(
+    "--same-as",
+    type=int,
+    metavar="N",
+    help="On a possible duplicate (reject or discard): it is the same record as candidate N (kept as a label).",
+)
+_NOT_SAME = click.option(
+    "--not-same",
+    is_flag=True,
+    help="On a possible duplicate (approve or retry): it is none of the candidates (kept as a label).",
+)
+
 _ACTIONS: tuple[tuple[ReviewAction, str], ...] = (
     ("retry", "Send the record through its Integration again, unchanged."),
     ("approve", "Approve a parked record (duplicate or pricing check) and let it continue."),
@@ -284,8 +356,12 @@ for _action, _help in _ACTIONS:
         @nats_option
         @_AS
         @_WHY
-        def command(sequence: int, cluster: Cluster, nats_url: str, why: str) -> None:
-            _decide(action, sequence, cluster, nats_url, why)
+        @_SAME_AS
+        @_NOT_SAME
+        def command(
+            sequence: int, cluster: Cluster, nats_url: str, why: str, same_as: int | None, not_same: bool
+        ) -> None:
+            _decide(action, sequence, cluster, nats_url, why, same_as=same_as, not_same=not_same)
 
         return command
 

@@ -45,6 +45,7 @@ from onceflow_operator.controller.metrics import (
     CONNECTOR_REACHABLE,
     DECISION_SECONDS,
     DECISIONS_LAST_HOUR,
+    DUPLICATES_CAUGHT,
     EXCEPTIONS_OLDEST,
     EXCEPTIONS_WAITING,
     MANAGED,
@@ -418,6 +419,9 @@ async def review_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         DECISIONS_LAST_HOUR.labels(namespace, name, action).set(figures.decisions_last_hour.get(action, 0))
     seen["reason"] |= set(figures.waiting_by_reason)
     seen["action"] |= set(figures.decisions_last_hour)
+    for entity in seen.setdefault("entity", set()) | set(figures.duplicates_caught):
+        DUPLICATES_CAUGHT.labels(namespace, name, entity).set(figures.duplicates_caught.get(entity, 0))
+    seen["entity"] |= set(figures.duplicates_caught)
     EXCEPTIONS_OLDEST.labels(namespace, name).set(figures.oldest_waiting_seconds)
     DECISION_SECONDS.labels(namespace, name).set(figures.mean_seconds_to_decision_last_hour)
 

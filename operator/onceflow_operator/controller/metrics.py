@@ -11,6 +11,7 @@ __all__ = [
     "CONNECTOR_REACHABLE",
     "DECISIONS_LAST_HOUR",
     "DECISION_SECONDS",
+    "DUPLICATES_CAUGHT",
     "EXCEPTIONS_OLDEST",
     "EXCEPTIONS_WAITING",
     "MANAGED",
@@ -70,6 +71,13 @@ DECISIONS_LAST_HOUR = Gauge(
     "onceflow_decisions_last_hour",
     "Decisions made on the Integration's exceptions in the last hour, by action.",
     ["namespace", "integration", "action"],
+)
+DUPLICATES_CAUGHT = Gauge(
+    "onceflow_duplicates_caught_by_people",
+    "Possible duplicates a person decided are the same as an existing record (verdict 'same'), by Integration "
+    "and entity, over the decisions the stream holds; with onceflow_runner_dedupe_records_total, the duplicate "
+    "incidence.",
+    ["namespace", "integration", "entity"],
 )
 DECISION_SECONDS = Gauge(
     "onceflow_decision_seconds_last_hour",

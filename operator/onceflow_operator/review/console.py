@@ -10,6 +10,8 @@ Every state change is a POST carrying a CSRF token bound to the user (keyed by a
 secret, the same on every replica), from this origin only: the origin the browser saw, which
 behind a trusted TLS-terminating proxy is its X-Forwarded-Proto/-Host.
 Decisions go through `review.decide`, the same code the CLI uses (audited, resent once).
+A possible duplicate shows each candidate beside the record, field by field with the agreement
+level and weight, and asks whether it is the same as one of them (kept as a label for matching).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from onceflow_operator.review.exceptions import (
 )
 from onceflow_operator.review.rbac import DECIDE_VERB, LOOK_VERB, REVIEW_GROUP, REVIEW_RESOURCE
 from onceflow_runner.adapters import natsio
-from onceflow_runner.contract.messages import REVIEW_ACTIONS, ReviewAction
+from onceflow_runner.contract.messages import REVIEW_ACTIONS, MatchVerdict, ReviewAction
 from onceflow_runner.contract.timestamps import parse_time
 
 __all__ = ["Console", "Identity", "suggestion"]
@@ -65,8 +67,9 @@ def suggestion(record: ExceptionRecord) -> str:
     reason, error = record.reason, record.error
     if reason == "ApprovalRequired" and record.candidates:
         return (
-            "Possible duplicate: compare the record with the candidates below. Approve only if it is a "
-            "different business; otherwise reject it and fix the source system."
+            "Possible duplicate: compare the record with the candidates below, field by field. If it is one "
+            "of them, say which (Same as candidate N: it is rejected); if it is a different business, say so "
+            "(Not the same as any: it is approved and created)."
         )
     if reason == "ApprovalRequired":
         return "The workflow asks a person to approve this record before it continues."
@@ -100,6 +103,7 @@ _CSS = (
     "button{margin:.2rem .4rem .2rem 0;padding:.35rem .8rem}"
     ".side{display:flex;gap:1rem}"
     ".side>div{flex:1}"
+    ".candidate{border:1px solid #ddd;padding:.4rem .8rem;margin:.6rem 0}"
 )
 
 
@@ -129,6 +133,75 @@ def _age(stamp: str) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _verdict(value: str) -> tuple[MatchVerdict | None, int | None]:
+    """The duplicate verdict a button sent: "same:<index>", "notSame", or nothing; 400 when it is neither."""
+    if not value:
+        return None, None
+    if value == "notSame":
+        return "notSame", None
+    head, _, index = value.partition(":")
+    if head == "same" and index.isdigit():
+        return "same", int(index)
+    raise web.HTTPBadRequest(text=f"unknown verdict {value!r}; 'same:<candidate index>' or 'notSame'")
+
+
+def _cell(value: object) -> str:
+    """One value in a cell: text as it is, anything else as JSON; always escaped (it comes from outside)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return html.escape(text)
+
+
+def _number(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def _explanation(record: ExceptionRecord, pretty: str) -> str:
+    """The candidates beside the record: per field both values, the agreement level and its weight; the total.
+
+    Everything shown comes from outside systems (the record, the candidate rows, even field names),
+    so every piece is escaped.
+    """
+    matched = record.matched if record.matched is not None else None
+    this = html.escape(json.dumps(matched, indent=2, ensure_ascii=False, default=str)) if matched is not None else None
+    out = [
+        "<h2>Record and matching records</h2>",
+        f"<p>{len(record.candidates)} existing record(s) match, best first.</p>",
+    ]
+    if record.candidates_omitted:
+        out.append(
+            f"<p class=note>{record.candidates_omitted} weaker candidate(s) were left out to fit the message size.</p>"
+        )
+    out.append(
+        "<details><summary>This record, whole</summary>"
+        f"<pre>{this if this is not None else html.escape(pretty)}</pre></details>"
+    )
+    for i, match in enumerate(record.candidates):
+        rows = "".join(
+            f"<tr><td>{_cell(f.get('field', ''))}</td><td>{_cell(f.get('record'))}</td>"
+            f"<td>{_cell(f.get('candidate'))}</td><td>{_cell(f.get('level', ''))}</td>"
+            f"<td>{_number(f.get('weight'))}</td></tr>"
+            for f in match.get("fields") or []
+            if isinstance(f, dict)
+        )
+        decision = match.get("decision")
+        said = f" · {_cell(decision)}" if decision else ""
+        weight = f" · weight {_number(match.get('weight'))}" if _number(match.get("weight")) else ""
+        total = f"score {_number(match.get('score'))}{weight}"
+        table = (
+            "<table class=why><tr><th>Field</th><th>This record</th><th>Candidate</th><th>Level</th>"
+            f"<th>Weight</th></tr>{rows}<tr><th colspan=3>Total</th><th colspan=2>{total}</th></tr></table>"
+            if rows
+            else f"<p>No field comparison recorded ({total}).</p>"
+        )
+        whole = html.escape(json.dumps(match.get("candidate"), indent=2, ensure_ascii=False, default=str))
+        out.append(
+            f"<section class=candidate id=candidate-{i + 1}><h3>Candidate {i + 1} · rule "
+            f"{_cell(match.get('rule', ''))} · {total}{said}</h3>{table}"
+            f"<details><summary>Candidate {i + 1}, whole</summary><pre>{whole}</pre></details></section>"
+        )
+    return "".join(out)
 
 
 class Console:
@@ -326,17 +399,16 @@ class Console:
             if fixed is not None:
                 editable = fixed.decode()
         if record.candidates:
-            columns = "".join(
-                f"<div><h3>Candidate {i + 1}</h3><pre>{html.escape(json.dumps(c, indent=2, ensure_ascii=False))}</pre>"
-                "</div>"
-                for i, c in enumerate(record.candidates)
-            )
-            this = f"<div><h3>This record</h3><pre>{html.escape(pretty)}</pre></div>"
-            parts.append(f"<h2>Record and matching records</h2><div class=side>{this}{columns}</div>")
+            parts.append(_explanation(record, pretty))
         if record.decision is not None:
             d = record.decision
+            verdict = ""
+            if d.verdict == "same" and d.same_as is not None:
+                verdict = f" (the same record as candidate {d.same_as + 1})"
+            elif d.verdict == "notSame":
+                verdict = " (none of the candidates)"
             parts.append(
-                f"<p class=ok>Decided: {html.escape(d.action)} by {html.escape(d.who)} "
+                f"<p class=ok>Decided: {html.escape(d.action)}{verdict} by {html.escape(d.who)} "
                 f"at {html.escape(d.time)} — {html.escape(d.why)}</p>"
             )
             parts.append(f"<h2>Payload as received</h2><pre>{html.escape(pretty)}</pre>")
@@ -345,6 +417,19 @@ class Console:
         buttons = "".join(
             f"<button name=action value={a}>{a.capitalize()}</button>" for a in REVIEW_ACTIONS if a != "edit"
         )
+        if record.candidates:
+            same = "".join(
+                f"<button name=verdict value=same:{i}>Same as candidate {i + 1}</button>"
+                for i in range(len(record.candidates))
+            )
+            parts.append(
+                "<h2>Is it a duplicate?</h2>"
+                f"<form method=post class=verdict><input type=hidden name=csrf value={csrf}>"
+                "<label>Why (kept in the audit trail) <input name=why size=60 required></label><br>"
+                f"{same}<button name=verdict value=notSame>Not the same as any</button>"
+                "<p>Same as a candidate rejects this record (nothing is created); not the same approves it "
+                "(it goes on and is created). Your answer is kept as a label for matching.</p></form>"
+            )
         parts.append(
             f"<form method=post><input type=hidden name=csrf value={csrf}>"
             "<label>Why (kept in the audit trail) <input name=why size=60 required></label><br>"
@@ -362,6 +447,11 @@ class Console:
         form = await request.post()
         self._check_csrf(request, identity, str(form.get("csrf", "")))
         action = cast(ReviewAction, str(form.get("action", "")))
+        verdict, same_as = _verdict(str(form.get("verdict", "")))
+        if verdict == "same":
+            action = "reject"
+        elif verdict == "notSame":
+            action = "approve"
         why = str(form.get("why", "")).strip()
         if action not in REVIEW_ACTIONS:
             raise web.HTTPBadRequest(text=f"unknown action {action!r}; one of {', '.join(REVIEW_ACTIONS)}")
@@ -375,7 +465,17 @@ class Console:
             except ValueError as exc:
                 raise web.HTTPBadRequest(text=f"the edited payload is not JSON ({exc}); nothing was sent") from None
         try:
-            await decide(await self._js(), namespace, sequence, action, who=identity.user, why=why, payload=payload)
+            await decide(
+                await self._js(),
+                namespace,
+                sequence,
+                action,
+                who=identity.user,
+                why=why,
+                payload=payload,
+                verdict=verdict,
+                same_as=same_as,
+            )
         except ReviewError as exc:
             raise web.HTTPConflict(text=str(exc)) from None
         raise web.HTTPSeeOther(f"/exceptions/{namespace}/{sequence}?done={action}")

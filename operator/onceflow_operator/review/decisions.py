@@ -19,10 +19,16 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from onceflow_operator.review.errors import AlreadyDecided, ReviewError
-from onceflow_operator.review.records import decision_about, get_exception, parked_of, stored_exception
+from onceflow_operator.review.records import (
+    ExceptionRecord,
+    decision_about,
+    get_exception,
+    parked_of,
+    stored_exception,
+)
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import EXPECTED_LAST_SUBJECT_SEQUENCE
-from onceflow_runner.contract.messages import AuditEntry, ReviewAction, ReviewDecision
+from onceflow_runner.contract.messages import RESENT_AS, AuditEntry, MatchVerdict, ReviewAction, ReviewDecision
 
 __all__ = ["decide"]
 
@@ -53,6 +59,36 @@ async def _record_first(js: JetStreamContext, namespace: str, decision: ReviewDe
         raise AlreadyDecided(first) from None
 
 
+def _verdict_words(decision: ReviewDecision) -> str:
+    if decision.verdict == "same" and decision.same_as is not None:
+        return f" (same as candidate {decision.same_as + 1})"
+    return " (not the same as any candidate)" if decision.verdict == "notSame" else ""
+
+
+def _check_verdict(
+    record: ExceptionRecord, action: ReviewAction, verdict: MatchVerdict | None, same_as: int | None
+) -> None:
+    """ReviewError unless the verdict fits the record (it has candidates) and the action (see `decide`)."""
+    if verdict is None:
+        if same_as is not None:
+            raise ReviewError("same_as needs the verdict 'same'")
+        return
+    if not record.candidates:
+        raise ReviewError(f"exception {record.sequence} has no duplicate candidates to be the same as or not")
+    if verdict == "same":
+        if same_as is None or not 0 <= same_as < len(record.candidates):
+            raise ReviewError(
+                f"say which candidate it is the same as: 1 to {len(record.candidates)} (exception {record.sequence})"
+            )
+        if action not in ("reject", "discard"):
+            raise ReviewError("a record that is the same as an existing one is rejected or discarded, not sent on")
+    else:
+        if same_as is not None:
+            raise ReviewError("'not the same' names no candidate")
+        if action not in RESENT_AS:
+            raise ReviewError("a record that is none of its candidates goes on: approve, retry or edit it")
+
+
 async def decide(
     js: JetStreamContext,
     namespace: str,
@@ -62,8 +98,16 @@ async def decide(
     who: str,
     why: str,
     payload: bytes | None = None,
+    verdict: MatchVerdict | None = None,
+    same_as: int | None = None,
 ) -> ReviewDecision:
     """Record a decision and, for retry/approve/edit, send the record through its Integration again.
+
+    On a parked duplicate the decision may also say whether the record is the same as one of its
+    candidates (`verdict` "same" with the candidate's 0-based index `same_as`, decided as reject
+    or discard: nothing is created) or none of them ("notSame", decided as approve, retry or edit:
+    it goes on to be created). That verdict is kept with the decision and read as labels
+    (`review.labels`).
 
     Raises:
         AlreadyDecided: someone decided first (before this call, or at the same moment); nothing was sent.
@@ -74,6 +118,7 @@ async def decide(
         raise AlreadyDecided(record.decision)
     if action == "edit" and payload is None:
         raise ReviewError("edit needs the corrected payload")
+    _check_verdict(record, action, verdict, same_as)
     stored = await stored_exception(js, namespace, sequence)
     decision = ReviewDecision(
         exception_sequence=sequence,
@@ -85,6 +130,7 @@ async def decide(
         business_key=record.business_key,
         reason=record.reason,
         step=record.step,
+        **({"verdict": verdict, "same_as": same_as} if verdict is not None else {}),
     )
     resend_to = parked_of(stored).original_subject
     if decision.resends and not resend_to:
@@ -104,7 +150,7 @@ async def decide(
         integration=record.integration,
         business_key=record.business_key,
         outcome="decision",
-        detail=f"{action} by {who}: {why}",
+        detail=f"{action}{_verdict_words(decision)} by {who}: {why}",
         exception_sequence=sequence,
     )
     await js.publish(subjects.audit_subject(namespace, record.integration), audit.to_wire())

@@ -12,7 +12,7 @@ Here too: the pure figures behind the operator's review gauges, and applying a s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,9 @@ class ReviewFigures:
     oldest_waiting_seconds: float
     decisions_last_hour: dict[str, int]
     mean_seconds_to_decision_last_hour: float
+    #: Entity -> possible duplicates a person decided are the same as an existing record, in the
+    #: decisions the streams hold (the people's share of duplicate incidence).
+    duplicates_caught: dict[str, int] = field(default_factory=dict)
 
 
 def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
@@ -65,13 +68,19 @@ def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
 
 
 def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigures:
-    """Waiting exceptions by reason and the oldest one's age; decisions and time to decision in the last hour."""
+    """Waiting exceptions by reason and the oldest one's age; decisions and time to decision in the last hour.
+
+    Also the duplicates people caught, per entity, over every decision held (not only the last hour).
+    """
     waiting: dict[str, int] = {}
     oldest = 0.0
     decided: dict[str, int] = {}
     delays: list[float] = []
+    caught: dict[str, int] = {}
     for record in records:
         parked = parse_time(record.time)
+        if record.decision is not None and record.decision.verdict == "same":
+            caught[record.entity] = caught.get(record.entity, 0) + 1
         if record.decision is None:
             waiting[record.reason] = waiting.get(record.reason, 0) + 1
             if parked is not None:
@@ -85,4 +94,4 @@ def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigur
         if parked is not None:
             delays.append((at - parked).total_seconds())
     mean = sum(delays) / len(delays) if delays else 0.0
-    return ReviewFigures(waiting, oldest, decided, mean)
+    return ReviewFigures(waiting, oldest, decided, mean, caught)

@@ -4,13 +4,14 @@ An exception is immutable: the runner stored the original bytes with why, where 
 revision. Its decision is a separate record in the decisions stream, so "waiting" means "no
 decision yet" and the history stays complete. Every read here goes to the end of its stream
 (`reading.read_all` pages through and never stops at a count), so a decided record never
-looks undecided because a stream grew.
+looks undecided because a stream grew. A possible duplicate's candidates are stored in full in a
+message of their own; `get_exception` reads them, listings do not (they show no candidates).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -19,10 +20,10 @@ from onceflow_operator.review.errors import ReviewError
 from onceflow_operator.review.reading import first_on, read_all
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
-from onceflow_runner.contract.messages import AuditEntry, ParkedRecord, ReviewDecision
+from onceflow_runner.contract.messages import AuditEntry, ParkedCandidates, ParkedRecord, ReviewDecision
 from onceflow_runner.errors import WireFormatError
 
-__all__ = ["ExceptionRecord", "get_exception", "list_exceptions", "trace"]
+__all__ = ["ExceptionRecord", "get_exception", "list_exceptions", "trace", "with_candidates"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class ExceptionRecord:
     suggestion: dict[str, Any] | None = None
     #: The namespace it was parked in (from its subject), for listings across namespaces.
     namespace: str = ""
+    #: The SyncPolicy entity of a possible duplicate ("" for other exceptions).
+    entity: str = ""
+    #: Candidates the runner left out to fit NATS's largest message (the weakest ones).
+    candidates_omitted: int = 0
+    #: Stream sequence of the message holding the candidates in full (0: none, or in the old header).
+    candidates_at: int = 0
+    #: The record as the dedupe step matched it (canonical), when the candidates message has it.
+    matched: Any = None
 
     def __post_init__(self) -> None:
         # Callers that built records before decisions were typed pass the decision's wire dict.
@@ -64,6 +73,7 @@ class ExceptionRecord:
             "time": self.time,
             "decision": self.decision.to_dict() if self.decision is not None else None,
             "suggestion": self.suggestion,
+            "entity": self.entity,
         }
 
 
@@ -95,7 +105,28 @@ def _record(msg: natsio.StoredMessage, decision: ReviewDecision | None) -> Excep
         decision,
         parked.suggestion,
         _namespace_of(msg.subject),
+        parked.entity,
+        candidates_at=parked.candidates_at,
     )
+
+
+async def with_candidates(js: JetStreamContext, namespace: str, record: ExceptionRecord) -> ExceptionRecord:
+    """The record with its candidates in full, read from the message the runner stored them in.
+
+    Only a message on the record's own Integration's candidates subject counts (another
+    namespace's message at that sequence is never shown). A message gone by the stream's
+    limits leaves the record without candidates, as an old header cut short did.
+    """
+    if not record.candidates_at:
+        return record
+    msg = await natsio.get_stored(js, subjects.EXCEPTIONS_STREAM, record.candidates_at)
+    if msg is None or msg.subject != subjects.exception_candidates_subject(namespace, record.integration):
+        return record
+    try:
+        stored = ParkedCandidates.from_wire(msg.data)
+    except WireFormatError as exc:
+        raise _unreadable(msg, exc) from None
+    return replace(record, candidates=stored.candidates, candidates_omitted=stored.omitted, matched=stored.record)
 
 
 def _namespace_of(subject: str) -> str:
@@ -180,7 +211,8 @@ async def decision_about(
 async def get_exception(js: JetStreamContext, namespace: str, sequence: int) -> ExceptionRecord:
     """One exception of a namespace, with its decision if there is one; ReviewError when there is none."""
     msg = await stored_exception(js, namespace, sequence)
-    return _record(msg, await decision_about(js, namespace, parked_of(msg).integration, sequence))
+    record = _record(msg, await decision_about(js, namespace, parked_of(msg).integration, sequence))
+    return await with_candidates(js, namespace, record)
 
 
 async def trace(js: JetStreamContext, namespace: str, business_key: str) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
 from onceflow_runner.contract.keys import bounded_id, bounded_key
-from onceflow_runner.contract.messages import Heartbeat
+from onceflow_runner.contract.messages import Heartbeat, ParkedCandidates
 from onceflow_runner.contract.plan import NatsPlan, Plan
 from onceflow_runner.contract.split import Lane, SplitMarker, SplitTable
 from onceflow_runner.errors import WireFormatError
@@ -202,6 +202,10 @@ def advisory_config(plan: Plan, lane: Lane = "main") -> ConsumerConfig:
     )
 
 
+#: Bytes left for a message's headers when its body is fitted to the server's `max_payload`.
+_HEADER_ROOM = 4096
+
+
 @dataclass
 class JetStreamWiring:
     """One revision's JetStream handles: its consumer subscription, publishers and key store."""
@@ -248,6 +252,18 @@ class JetStreamWiring:
         """
         ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
+
+    async def publish_candidates(self, candidates: ParkedCandidates, msg_id: str) -> int:
+        """Store a parked duplicate's candidates in full beside the exceptions; return their stream sequence.
+
+        The body is cut to what the server accepts (`ParkedCandidates.fitted`, less room for the
+        headers), so a long candidate list never turns into a publish the server refuses forever.
+        A retried park within the duplicate window gets the sequence of the copy stored first.
+        """
+        subject = subjects.exception_candidates_subject(self.plan.namespace, self.plan.integration)
+        _, body = candidates.fitted(max(self.nc.max_payload - _HEADER_ROOM, 1024))
+        ack = await self.js.publish(subject, body, headers={NATS_MSG_ID: bounded_id(msg_id)})
+        return int(ack.seq)
 
     async def stored(self, stream: str, sequence: int) -> StoredMessage | None:
         """One stored message by its sequence (a record an advisory names), or None when it is gone."""

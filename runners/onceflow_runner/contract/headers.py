@@ -21,6 +21,7 @@ __all__ = [
     "APPROVED_STEPS",
     "BUSINESS_KEY",
     "CANDIDATES",
+    "CANDIDATES_AT",
     "CE_CONTENT_TYPE",
     "CE_ID",
     "CE_SOURCE",
@@ -33,6 +34,7 @@ __all__ = [
     "DECISION",
     "DELIVERIES",
     "DELIVERY_ID",
+    "ENTITY",
     "ERROR",
     "EVENT",
     "EXPECTED_LAST_SUBJECT_SEQUENCE",
@@ -105,7 +107,12 @@ BUSINESS_KEY: Final = "Onceflow-Business-Key"
 ORIGINAL_SUBJECT: Final = "Onceflow-Original-Subject"
 STREAM_SEQUENCE: Final = "Onceflow-Stream-Sequence"
 DELIVERIES: Final = "Onceflow-Deliveries"
+#: Candidates cut to fit one header: written before they were stored in full (`CANDIDATES_AT`), still read.
 CANDIDATES: Final = "Onceflow-Candidates"
+#: Stream sequence of the message holding a parked duplicate's candidates in full (`ParkedCandidates`).
+CANDIDATES_AT: Final = "Onceflow-Candidates-At"
+#: The SyncPolicy entity (customer, item, ...) of a record parked as a possible duplicate.
+ENTITY: Final = "Onceflow-Entity"
 SUGGESTION: Final = "Onceflow-Suggestion"
 
 # -- Onceflow: a person's decision, on a record sent through again --------------------------------

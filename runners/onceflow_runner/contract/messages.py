@@ -36,13 +36,16 @@ from onceflow_runner.contract.split import Lane
 from onceflow_runner.errors import WireFormatError
 
 __all__ = [
+    "MATCH_VERDICTS",
     "RESENT_AS",
     "REVIEW_ACTIONS",
     "AuditEntry",
     "AuditStep",
     "DriftResult",
     "Heartbeat",
+    "MatchVerdict",
     "MaxDeliveriesAdvisory",
+    "ParkedCandidates",
     "ParkedRecord",
     "PollFigures",
     "PollLease",
@@ -57,6 +60,9 @@ ReviewAction = Literal["retry", "approve", "edit", "reject", "discard"]
 REVIEW_ACTIONS: Final[tuple[ReviewAction, ...]] = get_args(ReviewAction)
 #: Decisions that send the record through its Integration again, and the `Onceflow-Decision` they carry.
 RESENT_AS: Final[Mapping[ReviewAction, str]] = {"retry": "retried", "approve": "approved", "edit": "edited"}
+#: A reviewer's word on a parked duplicate: the same record as one candidate, or none of them.
+MatchVerdict = Literal["same", "notSame"]
+MATCH_VERDICTS: Final[tuple[MatchVerdict, ...]] = get_args(MatchVerdict)
 
 
 def _validation_message(what: str, exc: ValidationError) -> str:
@@ -275,8 +281,10 @@ class ParkedRecord(BaseModel):
     """Why a record waits in the exception (or dead-letter) stream: headers beside its original bytes.
 
     The runner's `_park` writes them (`to_headers`, over the record's own headers); the review side
-    reads them back (`from_headers`). Candidates and suggestion are JSON cut to fit a header: one
-    cut short reads as none, as it always has.
+    reads them back (`from_headers`). A possible duplicate's candidates are stored in full in a
+    message of their own (`ParkedCandidates`), whose stream sequence `candidates_at` names; records
+    parked before that carry them as JSON cut to fit a header (one cut short reads as none).
+    The suggestion is JSON in a header.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -293,6 +301,10 @@ class ParkedRecord(BaseModel):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     #: A rule's suggested fix, {"field", "value"}: shown to the reviewer, applied only by their decision.
     suggestion: dict[str, Any] | None = None
+    #: Stream sequence of the `ParkedCandidates` message holding the candidates in full (0: none).
+    candidates_at: int = 0
+    #: The SyncPolicy entity of a possible duplicate (for duplicate incidence per entity).
+    entity: str = ""
 
     def to_headers(self, original: Mapping[str, str] | None = None) -> dict[str, str]:
         """The original record's headers (less its Nats-Msg-Id) with why it was parked."""
@@ -310,8 +322,12 @@ class ParkedRecord(BaseModel):
                 h.DELIVERIES: str(self.deliveries),
             }
         )
-        if self.candidates:
+        if self.candidates_at:
+            out[h.CANDIDATES_AT] = str(self.candidates_at)
+        elif self.candidates:
             out[h.CANDIDATES] = h.header_safe(json.dumps(self.candidates, default=str), 4000)
+        if self.entity:
+            out[h.ENTITY] = self.entity
         if self.suggestion:
             out[h.SUGGESTION] = h.header_safe(json.dumps(self.suggestion, default=str), 2000)
         return out
@@ -336,8 +352,58 @@ class ParkedRecord(BaseModel):
             "deliveries": found.get(h.DELIVERIES, "0"),
             "candidates": candidates if isinstance(candidates, list) else [],
             "suggestion": suggestion if isinstance(suggestion, dict) else None,
+            "candidates_at": found.get(h.CANDIDATES_AT, "0"),
+            "entity": found.get(h.ENTITY, ""),
         }
         return _read(cls, fields)
+
+
+class ParkedCandidates(_Wire):
+    """A parked duplicate's candidates in full, on `subjects.exception_candidates_subject`.
+
+    Why a message of its own: the exception keeps the record's original bytes as its body (a
+    decision resends them), and a header is one line of a few kilobytes, so 100 candidates of 2 KB
+    each never fit there. The runner stores this first and names its sequence in the exception
+    (`ParkedRecord.candidates_at`); the review side reads it by that sequence. Each candidate is
+    `{"rule", "score", "decision"?, "weight"?, "fields": [{"field", "level", "weight"?, "record",
+    "candidate"}], "candidate": {...the row...}}`, best first.
+    """
+
+    integration: str
+    business_key: str = ""
+    #: The inbound record's stream sequence (as `ParkedRecord.stream_sequence`).
+    stream_sequence: int = 0
+    #: The record as it was matched (canonical, after the steps before dedupe), not its original bytes.
+    record: Any = None
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    #: Candidates left out (the weakest) so the message fits NATS's largest payload.
+    omitted: int = 0
+
+    def to_wire(self) -> bytes:
+        return self.model_dump_json(by_alias=True, fallback=str).encode()
+
+    def fitted(self, limit: int) -> tuple[ParkedCandidates, bytes]:
+        """The message with the weakest candidates left out until its body is at most `limit` bytes.
+
+        The candidates come best first, so the ones dropped are those a reviewer needs least; the
+        count dropped is kept (`omitted`) and shown. A binary search over the count keeps the
+        number of encodings logarithmic even for thousands of candidates.
+        """
+        wire = self.to_wire()
+        if len(wire) <= limit:
+            return self, wire
+        keep, low = len(self.candidates), 0
+        while keep - low > 1:  # the largest count that fits lies in [low, keep)
+            middle = (low + keep) // 2
+            trial = self.model_copy(update={"candidates": self.candidates[:middle], "omitted": self.omitted})
+            if len(trial.to_wire()) <= limit:
+                low = middle
+            else:
+                keep = middle
+        kept = self.model_copy(
+            update={"candidates": self.candidates[:low], "omitted": self.omitted + len(self.candidates) - low}
+        )
+        return kept, kept.to_wire()
 
 
 def _json_header(headers: Mapping[str, str], name: str) -> Any:
@@ -367,6 +433,11 @@ class ReviewDecision(_Wire):
     reason: str = ""
     #: The step the record was parked at: an approval is for that step's gate only.
     step: str = ""
+    #: On a parked duplicate: "same" (the record is candidate `same_as`) or "notSame" (none of them).
+    #: Read back as labels for matching (`onceflow_operator.review.labels`).
+    verdict: MatchVerdict | None = None
+    #: Index (0-based, best first) of the candidate a "same" verdict names.
+    same_as: int | None = None
 
     @property
     def resends(self) -> bool:

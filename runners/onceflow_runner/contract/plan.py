@@ -243,6 +243,8 @@ class RequestPlan(_Contract):
     not_found: Literal["Fail", "Continue"] = "Continue"
     #: CEL selecting the list in one answer: dedupe's candidates, and a paged lookup's rows of a page.
     candidates: str = "response.data"
+    #: dedupe: target field -> canonical field (dotted paths), applied to each candidate row before matching.
+    candidate_fields: dict[str, str] = Field(default_factory=dict)
     on_match: Literal["Approve", "Skip", "Exception"] = "Approve"
     #: Follow the answer across pages (dedupe and lookup searches); one request when None.
     paging: PagingPlan | None = None

@@ -10,6 +10,7 @@ so a subject is spelled in exactly one place:
     onceflow.<ns>.events.<entity>.<verb>        ONCEFLOW_EVENTS      canonical events (CloudEvents)
     onceflow.<ns>.events.<entity>.drift.<sp>    ONCEFLOW_EVENTS      a SyncPolicy's drift results
     onceflow.<ns>.exceptions.<integration>      ONCEFLOW_EXCEPTIONS  records waiting for a person
+    onceflow.<ns>.exceptions.<integration>.candidates   (same)       a parked duplicate's candidates, in full
     onceflow.<ns>.decisions.<integration>.<seq> ONCEFLOW_DECISIONS   the one decision about exception <seq>
     onceflow.<ns>.decisions.<integration>       ONCEFLOW_DECISIONS   decisions written before they had their own subject
     onceflow.<ns>.dlq.<integration>             ONCEFLOW_DLQ         records out of deliveries
@@ -49,6 +50,7 @@ __all__ = [
     "edi_bucket",
     "event_subject",
     "events_prefix",
+    "exception_candidates_subject",
     "exception_decision_subject",
     "exceptions_subject",
     "inbound_prefix",
@@ -156,6 +158,15 @@ def drift_subject(namespace: str, entity: str, sync_policy: str) -> str:
 def exceptions_subject(namespace: str, integration: str) -> str:
     """Records of an Integration waiting for a person."""
     return f"{_area(namespace, 'exceptions')}.{integration}"
+
+
+def exception_candidates_subject(namespace: str, integration: str) -> str:
+    """Where a parked duplicate's candidates are stored in full, one message each, beside the exceptions.
+
+    Why the exceptions stream: the candidates live and expire with the records they explain, and a
+    reader of `exceptions_subject(ns, ANY_TOKEN)` (one token) never mistakes them for an exception.
+    """
+    return f"{exceptions_subject(namespace, integration)}.candidates"
 
 
 def decisions_subject(namespace: str, integration: str) -> str:

@@ -105,8 +105,9 @@ class Engine:
             outcome = await STEP_RUNNERS[step.kind].run(step, record)
             if outcome is not None:
                 outcome.steps = results
+                outcome.dedupe = outcome.dedupe or record.dedupe
                 return outcome
             if results and results[-1].step == step.name:
                 continue
             results.append(StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3))
-        return RecordOutcome("completed", context["record"], results)
+        return RecordOutcome("completed", context["record"], results, dedupe=record.dedupe)

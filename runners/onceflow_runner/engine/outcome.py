@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["RecordOutcome", "StepResult"]
+__all__ = ["DEDUPE_VERDICTS", "DedupeVerdict", "RecordOutcome", "StepResult"]
+
+#: What a dedupe step made of a record: new (nothing matched), prevented (matched, skipped
+#: automatically), parked (matched, a person decides). Counted as duplicate incidence.
+DedupeVerdict = Literal["new", "prevented", "parked"]
+DEDUPE_VERDICTS: tuple[DedupeVerdict, ...] = ("new", "prevented", "parked")
 
 
 @dataclass(frozen=True)
@@ -35,3 +40,5 @@ class RecordOutcome:
     reason: str = ""
     step: str = ""
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    #: The last dedupe step's verdict on this record, or None when it met no dedupe step.
+    dedupe: DedupeVerdict | None = None

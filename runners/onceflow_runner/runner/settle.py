@@ -24,7 +24,7 @@ from onceflow_runner.adapters.keystore import Claim, KeyStore
 from onceflow_runner.adapters.natsio import JetStreamWiring, StoredMessage
 from onceflow_runner.contract.headers import header_safe
 from onceflow_runner.contract.keys import bounded_key
-from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedRecord, RecordHeaders
+from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedCandidates, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.engine.core import Engine
 from onceflow_runner.engine.expressions import HEAVY_BYTES
@@ -150,6 +150,8 @@ class Settler:
         self._connectors = {s.name: s.request.connector for s in plan.steps if s.request}
         self.last_success: datetime | None = None
         self.keeper = ProgressKeeper(wiring.keys, owner, plan.error_policy.ack_wait)
+        #: The SyncPolicy's entity: the duplicate-incidence figures and parked duplicates are per entity.
+        self._entity = plan.sync_policy.entity if plan.sync_policy else ""
 
     def _meta(self, msg: Msg, record: RecordHeaders) -> dict[str, Any]:
         md = msg.metadata
@@ -247,9 +249,17 @@ class Settler:
             log.warning("business key not released", extra={"error": describe(exc)})
 
     async def _finish(self, delivery: Delivery, outcome: RecordOutcome) -> None:
+        if outcome.dedupe is not None:
+            self.counters.dedupe_records(self._entity, outcome.dedupe).inc()
         if outcome.kind == "parked":
             await self._park(
-                delivery, "exception", "ApprovalRequired", outcome.reason, outcome.step, outcome.candidates
+                delivery,
+                "exception",
+                "ApprovalRequired",
+                outcome.reason,
+                outcome.step,
+                outcome.candidates,
+                matched=outcome.record,
             )
             self.stats.record("parked", time.perf_counter() - delivery.started)
             return
@@ -306,9 +316,23 @@ class Settler:
         candidates: list[dict[str, Any]] | None = None,
         *,
         suggestion: dict[str, Any] | None = None,
+        matched: Any = None,
     ) -> None:
         """Send the original bytes and headers, with why, to the exception or dead-letter stream; then ack."""
         msg, meta = delivery.msg, delivery.meta
+        candidates_at, entity = 0, ""
+        if candidates:
+            candidates_at = await self.wiring.publish_candidates(
+                ParkedCandidates(
+                    integration=self.plan.integration,
+                    business_key=str(meta.get("businessKey", "")),
+                    stream_sequence=meta["streamSequence"],
+                    record=matched,
+                    candidates=candidates,
+                ),
+                f"candidates/{self.plan.integration}/{meta['streamSequence']}",
+            )
+            entity = self._entity
         parked = ParkedRecord(
             reason=reason,
             error=error,
@@ -319,7 +343,8 @@ class Settler:
             original_subject=msg.subject,
             stream_sequence=meta["streamSequence"],
             deliveries=meta["delivered"],
-            candidates=candidates or [],
+            candidates_at=candidates_at,
+            entity=entity,
             suggestion=suggestion,
         )
         await self._publish_parked(target, parked, msg.data, msg.headers)

@@ -13,7 +13,7 @@ from typing import Any
 
 from onceflow_runner.contract.plan import Plan, StepPlan
 from onceflow_runner.engine.expressions import evaluate_bounded, isolates
-from onceflow_runner.engine.outcome import RecordOutcome, StepResult
+from onceflow_runner.engine.outcome import DedupeVerdict, RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
 
 __all__ = ["RecordRun", "StepRunner"]
@@ -36,6 +36,8 @@ class RecordRun:
     isolated: IsolatedEvaluator | None = None
     #: The payload or an answer bound since is over `HEAVY_BYTES`: every expression runs isolated.
     heavy: bool = False
+    #: What the last dedupe step made of the record, copied onto its outcome (duplicate incidence).
+    dedupe: DedupeVerdict | None = None
 
     def isolates(self, source: str) -> bool:
         """True when `source` runs in the isolated evaluator for this record (see `evaluate_bounded`)."""

@@ -2,6 +2,10 @@
 
 Matching (exact fields, then a fuzzy score on one field) lives here with the step that uses it;
 what a match means (park for a person, skip, or raise an exception) is the plan's `onMatch`.
+The target's rows are put in canonical shape first by the step's field mapping (target field ->
+canonical field, `fields` in the API), in Python: no CEL reshaping of the candidate list.
+What the step made of the record (new, prevented, parked) is left on the run for the
+duplicate-incidence figures.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 from rapidfuzz import fuzz
 
 from onceflow_runner.contract.plan import StepPlan, SyncPolicyPlan
+from onceflow_runner.engine.fieldpaths import canonical_view, read_field
 from onceflow_runner.engine.outcome import RecordOutcome
 from onceflow_runner.engine.steps._kind import RecordRun, StepRunner
 from onceflow_runner.engine.steps._request import (
@@ -34,27 +39,62 @@ def _norm(value: Any) -> str:
 
 
 def find_matches(record: Mapping[str, Any], candidates: list[Any], policy: SyncPolicyPlan) -> list[dict[str, Any]]:
-    """Return candidates that any match rule says are the same record, best score first."""
+    """Return candidates that any match rule says are the same record, best score first.
+
+    Each match says why (`fields`): the rule's exact fields and its fuzzy field, with both values
+    and the level reached ("exact", "fuzzy 0.93"), so the reviewer sees what agreed. Fields are
+    dotted paths (`address.postcode`).
+    """
     found: list[dict[str, Any]] = []
     for candidate in candidates:
         if not isinstance(candidate, Mapping):
             continue
         for rule in policy.match_rules:
-            if any(
-                not record.get(f) or not candidate.get(f) or _norm(record[f]) != _norm(candidate[f]) for f in rule.exact
-            ):
-                continue
-            score = 1.0
-            if rule.fuzzy_field:
-                left, right = record.get(rule.fuzzy_field), candidate.get(rule.fuzzy_field)
-                if not left or not right:
-                    continue
-                score = fuzz.token_sort_ratio(_norm(left), _norm(right)) / 100.0
-                if score < rule.fuzzy_threshold:
-                    continue
-            found.append({"rule": rule.name, "score": round(score, 3), "candidate": dict(candidate)})
-            break
+            why: list[dict[str, Any]] = []
+            for f in rule.exact:
+                left, right = read_field(record, f), read_field(candidate, f)
+                if not left or not right or _norm(left) != _norm(right):
+                    break
+                why.append({"field": f, "level": "exact", "record": left, "candidate": right})
+            else:
+                score = 1.0
+                if rule.fuzzy_field:
+                    left, right = read_field(record, rule.fuzzy_field), read_field(candidate, rule.fuzzy_field)
+                    if not left or not right:
+                        continue
+                    score = fuzz.token_sort_ratio(_norm(left), _norm(right)) / 100.0
+                    if score < rule.fuzzy_threshold:
+                        continue
+                    level = f"fuzzy {score:.2f}"
+                    why.append({"field": rule.fuzzy_field, "level": level, "record": left, "candidate": right})
+                found.append({"rule": rule.name, "score": round(score, 3), "fields": why, "candidate": dict(candidate)})
+                break
     return sorted(found, key=lambda m: -float(m["score"]))
+
+
+#: Where a candidate's canonical view keeps the index of its row (never a field a rule names).
+_ROW = "\x00row"
+
+
+def _matches(
+    record: Mapping[str, Any], rows: list[Any], fields: Mapping[str, str], policy: SyncPolicyPlan
+) -> list[dict[str, Any]]:
+    """Match the rows in canonical shape (`fields`: target -> canonical); each match keeps its row as the target has it.
+
+    Why the row as it is: a canonical name may hide one of the target's own fields (ERPNext's
+    `name` is its document id, the customer's name is `customer_name`), and the reviewer needs the
+    target's id. The fields a match explains hold the compared (canonical) values.
+    """
+    if not fields:
+        return find_matches(record, rows, policy)
+    # Each view carries its row's index, so a match finds its row in one step (a match is a copy).
+    views = [{**canonical_view(r, fields), _ROW: i} if isinstance(r, Mapping) else r for i, r in enumerate(rows)]
+    matches = find_matches(record, views, policy)
+    for match in matches:
+        matched = match.get("candidate")
+        if isinstance(matched, dict) and isinstance(matched.get(_ROW), int):
+            match["candidate"] = dict(rows[matched[_ROW]])
+    return matches
 
 
 def _expressions(step: StepPlan) -> list[str]:
@@ -91,16 +131,20 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     ctx = run.context
     candidates, incomplete = await _candidates(step, run)
     policy = run.plan.sync_policy
-    matches = find_matches(ctx["record"], candidates, policy) if policy else []
+    matches = _matches(ctx["record"], candidates, req.candidate_fields, policy) if policy else []
     ctx["steps"][name] = {"matches": matches}
     if is_approved_at(step.name, run):
+        run.dedupe = "new"  # a person decided it is not one of the matches: it is created
         return None
     if incomplete and not matches:
         # The rows not read may hold the duplicate: a capped search is never "no duplicate".
+        run.dedupe = "parked"
         return RecordOutcome("parked", ctx["record"], reason=incomplete, step=name)
     if not matches:
+        run.dedupe = "new"
         return None
     if req.on_match == "Skip":
+        run.dedupe = "prevented"
         return RecordOutcome("filtered", ctx["record"], reason=f"{len(matches)} existing record(s) match", step=name)
     if req.on_match == "Exception":
         raise PermanentFailure(f"{len(matches)} existing record(s) match (rule {matches[0]['rule']})", step=name)
@@ -109,6 +153,7 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
         f"possible duplicate: {len(matches)} existing record(s) match "
         f"(best: rule {best['rule']}, score {best['score']})"
     )
+    run.dedupe = "parked"
     return RecordOutcome("parked", ctx["record"], reason=reason, step=name, candidates=matches)
 
 

@@ -1,0 +1,64 @@
+"""Fields named by dotted paths (`address.city`, `contacts.0.email`), read and written in plain rows (pure).
+
+Why: match rules and the dedupe step's candidate mapping name fields as the SyncPolicy does, and
+a canonical record nests (an address, a list of contacts). Validation always accepted dotted
+paths, but matching read only top-level keys, so a rule on `address.postcode` never fired.
+
+A key that itself contains dots (`{"address.city": ...}`, as some flat exports write them) is
+read first, so rows that used such keys keep matching as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["canonical_view", "read_field"]
+
+
+def read_field(row: Any, path: str) -> Any:
+    """The value at `path` in `row`, or None when any step of the path is missing.
+
+    A step into a list takes a number (`contacts.0.email`); a step into anything else than a
+    mapping or list finds nothing.
+    """
+    if isinstance(row, Mapping) and path in row:
+        return row[path]
+    value: Any = row
+    for step in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(step)
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def _with_field(row: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `row` with `value` at `path`, nested mappings made (or copied) on the way; `row` is unchanged."""
+    out = dict(row)
+    head, _, rest = path.partition(".")
+    if not rest:
+        out[head] = value
+        return out
+    inner = out.get(head)
+    out[head] = _with_field(inner if isinstance(inner, Mapping) else {}, rest, value)
+    return out
+
+
+def canonical_view(candidate: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+    """The candidate with each mapped value also under its canonical name: `fields` is target -> canonical.
+
+    The candidate's own fields stay (the reviewer sees the row as the target system has it); a
+    canonical name that the candidate already uses is overwritten by the mapped value. A target
+    field the candidate lacks maps to nothing (a missing value, not an empty one).
+    """
+    view = dict(candidate)
+    for target, canonical in fields.items():
+        value = read_field(candidate, target)
+        if value is not None:
+            view = _with_field(view, canonical, value)
+    return view

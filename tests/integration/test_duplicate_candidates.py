@@ -1,0 +1,157 @@
+"""A parked duplicate's candidates against a real nats-server (issue #15, item 3).
+
+The runner's wiring stores them in full in a message of their own beside the exceptions; review
+reads them back whole (100 candidates of 2 KB each), never lists that message as an exception,
+shows no other namespace's candidates, still reads the old header, and turns a reviewer's verdict
+into labels.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import ReviewError, decide, get_exception, list_exceptions
+from onceflow_operator.review.labels import read_labels
+from onceflow_runner.adapters import natsio
+from onceflow_runner.contract import headers, subjects
+from onceflow_runner.contract.messages import ParkedCandidates, ParkedRecord
+from tests.integration.scenario import stream_messages
+from tests.unit.test_entities_and_engine import plan
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url)
+    await natsio.ensure_streams(client.jetstream())
+    yield client
+    await client.close()
+
+
+def _wiring(nc: Client, namespace: str) -> natsio.JetStreamWiring:
+    """The runner's wiring of one revision, for what this test needs (publishing): no consumer, no key store."""
+    revision = plan().model_copy(update={"namespace": namespace, "integration": "onboarding"})
+    return natsio.JetStreamWiring(nc, nc.jetstream(), cast(Any, None), revision)
+
+
+def _candidates(count: int, size: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": "similar-name-same-postcode",
+            "score": round(1 - i / 1000, 3),
+            "fields": [
+                {"field": "postal_code", "level": "exact", "record": "10115", "candidate": "10115"},
+                {"field": "name", "level": "fuzzy 0.95", "record": "Acme GmbH", "candidate": f"Acme GmbH {i}"},
+            ],
+            "candidate": {"name": f"CUST-{i:04d}", "customer_name": f"Acme GmbH {i}", "notes": "n" * size},
+        }
+        for i in range(count)
+    ]
+
+
+async def _park(nc: Client, namespace: str, candidates_at: int = 0, **extra: str) -> int:
+    """Put a possible duplicate into the exception stream as the runner's `_park` does; its sequence."""
+    parked = ParkedRecord(
+        reason="ApprovalRequired",
+        error="possible duplicate",
+        step="existing",
+        integration="onboarding",
+        revision="onboarding-1",
+        business_key="customer/DE1",
+        original_subject=subjects.inbound_subject(namespace, "crm", "customer.created"),
+        stream_sequence=1,
+        deliveries=1,
+        candidates_at=candidates_at,
+        entity="customer",
+    )
+    ack = await nc.jetstream().publish(
+        subjects.exceptions_subject(namespace, "onboarding"), b'{"company": "Acme"}', headers=parked.to_headers(extra)
+    )
+    return int(ack.seq)
+
+
+async def test_a_hundred_candidates_of_two_kilobytes_reach_the_reviewer_intact(
+    nc: Client, nats_server: NatsServer
+) -> None:
+    ns = f"c{uuid.uuid4().hex[:8]}"
+    sent = _candidates(100, 2000)
+    stored = ParkedCandidates(
+        integration="onboarding",
+        business_key="customer/DE1",
+        stream_sequence=1,
+        record={"name": "Acme GmbH"},
+        candidates=sent,
+    )
+    at = await _wiring(nc, ns).publish_candidates(stored, "candidates/onboarding/1")
+    again = await _wiring(nc, ns).publish_candidates(stored, "candidates/onboarding/1")
+    assert again == at  # a park retried within the duplicate window stores them once
+    sequence = await _park(nc, ns, at)
+    record = await get_exception(nc.jetstream(), ns, sequence)
+    assert record.candidates == sent
+    assert record.candidates_omitted == 0
+    assert record.matched == {"name": "Acme GmbH"}
+    assert record.entity == "customer"
+    listed = await list_exceptions(nc.jetstream(), ns)
+    assert [r.sequence for r in listed] == [sequence]  # the candidates' message is no exception
+    (parked,) = await stream_messages(nats_server.url, subjects.EXCEPTIONS_STREAM, subjects.exceptions_subject(ns, "*"))
+    assert headers.CANDIDATES not in parked.headers
+
+
+async def test_candidates_beyond_the_servers_largest_message_keep_the_best_and_say_how_many_were_left_out(
+    nc: Client,
+) -> None:
+    ns = f"c{uuid.uuid4().hex[:8]}"
+    sent = _candidates(40, nc.max_payload // 20)
+    at = await _wiring(nc, ns).publish_candidates(ParkedCandidates(integration="onboarding", candidates=sent), "c/big")
+    record = await get_exception(nc.jetstream(), ns, await _park(nc, ns, at))
+    assert 0 < len(record.candidates) < 40
+    assert record.candidates == sent[: len(record.candidates)]
+    assert record.candidates_omitted == 40 - len(record.candidates)
+
+
+async def test_another_namespaces_candidates_are_never_shown_and_the_old_header_still_is(nc: Client) -> None:
+    ours, theirs = f"c{uuid.uuid4().hex[:8]}", f"c{uuid.uuid4().hex[:8]}"
+    at = await _wiring(nc, theirs).publish_candidates(
+        ParkedCandidates(integration="onboarding", candidates=_candidates(1, 10)), "c/theirs"
+    )
+    pointed = await get_exception(nc.jetstream(), ours, await _park(nc, ours, at))
+    assert pointed.candidates == []
+    old = [{"rule": "same-tax-id", "score": 1.0, "candidate": {"name": "CUST-1"}}]
+    from_header = await get_exception(
+        nc.jetstream(), ours, await _park(nc, ours, **{headers.CANDIDATES: json.dumps(old)})
+    )
+    assert from_header.candidates == old
+
+
+async def test_a_reviewers_verdicts_are_read_back_as_labels(nc: Client) -> None:
+    ns = f"c{uuid.uuid4().hex[:8]}"
+    wiring = _wiring(nc, ns)
+    sent = _candidates(3, 10)
+    stored = ParkedCandidates(integration="onboarding", record={"name": "Acme GmbH"}, candidates=sent)
+    same = await _park(nc, ns, await wiring.publish_candidates(stored, "c/1"))
+    different = await _park(nc, ns, await wiring.publish_candidates(stored, "c/2"))
+    js = nc.jetstream()
+    with pytest.raises(ReviewError, match="rejected or discarded"):
+        await decide(js, ns, same, "approve", who="alice", why="x", verdict="same", same_as=1)
+    assert (await get_exception(js, ns, same)).decision is None  # a refused verdict records nothing
+    await decide(js, ns, same, "reject", who="alice", why="CUST-0001 is them", verdict="same", same_as=1)
+    await decide(js, ns, different, "approve", who="bob", why="new branch", verdict="notSame")
+    labels = [label.to_dict() for label in await read_labels(js, ns)]
+    assert [(lb["exception"], lb["right"]["name"], lb["same"], lb["who"]) for lb in labels] == [
+        (same, "CUST-0001", True, "alice"),
+        (different, "CUST-0000", False, "bob"),
+        (different, "CUST-0001", False, "bob"),
+        (different, "CUST-0002", False, "bob"),
+    ]
+    assert all(lb["left"] == {"name": "Acme GmbH"} and lb["entity"] == "customer" for lb in labels)
+    json.dumps(labels)  # one JSON object a line, as a labels file holds them
+    decided = await get_exception(js, ns, same)
+    assert decided.decision is not None
+    assert (decided.decision.verdict, decided.decision.same_as) == ("same", 1)
