@@ -1,0 +1,154 @@
+"""One record's trace in a real Jaeger: gateway -> JetStream -> runner -> sandbox ERP, through a retry
+and a person's decision, exported over OTLP/HTTP because the processes' OTEL_* environment says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import decide
+from onceflow_runner.gateway.signatures import SignatureConfig, sign
+from onceflow_runner.testing.sandbox import Fault
+from tests.integration.scenario import (
+    CRM_SECRET,
+    Sandboxes,
+    crm_customer_event,
+    dumps,
+    eventually,
+    example_documents,
+    new_namespace,
+    sandbox_effects,
+    signed_post,
+    start_local_run,
+    stream_messages,
+)
+from tests.jaeger import JaegerServer, jaeger_binary
+
+
+@pytest.fixture
+def jaeger() -> Iterator[JaegerServer]:
+    server = JaegerServer(jaeger_binary())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def traced_onboarding(
+    jaeger: JaegerServer, nats_server: NatsServer, boxes: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[LocalRun, str]]:
+    """Scenario 1 under local run, its gateway and runner processes told by OTEL_* to export to Jaeger."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms: spans leave at once, not every 5 s
+    monkeypatch.setenv("ONCEFLOW_TRACE_HASH_KEYS", "true")
+    namespace = new_namespace()
+    run = await start_local_run(example_documents("customer-onboarding"), namespace, nats_server.url, boxes)
+    yield run, namespace
+    run.stop()
+
+
+def _tags(span: dict[str, Any]) -> dict[str, Any]:
+    return {t["key"]: t["value"] for t in span.get("tags", [])}
+
+
+def _named(trace: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return sorted((s for s in trace["spans"] if s["operationName"] == name), key=lambda s: s["startTime"])
+
+
+async def test_one_record_is_one_trace_through_a_retry_and_a_decision(
+    traced_onboarding: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer, jaeger: JaegerServer
+) -> None:
+    run, namespace = traced_onboarding
+    url = run.gateway_url("crm-webhooks")
+    first, second = f"DE{uuid.uuid4().int % 10**9:09d}", f"DE{uuid.uuid4().int % 10**9:09d}"
+    async with httpx.AsyncClient() as client:
+        body = dumps(crm_customer_event(first, name="Acme Industrial GmbH"))
+        await signed_post(client, url, "standard-webhooks", CRM_SECRET, body, "t-first")
+        await eventually(lambda: _effects_reach(boxes, 1))
+        # The ERP's search answers 503 to every in-call attempt (3): the delivery is handed back
+        # to JetStream (a retry); the redelivery finds the similar customer and parks the record.
+        boxes.erp.faults.append(Fault(status=503, times=3, retry_after=0.05, path_prefix="/api/resource/Customer"))
+        trace_id = uuid.uuid4().hex
+        body = dumps(crm_customer_event(second, name="ACME Industrial GmbH."))
+        headers = sign(
+            SignatureConfig("standard-webhooks"), CRM_SECRET, body, delivery_id="t-second", timestamp=int(time.time())
+        )
+        headers |= {"Content-Type": "application/json", "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+        assert (await client.post(url, content=body, headers=headers)).status_code == 202
+
+    subject = f"onceflow.{namespace}.exceptions.customer-onboarding"
+    (parked,) = await eventually(lambda: stream_messages(nats_server.url, "ONCEFLOW_EXCEPTIONS", subject))
+    assert parked.headers["Onceflow-Reason"] == "ApprovalRequired"
+    nc = await nats.connect(nats_server.url)
+    try:
+        await decide(nc.jetstream(), namespace, parked.seq, "approve", who="alice", why="a different company")
+    finally:
+        await nc.close()
+    await eventually(lambda: _effects_reach(boxes, 2))
+
+    def complete() -> dict[str, Any] | None:
+        found = jaeger.trace(trace_id)
+        settles = _named(found, "runner settle") if found else []
+        return found if any(_tags(s).get("onceflow.outcome") == "settled" for s in settles) else None
+
+    trace = await eventually(complete, within=30)
+    assert {s["traceID"] for s in trace["spans"]} == {trace_id}
+    services = {p["serviceName"] for p in trace["processes"].values()}
+    assert services == {"onceflow-gateway", "onceflow-runner"}
+
+    (receive,) = _named(trace, "gateway receive")
+    assert _tags(receive)["http.response.status_code"] == 202
+    assert _tags(receive)["onceflow.namespace"] == namespace
+    (publish,) = _named(trace, "jetstream publish")
+    assert publish["references"][0]["spanID"] == receive["spanID"]
+
+    settles = _named(trace, "runner settle")
+    outcomes = [(_tags(s)["onceflow.delivery"], _tags(s)["onceflow.outcome"]) for s in settles]
+    assert outcomes == [(1, "retry"), (2, "parked"), (1, "settled")]
+    assert all(s["references"][0]["spanID"] == publish["spanID"] for s in settles)
+    retry, parked_span, decided = (_tags(s) for s in settles)
+    assert retry["error"] is True
+    assert parked_span["onceflow.reason"] == "ApprovalRequired"
+    assert decided["onceflow.decision"] == "approved"
+    for tags in (retry, parked_span, decided):
+        assert tags["onceflow.integration"] == "customer-onboarding"
+        assert tags["onceflow.revision"]
+        assert tags["onceflow.namespace"] == namespace
+    # ONCEFLOW_TRACE_HASH_KEYS=true: the tax id (the business key) never reaches the backend.
+    assert decided["onceflow.business_key"].startswith("sha256:")
+    assert second not in json.dumps(trace)
+
+    steps = {s["operationName"] for s in trace["spans"] if s["operationName"].startswith("step ")}
+    assert {"step canonical", "step checkCustomer", "step existing", "step createInErp", "step notifyWms"} <= steps
+    (parking_step,) = [s for s in _named(trace, "step existing") if _tags(s).get("onceflow.outcome") == "parked"]
+    assert parking_step["references"][0]["spanID"] == settles[1]["spanID"]
+
+    calls = [_tags(s) for s in trace["spans"] if s["operationName"].startswith("HTTP ")]
+    statuses = [c["http.response.status_code"] for c in calls if c["onceflow.connector"] == "erp"]
+    assert statuses.count(503) == 3
+    assert any(c["http.request.method"] == "POST" and c["http.response.status_code"] < 300 for c in calls)
+    assert all("url.path" not in c for c in calls)  # paths may hold a business key
+
+
+async def _effects_reach(boxes: Sandboxes, count: int) -> bool:
+    return len(await sandbox_effects(boxes.erp)) >= count
+
+
+def test_tracing_stays_off_without_otel_settings() -> None:
+    from onceflow_runner.adapters.otlp import wants_tracing
+
+    assert not wants_tracing({})
+    assert not wants_tracing({"OTEL_SERVICE_NAME": "x"})
+    assert wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert not wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"})
+    assert not wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"})
+    assert wants_tracing({"OTEL_TRACES_EXPORTER": "otlp"})
