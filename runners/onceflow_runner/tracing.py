@@ -75,6 +75,8 @@ HASH_KEYS_ENV: Final = "ONCEFLOW_TRACE_HASH_KEYS"
 _TRACER_NAME: Final = "onceflow"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _state = {"enabled": False, "hash_keys": False}
+#: The tracer spans come from: the global provider's, or the one `enable` was given (unit tests).
+_tracers: list[trace.Tracer] = []
 
 
 class _NoSpan(AbstractContextManager[Span]):
@@ -90,15 +92,21 @@ class _NoSpan(AbstractContextManager[Span]):
 _NO_SPAN: Final = _NoSpan()
 
 
-def enable() -> None:
-    """Turn spans on for this process (called once an SDK tracer provider is installed)."""
+def enable(provider: trace.TracerProvider | None = None) -> None:
+    """Turn spans on for this process (called once an SDK tracer provider is installed).
+
+    `provider`: spans come from it instead of the global provider (the test seam: OpenTelemetry
+    lets the global provider be set only once per process).
+    """
+    _tracers[:] = [(provider or trace.get_tracer_provider()).get_tracer(_TRACER_NAME)]
     _state["enabled"] = True
     _state["hash_keys"] = os.environ.get(HASH_KEYS_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def disable() -> None:
-    """Turn spans off again (for tests that enable them in-process)."""
+    """Turn spans off again (at shutdown, and for tests that enable them in-process)."""
     _state["enabled"] = False
+    _tracers.clear()
 
 
 def is_enabled() -> bool:
@@ -133,7 +141,7 @@ def span(
 def _started(
     name: str, parent: Context | None, kind: SpanKind, attributes: Mapping[str, AttributeValue] | None
 ) -> Iterator[Span]:
-    tracer = trace.get_tracer(_TRACER_NAME)
+    tracer = _tracers[0] if _tracers else trace.get_tracer(_TRACER_NAME)
     with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
         yield current
 

@@ -4,7 +4,6 @@ and a person's decision, exported over OTLP/HTTP because the processes' OTEL_* e
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -141,14 +140,3 @@ async def test_one_record_is_one_trace_through_a_retry_and_a_decision(
 
 async def _effects_reach(boxes: Sandboxes, count: int) -> bool:
     return len(await sandbox_effects(boxes.erp)) >= count
-
-
-def test_tracing_stays_off_without_otel_settings() -> None:
-    from onceflow_runner.adapters.otlp import wants_tracing
-
-    assert not wants_tracing({})
-    assert not wants_tracing({"OTEL_SERVICE_NAME": "x"})
-    assert wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
-    assert not wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"})
-    assert not wants_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"})
-    assert wants_tracing({"OTEL_TRACES_EXPORTER": "otlp"})
