@@ -126,3 +126,45 @@ async def test_hashed_business_keys_leave_no_key_or_path_in_spans(
 
 def test_unhashed_business_keys_are_shown_as_they_are(spans: InMemorySpanExporter) -> None:
     assert tracing.business_key_value("DE123") == "DE123"
+
+
+def test_the_operator_hands_its_otel_settings_to_runner_and_gateway_pods() -> None:
+    from onceflow_operator.build.objects import build_gateway_deployment, build_runner_deployment
+    from onceflow_operator.compiler.planner import gateway_plan, plan_from_integration
+    from onceflow_operator.controller.settings import tracing_env_of
+    from tests.unit.test_planner import load_examples
+
+    env = tracing_env_of(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.obs.svc:4318",
+            "ONCEFLOW_TRACE_HASH_KEYS": "true",
+            "OTEL_SERVICE_NAME": "",  # unset in effect: not handed on
+            "ONCEFLOW_NATS_URL": "nats://n:4222",
+            "HOME": "/root",
+        }
+    )
+    assert env == (
+        ("ONCEFLOW_TRACE_HASH_KEYS", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318"),
+    )
+    connectors, policies, integrations = load_examples()
+    integration = integrations[0]
+    plan = plan_from_integration(
+        integration,
+        connectors,
+        policies.get(integration.spec.sync_policy_ref.name) if integration.spec.sync_policy_ref else None,
+        namespace="sales",
+    )
+    gateway = gateway_plan(connectors["crm-webhooks"], namespace="sales")
+    owner = {"apiVersion": "onceflow.io/v1alpha1", "kind": "Integration", "metadata": {"name": "i", "uid": "u"}}
+    common = {"image": "img", "nats_url": "n", "replicas": 1, "secrets_checksum": "c"}
+    for deployment in (
+        build_runner_deployment(plan, "cm", owner, tracing_env=env, **common),
+        build_gateway_deployment(gateway, "cm", owner, tracing_env=env, **common),
+    ):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://collector.obs.svc:4318"} in container["env"]
+        assert {"name": "ONCEFLOW_TRACE_HASH_KEYS", "value": "true"} in container["env"]
+    untraced = build_runner_deployment(plan, "cm", owner, **common)
+    names = [e["name"] for e in untraced["spec"]["template"]["spec"]["containers"][0].get("env", [])]
+    assert not [n for n in names if n.startswith("OTEL_")]
