@@ -140,3 +140,45 @@ async def test_one_record_is_one_trace_through_a_retry_and_a_decision(
 
 async def _effects_reach(boxes: Sandboxes, count: int) -> bool:
     return len(await sandbox_effects(boxes.erp)) >= count
+
+
+async def test_a_record_jetstream_gave_up_on_is_dead_lettered_inside_a_span(nats_server: NatsServer) -> None:
+    """The advisory path (no delivery settled it): its dead letter is a span too, in-process exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from onceflow_runner import tracing
+    from onceflow_runner.adapters.natsio import provision_consumer
+    from tests.integration.test_delivery_faults import start, stop
+
+    def two_short_deliveries(raw: dict[str, Any]) -> None:
+        raw["error_policy"].update({"ack_wait": 1.0, "max_deliver": 2, "backoff": [0.1]})
+
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    h = await start(nats_server, in_process=True, plan_edit=two_short_deliveries)
+    tracing.enable(provider)
+    try:
+        assert h.plan is not None
+        nc = await nats.connect(h.nats.url)
+        js = nc.jetstream()
+        await provision_consumer(js, h.plan)
+        body = json.dumps({"key": "crashed", "name": "Crash Ltd"}).encode()
+        await h.send("crashed", body)
+        sub = await js.pull_subscribe_bind(h.plan.nats.consumer, stream=h.plan.nats.stream)
+        for _ in range(2):  # a runner that takes the record and dies before settling it, twice
+            await sub.fetch(1, timeout=10)
+        await nc.close()
+        await h.start_runner()
+        await h.settled(1, within=30)
+        (span,) = await eventually(
+            lambda: [s for s in exporter.get_finished_spans() if s.name == "runner dead-letter"] or None
+        )
+        assert span.attributes is not None
+        assert span.attributes["onceflow.outcome"] == "dead-letter"
+        assert span.attributes["onceflow.delivery"] == 2
+    finally:
+        tracing.disable()
+        await stop(h)
+        provider.shutdown()

@@ -384,8 +384,29 @@ class Settler:
             self.counters.exceptions(parked.reason).inc()
 
     async def dead_letter_unsettled(self, stored: StoredMessage, deliveries: int) -> None:
-        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done."""
+        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done.
+
+        With tracing on, inside a span of the record's trace (its deliveries never finished theirs).
+        """
         record = RecordHeaders.from_headers(stored.headers)
+        if not tracing.is_enabled():
+            await self._dead_letter_unsettled(stored, deliveries, record)
+            return
+        attributes: dict[str, AttributeValue] = {
+            tracing.INTEGRATION: self.plan.integration,
+            tracing.REVISION: self.plan.revision,
+            tracing.NAMESPACE: self.plan.namespace,
+            tracing.DELIVERY: deliveries,
+        }
+        with tracing.span(
+            "runner dead-letter", traceparent=record.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as current:
+            dead = await self._dead_letter_unsettled(stored, deliveries, record)
+            tracing.set_outcome(
+                current, "dead-letter" if dead else "duplicate", error="MaxDeliveriesExceeded" if dead else None
+            )
+
+    async def _dead_letter_unsettled(self, stored: StoredMessage, deliveries: int, record: RecordHeaders) -> bool:
         key = ""
         with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
             payload = await _decoded(stored.data, record.content_type or "application/json")
@@ -395,7 +416,7 @@ class Settler:
         state, _ = await self.wiring.keys.state(key) if key else (None, 0)
         if state is not None and state.is_done:
             await self._audit(meta, "duplicate", [], "out of deliveries, but its business key is done")
-            return
+            return False
         error = f"JetStream stopped after {deliveries} deliveries that no runner settled (crashed or lost NATS)"
         parked = ParkedRecord(
             reason="MaxDeliveriesExceeded",
@@ -409,6 +430,7 @@ class Settler:
         )
         await self._publish_parked("deadLetter", parked, stored.data, stored.headers)
         await self._audit(meta, "deadLetter", [], f"MaxDeliveriesExceeded: {error}")
+        return True
 
     async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
         entry = AuditEntry(
