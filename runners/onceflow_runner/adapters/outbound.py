@@ -255,8 +255,9 @@ class _Connector:
         """`_send` inside a client span whose traceparent the target receives (one span per attempt).
 
         A small wrapper rather than opentelemetry-instrumentation-httpx: `send` goes straight to
-        the transport, past the client the instrumentation hooks into; and the path is shown only
-        while business keys are not hashed (a path often holds one, e.g. /Customer/DE123).
+        our aiohttp transport, not through httpx's client or transports, which that package
+        patches; and the path is shown only while business keys are not hashed (a path often
+        holds one, e.g. /Customer/DE123).
         """
         attributes: dict[str, str | int] = {
             "http.request.method": method,
