@@ -142,8 +142,24 @@ def _started(
     name: str, parent: Context | None, kind: SpanKind, attributes: Mapping[str, AttributeValue] | None
 ) -> Iterator[Span]:
     tracer = _tracers[0] if _tracers else trace.get_tracer(_TRACER_NAME)
-    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
-        yield current
+    with tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as current:
+        try:
+            yield current
+        except BaseException as exc:
+            _record_failure(current, exc)
+            raise
+
+
+def _record_failure(current: Span, exc: BaseException) -> None:
+    """An exception on the span; with hashed keys only its type (a message may quote a key or a path)."""
+    if _state["hash_keys"]:
+        current.set_status(StatusCode.ERROR, type(exc).__name__)
+        current.add_event("exception", {"exception.type": type(exc).__name__})
+    else:
+        current.record_exception(exc)
+        current.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def traceparent_of(current: Span) -> str | None:
@@ -167,7 +183,10 @@ def business_key_value(key: str) -> str:
 
 
 def set_outcome(current: Span, outcome: str, *, error: str | None = None) -> None:
-    """Record how a delivery or step left; an error outcome also sets the span's status."""
+    """Record how a delivery or step left; an error outcome also sets the span's status.
+
+    With hashed keys the status carries no description: `error` often quotes a path or a value.
+    """
     current.set_attribute(OUTCOME, outcome)
     if error is not None:
-        current.set_status(StatusCode.ERROR, error)
+        current.set_status(StatusCode.ERROR, None if _state["hash_keys"] else error)

@@ -168,3 +168,30 @@ def test_the_operator_hands_its_otel_settings_to_runner_and_gateway_pods() -> No
     untraced = build_runner_deployment(plan, "cm", owner, **common)
     names = [e["name"] for e in untraced["spec"]["template"]["spec"]["containers"][0].get("env", [])]
     assert not [n for n in names if n.startswith("OTEL_")]
+
+
+async def test_with_hashed_keys_a_failure_is_recorded_by_its_type_only(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tracing.HASH_KEYS_ENV, "true")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.enable(provider)
+    with pytest.raises(TransientFailure), tracing.span("step s"):
+        raise TransientFailure("erp: GET /api/resource/Customer/DE123 timed out")
+    with tracing.span("runner settle") as settling:
+        tracing.set_outcome(settling, "retry", error="erp: GET /api/resource/Customer/DE123 timed out")
+    step, settle = spans.get_finished_spans()
+    assert step.status.status_code is StatusCode.ERROR
+    assert step.status.description == "TransientFailure"
+    assert settle.status.status_code is StatusCode.ERROR
+    assert "DE123" not in repr([step.events, step.status, settle.status, settle.attributes])
+    provider.shutdown()
+
+
+async def test_without_hashing_a_failure_is_recorded_with_its_message(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(TransientFailure), tracing.span("step s"):
+        raise TransientFailure("erp answered 503")
+    (step,) = spans.get_finished_spans()
+    assert step.status.description == "TransientFailure: erp answered 503"
+    assert step.events[0].name == "exception"

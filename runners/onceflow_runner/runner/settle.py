@@ -65,7 +65,7 @@ class Delivery:
     started: float
     claim: Claim | None = None
     answered: bool = False
-    #: The delivery's settle span (the shared invalid span while tracing is off).
+    #: The delivery's settle span; None while tracing is off.
     span: Span | None = None
 
     def traced(self, outcome: str, *, error: str | None = None, reason: str | None = None) -> None:
