@@ -45,6 +45,7 @@ __all__ = [
     "STEP",
     "STEP_KIND",
     "business_key_value",
+    "current_traceparent",
     "disable",
     "enable",
     "hashes_keys",
@@ -168,6 +169,13 @@ def traceparent_of(current: Span) -> str | None:
     if not context.is_valid:
         return None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the span current here (e.g. a publish step's); None while tracing is off."""
+    if not _state["enabled"]:
+        return None
+    return traceparent_of(trace.get_current_span())
 
 
 def hashes_keys() -> bool:

@@ -137,6 +137,12 @@ async def test_one_record_is_one_trace_through_a_retry_and_a_decision(
     assert any(c["http.request.method"] == "POST" and c["http.response.status_code"] < 300 for c in calls)
     assert all("url.path" not in c for c in calls)  # paths may hold a business key
 
+    # The canonical event the announce step published carries that step's span: its consumers join the trace.
+    events = await stream_messages(nats_server.url, "ONCEFLOW_EVENTS", f"onceflow.{namespace}.events.customer.>")
+    announced = [e.headers["traceparent"] for e in events if e.headers["traceparent"].split("-")[1] == trace_id]
+    (announce,) = _named(trace, "step announce")
+    assert announced == [f"00-{trace_id}-{announce['spanID']}-01"]
+
 
 async def _effects_reach(boxes: Sandboxes, count: int) -> bool:
     return len(await sandbox_effects(boxes.erp)) >= count
