@@ -195,3 +195,22 @@ async def test_without_hashing_a_failure_is_recorded_with_its_message(spans: InM
     (step,) = spans.get_finished_spans()
     assert step.status.description == "TransientFailure: erp answered 503"
     assert step.events[0].name == "exception"
+
+
+def test_the_operator_reads_its_tracing_settings_from_its_environment_but_never_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onceflow_operator.controller.settings import OperatorConfig
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sales-runners")
+    # Headers often carry a hosted backend's key: never copied into Deployments in plain text.
+    assert OperatorConfig.from_environment().tracing_env == (
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318"),
+        ("OTEL_SERVICE_NAME", "sales-runners"),
+    )
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_HEADERS")
+    monkeypatch.delenv("OTEL_SERVICE_NAME")
+    assert OperatorConfig.from_environment().tracing_env == ()

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 #: hash business keys. The operator itself exports no spans.
 TRACING_PREFIX = "OTEL_"
 TRACE_HASH_KEYS_ENV = "ONCEFLOW_TRACE_HASH_KEYS"
+#: Never handed on: they often carry a hosted backend's API key, which would then be readable in
+#: every runner and gateway Deployment. A collector in the cluster holds such keys instead.
+CREDENTIAL_VARIABLES = frozenset({"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"})
 
 __all__ = ["OperatorConfig", "tracing_env_of"]
 
@@ -38,7 +41,14 @@ class OperatorConfig:
 
 
 def tracing_env_of(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The `OTEL_*` variables (and ONCEFLOW_TRACE_HASH_KEYS) of `env` that are set, sorted by name."""
+    """The `OTEL_*` variables (and ONCEFLOW_TRACE_HASH_KEYS) of `env` that are set, sorted by name.
+
+    Headers are left out (`CREDENTIAL_VARIABLES`): a pod's plain environment is no place for a key.
+    """
     return tuple(
-        sorted((k, v) for k, v in env.items() if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV))
+        sorted(
+            (k, v)
+            for k, v in env.items()
+            if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV) and k not in CREDENTIAL_VARIABLES
+        )
     )
