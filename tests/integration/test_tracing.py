@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,4 +188,54 @@ async def test_a_record_jetstream_gave_up_on_is_dead_lettered_inside_a_span(nats
     finally:
         tracing.disable()
         await stop(h)
+        provider.shutdown()
+
+
+async def test_a_webhook_without_a_traceparent_starts_a_trace_its_record_carries_and_a_refusal_is_an_error_span(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """In-process gateway on a real nats-server, spans into the SDK's in-memory exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from onceflow_runner import tracing
+    from onceflow_runner.contract.subjects import IN_STREAM
+    from tests.integration.gateway_harness import gateway_plan, running_gateway, signed_headers
+
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    try:
+        plan = gateway_plan(f"g{uuid.uuid4().hex[:8]}")
+        async with running_gateway(plan, nats_server.url, tmp_path) as gw, httpx.AsyncClient() as client:
+            body = b'{"key": "untraced"}'
+            accepted = await client.post(f"{gw.url}", content=body, headers=signed_headers(body, "u-1"))
+            refused = await client.post(f"{gw.url}", content=body, headers={"X-Signature": "sha256=00"})
+        assert (accepted.status_code, refused.status_code) == (202, 401)
+        nc = await nats.connect(nats_server.url)
+        try:
+            stored = await nc.jetstream().get_msg(IN_STREAM, accepted.json()["sequence"])
+        finally:
+            await nc.close()
+        (publish,) = [s for s in exporter.get_finished_spans() if s.name == "jetstream publish"]
+        receives = [s for s in exporter.get_finished_spans() if s.name == "gateway receive"]
+        ok, bad = sorted(receives, key=lambda s: s.start_time or 0)
+        assert ok.parent is None  # no traceparent from the sender: a new trace
+        assert publish.parent is not None
+        assert publish.parent.span_id == ok.context.span_id
+        assert stored.headers is not None
+        version, trace_id, span_id, flags = stored.headers["traceparent"].split("-")
+        assert (version, trace_id, span_id) == (
+            "00",
+            f"{publish.context.trace_id:032x}",
+            f"{publish.context.span_id:016x}",
+        )
+        assert int(flags, 16) & 1  # sampled
+        assert bad.attributes is not None
+        assert bad.attributes["http.response.status_code"] == 401
+        assert bad.status.status_code is StatusCode.ERROR
+    finally:
+        tracing.disable()
         provider.shutdown()
