@@ -8,13 +8,19 @@ Prints messages/s, and messages per CPU-second of this process (`*_per_cpu_s`), 
   5. httpx AsyncClient (default transport) vs httpx over aiohttp, same load
 and the runner's time from process start to /readyz. Last line: one JSON object.
 
+`--tracing` measures instead what spans cost on pipeline 4, alternating in the same run: tracing
+off (the default: `tracing.span` returns a shared no-op), the OpenTelemetry API's no-op tracer
+(tracing enabled with no SDK installed), and the SDK exporting every span over OTLP/HTTP to a real
+Jaeger (the export thread runs in this process, so its CPU is counted). Jaeger is $ONCEFLOW_JAEGER
+or the one hack/build-jaeger.sh built.
+
 Everything measured runs in this one process on the same event loop (uvloop when installed, as
 the runner's own process uses; `--loop asyncio` for the standard one), so the ratios compare
 like with like. Per CPU-second is the steadier figure on a shared machine: wall-clock rates move
 with whatever else runs, CPU time per record much less. nats-server and the sandbox ERP run in
 their own processes and are not counted.
 
-Run: .venv/bin/python bench/runner_throughput.py [--records N] [--loop uvloop|asyncio]
+Run: .venv/bin/python bench/runner_throughput.py [--records N] [--loop uvloop|asyncio] [--tracing]
 Never part of the test suite; timings are printed, not asserted.
 """
 
@@ -200,7 +206,69 @@ def runner_start_seconds(url: str, secrets: Path) -> float:
         proc.wait()
 
 
-async def main(n: int) -> dict[str, float]:
+async def tracing_costs(
+    url: str, n: int, steps: list[dict[str, object]], connectors: dict[str, object], secrets: Path, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Pipeline 4 with tracing off, on the API's no-op tracer, and exporting to Jaeger; best of `rounds` each."""
+    import os
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from onceflow_runner import tracing
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.jaeger import JaegerServer
+
+    binary = (
+        os.environ.get("ONCEFLOW_JAEGER")
+        or subprocess.run(
+            [str(Path(__file__).resolve().parents[1] / "hack" / "build-jaeger.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    jaeger = JaegerServer(binary)
+    provider = TracerProvider(resource=Resource.create({"service.name": "onceflow-bench"}))
+    # A queue large enough that no span is dropped: every span of the run is exported.
+    processor = BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"{jaeger.otlp_endpoint}/v1/traces"), max_queue_size=1 << 17
+    )
+    provider.add_span_processor(processor)
+    best: dict[str, tuple[float, float]] = {}
+
+    def keep(name: str, rates: tuple[float, float]) -> None:
+        old = best.get(name, (0.0, 0.0))
+        best[name] = (max(old[0], rates[0]), max(old[1], rates[1]))
+
+    try:
+        for _ in range(rounds):
+            tracing.disable()
+            keep("runner_call_tracing_off", await runner_pipeline(url, n, steps, connectors, secrets))
+            tracing.enable()  # no SDK installed: the API's no-op tracer
+            keep("runner_call_tracing_noop_api", await runner_pipeline(url, n, steps, connectors, secrets))
+            tracing.enable(provider)
+
+            async def exported() -> tuple[float, float]:
+                wall, cpu = time.perf_counter(), time.process_time()
+                await runner_pipeline(url, n, steps, connectors, secrets)
+                processor.force_flush()  # the export's CPU belongs to these records
+                return n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)
+
+            keep("runner_call_tracing_otlp", await exported())
+    finally:
+        tracing.disable()
+        provider.shutdown()
+        jaeger.stop()
+    return best
+
+
+async def main(n: int, *, tracing_only: bool = False, rounds: int = 2) -> dict[str, float]:
     server = NatsServer()
     server.start()
     sandbox, erp = start_sandbox()
@@ -241,6 +309,16 @@ async def main(n: int) -> dict[str, float]:
         def put(name: str, rates: tuple[float, float]) -> None:
             out[f"{name}_per_s"], out[f"{name}_per_cpu_s"] = rates
 
+        if tracing_only:
+            costs = await tracing_costs(server.url, n, [*VALIDATE_MAP, call], erp_connector, secrets, rounds)
+            for name, rates in costs.items():
+                put(name, rates)
+            for variant in ("noop_api", "otlp"):
+                for unit in ("per_s", "per_cpu_s"):
+                    off = out[f"runner_call_tracing_off_{unit}"]
+                    out[f"tracing_{variant}_ratio_vs_off_{unit}"] = out[f"runner_call_tracing_{variant}_{unit}"] / off
+            return {k: round(v, 3) for k, v in out.items()}
+
         put("raw_pipeline", await raw_pipeline(server.url, n))
         put("runner_publish", await runner_pipeline(server.url, n, [*VALIDATE_MAP, publish], {}, secrets))
         put("raw_aiohttp", await raw_aiohttp(erp, n))
@@ -266,13 +344,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--tracing", action="store_true", help="measure tracing off / no-op API / OTLP export")
+    parser.add_argument("--rounds", type=int, default=2, help="with --tracing: alternations, best of each kept")
     args = parser.parse_args()
     if args.loop == "uvloop":
         from onceflow_runner.main import run_loop
 
-        result = run_loop(main(args.records))
+        result = run_loop(main(args.records, tracing_only=args.tracing, rounds=args.rounds))
     else:
-        result = asyncio.run(main(args.records))
+        result = asyncio.run(main(args.records, tracing_only=args.tracing, rounds=args.rounds))
     loop = loop_name() if args.loop == "uvloop" else "asyncio"
     print(f"# {args.records} records, concurrency {CONCURRENCY}, loop {loop}, {env_note()}")
     for key, value in result.items():

@@ -6,12 +6,13 @@ Kept free of operator imports: a runner pod starts in well under a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +21,15 @@ from onceflow_runner.contract.plan import load_gateway_plan, load_plan
 from onceflow_runner.contract.split import Lane
 from onceflow_runner.errors import PlanError
 
-__all__ = ["configure_logging", "run_drift_check_job", "run_edi_inbound", "run_gateway", "run_loop", "run_runner"]
+__all__ = [
+    "configure_logging",
+    "exported_spans",
+    "run_drift_check_job",
+    "run_edi_inbound",
+    "run_gateway",
+    "run_loop",
+    "run_runner",
+]
 
 EXIT_BAD_PLAN = 2
 _T = TypeVar("_T")
@@ -50,6 +59,23 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at scale
 
 
+@contextlib.contextmanager
+def exported_spans(service_name: str) -> Iterator[None]:
+    """Export spans over OTLP inside the block when the `OTEL_*` environment asks (docs/observability.md).
+
+    On the way out the spans still queued are sent, so a pod's last records reach the collector.
+    """
+    from onceflow_runner.adapters import otlp
+
+    if not otlp.configure(service_name):
+        yield
+        return
+    try:
+        yield
+    finally:
+        otlp.shutdown()
+
+
 def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """`asyncio.run` on uvloop when it is installed, else on asyncio's own loop.
 
@@ -76,7 +102,8 @@ def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, por
         print(f"onceflow runner: {exc}", file=sys.stderr)
         return EXIT_BAD_PLAN
     configure_logging()
-    run_loop(run_until_signalled(runner))
+    with exported_spans("onceflow-runner"):
+        run_loop(run_until_signalled(runner))
     return 0
 
 
@@ -117,7 +144,8 @@ def run_gateway(
         await stop.wait()
         await gateway.stop()
 
-    run_loop(serve())
+    with exported_spans("onceflow-gateway"):
+        run_loop(serve())
     return 0
 
 

@@ -231,3 +231,27 @@ def test_console_values_that_cannot_work_are_refused_when_rendering(helm: str) -
         helm, "console.enabled=true", "console.auth=token", "console.ingress.enabled=true"
     )
     assert "console" in render_failure(helm, "console.enabled=true", "console.auth=oidc")
+
+
+def test_tracing_endpoint_reaches_the_operator_and_opens_the_collector_port_to_the_data_plane(helm: str) -> None:
+    docs = render(
+        helm,
+        "tracing.otlpEndpoint=http://collector.obs.svc:4318",
+        "tracing.hashBusinessKeys=true",
+        "watch.allNamespaces=false",
+        "watch.namespaces={sales}",
+    )
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "of-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.obs.svc:4318"
+    assert env["ONCEFLOW_TRACE_HASH_KEYS"] == "true"
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    for name in ("onceflow-gateways", "onceflow-runners"):
+        assert 4318 in [p["port"] for r in policies[name]["egress"] for p in r["ports"]]
+    assert 4318 not in [p["port"] for r in policies["onceflow-edi"]["egress"] for p in r["ports"]]
+    untraced = render(helm)
+    operator = next(d for d in untraced if d["kind"] == "Deployment" and d["metadata"]["name"] == "of-operator")
+    assert not [
+        e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"].startswith("OTEL_")
+    ]
+    assert "does not match" in render_failure(helm, "tracing.otlpEndpoint=collector:4318")

@@ -7,7 +7,7 @@ Runner and gateway pods meet the *restricted* Pod Security profile and get no AP
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from onceflow_operator.api.names import (
@@ -149,8 +149,12 @@ def build_runner_deployment(
     lane: str = "main",
     strategy: str = "RollingUpdate",
     nats_auth_secret: str = "",
+    tracing_env: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only)."""
+    """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only).
+
+    `tracing_env`: the operator's OTEL_* settings, so the pods export spans when it was told to.
+    """
     selector = {LABEL_INTEGRATION: plan.integration, LABEL_LANE: lane}
     labels = {
         **PART_OF_LABELS,
@@ -193,6 +197,7 @@ def build_runner_deployment(
             port_name="metrics",
             annotations=annotations,
             nats_auth_secret=nats_auth_secret,
+            extra_env=tracing_env,
         ),
         "Recreate" if strategy == "Recreate" else "RollingUpdate",
     )
@@ -208,8 +213,9 @@ def build_gateway_deployment(
     replicas: int,
     secrets_checksum: str,
     nats_auth_secret: str = "",
+    tracing_env: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The gateway Deployment of one webhook Connector (`<connector>-gateway`)."""
+    """The gateway Deployment of one webhook Connector (`<connector>-gateway`); `tracing_env` as the runner's."""
     labels = {
         **PART_OF_LABELS,
         LABEL_NAME: "onceflow-gateway",
@@ -248,6 +254,7 @@ def build_gateway_deployment(
             },
             nats_auth_secret=nats_auth_secret,
             operations_port=METRICS_PORT,
+            extra_env=tracing_env,
         ),
     )
 

@@ -59,11 +59,13 @@ def pod_template(
     annotations: Mapping[str, str],
     nats_auth_secret: str = "",
     operations_port: int | None = None,
+    extra_env: Iterable[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only.
 
     `port` is the pod's main port; with `operations_port` (a gateway) metrics and probes move to
-    a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT.
+    a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT. `extra_env`:
+    plain variables for the process (the operator's tracing settings, docs/observability.md).
     """
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
@@ -84,6 +86,7 @@ def pod_template(
         ports.append({"name": "metrics", "containerPort": operations_port})
         env = [{"name": METRICS_PORT_ENV, "value": str(operations_port)}, *env]
         probe_port = "metrics"
+    env = [*env, *({"name": k, "value": v} for k, v in extra_env)]
     return {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
         "spec": {

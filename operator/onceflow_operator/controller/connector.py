@@ -112,6 +112,7 @@ async def reconcile_connector(
             image=config.image,
             nats_url=config.nats_url,
             nats_auth_secret=config.nats_auth_secret,
+            tracing_env=config.tracing_env,
             replicas=replicas,
             secrets_checksum=checksum,
         )

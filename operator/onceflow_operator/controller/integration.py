@@ -317,6 +317,7 @@ async def _apply_lane(
             image=config.image,
             nats_url=config.nats_url,
             nats_auth_secret=config.nats_auth_secret,
+            tracing_env=config.tracing_env,
             replicas=replicas,
             secrets_checksum=checksum,
             lane=lane,

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["OperatorConfig"]
+#: The operator's own variables it hands to runner and gateway pods: the standard OpenTelemetry
+#: ones (the chart sets OTEL_EXPORTER_OTLP_ENDPOINT from `tracing.otlpEndpoint`) and whether spans
+#: hash business keys. The operator itself exports no spans.
+TRACING_PREFIX = "OTEL_"
+TRACE_HASH_KEYS_ENV = "ONCEFLOW_TRACE_HASH_KEYS"
+#: Never handed on: they often carry a hosted backend's API key, which would then be readable in
+#: every runner and gateway Deployment. A collector in the cluster holds such keys instead.
+CREDENTIAL_VARIABLES = frozenset({"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"})
+
+__all__ = ["OperatorConfig", "tracing_env_of"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,8 @@ class OperatorConfig:
     #: A Secret (keys user + password, or token) that every runner, gateway and job reads from its
     #: own namespace for NATS credentials; empty when NATS needs none.
     nats_auth_secret: str = ""
+    #: Environment variables set on runner and gateway pods so they export spans (sorted by name).
+    tracing_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
@@ -24,4 +36,19 @@ class OperatorConfig:
             image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
             nats_url=os.environ.get("ONCEFLOW_NATS_URL", cls.nats_url),
             nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+            tracing_env=tracing_env_of(os.environ),
         )
+
+
+def tracing_env_of(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The `OTEL_*` variables (and ONCEFLOW_TRACE_HASH_KEYS) of `env` that are set, sorted by name.
+
+    Headers are left out (`CREDENTIAL_VARIABLES`): a pod's plain environment is no place for a key.
+    """
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in env.items()
+            if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV) and k not in CREDENTIAL_VARIABLES
+        )
+    )

@@ -32,6 +32,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
+from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
@@ -293,8 +294,10 @@ class JetStreamEvents:
         if origin_system:
             headers[h.ORIGIN_SYSTEM] = origin_system
         headers[h.REVISION] = self.plan.revision
-        if meta.get("traceparent"):
-            headers[h.TRACEPARENT] = str(meta["traceparent"])
+        # With tracing on, the event names the step that published it (same trace, one hop deeper).
+        traceparent = tracing.current_traceparent() or meta.get("traceparent")
+        if traceparent:
+            headers[h.TRACEPARENT] = str(traceparent)
         subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
         # Scoped: another Integration (or namespace) may publish for the same business key and step name.
         scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"

@@ -31,11 +31,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 
+from onceflow_runner import tracing
 from onceflow_runner.adapters.client_assertion import ASSERTION_TYPE, AssertionSigner
 from onceflow_runner.adapters.sessions import MAX_RENEWALS, LoginSession, answer_headers, json_or_text
 from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
-from onceflow_runner.contract.headers import IDEMPOTENCY_KEY
+from onceflow_runner.contract.headers import IDEMPOTENCY_KEY, TRACEPARENT
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.errors import (
@@ -243,6 +245,40 @@ class _Connector:
         checked, auth is our headers, redirects are never followed). The defaults are sent as
         the client would send them.
         """
+        if tracing.is_enabled():
+            return await self._traced_send(method, url, content, headers)
+        return await self._send(method, url, content, headers)
+
+    async def _traced_send(
+        self, method: str, url: httpx.URL, content: bytes | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        """`_send` inside a client span whose traceparent the target receives (one span per attempt).
+
+        A small wrapper rather than opentelemetry-instrumentation-httpx: `send` goes straight to
+        our aiohttp transport, not through httpx's client or transports, which that package
+        patches; and the path is shown only while business keys are not hashed (a path often
+        holds one, e.g. /Customer/DE123).
+        """
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "server.address": url.host,
+            tracing.CONNECTOR: self.plan.name,
+        }
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        if not tracing.hashes_keys():
+            attributes["url.path"] = url.path
+        with tracing.span(f"HTTP {method}", kind=SpanKind.CLIENT, attributes=attributes) as calling:
+            headers = {**headers, TRACEPARENT: tracing.traceparent_of(calling) or headers.get(TRACEPARENT, "")}
+            response = await self._send(method, url, content, headers)
+            calling.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                calling.set_status(StatusCode.ERROR, f"answered {response.status_code}")
+            return response
+
+    async def _send(
+        self, method: str, url: httpx.URL, content: bytes | None, headers: dict[str, str]
+    ) -> httpx.Response:
         request = httpx.Request(
             method, url, content=content, headers={**self.default_headers, **headers}, extensions=self.extensions
         )

@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from onceflow_runner.contract.plan import Plan
+from onceflow_runner import tracing
+from onceflow_runner.contract.plan import Plan, StepPlan
 from onceflow_runner.engine.expressions import HEAVY_BYTES, compile_expression, evaluate_bounded, iterates
 from onceflow_runner.engine.outcome import RecordOutcome, StepResult
 from onceflow_runner.engine.ports import Caller, EventSink, IsolatedEvaluator
@@ -100,9 +101,10 @@ class Engine:
             heavy=payload_bytes > HEAVY_BYTES,
         )
         results = record.results
+        traced = tracing.is_enabled()
         for step in self.plan.steps:
             started = time.perf_counter()
-            outcome = await STEP_RUNNERS[step.kind].run(step, record)
+            outcome = await (self._traced_step(step, record) if traced else STEP_RUNNERS[step.kind].run(step, record))
             if outcome is not None:
                 outcome.steps = results
                 outcome.dedupe = outcome.dedupe or record.dedupe
@@ -111,3 +113,12 @@ class Engine:
                 continue
             results.append(StepResult(step.name, step.kind, "ok", latency_ms=(time.perf_counter() - started) * 1e3))
         return RecordOutcome("completed", context["record"], results, dedupe=record.dedupe)
+
+    async def _traced_step(self, step: StepPlan, record: RecordRun) -> RecordOutcome | None:
+        """One step inside its span (a child of the delivery's settle span); a raised failure is recorded on it."""
+        with tracing.span(
+            f"step {step.name}", attributes={tracing.STEP: step.name, tracing.STEP_KIND: step.kind}
+        ) as stepping:
+            outcome = await STEP_RUNNERS[step.kind].run(step, record)
+            tracing.set_outcome(stepping, outcome.kind if outcome is not None else "ok")
+            return outcome

@@ -36,8 +36,10 @@ from pathlib import Path
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from onceflow_runner import tracing
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
@@ -302,6 +304,22 @@ class Gateway:
         return min(self.plan.max_body_bytes, broker)
 
     async def receive(self, request: web.Request) -> web.Response:
+        """Answer one webhook; with tracing on, inside a receive span that is the child of the sender's trace."""
+        if not tracing.is_enabled():
+            return await self._receive(request)
+        attributes = {tracing.NAMESPACE: self.plan.namespace, tracing.CONNECTOR: self.plan.connector}
+        with tracing.span(
+            "gateway receive", traceparent=request.headers.get(TRACEPARENT), kind=SpanKind.SERVER, attributes=attributes
+        ) as receiving:
+            response = await self._receive(request)
+            receiving.set_attribute("http.response.status_code", response.status)
+            if response.status >= 400:
+                tracing.set_outcome(receiving, "refused", error=f"answered {response.status}")
+            else:
+                tracing.set_outcome(receiving, "accepted")
+            return response
+
+    async def _receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         if self.unusable_secret is not None:
             return self._answer(503, {"error": "not accepting webhooks yet; retry"}, {"Retry-After": "30"})
@@ -357,7 +375,16 @@ class Gateway:
         self._pending += 1
         self.metrics.pending_publishes.labels(connector=self.plan.connector).set(self._pending)
         try:
-            ack = await self.js.publish(f"{self.plan.subject_prefix}.{event}", body, headers=headers, timeout=5)
+            subject = f"{self.plan.subject_prefix}.{event}"
+            with tracing.span(
+                "jetstream publish",
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": subject, tracing.EVENT: event},
+            ) as publishing:
+                # The record carries its publish span: every delivery's settle span is its child.
+                headers[TRACEPARENT] = tracing.traceparent_of(publishing) or headers[TRACEPARENT]
+                ack = await self.js.publish(subject, body, headers=headers, timeout=5)
+                publishing.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
             return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})

@@ -19,7 +19,10 @@ from typing import Any, Final
 
 import nats.errors
 from nats.aio.msg import Msg
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 
+from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import Claim, KeyStore
 from onceflow_runner.adapters.natsio import JetStreamWiring, StoredMessage
 from onceflow_runner.contract.headers import header_safe
@@ -62,6 +65,16 @@ class Delivery:
     started: float
     claim: Claim | None = None
     answered: bool = False
+    #: The delivery's settle span; None while tracing is off.
+    span: Span | None = None
+
+    def traced(self, outcome: str, *, error: str | None = None, reason: str | None = None) -> None:
+        """Put how this delivery left on its settle span (nothing while tracing is off)."""
+        if self.span is None:
+            return
+        tracing.set_outcome(self.span, outcome, error=error)
+        if reason:
+            self.span.set_attribute(tracing.REASON, reason)
 
     async def ack(self) -> None:
         await self.msg.ack()
@@ -176,6 +189,26 @@ class Settler:
         self.counters.received.inc()
         record = RecordHeaders.from_headers(msg.headers)
         delivery = Delivery(msg, record, self._meta(msg, record), time.perf_counter())
+        if not tracing.is_enabled():
+            await self._settle_delivery(delivery)
+            return
+        attributes: dict[str, AttributeValue] = {
+            tracing.INTEGRATION: self.plan.integration,
+            tracing.REVISION: self.plan.revision,
+            tracing.NAMESPACE: self.plan.namespace,
+            tracing.DELIVERY: int(delivery.meta["delivered"]),
+            "messaging.system": "nats",
+            "messaging.destination.name": msg.subject,
+        }
+        if record.decision:
+            attributes[tracing.DECISION] = record.decision
+        with tracing.span(
+            "runner settle", traceparent=record.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as settling:
+            delivery.span = settling
+            await self._settle_delivery(delivery)
+
+    async def _settle_delivery(self, delivery: Delivery) -> None:
         try:
             async with self.keeper.working(delivery):
                 try:
@@ -196,6 +229,8 @@ class Settler:
             payload = await _decoded(msg.data, delivery.record.content_type or "application/json")
             size = len(msg.data)
             meta["businessKey"] = bounded_key(await self.engine.business_key(payload, meta, payload_bytes=size))
+            if delivery.span is not None:
+                delivery.span.set_attribute(tracing.BUSINESS_KEY, tracing.business_key_value(meta["businessKey"]))
             if not await self._claim(delivery):
                 return
             outcome = await self.engine.run(payload, meta, payload_bytes=size)
@@ -224,6 +259,7 @@ class Settler:
             delay = min(max(claim.wait, 0.1), KEY_WAIT_MAX) * random.uniform(0.8, 1.2)
             self.counters.key_waits.inc()
             await delivery.nak(delay)
+            delivery.traced("waiting")
             await self._audit(
                 meta, "waiting", [], f"another delivery holds the business key; next look in {delay:.1f}s"
             )
@@ -234,6 +270,7 @@ class Settler:
         if claim.status == "done":
             self.counters.duplicates.inc()
             await delivery.ack()
+            delivery.traced("duplicate")
             await self._audit(meta, "duplicate", [], "business key already done")
             return False
         delivery.claim = claim
@@ -266,6 +303,7 @@ class Settler:
         if outcome.kind == "completed" and delivery.claim is not None:
             await self.wiring.keys.complete(delivery.claim, outcome.kind)
         await delivery.ack()
+        delivery.traced("settled" if outcome.kind == "completed" else outcome.kind)
         seconds = time.perf_counter() - delivery.started
         if outcome.kind == "completed":
             self.counters.processed.inc()
@@ -303,6 +341,7 @@ class Settler:
         else:
             delay = backoff * random.uniform(0.8, 1.2)
         await delivery.nak(delay)
+        delivery.traced("retry", error=str(exc))
         self.stats.record("transient", time.perf_counter() - delivery.started)
         await self._audit(delivery.meta, "retrying", [], f"{exc} (delivery {delivered}, next in {delay:.1f}s)")
 
@@ -349,6 +388,12 @@ class Settler:
         )
         await self._publish_parked(target, parked, msg.data, msg.headers)
         await delivery.ack()
+        if target == "deadLetter":
+            delivery.traced("dead-letter", error=f"{reason}: {error}", reason=reason)
+        elif reason == "ApprovalRequired":
+            delivery.traced("parked", reason=reason)
+        else:
+            delivery.traced("exception", error=f"{reason}: {error}", reason=reason)
         await self._audit(meta, target, [], f"{reason}: {error}")
 
     async def _publish_parked(
@@ -364,8 +409,29 @@ class Settler:
             self.counters.exceptions(parked.reason).inc()
 
     async def dead_letter_unsettled(self, stored: StoredMessage, deliveries: int) -> None:
-        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done."""
+        """Dead-letter a record JetStream gave up on (its advisory), unless its key is done.
+
+        With tracing on, inside a span of the record's trace (its deliveries never finished theirs).
+        """
         record = RecordHeaders.from_headers(stored.headers)
+        if not tracing.is_enabled():
+            await self._dead_letter_unsettled(stored, deliveries, record)
+            return
+        attributes: dict[str, AttributeValue] = {
+            tracing.INTEGRATION: self.plan.integration,
+            tracing.REVISION: self.plan.revision,
+            tracing.NAMESPACE: self.plan.namespace,
+            tracing.DELIVERY: deliveries,
+        }
+        with tracing.span(
+            "runner dead-letter", traceparent=record.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as current:
+            dead = await self._dead_letter_unsettled(stored, deliveries, record)
+            tracing.set_outcome(
+                current, "dead-letter" if dead else "duplicate", error="MaxDeliveriesExceeded" if dead else None
+            )
+
+    async def _dead_letter_unsettled(self, stored: StoredMessage, deliveries: int, record: RecordHeaders) -> bool:
         key = ""
         with contextlib.suppress(Exception):  # a record whose key cannot be read is dead-lettered without one
             payload = await _decoded(stored.data, record.content_type or "application/json")
@@ -375,7 +441,7 @@ class Settler:
         state, _ = await self.wiring.keys.state(key) if key else (None, 0)
         if state is not None and state.is_done:
             await self._audit(meta, "duplicate", [], "out of deliveries, but its business key is done")
-            return
+            return False
         error = f"JetStream stopped after {deliveries} deliveries that no runner settled (crashed or lost NATS)"
         parked = ParkedRecord(
             reason="MaxDeliveriesExceeded",
@@ -389,6 +455,7 @@ class Settler:
         )
         await self._publish_parked("deadLetter", parked, stored.data, stored.headers)
         await self._audit(meta, "deadLetter", [], f"MaxDeliveriesExceeded: {error}")
+        return True
 
     async def _audit(self, meta: Mapping[str, Any], outcome: str, steps: list[StepResult], detail: str) -> None:
         entry = AuditEntry(

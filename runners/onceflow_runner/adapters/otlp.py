@@ -1,0 +1,85 @@
+"""Span export over OTLP (http/protobuf), set up from the standard `OTEL_*` environment variables.
+
+Why here: exporting is network I/O, which the data plane keeps in `adapters`; the spans
+themselves are opened through `onceflow_runner.tracing` with the OpenTelemetry API only.
+
+Tracing is on when `OTEL_TRACES_EXPORTER` is `otlp`, or when it is unset and an OTLP endpoint is
+set (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); it stays off for
+`OTEL_SDK_DISABLED=true`, `OTEL_TRACES_EXPORTER=none` and when nothing is set. Every other
+setting (headers, timeout, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, the batch sizes,
+`OTEL_TRACES_SAMPLER`) is read by the SDK itself, as its documentation says. The SDK and the
+exporter are imported only when tracing is on: a process with tracing off never loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Final
+
+from onceflow_runner import tracing
+
+__all__ = ["configure", "is_configured", "shutdown", "wants_tracing"]
+
+log = logging.getLogger("onceflow.tracing")
+
+_ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_provider: list[object] = []
+
+
+def wants_tracing(env: Mapping[str, str]) -> bool:
+    """True when the environment asks for OTLP span export (see the module docstring)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return "otlp" in {e.strip() for e in exporter.split(",")}
+    return any(env.get(name, "").strip() for name in _ENDPOINTS)
+
+
+def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Install an SDK tracer provider exporting over OTLP/HTTP when the environment asks; True if it did.
+
+    `service_name` is the default `service.name` (`OTEL_SERVICE_NAME` wins). Spans leave in
+    batches from a background thread; `shutdown` sends what is left.
+    """
+    env = os.environ if env is None else env
+    if _provider or not wants_tracing(env):
+        return bool(_provider)
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    if protocol and protocol != "http/protobuf":
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; spans are sent as http/protobuf "
+            "(point the endpoint at the collector's OTLP/HTTP port, usually 4318)",
+            protocol,
+        )
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider.append(provider)
+    tracing.enable()
+    log.info("exporting spans over OTLP", extra={"service": resource.attributes.get(SERVICE_NAME)})
+    return True
+
+
+def is_configured() -> bool:
+    """True while this process exports spans."""
+    return bool(_provider)
+
+
+def shutdown() -> None:
+    """Send the spans still queued and stop the exporter (at process stop; bounded by the SDK's timeouts)."""
+    for provider in _provider:
+        stop = getattr(provider, "shutdown", None)
+        if stop is not None:
+            stop()
+    _provider.clear()
+    tracing.disable()

@@ -1,0 +1,216 @@
+"""Spans without a backend: off costs nothing and changes nothing; on, spans nest and hop by traceparent.
+
+The SDK's in-memory exporter stands in for the collector (the real Jaeger is in
+tests/integration/test_tracing.py); the tracer provider is handed to `tracing.enable`, the test seam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from onceflow_runner import tracing
+from onceflow_runner.adapters.otlp import wants_tracing
+from onceflow_runner.adapters.outbound import HttpCaller
+from onceflow_runner.contract.plan import ConnectorPlan
+from onceflow_runner.errors import TransientFailure
+
+SENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    monkeypatch.delenv(tracing.HASH_KEYS_ENV, raising=False)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    yield exporter
+    tracing.disable()
+    provider.shutdown()
+
+
+def caller_seeing(seen: list[httpx.Request], tmp_path: Path, status: int = 200) -> HttpCaller:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json={"data": []})
+
+    connector = ConnectorPlan.model_validate({"name": "erp", "base_url": "http://erp.test:8000", "attempts": 2})
+    return HttpCaller({"erp": connector}, tmp_path, transport=httpx.MockTransport(answer))
+
+
+async def call(caller: HttpCaller, path: str = "/api/resource/Customer/DE123") -> object:
+    return await caller.request(
+        "erp", "GET", path, query={}, body=None, idempotency_key=None, headers={"traceparent": SENT}, step="s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "runner"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_spans_are_exported_only_when_the_otel_environment_asks(env: dict[str, str], on: bool) -> None:
+    assert wants_tracing(env) is on
+
+
+async def test_with_tracing_off_a_call_forwards_the_records_traceparent_and_records_nothing(tmp_path: Path) -> None:
+    assert not tracing.is_enabled()
+    assert tracing.span("a") is tracing.span("b")  # one shared no-op, no OpenTelemetry call
+    with tracing.span("a") as current:
+        assert tracing.traceparent_of(current) is None
+    seen: list[httpx.Request] = []
+    await call(caller_seeing(seen, tmp_path))
+    assert seen[0].headers["traceparent"] == SENT
+
+
+async def test_an_outbound_call_is_a_client_span_whose_traceparent_the_target_receives(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    seen: list[httpx.Request] = []
+    with tracing.span("runner settle", traceparent=SENT):
+        await call(caller_seeing(seen, tmp_path))
+    (http, settle) = spans.get_finished_spans()
+    assert http.name == "HTTP GET"
+    assert http.parent is not None
+    assert http.parent.span_id == settle.context.span_id
+    assert settle.context.trace_id == int(SENT.split("-")[1], 16)
+    assert seen[0].headers["traceparent"] == f"00-{http.context.trace_id:032x}-{http.context.span_id:016x}-01"
+    assert http.attributes is not None
+    assert http.attributes["http.response.status_code"] == 200
+    assert http.attributes["url.path"] == "/api/resource/Customer/DE123"
+    assert http.attributes["onceflow.connector"] == "erp"
+
+
+async def test_each_attempt_of_a_call_is_its_own_span_and_a_5xx_is_an_error(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    seen: list[httpx.Request] = []
+    with pytest.raises(TransientFailure), tracing.span("runner settle", traceparent=SENT):
+        await call(caller_seeing(seen, tmp_path, status=503))
+    calls = [s for s in spans.get_finished_spans() if s.name == "HTTP GET"]
+    assert len(calls) == len(seen) == 2
+    assert all(s.status.status_code is StatusCode.ERROR for s in calls)
+    assert len({r.headers["traceparent"] for r in seen}) == 2
+
+
+async def test_hashed_business_keys_leave_no_key_or_path_in_spans(
+    spans: InMemorySpanExporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tracing.HASH_KEYS_ENV, "true")
+    tracing.enable(spans_provider := TracerProvider())
+    spans_provider.add_span_processor(SimpleSpanProcessor(spans))
+    assert tracing.business_key_value("DE123") == "sha256:" + hashlib.sha256(b"DE123").hexdigest()
+    await call(caller_seeing([], tmp_path))
+    (http,) = spans.get_finished_spans()
+    assert http.attributes is not None
+    assert "url.path" not in http.attributes
+    assert "DE123" not in repr(dict(http.attributes))
+    spans_provider.shutdown()
+
+
+def test_unhashed_business_keys_are_shown_as_they_are(spans: InMemorySpanExporter) -> None:
+    assert tracing.business_key_value("DE123") == "DE123"
+
+
+def test_the_operator_hands_its_otel_settings_to_runner_and_gateway_pods() -> None:
+    from onceflow_operator.build.objects import build_gateway_deployment, build_runner_deployment
+    from onceflow_operator.compiler.planner import gateway_plan, plan_from_integration
+    from onceflow_operator.controller.settings import tracing_env_of
+    from tests.unit.test_planner import load_examples
+
+    env = tracing_env_of(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.obs.svc:4318",
+            "ONCEFLOW_TRACE_HASH_KEYS": "true",
+            "OTEL_SERVICE_NAME": "",  # unset in effect: not handed on
+            "ONCEFLOW_NATS_URL": "nats://n:4222",
+            "HOME": "/root",
+        }
+    )
+    assert env == (
+        ("ONCEFLOW_TRACE_HASH_KEYS", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318"),
+    )
+    connectors, policies, integrations = load_examples()
+    integration = integrations[0]
+    plan = plan_from_integration(
+        integration,
+        connectors,
+        policies.get(integration.spec.sync_policy_ref.name) if integration.spec.sync_policy_ref else None,
+        namespace="sales",
+    )
+    gateway = gateway_plan(connectors["crm-webhooks"], namespace="sales")
+    owner = {"apiVersion": "onceflow.io/v1alpha1", "kind": "Integration", "metadata": {"name": "i", "uid": "u"}}
+    common = {"image": "img", "nats_url": "n", "replicas": 1, "secrets_checksum": "c"}
+    for deployment in (
+        build_runner_deployment(plan, "cm", owner, tracing_env=env, **common),
+        build_gateway_deployment(gateway, "cm", owner, tracing_env=env, **common),
+    ):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://collector.obs.svc:4318"} in container["env"]
+        assert {"name": "ONCEFLOW_TRACE_HASH_KEYS", "value": "true"} in container["env"]
+    untraced = build_runner_deployment(plan, "cm", owner, **common)
+    names = [e["name"] for e in untraced["spec"]["template"]["spec"]["containers"][0].get("env", [])]
+    assert not [n for n in names if n.startswith("OTEL_")]
+
+
+async def test_with_hashed_keys_a_failure_is_recorded_by_its_type_only(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tracing.HASH_KEYS_ENV, "true")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.enable(provider)
+    with pytest.raises(TransientFailure), tracing.span("step s"):
+        raise TransientFailure("erp: GET /api/resource/Customer/DE123 timed out")
+    with tracing.span("runner settle") as settling:
+        tracing.set_outcome(settling, "retry", error="erp: GET /api/resource/Customer/DE123 timed out")
+    step, settle = spans.get_finished_spans()
+    assert step.status.status_code is StatusCode.ERROR
+    assert step.status.description == "TransientFailure"
+    assert settle.status.status_code is StatusCode.ERROR
+    assert "DE123" not in repr([step.events, step.status, settle.status, settle.attributes])
+    provider.shutdown()
+
+
+async def test_without_hashing_a_failure_is_recorded_with_its_message(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(TransientFailure), tracing.span("step s"):
+        raise TransientFailure("erp answered 503")
+    (step,) = spans.get_finished_spans()
+    assert step.status.description == "TransientFailure: erp answered 503"
+    assert step.events[0].name == "exception"
+
+
+def test_the_operator_reads_its_tracing_settings_from_its_environment_but_never_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onceflow_operator.controller.settings import OperatorConfig
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sales-runners")
+    # Headers often carry a hosted backend's key: never copied into Deployments in plain text.
+    assert OperatorConfig.from_environment().tracing_env == (
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318"),
+        ("OTEL_SERVICE_NAME", "sales-runners"),
+    )
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_HEADERS")
+    monkeypatch.delenv("OTEL_SERVICE_NAME")
+    assert OperatorConfig.from_environment().tracing_env == ()
