@@ -92,3 +92,47 @@ def partner_997(control: int, *, acknowledged_group: int = 17) -> bytes:
         f"IEA*1*{control:09d}",
     ]
     return ("~\n".join(segments) + "~\n").encode()
+
+
+def order_acknowledgment(po: str = "PO-1001") -> dict[str, object]:
+    """The canonical order as the ERP confirmed it: one line accepted, one backordered (an 855's source)."""
+    return {
+        "po_no": po,
+        "order_date": "2026-11-29",
+        "currency": "USD",
+        "lines": [
+            {"sku": "WID-1", "quantity": 10, "price": 4.5, "gtin": "00614141000012"},
+            {"sku": "WID-2", "quantity": 5, "uom": "CA", "status": "backordered", "ship_date": "2026-12-04"},
+        ],
+    }
+
+
+def ship_notice(po: str = "PO-1001", note: str = "DN-0042") -> dict[str, object]:
+    """A shipment of two cartons, SSCCs to be computed from the company prefix and serials (an 856's source)."""
+    return {
+        "delivery_note": note,
+        "po_no": po,
+        "ship_date": "2026-12-01",
+        "carrier": "UPSN",
+        "tracking_number": "1Z999AA10123456784",
+        "gs1_company_prefix": "00614141",
+        "packs": [
+            {"serial": 1, "items": [{"sku": "WID-1", "quantity": 6}]},
+            {"serial": 2, "items": [{"sku": "WID-1", "quantity": 4}, {"sku": "WID-2", "quantity": 5, "uom": "CA"}]},
+        ],
+    }
+
+
+def invoice(po: str = "PO-1001", number: str = "INV-7") -> dict[str, object]:
+    """A posted invoice for the shipped lines (an 810's source)."""
+    return {
+        "invoice_number": number,
+        "invoice_date": "2026-12-01",
+        "po_no": po,
+        "currency": "USD",
+        "total": 67.5,
+        "lines": [
+            {"sku": "WID-1", "quantity": 10, "price": 4.5},
+            {"sku": "WID-2", "quantity": 5, "uom": "CA", "price": 4.5},
+        ],
+    }

@@ -14,7 +14,7 @@ from datetime import datetime
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.payloads.edi.inbound import GroupOutcome, InterchangeOutcome
 
-__all__ = ["ControlNumbers", "acknowledgment", "needed_numbers", "needs_acknowledgment"]
+__all__ = ["ControlNumbers", "acknowledgment", "isa_segment", "needed_numbers", "needs_acknowledgment"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ def needed_numbers(outcome: InterchangeOutcome) -> tuple[int, int]:
     return (1, len(answered)) if answered else (0, 0)
 
 
-def _isa(env: EdiEnvelope, control: int, now: datetime) -> list[str]:
+def isa_segment(env: EdiEnvelope, control: int, now: datetime) -> list[str]:
+    """Our ISA for `env`: our identity as sender, the partner as receiver, no TA1 asked (ISA14 0)."""
     return [
         "ISA",
         "00",
@@ -95,7 +96,7 @@ def _997(group: GroupOutcome, control: int) -> list[list[str]]:
 def acknowledgment(outcome: InterchangeOutcome, env: EdiEnvelope, numbers: ControlNumbers, now: datetime) -> bytes:
     """The interchange that acknowledges `outcome`: a TA1 when rejected (or asked for), then one 997 per group."""
     received = outcome.interchange
-    segments: list[list[str]] = [_isa(env, numbers.interchange, now)]
+    segments: list[list[str]] = [isa_segment(env, numbers.interchange, now)]
     if outcome.rejected or received.ack_requested == "1":
         code = "R" if outcome.rejected else "A"
         note = received.error_code if outcome.rejected and received.error_code else "000"
