@@ -36,8 +36,9 @@ from onceflow_runner.contract.gs1 import Gs1Code, sscc18
 from onceflow_runner.errors import InvalidRecord
 from onceflow_runner.payloads.edi.ack import ControlNumbers, isa_segment
 from onceflow_runner.payloads.edi.maps import TRANSACTION_SETS
+from onceflow_runner.payloads.edi.validation import validate_interchange
 
-__all__ = ["DOCUMENTS", "DocumentKind", "build_document", "read_document"]
+__all__ = ["DOCUMENTS", "DocumentKind", "build_document", "document_findings", "read_document"]
 
 DocumentKind = Literal["855", "856", "810"]
 #: The documents a `sendEdi` step can send, with the canonical entity each is built from.
@@ -289,3 +290,22 @@ def build_document(
         raise InvalidRecord(
             f"the {kind} holds {text[exc.start]!r}, which X12 cannot carry: change the value at its source", step=step
         ) from None
+
+
+def document_findings(data: bytes) -> list[str]:
+    """What pyx12 finds wrong in a document we built (empty when its set's map accepts it)."""
+    verdict = validate_interchange(data.decode("latin-1"))
+    found = list(verdict.interchange_errors)
+    for control, errors in verdict.group_errors.items():
+        found.extend(f"group {control}: {e}" for e in errors)
+    for result in verdict.sets.values():
+        if result.code != "A":
+            found.extend(
+                f"{seg}{f'{ele:02d}' if ele else ''} (segment {pos}): {text}"
+                for seg, pos, _, ele, _, text in result.errors
+            )
+            if not result.errors:
+                found.append(f"set {result.set_id} {result.control}: {result.code}")
+    if not verdict.sets and not found:
+        found.append("the validator found no transaction set")
+    return found
