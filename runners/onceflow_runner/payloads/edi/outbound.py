@@ -27,9 +27,9 @@ Shapes (snake_case like the canonical entities; unknown fields are ignored):
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.contract.gs1 import Gs1Code, sscc18
@@ -45,6 +45,22 @@ DocumentKind = Literal["855", "856", "810"]
 DOCUMENTS: dict[str, str] = {"855": "order", "856": "shipment", "810": "invoice"}
 
 
+def _x12_date(value: Any) -> Any:
+    """X12's CCYYMMDD (as an 850 decodes to) read as a date too, beside ISO 8601."""
+    if isinstance(value, str) and len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def _unit(value: Any) -> Any:
+    """An empty unit (an 850 line without PO103) is each."""
+    return "EA" if value in ("", None) else value
+
+
+Day = Annotated[date, BeforeValidator(_x12_date)]
+Unit = Annotated[str, BeforeValidator(_unit)]
+
+
 class _Shape(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -52,7 +68,7 @@ class _Shape(BaseModel):
 class _Line(_Shape):
     sku: str = Field(min_length=1, max_length=48)
     quantity: float = Field(gt=0)
-    uom: str = Field(default="EA", pattern=r"^[A-Z0-9]{2}$")
+    uom: Unit = Field(default="EA", pattern=r"^[A-Z0-9]{2}$")
     gtin: Gs1Code | None = None
     line: str | None = Field(default=None, max_length=20)
 
@@ -61,12 +77,12 @@ class _AckLine(_Line):
     price: float | None = Field(default=None, ge=0)
     status: Literal["accepted", "rejected", "backordered", "changed"] = "accepted"
     quantity_acknowledged: float | None = Field(default=None, ge=0)
-    ship_date: date | None = None
+    ship_date: Day | None = None
 
 
 class _OrderAck(_Shape):
     po_no: str = Field(min_length=1, max_length=22)
-    order_date: date | None = None
+    order_date: Day | None = None
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     lines: list[_AckLine] = Field(min_length=1)
 
@@ -80,7 +96,7 @@ class _Pack(_Shape):
 class _ShipNotice(_Shape):
     delivery_note: str = Field(min_length=2, max_length=30)
     po_no: str = Field(min_length=1, max_length=22)
-    ship_date: date | None = None
+    ship_date: Day | None = None
     carrier: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,4}$", description="SCAC")
     tracking_number: str | None = Field(default=None, min_length=1, max_length=30)
     gs1_company_prefix: str | None = Field(default=None, pattern=r"^[0-9]{8,12}$")
@@ -102,9 +118,9 @@ class _InvoiceLine(_Line):
 
 class _Invoice(_Shape):
     invoice_number: str = Field(min_length=1, max_length=22)
-    invoice_date: date | None = None
+    invoice_date: Day | None = None
     po_no: str | None = Field(default=None, min_length=1, max_length=22)
-    order_date: date | None = None
+    order_date: Day | None = None
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     total: float = Field(ge=0)
     lines: list[_InvoiceLine] = Field(min_length=1)
