@@ -24,7 +24,7 @@ from onceflow_runner.contract.subjects import edi_outbound_subject
 from onceflow_runner.edi.poller import EdiInbound
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.outbound import document_findings
-from tests.integration.edi_harness import SftpServer, secrets_for, sftp
+from tests.integration.edi_harness import SftpServer, partner_997_for, secrets_for, sftp
 from tests.unit.edi_files import invoice, order_acknowledgment, partner_plan, ship_notice, two_interchanges_one_bad_set
 
 __all__ = ["sftp"]  # the fixture, imported for pytest
@@ -64,25 +64,8 @@ class Partner:
         await self.nc.jetstream().publish(subject, json.dumps(record).encode(), headers=headers)
 
     def answer_997(self, document: bytes, code: str = "A", control: int = 900) -> None:
-        """Drop the partner's 997 for one of our documents (AK1 names its GS06, AK2 its ST02)."""
-        interchange = split_file(document).interchanges[0]
-        group = interchange.groups[0]
-        st = group.sets[0]
-        ak5 = "AK5*A" if code == "A" else "AK3*TDS*5**8~\nAK5*R*5"
-        segments = [
-            f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
-            f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
-            "ST*997*0001",
-            f"AK1*{group.functional_id}*{group.control}",
-            f"AK2*{st.set_id}*{st.control}",
-            ak5,
-            f"AK9*{code}*1*1*{1 if code == 'A' else 0}",
-            f"SE*{6 + (1 if code != 'A' else 0)}*0001",
-            f"GE*1*{control}",
-            f"IEA*1*{control:09d}",
-        ]
-        self.pickup.mkdir(exist_ok=True)
-        (self.pickup / f"997-{control}.x12").write_text("~\n".join(segments) + "~\n")
+        """Drop the partner's 997 for one of our documents."""
+        (self.pickup / f"997-{control}.x12").write_bytes(partner_997_for(document, control, code=code))
 
 
 @pytest.fixture
