@@ -127,3 +127,8 @@ def test_a_step_that_sets_send_edi_and_call_is_refused_by_the_exactly_one_rule()
     orders["spec"]["steps"][1]["call"] = orders["spec"]["steps"][0]["call"]
     problems = validate_manifest(orders, "acme.yaml")
     assert any("exactly one of" in p.message and "sendEdi" in p.message for p in problems), problems
+
+
+def test_the_example_partner_is_the_documented_one() -> None:
+    example = [d for d in yaml.safe_load_all((ROOT / "examples" / "edi-partner" / "partner.yaml").read_text()) if d]
+    assert example == documented()
