@@ -67,24 +67,3 @@ def secrets_for(folder: Path, server: SftpServer, key: asyncssh.SSHKey | None = 
     public = (key or server.host_key).export_public_key().decode().strip()
     (secret / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {public}\n")
     return folder / "secrets"
-
-
-def partner_997_for(document: bytes, control: int, *, code: str = "A") -> bytes:
-    """The partner's 997 for one document we sent (AK1 names its GS06, AK2 its ST02); R rejects it (AK5 R 5)."""
-    from onceflow_runner.payloads.edi.envelope import split_file
-
-    group = split_file(document).interchanges[0].groups[0]
-    st = group.sets[0]
-    body = ["AK1*" + group.functional_id + "*" + group.control, f"AK2*{st.set_id}*{st.control}"]
-    body += ["AK5*A"] if code == "A" else ["AK3*TDS*5**8", "AK5*R*5"]
-    body.append(f"AK9*{code}*1*1*{1 if code == 'A' else 0}")
-    segments = [
-        f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
-        f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
-        "ST*997*0001",
-        *body,
-        f"SE*{len(body) + 2}*0001",
-        f"GE*1*{control}",
-        f"IEA*1*{control:09d}",
-    ]
-    return ("~\n".join(segments) + "~\n").encode()

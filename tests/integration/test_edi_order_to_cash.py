@@ -36,10 +36,10 @@ from onceflow_runner.contract.subjects import event_subject
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.outbound import document_findings
 from tests.conftest import Kubectl
-from tests.integration.edi_harness import SftpServer, partner_997_for, sftp
+from tests.integration.edi_harness import SftpServer, sftp
 from tests.integration.scenario import Sandboxes, eventually, example_documents, sandbox_effects
 from tests.integration.test_edi_operator import documented_partner, pointed_at
-from tests.unit.edi_files import interchange, purchase_order, two_interchanges_one_bad_set
+from tests.unit.edi_files import interchange, partner_997_for, purchase_order, two_interchanges_one_bad_set
 
 __all__ = ["sftp"]  # the fixture, imported for pytest
 

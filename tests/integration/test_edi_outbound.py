@@ -24,8 +24,15 @@ from onceflow_runner.contract.subjects import edi_outbound_subject
 from onceflow_runner.edi.poller import EdiInbound
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.outbound import document_findings
-from tests.integration.edi_harness import SftpServer, partner_997_for, secrets_for, sftp
-from tests.unit.edi_files import invoice, order_acknowledgment, partner_plan, ship_notice, two_interchanges_one_bad_set
+from tests.integration.edi_harness import SftpServer, secrets_for, sftp
+from tests.unit.edi_files import (
+    invoice,
+    order_acknowledgment,
+    partner_997_for,
+    partner_plan,
+    ship_notice,
+    two_interchanges_one_bad_set,
+)
 
 __all__ = ["sftp"]  # the fixture, imported for pytest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onceflow_runner.contract.edi import EdiPartnerPlan
+from onceflow_runner.payloads.edi.envelope import split_file
 
 
 def partner_plan(namespace: str = "sales", *, port: int = 22, connector: str = "acme-edi") -> EdiPartnerPlan:
@@ -136,3 +137,22 @@ def invoice(po: str = "PO-1001", number: str = "INV-7") -> dict[str, object]:
             {"sku": "WID-2", "quantity": 5, "uom": "CA", "price": 4.5},
         ],
     }
+
+
+def partner_997_for(document: bytes, control: int, *, code: str = "A") -> bytes:
+    """The partner's 997 for one document we sent (AK1 names its GS06, AK2 its ST02); R rejects it (AK5 R 5)."""
+    group = split_file(document).interchanges[0].groups[0]
+    st = group.sets[0]
+    body = ["AK1*" + group.functional_id + "*" + group.control, f"AK2*{st.set_id}*{st.control}"]
+    body += ["AK5*A"] if code == "A" else ["AK3*TDS*5**8", "AK5*R*5"]
+    body.append(f"AK9*{code}*1*1*{1 if code == 'A' else 0}")
+    segments = [
+        f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
+        f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
+        "ST*997*0001",
+        *body,
+        f"SE*{len(body) + 2}*0001",
+        f"GE*1*{control}",
+        f"IEA*1*{control:09d}",
+    ]
+    return ("~\n".join(segments) + "~\n").encode()

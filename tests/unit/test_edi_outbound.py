@@ -9,11 +9,11 @@ import pytest
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.contract.gs1 import gs1_check_digit_ok, sscc18
 from onceflow_runner.errors import InvalidRecord
-from onceflow_runner.payloads.edi.ack import ControlNumbers
+from onceflow_runner.payloads.edi.ack import ControlNumbers, read_997
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.outbound import build_document
 from onceflow_runner.payloads.edi.validation import validate_interchange
-from tests.unit.edi_files import invoice, order_acknowledgment, partner_plan, ship_notice
+from tests.unit.edi_files import invoice, order_acknowledgment, partner_997_for, partner_plan, ship_notice
 
 NOW = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 NUMBERS = ControlNumbers(41, 42, (43,))
@@ -123,3 +123,15 @@ def test_a_record_that_cannot_make_the_document_is_refused_naming_the_field(
 def test_a_value_holding_a_separator_is_refused_not_sent_cut_in_two() -> None:
     with pytest.raises(InvalidRecord, match=r"BIG02 'INV\*7' holds '\*'"):
         build_document("810", {**invoice(), "invoice_number": "INV*7"}, partner_plan().envelope, NUMBERS, NOW)
+
+
+def test_a_partners_997_is_read_per_group_with_rejected_sets_and_their_notes() -> None:
+    data = build_document("856", ship_notice(), partner_plan().envelope, NUMBERS, NOW)
+    [accepted] = read_997(partner_997_for(data, 501))
+    assert (accepted.functional_id, accepted.group, accepted.code, accepted.rejected) == ("SH", "42", "A", ())
+    [rejected] = read_997(partner_997_for(data, 502, code="R"))
+    assert rejected.code == "R"
+    assert [(s.set_id, s.control, s.code, s.error_code, s.notes) for s in rejected.rejected] == [
+        ("856", "0043", "R", "5", ("AK3*TDS*5**8",))
+    ]
+    assert read_997(b"not x12 at all") == []
