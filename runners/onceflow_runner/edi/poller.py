@@ -223,6 +223,11 @@ class EdiInbound:
             await subscription.unsubscribe()
         return settled
 
+    def _integration_of(self, headers: dict[str, str]) -> str:
+        """The sending Integration (its exception subject); this Connector when the header is no Kubernetes name."""
+        name = headers.get(h.INTEGRATION, "")
+        return name if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name) else self.plan.connector
+
     async def _send_one(self, session: SftpSession, msg: Any) -> None:
         assert self.outbound is not None
         found = dict(msg.headers or {})
@@ -236,7 +241,7 @@ class EdiInbound:
                 reason="InvalidRecord",
                 error=str(exc) if isinstance(exc, InvalidRecord) else f"not a JSON record: {exc}",
                 step=found.get(h.STEP, f"edi.{kind}"),
-                integration=found.get(h.INTEGRATION, self.plan.connector),
+                integration=self._integration_of(found),
                 business_key=key,
                 original_subject=msg.subject,
                 stream_sequence=msg.metadata.sequence.stream,
@@ -250,7 +255,8 @@ class EdiInbound:
             await msg.ack()
             return
         except BaseException:
-            await msg.nak(delay=self.plan.sftp.poll_seconds)
+            with contextlib.suppress(Exception):  # unacknowledged, it comes back after ack_wait anyway
+                await msg.nak(delay=self.plan.sftp.poll_seconds)
             raise
         self.metrics.documents.labels(connector=self.plan.connector, document=kind[:8], outcome="sent").inc()
         await msg.ack()
