@@ -156,3 +156,19 @@ def partner_997_for(document: bytes, control: int, *, code: str = "A") -> bytes:
         f"IEA*1*{control:09d}",
     ]
     return ("~\n".join(segments) + "~\n").encode()
+
+
+def change_order(st02: int, po: str, *, line_change: str = "QI") -> list[str]:
+    """An 860 changing PO `po`: line 1's quantity (POC02 `line_change`), line 3 added, line 2 deleted."""
+    segments = [
+        f"ST*860*{st02:04d}",
+        f"BCH*04*SA*{po}**1*20261130",
+        "CUR*BY*USD",
+        "N1*BY*Acme Retail*92*ACME01",
+        f"POC*1*{line_change}*12*10*EA*10.50**BP*SKU-00001",
+        "POC*2*DI*0*0*EA***BP*SKU-00002",
+        "POC*3*AI*5**CA*40**BP*SKU-00003*UP*036000291452",
+        "CTT*3",
+    ]
+    segments.append(f"SE*{len(segments) + 1}*{st02:04d}")
+    return segments

@@ -18,7 +18,7 @@ from onceflow_operator.api._base import DURATION, ApiModel, SecretKeyRef, cel_ru
 
 __all__ = ["EdiConnector", "EdiEnvelopeSpec", "EdiIdentitySpec", "SftpSpec"]
 
-TransactionSetId = Literal["850"]
+TransactionSetId = Literal["850", "860"]
 OutboundDocument = Literal["855", "856", "810"]
 _SEPARATOR = r"^[^A-Za-z0-9 ]$"
 

@@ -25,6 +25,7 @@ __all__ = [
     "SET_850",
     "SET_855",
     "SET_856",
+    "SET_860",
     "TRANSACTION_SETS",
     "Element",
     "Loop",
@@ -105,6 +106,8 @@ EXTRA_DATA_ELEMENTS: dict[str, tuple[str, int, int, str]] = {
     "88": ("ID", 1, 2, "Marks and Numbers Qualifier"),
     "87": ("AN", 1, 48, "Marks and Numbers"),
     "327": ("AN", 1, 8, "Change Order Sequence Number"),
+    "670": ("ID", 2, 2, "Change or Response Type Code"),
+    "671": ("R", 1, 9, "Quantity Left to Receive"),
 }
 
 _REF = Segment(
@@ -476,8 +479,77 @@ SET_810 = TransactionSet(
     ),
 )
 
+#: 860 Purchase Order Change Request - Buyer Initiated, version 004010: BCH (01 cancels the order,
+#: 04 changes it), then a POC per changed line saying how (add, delete, quantity or price change).
+SET_860 = TransactionSet(
+    xid="860",
+    name="Purchase Order Change Request - Buyer Initiated",
+    functional_id="PC",
+    version="004010",
+    header=(
+        Segment(
+            "BCH",
+            "Beginning Segment for Purchase Order Change",
+            "R",
+            "1",
+            (
+                Element("353", "R", ("01", "04", "05")),
+                Element("92", "R"),
+                Element("324", "R"),
+                Element("328"),
+                Element("327"),
+                Element("373", "R"),
+            ),
+        ),
+        Segment("CUR", "Currency", "S", "1", (Element("98", "R"), Element("100", "R"), Element("280"))),
+        _REF,
+        _PER,
+        _DTM,
+        _N1_LOOP,
+    ),
+    detail=(
+        Loop(
+            "POC_LOOP",
+            "Line Item Change",
+            "S",
+            "100000",
+            (
+                Segment(
+                    "POC",
+                    "Line Item Change",
+                    "R",
+                    "1",
+                    (
+                        Element("350", "R"),
+                        Element("670", "R", ("AI", "DI", "QI", "QD", "PC", "CA", "RZ", "CT")),
+                        Element("330"),
+                        Element("671"),
+                        Element("355"),
+                        Element("212"),
+                        Element("639"),
+                        Element("235"),
+                        Element("234"),
+                        *_PRODUCT_IDS[2:],
+                    ),
+                    ("P0809", "P1011", "P1213", "P1415", "P1617"),
+                ),
+                Segment(
+                    "PID",
+                    "Product/Item Description",
+                    "S",
+                    "1000",
+                    (Element("349", "R"), Element("750"), Element("559"), Element("751"), Element("352")),
+                ),
+                _REF,
+                _DTM,
+            ),
+        ),
+    ),
+    summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
+)
+
 #: Every set this module maps, by ST01.
-TRANSACTION_SETS: dict[str, TransactionSet] = {s.xid: s for s in (SET_850, SET_855, SET_856, SET_810)}
+TRANSACTION_SETS: dict[str, TransactionSet] = {s.xid: s for s in (SET_850, SET_855, SET_856, SET_810, SET_860)}
 
 
 def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:
