@@ -274,6 +274,12 @@ class EdiMetrics:
             ["connector", "kind"],
             registry=self.registry,
         )
+        self.documents = Counter(
+            "onceflow_edi_documents_total",
+            "Outbound documents settled, by document (855, 856, 810) and outcome (sent, invalid).",
+            ["connector", "document", "outcome"],
+            registry=self.registry,
+        )
         self.sftp_failures = Counter(
             "onceflow_edi_sftp_failures_total",
             "Passes that could not reach or finish with the SFTP server (retried at the next interval).",

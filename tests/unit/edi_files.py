@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onceflow_runner.contract.edi import EdiPartnerPlan
+from onceflow_runner.payloads.edi.envelope import split_file
 
 
 def partner_plan(namespace: str = "sales", *, port: int = 22, connector: str = "acme-edi") -> EdiPartnerPlan:
@@ -92,3 +93,82 @@ def partner_997(control: int, *, acknowledged_group: int = 17) -> bytes:
         f"IEA*1*{control:09d}",
     ]
     return ("~\n".join(segments) + "~\n").encode()
+
+
+def order_acknowledgment(po: str = "PO-1001") -> dict[str, object]:
+    """The canonical order as the ERP confirmed it: one line accepted, one backordered (an 855's source)."""
+    return {
+        "po_no": po,
+        "order_date": "2026-11-29",
+        "currency": "USD",
+        "lines": [
+            {"sku": "WID-1", "quantity": 10, "price": 4.5, "gtin": "00614141000012"},
+            {"sku": "WID-2", "quantity": 5, "uom": "CA", "status": "backordered", "ship_date": "2026-12-04"},
+        ],
+    }
+
+
+def ship_notice(po: str = "PO-1001", note: str = "DN-0042") -> dict[str, object]:
+    """A shipment of two cartons, SSCCs to be computed from the company prefix and serials (an 856's source)."""
+    return {
+        "delivery_note": note,
+        "po_no": po,
+        "ship_date": "2026-12-01",
+        "carrier": "UPSN",
+        "tracking_number": "1Z999AA10123456784",
+        "gs1_company_prefix": "00614141",
+        "packs": [
+            {"serial": 1, "items": [{"sku": "WID-1", "quantity": 6}]},
+            {"serial": 2, "items": [{"sku": "WID-1", "quantity": 4}, {"sku": "WID-2", "quantity": 5, "uom": "CA"}]},
+        ],
+    }
+
+
+def invoice(po: str = "PO-1001", number: str = "INV-7") -> dict[str, object]:
+    """A posted invoice for the shipped lines (an 810's source)."""
+    return {
+        "invoice_number": number,
+        "invoice_date": "2026-12-01",
+        "po_no": po,
+        "currency": "USD",
+        "total": 67.5,
+        "lines": [
+            {"sku": "WID-1", "quantity": 10, "price": 4.5},
+            {"sku": "WID-2", "quantity": 5, "uom": "CA", "price": 4.5},
+        ],
+    }
+
+
+def partner_997_for(document: bytes, control: int, *, code: str = "A") -> bytes:
+    """The partner's 997 for one document we sent (AK1 names its GS06, AK2 its ST02); R rejects it (AK5 R 5)."""
+    group = split_file(document).interchanges[0].groups[0]
+    st = group.sets[0]
+    body = ["AK1*" + group.functional_id + "*" + group.control, f"AK2*{st.set_id}*{st.control}"]
+    body += ["AK5*A"] if code == "A" else ["AK3*TDS*5**8", "AK5*R*5"]
+    body.append(f"AK9*{code}*1*1*{1 if code == 'A' else 0}")
+    segments = [
+        f"ISA*00*          *00*          *ZZ*{'ACMEBUY':<15}*ZZ*{'ONCEDIST':<15}*261130*0400*U*00401*{control:09d}*0*P*>",
+        f"GS*FA*ACMEBUY*ONCEDIST*20261130*0400*{control}*X*004010",
+        "ST*997*0001",
+        *body,
+        f"SE*{len(body) + 2}*0001",
+        f"GE*1*{control}",
+        f"IEA*1*{control:09d}",
+    ]
+    return ("~\n".join(segments) + "~\n").encode()
+
+
+def change_order(st02: int, po: str, *, line_change: str = "QI") -> list[str]:
+    """An 860 changing PO `po`: line 1's quantity (POC02 `line_change`), line 3 added, line 2 deleted."""
+    segments = [
+        f"ST*860*{st02:04d}",
+        f"BCH*04*SA*{po}**1*20261130",
+        "CUR*BY*USD",
+        "N1*BY*Acme Retail*92*ACME01",
+        f"POC*1*{line_change}*12*10*EA*10.50**BP*SKU-00001",
+        "POC*2*DI*0*0*EA***BP*SKU-00002",
+        "POC*3*AI*5**CA*40**BP*SKU-00003*UP*036000291452",
+        "CTT*3",
+    ]
+    segments.append(f"SE*{len(segments) + 1}*{st02:04d}")
+    return segments

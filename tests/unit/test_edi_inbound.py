@@ -12,7 +12,14 @@ from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.inbound import assess_file
 from onceflow_runner.payloads.edi.validation import validate_interchange
 from onceflow_runner.payloads.x12 import decode_x12
-from tests.unit.edi_files import interchange, partner_997, partner_plan, purchase_order, two_interchanges_one_bad_set
+from tests.unit.edi_files import (
+    change_order,
+    interchange,
+    partner_997,
+    partner_plan,
+    purchase_order,
+    two_interchanges_one_bad_set,
+)
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 
@@ -138,3 +145,37 @@ def test_hostile_edits_of_a_real_file_end_as_records_or_rejections(edits: list[t
         _, sets = needed_numbers(outcome)
         document = acknowledgment(outcome, plan.envelope, ControlNumbers(n, n, tuple(range(1, sets + 1))), NOW)
         assert document.startswith(b"ISA*")
+
+
+def test_an_860_is_taken_when_accepted_and_decodes_into_the_changes_of_an_order() -> None:
+    plan = partner_plan().model_copy(update={"accept": ("850", "860")})
+    changes = [change_order(1, "PO-1-1"), change_order(2, "PO-1-3", line_change="XX")]
+    data = interchange(31, changes).replace("GS*PO*", "GS*PC*").encode()  # 860s travel in PC groups
+    [outcome] = assess_file(data, plan).interchanges
+    good, bad = outcome.groups[0].sets
+    assert (good.set_id, good.code) == ("860", "A")
+    assert (bad.code, bad.error_code) == ("R", "5")
+    assert "POC" in bad.reason
+    change = decode_x12(good.original)
+    assert (change["po_no"], change["change"], change["change_sequence"], change["buyer"]) == (
+        "PO-1-1",
+        "change",
+        "1",
+        "ACME01",
+    )
+    assert [(line["line"], line["change"], line.get("quantity"), line.get("sku")) for line in change["lines"]] == [
+        ("1", "quantity_increase", 12.0, "SKU-00001"),
+        ("2", "delete", 0.0, "SKU-00002"),
+        ("3", "add", 5.0, "SKU-00003"),
+    ]
+    assert change["lines"][2]["gtin"] == "036000291452"
+    ack = acknowledgment(outcome, plan.envelope, ControlNumbers(90, 91, (92,)), NOW).decode()
+    assert "AK1*PC*31~" in ack
+    assert validate_interchange(ack).sets[("91", "0092")].code == "A"
+
+
+def test_an_860_from_a_partner_that_sends_only_850s_is_rejected_as_not_supported() -> None:
+    data = interchange(32, [change_order(1, "PO-1-1")]).replace("GS*PO*", "GS*PC*").encode()
+    [outcome] = assess_file(data, partner_plan()).interchanges
+    [item] = outcome.groups[0].sets
+    assert (item.code, item.error_code) == ("R", "1")

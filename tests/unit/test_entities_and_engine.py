@@ -94,6 +94,11 @@ class RecordingEvents:
     async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
         self.events.append((entity, verb, data, msg_id))
 
+    async def hand_over_edi(
+        self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        self.events.append((f"edi.{connector}", document, data, msg_id))
+
 
 def plan(*steps: StepPlan, business_key: str | None = "'c/' + input.tax", source: str = "crm") -> Plan:
     return Plan(
@@ -251,6 +256,20 @@ async def test_approved_decision_lets_a_parked_record_through() -> None:
     assert (await engine.run({"tax": "1"}, META)).kind == "parked"
     assert (await engine.run({"tax": "1"}, {**META, "decision": "approved"})).kind == "completed"
     assert len(caller.calls) == 1
+
+
+async def test_send_edi_hands_the_from_expression_to_the_partner_keyed_by_business_key_and_step() -> None:
+    events = RecordingEvents()
+    send = StepPlan.model_validate(
+        {
+            "name": "send855",
+            "kind": "sendEdi",
+            "sendEdi": {"connector": "acme-edi", "document": "855", "from": '{"po_no": input.po, "lines": []}'},
+        }
+    )
+    outcome = await Engine(plan(send), RecordingCaller(), events).run({"po": "PO-1", "tax": "1"}, META)
+    assert outcome.kind == "completed"
+    assert events.events == [("edi.acme-edi", "855", {"po_no": "PO-1", "lines": []}, "c/DE1/send855")]
 
 
 async def test_publish_uses_business_key_and_step_as_message_id() -> None:

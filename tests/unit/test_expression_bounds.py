@@ -262,6 +262,9 @@ class _NoEvents:
     async def publish_event(self, *_: Any, **__: Any) -> None:
         raise AssertionError("no events here")
 
+    async def hand_over_edi(self, *_: Any, **__: Any) -> None:
+        raise AssertionError("no EDI documents here")
+
 
 async def test_a_small_record_runs_only_its_iterating_expressions_isolated() -> None:
     isolated = _Isolated()

@@ -76,6 +76,7 @@ INFO = {
     "nats": "nats://127.0.0.1:4222",
     "examples": str(ROOT / "examples"),
     "sandboxes": {"erp": "http://127.0.0.1:8100", "wms": "http://127.0.0.1:8101"},
+    "ediPartner": {"folder": "/tmp/onceflow-edi-partner-x", "sftp": "127.0.0.1:2222"},
     "gateways": {
         "crm-webhooks": {
             "url": "http://127.0.0.1:9001/crm",
@@ -106,6 +107,8 @@ def test_dev_up_summary_names_each_gateway_with_path_scheme_and_secret_and_each_
                 "SANDBOX URL",
                 "erp http://127.0.0.1:8100",
                 "wms http://127.0.0.1:8101",
+                "EDI partner (SFTP 127.0.0.1:2222): drop X12 850s in /tmp/onceflow-edi-partner-x/to-onceflow/;",
+                "997s, 855s, 856s and 810s for it land in /tmp/onceflow-edi-partner-x/from-onceflow/",
                 f"onceflow send crm-webhooks -n demo -d @{ROOT / 'examples' / SAMPLE_WEBHOOK}",
                 "curl -s http://127.0.0.1:8100/_sandbox/state",
                 "Stop it with: onceflow dev down",

@@ -18,7 +18,8 @@ from onceflow_operator.api._base import DURATION, ApiModel, SecretKeyRef, cel_ru
 
 __all__ = ["EdiConnector", "EdiEnvelopeSpec", "EdiIdentitySpec", "SftpSpec"]
 
-TransactionSetId = Literal["850"]
+TransactionSetId = Literal["850", "860"]
+OutboundDocument = Literal["855", "856", "810"]
 _SEPARATOR = r"^[^A-Za-z0-9 ]$"
 
 
@@ -140,7 +141,7 @@ class SftpSpec(ApiModel):
 
 
 class EdiConnector(ApiModel):
-    """One EDI trading partner over SFTP: inbound files polled, one record per transaction set, 997s back."""
+    """One EDI trading partner over SFTP: files polled in (a record per set, 997s back), documents sent out."""
 
     envelope: EdiEnvelopeSpec = Field(description="The interchange envelope both sides agreed.")
     sftp: SftpSpec = Field(description="Where files are picked up and dropped.")
@@ -149,6 +150,18 @@ class EdiConnector(ApiModel):
         description="Transaction sets taken in; any other is rejected in the 997 (AK5 code 1, not supported).",
         min_length=1,
         max_length=8,
+    )
+    send: list[OutboundDocument] = Field(
+        default_factory=list,
+        description="Documents sendEdi steps may send to this partner (855, 856, 810); dropped in sftp.drop.",
+        max_length=3,
+    )
+    acknowledgment_deadline: str = Field(
+        default="24h",
+        description="How long a sent document may wait for the partner's 997 before it becomes an exception "
+        "(AcknowledgmentOverdue) a person sees.",
+        pattern=DURATION,
+        max_length=32,
     )
     replicas: int = Field(
         default=1, description="Poller pods; files are claimed so that each is taken once.", ge=0, le=10

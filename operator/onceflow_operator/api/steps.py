@@ -1,6 +1,7 @@
 """The steps of an Integration: one small, single-purpose block each, with its logic in CEL.
 
-Each step is exactly one of validate, map, filter, lookup, dedupe, call, publish or approve. A new
+Each step is exactly one of validate, map, filter, lookup, dedupe, call, publish, approve or
+sendEdi. A new
 kind is a model here, one entry in `STEP_KINDS`, its field on `Step` and its clause in the
 exactly-one rule (see docs/architecture.md for the rest of the path).
 """
@@ -33,12 +34,15 @@ __all__ = [
     "PublishStep",
     "ResponseHandling",
     "RuleCheck",
+    "SendEdiStep",
     "Step",
     "SuggestedFix",
     "ValidateStep",
 ]
 
-STEP_KINDS = ("validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve")
+STEP_KINDS = ("validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve", "sendEdi")
+#: The X12 documents a `sendEdi` step builds (see docs/edi.md).
+EdiDocument = Literal["855", "856", "810"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -277,6 +281,26 @@ class ApproveStep(ApiModel):
     )
 
 
+class SendEdiStep(ApiModel):
+    """Send an X12 document built from the record to an EDI trading partner (a Connector of type EDI).
+
+    The partner's EDI pod builds, checks, numbers and uploads it, once per business key.
+    """
+
+    connector: str = Field(
+        description="EDI Connector of the partner; it must list the document in spec.edi.send.",
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    document: EdiDocument = Field(description="855 PO acknowledgment, 856 ship notice or 810 invoice.")
+    from_: Cel | None = Field(
+        default=None,
+        alias="from",
+        description="CEL giving the document's source (a canonical order, shipment or invoice, see docs/edi.md); "
+        "the current record when empty.",
+    )
+
+
 class Step(ApiModel):
     """One step of the workflow: a name and exactly one kind."""
 
@@ -284,10 +308,10 @@ class Step(ApiModel):
         "json_schema_extra": cel_rules(
             (
                 "[has(self.validate), has(self.map), has(self.filter), has(self.lookup), "
-                "has(self.dedupe), has(self.call), has(self.publish), has(self.approve)]"
+                "has(self.dedupe), has(self.call), has(self.publish), has(self.approve), has(self.sendEdi)]"
                 ".filter(x, x).size() == 1",
                 "each step sets exactly one of validate, map, filter, lookup, dedupe, call, publish, "
-                "approve; split a step that does two things into two named steps",
+                "approve, sendEdi; split a step that does two things into two named steps",
             ),
         )
     }
@@ -305,12 +329,15 @@ class Step(ApiModel):
     call: CallStep | None = Field(default=None, description="Make the side effect.")
     publish: PublishStep | None = Field(default=None, description="Publish a canonical event.")
     approve: ApproveStep | None = Field(default=None, description="Wait for a person's decision.")
+    send_edi: SendEdiStep | None = Field(
+        default=None, alias="sendEdi", description="Send an X12 document to an EDI partner."
+    )
 
     @property
     def kind(self) -> str:
         """The one step kind this step sets."""
         for kind in STEP_KINDS:
-            attr = "validate_" if kind == "validate" else kind
+            attr = {"validate": "validate_", "sendEdi": "send_edi"}.get(kind, kind)
             if getattr(self, attr) is not None:
                 return kind
         return ""

@@ -58,4 +58,6 @@ def edi_partner_plan(connector: Connector, *, namespace: str) -> EdiPartnerPlan:
             max_file_bytes=sftp.max_file_bytes,
         ),
         accept=tuple(edi.accept),
+        send=tuple(edi.send),
+        acknowledgment_deadline_seconds=parse_duration(edi.acknowledgment_deadline),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from onceflow_operator.api import Connector, Integration, SyncPolicy
@@ -209,6 +209,24 @@ def nats_names(namespace: str, integration: str, subject: str) -> NatsPlan:
     )
 
 
+def send_edi_problems(step: StepPlan, index: int, connectors: Mapping[str, Connector]) -> Iterator[tuple[str, str]]:
+    """A sendEdi step's partner must be an EDI Connector that lists the document in spec.edi.send."""
+    block = step.send_edi
+    if block is None:
+        return
+    path = f"spec.steps[{index}].sendEdi.connector"
+    conn = connectors.get(block.connector)
+    if conn is None:
+        yield path, f"Connector {block.connector!r} does not exist in this namespace"
+    elif conn.spec.edi is None:
+        yield path, f"Connector {block.connector!r} is {conn.spec.type}; sendEdi needs an EDI Connector"
+    elif block.document not in conn.spec.edi.send:
+        yield (
+            f"spec.steps[{index}].sendEdi.document",
+            f"Connector {block.connector!r} does not send {block.document}: add it to its spec.edi.send",
+        )
+
+
 def plan_from_integration(
     integration: Integration,
     connectors: Mapping[str, Connector],
@@ -277,6 +295,7 @@ def plan_from_integration(
                     SpecProblem(path, f"Connector {request.connector!r}: {where}: {message}")
                     for where, message in connector_problems(conn)
                 ]
+        problems += [SpecProblem(path, message) for path, message in send_edi_problems(compiled.plan, i, connectors)]
         problems += [SpecProblem(path, message) for path, message in compiled.problems]
         steps.append(compiled.plan)
 

@@ -90,6 +90,8 @@ def manifest_references(obj: Connector | Integration | SyncPolicy) -> Iterator[R
                 block = getattr(step, kind)
                 if block is not None:
                     yield Reference(f"spec.steps[{i}].{kind}.connector", "Connector", block.connector, "REST")
+            if step.send_edi is not None:
+                yield Reference(f"spec.steps[{i}].sendEdi.connector", "Connector", step.send_edi.connector, "EDI")
         if spec.sync_policy_ref:
             yield Reference("spec.syncPolicyRef.name", "SyncPolicy", spec.sync_policy_ref.name)
     elif isinstance(obj, SyncPolicy) and obj.spec.reconcile is not None:
@@ -166,9 +168,10 @@ def _mismatch(ref: Reference, doc: dict[str, Any]) -> str:
         # An EDI Connector's records (one per transaction set) trigger Integrations as webhooks' do.
         inbound = ref.connector_type == "Webhook" and actual == "EDI"
         if actual and actual != ref.connector_type and not inbound:
-            needs = (
-                "a trigger needs a Webhook or EDI Connector" if ref.connector_type == "Webhook" else "calls need REST"
-            )
+            needs = {
+                "Webhook": "a trigger needs a Webhook or EDI Connector",
+                "EDI": "sendEdi needs an EDI Connector",
+            }.get(ref.connector_type, "calls need REST")
             return f"Connector {ref.name!r} is {actual}; {needs}"
     if ref.kind == "Secret":
         labels = (doc.get("metadata") or {}).get("labels") or {}

@@ -23,6 +23,7 @@ from onceflow_runner.contract.plan import (
     PagingPlan,
     PublishPlan,
     RequestPlan,
+    SendEdiPlan,
     StepPlan,
     ValidatePlan,
 )
@@ -245,6 +246,17 @@ def _approve_expressions(step: Step, at: str) -> Iterator[PathMessage]:
         yield f"{at}.approve.when", step.approve.when
 
 
+def _send_edi_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:
+    spec = step.send_edi
+    assert spec is not None
+    return {"sendEdi": SendEdiPlan(connector=spec.connector, document=spec.document, from_=spec.from_)}, []
+
+
+def _send_edi_expressions(step: Step, at: str) -> Iterator[PathMessage]:
+    if step.send_edi and step.send_edi.from_:
+        yield f"{at}.sendEdi.from", step.send_edi.from_
+
+
 #: Every step kind the planner compiles, in the order of the API's STEP_KINDS; adding a kind is one
 #: entry here (plus its API model and its plan block).
 STEP_COMPILERS: Mapping[str, StepCompiler] = MappingProxyType(
@@ -259,6 +271,7 @@ STEP_COMPILERS: Mapping[str, StepCompiler] = MappingProxyType(
             StepCompiler("call", _call_block, _call_expressions, has_result=True),
             StepCompiler("publish", _publish_block, _publish_expressions),
             StepCompiler("approve", _approve_block, _approve_expressions),
+            StepCompiler("sendEdi", _send_edi_block, _send_edi_expressions),
         )
     }
 )

@@ -4,8 +4,10 @@ Starts a real kube-apiserver + etcd, a nats-server, the sandbox systems, the ope
 process) and the local executor; applies the CRDs and `examples/` (REST Connectors pointed at
 the sandboxes; `examples/erps`, Connectors for real ERPs, is left out); waits until everything
 is Ready; plays each scenario through the real gateways (and, for the ERP, which sends no
-webhooks, by changing its invoices for the poller to find); prints what was sent and what arrived
-where, from the sandboxes' own books; stops everything. Development and evaluation only.
+webhooks, by changing its invoices for the poller to find; for the EDI partner of
+`examples/edi-partner`, by dropping an 850 on a local SFTP server, whose folder is the partner's
+side); prints what was sent and what arrived where, from the sandboxes' own books; stops
+everything. Development and evaluation only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +39,7 @@ from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import list_exceptions
 from onceflow_runner.gateway.signatures import SignatureConfig, sign
 from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
+from onceflow_runner.testing.sftp import SftpSandbox
 
 __all__ = ["Environment", "environment", "main_demo", "main_serve", "run_demo", "serve"]
 
@@ -47,12 +51,21 @@ EXPECTED_ERP = {
     "order/edi/PO-7781/createSalesOrder",
     "shipment/MAT-DN-00042/picked/updateErp",
     "shipment/MAT-DN-00042/shipped/updateErp",
+    "order/edi/PO-8801/createSalesOrder",
 }
 CRM_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 X12 = (
     "ISA*00*          *00*          *ZZ*ACME           *ZZ*DISTRIBUTOR    *261127*1200*U*00401*000000905*0*P*>~"
     "GS*PO*ACME*DIST*20261127*1200*905*X*004010~ST*850*0001~BEG*00*SA*PO-7781**20261127~CUR*BY*EUR~"
     "N1*BY*Acme Retail*92*ACME01~PO1*1*10*EA*12.50**BP*SKU-1*UP*036000291452~CTT*1~SE*7*0001~GE*1*905~IEA*1*000000905~"
+)
+
+#: The 850 the demo's EDI partner drops on its SFTP server (examples/edi-partner's envelope).
+PARTNER_850 = (
+    "ISA*00*          *00*          *ZZ*ACMEBUY        *ZZ*ONCEDIST       *261127*1200*U*00401*000000881*0*P*>~\n"
+    "GS*PO*ACMEBUY*ONCEDIST*20261127*1200*881*X*004010~\nST*850*0001~\nBEG*00*SA*PO-8801**20261127~\n"
+    "CUR*BY*USD~\nN1*BY*Acme Retail*92*ACME01~\nPO1*1*24*EA*12.50**BP*SKU-1*UP*036000291452~\n"
+    "PO1*2*6*CA*40**BP*SKU-2~\nCTT*2~\nSE*8*0001~\nGE*1*881~\nIEA*1*000000881~\n"
 )
 
 
@@ -73,7 +86,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _docs(examples: Path, urls: dict[str, str]) -> list[dict[str, Any]]:
+def _docs(examples: Path, urls: dict[str, str], partner: SftpSandbox | None = None) -> list[dict[str, Any]]:
     docs = []
     # examples/erps are Connectors for real ERPs (docs/connecting-erps.md), not the sandboxes.
     for path in sorted(p for p in examples.rglob("*.yaml") if not {"fixtures", "erps"} & set(p.parts)):
@@ -89,6 +102,21 @@ def _docs(examples: Path, urls: dict[str, str]) -> list[dict[str, Any]]:
                 if oauth:
                     oauth["tokenURL"] = oauth["tokenURL"].replace(old, rest["baseURL"])
             docs.append(doc)
+    return _pointed_at_partner(docs, partner) if partner is not None else docs
+
+
+def _pointed_at_partner(docs: list[dict[str, Any]], partner: SftpSandbox) -> list[dict[str, Any]]:
+    """EDI Connectors pointed at the demo's SFTP server; their Secrets hold its login and host key."""
+    secrets: dict[str, dict[str, str]] = {}
+    for doc in docs:
+        if doc.get("kind") == "Connector" and doc["spec"].get("type") == "EDI":
+            sftp = doc["spec"]["edi"]["sftp"]
+            sftp.update(host="127.0.0.1", port=partner.port, username=partner.username, pollInterval="1s")
+            secrets.setdefault(sftp["passwordRef"]["name"], {})[sftp["passwordRef"]["key"]] = partner.password
+            secrets.setdefault(sftp["knownHostsRef"]["name"], {})[sftp["knownHostsRef"]["key"]] = partner.known_hosts()
+    for doc in docs:
+        if doc.get("kind") == "Secret" and doc["metadata"]["name"] in secrets:
+            doc["stringData"] = secrets[doc["metadata"]["name"]]
     return docs
 
 
@@ -112,7 +140,7 @@ async def _post(
     return (await client.post(url, content=body, headers=headers)).status_code
 
 
-async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list[tuple[str, str]]:
+async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str, partner: SftpSandbox) -> list[tuple[str, str]]:
     """Send each scenario's records; return (scenario, what was sent) lines."""
 
     def port(connector: str) -> int:
@@ -225,7 +253,19 @@ async def _play(executor: LocalExecutor, erp: ErpSandbox, nats_url: str) -> list
     erp.seed("Sales Invoice", invoice)
     erp.touch("Sales Invoice", invoice["name"], docstatus=1)
     sent.append(("3 shipments, invoices", "ERP invoice ACC-SINV-2026-00017 submitted (found by polling the ERP)"))
+    # The EDI partner uploads under a temporary name and renames, as partners do.
+    pickup = partner.root / "to-onceflow"
+    pickup.mkdir(parents=True, exist_ok=True)
+    (pickup / "po-8801.x12.part").write_text(PARTNER_850)
+    (pickup / "po-8801.x12.part").rename(pickup / "po-8801.x12")
+    sent.append(("4 EDI partner", "X12 850 PO-8801 dropped on the partner's SFTP server"))
     return sent
+
+
+def _partner_files(partner: SftpSandbox) -> list[str]:
+    """What Onceflow dropped for the partner (997s, 855s, ...), by name."""
+    folder = partner.root / "from-onceflow"
+    return sorted(p.name for p in folder.glob("*.x12")) if folder.exists() else []
 
 
 @dataclass
@@ -239,6 +279,8 @@ class Environment:
     executor: LocalExecutor
     kube: KubeClient
     run: Callable[..., str]
+    #: The EDI partner's SFTP server (examples/edi-partner's Connector points at it).
+    partner: SftpSandbox
 
     def urls(self) -> dict[str, str]:
         return {"erp": self.erp.url, **{name: box.url for name, box in self.receivers.items()}}
@@ -261,6 +303,8 @@ async def environment(examples: Path) -> AsyncIterator[Environment]:
     )
     erp.seed("Delivery Note", {"name": "MAT-DN-00042", "customer": "Acme", "status": "To Deliver"})
     urls = {"erp": erp.url, **{name: box.url for name, box in receivers.items()}}
+    partner = SftpSandbox(Path(tempfile.mkdtemp(prefix="onceflow-edi-partner-")))
+    await partner.start()
     operator: subprocess.Popen[bytes] | None = None
     try:
         with ControlPlane() as cp:
@@ -283,10 +327,11 @@ async def environment(examples: Path) -> AsyncIterator[Environment]:
             stop = asyncio.Event()
             exec_task = asyncio.create_task(executor.run(stop))
             try:
-                _say(f"== applying {examples} (REST Connectors pointed at the sandboxes)")
-                run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(_docs(examples, urls)))
-                await _wait("every Integration and webhook Connector to be Ready", lambda: _all_ready(kube), 180)
-                yield Environment(cp.kubeconfig, nats_server.url, erp, receivers, executor, kube, run)
+                _say(f"== applying {examples} (Connectors pointed at the sandboxes and the partner's SFTP server)")
+                docs = _docs(examples, urls, partner)
+                run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
+                await _wait("every Integration, webhook and EDI Connector to be Ready", lambda: _all_ready(kube), 180)
+                yield Environment(cp.kubeconfig, nats_server.url, erp, receivers, executor, kube, run, partner)
             finally:
                 stop.set()
                 await exec_task
@@ -297,6 +342,8 @@ async def environment(examples: Path) -> AsyncIterator[Environment]:
     finally:
         for box in (erp, *receivers.values()):
             await box.stop()
+        await partner.stop()
+        shutil.rmtree(partner.root, ignore_errors=True)
         nats_server.close()
 
 
@@ -305,7 +352,7 @@ async def _all_ready(kube: KubeClient) -> bool:
         *await kube.list("onceflow.io/v1alpha1", "Integration", NAMESPACE),
         *await kube.list("onceflow.io/v1alpha1", "Connector", NAMESPACE),
     ]
-    hooks = [i for i in items if i["kind"] == "Connector" and i["spec"]["type"] == "Webhook"]
+    hooks = [i for i in items if i["kind"] == "Connector" and i["spec"]["type"] in ("Webhook", "EDI")]
     flows = [i for i in items if i["kind"] == "Integration"]
     ready = [
         i
@@ -320,22 +367,26 @@ async def run_demo(examples: Path) -> int:
     """Run the demo; return 0 when every scenario's records arrived exactly once."""
     async with environment(examples) as env:
         _say("== everything is Ready; playing the scenarios")
-        sent = await _play(env.executor, env.erp, env.nats_url)
+        sent = await _play(env.executor, env.erp, env.nats_url, env.partner)
         for scenario, what in sent:
             _say(f"   sent [{scenario}] {what}")
 
         def arrived() -> bool:
+            dropped = _partner_files(env.partner)
             return (
                 set(env.erp.effects) >= EXPECTED_ERP
                 and len(env.receivers["portal"].effects) >= 2
                 and bool(env.receivers["accounting"].effects)
+                and any(n.startswith("997_") for n in dropped)
+                and any(n.startswith("855_") for n in dropped)
             )
 
         await _wait("the records to arrive", arrived, within=90)
         polled = await _wait("the ERP poll in invoices-from-erp's status", lambda: _poll_status(env), within=60)
         _say(f"   polled [3 shipments, invoices] invoices-from-erp status.figures.poll: {polled}")
         await asyncio.sleep(2)  # a late double would show up now
-        return await _summary(env.erp, env.receivers, env.nats_url, env.run("get", "onceflow", "-n", NAMESPACE))
+        table = env.run("get", "onceflow", "-n", NAMESPACE)
+        return await _summary(env.erp, env.receivers, env.nats_url, table, _partner_files(env.partner))
 
 
 def _poll_status(env: Environment) -> str:
@@ -358,6 +409,7 @@ async def serve(examples: Path, state: Path) -> None:
         shutil.copy(env.kubeconfig, kubeconfig)
         doc = {"pid": os.getpid(), "kubeconfig": str(kubeconfig), "nats": env.nats_url, "namespace": NAMESPACE}
         doc |= {"examples": str(examples), "sandboxes": env.urls(), "gateways": await _gateways(env)}
+        doc["ediPartner"] = {"folder": str(env.partner.root), "sftp": f"127.0.0.1:{env.partner.port}"}
         (state / "state.json.tmp").write_text(json.dumps(doc, indent=2))
         (state / "state.json.tmp").rename(state / "state.json")
         await stop.wait()
@@ -380,7 +432,9 @@ async def _gateways(env: Environment) -> dict[str, dict[str, Any]]:
     return gateways
 
 
-async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_url: str, table: str) -> int:
+async def _summary(
+    erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_url: str, table: str, partner_files: list[str]
+) -> int:
     import nats
 
     _say("\n== what arrived where (from each sandbox's own books: effects per business key)")
@@ -389,6 +443,7 @@ async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_
         effects = dict(box.effects)
         doubled += sum(1 for n in effects.values() if n > 1)
         _say(f"   {name:11s} {len(effects)} effect(s): " + ", ".join(f"{k} x{n}" for k, n in sorted(effects.items())))
+    _say(f"   EDI partner {len(partner_files)} file(s) in its folder: " + ", ".join(partner_files))
     nc = await nats.connect(nats_url)
     try:
         waiting = await list_exceptions(nc.jetstream(), NAMESPACE)
@@ -401,7 +456,8 @@ async def _summary(erp: ErpSandbox, receivers: dict[str, RecorderSandbox], nats_
     _say("\n== kubectl get onceflow -n demo")
     _say("   " + table.strip().replace("\n", "\n   "))
     missing = EXPECTED_ERP - set(erp.effects)
-    ok = not doubled and not missing and len(waiting) == 1
+    edi = [n.split("_")[0] for n in partner_files]
+    ok = not doubled and not missing and len(waiting) == 1 and sorted(edi) == ["855", "997"]
     lost = ", ".join(sorted(missing)) or "none"
     _say(f"\n== {'every record arrived exactly once' if ok else 'PROBLEM'}: doubled {doubled}, missing {lost}")
     return 0 if ok else 1

@@ -183,6 +183,13 @@ def describe(info: dict[str, Any], *, bin_dir: Path, on_path: bool) -> list[str]
     if sandboxes:
         lines += ["", "Sandbox systems (each one's own book of effects: GET URL/_sandbox/state):"]
         lines += _table(("SANDBOX", "URL"), sorted(sandboxes.items()))
+    partner = info.get("ediPartner")
+    if isinstance(partner, dict) and partner.get("folder"):
+        lines += [
+            "",
+            f"EDI partner (SFTP {partner.get('sftp', '')}): drop X12 850s in {partner['folder']}/to-onceflow/;",
+            f"  997s, 855s, 856s and 810s for it land in {partner['folder']}/from-onceflow/",
+        ]
     lines += ["", "Try:", f"  kubectl onceflow status -n {ns}"]
     sample = Path(str(info.get("examples", ""))) / SAMPLE_WEBHOOK
     if "crm-webhooks" in gateways and info.get("examples") and sample.exists():

@@ -52,6 +52,11 @@ class _Recorder:
     async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
         self.events.append({"type": f"io.onceflow.{entity}.{verb}", "id": msg_id, "data": data})
 
+    async def hand_over_edi(
+        self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        self.events.append({"type": f"edi.{connector}.{document}", "id": msg_id, "data": data})
+
 
 @dataclass
 class CaseResult:

@@ -303,6 +303,23 @@ class JetStreamEvents:
         scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
         await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
 
+    async def hand_over_edi(
+        self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        """The record for a partner's EDI pod (docs/edi.md): it keys the document by the business key header."""
+        headers = {
+            h.BUSINESS_KEY: h.header_safe(str(meta["businessKey"])),
+            h.INTEGRATION: self.plan.integration,
+            h.REVISION: self.plan.revision,
+            h.STEP: step,
+            h.CONTENT_TYPE: "application/json",
+        }
+        if meta.get("traceparent"):
+            headers[h.TRACEPARENT] = str(meta["traceparent"])
+        subject = subjects.edi_outbound_subject(self.plan.namespace, connector, document)
+        scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
+        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
+
 
 async def provision_consumer(
     js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None, *, ensure: bool = True

@@ -99,6 +99,10 @@ class EdiPartnerPlan(_Contract):
     sftp: SftpEndpoint
     #: Transaction sets taken in; others are rejected with 997 AK5 code 1 (not supported).
     accept: tuple[str, ...] = ("850",)
+    #: Documents `sendEdi` steps may send to this partner (855, 856, 810).
+    send: tuple[str, ...] = ()
+    #: Seconds a sent document may wait for the partner's 997 before it becomes an exception.
+    acknowledgment_deadline_seconds: float = Field(default=86400.0, alias="acknowledgmentDeadlineSeconds", gt=0)
 
 
 def load_edi_plan(path: Path) -> EdiPartnerPlan:

@@ -41,6 +41,7 @@ __all__ = [
     "PublishPlan",
     "RequestPlan",
     "SecretRef",
+    "SendEdiPlan",
     "SessionLoginPlan",
     "SignaturePlan",
     "StepKindName",
@@ -316,9 +317,20 @@ class ApprovePlan(_Contract):
     when: str | None = None
 
 
+class SendEdiPlan(_Contract):
+    """Hand a record to an EDI partner's pod, which sends it as `document` (855, 856, 810)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    connector: str
+    document: Literal["855", "856", "810"]
+    #: CEL: the document's source; the current record when None.
+    from_: str | None = Field(default=None, alias="from")
+
+
 #: The step kinds a plan may name; the runner has one module per kind (`engine.steps`) and checks
 #: at import that it runs exactly these.
-StepKindName = Literal["validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve"]
+StepKindName = Literal["validate", "map", "filter", "lookup", "dedupe", "call", "publish", "approve", "sendEdi"]
 STEP_KINDS: tuple[str, ...] = get_args(StepKindName)
 
 
@@ -336,6 +348,7 @@ class StepPlan(_Contract):
     request: RequestPlan | None = None
     publish: PublishPlan | None = None
     approve: ApprovePlan | None = None
+    send_edi: SendEdiPlan | None = Field(default=None, alias="sendEdi")
 
 
 class ErrorPolicyPlan(_Contract):

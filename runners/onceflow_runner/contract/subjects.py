@@ -48,6 +48,8 @@ __all__ = [
     "dlq_subject",
     "drift_subject",
     "edi_bucket",
+    "edi_outbound_prefix",
+    "edi_outbound_subject",
     "event_subject",
     "events_prefix",
     "exception_candidates_subject",
@@ -239,6 +241,21 @@ def kv_bucket(namespace: str) -> str:
 def edi_bucket(namespace: str) -> str:
     """The key-value bucket of a namespace's EDI state: control number counters, sent documents, files seen."""
     return f"{ROOT}-edi-{namespace}"
+
+
+#: The token after `in` under which `sendEdi` steps hand documents to a partner's EDI pod. It holds
+#: an underscore, which no Kubernetes name may, so it never collides with a Connector's prefix.
+EDI_OUTBOUND_TOKEN: Final = "_edi_outbound"
+
+
+def edi_outbound_prefix(namespace: str, connector: str) -> str:
+    """Where `sendEdi` steps put the records a partner's EDI pod turns into documents; the set id is appended."""
+    return f"{_area(namespace, 'in')}.{EDI_OUTBOUND_TOKEN}.{connector}"
+
+
+def edi_outbound_subject(namespace: str, connector: str, document: str) -> str:
+    """One document kind (855, 856, 810) to send to one EDI partner Connector."""
+    return f"{edi_outbound_prefix(namespace, connector)}.{document}"
 
 
 def kv_stream(bucket: str) -> str:

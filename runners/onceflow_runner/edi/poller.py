@@ -40,6 +40,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
 from onceflow_runner.adapters import natsio
@@ -48,11 +49,18 @@ from onceflow_runner.adapters.sftp import SftpSession, SftpUnavailable, open_ses
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.keys import bounded_id
-from onceflow_runner.contract.messages import RecordHeaders
-from onceflow_runner.contract.subjects import inbound_prefix
-from onceflow_runner.errors import PlanError
+from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders
+from onceflow_runner.contract.subjects import IN_STREAM, edi_outbound_prefix, exceptions_subject, inbound_prefix
+from onceflow_runner.edi.outbound import EdiOutbound
+from onceflow_runner.errors import InvalidRecord, PlanError
 from onceflow_runner.metrics import EdiMetrics
-from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers, needs_acknowledgment
+from onceflow_runner.payloads.edi.ack import (
+    ControlNumbers,
+    acknowledgment,
+    needed_numbers,
+    needs_acknowledgment,
+    read_997,
+)
 from onceflow_runner.payloads.edi.inbound import FileAssessment, assess_file
 
 __all__ = ["CONTENT_TYPE", "EdiInbound", "claimed_name", "parse_claimed"]
@@ -94,6 +102,7 @@ class EdiInbound:
         self.clock = clock
         self.js: JetStreamContext = nc.jetstream(timeout=5)
         self.numbers: ControlNumberStore | None = None
+        self.outbound: EdiOutbound | None = None
         #: name -> (size, mtime) at the previous listing: a file is taken when it did not change since.
         self._seen: dict[str, tuple[int, int]] = {}
         self.prefix = inbound_prefix(plan.namespace, plan.connector)
@@ -109,9 +118,27 @@ class EdiInbound:
         self.last_error: str | None = None
         self.passes = 0
 
+    @property
+    def outbound_consumer(self) -> str:
+        """The durable consumer of the documents `sendEdi` steps hand to this partner."""
+        return f"edi-outbound-{self.plan.connector}"
+
     async def start(self) -> None:
         await natsio.ensure_streams(self.js)
         self.numbers = await ControlNumberStore.open(self.js, self.plan.namespace)
+        self.outbound = EdiOutbound(self.plan, js=self.js, numbers=self.numbers, clock=self.clock)
+        if self.plan.send:
+            await self.js.add_consumer(
+                IN_STREAM,
+                ConsumerConfig(
+                    durable_name=self.outbound_consumer,
+                    filter_subject=f"{edi_outbound_prefix(self.plan.namespace, self.plan.connector)}.>",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=max(60.0, self.plan.sftp.lease_seconds),
+                    max_ack_pending=1000,
+                ),
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set; SFTP trouble is logged and retried at the next interval, nothing is lost."""
@@ -172,7 +199,67 @@ class EdiInbound:
                 continue  # another replica took it
             self._seen.pop(remote.name, None)
             finished += await self._process(session, remote.name, mine)
+        if self.plan.send:
+            await self._send_pending(session)
+        assert self.outbound is not None
+        await self.outbound.overdue()
         return finished
+
+    async def _send_pending(self, session: SftpSession) -> int:
+        """Send the documents `sendEdi` steps handed over since the last pass; returns how many were settled."""
+        assert self.outbound is not None
+        subscription = await self.js.pull_subscribe_bind(self.outbound_consumer, stream=IN_STREAM)
+        settled = 0
+        try:
+            while settled < 500:
+                try:
+                    batch = await subscription.fetch(batch=50, timeout=0.5)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    await self._send_one(session, msg)
+                    settled += 1
+        finally:
+            await subscription.unsubscribe()
+        return settled
+
+    def _integration_of(self, headers: dict[str, str]) -> str:
+        """The sending Integration (its exception subject); this Connector when the header is no Kubernetes name."""
+        name = headers.get(h.INTEGRATION, "")
+        return name if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name) else self.plan.connector
+
+    async def _send_one(self, session: SftpSession, msg: Any) -> None:
+        assert self.outbound is not None
+        found = dict(msg.headers or {})
+        kind = msg.subject.rsplit(".", 1)[-1]
+        key = found.get(h.BUSINESS_KEY) or found.get(h.NATS_MSG_ID) or ""
+        try:
+            record = json.loads(msg.data)
+            await self.outbound.send(session, kind, record, key)
+        except (ValueError, InvalidRecord) as exc:
+            parked = ParkedRecord(
+                reason="InvalidRecord",
+                error=str(exc) if isinstance(exc, InvalidRecord) else f"not a JSON record: {exc}",
+                step=found.get(h.STEP, f"edi.{kind}"),
+                integration=self._integration_of(found),
+                business_key=key,
+                original_subject=msg.subject,
+                stream_sequence=msg.metadata.sequence.stream,
+                deliveries=msg.metadata.num_delivered,
+            )
+            headers = parked.to_headers(found)
+            headers[h.NATS_MSG_ID] = bounded_id(f"edi/{self.plan.connector}/invalid/{msg.metadata.sequence.stream}")
+            target = exceptions_subject(self.plan.namespace, parked.integration)
+            await self.js.publish(target, msg.data, headers=headers)
+            self.metrics.documents.labels(connector=self.plan.connector, document=kind[:8], outcome="invalid").inc()
+            await msg.ack()
+            return
+        except BaseException:
+            with contextlib.suppress(Exception):  # unacknowledged, it comes back after ack_wait anyway
+                await msg.nak(delay=self.plan.sftp.poll_seconds)
+            raise
+        self.metrics.documents.labels(connector=self.plan.connector, document=kind[:8], outcome="sent").inc()
+        await msg.ack()
 
     @staticmethod
     def _join(folder: str, name: str) -> str:
@@ -248,11 +335,34 @@ class EdiInbound:
             if not item.accepted:
                 headers[h.REASON] = f"997 AK5 R {item.error_code or ''}".strip()
                 headers[h.ERROR] = re.sub(r"[\r\n]", " ", item.reason)[:1024]
-            await self.js.publish(f"{self.prefix}.{event}", item.original, headers=headers)
+            subject = f"{self.prefix}.{event}"
+            await self.js.publish(subject, item.original, headers=headers)
+            if not item.accepted:
+                await self._park_rejected(subject, item.original, headers, item.reason, item.business_key)
+            elif item.set_id == "997" and self.outbound is not None:
+                await self.outbound.match(read_997(item.original), source=subject)
             outcome = "accepted" if item.accepted else "rejected"
             self.metrics.sets.labels(connector=self.plan.connector, set=item.set_id[:8], outcome=outcome).inc()
         for problem in assessment.problems:
             log.error("file part is not an interchange", extra={"connector": self.plan.connector, "problem": problem})
+
+    async def _park_rejected(
+        self, subject: str, original: bytes, headers: dict[str, str], reason: str, key: str
+    ) -> None:
+        """A set we rejected is also an exception a person sees (the partner was told in the 997)."""
+        parked = ParkedRecord(
+            reason="RejectedSet",
+            error=f"{reason}; the partner was sent a 997 rejecting it: ask them to correct and resend the set",
+            step="edi.inbound",
+            integration=self.plan.connector,
+            business_key=key,
+            original_subject=subject,
+        )
+        parked_headers = parked.to_headers(headers)
+        parked_headers[h.NATS_MSG_ID] = bounded_id(f"edi/{self.plan.connector}/rejected/{key}")
+        await self.js.publish(
+            exceptions_subject(self.plan.namespace, self.plan.connector), original, headers=parked_headers
+        )
 
     async def _acknowledge(
         self, session: SftpSession, assessment: FileAssessment, digest: str, entry: dict[str, Any]

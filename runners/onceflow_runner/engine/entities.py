@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from onceflow_runner.contract.gs1 import Gs1Code, gs1_check_digit, gs1_check_digit_ok, sscc18
 from onceflow_runner.errors import InvalidRecord
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
     "Price",
     "Shipment",
     "Supplier",
+    "gs1_check_digit",
     "gs1_check_digit_ok",
+    "sscc18",
     "validate_entity",
 ]
 
@@ -44,29 +47,13 @@ _ISO_3166_CODES = """
 _ISO_3166 = frozenset(_ISO_3166_CODES.split())
 
 
-def gs1_check_digit_ok(code: str) -> bool:
-    """GTIN-8/12/13/14, GLN and SSCC: mod-10 check digit, weights 3,1,3,... from the right."""
-    if not code.isdigit() or len(code) not in {8, 12, 13, 14, 18}:
-        return False
-    body, check = code[:-1], int(code[-1])
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return (10 - total % 10) % 10 == check
-
-
 def _country(value: str) -> str:
     if value.upper() not in _ISO_3166:
         raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. DE, US, GB)")
     return value.upper()
 
 
-def _gs1(value: str) -> str:
-    if not gs1_check_digit_ok(value):
-        raise ValueError(f"{value!r} is not a GS1 code with a valid check digit")
-    return value
-
-
 Country = Annotated[str, AfterValidator(_country)]
-Gs1Code = Annotated[str, AfterValidator(_gs1)]
 Money = Annotated[float, Field(ge=0)]
 
 

@@ -54,6 +54,12 @@ class EventSink(Protocol):
         self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]
     ) -> None: ...
 
+    async def hand_over_edi(
+        self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]
+    ) -> None:
+        """Give `data` to an EDI partner's pod, which sends it as `document` once per business key."""
+        ...
+
 
 class IsolatedEvaluator(Protocol):
     """Evaluates one CEL expression away from the event loop, killed at a deadline.

@@ -1,4 +1,4 @@
-"""X12 850 purchase orders decoded into the canonical order, with envelope and count checks.
+"""X12 850 purchase orders (and 860 changes to them) decoded into canonical orders, envelope and counts checked.
 
 A trading partner's 850 arrives as one interchange (ISA ... IEA) holding one functional group
 (GS ... GE) holding one transaction set (ST ... SE). Separators are read from the ISA segment
@@ -85,11 +85,13 @@ def decode_x12(data: bytes) -> dict[str, Any]:
     gs, ge, st, se = segments[gs_at], segments[ge_at], segments[st_at], segments[se_at]
     if ge[1:3] != ["1", gs[6] if len(gs) > 6 else ""]:
         raise _fail(ge, ge_at + 1, "GE must say 1 transaction set and repeat GS06 as its control number")
-    if len(st) < 3 or st[1] != "850":
-        raise _fail(st, st_at + 1, "only 850 purchase orders are accepted")
+    if len(st) < 3 or st[1] not in ("850", "860"):
+        raise _fail(st, st_at + 1, "only 850 purchase orders and 860 changes to them are accepted")
     count = se_at - st_at + 1
     if se[1:3] != [str(count), st[2]]:
         raise _fail(se, se_at + 1, f"SE must count {count} segments and repeat ST02 {st[2]!r}")
+    if st[1] == "860":
+        return _decode_860(segments, st_at, se_at)
 
     order: dict[str, Any] = {"lines": [], "currency": "USD"}
     for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
@@ -128,4 +130,57 @@ def decode_x12(data: bytes) -> dict[str, Any]:
                 raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BEG segment")
+    return order
+
+
+#: BCH01 and POC02 codes as words in the canonical order change.
+_CHANGE_PURPOSE = {"01": "cancel", "04": "change", "05": "replace"}
+_LINE_CHANGE = {
+    "AI": "add",
+    "DI": "delete",
+    "QI": "quantity_increase",
+    "QD": "quantity_decrease",
+    "PC": "price_change",
+    "CA": "change",
+    "RZ": "replace",
+    "CT": "terms_change",
+}
+
+
+def _decode_860(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, Any]:
+    """One 860 as {po_no, order_date, change, change_sequence, buyer, currency, lines[] with `change`}."""
+    order: dict[str, Any] = {"lines": [], "currency": "USD"}
+    for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
+        tag = seg[0]
+        if tag == "BCH":
+            if len(seg) < 7 or not seg[3]:
+                raise _fail(seg, position, "BCH03 (purchase order number) and BCH06 (its date) are required")
+            order["po_no"], order["order_date"] = seg[3], seg[6]
+            order["change"] = _CHANGE_PURPOSE.get(seg[1], seg[1])
+            order["change_sequence"] = seg[5] if len(seg) > 5 else ""
+        elif tag == "CUR" and len(seg) > 2:
+            order["currency"] = seg[2]
+        elif tag == "N1" and len(seg) > 2 and seg[1] == "BY":
+            order["buyer"] = (seg[4] if len(seg) > 4 else "") or seg[2]
+        elif tag == "POC":
+            line: dict[str, Any] = {
+                "line": seg[1] if len(seg) > 1 else "",
+                "change": _LINE_CHANGE.get(seg[2], seg[2]) if len(seg) > 2 else "",
+                "uom": seg[5] if len(seg) > 5 else "",
+            }
+            for index, name in ((3, "quantity"), (4, "quantity_left"), (6, "price")):
+                if len(seg) > index and seg[index]:
+                    line[name] = _number(seg, index, position, name.replace("_", " "))
+            for i in range(8, len(seg) - 1, 2):
+                if seg[i] in _ID_QUALIFIERS_SKU and "sku" not in line:
+                    line["sku"] = seg[i + 1]
+                elif seg[i] in _ID_QUALIFIERS_GTIN:
+                    line["gtin"] = seg[i + 1]
+            order["lines"].append(line)
+        elif tag == "CTT":
+            declared = _count(seg, 1, position, "CTT01 line count")
+            if declared != len(order["lines"]):
+                raise _fail(seg, position, f"CTT01 says {declared} line(s) but the change has {len(order['lines'])}")
+    if "po_no" not in order:
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BCH segment")
     return order

@@ -19,6 +19,7 @@ from onceflow_runner.engine.steps.filter import FILTER
 from onceflow_runner.engine.steps.lookup import LOOKUP
 from onceflow_runner.engine.steps.map import MAP
 from onceflow_runner.engine.steps.publish import PUBLISH
+from onceflow_runner.engine.steps.send_edi import SEND_EDI
 from onceflow_runner.engine.steps.validate import VALIDATE
 
 __all__ = ["STEP_RUNNERS", "RecordRun", "StepRunner"]
@@ -26,7 +27,7 @@ __all__ = ["STEP_RUNNERS", "RecordRun", "StepRunner"]
 #: Every step kind the engine runs, by the name a plan's `kind` gives. The order is the order in
 #: which the engine compiles a step's expressions at start (the order of the plan's blocks).
 STEP_RUNNERS: Mapping[str, StepRunner] = MappingProxyType(
-    {runner.name: runner for runner in (VALIDATE, MAP, FILTER, LOOKUP, DEDUPE, CALL, PUBLISH, APPROVE)}
+    {runner.name: runner for runner in (VALIDATE, MAP, FILTER, LOOKUP, DEDUPE, CALL, PUBLISH, APPROVE, SEND_EDI)}
 )
 if tuple(STEP_RUNNERS) != STEP_KINDS:
     raise RuntimeError(f"step runners {tuple(STEP_RUNNERS)} do not match the plan's step kinds {STEP_KINDS}")

@@ -12,9 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from onceflow_runner.contract.edi import EdiEnvelope
+from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.inbound import GroupOutcome, InterchangeOutcome
 
-__all__ = ["ControlNumbers", "acknowledgment", "needed_numbers", "needs_acknowledgment"]
+__all__ = [
+    "ControlNumbers",
+    "GroupAcknowledgment",
+    "SetAcknowledgment",
+    "acknowledgment",
+    "isa_segment",
+    "needed_numbers",
+    "needs_acknowledgment",
+    "read_997",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ def needed_numbers(outcome: InterchangeOutcome) -> tuple[int, int]:
     return (1, len(answered)) if answered else (0, 0)
 
 
-def _isa(env: EdiEnvelope, control: int, now: datetime) -> list[str]:
+def isa_segment(env: EdiEnvelope, control: int, now: datetime) -> list[str]:
+    """Our ISA for `env`: our identity as sender, the partner as receiver, no TA1 asked (ISA14 0)."""
     return [
         "ISA",
         "00",
@@ -95,7 +106,7 @@ def _997(group: GroupOutcome, control: int) -> list[list[str]]:
 def acknowledgment(outcome: InterchangeOutcome, env: EdiEnvelope, numbers: ControlNumbers, now: datetime) -> bytes:
     """The interchange that acknowledges `outcome`: a TA1 when rejected (or asked for), then one 997 per group."""
     received = outcome.interchange
-    segments: list[list[str]] = [_isa(env, numbers.interchange, now)]
+    segments: list[list[str]] = [isa_segment(env, numbers.interchange, now)]
     if outcome.rejected or received.ack_requested == "1":
         code = "R" if outcome.rejected else "A"
         note = received.error_code if outcome.rejected and received.error_code else "000"
@@ -123,3 +134,68 @@ def acknowledgment(outcome: InterchangeOutcome, env: EdiEnvelope, numbers: Contr
     segments.append(["IEA", str(groups), f"{numbers.interchange:09d}"])
     sep, end = env.element_separator, env.segment_terminator
     return "".join(sep.join(seg) + end + "\n" for seg in segments).encode("latin-1")
+
+
+@dataclass(frozen=True)
+class SetAcknowledgment:
+    """What a partner's 997 says of one set we sent: AK2 (set id, ST02) and AK5 (code, first error code)."""
+
+    set_id: str
+    control: str
+    code: str
+    error_code: str = ""
+    #: The AK3/AK4 lines about the set, as text, for the person who looks at a rejection.
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupAcknowledgment:
+    """What a partner's 997 says of one group we sent: AK1 (functional id, GS06), AK9 code, per set."""
+
+    functional_id: str
+    group: str
+    code: str
+    sets: tuple[SetAcknowledgment, ...]
+
+    @property
+    def rejected(self) -> tuple[SetAcknowledgment, ...]:
+        """The sets the partner refused (AK5 R or M; all of them when AK9 is R and no AK2 says more)."""
+        return tuple(s for s in self.sets if s.code in {"R", "M", "W", "X"})
+
+
+def read_997(data: bytes) -> list[GroupAcknowledgment]:
+    """The groups a partner's 997 interchange acknowledges; an unreadable part yields nothing for it."""
+    found: list[GroupAcknowledgment] = []
+    for interchange in split_file(data).interchanges:
+        seps = interchange.separators
+        for group in interchange.groups:
+            for item in group.sets:
+                if item.set_id != "997" or item.error_code:
+                    continue
+                found.extend(_read_one_997(item.text, seps.element, seps.segment))
+    return found
+
+
+def _read_one_997(text: str, element: str, terminator: str) -> list[GroupAcknowledgment]:
+    segments = [s.strip().split(element) for s in text.split(terminator) if s.strip()]
+    ak1: list[str] | None = None
+    sets: list[SetAcknowledgment] = []
+    current: list[str] | None = None
+    notes: list[str] = []
+    groups: list[GroupAcknowledgment] = []
+    for seg in segments:
+        tag = seg[0]
+        if tag == "AK1" and len(seg) > 2:
+            ak1, sets = seg, []
+        elif tag == "AK2" and len(seg) > 2:
+            current, notes = seg, []
+        elif tag in {"AK3", "AK4"}:
+            notes.append(element.join(seg))
+        elif tag == "AK5" and current is not None and len(seg) > 1:
+            error = seg[2] if len(seg) > 2 else ""
+            sets.append(SetAcknowledgment(current[1], current[2], seg[1], error, tuple(notes)))
+            current = None
+        elif tag == "AK9" and ak1 is not None and len(seg) > 1:
+            groups.append(GroupAcknowledgment(ak1[1], ak1[2], seg[1], tuple(sets)))
+            ak1 = None
+    return groups

@@ -19,7 +19,19 @@ import copy
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-__all__ = ["EXTRA_DATA_ELEMENTS", "SET_850", "TRANSACTION_SETS", "Element", "Loop", "Segment", "TransactionSet"]
+__all__ = [
+    "EXTRA_DATA_ELEMENTS",
+    "SET_810",
+    "SET_850",
+    "SET_855",
+    "SET_856",
+    "SET_860",
+    "TRANSACTION_SETS",
+    "Element",
+    "Loop",
+    "Segment",
+    "TransactionSet",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,17 @@ EXTRA_DATA_ELEMENTS: dict[str, tuple[str, int, int, str]] = {
     "387": ("AN", 1, 35, "Routing"),
     "356": ("N0", 1, 6, "Pack"),
     "357": ("R", 1, 8, "Size"),
+    # The outbound sets (855, 856, 810):
+    "668": ("ID", 2, 2, "Line Item Status Code"),
+    "76": ("AN", 1, 22, "Invoice Number"),
+    "396": ("AN", 2, 30, "Shipment Identification"),
+    "382": ("R", 1, 10, "Number of Units Shipped"),
+    "80": ("N0", 1, 7, "Lading Quantity"),
+    "88": ("ID", 1, 2, "Marks and Numbers Qualifier"),
+    "87": ("AN", 1, 48, "Marks and Numbers"),
+    "327": ("AN", 1, 8, "Change Order Sequence Number"),
+    "670": ("ID", 2, 2, "Change or Response Type Code"),
+    "671": ("R", 1, 9, "Quantity Left to Receive"),
 }
 
 _REF = Segment(
@@ -225,8 +248,308 @@ SET_850 = TransactionSet(
     ),
 )
 
+_N1_LOOP = SET_850.header[-1]
+_CTT = Segment("CTT", "Transaction Totals", "R", "1", (Element("354", "R"), Element("347")))
+#: The product ids after the first pair (PO1/IT1/LIN carry up to ten of them in 235/234 pairs).
+_MORE_PRODUCT_IDS = _PRODUCT_IDS[2:]
+
+#: 855 Purchase Order Acknowledgment, version 004010: BAK, then per line the PO1 as ordered and an
+#: ACK saying what happens to it (accepted, rejected, backordered, changed).
+SET_855 = TransactionSet(
+    xid="855",
+    name="Purchase Order Acknowledgment",
+    functional_id="PR",
+    version="004010",
+    header=(
+        Segment(
+            "BAK",
+            "Beginning Segment for Purchase Order Acknowledgment",
+            "R",
+            "1",
+            (
+                Element("353", "R", ("00", "06")),
+                Element("587", "R", ("AC", "AD", "AE", "AK", "RD", "RJ")),
+                Element("324", "R"),
+                Element("373", "R"),
+                Element("328"),
+            ),
+        ),
+        Segment("CUR", "Currency", "S", "1", (Element("98", "R"), Element("100", "R"))),
+        _REF,
+        _DTM,
+        _N1_LOOP,
+    ),
+    detail=(
+        Loop(
+            "PO1_LOOP",
+            "Baseline Item Data",
+            "R",
+            "100000",
+            (
+                Segment(
+                    "PO1",
+                    "Baseline Item Data",
+                    "R",
+                    "1",
+                    (
+                        Element("350"),
+                        Element("330", "R"),
+                        Element("355", "R"),
+                        Element("212"),
+                        Element("639"),
+                        Element("235", "R"),
+                        Element("234", "R"),
+                        *_MORE_PRODUCT_IDS,
+                    ),
+                    ("C0302", "C0504", "P0607", "P0809", "P1011", "P1213", "P1415"),
+                ),
+                Segment(
+                    "ACK",
+                    "Line Item Acknowledgment",
+                    "R",
+                    "104",
+                    (
+                        Element("668", "R", ("IA", "IB", "IC", "IR", "IQ", "ID", "IP")),
+                        Element("380"),
+                        Element("355"),
+                        Element("374"),
+                        Element("373"),
+                    ),
+                    ("P0203", "C0405"),
+                ),
+            ),
+        ),
+    ),
+    summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
+)
+
+#: 856 Ship Notice/Manifest, version 004010, in the Shipment/Order/Pack/Item (SOPI) hierarchy: one
+#: HL loop per level, each level carrying only its own segments (the map allows them all; the
+#: builder writes TD1/TD5/REF/DTM/N1 at S, PRF at O, MAN*GM with the SSCC-18 at P, LIN/SN1 at I).
+SET_856 = TransactionSet(
+    xid="856",
+    name="Ship Notice/Manifest",
+    functional_id="SH",
+    version="004010",
+    header=(
+        Segment(
+            "BSN",
+            "Beginning Segment for Ship Notice",
+            "R",
+            "1",
+            (
+                Element("353", "R", ("00", "06")),
+                Element("396", "R"),
+                Element("373", "R"),
+                Element("337", "R"),
+                Element("1005", "S", ("0001", "0002", "0004")),
+            ),
+        ),
+        _DTM,
+    ),
+    detail=(
+        Loop(
+            "HL_LOOP",
+            "Hierarchical Level",
+            "R",
+            "200000",
+            (
+                Segment(
+                    "HL",
+                    "Hierarchical Level",
+                    "R",
+                    "1",
+                    (
+                        Element("628", "R"),
+                        Element("734"),
+                        Element("735", "R", ("S", "O", "P", "T", "I")),
+                        Element("736"),
+                    ),
+                ),
+                Segment(
+                    "LIN",
+                    "Item Identification",
+                    "S",
+                    "1",
+                    (Element("350"), Element("235", "R"), Element("234", "R"), *_MORE_PRODUCT_IDS),
+                    ("P0405", "P0607", "P0809", "P1011", "P1213"),
+                ),
+                Segment(
+                    "SN1",
+                    "Item Detail (Shipment)",
+                    "S",
+                    "1",
+                    (Element("350"), Element("382", "R"), Element("355", "R")),
+                ),
+                Segment(
+                    "PRF",
+                    "Purchase Order Reference",
+                    "S",
+                    "1",
+                    (Element("324", "R"), Element("328"), Element("327"), Element("373")),
+                ),
+                Segment("TD1", "Carrier Details (Quantity and Weight)", "S", "20", (Element("103"), Element("80"))),
+                Segment(
+                    "TD5",
+                    "Carrier Details (Routing Sequence/Transit Time)",
+                    "S",
+                    "12",
+                    (Element("133"), Element("66"), Element("67"), Element("91"), Element("387")),
+                    ("P0203",),
+                ),
+                _REF,
+                Segment(
+                    "MAN",
+                    "Marks and Numbers",
+                    "S",
+                    ">1",
+                    (Element("88", "R", ("GM", "CP", "UC", "AA")), Element("87", "R")),
+                ),
+                _DTM,
+                _N1_LOOP,
+            ),
+        ),
+    ),
+    summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
+)
+
+#: 810 Invoice, version 004010: BIG, an IT1 per line, TDS (the total in cents) and CTT.
+SET_810 = TransactionSet(
+    xid="810",
+    name="Invoice",
+    functional_id="IN",
+    version="004010",
+    header=(
+        Segment(
+            "BIG",
+            "Beginning Segment for Invoice",
+            "R",
+            "1",
+            (Element("373", "R"), Element("76", "R"), Element("373"), Element("324")),
+        ),
+        Segment("CUR", "Currency", "S", "1", (Element("98", "R"), Element("100", "R"))),
+        _REF,
+        _N1_LOOP,
+        Segment(
+            "ITD",
+            "Terms of Sale/Deferred Terms of Sale",
+            "S",
+            ">1",
+            tuple(Element(n) for n in ("336", "333", "338", "370", "351", "446", "386")),
+        ),
+        _DTM,
+    ),
+    detail=(
+        Loop(
+            "IT1_LOOP",
+            "Baseline Item Data (Invoice)",
+            "R",
+            "200000",
+            (
+                Segment(
+                    "IT1",
+                    "Baseline Item Data (Invoice)",
+                    "R",
+                    "1",
+                    (
+                        Element("350"),
+                        Element("358", "R"),
+                        Element("355", "R"),
+                        Element("212", "R"),
+                        Element("639"),
+                        Element("235", "R"),
+                        Element("234", "R"),
+                        *_MORE_PRODUCT_IDS,
+                    ),
+                    ("P0607", "P0809", "P1011", "P1213", "P1415"),
+                ),
+                Segment(
+                    "PID",
+                    "Product/Item Description",
+                    "S",
+                    "1000",
+                    (Element("349", "R"), Element("750"), Element("559"), Element("751"), Element("352")),
+                ),
+            ),
+        ),
+    ),
+    summary=(
+        Segment("TDS", "Total Monetary Value Summary", "R", "1", (Element("610", "R"),)),
+        _CTT,
+    ),
+)
+
+#: 860 Purchase Order Change Request - Buyer Initiated, version 004010: BCH (01 cancels the order,
+#: 04 changes it), then a POC per changed line saying how (add, delete, quantity or price change).
+SET_860 = TransactionSet(
+    xid="860",
+    name="Purchase Order Change Request - Buyer Initiated",
+    functional_id="PC",
+    version="004010",
+    header=(
+        Segment(
+            "BCH",
+            "Beginning Segment for Purchase Order Change",
+            "R",
+            "1",
+            (
+                Element("353", "R", ("01", "04", "05")),
+                Element("92", "R"),
+                Element("324", "R"),
+                Element("328"),
+                Element("327"),
+                Element("373", "R"),
+            ),
+        ),
+        Segment("CUR", "Currency", "S", "1", (Element("98", "R"), Element("100", "R"), Element("280"))),
+        _REF,
+        _PER,
+        _DTM,
+        _N1_LOOP,
+    ),
+    detail=(
+        Loop(
+            "POC_LOOP",
+            "Line Item Change",
+            "S",
+            "100000",
+            (
+                Segment(
+                    "POC",
+                    "Line Item Change",
+                    "R",
+                    "1",
+                    (
+                        Element("350", "R"),
+                        Element("670", "R", ("AI", "DI", "QI", "QD", "PC", "CA", "RZ", "CT")),
+                        Element("330"),
+                        Element("671"),
+                        Element("355"),
+                        Element("212"),
+                        Element("639"),
+                        Element("235"),
+                        Element("234"),
+                        *_PRODUCT_IDS[2:],
+                    ),
+                    ("P0809", "P1011", "P1213", "P1415", "P1617"),
+                ),
+                Segment(
+                    "PID",
+                    "Product/Item Description",
+                    "S",
+                    "1000",
+                    (Element("349", "R"), Element("750"), Element("559"), Element("751"), Element("352")),
+                ),
+                _REF,
+                _DTM,
+            ),
+        ),
+    ),
+    summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
+)
+
 #: Every set this module maps, by ST01.
-TRANSACTION_SETS: dict[str, TransactionSet] = {SET_850.xid: SET_850}
+TRANSACTION_SETS: dict[str, TransactionSet] = {s.xid: s for s in (SET_850, SET_855, SET_856, SET_810, SET_860)}
 
 
 def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:
