@@ -179,8 +179,9 @@ class Gateway:
             )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
-        await natsio.ensure_streams(self.js)
-        await self._bound_tolerance_by_duplicate_window()
+        js = self.js
+        await natsio.when_available("the streams", lambda: natsio.ensure_streams(js))
+        await natsio.when_available(f"stream {IN_STREAM}", self._bound_tolerance_by_duplicate_window)
         await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
         await self._start_operations()
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)

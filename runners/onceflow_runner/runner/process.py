@@ -94,7 +94,10 @@ class Runner:
     async def start(self) -> None:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
-        self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
+        self.wiring = await natsio.when_available(
+            f"the consumer {natsio.lane_consumer(self.plan, self.lane)} and key bucket {self.plan.nats.kv_bucket}",
+            lambda: natsio.JetStreamWiring.open(self.nc, self.plan, self.lane),
+        )
         self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring), self.expressions)
         if self.engine.iterates:
             await self.expressions.start()
