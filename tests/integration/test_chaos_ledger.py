@@ -4,9 +4,10 @@ a three-node NATS cluster with R3 streams, while everything that can go wrong do
 Faults, each started when a share of the webhooks has been accepted (never on a timer): ERP 503
 and 429 storms with Retry-After, a slow ERP, kill -9 of each runner process (and its restart),
 the ONCEFLOW_IN stream leader killed with -9 and restarted mid-load; throughout, poison bodies,
-duplicates inside JetStream's duplicate window (the same delivery id again) and beyond it (the
-same record under a new delivery id, which JetStream cannot recognise: after the window it would
-not either, so the key store must).
+duplicates inside JetStream's duplicate window (the same signed body again: the hmac scheme's
+delivery id is the body's hash, so JetStream stores it once) and beyond it (the same business
+key in a changed body, which JetStream stores again as it would any resend after its window, so
+only the runner's key store can keep it to one effect).
 
 The books, from the systems' own records: every key the gateway answered 2xx for has exactly one
 outcome (one ERP effect, or one exception, or one dead letter), and nothing else has one: 0 lost,

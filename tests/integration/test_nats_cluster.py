@@ -48,7 +48,10 @@ async def test_quorum_lost_gateway_answers_503_never_2xx_and_both_recover_by_the
 ) -> None:
     namespace = new_namespace()
     await nats_cluster.provision(namespace)
-    h = await start(nats_cluster, namespace=namespace)  # type: ignore[arg-type]
+    # Deliveries that outlast an election (about 5 s): a record that meets a stream or its key
+    # bucket still electing is retried, not dead-lettered. (The defaults, 1s/10s/1m and 5
+    # deliveries, outlast it by far; the ledger tests' 100 ms backoffs do not.)
+    h = await start(nats_cluster, namespace=namespace, max_deliver=10, backoff=["200ms", "1s", "2s"])  # type: ignore[arg-type]
     gateway, runner = h.run.procs["gateway-src"], h.run.procs["runner-ledger"]
     try:
         # The gateway and runner starting (each ensures the streams) left them at three replicas.
