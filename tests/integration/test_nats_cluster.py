@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import httpx
 
 from onceflow_runner.contract.subjects import DLQ_STREAM, IN_STREAM
+from onceflow_runner.gateway.server import Gateway
+from tests.integration.gateway_harness import SECRET as GATEWAY_SECRET
+from tests.integration.gateway_harness import gateway_plan, signed_headers
 from tests.integration.nats_cluster import NatsCluster
-from tests.integration.scenario import new_namespace, signed_post
+from tests.integration.scenario import eventually, new_namespace, signed_post
 from tests.integration.test_delivery_faults import SECRET, SIG, Harness, start, stop
 
 #: The longest a gateway may take to answer while the cluster has no quorum: its 5 s publish
@@ -93,3 +97,41 @@ async def test_quorum_lost_gateway_answers_503_never_2xx_and_both_recover_by_the
         assert h.run.procs["runner-ledger"] is runner
     finally:
         await stop(h)
+
+
+async def test_a_gateway_started_without_quorum_waits_not_ready_and_accepts_once_quorum_returns(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    namespace = new_namespace()
+    await nats_cluster.provision()
+    for name in ("n1", "n2"):
+        nats_cluster.kill(name)
+    (tmp_path / "sig").mkdir()
+    (tmp_path / "sig" / "secret").write_text(GATEWAY_SECRET)
+    gateway = Gateway(gateway_plan(namespace), nats_url=nats_cluster.url, secrets_dir=tmp_path)
+    starting = asyncio.create_task(gateway.start())
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def readiness() -> str | None:
+                if not gateway.metrics_port:
+                    return None
+                resp = await client.get(f"{gateway.operations_url}/readyz")
+                return f"{resp.status_code} {resp.text}"
+
+            # Alive and saying why it is not ready, while it waits for JetStream (not exited).
+            assert await eventually(readiness, within=30) == "503 webhook listener not started"
+            assert (await client.get(f"{gateway.operations_url}/healthz")).status_code == 200
+            assert not starting.done()
+
+            for name in ("n1", "n2"):
+                nats_cluster.restart(name)
+            await asyncio.wait_for(starting, 90)
+            assert await readiness() == "200 ready"
+            body = b'{"id": "after-quorum"}'
+            resp = await client.post(gateway.url, content=body, headers=signed_headers(body, "after-quorum"))
+            assert resp.status_code == 202, resp.text
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await gateway.stop()
