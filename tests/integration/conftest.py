@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ from onceflow_operator.dev.executor import LocalExecutor
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
 from tests.conftest import Kubectl
+from tests.integration.nats_cluster import NatsCluster
 from tests.integration.scenario import (
     Sandboxes,
     example_documents,
@@ -52,3 +53,14 @@ async def executor(
     stop.set()
     await task
     await kube.close()
+
+
+@pytest.fixture
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three clustered nats-server processes with JetStream, on free 127.0.0.1 ports; stopped by PID."""
+    cluster = NatsCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

@@ -121,7 +121,7 @@ async def eventually(check: Callable[[], Any], *, within: float = 20.0, interval
 
 async def stream_messages(nats_url: str, stream: str, subject: str) -> list[Any]:
     """Every message stored on `subject` in `stream` (read directly, no consumer left behind)."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one URL, or a cluster's (comma separated)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream, subjects_filter=subject)

@@ -224,7 +224,7 @@ class Harness:
         """True when the Integration's consumer has settled every stored record: nothing left to
         deliver and nothing in flight or waiting for redelivery (its ack floor passed every record
         it acked; one JetStream gave up on holds the floor back but is no longer pending)."""
-        nc = await nats.connect(self.nats.url)
+        nc = await nats.connect(self.nats.url.split(","))  # one URL, or a cluster's
         try:
             info = await nc.jetstream().consumer_info("ONCEFLOW_IN", f"{self.namespace}_ledger")
         finally:
@@ -255,6 +255,7 @@ async def start(
     erp: ErpSandbox | None = None,
     plan_edit: Callable[[dict[str, Any]], None] | None = None,
     in_process: bool = False,
+    namespace: str | None = None,
     **kw: Any,
 ) -> Harness:
     """Start the sandbox ERP (or the one given), the gateway and the runner processes.
@@ -262,12 +263,13 @@ async def start(
     `plan_edit` changes the compiled plan before the runner reads it: a plan made by hand, or one
     the operator's checks would refuse, as a runner may still meet it. `in_process` leaves the
     runner to the test (`Harness.start_runner`), e.g. to hand it a Caller that fails on purpose.
+    `namespace`: one whose NATS topology the test made first (an R3 key bucket on a cluster).
     """
     from onceflow_operator.dev.controlplane import free_port
 
     erp = erp or ErpSandbox()
     await erp.start()
-    namespace = new_namespace()
+    namespace = namespace or new_namespace()
     run = LocalRun.from_documents(
         manifests(erp.url, **kw), namespace=namespace, nats_url=nats.url, first_port=free_port()
     )

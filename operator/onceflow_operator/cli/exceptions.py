@@ -67,7 +67,7 @@ def _with_jetstream(nats_url: str, work: Any) -> Any:
 
         connecting = asyncio.ensure_future(
             nats.connect(
-                nats_url,
+                natsio.server_urls(nats_url),
                 name="onceflow-cli",
                 allow_reconnect=False,
                 connect_timeout=3,

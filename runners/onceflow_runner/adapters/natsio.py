@@ -11,11 +11,13 @@ advisories, so a record JetStream gave up on becomes a dead letter instead of di
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -30,7 +32,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import KeyStore
@@ -64,7 +66,9 @@ __all__ = [
     "read_split",
     "remove_consumer",
     "rollout_subject",
+    "server_urls",
     "subscribe_stats",
+    "when_available",
 ]
 
 _DAY = 86400.0
@@ -103,10 +107,19 @@ def auth_from_environment() -> dict[str, str]:
     return {}
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of a `--nats` value: one URL, or several separated by commas (a cluster's seeds).
+
+    nats-py takes a list but treats a string as one URL; NATS tools accept `nats://a,nats://b`,
+    and a client that knows every seed can start while any one of them is down.
+    """
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, *, name: str) -> Client:
     """Connect with endless reconnects: a broker restart must not end a runner or gateway."""
     return await nats.connect(
-        url,
+        server_urls(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -123,8 +136,13 @@ async def connect(url: str, *, name: str) -> Client:
 MAX_CONSUMERS_PER_STREAM = 100_000
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Create every Onceflow stream, or update it to the expected subjects and limits."""
+async def ensure_streams(js: JetStreamContext, *, replicas: int | None = None) -> None:
+    """Create every Onceflow stream, or update it to the expected subjects and limits.
+
+    `replicas` None (what a pod start passes): a new stream gets one replica and an existing one
+    keeps its own, so a gateway or runner starting never scales an R3 stream down to R1 (issue
+    #12; its first item moves stream management to the operator altogether).
+    """
     for name, (filters, max_age, retention) in STREAMS.items():
         config = StreamConfig(
             name=name,
@@ -132,13 +150,15 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             retention=retention,
             storage=StorageType.FILE,
             max_age=max_age,
-            num_replicas=replicas,
+            num_replicas=replicas or 1,
             duplicate_window=float(subjects.DUPLICATE_WINDOW_SECONDS),
             max_consumers=MAX_CONSUMERS_PER_STREAM,
         )
         try:
             await js.add_stream(config)
         except BadRequestError:
+            if replicas is None:
+                config.num_replicas = (await js.stream_info(name)).config.num_replicas
             await js.update_stream(config)
 
 
@@ -406,3 +426,37 @@ async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> Stored
         return None
     stamp = msg.time.isoformat() if msg.time else ""
     return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", stamp)
+
+
+T = TypeVar("T")
+
+log = logging.getLogger("onceflow.nats")
+
+#: What JetStream answers while a stream, consumer or the meta group has no leader (an election
+#: after a node died, quorum lost on a cluster, a server restarting): a wait, not a refusal.
+UNAVAILABLE: Final = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError, TimeoutError)
+#: Longest pause between two tries of `when_available`.
+UNAVAILABLE_RETRY_CAP: Final = 5.0
+
+
+async def when_available(what: str, call: Callable[[], Awaitable[T]], *, first_wait: float = 0.2) -> T:
+    """`call()`, tried again while JetStream is unavailable (see UNAVAILABLE); one warning names `what`.
+
+    Why: a runner or gateway that starts while its stream has no leader (a NATS node was killed
+    and the cluster is electing, or two of three are down) exited with a traceback, and in
+    Kubernetes then waited out a growing crash-loop back-off after NATS was back. Waiting here, not
+    ready meanwhile, it starts as soon as JetStream answers. Any other error is raised.
+    """
+    wait, logged = first_wait, False
+    while True:
+        try:
+            return await call()
+        except UNAVAILABLE as exc:
+            if not logged:
+                log.warning(
+                    "JetStream unavailable; waiting for it (not ready until then)",
+                    extra={"waiting_for": what, "error": type(exc).__name__},
+                )
+                logged = True
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, UNAVAILABLE_RETRY_CAP)

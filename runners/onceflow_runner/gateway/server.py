@@ -181,10 +181,12 @@ class Gateway:
             )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
-        await natsio.ensure_streams(self.js)
-        await self._bound_tolerance_by_duplicate_window()
-        await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
+        # Health first: while JetStream has no leader the gateway waits below, alive but not ready.
         await self._start_operations()
+        js = self.js
+        await natsio.when_available("the streams", lambda: natsio.ensure_streams(js))
+        await natsio.when_available(f"stream {IN_STREAM}", self._bound_tolerance_by_duplicate_window)
+        await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
         app.router.add_post(self.plan.path, self.receive)
         self._webhooks = web.AppRunner(app, access_log=None, keepalive_timeout=self.header_timeout)

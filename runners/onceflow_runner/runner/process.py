@@ -94,13 +94,17 @@ class Runner:
     async def start(self) -> None:
         """Connect, provision, bind the consumer, serve /metrics and health, start pulling."""
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-runner/{self.plan.integration}")
-        self.wiring = await natsio.JetStreamWiring.open(self.nc, self.plan, self.lane)
+        # Health first: while JetStream has no leader the runner waits below, alive but not ready.
+        await self._serve_http()
+        self.wiring = await natsio.when_available(
+            f"the consumer {natsio.lane_consumer(self.plan, self.lane)} and key bucket {self.plan.nats.kv_bucket}",
+            lambda: natsio.JetStreamWiring.open(self.nc, self.plan, self.lane),
+        )
         self.engine = Engine(self.plan, self.caller, natsio.JetStreamEvents(self.wiring), self.expressions)
         if self.engine.iterates:
             await self.expressions.start()
         self._settler = Settler(self.plan, self.wiring, self.engine, self.metrics, self.stats, self.pod)
         self.sub = await self.wiring.subscribe()
-        await self._serve_http()
         self._tasks = [
             asyncio.create_task(self._pull_loop()),
             asyncio.create_task(self._heartbeat_loop()),
