@@ -13,17 +13,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
+from onceflow_runner.contract.plan import MatchingPlan
 from onceflow_runner.matching.compare import Comparison, comparison
 from onceflow_runner.matching.fields import field_value
 
 __all__ = [
+    "PROBABILISTIC_RULE",
     "Decision",
     "FieldModel",
     "MatchModel",
     "bayes_factor_to_probability",
     "comparison_vector",
+    "model_from_plan",
     "score_candidates",
 ]
 
@@ -166,3 +170,18 @@ def score_candidates(
 def levels_of(kind: str) -> Sequence[str]:
     """The level names of a comparison kind (for messages and the API reference)."""
     return comparison(kind).levels
+
+
+def model_from_plan(plan: MatchingPlan) -> MatchModel:
+    """The model a plan's matching block describes (memoised: the plan is frozen and read per record)."""
+    return _model_from_plan(plan)
+
+
+@lru_cache(maxsize=64)
+def _model_from_plan(plan: MatchingPlan) -> MatchModel:
+    return MatchModel(
+        tuple(FieldModel(f.paths, f.comparison, f.m, f.u) for f in plan.fields),
+        prior=plan.prior_link_rate,
+        match_threshold=plan.match_threshold,
+        review_threshold=plan.review_threshold,
+    )
