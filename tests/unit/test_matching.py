@@ -8,8 +8,8 @@ from onceflow_runner.matching.compare import COMPARISONS
 from onceflow_runner.matching.defaults import default_model
 from onceflow_runner.matching.fields import field_value
 from onceflow_runner.matching.model import score_candidates
-from onceflow_runner.matching.training import LabelledPair, estimate_from_labels, evaluate, train
-from onceflow_runner.testing.customers import blocked_pairs, candidate_pairs, generate_customers, without
+from onceflow_runner.matching.training import LabelledPair, blocks_by_fields, estimate_from_labels, evaluate, train
+from onceflow_runner.testing.customers import candidate_pairs, generate_customers, without
 
 
 def _level(kind: str, a: object, b: object) -> str:
@@ -102,7 +102,8 @@ def test_without_tax_id_and_birth_date_recall_stays_above_090(seed: int) -> None
 
 def test_em_training_from_unlabelled_records_keeps_the_floors() -> None:
     data = generate_customers(23)
-    trained = train(default_model("customer"), data.records, blocked_pairs(data.records))
+    model = default_model("customer")
+    trained = train(model, data.records, blocks_by_fields(model, data.records, ["name", "postal_code"]))
     result = evaluate(trained, _labels(23))
     assert result.precision >= 0.98, result
     assert result.recall >= 0.95, result

@@ -22,6 +22,7 @@ from onceflow_runner.matching.model import FieldModel, MatchModel, bayes_factor_
 __all__ = [
     "Evaluation",
     "LabelledPair",
+    "blocks_by_fields",
     "estimate_from_labels",
     "estimate_m_em",
     "estimate_u_random",
@@ -29,6 +30,7 @@ __all__ = [
     "pair_levels",
     "prepare_records",
     "train",
+    "weights_table",
 ]
 
 #: Added to every level count so no probability is 0 (a level never seen keeps a small weight).
@@ -169,6 +171,21 @@ def estimate_m_em(
     return current, link_rate
 
 
+def _agreed(patterns: Mapping[tuple[int, ...], int], share: float = 0.9) -> frozenset[int]:
+    """Fields on which nearly every pair of a session agrees exactly (the city of a postcode block).
+
+    Such agreement is no evidence within the session, and EM would take the whole block for matches.
+    """
+    held = set()
+    width = len(next(iter(patterns)))
+    for k in range(width):
+        present = sum(c for levels, c in patterns.items() if levels[k] >= 0)
+        exact = sum(c for levels, c in patterns.items() if levels[k] == 0)
+        if present and exact / present >= share:
+            held.add(k)
+    return frozenset(held)
+
+
 def train(
     model: MatchModel,
     records: Sequence[Any],
@@ -176,22 +193,22 @@ def train(
     *,
     seed: int = 0,
 ) -> MatchModel:
-    """U from random pairs, then m and the prior by EM, one session per blocking rule.
+    """Estimate u from random pairs, then m and the prior by EM, one session per blocking rule.
 
-    `blocks` maps the fields a blocking rule searched by (held in its session) to its candidate
-    pairs. A field's m is the mean over the sessions that could learn it (as splink trains); the
-    prior is the largest number of matches a session found over all pairs of records (each
-    blocking rule misses some duplicates, so the largest count is the closest).
+    `blocks` maps the fields a blocking rule searched by (held in its session, with any field
+    nearly all its pairs agree on) to its candidate pairs. A field's m is the mean over the
+    sessions that could learn it (as splink trains); the prior is the largest number of matches a
+    session found, over all pairs of records (each blocking rule misses some duplicates).
     """
     with_u = estimate_u_random(model, records, seed=seed)
     prepared = prepare_records(with_u, records)
     learnt: list[list[tuple[float, ...]]] = [[] for _ in with_u.fields]
     matches = 0.0
     for searched, pairs in blocks.items():
-        held = frozenset(k for k, f in enumerate(with_u.fields) if set(f.paths) & set(searched))
         patterns = Counter(pair_levels(with_u, prepared[i], prepared[j]) for i, j in pairs)
         if not patterns:
             continue
+        held = frozenset(k for k, f in enumerate(with_u.fields) if set(f.paths) & set(searched)) | _agreed(patterns)
         session, rate = estimate_m_em(with_u, patterns, held=held)
         matches = max(matches, rate * sum(patterns.values()))
         for k, f in enumerate(session.fields):
@@ -204,6 +221,38 @@ def train(
     all_pairs = len(records) * (len(records) - 1) / 2
     prior = min(max(matches / all_pairs, 1e-7), 0.5) if matches else model.prior
     return replace(with_u, fields=fields, prior=prior)
+
+
+def blocks_by_fields(
+    model: MatchModel, records: Sequence[Any], fields: Sequence[str], *, max_block: int = 200
+) -> dict[tuple[str, ...], set[tuple[int, int]]]:
+    """Candidate pairs per blocking field: records whose prepared values agree (company names: first 4 letters).
+
+    This is what a dedupe search by that field returns. Blocks larger than `max_block` (a value
+    everyone shares, e.g. one country) are left out: their pairs are mostly unrelated and cost
+    quadratic time. Raises ValueError for a field the model does not compare.
+    """
+    by_path = {p: f for f in model.fields for p in f.paths}
+    out: dict[tuple[str, ...], set[tuple[int, int]]] = {}
+    for name in fields:
+        f = by_path.get(name)
+        if f is None:
+            raise ValueError(f"cannot block on {name!r}: it is not a compared field ({', '.join(by_path)})")
+        groups: dict[str, list[int]] = {}
+        for index, rec in enumerate(records):
+            value = f.prepared(rec)
+            if value is None:
+                continue
+            key = value.replace(" ", "")[:4] if f.kind == "company" else str(value)
+            groups.setdefault(key, []).append(index)
+        out[f.paths] = {
+            (a, b)
+            for members in groups.values()
+            if len(members) <= max_block
+            for i, a in enumerate(members)
+            for b in members[i + 1 :]
+        }
+    return out
 
 
 def estimate_from_labels(model: MatchModel, labels: Sequence[LabelledPair]) -> MatchModel:
