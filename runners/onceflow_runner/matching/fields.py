@@ -19,9 +19,9 @@ def field_value(row: Any, path: str) -> Any:
     A key that itself contains a dot is found too (`row["address.city"]` before `row["address"]["city"]`),
     because flat exports name nested fields that way.
     """
-    if not isinstance(row, Mapping):
+    if type(row) is not dict and not isinstance(row, Mapping):  # the exact type first: ABC checks are slow
         return None
-    if path in row or "." not in path:
+    if "." not in path or path in row:
         return row.get(path)
     value: Any = row
     for key in path.split("."):

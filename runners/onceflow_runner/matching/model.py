@@ -35,6 +35,10 @@ Decision = Literal["match", "review", "new"]
 PROBABILISTIC_RULE = "probabilistic"
 
 
+def _logit(probability: float) -> float:
+    return math.log2(probability / (1 - probability)) if probability < 1 else math.inf
+
+
 def bayes_factor_to_probability(weight: float, prior: float) -> float:
     """Match probability from a total log2 Bayes factor and the prior link rate."""
     logit = weight + math.log2(prior / (1 - prior))
@@ -124,21 +128,38 @@ def score_candidates(
     `explain_all` keeps new-record candidates too (decision "new"), for evaluation.
     """
     prepared = [(f, f.prepared(record), f.raw(record)) for f in model.fields]
+    # The hot loop's view of each field the record has: how to read it, prepare it, grade it, weigh it.
+    compared = [
+        (k, f.paths[0] if len(f.paths) == 1 and "." not in f.paths[0] else None, f, mine)
+        for k, (f, mine, _) in enumerate(prepared)
+        if mine is not None
+    ]
     prior_logit = math.log2(model.prior / (1 - model.prior))
+    # Most candidates are plainly someone else: compare the most telling fields first, and stop once
+    # even the best levels of the fields left could not lift the candidate to review.
+    compared.sort(key=lambda c: min(c[2].weights) - max(c[2].weights))
+    best_left = [sum(max(0.0, max(c[2].weights)) for c in compared[i:]) for i in range(len(compared) + 1)]
+    needed = -math.inf if explain_all else _logit(model.review_threshold) - prior_logit
     found: list[dict[str, Any]] = []
     for candidate in candidates:
-        if not isinstance(candidate, Mapping):
+        if type(candidate) is not dict and not isinstance(candidate, Mapping):
             continue
         total = 0.0
-        levels: list[int] = []
-        for f, mine, _ in prepared:
-            theirs = f.comparison.prepare(f.raw(candidate)) if mine is not None else None
+        levels = [-1] * len(prepared)
+        hopeless = False
+        for i, (k, key, f, mine) in enumerate(compared):
+            if total + best_left[i] < needed:
+                hopeless = True
+                break
+            cmp = f.comparison
+            theirs = cmp.prepare(candidate.get(key) if key is not None else f.raw(candidate))
             if theirs is None:
-                levels.append(-1)
                 continue
-            level = f.comparison.level(mine, theirs)
-            levels.append(level)
+            level = cmp.level(mine, theirs)
+            levels[k] = level
             total += f.weights[level]
+        if hopeless:
+            continue
         logit = total + prior_logit
         probability = 1.0 if logit > 60 else 0.0 if logit < -60 else 1.0 / (1.0 + 2.0 ** (-logit))
         decision = model.decide(probability)
