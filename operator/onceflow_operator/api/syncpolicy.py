@@ -159,15 +159,6 @@ class MatchThresholds(ApiModel):
 class Matching(ApiModel):
     """Probabilistic (Fellegi-Sunter) duplicate matching, after the deterministic matchRules."""
 
-    model_config = {
-        "json_schema_extra": cel_rules(
-            (
-                "size(self.fields) > 0 || has(self.entity)",
-                "name the compared fields, or set entity (customer, supplier, item) to use its defaults",
-            ),
-        )
-    }
-
     entity: Literal["customer", "supplier", "item"] | None = Field(
         default=None,
         description=(
