@@ -74,6 +74,12 @@ def _per_record_ms(
     return 1000 * total / len(work)
 
 
+def _score_cold(record: dict[str, Any], candidates: list[dict[str, Any]], policy: SyncPolicyPlan) -> None:
+    """One record's scoring with every candidate value new, wherever it runs (a pool worker keeps its own caches)."""
+    clear_caches()
+    find_matches(record, candidates, policy)
+
+
 async def _loop_stall(
     work: list[tuple[dict[str, Any], list[dict[str, Any]]]], policy: SyncPolicyPlan, how: str, pool: ProcessPoolExecutor
 ) -> tuple[float, float]:
@@ -95,13 +101,12 @@ async def _loop_stall(
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     for record, candidates in work:
-        clear_caches()
         if how == "inline":
-            find_matches(record, candidates, policy)
+            _score_cold(record, candidates, policy)
         elif how == "thread":
-            await asyncio.to_thread(find_matches, record, candidates, policy)
+            await asyncio.to_thread(_score_cold, record, candidates, policy)
         else:
-            await loop.run_in_executor(pool, find_matches, record, candidates, policy)
+            await loop.run_in_executor(pool, _score_cold, record, candidates, policy)
     elapsed = time.perf_counter() - started
     done = True
     await tick
