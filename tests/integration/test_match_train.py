@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from onceflow_operator.cli import main
 from onceflow_runner.testing.customers import candidate_pairs, generate_customers
 from tests import cases
 from tests.conftest import Kubectl
+from tests.integration.scenario import Sandboxes, example_documents
 
 pytestmark = pytest.mark.controlplane
 
@@ -59,3 +62,37 @@ def test_a_policy_that_is_not_there_is_one_line(kubectl: Kubectl, tmp_path: Path
     result = CliRunner().invoke(main, ["match", "eval", "nobody", "--labels", str(labels), *flags])
     assert result.exit_code == 1
     assert f"SyncPolicy nobody not found in namespace {kubectl.namespace}" in result.stderr
+
+
+async def test_train_reads_the_sample_through_the_connector_every_page(boxes: Sandboxes, tmp_path: Path) -> None:
+    """--from left: the reconcile block's ERP list, paged (500 a page here), with the Connector's token."""
+    data = generate_customers(47, originals=450)
+    for n, rec in enumerate(data.records):
+        boxes.erp.seed("Customer", {**rec, "name": f"CUST-{n:05d}", "customer_name": rec["name"]})
+    urls = boxes.base_urls()
+    docs = [d for d in example_documents("customer-onboarding") if d["kind"] in {"Secret", "Connector", "SyncPolicy"}]
+    for doc in docs:
+        if doc["kind"] == "Connector" and doc["metadata"]["name"] in urls:
+            doc["spec"]["rest"]["baseURL"] = urls[doc["metadata"]["name"]]
+    manifests = tmp_path / "docs.yaml"
+    manifests.write_text(yaml.safe_dump_all(docs))
+    argv = ["match", "train", "customer", "-f", str(manifests), "--from", "left", "--field", "name=customer_name"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*argv, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert f"random pairs of {len(data.records)} records" in result.stderr
+    assert len(data.records) > 500  # more than one page was read
+    fields = json.loads(result.stdout)["spec"]["matching"]["fields"]
+    name_exact = fields[0]["levels"][0]
+    assert fields[0]["field"] == "name"
+    assert name_exact["m"] > 0.3
+    assert name_exact["u"] < 0.01
+
+
+async def test_from_a_side_whose_connector_is_missing_is_one_line(tmp_path: Path) -> None:
+    policy = [d for d in example_documents("customer-onboarding") if d["kind"] == "SyncPolicy"]
+    manifests = tmp_path / "docs.yaml"
+    manifests.write_text(yaml.safe_dump_all(policy))
+    argv = ["match", "train", "customer", "-f", str(manifests), "--from", "right"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv)
+    assert result.exit_code == 1
+    assert "spec.reconcile.right.connector: REST Connector 'shop-api' does not exist" in result.stderr

@@ -4,7 +4,9 @@ Why a command: the m/u that separate duplicates from neighbours depend on the ta
 data (how many customers share a town, how carefully names are keyed). `train` estimates them
 unsupervised (EM, `onceflow_runner.matching.training`) from a sample of the target's records (a
 JSON array, JSON Lines or CSV file with `--records`; CSV headers may be dotted paths such as
-`address.city`), or from reviewers' labels (`--labels`, JSON Lines of {left, right, same}), and
+`address.city`), or read through the Connector of one side of the policy's `reconcile` block with
+`--from left|right` (its path and paging, the Connector's credentials, as the drift check reads
+it), or from reviewers' labels (`--labels`, JSON Lines of {left, right, same}), and
 prints the `spec.matching` patch, or merge-patches the SyncPolicy with `--apply`. `eval` prints
 precision, recall and F1 of the policy's matching on labelled pairs. The policy comes from the
 cluster, or from manifests with `-f` for offline use. Every failure is one line.
@@ -142,6 +144,112 @@ def _model(policy: SyncPolicy) -> MatchModel:
     return model_from_plan(compiled)
 
 
+def _manifest_docs(files: tuple[Path, ...]) -> list[dict[str, Any]]:
+    import yaml
+
+    from onceflow_operator.compiler.validation import load_manifests
+
+    docs: list[dict[str, Any]] = []
+    for path in expand_paths(files):
+        try:
+            docs += list(load_manifests(path))
+        except (OSError, yaml.YAMLError) as exc:
+            raise click.ClickException(f"cannot read {path}: {exc}") from None
+    return docs
+
+
+def _secret_reader(secrets: dict[str, dict[str, Any]]) -> Callable[[Any], str]:
+    """A runner's SecretReader over Secret objects (data base64, or stringData); one line when a key is absent."""
+    import base64
+
+    def read(ref: Any) -> str:
+        if ref is None:
+            return ""
+        secret = secrets.get(ref.name) or {}
+        if ref.key in (secret.get("stringData") or {}):
+            return str(secret["stringData"][ref.key])
+        if ref.key in (secret.get("data") or {}):
+            return base64.b64decode(secret["data"][ref.key]).decode()
+        raise click.ClickException(f"Secret {ref.name} has no key {ref.key!r} (the Connector names it)")
+
+    return read
+
+
+def pull_records(
+    files: tuple[Path, ...], cluster: Cluster, policy: SyncPolicy, namespace: str, side: str
+) -> list[dict[str, Any]]:
+    """Every record of one side of the policy's reconcile block, read page by page through its Connector."""
+    import asyncio
+
+    from onceflow_operator.api.connector import Connector
+    from onceflow_operator.compiler.planner import InvalidSpec, drift_check_plan
+    from onceflow_runner.adapters.outbound import HttpCaller
+    from onceflow_runner.drift.job import read_side
+    from onceflow_runner.errors import OnceflowError
+
+    if policy.spec.reconcile is None:
+        raise click.ClickException(
+            f"SyncPolicy {policy.metadata.get('name')} has no reconcile block: --from reads one of its sides"
+        )
+    wanted = getattr(policy.spec.reconcile, side).connector
+    if files:
+        docs = _manifest_docs(files)
+        connector_docs = [d for d in docs if d.get("kind") == "Connector"]
+        secrets = {str(d["metadata"]["name"]): d for d in docs if d.get("kind") == "Secret"}
+    else:
+        from onceflow_operator.api.names import CREDENTIALS_LABEL
+
+        async def read(kube: Any) -> tuple[Any, Any]:
+            found = await kube.get(API_VERSION, "Connector", namespace, wanted)
+            listed = await kube.list("v1", "Secret", namespace, selector=f"{CREDENTIALS_LABEL}=true")
+            return found, listed
+
+        found, listed = cluster.run(read)
+        connector_docs = [found] if found else []
+        secrets = {str(s["metadata"]["name"]): s for s in listed}
+    connectors = {}
+    for doc in connector_docs:
+        try:
+            connectors[str(doc["metadata"]["name"])] = Connector.model_validate(doc)
+        except ValueError:
+            continue
+    try:
+        plan = drift_check_plan(policy, connectors, namespace=namespace or "default")
+    except InvalidSpec as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = getattr(plan, side)
+
+    async def pull() -> Any:
+        caller = HttpCaller({side: chosen.connector}, _secret_reader(secrets))
+        try:
+            return await read_side(caller, side, chosen)
+        finally:
+            await caller.aclose()
+
+    try:
+        paged = asyncio.run(pull())
+    except OnceflowError as exc:
+        raise click.ClickException(f"reading {side} ({wanted}): {exc}") from None
+    if not paged.complete:
+        click.echo(f"# maxPages stopped the reading after {paged.pages} page(s): training on the rows read", err=True)
+    return [r for r in paged.items if isinstance(r, dict)]
+
+
+def _renamed(records: list[dict[str, Any]], renames: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Records with `canonical=target` renames applied: the target's field read under the canonical name."""
+    from onceflow_runner.matching.fields import field_value
+
+    pairs = []
+    for rename in renames:
+        canonical, sep, target = rename.partition("=")
+        if not sep or not canonical or not target:
+            raise click.BadParameter(
+                f"{rename!r} is not canonical=target (e.g. name=customer_name)", param_hint="--field"
+            )
+        pairs.append((canonical, target))
+    return [{**r, **{c: field_value(r, t) for c, t in pairs}} for r in records] if pairs else records
+
+
 def matching_patch(policy: SyncPolicy, model: MatchModel) -> dict[str, Any]:
     """The merge patch writing the model's fields, m/u and prior into `spec.matching` (the rest kept)."""
     current = policy.spec.matching.model_dump(by_alias=True, exclude_none=True) if policy.spec.matching else {}
@@ -182,6 +290,19 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Reviewer labels (JSONL of left, right, same): m/u from them.",
 )
 @click.option(
+    "--from",
+    "side",
+    type=click.Choice(("left", "right")),
+    help="Read the sample through the Connector of this side of the policy's reconcile block (every page).",
+)
+@click.option(
+    "--field",
+    "renames",
+    multiple=True,
+    metavar="CANONICAL=TARGET",
+    help="Read the target's field under the canonical name, e.g. name=customer_name (repeatable).",
+)
+@click.option(
     "--block",
     "blocks",
     multiple=True,
@@ -207,6 +328,8 @@ def train(
     files: tuple[Path, ...],
     records: Path | None,
     labels: Path | None,
+    side: str | None,
+    renames: tuple[str, ...],
     blocks: tuple[str, ...],
     apply_patch: bool,
     output: str,
@@ -215,8 +338,11 @@ def train(
     """Estimate m/u for POLICY's matching from records (EM) or labels, and print or apply the patch."""
     from onceflow_runner.matching import training
 
-    if (records is None) == (labels is None):
-        raise click.UsageError("give --records (a sample of the target's records) or --labels (reviewers' decisions)")
+    if sum(x is not None for x in (records, labels, side)) != 1:
+        raise click.UsageError(
+            "give one of --records (a sample of the target's records), --from left|right (read it through the "
+            "Connector) or --labels (reviewers' decisions)"
+        )
     if apply_patch and files:
         raise click.UsageError("--apply writes to the cluster; without -f the policy is read from there too")
     sync_policy, namespace = _policy(files, cluster, policy)
@@ -228,8 +354,13 @@ def train(
             raise click.ClickException(f"{labels}: {exc}") from None
         note = f"m/u from {labels}"
     else:
-        assert records is not None
-        sample = read_records(records)
+        if records is not None:
+            sample = _renamed(read_records(records), renames)
+        else:
+            assert side is not None
+            sample = _renamed(pull_records(files, cluster, sync_policy, namespace, side), renames)
+            if len(sample) < 2:
+                raise click.ClickException(f"{side} listed {len(sample)} record(s); training needs a sample")
         compared = {p for f in model.fields for p in f.paths}
         chosen = list(blocks) or [b for b in ("name", "postal_code") if b in compared] or [model.fields[0].paths[0]]
         try:
