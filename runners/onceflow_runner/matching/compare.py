@@ -158,6 +158,11 @@ class Comparison:
     #: How many fields the comparison reads (personName reads first and last name).
     arity: int = 1
 
+    @property
+    def prepare_str(self) -> Callable[[str], Any]:
+        """`prepare` for a string, without the guard for unhashable values (the scorer's hot loop)."""
+        return getattr(self.prepare, "cached", self.prepare)
+
 
 _CACHES: list[Any] = []
 
@@ -183,6 +188,7 @@ def _memo(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except TypeError:  # unhashable: a list or a mapping where a scalar was expected
             return checked(value)
 
+    prepare.cached = cached  # type: ignore[attr-defined]  # the hot loop calls it straight for strings
     return prepare
 
 

@@ -35,6 +35,17 @@ Decision = Literal["match", "review", "new"]
 PROBABILISTIC_RULE = "probabilistic"
 
 
+def _read(row: Any, path: str) -> Any:
+    """`field_value`, with the common case (a dict nested one level, no flat dotted key) inlined: hot path."""
+    if type(row) is dict and path not in row:
+        head, dot, rest = path.partition(".")
+        if dot and "." not in rest:
+            inner = row.get(head)
+            if type(inner) is dict:
+                return inner.get(rest)
+    return field_value(row, path)
+
+
 def _logit(probability: float) -> float:
     return math.log2(probability / (1 - probability)) if probability < 1 else math.inf
 
@@ -85,8 +96,8 @@ class FieldModel:
     def raw(self, row: Any) -> Any:
         """The field's raw value in a row (a tuple for a comparison over two fields)."""
         if len(self.paths) == 1:
-            return field_value(row, self.paths[0])
-        return tuple(field_value(row, p) for p in self.paths)
+            return _read(row, self.paths[0])
+        return tuple(_read(row, p) for p in self.paths)
 
     def prepared(self, row: Any) -> Any:
         """The field's prepared value in a row, None when missing."""
@@ -130,7 +141,7 @@ def score_candidates(
     prepared = [(f, f.prepared(record), f.raw(record)) for f in model.fields]
     # The hot loop's view of each field the record has: how to read it, prepare it, grade it, weigh it.
     compared = [
-        (k, f.paths[0] if len(f.paths) == 1 and "." not in f.paths[0] else None, f, mine)
+        (k, f.paths[0] if len(f.paths) == 1 and "." not in f.paths[0] else None, f, mine, f.comparison.prepare_str)
         for k, (f, mine, _) in enumerate(prepared)
         if mine is not None
     ]
@@ -147,12 +158,13 @@ def score_candidates(
         total = 0.0
         levels = [-1] * len(prepared)
         hopeless = False
-        for i, (k, key, f, mine) in enumerate(compared):
+        for i, (k, key, f, mine, prepare_str) in enumerate(compared):
             if total + best_left[i] < needed:
                 hopeless = True
                 break
             cmp = f.comparison
-            theirs = cmp.prepare(candidate.get(key) if key is not None else f.raw(candidate))
+            raw = candidate.get(key) if key is not None else f.raw(candidate)
+            theirs = prepare_str(raw) if type(raw) is str else cmp.prepare(raw)
             if theirs is None:
                 continue
             level = cmp.level(mine, theirs)
