@@ -96,7 +96,7 @@ def test_train_from_reviewer_labels_and_from_a_csv_with_dotted_headers(files: di
 def test_wrong_input_is_one_line_naming_what_to_fix(files: dict[str, Path], tmp_path: Path) -> None:
     code, _, err = invoke("match", "train", "customers", "-f", files["policy"])
     assert code == 2
-    assert "give --records" in err
+    assert "give one of --records" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"left": {}, "right": {}, "same": "yes"}\n')
     code, _, err = invoke("match", "eval", "customers", "-f", files["policy"], "--labels", bad)

@@ -37,6 +37,7 @@ def test_field_value_reads_dotted_paths_and_flat_dotted_keys() -> None:
     [
         ("company", "Müller Logistik GmbH", "MUELLER LOGISTIK Gesellschaft mbH", "token-sort>=0.90"),
         ("company", "Weber Intl. Mfg. B.V.", "Weber International Manufacturing BV", "exact"),
+        ("company", "WEBER LOGISTIK G.m.b.H.", "Weber Logistik GmbH", "exact"),
         ("company", "Acme & Sons Ltd", "Acme and Sons Limited", "exact"),
         ("personName", ("William", "Smith"), ("Bill", "Smith"), "last-exact-first-similar"),
         ("personName", ("Anna", "Weber"), ("Weber", "Anna"), "swapped"),

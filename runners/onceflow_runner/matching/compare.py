@@ -235,9 +235,26 @@ def _level_text(a: str, b: str) -> int:
 # ---- company ---------------------------------------------------------------------------------
 
 
+def _initialisms(tokens: list[str]) -> list[str]:
+    """Runs of single letters joined: "g m b h" (from G.m.b.H.) -> "gmbh", "s a" -> "sa"."""
+    out: list[str] = []
+    run = ""
+    for token in tokens:
+        if len(token) == 1 and token.isalpha():
+            run += token
+            continue
+        if run:
+            out.append(run)
+            run = ""
+        out.append(token)
+    if run:
+        out.append(run)
+    return out
+
+
 def _prepare_company(value: Any) -> str | None:
     text = _LEGAL_PHRASES.sub(" ", _plain(value))
-    tokens = [ABBREVIATIONS.get(t, t) for t in text.split()]
+    tokens = [ABBREVIATIONS.get(t, t) for t in _initialisms(text.split())]
     kept = [t for t in tokens if t not in LEGAL_FORMS and t not in STOP_WORDS]
     return " ".join(kept or tokens) or None
 
