@@ -183,3 +183,22 @@ def test_the_api_offers_every_comparison_the_runner_has(kind: str) -> None:
 
     assert set(get_args(ComparisonKind)) == set(COMPARISONS)
     assert kind in COMPARISONS
+
+
+async def test_probabilistic_scoring_runs_off_the_event_loop_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from onceflow_runner.engine.steps import dedupe
+
+    threads: list[int] = []
+    real = dedupe.find_matches
+
+    def recording(*args: Any) -> list[dict[str, Any]]:
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(dedupe, "find_matches", recording)
+    await dedupe._find_matches(RECORD, [SAME], policy_plan({}))
+    await dedupe._find_matches(RECORD, [SAME], SyncPolicyPlan(name="p", entity="customer", owner_default="erp"))
+    assert threads[0] != threading.get_ident()  # with matching: a worker thread
+    assert threads[1] == threading.get_ident()  # rules only: cheap, inline as before
