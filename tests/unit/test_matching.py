@@ -119,3 +119,19 @@ def test_reviewer_labels_re_estimate_m_and_u() -> None:
     assert result.recall >= 0.95, result
     with pytest.raises(ValueError, match="marked the same and pairs marked different"):
         estimate_from_labels(default_model("customer"), [lab for lab in labels if not lab.same][:5])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "Acme S.A.",
+        "ACME SA",
+        "Acme s.à r.l.",
+        "Acme B.V",
+        "Acme GmbH u. Co. KG",
+        "Acme Aktiengesellschaft",
+        "Acme e. K.",
+    ],
+)
+def test_legal_forms_written_with_dots_and_spaces_are_dropped(variant: str) -> None:
+    assert COMPARISONS["company"].prepare(variant) == "acme"

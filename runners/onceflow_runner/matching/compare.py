@@ -42,6 +42,11 @@ LEGAL_FORMS: frozenset[str] = frozenset(
     [
         "gmbh",
         "mbh",
+        "aktiengesellschaft",
+        "kommanditgesellschaft",
+        "u",  # GmbH u. Co. KG
+        "eu",
+        "vof",
         "gesellschaft",
         "ag",
         "kg",
@@ -86,8 +91,6 @@ LEGAL_FORMS: frozenset[str] = frozenset(
         "pte",
     ]
 )
-#: Multi-token legal forms as written with dots or spaces ("S.A.", "B.V.", "& Co. KG").
-_LEGAL_PHRASES = re.compile(r"\b(s\s?a\s?s|s\s?a|b\s?v|n\s?v|s\s?r\s?l|s\s?p\s?a|e\s?k|e\s?v|sp\s?z\s?o\s?o)\b")
 STOP_WORDS: frozenset[str] = frozenset(
     ["the", "and", "und", "und", "of", "der", "die", "das", "de", "la", "le", "et", "y", "&", "von", "van"]
 )
@@ -253,8 +256,8 @@ def _initialisms(tokens: list[str]) -> list[str]:
 
 
 def _prepare_company(value: Any) -> str | None:
-    text = _LEGAL_PHRASES.sub(" ", _plain(value))
-    tokens = [ABBREVIATIONS.get(t, t) for t in _initialisms(text.split())]
+    # "S.A.", "B.V.", "s.à r.l." arrive as runs of single letters: joined, they are legal forms too.
+    tokens = [ABBREVIATIONS.get(t, t) for t in _initialisms(_plain(value).split())]
     kept = [t for t in tokens if t not in LEGAL_FORMS and t not in STOP_WORDS]
     return " ".join(kept or tokens) or None
 

@@ -11,7 +11,7 @@ candidate value through the comparison's memoised `prepare`, so 500 candidates c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -26,7 +26,6 @@ __all__ = [
     "FieldModel",
     "MatchModel",
     "bayes_factor_to_probability",
-    "comparison_vector",
     "model_from_plan",
     "score_candidates",
 ]
@@ -120,15 +119,6 @@ class MatchModel:
         return "review" if probability >= self.review_threshold else "new"
 
 
-def comparison_vector(model: MatchModel, left: Any, right: Any) -> tuple[int, ...]:
-    """The level each field of a pair reaches (-1 when either side is missing): EM's input."""
-    out = []
-    for f in model.fields:
-        a, b = f.prepared(left), f.prepared(right)
-        out.append(-1 if a is None or b is None else f.comparison.level(a, b))
-    return tuple(out)
-
-
 def score_candidates(
     model: MatchModel, record: Mapping[str, Any], candidates: Iterable[Any], *, explain_all: bool = False
 ) -> list[dict[str, Any]]:
@@ -198,11 +188,6 @@ def score_candidates(
         )
     found.sort(key=lambda m: -float(m["weight"]))
     return found
-
-
-def levels_of(kind: str) -> Sequence[str]:
-    """The level names of a comparison kind (for messages and the API reference)."""
-    return comparison(kind).levels
 
 
 def model_from_plan(plan: MatchingPlan) -> MatchModel:
