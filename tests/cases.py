@@ -107,6 +107,14 @@ def _set(path: str, value: Any) -> Callable[[Obj], None]:
     return change
 
 
+def _all(*changes: Callable[[Obj], None]) -> Callable[[Obj], None]:
+    def change(obj: Obj) -> None:
+        for one in changes:
+            one(obj)
+
+    return change
+
+
 def _delete(path: str) -> Callable[[Obj], None]:
     def change(obj: Obj) -> None:
         node = obj
@@ -251,6 +259,40 @@ INVALID: tuple[Invalid, ...] = (
         _with(syncpolicy, _set("spec.matchRules", [{"name": "nothing"}])),
         "spec.matchRules[0]",
         "a match rule needs exact fields",
+    ),
+    Invalid(
+        "matching-level-not-of-its-comparison",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {
+                    "fields": [
+                        {"field": "name", "comparison": "text", "levels": [{"level": "swapped", "m": 0.5, "u": 0.1}]}
+                    ]
+                },
+            ),
+        ),
+        "spec.matching.fields[0]",
+        "each levels[].level must be a level of the comparison",
+    ),
+    Invalid(
+        "matching-person-name-without-last-name",
+        _with(syncpolicy, _set("spec.matching", {"fields": [{"field": "first", "comparison": "personName"}]})),
+        "spec.matching.fields[0]",
+        "lastNameField is set exactly when comparison is personName",
+    ),
+    Invalid(
+        "matching-review-above-match",
+        _with(syncpolicy, _set("spec.matching", {"thresholds": {"match": 0.9, "review": 0.95}})),
+        "spec.matching.thresholds",
+        "thresholds.review must be below thresholds.match",
+    ),
+    Invalid(
+        "matching-without-defaults-or-fields",
+        _with(syncpolicy, _all(_set("spec.entity", "order"), _set("spec.matching", {}))),
+        "spec",
+        "only customer, supplier and item have default fields",
     ),
     Invalid(
         "suggestion-changes-credit",

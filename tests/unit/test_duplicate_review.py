@@ -26,9 +26,9 @@ from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.messages import ParkedCandidates, ParkedRecord, ReviewDecision
 from onceflow_runner.contract.plan import MatchRulePlan, RequestPlan, StepPlan, SyncPolicyPlan
 from onceflow_runner.engine.core import Engine
-from onceflow_runner.engine.fieldpaths import canonical_view, read_field
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.engine.steps.dedupe import find_matches
+from onceflow_runner.matching.fields import canonical_view, field_value
 from onceflow_runner.metrics import RunnerMetrics
 from tests.unit.test_entities_and_engine import CALL, MAP, META, RecordingCaller, RecordingEvents, plan
 
@@ -50,12 +50,12 @@ NESTED = SyncPolicyPlan(
 
 def test_read_field_follows_dotted_paths_into_mappings_and_lists() -> None:
     row = {"address": {"postcode": "10115"}, "contacts": [{"email": "a@x.test"}], "flat.key": 1}
-    assert read_field(row, "address.postcode") == "10115"
-    assert read_field(row, "contacts.0.email") == "a@x.test"
-    assert read_field(row, "flat.key") == 1  # a key with dots, as flat exports write them
-    assert read_field(row, "address.city") is None
-    assert read_field(row, "contacts.3.email") is None
-    assert read_field(row, "address.postcode.more") is None
+    assert field_value(row, "address.postcode") == "10115"
+    assert field_value(row, "contacts.0.email") == "a@x.test"
+    assert field_value(row, "flat.key") == 1  # a key with dots, as flat exports write them
+    assert field_value(row, "address.city") is None
+    assert field_value(row, "contacts.3.email") is None
+    assert field_value(row, "address.postcode.more") is None
 
 
 def test_a_rule_on_nested_fields_matches_and_says_which_fields_agreed() -> None:

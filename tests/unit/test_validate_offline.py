@@ -27,6 +27,12 @@ def test_valid_base_objects_pass(make: object) -> None:
     assert validate_manifest(make(), "x.yaml") == []  # type: ignore[operator]
 
 
+def test_matching_with_nothing_but_the_entity_defaults_is_valid() -> None:
+    policy = cases.syncpolicy()
+    policy["spec"]["matching"] = {}
+    assert validate_manifest(policy, "x.yaml") == []
+
+
 def test_examples_are_valid() -> None:
     result = CliRunner().invoke(main, ["validate", "-f", str(ROOT / "examples")])
     assert result.exit_code == 0, result.output

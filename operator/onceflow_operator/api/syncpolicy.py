@@ -15,12 +15,18 @@ from pydantic import Field
 
 from onceflow_operator.api._base import DNS_LABEL, ApiModel, Condition, cel_rules, conditions_field, immutable
 from onceflow_operator.api.types import Entity, Paging, ReconcilePath
+from onceflow_runner.matching.compare import COMPARISONS
+from onceflow_runner.matching.defaults import ENTITY_FIELDS
 
 __all__ = [
     "Drift",
     "FuzzyMatch",
     "Identity",
+    "MatchField",
+    "MatchLevel",
     "MatchRule",
+    "MatchThresholds",
+    "Matching",
     "Ownership",
     "ReconcileEndpoint",
     "ReconcileSchedule",
@@ -79,6 +85,108 @@ class MatchRule(ApiModel):
     fuzzy: FuzzyMatch | None = Field(default=None, description="A text field that must be similar.")
 
 
+ComparisonKind = Literal[
+    "exact", "identifier", "text", "company", "address", "postcode", "email", "phone", "date", "number", "personName"
+]
+DEFAULTS_ENTITIES = tuple(ENTITY_FIELDS)
+
+
+def _levels_rule() -> str:
+    """CEL: every level named in `levels` is a level of the field's comparison."""
+    clauses = [
+        f"(self.comparison == '{kind}' && l.level in [{', '.join(repr(n) for n in c.levels)}])"
+        for kind, c in COMPARISONS.items()
+    ]
+    return f"!has(self.levels) || self.levels.all(l, {' || '.join(clauses)})"
+
+
+def _levels_message() -> str:
+    return "each levels[].level must be a level of the comparison: " + "; ".join(
+        f"{kind}: {', '.join(c.levels)}" for kind, c in COMPARISONS.items()
+    )
+
+
+class MatchLevel(ApiModel):
+    """m and u of one agreement level: how often true duplicates (m) and unrelated records (u) reach it."""
+
+    level: str = Field(description="Level name, e.g. exact, jaro-winkler>=0.92, different.", max_length=64)
+    m: float = Field(description="Share of true duplicates whose values reach this level (0 < m <= 1).", gt=0, le=1)
+    u: float = Field(description="Share of unrelated records whose values reach this level (0 < u <= 1).", gt=0, le=1)
+
+
+class MatchField(ApiModel):
+    """One compared field: its comparison and, optionally, m/u for some of its levels."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "self.comparison == 'personName' ? has(self.lastNameField) : !has(self.lastNameField)",
+                "lastNameField is set exactly when comparison is personName (field is then the first name)",
+            ),
+            (_levels_rule(), _levels_message()),
+        )
+    }
+
+    field: FieldName = Field(description="Canonical field (dotted path allowed, e.g. address.city).")
+    comparison: ComparisonKind = Field(
+        description=(
+            "How values are compared: exact; identifier (tax ids, one typo tolerated); text (Jaro-Winkler bands); "
+            "company (legal forms, stop words, abbreviations normalised; token ratios); address (street words "
+            "normalised); postcode; email; phone (digits, country code and trunk prefix ignored); date (day/month "
+            "swaps); number (1% tolerance); personName (first name in field, last name in lastNameField: "
+            "nicknames, initials, phonetic codes, swapped names)."
+        )
+    )
+    last_name_field: FieldName | None = Field(default=None, description="The last name, for comparison personName.")
+    levels: list[MatchLevel] = Field(
+        default_factory=list,
+        description="m/u of some levels; levels not listed keep the comparison's defaults (see docs/matching.md).",
+        max_length=8,
+    )
+
+
+class MatchThresholds(ApiModel):
+    """Match probabilities that separate certain matches, a person's decision and new records."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(("self.review < self.match", "thresholds.review must be below thresholds.match"))
+    }
+
+    match: float = Field(default=0.99, description="At or above: a certain match (onCertainMatch).", gt=0, le=1)
+    review: float = Field(default=0.5, description="At or above (below match): parked for a person.", gt=0, le=1)
+
+
+class Matching(ApiModel):
+    """Probabilistic (Fellegi-Sunter) duplicate matching, after the deterministic matchRules."""
+
+    entity: Literal["customer", "supplier", "item"] | None = Field(
+        default=None,
+        description=(
+            "Whose default fields and m/u to use when fields is empty; the policy's entity when unset "
+            "(customer, supplier and item have defaults)."
+        ),
+    )
+    fields: list[MatchField] = Field(
+        default_factory=list,
+        description="Compared fields; they replace the entity's defaults. `onceflow match train` writes m/u here.",
+        max_length=24,
+    )
+    thresholds: MatchThresholds = Field(default_factory=MatchThresholds, description="Decision thresholds.")
+    prior_link_rate: float | None = Field(
+        default=None,
+        description="How likely two records, drawn at random, are the same (default 0.0005; trained by match train).",
+        gt=0,
+        lt=0.5,
+    )
+    on_certain_match: Literal["Skip", "Update"] = Field(
+        default="Skip",
+        description=(
+            "A certain match: Skip acknowledges the record (the existing one stands); Update runs the later steps "
+            "with the existing record in steps.<dedupe>.match, for a call that updates it."
+        ),
+    )
+
+
 class Tolerances(ApiModel):
     """How far values may differ before a person must decide."""
 
@@ -126,8 +234,13 @@ class SyncPolicySpec(ApiModel):
     model_config = {
         "json_schema_extra": cel_rules(
             (
-                "size(self.identity.keys) > 0 || size(self.matchRules) > 0",
-                "set identity.keys or matchRules so records can be recognised as the same",
+                "size(self.identity.keys) > 0 || size(self.matchRules) > 0 || has(self.matching)",
+                "set identity.keys, matchRules or matching so records can be recognised as the same",
+            ),
+            (
+                "!has(self.matching) || size(self.matching.fields) > 0 || has(self.matching.entity) || "
+                "self.entity in ['customer', 'supplier', 'item']",
+                "matching: only customer, supplier and item have default fields; name matching.fields",
             ),
         )
     }
@@ -143,6 +256,13 @@ class SyncPolicySpec(ApiModel):
         description="Rules that find likely duplicates; any rule matching makes a candidate.",
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    matching: Matching | None = Field(
+        default=None,
+        description=(
+            "Probabilistic matching of candidates no match rule matched: per-field agreement levels weighed by m/u, "
+            "certain matches linked, likely ones parked for a person (docs/matching.md)."
+        ),
     )
     conflict_policy: Literal["SystemOfRecordWins", "Manual"] = Field(
         default="SystemOfRecordWins",

@@ -10,6 +10,7 @@ One module per command group, plus `output` for what they share (options, how ro
 - `exceptions`: `exceptions ...`, `trace` (over NATS).
 - `status`, `rollout` (with `rollout_text`), `console` (over the Kubernetes API).
 - `send`: one signed webhook to a Connector's gateway, as its sender would post it.
+- `match`: `match train|eval`, a SyncPolicy's probabilistic matching estimated and measured.
 
 Nothing is imported before it is needed: `main` imports a command's module only when that
 command is looked up (`--help` of the whole group looks up every one), and each command imports
@@ -45,6 +46,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("rollout", "rollout"),
     "console": ("console", "console"),
     "send": ("send", "send"),
+    "match": ("match", "match"),
 }
 
 

@@ -283,6 +283,17 @@ class KubeClient:
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
 
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch an object as a person's command does (`onceflow match train --apply` writes spec)."""
+        return await self._call(  # type: ignore[no-any-return]
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
     async def annotate(
         self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str | None]
     ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from onceflow_operator.api import Connector, Integration, SyncPolicy
 from onceflow_operator.api._base import SecretKeyRef
 from onceflow_operator.api.integration import EXPRESSION_TIMEOUT_DEFAULT
+from onceflow_operator.compiler.matching import matching_plan
 from onceflow_operator.compiler.paths import literal_path
 from onceflow_operator.compiler.schedule import SCHEDULE_PATH, poll_plan
 from onceflow_operator.compiler.steps import compile_step, paging_plan
@@ -188,6 +189,7 @@ def _sync_policy_plan(policy: SyncPolicy) -> SyncPolicyPlan:
             )
             for r in spec.match_rules
         ),
+        matching=matching_plan(policy),
         conflict_policy=spec.conflict_policy,
         price_deviation_percent=spec.tolerances.price_deviation_percent,
     )

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from onceflow_operator.api import GROUP, KINDS, VERSION, Connector, Integration, SyncPolicy
 from onceflow_operator.api.crd import build_crd
+from onceflow_operator.compiler.matching import matching_problems
 from onceflow_operator.compiler.paths import literal_hint, reconcile_path_problems
 from onceflow_operator.compiler.references import reference_problems
 from onceflow_operator.compiler.schedule import poll_expressions, schedule_problems
@@ -296,7 +297,8 @@ def semantic_problems(integration: Integration) -> Iterator[tuple[str, str]]:
 
 
 def syncpolicy_problems(policy: SyncPolicy) -> Iterator[tuple[str, str]]:
-    """Yield (path, message) for reconcile paths the drift check could not request, and bad paging CEL."""
+    """Yield (path, message) for reconcile paths the drift check could not request, bad paging CEL, bad matching."""
+    yield from matching_problems(policy)
     if policy.spec.reconcile is not None:
         for side in ("left", "right"):
             endpoint = getattr(policy.spec.reconcile, side)

@@ -33,7 +33,9 @@ __all__ = [
     "ErrorPolicyPlan",
     "GatewayPlan",
     "MapPlan",
+    "MatchFieldPlan",
     "MatchRulePlan",
+    "MatchingPlan",
     "NatsPlan",
     "PagingPlan",
     "Plan",
@@ -369,6 +371,27 @@ class MatchRulePlan(_Contract):
     fuzzy_threshold: float = 1.0
 
 
+class MatchFieldPlan(_Contract):
+    """One compared field of probabilistic matching, with m/u per level of its comparison (defaults filled in)."""
+
+    #: Dotted paths: one, or first and last name for `personName`.
+    paths: tuple[str, ...]
+    comparison: str
+    m: tuple[float, ...]
+    u: tuple[float, ...]
+
+
+class MatchingPlan(_Contract):
+    """The SyncPolicy's probabilistic matching, self-contained: the runner needs no defaults of its own."""
+
+    fields: tuple[MatchFieldPlan, ...]
+    prior_link_rate: float
+    match_threshold: float = 0.99
+    review_threshold: float = 0.5
+    #: A certain match: Skip acknowledges the record; Update runs the later steps with the match bound.
+    on_certain_match: Literal["Skip", "Update"] = "Skip"
+
+
 class SyncPolicyPlan(_Contract):
     """The entity rules compiled in from the Integration's SyncPolicy."""
 
@@ -378,6 +401,7 @@ class SyncPolicyPlan(_Contract):
     owners: dict[str, str] = Field(default_factory=dict)
     identity_keys: tuple[str, ...] = ()
     match_rules: tuple[MatchRulePlan, ...] = ()
+    matching: MatchingPlan | None = None
     conflict_policy: Literal["SystemOfRecordWins", "Manual"] = "SystemOfRecordWins"
     price_deviation_percent: float = 0
 
