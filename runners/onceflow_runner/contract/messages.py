@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from onceflow_runner.contract import headers as h
@@ -358,6 +358,30 @@ class ParkedRecord(BaseModel):
         return _read(cls, fields)
 
 
+#: Levels of nesting kept in a parked duplicate's record and candidates (a reviewer reads far fewer;
+#: pydantic's serializer stops at about 256).
+MAX_CANDIDATE_DEPTH: Final = 64
+
+
+def plain_json(value: Any, depth: int) -> Any:
+    """`value` as plain JSON: mappings with text keys, lists, text, numbers, booleans, null.
+
+    Bytes are decoded (invalid UTF-8 replaced), sets and tuples become lists, anything else its
+    text; below `depth` levels a value becomes a note saying it was cut.
+    """
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if depth <= 0:
+        return f"(nested deeper than {MAX_CANDIDATE_DEPTH} levels: not kept)"
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain_json(v, depth - 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    return str(value)
+
+
 class ParkedCandidates(_Wire):
     """A parked duplicate's candidates in full, on `subjects.exception_candidates_subject`.
 
@@ -378,6 +402,18 @@ class ParkedCandidates(_Wire):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     #: Candidates left out (the weakest) so the message fits NATS's largest payload.
     omitted: int = 0
+    #: The matched record was left out (alone it was over the largest payload): show its original bytes.
+    record_omitted: bool = False
+
+    @field_validator("record", "candidates", mode="before")
+    @classmethod
+    def _plain_json(cls, value: Any) -> Any:
+        """Values from outside systems made plain JSON, cut at `MAX_CANDIDATE_DEPTH` levels.
+
+        Why: one row nested deeper than the serializer goes (valid JSON, ~256 levels), or bytes
+        that are not UTF-8, failed the whole message, so the possible duplicate was never parked.
+        """
+        return plain_json(value, MAX_CANDIDATE_DEPTH)
 
     def to_wire(self) -> bytes:
         return self.model_dump_json(by_alias=True, fallback=str).encode()
@@ -386,12 +422,16 @@ class ParkedCandidates(_Wire):
         """The message with the weakest candidates left out until its body is at most `limit` bytes.
 
         The candidates come best first, so the ones dropped are those a reviewer needs least; the
-        count dropped is kept (`omitted`) and shown. A binary search over the count keeps the
+        count dropped is kept (`omitted`) and shown. A record over the limit on its own is left out
+        first (`record_omitted`; the exception's body is the record). A binary search over the count keeps the
         number of encodings logarithmic even for thousands of candidates.
         """
         wire = self.to_wire()
         if len(wire) <= limit:
             return self, wire
+        if self.record is not None and len(self.model_copy(update={"candidates": []}).to_wire()) > limit:
+            # The record alone is over the limit: no count of candidates fits beside it.
+            return self.model_copy(update={"record": None, "record_omitted": True}).fitted(limit)
         keep, low = len(self.candidates), 0
         while keep - low > 1:  # the largest count that fits lies in [low, keep)
             middle = (low + keep) // 2
