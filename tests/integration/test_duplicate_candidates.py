@@ -155,3 +155,28 @@ async def test_a_reviewers_verdicts_are_read_back_as_labels(nc: Client) -> None:
     decided = await get_exception(js, ns, same)
     assert decided.decision is not None
     assert (decided.decision.verdict, decided.decision.same_as) == ("same", 1)
+
+
+async def test_same_named_integrations_reading_different_streams_keep_their_own_candidates(nc: Client) -> None:
+    # Finding (outside review): the candidates' message id was `candidates/<integration>/<sequence>`
+    # on the shared exceptions stream, so a same-named Integration in another namespace, reading
+    # another stream at the same sequence within the duplicate window, got the first one's
+    # sequence back: its reviewer saw no candidates (or, in one namespace, the wrong ones).
+    ours, theirs = f"c{uuid.uuid4().hex[:8]}", f"c{uuid.uuid4().hex[:8]}"
+    from_events = _wiring(nc, theirs)
+    from_events.plan = from_events.plan.model_copy(
+        update={"nats": from_events.plan.nats.model_copy(update={"stream": subjects.EVENTS_STREAM})}
+    )
+    theirs_at = await from_events.publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=7, candidates=_candidates(1, 10))
+    )
+    mine = _candidates(2, 10)
+    ours_at = await _wiring(nc, ours).publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=7, candidates=mine)
+    )
+    assert ours_at != theirs_at
+    assert (await get_exception(nc.jetstream(), ours, await _park(nc, ours, ours_at))).candidates == mine
+    again = await _wiring(nc, ours).publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=7, candidates=mine)
+    )
+    assert again == ours_at  # the same record parked again within the window is still stored once
