@@ -6,9 +6,13 @@ that broke parking, reading or deciding a possible duplicate, and what holds now
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from onceflow_runner.contract.messages import ParkedCandidates
+import pytest
+
+from onceflow_runner.contract import headers as h
+from onceflow_runner.contract.messages import ParkedCandidates, ParkedRecord
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -59,3 +63,31 @@ def test_values_that_are_not_json_are_stored_as_text() -> None:
     assert back.record["tags"] == ["b"]
     assert isinstance(back.record["raw"], str)
     assert isinstance(back.candidates[0]["candidate"]["raw"], str)
+
+
+def test_why_parked_headers_on_the_original_record_never_survive_parking() -> None:
+    # Finding: parking copies the record's own headers, so a record arriving with
+    # Onceflow-Candidates / -Candidates-At / -Entity / -Suggestion (forged, or left from an
+    # earlier park) was shown with those candidates and took a verdict though nothing matched.
+    forged = {
+        h.CANDIDATES: json.dumps([{"rule": "r", "score": 1, "candidate": {"name": "forged"}}]),
+        h.CANDIDATES_AT: "7",
+        h.ENTITY: "x" * 40,
+        h.SUGGESTION: json.dumps({"field": "iban", "value": "forged"}),
+        "Traceparent": "00-keep-me",
+    }
+    invalid = ParkedRecord(reason="Invalid", error="name missing", integration="flow").to_headers(forged)
+    assert not {h.CANDIDATES, h.CANDIDATES_AT, h.ENTITY, h.SUGGESTION} & set(invalid)
+    assert invalid["Traceparent"] == "00-keep-me"
+    duplicate = ParkedRecord(reason="ApprovalRequired", integration="flow", candidates_at=9, entity="customer")
+    back = ParkedRecord.from_headers(duplicate.to_headers(forged))
+    assert (back.candidates, back.candidates_at, back.entity, back.suggestion) == ([], 9, "customer", None)
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "1e3", "", " 7", "9" * 30])
+def test_a_garbage_candidates_at_header_reads_as_no_candidates(value: str) -> None:
+    # Finding: "abc" made the exception unreadable, and with it every listing of its namespace
+    # (console, `exceptions list`, the review gauges); "-5" or a number past 2**63 was asked of
+    # the server, which refuses it. An old header cut short always read as none: so does this.
+    back = ParkedRecord.from_headers({h.REASON: "ApprovalRequired", h.CANDIDATES_AT: value})
+    assert back.candidates_at == 0

@@ -307,8 +307,13 @@ class ParkedRecord(BaseModel):
     entity: str = ""
 
     def to_headers(self, original: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The original record's headers (less its Nats-Msg-Id) with why it was parked."""
-        out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID}
+        """The original record's headers (less its Nats-Msg-Id) with why it was parked.
+
+        Why-parked headers the original carries (forged, or left from an earlier park) are dropped,
+        not only overwritten: an optional one this park does not write would otherwise show another
+        record's candidates or suggestion, and take a verdict on a record nothing matched.
+        """
+        out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID and k not in _PARKED_ONLY}
         out.update(
             {
                 h.REASON: self.reason,
@@ -352,7 +357,7 @@ class ParkedRecord(BaseModel):
             "deliveries": found.get(h.DELIVERIES, "0"),
             "candidates": candidates if isinstance(candidates, list) else [],
             "suggestion": suggestion if isinstance(suggestion, dict) else None,
-            "candidates_at": found.get(h.CANDIDATES_AT, "0"),
+            "candidates_at": _sequence_header(found.get(h.CANDIDATES_AT, "")),
             "entity": found.get(h.ENTITY, ""),
         }
         return _read(cls, fields)
@@ -444,6 +449,22 @@ class ParkedCandidates(_Wire):
             update={"candidates": self.candidates[:low], "omitted": self.omitted + len(self.candidates) - low}
         )
         return kept, kept.to_wire()
+
+
+#: Why-parked headers only `ParkedRecord.to_headers` writes, and only when it has them.
+_PARKED_ONLY: Final = frozenset({h.CANDIDATES, h.CANDIDATES_AT, h.ENTITY, h.SUGGESTION})
+
+
+def _sequence_header(value: str) -> int:
+    """A stream sequence from a header, 0 (none) unless it is one: digits, above 0, within JetStream's range.
+
+    Why lenient: a garbage value must not make the exception (and every listing it is in)
+    unreadable; it reads as no candidates, as an old candidates header cut short always did.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return 0
+    number = int(value)
+    return number if 0 < number < 2**63 else 0
 
 
 def _json_header(headers: Mapping[str, str], name: str) -> Any:
