@@ -56,8 +56,11 @@ def _candidates(count: int, size: int) -> list[dict[str, Any]]:
     ]
 
 
-async def _park(nc: Client, namespace: str, candidates_at: int = 0, **extra: str) -> int:
-    """Put a possible duplicate into the exception stream as the runner's `_park` does; its sequence."""
+async def _park(nc: Client, namespace: str, candidates_at: int = 0, stream_sequence: int = 1, **extra: str) -> int:
+    """Put a possible duplicate into the exception stream as the runner's `_park` does; its sequence.
+
+    `extra` headers are written as an older runner wrote them (the old candidates header).
+    """
     parked = ParkedRecord(
         reason="ApprovalRequired",
         error="possible duplicate",
@@ -66,13 +69,15 @@ async def _park(nc: Client, namespace: str, candidates_at: int = 0, **extra: str
         revision="onboarding-1",
         business_key="customer/DE1",
         original_subject=subjects.inbound_subject(namespace, "crm", "customer.created"),
-        stream_sequence=1,
+        stream_sequence=stream_sequence,
         deliveries=1,
         candidates_at=candidates_at,
         entity="customer",
     )
     ack = await nc.jetstream().publish(
-        subjects.exceptions_subject(namespace, "onboarding"), b'{"company": "Acme"}', headers=parked.to_headers(extra)
+        subjects.exceptions_subject(namespace, "onboarding"),
+        b'{"company": "Acme"}',
+        headers=parked.to_headers() | extra,
     )
     return int(ack.seq)
 
@@ -109,7 +114,9 @@ async def test_candidates_beyond_the_servers_largest_message_keep_the_best_and_s
 ) -> None:
     ns = f"c{uuid.uuid4().hex[:8]}"
     sent = _candidates(40, nc.max_payload // 20)
-    at = await _wiring(nc, ns).publish_candidates(ParkedCandidates(integration="onboarding", candidates=sent), "c/big")
+    at = await _wiring(nc, ns).publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=1, candidates=sent), "c/big"
+    )
     record = await get_exception(nc.jetstream(), ns, await _park(nc, ns, at))
     assert 0 < len(record.candidates) < 40
     assert record.candidates == sent[: len(record.candidates)]
@@ -134,7 +141,9 @@ async def test_a_reviewers_verdicts_are_read_back_as_labels(nc: Client) -> None:
     ns = f"c{uuid.uuid4().hex[:8]}"
     wiring = _wiring(nc, ns)
     sent = _candidates(3, 10)
-    stored = ParkedCandidates(integration="onboarding", record={"name": "Acme GmbH"}, candidates=sent)
+    stored = ParkedCandidates(
+        integration="onboarding", stream_sequence=1, record={"name": "Acme GmbH"}, candidates=sent
+    )
     same = await _park(nc, ns, await wiring.publish_candidates(stored, "c/1"))
     different = await _park(nc, ns, await wiring.publish_candidates(stored, "c/2"))
     js = nc.jetstream()
@@ -175,8 +184,32 @@ async def test_same_named_integrations_reading_different_streams_keep_their_own_
         ParkedCandidates(integration="onboarding", stream_sequence=7, candidates=mine)
     )
     assert ours_at != theirs_at
-    assert (await get_exception(nc.jetstream(), ours, await _park(nc, ours, ours_at))).candidates == mine
+    assert (
+        await get_exception(nc.jetstream(), ours, await _park(nc, ours, ours_at, stream_sequence=7))
+    ).candidates == mine
     again = await _wiring(nc, ours).publish_candidates(
         ParkedCandidates(integration="onboarding", stream_sequence=7, candidates=mine)
     )
     assert again == ours_at  # the same record parked again within the window is still stored once
+
+
+async def test_candidates_of_another_record_or_unreadable_ones_are_never_shown_and_the_record_is_still_decided(
+    nc: Client,
+) -> None:
+    # Finding: any message on the Integration's candidates subject was shown, whichever record it
+    # explained; and one that was not a candidates message made the exception impossible to open,
+    # so nobody could even discard it.
+    ns = f"c{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    other = await _wiring(nc, ns).publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=99, candidates=_candidates(1, 10))
+    )
+    pointed = await get_exception(js, ns, await _park(nc, ns, other))  # this record's stream sequence is 1
+    assert pointed.candidates == []
+    garbage = await js.publish(subjects.exception_candidates_subject(ns, "onboarding"), b"<html>not json")
+    broken = await _park(nc, ns, int(garbage.seq))
+    assert (await get_exception(js, ns, broken)).candidates == []
+    with pytest.raises(ReviewError, match="no duplicate candidates"):
+        await decide(js, ns, broken, "reject", who="alice", why="x", verdict="same", same_as=0)
+    await decide(js, ns, broken, "discard", who="alice", why="cannot tell")
+    assert (await get_exception(js, ns, broken)).decision is not None
