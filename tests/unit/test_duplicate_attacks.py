@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from onceflow_operator.review.console import _verdict
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.messages import ParkedCandidates, ParkedRecord
 
@@ -91,3 +92,13 @@ def test_a_garbage_candidates_at_header_reads_as_no_candidates(value: str) -> No
     # the server, which refuses it. An old header cut short always read as none: so does this.
     back = ParkedRecord.from_headers({h.REASON: "ApprovalRequired", h.CANDIDATES_AT: value})
     assert back.candidates_at == 0
+
+
+@pytest.mark.parametrize("value", ["same:²", "same:٣", "same:" + "9" * 5000, "same:+1", "same: 1", "notSame:0"])
+def test_a_forged_verdict_is_a_bad_request_never_a_server_error(value: str) -> None:
+    # Finding: `str.isdigit` is true for "²" and the Arabic-Indic digits, and int() of 5,000 digits
+    # raises: a forged form answered 500 with a traceback in the log instead of 400.
+    from aiohttp import web
+
+    with pytest.raises(web.HTTPBadRequest):
+        _verdict(value)

@@ -142,7 +142,9 @@ def _verdict(value: str) -> tuple[MatchVerdict | None, int | None]:
     if value == "notSame":
         return "notSame", None
     head, _, index = value.partition(":")
-    if head == "same" and index.isdigit():
+    # ASCII digits only, and few: "²" and other Unicode digits pass isdigit(), and int() of
+    # thousands of digits raises; a forged form is a 400, never a 500.
+    if head == "same" and index.isascii() and index.isdigit() and len(index) <= 6:
         return "same", int(index)
     raise web.HTTPBadRequest(text=f"unknown verdict {value!r}; 'same:<candidate index>' or 'notSame'")
 
