@@ -102,3 +102,33 @@ def test_a_forged_verdict_is_a_bad_request_never_a_server_error(value: str) -> N
 
     with pytest.raises(web.HTTPBadRequest):
         _verdict(value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"customer_name": "name", "company_name": "name"}, "company_name and customer_name both map onto name"),
+        ({"zip": "address", "addr.zip": "address.postcode"}, "address and address.postcode"),
+    ],
+)
+def test_a_field_mapping_that_writes_one_canonical_field_twice_is_a_problem(
+    fields: dict[str, str], problem: str
+) -> None:
+    # Finding: two target fields mapped onto one canonical field silently kept the last one present,
+    # in the order the API server stores the map (not the order written); a canonical field under
+    # another mapped one overwrote it. Which value a rule compared depended on that accident.
+    from onceflow_operator.api.steps import Step
+    from onceflow_operator.compiler.steps import compile_step
+
+    step = Step.model_validate({"name": "existing", "dedupe": {"connector": "erp", "path": "/c", "fields": fields}})
+    compiled = compile_step(step, "spec.steps[1]", has_sync_policy=True)
+    assert [(at, message) for at, message in compiled.problems if problem in message] == [
+        ("spec.steps[1].dedupe.fields", compiled.problems[0][1])
+    ]
+    fine = Step.model_validate(
+        {
+            "name": "existing",
+            "dedupe": {"connector": "erp", "path": "/c", "fields": {"a": "name", "b.c": "address.city"}},
+        }
+    )
+    assert compile_step(fine, "spec.steps[1]", has_sync_policy=True).problems == ()
