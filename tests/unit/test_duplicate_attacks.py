@@ -132,3 +132,43 @@ def test_a_field_mapping_that_writes_one_canonical_field_twice_is_a_problem(
         }
     )
     assert compile_step(fine, "spec.steps[1]", has_sync_policy=True).problems == ()
+
+
+def test_duplicates_caught_never_label_a_gauge_with_an_entity_from_outside() -> None:
+    # Finding: the entity label of onceflow_duplicates_caught_by_people came from the exception's
+    # Onceflow-Entity header as written; an exception with arbitrary values there (forged in
+    # NATS, or written by another tool) made one gauge child each, kept for the operator's life.
+    from dataclasses import replace as with_
+    from datetime import UTC, datetime
+
+    from onceflow_operator.review.exceptions import review_figures
+    from onceflow_operator.review.records import ExceptionRecord
+    from onceflow_runner.contract.messages import ReviewDecision
+
+    same = ReviewDecision.from_dict(
+        {
+            "exceptionSequence": 1,
+            "action": "reject",
+            "who": "a",
+            "time": datetime.now(UTC).isoformat(),
+            "verdict": "same",
+            "sameAs": 0,
+        }
+    )
+    base = ExceptionRecord(
+        1,
+        "flow",
+        "ApprovalRequired",
+        "existing",
+        "",
+        "k",
+        "r1",
+        datetime.now(UTC).isoformat(),
+        b"{}",
+        [{"candidate": {}}],
+        same,
+        entity="customer",
+    )
+    records = [base] + [with_(base, entity=f"<script>{i}") for i in range(500)] + [with_(base, entity="")]
+    caught = review_figures(records, datetime.now(UTC)).duplicates_caught
+    assert caught == {"customer": 1, "other": 501}
