@@ -172,3 +172,18 @@ def test_duplicates_caught_never_label_a_gauge_with_an_entity_from_outside() -> 
     records = [base] + [with_(base, entity=f"<script>{i}") for i in range(500)] + [with_(base, entity="")]
     caught = review_figures(records, datetime.now(UTC)).duplicates_caught
     assert caught == {"customer": 1, "other": 501}
+
+
+def test_mapping_onto_a_list_index_keeps_the_rest_of_the_candidates_list() -> None:
+    # Finding: a canonical path through a list (contacts.0.email) replaced the candidate's list
+    # with a mapping {"0": ...}, so a rule on contacts.1.email no longer found the second contact.
+    from onceflow_runner.engine.fieldpaths import canonical_view, read_field
+
+    row = {"main_mail": "new@x.test", "contacts": [{"email": "a@x.test"}, {"email": "b@x.test"}]}
+    view = canonical_view(row, {"main_mail": "contacts.0.email"})
+    assert read_field(view, "contacts.0.email") == "new@x.test"
+    assert read_field(view, "contacts.1.email") == "b@x.test"
+    assert row["contacts"][0] == {"email": "a@x.test"}  # the row as the target has it is unchanged
+    past_the_end = canonical_view(row, {"main_mail": "contacts.5.email"})
+    assert read_field(past_the_end, "contacts.1.email") == "b@x.test"  # an index out of range adds nothing
+    assert read_field(past_the_end, "contacts.5.email") is None

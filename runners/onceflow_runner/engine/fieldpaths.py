@@ -37,15 +37,22 @@ def read_field(row: Any, path: str) -> Any:
     return value
 
 
-def _with_field(row: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of `row` with `value` at `path`, nested mappings made (or copied) on the way; `row` is unchanged."""
-    out = dict(row)
+def _with_field(row: Any, path: str, value: Any) -> Any:
+    """A copy of `row` with `value` at `path`, containers made (or copied) on the way; `row` is unchanged.
+
+    A number steps into a list the row already has (the rest of the list stays); an index past its
+    end changes nothing, as reading it finds nothing. Anything else on the way becomes a mapping.
+    """
     head, _, rest = path.partition(".")
-    if not rest:
-        out[head] = value
-        return out
-    inner = out.get(head)
-    out[head] = _with_field(inner if isinstance(inner, Mapping) else {}, rest, value)
+    if isinstance(row, list):
+        if not (head.isdigit() and int(head) < len(row)):
+            return row
+        out_list = list(row)
+        index = int(head)
+        out_list[index] = _with_field(out_list[index], rest, value) if rest else value
+        return out_list
+    out = dict(row) if isinstance(row, Mapping) else {}
+    out[head] = _with_field(out.get(head), rest, value) if rest else value
     return out
 
 
