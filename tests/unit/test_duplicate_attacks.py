@@ -187,3 +187,31 @@ def test_mapping_onto_a_list_index_keeps_the_rest_of_the_candidates_list() -> No
     past_the_end = canonical_view(row, {"main_mail": "contacts.5.email"})
     assert read_field(past_the_end, "contacts.1.email") == "b@x.test"  # an index out of range adds nothing
     assert read_field(past_the_end, "contacts.5.email") is None
+
+
+def test_exceptions_show_never_sends_a_terminal_control_sequence_from_outside() -> None:
+    # Finding: `onceflow exceptions show` printed candidate values, field names and the error as
+    # the ERP sent them: an escape sequence in a customer name could retitle the terminal, write the
+    # clipboard (OSC 52) or redraw lines (a fake "score 1.00"); a right-to-left override reorders text.
+    from onceflow_operator.cli.exceptions import render_exception
+
+    evil = "Acme\x1b]52;c;ZXZpbA==\x07\x1b[2K\rscore 1.00\u202e"
+    row = {
+        "sequence": 5,
+        "integration": "flow",
+        "reason": "ApprovalRequired",
+        "error": f"possible duplicate {evil}",
+        "payload": evil,
+        "candidates": [
+            {
+                "rule": "r",
+                "score": 0.4,
+                "fields": [{"field": evil, "level": "fuzzy 0.40", "record": evil, "candidate": {"k": evil}}],
+                "candidate": {evil: evil},
+            }
+        ],
+    }
+    text = render_exception(row)
+    assert not any(c in text for c in "\x1b\x07\r\u202e")
+    assert "\\x1b]52" in text  # shown, as text
+    assert "Köln" in render_exception({**row, "payload": "Köln", "error": "", "candidates": []})

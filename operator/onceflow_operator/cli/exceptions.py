@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from onceflow_operator.cli.cluster import Cluster, all_namespaces_option, cluster_options
-from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten
+from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten, terminal_safe
 from onceflow_runner.contract.messages import MatchVerdict, ReviewAction
 
 __all__ = ["decider", "exceptions", "explain_candidate", "render_exception", "trace"]
@@ -214,7 +214,7 @@ def render_exception(row: dict[str, Any]) -> str:
     lines.append(f"Candidates    {len(candidates) or 'none'}" + (f" ({omitted} weaker left out)" if omitted else ""))
     for i, match in enumerate(candidates, 1):
         lines += explain_candidate(i, match)
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def _number(value: Any) -> str:
