@@ -215,3 +215,30 @@ def test_exceptions_show_never_sends_a_terminal_control_sequence_from_outside() 
     assert not any(c in text for c in "\x1b\x07\r\u202e")
     assert "\\x1b]52" in text  # shown, as text
     assert "Köln" in render_exception({**row, "payload": "Köln", "error": "", "candidates": []})
+
+
+def test_the_page_and_show_take_candidates_of_any_shape_and_escape_every_piece() -> None:
+    # Finding: a candidate whose "fields" was not a list (an old header, another writer) raised
+    # TypeError: the page answered 500 and `exceptions show` a traceback, so nobody could decide it.
+    from datetime import UTC, datetime
+
+    from onceflow_operator.cli.exceptions import render_exception
+    from onceflow_operator.review.console import _explanation
+    from onceflow_operator.review.records import ExceptionRecord
+
+    hostile: list[dict[str, Any]] = [
+        {"rule": "<b>r</b>", "score": "high", "weight": "x", "fields": 5, "candidate": {"<img src=x>": "<script>"}},
+        {"rule": "r", "score": 0.9, "fields": {"field": "name"}, "candidate": None, "decision": "<i>"},
+        {"rule": "r", "score": 0.8, "fields": [{"field": "<svg onload=1>", "record": "</pre>", "candidate": 7}, 3]},
+    ]
+    record = ExceptionRecord(
+        1, "flow", "ApprovalRequired", "existing", "", "k", "r1", datetime.now(UTC).isoformat(), b"{}", hostile, None
+    )
+    page = _explanation(record, "{}")
+    for raw in ("<script>", "<img", "<svg", "<b>r", "<i>"):
+        assert raw not in page
+    assert "&lt;svg onload=1&gt;" in page
+    shown = render_exception(
+        {"sequence": 1, "integration": "flow", "reason": "ApprovalRequired", "candidates": hostile}
+    )
+    assert "Candidate 3: rule r, score 0.80" in shown

@@ -231,7 +231,8 @@ def explain_candidate(index: int, match: dict[str, Any]) -> list[str]:
     said = f", {match['decision']}" if match.get("decision") else ""
     weight = f", weight {_number(match['weight'])}" if match.get("weight") is not None else ""
     lines = [f"  Candidate {index}: rule {match.get('rule', '-')}, score {_number(match.get('score'))}{weight}{said}"]
-    fields = [f for f in match.get("fields") or [] if isinstance(f, dict)]
+    listed = match.get("fields")
+    fields = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
     if fields:
         table = [("FIELD", "THIS RECORD", "CANDIDATE", "LEVEL", "WEIGHT")] + [
             (

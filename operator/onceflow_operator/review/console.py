@@ -159,6 +159,11 @@ def _number(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
 
 
+def _listed(value: object) -> list[object]:
+    """A candidate's `fields` when it is a list; nothing otherwise (an old header or another writer)."""
+    return value if isinstance(value, list) else []
+
+
 def _explanation(record: ExceptionRecord, pretty: str) -> str:
     """The candidates beside the record: per field both values, the agreement level and its weight; the total.
 
@@ -184,7 +189,7 @@ def _explanation(record: ExceptionRecord, pretty: str) -> str:
             f"<tr><td>{_cell(f.get('field', ''))}</td><td>{_cell(f.get('record'))}</td>"
             f"<td>{_cell(f.get('candidate'))}</td><td>{_cell(f.get('level', ''))}</td>"
             f"<td>{_number(f.get('weight'))}</td></tr>"
-            for f in match.get("fields") or []
+            for f in _listed(match.get("fields"))
             if isinstance(f, dict)
         )
         decision = match.get("decision")
