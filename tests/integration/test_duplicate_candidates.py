@@ -18,7 +18,7 @@ import pytest
 from nats.aio.client import Client
 
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_operator.review.exceptions import ReviewError, decide, get_exception, list_exceptions
+from onceflow_operator.review.exceptions import AlreadyDecided, ReviewError, decide, get_exception, list_exceptions
 from onceflow_operator.review.labels import read_labels
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import headers, subjects
@@ -213,3 +213,28 @@ async def test_candidates_of_another_record_or_unreadable_ones_are_never_shown_a
         await decide(js, ns, broken, "reject", who="alice", why="x", verdict="same", same_as=0)
     await decide(js, ns, broken, "discard", who="alice", why="cannot tell")
     assert (await get_exception(js, ns, broken)).decision is not None
+
+
+async def test_verdicts_that_do_not_fit_are_refused_and_labels_stay_in_their_namespace(nc: Client) -> None:
+    # Outside review, what held: a verdict on a record parked for another reason, a candidate
+    # number out of range or negative, a second verdict, and labels asked for from another namespace.
+    ns, other = f"c{uuid.uuid4().hex[:8]}", f"c{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    wiring = _wiring(nc, ns)
+    stored = ParkedCandidates(integration="onboarding", stream_sequence=1, candidates=_candidates(2, 10))
+    duplicate = await _park(nc, ns, await wiring.publish_candidates(stored))
+    invalid = await _park(nc, ns)  # parked without candidates (e.g. a rule failed)
+    with pytest.raises(ReviewError, match="no duplicate candidates"):
+        await decide(js, ns, invalid, "approve", who="mallory", why="x", verdict="notSame")
+    for index in (2, -1, 10**9):
+        with pytest.raises(ReviewError, match="1 to 2"):
+            await decide(js, ns, duplicate, "reject", who="mallory", why="x", verdict="same", same_as=index)
+    with pytest.raises(ReviewError, match="names no candidate"):
+        await decide(js, ns, duplicate, "approve", who="mallory", why="x", verdict="notSame", same_as=0)
+    await decide(js, ns, duplicate, "reject", who="alice", why="is CUST-0000", verdict="same", same_as=0)
+    with pytest.raises(AlreadyDecided):
+        await decide(js, ns, duplicate, "approve", who="bob", why="no", verdict="notSame")
+    assert [(lb.exception, lb.same, lb.who) for lb in await read_labels(js, ns)] == [(duplicate, True, "alice")]
+    assert await read_labels(js, other) == []
+    with pytest.raises(ReviewError, match="no exception"):
+        await decide(js, other, duplicate, "reject", who="mallory", why="x", verdict="same", same_as=0)
