@@ -242,3 +242,32 @@ def test_the_page_and_show_take_candidates_of_any_shape_and_escape_every_piece()
         {"sequence": 1, "integration": "flow", "reason": "ApprovalRequired", "candidates": hostile}
     )
     assert "Candidate 3: rule r, score 0.80" in shown
+
+
+def test_not_the_same_with_retry_is_refused_because_retry_parks_it_again() -> None:
+    # Finding: `exceptions retry N --not-same` was accepted, but a retry carries no approval of the
+    # duplicate check: the record matched the same candidates and was parked again, so the
+    # reviewer's answer changed nothing but a label, and the same question came back.
+    from datetime import UTC, datetime
+
+    from onceflow_operator.review.decisions import _check_verdict
+    from onceflow_operator.review.errors import ReviewError
+    from onceflow_operator.review.records import ExceptionRecord
+
+    record = ExceptionRecord(
+        1,
+        "flow",
+        "ApprovalRequired",
+        "existing",
+        "",
+        "k",
+        "r1",
+        datetime.now(UTC).isoformat(),
+        b"{}",
+        [{"candidate": {}}],
+        None,
+    )
+    with pytest.raises(ReviewError, match="approve it"):
+        _check_verdict(record, "retry", "notSame", None)
+    _check_verdict(record, "approve", "notSame", None)
+    _check_verdict(record, "edit", "notSame", None)  # an edited record is a new one: checked again

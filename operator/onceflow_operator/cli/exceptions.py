@@ -340,7 +340,7 @@ _SAME_AS = click.option(
 _NOT_SAME = click.option(
     "--not-same",
     is_flag=True,
-    help="On a possible duplicate (approve or retry): it is none of the candidates (kept as a label).",
+    help="On a possible duplicate (approve or edit): it is none of the candidates (kept as a label).",
 )
 
 _ACTIONS: tuple[tuple[ReviewAction, str], ...] = (

@@ -1,7 +1,7 @@
 """Reviewers' verdicts on parked duplicates, read back as labelled record pairs for matching.
 
 A person deciding a possible duplicate may say it is the same record as one candidate ("same",
-decided as reject or discard) or none of them ("notSame", decided as approve, retry or edit). The
+decided as reject or discard) or none of them ("notSame", decided as approve or edit). The
 verdict is part of the decision (`ReviewDecision.verdict`, `same_as`), so it is as durable as the
 decisions stream and written once per exception, compare-and-set. Nothing else stores labels.
 
