@@ -271,3 +271,17 @@ def test_not_the_same_with_retry_is_refused_because_retry_parks_it_again() -> No
         _check_verdict(record, "retry", "notSame", None)
     _check_verdict(record, "approve", "notSame", None)
     _check_verdict(record, "edit", "notSame", None)  # an edited record is a new one: checked again
+
+
+def test_a_key_with_dots_is_found_at_any_depth_not_only_at_the_top() -> None:
+    # Finding: a flat key with dots was read only at the top of a row; an ERP nesting its flat
+    # export one level down ({"address": {"post.code": ...}}) never matched `address.post.code`.
+    from onceflow_runner.engine.fieldpaths import read_field
+
+    row = {"address": {"post.code": "10115", "city": "Berlin"}, "a": [{"b.c": 1}]}
+    assert read_field(row, "address.post.code") == "10115"
+    assert read_field(row, "a.0.b.c") == 1
+    assert read_field(row, "address.city") == "Berlin"
+    assert read_field(row, "address.post") is None
+    assert read_field({"x": "text"}, "x.y") is None  # a path through a value that is no container
+    assert read_field([1, 2], "5") is None

@@ -20,21 +20,24 @@ def read_field(row: Any, path: str) -> Any:
     """The value at `path` in `row`, or None when any step of the path is missing.
 
     A step into a list takes a number (`contacts.0.email`); a step into anything else than a
-    mapping or list finds nothing.
+    mapping or list finds nothing. At every mapping the rest of the path is first tried as one
+    key, so a flat key with dots is found at any depth (`address` -> `post.code`), not only at
+    the top.
     """
-    if isinstance(row, Mapping) and path in row:
-        return row[path]
     value: Any = row
-    for step in path.split("."):
+    rest = path
+    while True:
+        if isinstance(value, Mapping) and rest in value:
+            return value[rest]
+        step, _, rest = rest.partition(".")
         if isinstance(value, Mapping):
             value = value.get(step)
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        elif isinstance(value, list) and step.isascii() and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
         else:
             return None
-        if value is None:
-            return None
-    return value
+        if value is None or not rest:
+            return value
 
 
 def _with_field(row: Any, path: str, value: Any) -> Any:
