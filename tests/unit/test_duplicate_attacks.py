@@ -7,7 +7,7 @@ that broke parking, reading or deciding a possible duplicate, and what holds now
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -285,3 +285,60 @@ def test_a_key_with_dots_is_found_at_any_depth_not_only_at_the_top() -> None:
     assert read_field(row, "address.post") is None
     assert read_field({"x": "text"}, "x.y") is None  # a path through a value that is no container
     assert read_field([1, 2], "5") is None
+
+
+@pytest.mark.parametrize("name", [h.CANDIDATES, h.SUGGESTION])
+def test_a_deeply_nested_json_header_reads_as_none_and_never_breaks_the_listing(name: str) -> None:
+    # Finding: an old-form candidates header (or a suggestion) of 1,999 nested brackets fits in
+    # its 4,000 characters; reading it raised RecursionError (not ValueError), and one such
+    # exception made its namespace's listing, console page and review gauges fail.
+    nested = "[" * 1999 + "]" * 1999
+    back = ParkedRecord.from_headers({h.REASON: "ApprovalRequired", name: nested})
+    assert (back.candidates, back.suggestion) == ([], None)
+
+
+def test_a_message_body_nested_past_the_parsers_depth_is_a_wire_format_error() -> None:
+    # Same finding for bodies: a candidates message (or any wire message) nested 100,000 deep
+    # raised RecursionError past every `except WireFormatError` that guards a reader.
+    from onceflow_runner.errors import WireFormatError
+
+    with pytest.raises(WireFormatError, match="not JSON"):
+        ParkedCandidates.from_wire(b'{"candidates": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+def test_a_payload_nested_past_the_parsers_depth_is_shown_and_labelled_as_text() -> None:
+    # Same finding for the record's own bytes: the page, `exceptions show` and the labels parse
+    # them, and a body of 100,000 nested brackets raised RecursionError (500, traceback).
+    from dataclasses import replace as with_
+    from datetime import UTC, datetime
+
+    from onceflow_operator.cli.exceptions import _payload
+    from onceflow_operator.review.console import Console, Identity
+    from onceflow_operator.review.console_access import ConsoleAccess
+    from onceflow_operator.review.labels import labels_of
+    from onceflow_operator.review.records import ExceptionRecord
+    from onceflow_runner.contract.messages import ReviewDecision
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _payload(deep) == deep.decode()
+    same = ReviewDecision.from_dict(
+        {"exceptionSequence": 1, "action": "reject", "who": "a", "time": "t", "verdict": "same", "sameAs": 0}
+    )
+    record = ExceptionRecord(
+        1,
+        "flow",
+        "ApprovalRequired",
+        "existing",
+        "",
+        "k",
+        "r1",
+        datetime.now(UTC).isoformat(),
+        deep,
+        [{"candidate": {"name": "Acme"}}],
+        same,
+    )
+    (label,) = labels_of(record)
+    assert label.left == deep.decode()
+    console = Console("nats://127.0.0.1:1", cast(Any, None), auth="proxy", secret=b"k" * 32, access=ConsoleAccess())
+    page = console._detail(with_(record, decision=None), "ns", Identity("alice", ()), None)
+    assert "[[[" in page

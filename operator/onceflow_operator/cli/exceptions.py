@@ -175,7 +175,7 @@ def _payload(payload: bytes) -> Any:
 
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
         return payload.decode(errors="replace")
 
 

@@ -378,7 +378,7 @@ class Console:
     def _detail(self, record: ExceptionRecord, namespace: str, identity: Identity, done: str | None) -> str:
         try:
             pretty = json.dumps(json.loads(record.payload), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
             pretty = record.payload.decode(errors="replace")
         parts = []
         if done:

@@ -55,7 +55,7 @@ def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
     """The payload with a suggested fix applied (for the reviewer to look at and send); None if it does not fit."""
     try:
         doc = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     *parents, leaf = str(suggestion.get("field", "")).split(".")
     node = doc

@@ -57,7 +57,7 @@ def _left(record: ExceptionRecord) -> Any:
         return record.matched
     try:
         return json.loads(record.payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
         return record.payload.decode(errors="replace")
 
 

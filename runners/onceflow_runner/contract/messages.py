@@ -104,7 +104,7 @@ class _Wire(BaseModel):
         """Read a message body; WireFormatError when it is not JSON or not this model."""
         try:
             raw = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past the parser's depth: not JSON we read
             raise WireFormatError(f"not a valid {cls.__name__}: the body is not JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise WireFormatError(f"not a valid {cls.__name__}: the body is {type(raw).__name__}, not an object")
@@ -470,7 +470,7 @@ def _sequence_header(value: str) -> int:
 def _json_header(headers: Mapping[str, str], name: str) -> Any:
     try:
         return json.loads(headers[name]) if name in headers else None
-    except ValueError:
+    except (ValueError, RecursionError):  # cut short, or nested past the parser's depth: none
         return None
 
 
