@@ -342,3 +342,16 @@ def test_a_payload_nested_past_the_parsers_depth_is_shown_and_labelled_as_text()
     console = Console("nats://127.0.0.1:1", cast(Any, None), auth="proxy", secret=b"k" * 32, access=ConsoleAccess())
     page = console._detail(with_(record, decision=None), "ns", Identity("alice", ()), None)
     assert "[[[" in page
+
+
+def test_an_erp_answer_nested_past_the_parsers_depth_is_read_as_text() -> None:
+    # Finding: a search answer of 100,000 nested brackets (a careless or hostile ERP) raised
+    # RecursionError out of the Connector call instead of being read as text, which the step
+    # then refuses with its usual message (the candidates are not a list).
+    import httpx
+
+    from onceflow_runner.adapters.sessions import json_or_text
+
+    deep = "[" * 100_000 + "]" * 100_000
+    answer = httpx.Response(200, content=deep.encode(), headers={"Content-Type": "application/json"})
+    assert json_or_text(answer) == deep
