@@ -113,14 +113,15 @@ async def test_candidates_beyond_the_servers_largest_message_keep_the_best_and_s
     nc: Client,
 ) -> None:
     ns = f"c{uuid.uuid4().hex[:8]}"
-    sent = _candidates(40, nc.max_payload // 20)
+    # Many candidates of 1.5 KB (long texts would be cut first): together over the largest message.
+    sent = _candidates(nc.max_payload // 1500, 1500)
     at = await _wiring(nc, ns).publish_candidates(
         ParkedCandidates(integration="onboarding", stream_sequence=1, candidates=sent), "c/big"
     )
     record = await get_exception(nc.jetstream(), ns, await _park(nc, ns, at))
-    assert 0 < len(record.candidates) < 40
+    assert 0 < len(record.candidates) < len(sent)
     assert record.candidates == sent[: len(record.candidates)]
-    assert record.candidates_omitted == 40 - len(record.candidates)
+    assert record.candidates_omitted == len(sent) - len(record.candidates)
 
 
 async def test_another_namespaces_candidates_are_never_shown_and_the_old_header_still_is(nc: Client) -> None:

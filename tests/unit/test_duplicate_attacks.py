@@ -355,3 +355,23 @@ def test_an_erp_answer_nested_past_the_parsers_depth_is_read_as_text() -> None:
     deep = "[" * 100_000 + "]" * 100_000
     answer = httpx.Response(200, content=deep.encode(), headers={"Content-Type": "application/json"})
     assert json_or_text(answer) == deep
+
+
+def test_a_candidate_row_larger_than_the_message_is_kept_with_its_long_values_cut() -> None:
+    # Finding: one candidate row over the largest message (a 2 MB notes field) was left out whole,
+    # so the reviewer saw "0 candidates, 1 left out" and could give no verdict; its explanation
+    # (which fields agreed) is a few hundred bytes.
+    best = {
+        "rule": "similar-name",
+        "score": 0.97,
+        "fields": [{"field": "name", "level": "fuzzy 0.97", "record": "Acme", "candidate": "ACME"}],
+        "candidate": {"name": "CUST-7", "customer_name": "ACME", "notes": "n" * 2_000_000},
+    }
+    kept, body = ParkedCandidates(integration="flow", record={"name": "Acme"}, candidates=[best]).fitted(1_000_000)
+    assert len(body) <= 1_000_000
+    assert kept.omitted == 0
+    (shown,) = kept.candidates
+    assert shown["fields"] == best["fields"]
+    assert shown["candidate"]["name"] == "CUST-7"
+    assert shown["candidate"]["notes"].endswith("(cut: 2000000 characters)")
+    assert kept.record == {"name": "Acme"}

@@ -368,6 +368,21 @@ class ParkedRecord(BaseModel):
 MAX_CANDIDATE_DEPTH: Final = 64
 
 
+#: Characters of one text value kept in a candidate when the candidates would not fit whole.
+MAX_CANDIDATE_TEXT: Final = 2000
+
+
+def _cut_long_text(value: Any, limit: int) -> Any:
+    """`value` (plain JSON) with every text longer than `limit` cut, saying how long it was."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}…(cut: {len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _cut_long_text(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_long_text(v, limit) for v in value]
+    return value
+
+
 def plain_json(value: Any, depth: int) -> Any:
     """`value` as plain JSON: mappings with text keys, lists, text, numbers, booleans, null.
 
@@ -428,7 +443,8 @@ class ParkedCandidates(_Wire):
 
         The candidates come best first, so the ones dropped are those a reviewer needs least; the
         count dropped is kept (`omitted`) and shown. A record over the limit on its own is left out
-        first (`record_omitted`; the exception's body is the record). A binary search over the count keeps the
+        first (`record_omitted`; the exception's body is the record), then texts over
+        `MAX_CANDIDATE_TEXT` characters in the candidates are cut (saying so). A binary search over the count keeps the
         number of encodings logarithmic even for thousands of candidates.
         """
         wire = self.to_wire()
@@ -437,6 +453,11 @@ class ParkedCandidates(_Wire):
         if self.record is not None and len(self.model_copy(update={"candidates": []}).to_wire()) > limit:
             # The record alone is over the limit: no count of candidates fits beside it.
             return self.model_copy(update={"record": None, "record_omitted": True}).fitted(limit)
+        cut = [_cut_long_text(c, MAX_CANDIDATE_TEXT) for c in self.candidates]
+        if cut != self.candidates:
+            # Long texts (notes, descriptions) go first: a candidate's explanation and its other
+            # fields are worth more to the reviewer than whole candidates left out for them.
+            return self.model_copy(update={"candidates": cut}).fitted(limit)
         keep, low = len(self.candidates), 0
         while keep - low > 1:  # the largest count that fits lies in [low, keep)
             middle = (low + keep) // 2
