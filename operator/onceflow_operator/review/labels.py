@@ -8,7 +8,8 @@ decisions stream and written once per exception, compare-and-set. Nothing else s
 Each verdict becomes labels `{left, right, same}`: left is the record as the dedupe step matched
 it (canonical), right a candidate row as the target system has it. "same" labels the named
 candidate only (another candidate may be a duplicate too; the reviewer did not say); "notSame"
-labels every candidate. One JSON object a line is what `onceflow match labels export` writes.
+labels every candidate. A labels file holds one `Label.to_dict` JSON object a line (no command
+writes one yet: `onceflow match` is issue #15 item 2).
 """
 
 from __future__ import annotations
