@@ -239,3 +239,21 @@ async def test_verdicts_that_do_not_fit_are_refused_and_labels_stay_in_their_nam
     assert await read_labels(js, other) == []
     with pytest.raises(ReviewError, match="no exception"):
         await decide(js, other, duplicate, "reject", who="mallory", why="x", verdict="same", same_as=0)
+
+
+async def test_candidates_deleted_or_expired_leave_the_exception_open_without_a_verdict(nc: Client) -> None:
+    # Outside review, what held: the candidates' message gone (deleted, or aged out of the stream
+    # before its exception) leaves the exception readable, listed and decidable, with no verdict.
+    ns = f"c{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    at = await _wiring(nc, ns).publish_candidates(
+        ParkedCandidates(integration="onboarding", stream_sequence=1, candidates=_candidates(1, 10))
+    )
+    sequence = await _park(nc, ns, at)
+    await js.delete_msg(subjects.EXCEPTIONS_STREAM, at)
+    record = await get_exception(js, ns, sequence)
+    assert (record.candidates, record.candidates_at) == ([], at)
+    assert [r.sequence for r in await list_exceptions(js, ns)] == [sequence]
+    with pytest.raises(ReviewError, match="no duplicate candidates"):
+        await decide(js, ns, sequence, "reject", who="alice", why="x", verdict="same", same_as=0)
+    await decide(js, ns, sequence, "reject", who="alice", why="cannot compare; CRM resends")
