@@ -14,6 +14,14 @@ import pytest
 from onceflow_operator.review.console import _verdict
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.messages import ParkedCandidates, ParkedRecord
+from onceflow_runner.contract.plan import MatchRulePlan, SyncPolicyPlan
+
+_POLICY = SyncPolicyPlan(
+    name="customer",
+    entity="customer",
+    owner_default="erp",
+    match_rules=(MatchRulePlan(name="name-postcode", exact=("postal_code",), fuzzy_field="name", fuzzy_threshold=0.9),),
+)
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -375,3 +383,24 @@ def test_a_candidate_row_larger_than_the_message_is_kept_with_its_long_values_cu
     assert shown["candidate"]["name"] == "CUST-7"
     assert shown["candidate"]["notes"].endswith("(cut: 2000000 characters)")
     assert kept.record == {"name": "Acme"}
+
+
+def test_rows_that_are_not_objects_and_a_spoofed_row_index_never_confuse_the_mapping() -> None:
+    # Outside review, what held: rows that are no objects are skipped, and a row carrying the
+    # key the mapping keeps its row index under ("\x00row", valid JSON) cannot point a match at
+    # another row.
+    from onceflow_runner.engine.steps.dedupe import _matches
+
+    rows: list[Any] = [
+        "CUST-1",
+        None,
+        7,
+        ["Acme"],
+        {"customer_name": "Other Corp", "\x00row": 5, "pincode": "1"},
+        {"customer_name": "Acme", "pincode": "1", "\x00row": 0},
+    ]
+    matches = _matches(
+        {"name": "Acme", "postal_code": "1"}, rows, {"customer_name": "name", "pincode": "postal_code"}, _POLICY
+    )
+    assert [m["candidate"]["customer_name"] for m in matches] == ["Acme"]
+    assert matches[0]["candidate"] == rows[5]  # the row as the ERP sent it, its own odd key included
