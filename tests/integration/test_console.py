@@ -179,6 +179,12 @@ async def test_the_page_refuses_strangers_lookers_and_forged_forms(console: Setu
             target, data=form, headers={"X-Forwarded-User": "alice", "Origin": "http://evil.test"}
         )
         assert cross.status_code == 403
+        # A duplicate verdict is a decision like any other: a looker's, or one without the user's
+        # CSRF token, is refused before the verdict is even read (outside review of issue #15).
+        for verdict in ("same:0", "notSame", "same:\u00b2"):
+            said = {"verdict": verdict, "why": "x", "csrf": "0" * 64}
+            assert (await client.post(target, data=said, headers={"X-Forwarded-User": "bob"})).status_code == 403
+            assert (await client.post(target, data=said, headers={"X-Forwarded-User": "alice"})).status_code == 403
 
 
 async def test_a_possible_duplicate_is_explained_field_by_field_and_the_verdict_becomes_a_label(

@@ -204,7 +204,9 @@ class DedupeStep(ApiModel):
             "Candidate field mapping, target field -> canonical field (dotted paths both sides, e.g. "
             "customer_name: name, addr.zip: address.postcode): each candidate row also gets the mapped values "
             "under their canonical names before the match rules compare it with the record, so no CEL reshaping "
-            "of the candidate list is needed. Fields the mapping does not name are compared as they are."
+            "of the candidate list is needed. Fields the mapping does not name are compared as they are. Each "
+            "canonical field is written once: two target fields onto one, or one canonical field inside another, "
+            "is refused."
         ),
         max_length=64,
     )

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from onceflow_operator.cli.cluster import Cluster, all_namespaces_option, cluster_options
-from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten
+from onceflow_operator.cli.output import dump, emit_rows, nats_option, output_option, shorten, terminal_safe
 from onceflow_runner.contract.messages import MatchVerdict, ReviewAction
 
 __all__ = ["decider", "exceptions", "explain_candidate", "render_exception", "trace"]
@@ -175,7 +175,7 @@ def _payload(payload: bytes) -> Any:
 
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
         return payload.decode(errors="replace")
 
 
@@ -214,7 +214,7 @@ def render_exception(row: dict[str, Any]) -> str:
     lines.append(f"Candidates    {len(candidates) or 'none'}" + (f" ({omitted} weaker left out)" if omitted else ""))
     for i, match in enumerate(candidates, 1):
         lines += explain_candidate(i, match)
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def _number(value: Any) -> str:
@@ -231,7 +231,8 @@ def explain_candidate(index: int, match: dict[str, Any]) -> list[str]:
     said = f", {match['decision']}" if match.get("decision") else ""
     weight = f", weight {_number(match['weight'])}" if match.get("weight") is not None else ""
     lines = [f"  Candidate {index}: rule {match.get('rule', '-')}, score {_number(match.get('score'))}{weight}{said}"]
-    fields = [f for f in match.get("fields") or [] if isinstance(f, dict)]
+    listed = match.get("fields")
+    fields = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
     if fields:
         table = [("FIELD", "THIS RECORD", "CANDIDATE", "LEVEL", "WEIGHT")] + [
             (
@@ -339,7 +340,7 @@ _SAME_AS = click.option(
 _NOT_SAME = click.option(
     "--not-same",
     is_flag=True,
-    help="On a possible duplicate (approve or retry): it is none of the candidates (kept as a label).",
+    help="On a possible duplicate (approve or edit): it is none of the candidates (kept as a label).",
 )
 
 _ACTIONS: tuple[tuple[ReviewAction, str], ...] = (

@@ -25,6 +25,7 @@ __all__ = [
     "nats_option",
     "output_option",
     "shorten",
+    "terminal_safe",
 ]
 
 #: `--nats` for the commands people run (review, trace, console): $ONCEFLOW_NATS_URL is honoured.
@@ -69,6 +70,23 @@ def expand_paths(files: tuple[Path, ...]) -> list[Path]:
     for f in files:
         paths += sorted(p for p in f.rglob("*") if p.suffix in {".yaml", ".yml"}) if f.is_dir() else [f]
     return paths
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with control and format characters other than newline and tab shown as escapes (ESC as x1b).
+
+    Why: what `exceptions show` prints comes from outside systems (an ERP's customer name, its
+    error text); an escape sequence there could retitle the terminal, write the clipboard or
+    redraw lines, and a right-to-left override reorders what the reviewer reads.
+    """
+    import unicodedata
+
+    def visible(c: str) -> str:
+        if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"):
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return "".join(visible(c) for c in text)
 
 
 def shorten(text: str, width: int = CELL_WIDTH) -> str:

@@ -160,7 +160,31 @@ def _dedupe_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str,
         **_answer_fields(spec),
     )
     problems = [] if has_sync_policy else [(f"{at}.dedupe", "dedupe needs spec.syncPolicyRef for its match rules")]
+    problems += [(f"{at}.dedupe.fields", message) for message in _mapping_problems(spec.fields)]
     return {"request": request}, problems
+
+
+def _mapping_problems(fields: dict[str, str]) -> Iterator[str]:
+    """Canonical fields the candidate mapping writes twice: onto one name, or one inside another.
+
+    Why refused: the mapping is applied in the map's order, which is the order the API server
+    stores it (not the order written), so which value a rule compared would be an accident.
+    """
+    by_canonical: dict[str, list[str]] = {}
+    for target, canonical in fields.items():
+        by_canonical.setdefault(canonical, []).append(target)
+    for canonical, targets in sorted(by_canonical.items()):
+        if len(targets) > 1:
+            named = ", ".join(sorted(targets)[:-1]) + f" and {sorted(targets)[-1]}"
+            yield f"{named} both map onto {canonical}; map one target field onto each canonical field"
+    names = sorted(by_canonical)
+    for outer in names:
+        for inner in names:
+            if inner.startswith(f"{outer}."):
+                yield (
+                    f"the mapping writes both {outer} and {inner}, one inside the other; "
+                    f"map onto {inner} or onto {outer}, not both"
+                )
 
 
 def _call_block(step: Step, at: str, has_sync_policy: bool) -> tuple[dict[str, object], list[PathMessage]]:

@@ -76,7 +76,7 @@ DUPLICATES_CAUGHT = Gauge(
     "onceflow_duplicates_caught_by_people",
     "Possible duplicates a person decided are the same as an existing record (verdict 'same'), by Integration "
     "and entity, over the decisions the stream holds; with onceflow_runner_dedupe_records_total, the duplicate "
-    "incidence.",
+    "incidence. An entity the API does not define is counted as 'other'.",
     ["namespace", "integration", "entity"],
 )
 DECISION_SECONDS = Gauge(

@@ -142,7 +142,9 @@ def _verdict(value: str) -> tuple[MatchVerdict | None, int | None]:
     if value == "notSame":
         return "notSame", None
     head, _, index = value.partition(":")
-    if head == "same" and index.isdigit():
+    # ASCII digits only, and few: "²" and other Unicode digits pass isdigit(), and int() of
+    # thousands of digits raises; a forged form is a 400, never a 500.
+    if head == "same" and index.isascii() and index.isdigit() and len(index) <= 6:
         return "same", int(index)
     raise web.HTTPBadRequest(text=f"unknown verdict {value!r}; 'same:<candidate index>' or 'notSame'")
 
@@ -155,6 +157,11 @@ def _cell(value: object) -> str:
 
 def _number(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def _listed(value: object) -> list[object]:
+    """A candidate's `fields` when it is a list; nothing otherwise (an old header or another writer)."""
+    return value if isinstance(value, list) else []
 
 
 def _explanation(record: ExceptionRecord, pretty: str) -> str:
@@ -182,7 +189,7 @@ def _explanation(record: ExceptionRecord, pretty: str) -> str:
             f"<tr><td>{_cell(f.get('field', ''))}</td><td>{_cell(f.get('record'))}</td>"
             f"<td>{_cell(f.get('candidate'))}</td><td>{_cell(f.get('level', ''))}</td>"
             f"<td>{_number(f.get('weight'))}</td></tr>"
-            for f in match.get("fields") or []
+            for f in _listed(match.get("fields"))
             if isinstance(f, dict)
         )
         decision = match.get("decision")
@@ -371,7 +378,7 @@ class Console:
     def _detail(self, record: ExceptionRecord, namespace: str, identity: Identity, done: str | None) -> str:
         try:
             pretty = json.dumps(json.loads(record.payload), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
             pretty = record.payload.decode(errors="replace")
         parts = []
         if done:

@@ -28,7 +28,7 @@ from onceflow_operator.review.records import (
 )
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.headers import EXPECTED_LAST_SUBJECT_SEQUENCE
-from onceflow_runner.contract.messages import RESENT_AS, AuditEntry, MatchVerdict, ReviewAction, ReviewDecision
+from onceflow_runner.contract.messages import AuditEntry, MatchVerdict, ReviewAction, ReviewDecision
 
 __all__ = ["decide"]
 
@@ -85,8 +85,13 @@ def _check_verdict(
     else:
         if same_as is not None:
             raise ReviewError("'not the same' names no candidate")
-        if action not in RESENT_AS:
-            raise ReviewError("a record that is none of its candidates goes on: approve, retry or edit it")
+        if action not in ("approve", "edit"):
+            # Not retry: it carries no approval of the duplicate check, so the record would match
+            # the same candidates and be parked again with the same question.
+            raise ReviewError(
+                "a record that is none of its candidates goes on past the duplicate check: approve it "
+                "(or edit it, and it is checked again); retry would park it again"
+            )
 
 
 async def decide(
@@ -105,9 +110,9 @@ async def decide(
 
     On a parked duplicate the decision may also say whether the record is the same as one of its
     candidates (`verdict` "same" with the candidate's 0-based index `same_as`, decided as reject
-    or discard: nothing is created) or none of them ("notSame", decided as approve, retry or edit:
-    it goes on to be created). That verdict is kept with the decision and read as labels
-    (`review.labels`).
+    or discard: nothing is created) or none of them ("notSame", decided as approve: it goes on to
+    be created; or edit: the corrected record is checked again). That verdict is kept with the
+    decision and read as labels (`review.labels`).
 
     Raises:
         AlreadyDecided: someone decided first (before this call, or at the same moment); nothing was sent.

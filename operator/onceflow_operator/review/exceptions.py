@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from onceflow_operator.api.types import ENTITIES
 from onceflow_operator.review.decisions import decide
 from onceflow_operator.review.errors import AlreadyDecided, ReviewError, StreamUnreadable
 from onceflow_operator.review.records import ExceptionRecord, get_exception, list_exceptions, trace
@@ -45,7 +46,8 @@ class ReviewFigures:
     decisions_last_hour: dict[str, int]
     mean_seconds_to_decision_last_hour: float
     #: Entity -> possible duplicates a person decided are the same as an existing record, in the
-    #: decisions the streams hold (the people's share of duplicate incidence).
+    #: decisions the streams hold (the people's share of duplicate incidence). An entity the API
+    #: does not know counts as "other", so the label set stays bounded.
     duplicates_caught: dict[str, int] = field(default_factory=dict)
 
 
@@ -53,7 +55,7 @@ def with_fix(payload: bytes, suggestion: dict[str, Any]) -> bytes | None:
     """The payload with a suggested fix applied (for the reviewer to look at and send); None if it does not fit."""
     try:
         doc = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     *parents, leaf = str(suggestion.get("field", "")).split(".")
     node = doc
@@ -80,7 +82,9 @@ def review_figures(records: list[ExceptionRecord], now: datetime) -> ReviewFigur
     for record in records:
         parked = parse_time(record.time)
         if record.decision is not None and record.decision.verdict == "same":
-            caught[record.entity] = caught.get(record.entity, 0) + 1
+            # A gauge label: only the API's entities, never a header's text as written.
+            entity = record.entity if record.entity in ENTITIES else "other"
+            caught[entity] = caught.get(entity, 0) + 1
         if record.decision is None:
             waiting[record.reason] = waiting.get(record.reason, 0) + 1
             if parked is not None:

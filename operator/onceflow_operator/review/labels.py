@@ -1,14 +1,15 @@
 """Reviewers' verdicts on parked duplicates, read back as labelled record pairs for matching.
 
 A person deciding a possible duplicate may say it is the same record as one candidate ("same",
-decided as reject or discard) or none of them ("notSame", decided as approve, retry or edit). The
+decided as reject or discard) or none of them ("notSame", decided as approve or edit). The
 verdict is part of the decision (`ReviewDecision.verdict`, `same_as`), so it is as durable as the
 decisions stream and written once per exception, compare-and-set. Nothing else stores labels.
 
 Each verdict becomes labels `{left, right, same}`: left is the record as the dedupe step matched
 it (canonical), right a candidate row as the target system has it. "same" labels the named
 candidate only (another candidate may be a duplicate too; the reviewer did not say); "notSame"
-labels every candidate. One JSON object a line is what `onceflow match labels export` writes.
+labels every candidate. A labels file holds one `Label.to_dict` JSON object a line (no command
+writes one yet: `onceflow match` is issue #15 item 2).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _left(record: ExceptionRecord) -> Any:
         return record.matched
     try:
         return json.loads(record.payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth: its text
         return record.payload.decode(errors="replace")
 
 

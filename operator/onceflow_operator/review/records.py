@@ -53,6 +53,8 @@ class ExceptionRecord:
     candidates_at: int = 0
     #: The record as the dedupe step matched it (canonical), when the candidates message has it.
     matched: Any = None
+    #: The record's sequence in the stream its Integration reads (its candidates message names it too).
+    stream_sequence: int = 0
 
     def __post_init__(self) -> None:
         # Callers that built records before decisions were typed pass the decision's wire dict.
@@ -107,15 +109,18 @@ def _record(msg: natsio.StoredMessage, decision: ReviewDecision | None) -> Excep
         _namespace_of(msg.subject),
         parked.entity,
         candidates_at=parked.candidates_at,
+        stream_sequence=parked.stream_sequence,
     )
 
 
 async def with_candidates(js: JetStreamContext, namespace: str, record: ExceptionRecord) -> ExceptionRecord:
     """The record with its candidates in full, read from the message the runner stored them in.
 
-    Only a message on the record's own Integration's candidates subject counts (another
-    namespace's message at that sequence is never shown). A message gone by the stream's
-    limits leaves the record without candidates, as an old header cut short did.
+    Only a message on the record's own Integration's candidates subject that explains this very
+    record (its stream sequence) counts: another namespace's message, or another record's, at that
+    sequence is never shown. A message gone by the stream's limits, or one that is no candidates
+    message, leaves the record without candidates, as an old header cut short did; the record can
+    still be opened and decided (without a verdict).
     """
     if not record.candidates_at:
         return record
@@ -124,8 +129,10 @@ async def with_candidates(js: JetStreamContext, namespace: str, record: Exceptio
         return record
     try:
         stored = ParkedCandidates.from_wire(msg.data)
-    except WireFormatError as exc:
-        raise _unreadable(msg, exc) from None
+    except WireFormatError:
+        return record
+    if stored.stream_sequence != record.stream_sequence:
+        return record
     return replace(record, candidates=stored.candidates, candidates_omitted=stored.omitted, matched=stored.record)
 
 

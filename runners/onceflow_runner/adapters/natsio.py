@@ -274,14 +274,22 @@ class JetStreamWiring:
         ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
         return bool(ack.duplicate)
 
-    async def publish_candidates(self, candidates: ParkedCandidates, msg_id: str) -> int:
+    async def publish_candidates(self, candidates: ParkedCandidates, msg_id: str | None = None) -> int:
         """Store a parked duplicate's candidates in full beside the exceptions; return their stream sequence.
 
         The body is cut to what the server accepts (`ParkedCandidates.fitted`, less room for the
         headers), so a long candidate list never turns into a publish the server refuses forever.
-        A retried park within the duplicate window gets the sequence of the copy stored first.
+        A retried park within the duplicate window gets the sequence of the copy stored first: the
+        message id names the namespace, Integration, the stream it reads and the record's sequence
+        there, since the exceptions stream is shared and a same-named Integration elsewhere (or one
+        reading events) meets the same sequence numbers.
         """
         subject = subjects.exception_candidates_subject(self.plan.namespace, self.plan.integration)
+        if msg_id is None:
+            msg_id = (
+                f"candidates/{self.plan.namespace}/{self.plan.integration}/{self.plan.nats.stream}/"
+                f"{candidates.stream_sequence}"
+            )
         _, body = candidates.fitted(max(self.nc.max_payload - _HEADER_ROOM, 1024))
         ack = await self.js.publish(subject, body, headers={NATS_MSG_ID: bounded_id(msg_id)})
         return int(ack.seq)

@@ -51,12 +51,16 @@ LOGIN_RETRY_SECONDS = 30.0
 
 
 def json_or_text(resp: httpx.Response) -> Any:
-    """The answer's JSON value, else its text, else None for an empty body."""
+    """The answer's JSON value, else its text, else None for an empty body.
+
+    JSON nested past the parser's depth is text too: the RecursionError would otherwise leave
+    the Connector call as an unexplained failure instead of an answer the step judges.
+    """
     if not resp.content:
         return None
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return resp.text
 
 

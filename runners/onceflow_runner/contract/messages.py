@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from onceflow_runner.contract import headers as h
@@ -104,7 +104,7 @@ class _Wire(BaseModel):
         """Read a message body; WireFormatError when it is not JSON or not this model."""
         try:
             raw = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past the parser's depth: not JSON we read
             raise WireFormatError(f"not a valid {cls.__name__}: the body is not JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise WireFormatError(f"not a valid {cls.__name__}: the body is {type(raw).__name__}, not an object")
@@ -307,8 +307,13 @@ class ParkedRecord(BaseModel):
     entity: str = ""
 
     def to_headers(self, original: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The original record's headers (less its Nats-Msg-Id) with why it was parked."""
-        out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID}
+        """The original record's headers (less its Nats-Msg-Id) with why it was parked.
+
+        Why-parked headers the original carries (forged, or left from an earlier park) are dropped,
+        not only overwritten: an optional one this park does not write would otherwise show another
+        record's candidates or suggestion, and take a verdict on a record nothing matched.
+        """
+        out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID and k not in _PARKED_ONLY}
         out.update(
             {
                 h.REASON: self.reason,
@@ -352,10 +357,49 @@ class ParkedRecord(BaseModel):
             "deliveries": found.get(h.DELIVERIES, "0"),
             "candidates": candidates if isinstance(candidates, list) else [],
             "suggestion": suggestion if isinstance(suggestion, dict) else None,
-            "candidates_at": found.get(h.CANDIDATES_AT, "0"),
+            "candidates_at": _sequence_header(found.get(h.CANDIDATES_AT, "")),
             "entity": found.get(h.ENTITY, ""),
         }
         return _read(cls, fields)
+
+
+#: Levels of nesting kept in a parked duplicate's record and candidates (a reviewer reads far fewer;
+#: pydantic's serializer stops at about 256).
+MAX_CANDIDATE_DEPTH: Final = 64
+
+
+#: Characters of one text value kept in a candidate when the candidates would not fit whole.
+MAX_CANDIDATE_TEXT: Final = 2000
+
+
+def _cut_long_text(value: Any, limit: int) -> Any:
+    """`value` (plain JSON) with every text longer than `limit` cut, saying how long it was."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}…(cut: {len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _cut_long_text(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_long_text(v, limit) for v in value]
+    return value
+
+
+def plain_json(value: Any, depth: int) -> Any:
+    """`value` as plain JSON: mappings with text keys, lists, text, numbers, booleans, null.
+
+    Bytes are decoded (invalid UTF-8 replaced), sets and tuples become lists, anything else its
+    text; below `depth` levels a value becomes a note saying it was cut.
+    """
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if depth <= 0:
+        return f"(nested deeper than {MAX_CANDIDATE_DEPTH} levels: not kept)"
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain_json(v, depth - 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    return str(value)
 
 
 class ParkedCandidates(_Wire):
@@ -378,6 +422,18 @@ class ParkedCandidates(_Wire):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     #: Candidates left out (the weakest) so the message fits NATS's largest payload.
     omitted: int = 0
+    #: The matched record was left out (alone it was over the largest payload): show its original bytes.
+    record_omitted: bool = False
+
+    @field_validator("record", "candidates", mode="before")
+    @classmethod
+    def _plain_json(cls, value: Any) -> Any:
+        """Values from outside systems made plain JSON, cut at `MAX_CANDIDATE_DEPTH` levels.
+
+        Why: one row nested deeper than the serializer goes (valid JSON, ~256 levels), or bytes
+        that are not UTF-8, failed the whole message, so the possible duplicate was never parked.
+        """
+        return plain_json(value, MAX_CANDIDATE_DEPTH)
 
     def to_wire(self) -> bytes:
         return self.model_dump_json(by_alias=True, fallback=str).encode()
@@ -386,12 +442,22 @@ class ParkedCandidates(_Wire):
         """The message with the weakest candidates left out until its body is at most `limit` bytes.
 
         The candidates come best first, so the ones dropped are those a reviewer needs least; the
-        count dropped is kept (`omitted`) and shown. A binary search over the count keeps the
+        count dropped is kept (`omitted`) and shown. A record over the limit on its own is left out
+        first (`record_omitted`; the exception's body is the record), then texts over
+        `MAX_CANDIDATE_TEXT` characters in the candidates are cut (saying so). A binary search over the count keeps the
         number of encodings logarithmic even for thousands of candidates.
         """
         wire = self.to_wire()
         if len(wire) <= limit:
             return self, wire
+        if self.record is not None and len(self.model_copy(update={"candidates": []}).to_wire()) > limit:
+            # The record alone is over the limit: no count of candidates fits beside it.
+            return self.model_copy(update={"record": None, "record_omitted": True}).fitted(limit)
+        cut = [_cut_long_text(c, MAX_CANDIDATE_TEXT) for c in self.candidates]
+        if cut != self.candidates:
+            # Long texts (notes, descriptions) go first: a candidate's explanation and its other
+            # fields are worth more to the reviewer than whole candidates left out for them.
+            return self.model_copy(update={"candidates": cut}).fitted(limit)
         keep, low = len(self.candidates), 0
         while keep - low > 1:  # the largest count that fits lies in [low, keep)
             middle = (low + keep) // 2
@@ -406,10 +472,26 @@ class ParkedCandidates(_Wire):
         return kept, kept.to_wire()
 
 
+#: Why-parked headers only `ParkedRecord.to_headers` writes, and only when it has them.
+_PARKED_ONLY: Final = frozenset({h.CANDIDATES, h.CANDIDATES_AT, h.ENTITY, h.SUGGESTION})
+
+
+def _sequence_header(value: str) -> int:
+    """A stream sequence from a header, 0 (none) unless it is one: digits, above 0, within JetStream's range.
+
+    Why lenient: a garbage value must not make the exception (and every listing it is in)
+    unreadable; it reads as no candidates, as an old candidates header cut short always did.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return 0
+    number = int(value)
+    return number if 0 < number < 2**63 else 0
+
+
 def _json_header(headers: Mapping[str, str], name: str) -> Any:
     try:
         return json.loads(headers[name]) if name in headers else None
-    except ValueError:
+    except (ValueError, RecursionError):  # cut short, or nested past the parser's depth: none
         return None
 
 

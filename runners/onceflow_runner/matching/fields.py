@@ -26,27 +26,39 @@ def field_value(row: Any, path: str) -> Any:
     if "." not in path or path in row:
         return row.get(path)
     value: Any = row
-    for key in path.split("."):
+    rest = path
+    while True:
+        # At every mapping the rest of the path is first tried as one key: a flat key with dots is
+        # found at any depth (`address` -> `post.code`), not only at the top.
+        if isinstance(value, Mapping) and rest in value:
+            return value[rest]
+        key, _, rest = rest.partition(".")
         if isinstance(value, Mapping):
             value = value.get(key)
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+        elif isinstance(value, list) and key.isascii() and key.isdigit() and int(key) < len(value):
             value = value[int(key)]
         else:
             return None
-        if value is None:
-            return None
-    return value
+        if value is None or not rest:
+            return value
 
 
-def _with_field(row: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of `row` with `value` at `path`, nested mappings made (or copied) on the way; `row` is unchanged."""
-    out = dict(row)
+def _with_field(row: Any, path: str, value: Any) -> Any:
+    """A copy of `row` with `value` at `path`, containers made (or copied) on the way; `row` is unchanged.
+
+    A number steps into a list the row already has (the rest of the list stays); an index past its
+    end changes nothing, as reading it finds nothing. Anything else on the way becomes a mapping.
+    """
     head, _, rest = path.partition(".")
-    if not rest:
-        out[head] = value
-        return out
-    inner = out.get(head)
-    out[head] = _with_field(inner if isinstance(inner, Mapping) else {}, rest, value)
+    if isinstance(row, list):
+        if not (head.isdigit() and int(head) < len(row)):
+            return row
+        out_list = list(row)
+        index = int(head)
+        out_list[index] = _with_field(out_list[index], rest, value) if rest else value
+        return out_list
+    out = dict(row) if isinstance(row, Mapping) else {}
+    out[head] = _with_field(out.get(head), rest, value) if rest else value
     return out
 
 
@@ -58,7 +70,7 @@ def canonical_view(candidate: Mapping[str, Any], fields: Mapping[str, str]) -> d
     (the reviewer sees the row as the target system has it); a canonical name the candidate already
     uses is overwritten by the mapped value; a target field the candidate lacks maps to nothing.
     """
-    view = dict(candidate)
+    view: dict[str, Any] = dict(candidate)
     for target, canonical in fields.items():
         value = field_value(candidate, target)
         if value is not None:

@@ -368,8 +368,7 @@ class Settler:
                     stream_sequence=meta["streamSequence"],
                     record=matched,
                     candidates=candidates,
-                ),
-                f"candidates/{self.plan.integration}/{meta['streamSequence']}",
+                )
             )
             entity = self._entity
         parked = ParkedRecord(
