@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from onceflow_operator.review.records import list_exceptions
@@ -147,3 +149,23 @@ async def test_the_acknowledgment_deadline_survives_a_restart_and_is_raised_once
     await restarted.poll_once()
     overdue = await list_exceptions(js, partner.plan.namespace, reason="AcknowledgmentOverdue")
     assert sorted(e.business_key for e in overdue) == ["invoice/INV-14", "shipment/DN-14"]
+
+
+async def test_a_997_kept_from_before_the_gs06_wrapped_does_not_stand_for_a_new_document(partner: Partner) -> None:
+    # GS06 wraps from 999999999 to 1: what a partner said of the old group 1 is not about the new one.
+    pod = partner.pod()
+    await pod.start()
+    assert pod.numbers is not None
+    assert pod.outbound is not None
+    old = {"code": "R", "functionalId": "IN", "detail": "AK9 R", "source": "", "at": 1.0}
+    await pod.numbers.kv.put(pod.outbound._acked_key(1), json.dumps(old).encode())
+    await partner.hand_over("810", invoice("PO-15", "INV-15"), "invoice/INV-15")
+    await pod.poll_once()
+    [document] = partner.documents("810").values()  # uploaded, not taken as acknowledged long ago
+    assert control_numbers(partner.documents("810"))[0][1] == "1"
+    partner.answer_997(document, "A", control=980)
+    await pod.poll_once()
+    await pod.poll_once()
+    assert ((await pod.numbers.sent(partner.plan.connector, 1)) or {}).get("acknowledged") == "A"
+    js = partner.nc.jetstream()
+    assert await list_exceptions(js, partner.plan.namespace, integration=partner.plan.connector) == []

@@ -146,8 +146,11 @@ class EdiOutbound:
         # A 997 that came while this document waited for its redelivery (a crash after the rename) says
         # the partner has it: uploading again would hand them the same interchange twice.
         early, _ = await self._get(self._acked_key(group))
-        if early is not None and early.get("functionalId") != TRANSACTION_SETS[kind].functional_id:
-            early = None  # it acknowledged another group of that number, not this document
+        if early is not None and (
+            early.get("functionalId") != TRANSACTION_SETS[kind].functional_id
+            or float(early.get("at", 0)) < float(entry["at"])
+        ):
+            early = None  # it acknowledged another group of that number (another kind, or before GS06 wrapped)
         if early is None:
             await session.write(target, entry.data)
         sent_at = datetime.fromtimestamp(float(entry["at"]), UTC).isoformat()
@@ -251,6 +254,10 @@ class EdiOutbound:
             }
             waiting, _ = await self._get(self._awaiting_key(group))
             before, _ = await self._get(self._acked_key(group))
+            if waiting is not None and before is not None:
+                earlier = before.get("document")
+                if not isinstance(earlier, dict) or earlier.get("interchange") != waiting.get("interchange"):
+                    before = None  # said of the document that had this GS06 before the numbers wrapped
             if waiting is None and before is None:
                 last, _ = await self.numbers.current(self.plan.connector)
                 if not 0 < group <= last["group"]:
@@ -271,7 +278,8 @@ class EdiOutbound:
                 continue
             if waiting is None:  # a later 997 rejecting what an earlier one accepted: find what was sent
                 waiting = before.get("document") if before else None
-                if not isinstance(waiting, dict):
+                if not isinstance(waiting, dict):  # not sent yet either: its retry reads the rejection
+                    await self.numbers.kv.put(self._acked_key(group), json.dumps(said).encode())
                     continue
                 said = {**said, "document": waiting, "detail": f"{said['detail']}, after accepting it earlier"}
             if await self._settle(waiting, said):
