@@ -169,3 +169,24 @@ async def test_a_997_kept_from_before_the_gs06_wrapped_does_not_stand_for_a_new_
     assert ((await pod.numbers.sent(partner.plan.connector, 1)) or {}).get("acknowledged") == "A"
     js = partner.nc.jetstream()
     assert await list_exceptions(js, partner.plan.namespace, integration=partner.plan.connector) == []
+
+
+async def test_a_997_rejecting_a_set_we_did_not_send_in_our_group_is_not_taken_for_ours(partner: Partner) -> None:
+    # AK1 names our GS06 but AK2 another ST02 (the partner mixed up its answers): it once parked our 810.
+    pod = partner.pod()
+    await pod.start()
+    await partner.hand_over("810", invoice("PO-16", "INV-16"), "invoice/INV-16")
+    await pod.poll_once()
+    [document] = partner.documents("810").values()
+    other_set = partner_997_for(document, 990, code="R").replace(b"AK2*810*0001", b"AK2*810*0777")
+    (partner.pickup / "997-990.x12").write_bytes(other_set)
+    await pod.poll_once()
+    await pod.poll_once()
+    js = partner.nc.jetstream()
+    assert await list_exceptions(js, partner.plan.namespace, reason="RejectedByPartner") == []
+    assert pod.numbers is not None
+    assert ((await pod.numbers.sent(partner.plan.connector, 1)) or {}).get("acknowledged") is None
+    partner.answer_997(document, "A", control=991)  # the right answer still settles it
+    await pod.poll_once()
+    await pod.poll_once()
+    assert ((await pod.numbers.sent(partner.plan.connector, 1)) or {}).get("acknowledged") == "A"

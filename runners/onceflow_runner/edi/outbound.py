@@ -68,6 +68,11 @@ def _content(record: Any) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _names_set(sets: list[list[str]], kind: str, number: int) -> bool:
+    """Whether a 997's AK2s (set id, ST02) include our set; a 997 without AK2s speaks of the whole group."""
+    return not sets or any(set_id == kind and control.isdigit() and int(control) == number for set_id, control in sets)
+
+
 class SentDocument(dict[str, Any]):
     """The KV entry of one sent document: kind, business key, numbers, state, bytes (base64)."""
 
@@ -149,6 +154,7 @@ class EdiOutbound:
         if early is not None and (
             early.get("functionalId") != TRANSACTION_SETS[kind].functional_id
             or float(early.get("at", 0)) < float(entry["at"])
+            or not _names_set(early.get("sets") or [], kind, int(entry["set"]))
         ):
             early = None  # it acknowledged another group of that number (another kind, or before GS06 wrapped)
         if early is None:
@@ -251,6 +257,7 @@ class EdiOutbound:
                 or f"AK9 {ack.code}",
                 "source": source,
                 "at": self.clock(),
+                "sets": [[s.set_id, s.control] for s in ack.sets],
             }
             waiting, _ = await self._get(self._awaiting_key(group))
             before, _ = await self._get(self._acked_key(group))
@@ -288,12 +295,22 @@ class EdiOutbound:
         return parked
 
     def _same_group(self, waiting: dict[str, Any], ack: GroupAcknowledgment) -> bool:
-        """AK101 must be the functional identifier we sent the group with (else it acknowledges another group)."""
+        """Whether the 997 is about our group: AK101 ours, and an AK2 (when there is one) naming our set.
+
+        Else it answers something else under our GS06 (the partner mixed up its answers).
+        """
         spec = TRANSACTION_SETS.get(str(waiting.get("kind")))
         if spec is not None and ack.functional_id != spec.functional_id:
             log.warning(
                 "997 acknowledges a group under another functional identifier than we sent it with",
                 extra={"connector": self.plan.connector, "group": ack.group, "functionalId": ack.functional_id},
+            )
+            return False
+        sets = [[s.set_id, s.control] for s in ack.sets]
+        if not _names_set(sets, str(waiting.get("kind")), int(waiting.get("set", 0) or 0)):
+            log.warning(
+                "997 names sets in our group that we did not send",
+                extra={"connector": self.plan.connector, "group": ack.group},
             )
             return False
         return True
