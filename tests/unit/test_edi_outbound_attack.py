@@ -9,7 +9,7 @@ import pytest
 from onceflow_runner.errors import InvalidRecord
 from onceflow_runner.payloads.edi.ack import ControlNumbers
 from onceflow_runner.payloads.edi.outbound import build_document, document_findings
-from tests.unit.edi_files import invoice, partner_plan, ship_notice
+from tests.unit.edi_files import invoice, order_acknowledgment, partner_plan, ship_notice
 
 NOW = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 NUMBERS = ControlNumbers(41, 42, (43,))
@@ -95,3 +95,17 @@ def test_newlines_control_and_non_ascii_characters_are_caught_by_the_map_check(v
     # What held: the builder lets these through, and the pyx12 pre-check (run before numbers are drawn) finds them.
     findings = document_findings(build("810", line(invoice(), sku=value)))
     assert any("IT107" in f for f in findings)
+
+
+@pytest.mark.parametrize("status", ["accepted", "backordered", "changed"])
+def test_an_855_line_acknowledged_with_quantity_zero_must_say_rejected(status: str) -> None:
+    # It once went out as ACK*IA*0: "item accepted, none of it", which a buyer's system reads either way.
+    record = order_acknowledgment()
+    record = line(record, status=status, quantity_acknowledged=0)
+    with pytest.raises(InvalidRecord, match=r"record\.lines\.0\.quantity_acknowledged: .*status rejected"):
+        build("855", record)
+
+
+def test_a_rejected_855_line_acknowledged_with_quantity_zero_goes_out() -> None:
+    [ack, _] = elements(build("855", line(order_acknowledgment(), status="rejected", quantity_acknowledged=0)), "ACK")
+    assert ack[1:4] == ["IR", "0", "EA"]

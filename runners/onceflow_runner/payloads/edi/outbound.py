@@ -34,7 +34,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.contract.gs1 import Gs1Code, sscc18
@@ -118,6 +128,14 @@ class _AckLine(_Line):
     status: Literal["accepted", "rejected", "backordered", "changed"] = "accepted"
     quantity_acknowledged: Decimal4 | None = Field(default=None, ge=0)
     ship_date: Day | None = None
+
+    @field_validator("quantity_acknowledged")
+    @classmethod
+    def _none_is_rejected(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """ACK IA/IB/IC with quantity 0 reads as accepted and as refused at once: it must say IR."""
+        if value == 0 and info.data.get("status", "accepted") != "rejected":
+            raise ValueError("a line acknowledged with quantity 0 is refused: give it status rejected")
+        return value
 
 
 class _OrderAck(_Shape):
