@@ -9,6 +9,7 @@ import pytest
 from onceflow_operator.review.records import list_exceptions
 from onceflow_runner.adapters.control_numbers import ControlNumberStore
 from onceflow_runner.contract.keys import kv_token
+from onceflow_runner.payloads.edi.outbound import document_findings
 from tests.integration.edi_harness import sftp
 from tests.integration.test_edi_outbound import Partner, control_numbers, partner
 from tests.unit.edi_files import invoice, order_acknowledgment, partner_997_for, ship_notice
@@ -190,3 +191,19 @@ async def test_a_997_rejecting_a_set_we_did_not_send_in_our_group_is_not_taken_f
     await pod.poll_once()
     await pod.poll_once()
     assert ((await pod.numbers.sent(partner.plan.connector, 1)) or {}).get("acknowledged") == "A"
+
+
+async def test_control_numbers_wrap_from_999999999_to_1_in_a_valid_document(partner: Partner) -> None:
+    # What held: ISA13 (9 digits), GS06 and ST02 all wrap to 1, and the document stays valid for pyx12.
+    pod = partner.pod()
+    await pod.start()
+    assert pod.numbers is not None
+    last = {"interchange": 999_999_998, "group": 999_999_998, "set": 999_999_998}
+    await pod.numbers.kv.put(pod.numbers.counter_key(partner.plan.connector), json.dumps(last).encode())
+    await partner.hand_over("855", order_acknowledgment("PO-17"), "order/edi/PO-17")
+    await partner.hand_over("810", invoice("PO-17", "INV-17"), "invoice/INV-17")
+    await pod.poll_once()
+    numbers = control_numbers(partner.documents("855")) + control_numbers(partner.documents("810"))
+    assert numbers == [("999999999", "999999999", "999999999"), ("000000001", "1", "0001")]
+    for data in [*partner.documents("855").values(), *partner.documents("810").values()]:
+        assert document_findings(data) == []
