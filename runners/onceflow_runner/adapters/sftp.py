@@ -12,6 +12,8 @@ name and are renamed into place, so a partner never picks up half a document.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -85,17 +87,28 @@ class SftpSession:
         return None if len(data) > limit else data
 
     async def write(self, path: str, data: bytes) -> None:
-        """Write `path` whole: to a hidden temporary name first, then renamed over the target."""
+        """Write `path` whole: to a hidden temporary name first, then renamed over the target.
+
+        The temporary name is this write's own: two pods sending one document at once (a hand-over
+        redelivered while the first pod still sends it) each rename a whole file, where a shared
+        name let the second truncate the first's file just before it was renamed into place. A
+        failed write removes its temporary file; only a killed process leaves one behind.
+        """
         target = PurePosixPath(path)
-        temporary = str(target.with_name(f".{target.name}.onceflow-tmp"))
-        async with self.sftp.open(temporary, "wb") as handle:
-            await handle.write(data)
+        temporary = str(target.with_name(f".{target.name}.{secrets.token_hex(4)}.onceflow-tmp"))
         try:
-            await self.sftp.posix_rename(temporary, path)
-        except asyncssh.SFTPOpUnsupported:
-            if await self.sftp.exists(path):
-                await self.sftp.remove(path)
-            await self.sftp.rename(temporary, path)
+            async with self.sftp.open(temporary, "wb") as handle:
+                await handle.write(data)
+            try:
+                await self.sftp.posix_rename(temporary, path)
+            except asyncssh.SFTPOpUnsupported:
+                if await self.sftp.exists(path):
+                    await self.sftp.remove(path)
+                await self.sftp.rename(temporary, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.sftp.remove(temporary)
+            raise
 
     async def move(self, source: str, target: str) -> None:
         """Move a file we hold; an existing target is replaced."""

@@ -21,15 +21,30 @@ Shapes (snake_case like the canonical entities; unknown fields are ignored):
   `sscc`? or `serial`? (the SSCC-18 is computed from the prefix and serial with the GS1 check
   digit), and `items[]` of `sku`, `quantity`, `uom`, `gtin`?. Hierarchy S > O > P > I.
 - 810 `invoice`: `invoice_number`, `invoice_date`?, `po_no`?, `order_date`?, `currency`,
-  `total` (TDS01, in cents), `lines[]` of `sku`, `quantity`, `uom`, `price`, `gtin`?.
+  `total` (at most 2 decimals; TDS01 carries it in cents), `lines[]` of `sku`, `quantity`, `uom`, `price`, `gtin`?.
+
+Quantities and prices have at most 4 decimal places, line numbers are unique (per pack for an
+856's items), an SSCC has 18 digits: each otherwise an InvalidRecord naming the field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from onceflow_runner.contract.edi import EdiEnvelope
 from onceflow_runner.contract.gs1 import Gs1Code, sscc18
@@ -57,8 +72,43 @@ def _unit(value: Any) -> Any:
     return "EA" if value in ("", None) else value
 
 
+def _decimals(places: int) -> AfterValidator:
+    """At most `places` decimal places, as the ERP wrote the number (refused, never rounded).
+
+    Why refuse: an R element carries what we print, so 0.00001 would go out as 0 and 4.123456 as
+    4.1235, a quantity or price the partner acts on that nobody meant.
+    """
+
+    def check(value: float) -> float:
+        exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+        if not isinstance(exponent, int) or exponent < -places:
+            raise ValueError(f"{value!r} has more than {places} decimal places: round it at its source")
+        return value
+
+    return AfterValidator(check)
+
+
+def _sscc(value: str) -> str:
+    if len(value) != 18:
+        raise ValueError(f"{value!r} is not an SSCC: an SSCC has 18 digits")
+    return value
+
+
 Day = Annotated[date, BeforeValidator(_x12_date)]
 Unit = Annotated[str, BeforeValidator(_unit)]
+#: Quantities and prices: X12 R values printed with at most four decimals.
+Decimal4 = Annotated[float, Field(allow_inf_nan=False), _decimals(4)]
+Sscc = Annotated[Gs1Code, AfterValidator(_sscc)]
+
+
+def _unique_lines(lines: Sequence[_Line], where: str) -> None:
+    """Line numbers (given, or the position) once each: partners match lines by them (PO101, IT101, LIN01)."""
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        label = line.line or str(number)
+        if label in seen:
+            raise ValueError(f"{where}.{number - 1}.line: line number {label!r} is used twice; number each line once")
+        seen.add(label)
 
 
 class _Shape(BaseModel):
@@ -67,17 +117,25 @@ class _Shape(BaseModel):
 
 class _Line(_Shape):
     sku: str = Field(min_length=1, max_length=48)
-    quantity: float = Field(gt=0)
+    quantity: Decimal4 = Field(gt=0)
     uom: Unit = Field(default="EA", pattern=r"^[A-Z0-9]{2}$")
     gtin: Gs1Code | None = None
     line: str | None = Field(default=None, max_length=20)
 
 
 class _AckLine(_Line):
-    price: float | None = Field(default=None, ge=0)
+    price: Decimal4 | None = Field(default=None, ge=0)
     status: Literal["accepted", "rejected", "backordered", "changed"] = "accepted"
-    quantity_acknowledged: float | None = Field(default=None, ge=0)
+    quantity_acknowledged: Decimal4 | None = Field(default=None, ge=0)
     ship_date: Day | None = None
+
+    @field_validator("quantity_acknowledged")
+    @classmethod
+    def _none_is_rejected(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """ACK IA/IB/IC with quantity 0 reads as accepted and as refused at once: it must say IR."""
+        if value == 0 and info.data.get("status", "accepted") != "rejected":
+            raise ValueError("a line acknowledged with quantity 0 is refused: give it status rejected")
+        return value
 
 
 class _OrderAck(_Shape):
@@ -86,9 +144,14 @@ class _OrderAck(_Shape):
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     lines: list[_AckLine] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _lines_numbered_once(self) -> _OrderAck:
+        _unique_lines(self.lines, "lines")
+        return self
+
 
 class _Pack(_Shape):
-    sscc: Gs1Code | None = None
+    sscc: Sscc | None = None
     serial: int | None = Field(default=None, ge=0)
     items: list[_Line] = Field(min_length=1)
 
@@ -109,11 +172,17 @@ class _ShipNotice(_Shape):
                 raise ValueError(
                     f"packs.{index}.sscc: a pack needs an sscc, or a serial with the shipment's gs1_company_prefix"
                 )
+            if pack.sscc is None and pack.serial is not None and self.gs1_company_prefix is not None:
+                try:
+                    sscc18(self.gs1_company_prefix, pack.serial)
+                except ValueError as exc:
+                    raise ValueError(f"packs.{index}.serial: {exc}") from None
+            _unique_lines(pack.items, f"packs.{index}.items")
         return self
 
 
 class _InvoiceLine(_Line):
-    price: float = Field(ge=0)
+    price: Decimal4 = Field(ge=0)
 
 
 class _Invoice(_Shape):
@@ -122,8 +191,13 @@ class _Invoice(_Shape):
     po_no: str | None = Field(default=None, min_length=1, max_length=22)
     order_date: Day | None = None
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    total: float = Field(ge=0)
+    total: Annotated[float, Field(ge=0, allow_inf_nan=False), _decimals(2)]
     lines: list[_InvoiceLine] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lines_numbered_once(self) -> _Invoice:
+        _unique_lines(self.lines, "lines")
+        return self
 
 
 _SHAPES: dict[str, type[_Shape]] = {"855": _OrderAck, "856": _ShipNotice, "810": _Invoice}
@@ -238,7 +312,7 @@ def _810(doc: _Invoice, now: datetime) -> list[list[str]]:
                 *_product_ids(line),
             ]
         )
-    body.append(["TDS", str(round(doc.total * 100))])
+    body.append(["TDS", str(int(Decimal(repr(doc.total)) * 100))])  # exact: at most 2 decimals
     body.append(["CTT", str(len(doc.lines))])
     return body
 
