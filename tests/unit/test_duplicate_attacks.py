@@ -385,7 +385,7 @@ def test_a_candidate_row_larger_than_the_message_is_kept_with_its_long_values_cu
     assert kept.record == {"name": "Acme"}
 
 
-def test_rows_that_are_not_objects_and_a_spoofed_row_index_never_confuse_the_mapping() -> None:
+async def test_rows_that_are_not_objects_and_a_spoofed_row_index_never_confuse_the_mapping() -> None:
     # Outside review, what held: rows that are no objects are skipped, and a row carrying the
     # key the mapping keeps its row index under ("\x00row", valid JSON) cannot point a match at
     # another row.
@@ -399,7 +399,7 @@ def test_rows_that_are_not_objects_and_a_spoofed_row_index_never_confuse_the_map
         {"customer_name": "Other Corp", "\x00row": 5, "pincode": "1"},
         {"customer_name": "Acme", "pincode": "1", "\x00row": 0},
     ]
-    matches = _matches(
+    matches = await _matches(
         {"name": "Acme", "postal_code": "1"}, rows, {"customer_name": "name", "pincode": "postal_code"}, _POLICY
     )
     assert [m["candidate"]["customer_name"] for m in matches] == ["Acme"]
