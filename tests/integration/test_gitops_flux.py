@@ -313,4 +313,4 @@ async def assert_no_fight(
     assert "f:status" not in owners[FLUX_MANAGER], owners
     for manager in OPERATOR_MANAGERS & set(owners):
         assert "f:spec" not in owners[manager], f"{manager} owns spec fields"
-    assert any("f:status" in owners.get(m, set()) for m in OPERATOR_MANAGERS), owners
+    assert owners[FIELD_MANAGER] == {"f:status"}, owners
