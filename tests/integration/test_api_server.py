@@ -131,6 +131,15 @@ def test_status_is_a_subresource_so_spec_writers_cannot_touch_it(kubectl: Kubect
     assert kubectl.get("integration", "onboard").get("status", {}).get("phase") is None
 
 
+def test_a_new_object_reads_as_not_yet_observed_so_kstatus_waits_for_the_operator(kubectl: Kubectl) -> None:
+    """kstatus (Flux's `wait`) calls an object without status.observedGeneration Current; the
+    schema's status default makes a new one read as generation 0 observed: InProgress."""
+    for obj in (cases.connector_rest(), cases.integration(), cases.syncpolicy()):
+        created = json.loads(kubectl.run("create", "-o", "json", "-f", "-", stdin=yaml.safe_dump(obj)).stdout)
+        assert created["metadata"]["generation"] == 1
+        assert created["status"]["observedGeneration"] == 0, created["kind"]
+
+
 def test_get_onceflow_category_lists_all_three_kinds(kubectl: Kubectl) -> None:
     kubectl.apply(cases.connector_rest(), cases.integration(), cases.syncpolicy())
     out = kubectl.run("get", "onceflow").stdout

@@ -214,6 +214,12 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
     props["kind"] = {"type": "string", "description": info.kind}
     props["metadata"] = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 63}}}
     schema["required"] = ["spec"]
+    # kstatus (Flux's `wait`, kubectl's and cli-utils' status) reads an object without
+    # `status.observedGeneration` as Current: a new object the operator has not seen yet would
+    # count as healthy. The API server fills this default when it serves an object with no status
+    # (status is dropped on create), so until the operator's first write the object reads as
+    # generation 0 observed, which kstatus calls InProgress and Argo CD's health.lua Progressing.
+    props["status"]["default"] = {"observedGeneration": 0}
     schema.setdefault("x-kubernetes-validations", []).append(copy.deepcopy(_NAME_RULE))
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -275,12 +275,27 @@ class KubeClient:
         return await self._call("PUT", path, body=obj)  # type: ignore[no-any-return]
 
     async def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        field_manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
-        """Merge-patch an object's status; returns the object as the API server now holds it."""
+        """Merge-patch an object's status; returns the object as the API server now holds it.
+
+        Named as `field_manager` in managedFields (not the client's user agent), so a GitOps tool
+        and a reader of managedFields see the operator owning status and nothing else.
+        """
         path = resource_path(api_version, kind, namespace, name) + "/status"
         return await self._call(  # type: ignore[no-any-return]
-            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+            "PATCH",
+            path,
+            body={"status": status},
+            content_type="application/merge-patch+json",
+            params={"fieldManager": field_manager},
         )
 
     async def merge_patch(

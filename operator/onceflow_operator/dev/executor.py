@@ -110,6 +110,7 @@ class LocalExecutor:
                     "readyReplicas": ready,
                     "availableReplicas": ready,
                 },
+                field_manager="onceflow-local-executor",
             )
         for key in [k for k in self.replicas if k not in seen]:
             for replica in self.replicas.pop(key):
