@@ -127,6 +127,11 @@ def test_a_steady_state_makes_no_writes_and_ready_follows_availability_at_once(
 ) -> None:
     admin = Kubectl(audited.kubeconfig)
     admin.run("create", "namespace", "steady")
+    # The ERP's probe must fail the same way every time: a name that does not resolve fails as a
+    # DNS error or, on a loaded machine, a timeout, and each flip is a real outcome change the
+    # operator writes. A closed loopback port is refused at once, every time.
+    erp = cases.connector_rest()
+    erp["spec"]["rest"]["baseURL"] = f"http://127.0.0.1:{free_port()}"
     kubectl = Kubectl(audited.kubeconfig, "steady")
     labels = {"onceflow.io/credentials": "true"}
     kubectl.apply(
@@ -135,7 +140,7 @@ def test_a_steady_state_makes_no_writes_and_ready_follows_availability_at_once(
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "erp", "labels": labels},
          "stringData": {"token": "t"}},
         cases.connector_webhook(),
-        cases.connector_rest(),
+        erp,
         *[cases.integration(f"flow-{i}") for i in range(3)],
     )  # fmt: skip
     kubeconfig = audited.user_kubeconfig(tmp_path / "operator.kubeconfig", OPERATOR_USER, ("system:masters",))
