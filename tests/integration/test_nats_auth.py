@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from onceflow_operator.build.objects import build_plan_configmap, build_runner_deployment
+from onceflow_operator.clients import topology
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.dev.controlplane import ControlPlane
@@ -48,7 +49,7 @@ async def test_connect_uses_the_credentials_from_the_environment(
     monkeypatch.setenv("ONCEFLOW_NATS_USER", "onceflow")
     monkeypatch.setenv("ONCEFLOW_NATS_PASSWORD", "s3cret-pw")
     nc = await natsio.connect(guarded_nats.url, name="test")
-    await natsio.ensure_streams(nc.jetstream())
+    await topology.ensure_streams(nc.jetstream())
     await nc.close()
 
 

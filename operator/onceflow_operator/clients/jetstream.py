@@ -14,6 +14,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from onceflow_operator.clients import topology
+from onceflow_operator.clients.topology import StreamHealth, StreamReport, TopologySettings
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import DriftResult
@@ -45,13 +47,24 @@ class JetStreamLink:
     Every runner heartbeat on the connection is handed to `on_heartbeat` (the controller's figure book).
     """
 
-    def __init__(self, url: str, on_heartbeat: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_heartbeat: Callable[..., None],
+        settings: TopologySettings | None = None,
+        on_streams: Callable[[list[StreamReport]], None] | None = None,
+    ) -> None:
         self.url = url
         self.on_heartbeat = on_heartbeat
+        self.settings = settings or TopologySettings()
+        #: Told what each ensure of the streams did (the controller logs and counts it).
+        self.on_streams = on_streams
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
         #: The connection on which the streams were last ensured (once per connection, not per reconcile).
         self._streams_on: Client | None = None
+        #: Namespaces whose KV buckets were ensured on that connection.
+        self._buckets: set[str] = set()
 
     async def jetstream(self) -> JetStreamContext:
         # Handlers run concurrently: one connection, made once, or a second one would leak.
@@ -78,8 +91,26 @@ class JetStreamLink:
             main_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "main")),
         )
 
+    @property
+    def streams_ensured(self) -> bool:
+        """True once the streams were ensured on the connection open now."""
+        return self._nc is not None and not self._nc.is_closed and self._streams_on is self._nc
+
+    async def ensure_streams(self) -> list[StreamReport]:
+        """Create or correct every stream from the operator's settings (`topology`), and report it."""
+        js = await self.jetstream()
+        reports = await topology.ensure_streams(js, self.settings)
+        self._streams_on = self._nc
+        if self.on_streams is not None:
+            self.on_streams(reports)
+        return reports
+
+    async def stream_health(self) -> list[StreamHealth | str]:
+        """Every Onceflow stream's settings and health (a name alone: the stream is missing)."""
+        return await topology.stream_health(await self.jetstream())
+
     async def provision(self, plan: Plan) -> None:
-        """Create or correct the main lane's durable consumer (and, once per connection, the streams).
+        """Create or correct the main lane's consumers; once per connection the streams, once per namespace its buckets.
 
         Why not the streams every time: that is fourteen JetStream requests per reconcile, a
         thousand Integrations' resync apart; a stream deleted meanwhile is created again when
@@ -87,13 +118,16 @@ class JetStreamLink:
         """
         js = await self.jetstream()
         if self._streams_on is not self._nc:
-            await natsio.ensure_streams(js)
-            self._streams_on = self._nc
+            self._buckets.clear()
+            await self.ensure_streams()
+        if plan.namespace not in self._buckets:
+            await topology.ensure_buckets(js, plan.namespace, self.settings)
+            self._buckets.add(plan.namespace)
         try:
-            await natsio.provision_consumer(js, plan, ensure=False)
+            await topology.ensure_lane(js, plan)
         except NotFoundError:
-            await natsio.ensure_streams(js)
-            await natsio.provision_consumer(js, plan, ensure=False)
+            await self.ensure_streams()
+            await topology.ensure_lane(js, plan)
 
     async def apply_split(self, lanes: LaneState, main: Plan, canary: Plan | None, weight: int) -> int:
         """Publish a split marker when the weight in force must change; open the canary lane at its first marker.
@@ -111,7 +145,7 @@ class JetStreamLink:
             table = await natsio.publish_split(js, subject, base, weight)
             lanes.table = table
         if opening and canary is not None and table is not None:
-            await natsio.provision_consumer(js, canary, "canary", start_sequence=table.last_sequence)
+            await topology.ensure_lane(js, canary, "canary", start_sequence=table.last_sequence)
             lanes.canary_floor = 0
         return table.last_sequence if table is not None else 0
 

@@ -54,6 +54,7 @@ from onceflow_operator.controller.metrics import (
 )
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, checked_status, status_changes
+from onceflow_operator.controller.streams import record_reports, watch_streams
 from onceflow_operator.controller.syncpolicy import reconcile_syncpolicy
 from onceflow_operator.controller.view import (
     IndexedView,
@@ -73,6 +74,8 @@ RECONCILE_CONCURRENCY = int(os.environ.get("ONCEFLOW_RECONCILE_CONCURRENCY", "16
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
+#: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
+STREAM_HEALTH_SECONDS = float(os.environ.get("ONCEFLOW_STREAM_HEALTH_SECONDS", "30"))
 
 
 @kopf.on.login()
@@ -128,11 +131,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
     memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
-    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record)
+    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record, memo.config.topology, record_reports)
+    memo.streams_stop = asyncio.Event()
+    memo.streams_task = asyncio.create_task(watch_streams(memo.nats, memo.streams_stop, STREAM_HEALTH_SECONDS))
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    memo.streams_stop.set()
+    await memo.streams_task
     await memo.kube.close()
     await memo.nats.close()
 

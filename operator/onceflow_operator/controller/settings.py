@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from onceflow_operator.clients.topology import TopologySettings
 
 __all__ = ["OperatorConfig"]
 
@@ -17,6 +19,8 @@ class OperatorConfig:
     #: A Secret (keys user + password, or token) that every runner, gateway and job reads from its
     #: own namespace for NATS credentials; empty when NATS needs none.
     nats_auth_secret: str = ""
+    #: The JetStream topology the operator creates and keeps (streams, buckets): `ONCEFLOW_STREAM_*`.
+    topology: TopologySettings = field(default_factory=TopologySettings)
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
@@ -24,4 +28,5 @@ class OperatorConfig:
             image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
             nats_url=os.environ.get("ONCEFLOW_NATS_URL", cls.nats_url),
             nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+            topology=TopologySettings.from_environment(),
         )

@@ -1,21 +1,26 @@
 """Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
-A revision consumes through a durable pull consumer with explicit acks; creating it with the
-plan's config on every start is also how drift is corrected (JetStream creates or updates a
-consumer whose editable fields differ). Business keys are claimed and marked done in a KV bucket
-per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window, or
-twice at once, still has one effect. Each lane also reads its consumer's max-delivery
+The data plane never creates or changes topology: the operator creates the streams, each lane's
+durable pull consumer and the namespace's KV buckets (`onceflow_operator.clients.topology`), and a
+gateway, runner or job only binds to them (`bind`): it looks each one up and, while one is
+missing, logs what it waits for and stays not ready. That is what keeps a pod start from resetting
+a stream's settings or scaling an R3 stream down, and what lets a pod's NATS identity lack every
+stream and consumer management permission. Business keys are claimed and marked done in a KV
+bucket per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window,
+or twice at once, still has one effect. Each lane also reads its consumer's max-delivery
 advisories, so a record JetStream gave up on becomes a dead letter instead of disappearing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -25,12 +30,9 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
@@ -45,7 +47,6 @@ from onceflow_runner.errors import WireFormatError
 __all__ = [
     "AUTH_ENV",
     "RUNNER_PROCESSES",
-    "STREAMS",
     "JetStreamEvents",
     "JetStreamWiring",
     "StoredMessage",
@@ -53,12 +54,14 @@ __all__ = [
     "advisory_config",
     "advisory_consumer",
     "auth_from_environment",
+    "bind",
+    "bind_bucket",
+    "bind_consumer",
+    "bind_stream",
     "connect",
     "consumer_config",
-    "ensure_streams",
     "get_stored",
     "lane_consumer",
-    "provision_consumer",
     "publish_split",
     "read_split",
     "remove_consumer",
@@ -66,23 +69,6 @@ __all__ = [
     "subscribe_stats",
 ]
 
-_DAY = 86400.0
-
-#: name -> (subjects, max age in seconds, retention); subjects as `contract.subjects` lays them out.
-STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
-    name: (subjects.stream_subjects(name), max_age, RetentionPolicy.LIMITS)
-    for name, max_age in (
-        (subjects.IN_STREAM, 7 * _DAY),
-        (subjects.EVENTS_STREAM, 7 * _DAY),
-        (subjects.EXCEPTIONS_STREAM, 90 * _DAY),
-        (subjects.DECISIONS_STREAM, 90 * _DAY),
-        (subjects.DLQ_STREAM, 90 * _DAY),
-        (subjects.AUDIT_STREAM, 30 * _DAY),
-        # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
-        (subjects.ADVISORIES_STREAM, 30 * _DAY),
-    )
-}
-KEY_TTL = 90 * _DAY
 #: Runner processes (replicas x processes per pod) that one lane's consumer serves at full
 #: concurrency each: its max ack pending is the plan's concurrency times this.
 RUNNER_PROCESSES = 64
@@ -115,30 +101,50 @@ async def connect(url: str, *, name: str) -> Client:
     )
 
 
-#: Durable consumers one stream may hold. Set explicitly because nats-server (2.15 measured) caps a
-#: stream that leaves `max_consumers` unset (-1) at 1,000: every Integration has a consumer per lane
-#: on its trigger's stream, so the 1,001st Integration of a cluster could not be provisioned (the
-#: "800 of 1,000 Ready" of issue #14, after 200 earlier ones). Raising it is allowed on a live stream.
-MAX_CONSUMERS_PER_STREAM = 100_000
+T = TypeVar("T")
+
+log = logging.getLogger("onceflow.nats")
+
+#: Seconds between lookups of a missing stream, consumer or bucket: quick at first (the operator is
+#: usually a moment behind a new Deployment), then no faster than this cap.
+BIND_RETRY_CAP = 5.0
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Create every Onceflow stream, or update it to the expected subjects and limits."""
-    for name, (filters, max_age, retention) in STREAMS.items():
-        config = StreamConfig(
-            name=name,
-            subjects=filters,
-            retention=retention,
-            storage=StorageType.FILE,
-            max_age=max_age,
-            num_replicas=replicas,
-            duplicate_window=float(subjects.DUPLICATE_WINDOW_SECONDS),
-            max_consumers=MAX_CONSUMERS_PER_STREAM,
-        )
+async def bind(what: str, lookup: Callable[[], Awaitable[T]], *, first_wait: float = 0.2) -> T:
+    """Look `what` up until it exists; log once while it does not (the operator creates it).
+
+    Only NotFoundError (and a missing bucket) is waited out; any other error (no permission,
+    NATS away) is raised for the caller, which has its own retry and readiness.
+    """
+    wait, logged = first_wait, False
+    while True:
         try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+            return await lookup()
+        except (NotFoundError, BucketNotFoundError):
+            if not logged:
+                log.warning(
+                    "waiting for the operator to create %s; not ready until it exists"
+                    " (only the operator creates streams, consumers and KV buckets)",
+                    what,
+                )
+                logged = True
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, BIND_RETRY_CAP)
+
+
+async def bind_stream(js: JetStreamContext, stream: str) -> Any:
+    """The stream's info, once the operator created the stream (see `bind`)."""
+    return await bind(f"stream {stream}", lambda: js.stream_info(stream))
+
+
+async def bind_consumer(js: JetStreamContext, stream: str, consumer: str) -> Any:
+    """The durable consumer's info, once the operator created it (see `bind`)."""
+    return await bind(f"consumer {consumer} on stream {stream}", lambda: js.consumer_info(stream, consumer))
+
+
+async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The KV bucket, once the operator created it (see `bind`)."""
+    return await bind(f"KV bucket {bucket}", lambda: js.key_value(bucket))
 
 
 def rollout_subject(names: NatsPlan, namespace: str, integration: str) -> str:
@@ -215,15 +221,11 @@ class JetStreamWiring:
 
     @classmethod
     async def open(cls, nc: Client, plan: Plan, lane: Lane = "main") -> JetStreamWiring:
+        """Bind the lane's consumer, its advisory consumer and the namespace's key bucket; create nothing."""
         js = nc.jetstream(timeout=5)
-        await ensure_streams(js)
-        if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
-            await js.add_consumer(plan.nats.stream, consumer_config(plan))
-        await js.add_consumer(subjects.ADVISORIES_STREAM, advisory_config(plan, lane))
-        try:
-            await js.key_value(plan.nats.kv_bucket)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        await bind_consumer(js, plan.nats.stream, lane_consumer(plan, lane))
+        await bind_consumer(js, subjects.ADVISORIES_STREAM, advisory_consumer(lane_consumer(plan, lane)))
+        await bind_bucket(js, plan.nats.kv_bucket)
         return cls(nc, js, KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision), plan, lane)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
@@ -283,15 +285,6 @@ class JetStreamEvents:
         # Scoped: another Integration (or namespace) may publish for the same business key and step name.
         scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
         await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
-
-
-async def provision_consumer(
-    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None, *, ensure: bool = True
-) -> None:
-    """Create the streams (unless `ensure` is False: the caller did) and a lane's durable consumer, or correct them."""
-    if ensure:
-        await ensure_streams(js)
-    await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
 
 
 async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTable | None:

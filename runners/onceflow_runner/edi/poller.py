@@ -49,7 +49,7 @@ from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import RecordHeaders
-from onceflow_runner.contract.subjects import inbound_prefix
+from onceflow_runner.contract.subjects import IN_STREAM, inbound_prefix
 from onceflow_runner.errors import PlanError
 from onceflow_runner.metrics import EdiMetrics
 from onceflow_runner.payloads.edi.ack import ControlNumbers, acknowledgment, needed_numbers, needs_acknowledgment
@@ -110,7 +110,7 @@ class EdiInbound:
         self.passes = 0
 
     async def start(self) -> None:
-        await natsio.ensure_streams(self.js)
+        await natsio.bind_stream(self.js, IN_STREAM)
         self.numbers = await ControlNumberStore.open(self.js, self.plan.namespace)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -179,7 +179,6 @@ class Gateway:
             )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
-        await natsio.ensure_streams(self.js)
         await self._bound_tolerance_by_duplicate_window()
         await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
         await self._start_operations()
@@ -210,7 +209,8 @@ class Gateway:
     async def _bound_tolerance_by_duplicate_window(self) -> None:
         """A timestamp tolerance longer than the duplicate window would let a replay in twice: cap it."""
         assert self.js is not None
-        window = (await self.js.stream_info(IN_STREAM)).config.duplicate_window or 0
+        # Binding: the operator creates the stream; until it exists the gateway waits, not ready.
+        window = (await natsio.bind_stream(self.js, IN_STREAM)).config.duplicate_window or 0
         if window and self.signature.tolerance_seconds > window:
             log.warning(
                 "timestamp tolerance capped at the stream's duplicate window",
