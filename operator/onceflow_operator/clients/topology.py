@@ -178,6 +178,9 @@ def _new_config(name: str, settings: TopologySettings) -> StreamConfig:
         ),
         max_consumers=MAX_CONSUMERS_PER_STREAM,
         placement=settings.placement,
+        # Direct gets by subject are how a namespace's processes read split markers: a permission
+        # can name the subject (`$JS.API.DIRECT.GET.<stream>.onceflow.<ns>.>`), unlike STREAM.MSG.GET.
+        allow_direct=True,
     )
 
 
@@ -186,6 +189,7 @@ def _corrected(name: str, current: StreamConfig, settings: TopologySettings) -> 
     wanted: dict[str, object] = {
         "subjects": subjects.stream_subjects(name),
         "max_consumers": max(MAX_CONSUMERS_PER_STREAM, current.max_consumers or -1),
+        "allow_direct": True,
     }
     if settings.replicas is not None:
         wanted["num_replicas"] = settings.replicas

@@ -59,6 +59,9 @@ class LocalRun:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: Where each process answers /readyz: a runner's own port, a gateway's operations port.
     health_ports: dict[str, int] = field(default_factory=dict)
+    #: Environment the processes get beyond this one's, e.g. a namespace's NATS credentials (the
+    #: topology is still created with this process's own, as the operator's are not a namespace's).
+    process_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_paths(
@@ -143,7 +146,7 @@ class LocalRun:
 
     def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
         # One identity per process, as a pod name is: what a poll lease and a heartbeat are held by.
-        env = {**os.environ, "HOSTNAME": key}
+        env = {**os.environ, **self.process_env, "HOSTNAME": key}
         self.health_ports[key] = port
         if role == "gateway":
             # Webhooks on `port`; /readyz and /metrics on a port of their own, as in a pod.

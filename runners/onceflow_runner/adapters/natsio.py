@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, RawCredentials
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -37,6 +37,7 @@ from nats.js.kv import KeyValue
 from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.environment import NAMESPACE_ENV
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
 from onceflow_runner.contract.keys import bounded_id, bounded_key
 from onceflow_runner.contract.messages import Heartbeat
@@ -74,18 +75,33 @@ __all__ = [
 RUNNER_PROCESSES = 64
 
 
-#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods).
-AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN")
+#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods):
+#: user + password, a token, or a `.creds` file's content (a user JWT and its nkey seed).
+AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN", "ONCEFLOW_NATS_CREDS")
+#: A `.creds` file's path (the operator's own, mounted; `onceflow` commands run by people).
+CREDS_FILE_ENV = "ONCEFLOW_NATS_CREDS_FILE"
+#: The reply inbox prefix (`_INBOX_<namespace>` for a namespace's processes: their user reads no other replies).
+INBOX_PREFIX_ENV = "ONCEFLOW_NATS_INBOX_PREFIX"
 
 
-def auth_from_environment() -> dict[str, str]:
-    """User and password, or a token, for nats.connect; nothing when none is set."""
-    user, password, token = (os.environ.get(name, "") for name in AUTH_ENV)
-    if token:
-        return {"token": token}
-    if user:
-        return {"user": user, "password": password}
-    return {}
+def auth_from_environment() -> dict[str, Any]:
+    """Credentials for nats.connect: a `.creds` (content or file), else user and password, else a token."""
+    user, password, token, creds = (os.environ.get(name, "") for name in AUTH_ENV)
+    found: dict[str, Any] = {}
+    if creds.strip():
+        found["user_credentials"] = RawCredentials(creds)
+    elif os.environ.get(CREDS_FILE_ENV, "").strip():
+        found["user_credentials"] = os.environ[CREDS_FILE_ENV].strip()
+    elif token:
+        found["token"] = token
+    elif user:
+        found.update(user=user, password=password)
+    namespace = os.environ.get(NAMESPACE_ENV, "").strip()
+    if os.environ.get(INBOX_PREFIX_ENV, "").strip():
+        found["inbox_prefix"] = os.environ[INBOX_PREFIX_ENV].strip()
+    elif namespace and "user_credentials" in found:
+        found["inbox_prefix"] = subjects.inbox_prefix(namespace)
+    return found
 
 
 async def connect(url: str, *, name: str) -> Client:
@@ -289,8 +305,8 @@ class JetStreamEvents:
 
 async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTable | None:
     """The newest split marker's table, or None when the Integration never had a rollout."""
-    try:
-        msg = await js.get_last_msg(stream, subject)
+    try:  # a direct get by subject: what a namespace's NATS permissions allow (see build/natsauth.py)
+        msg = await js.get_last_msg(stream, subject, direct=True)
     except NotFoundError:
         return None
     return SplitTable.from_marker(int(msg.seq or 0), msg.data or b"{}")

@@ -53,6 +53,7 @@ __all__ = [
     "exceptions_subject",
     "inbound_prefix",
     "inbound_subject",
+    "inbox_prefix",
     "kv_bucket",
     "kv_stream",
     "kv_subject",
@@ -119,6 +120,11 @@ def namespace_root(namespace: str) -> str:
 
 def _area(namespace: str, area: Area) -> str:
     return f"{namespace_root(namespace)}.{area}"
+
+
+def inbox_prefix(namespace: str) -> str:
+    """The reply inbox prefix of a namespace's processes: its NATS user may read replies only under it."""
+    return f"_INBOX_{namespace}"
 
 
 def stream_subjects(stream: str) -> list[str]:
