@@ -10,6 +10,7 @@ with alpha's credentials only settle a signed webhook into the sandbox ERP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,14 +22,26 @@ import pytest
 from nats.aio.client import Client, RawCredentials
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from onceflow_operator.build.natsauth import Bootstrap, Key, bootstrap, creds, namespace_permissions, user_jwt
+from onceflow_operator.build.natsauth import (
+    Bootstrap,
+    Key,
+    bootstrap,
+    creds,
+    decode_jwt,
+    namespace_permissions,
+    user_jwt,
+)
 from onceflow_operator.clients import topology
-from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities, integration_secret
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.environment import NATS_CREDS_KEY
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.conftest import Kubectl
 from tests.integration.scenario import eventually, signed_post
 from tests.integration.test_delivery_faults import SECRET, SIG, manifests
 
@@ -232,3 +245,41 @@ async def test_a_gateway_and_runner_with_namespace_credentials_settle_a_record_e
     finally:
         await asyncio.to_thread(run.stop)
         await erp.stop()
+
+
+async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_and_they_work(
+    keys: Bootstrap, jwt_nats: NatsServer, admin: Client, kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    namespace = kubectl.namespace
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    owner = kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "orders"}}, check=True)
+    integration = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": kubectl.get("configmap", "orders")["metadata"]}
+    identities = NamespaceIdentities(keys.signing, keys.account.public)
+    try:
+        assert await identities.ensure(kube, namespace, integration) == 2
+        assert await identities.ensure(kube, namespace, integration) == 0  # a resync writes nothing
+        # Another operator process (a restart) reads the digests and writes nothing either.
+        assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 0
+    finally:
+        await kube.close()
+    assert owner.returncode == 0
+    secret = kubectl.get("secret", integration_secret("orders"))
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "orders"  # it goes with its Integration
+    text = base64.b64decode(secret["data"][NATS_CREDS_KEY]).decode()
+    claims = decode_jwt(text.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])
+    assert f"$JS.API.CONSUMER.MSG.NEXT.*.{namespace}_orders" in claims["nats"]["pub"]["allow"]
+    assert claims["nats"]["issuer_account"] == keys.account.public
+    shared = base64.b64decode(kubectl.get("secret", NATS_SECRET)["data"][NATS_CREDS_KEY]).decode()
+    assert "CONSUMER" not in str(decode_jwt(shared.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0]))
+    # The issued creds work against the server, for this namespace.
+    js = admin.jetstream()
+    await topology.ensure_streams(js)
+    await topology.ensure_buckets(js, namespace)
+    for issued in (text, shared):
+        nc = await nats.connect(
+            jwt_nats.url, user_credentials=RawCredentials(issued), inbox_prefix=subjects.inbox_prefix(namespace)
+        )
+        try:
+            await (await nc.jetstream(timeout=3).key_value(subjects.kv_bucket(namespace))).put("k", b"v")
+        finally:
+            await nc.close()

@@ -158,33 +158,36 @@ def creds(jwt: str, seed: str) -> str:
     )
 
 
-def namespace_consumers(namespace: str, integrations: Iterable[str]) -> list[tuple[str, str]]:
-    """(stream, consumer) of every lane and advisory consumer of a namespace's Integrations.
+def namespace_consumers(namespace: str, integrations: Iterable[str]) -> list[str]:
+    """The durable consumers (lanes and their advisory readers) of some of a namespace's Integrations.
 
-    Both record streams are listed for each lane: a trigger may live in either, and consumer names
-    carry the namespace, so a name in the other stream is still this namespace's.
+    Consumer names carry the namespace (`subjects.consumer_name`), so a permission may leave the
+    stream a wildcard: a consumer of that name in any stream is this namespace's.
     """
     found = []
     for integration in sorted(set(integrations)):
         main = subjects.consumer_name(namespace, integration)
         for lane in (main, f"{main}_canary"):
-            found += [(stream, lane) for stream in _BOUND_STREAMS]
-            found.append((subjects.ADVISORIES_STREAM, f"{lane}_advisories"))
+            found += [lane, f"{lane}_advisories"]
     return found
 
 
-def namespace_permissions(namespace: str, integrations: Iterable[str]) -> dict[str, Any]:
-    """The pub/sub permissions of a namespace's user (see the module docstring for what and why)."""
+def namespace_permissions(namespace: str, integrations: Iterable[str] = ()) -> dict[str, Any]:
+    """The pub/sub permissions of a namespace's user, with the consumers of `integrations` (a runner's own).
+
+    Gateways, EDI pollers and drift checks get the namespace's user without consumers; each
+    Integration's runners a user with its own consumers only (see `controller/identity.py`).
+    """
     root = subjects.namespace_root(namespace)
     pub = [f"{root}.>"]
     pub += [f"$JS.API.STREAM.INFO.{stream}" for stream in _BOUND_STREAMS]
     # Split markers are read by subject (direct get): only this namespace's subjects.
     pub += [f"$JS.API.DIRECT.GET.{stream}.{root}.>" for stream in _BOUND_STREAMS]
-    for stream, consumer in namespace_consumers(namespace, integrations):
+    for consumer in namespace_consumers(namespace, integrations):
         pub += [
-            f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-            f"$JS.ACK.{stream}.{consumer}.>",
+            f"$JS.API.CONSUMER.INFO.*.{consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.*.{consumer}",
+            f"$JS.ACK.*.{consumer}.>",
         ]
     for bucket in (subjects.kv_bucket(namespace), subjects.poll_bucket(namespace), subjects.edi_bucket(namespace)):
         stream = subjects.kv_stream(bucket)
@@ -220,7 +223,10 @@ class Bootstrap:
     def server_config(self) -> str:
         """The `operator`/`resolver` block of nats-server.conf (a MEMORY resolver: accounts preloaded)."""
         preload = "\n".join(f"  {key}: {token}" for key, token in self.jwts.items() if key != self.operator.public)
+        # A client's CONNECT carries its user JWT, and a user's permissions make it a few KB: the
+        # default 4 KB control line would refuse a runner whose namespace and Integration names are long.
         return (
+            "max_control_line: 16384\n"
             f"operator: {self.jwts[self.operator.public]}\n"
             f"system_account: {self.system.public}\n"
             "resolver: MEMORY\n"

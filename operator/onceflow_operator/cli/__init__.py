@@ -45,6 +45,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("rollout", "rollout"),
     "console": ("console", "console"),
     "send": ("send", "send"),
+    "nats-auth": ("natsauth", "nats_auth"),
 }
 
 

@@ -163,6 +163,10 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
     """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
     started = time.perf_counter()
     try:
+        if memo.config.identities is not None:  # the namespace's NATS user exists before any of its pods
+            await memo.config.identities.ensure(
+                memo.kube, body["metadata"]["namespace"], body if kind == "Integration" else None
+            )
         outcome: ReconcileResult = await work
     except KubeError as exc:
         RECONCILES.labels(kind=kind, reason="ApiError").inc()
