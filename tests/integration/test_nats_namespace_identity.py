@@ -32,6 +32,7 @@ from onceflow_operator.build.natsauth import (
     user_jwt,
 )
 from onceflow_operator.clients import topology
+from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities, integration_secret
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
@@ -283,3 +284,43 @@ async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_an
             await (await nc.jetstream(timeout=3).key_value(subjects.kv_bucket(namespace))).put("k", b"v")
         finally:
             await nc.close()
+
+
+async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record_only(
+    tenant: tuple[Client, Refusals],
+    world: dict[str, str],
+    admin: Client,
+    keys: Bootstrap,
+    jwt_nats: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead letter from an advisory needs the record by sequence, which a namespace user may not read."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    own = await admin.jetstream().publish(
+        subjects.inbound_subject(alpha, "src", "created"), b"mine", headers={"X-A": "1"}
+    )
+    theirs = (await admin.jetstream().stream_info(subjects.IN_STREAM, subjects_filter=f"onceflow.{beta}.>")).state
+    operator_creds = tmp_path / "operator.creds"
+    operator_creds.write_text(keys.operator_creds)
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(operator_creds))
+    link = JetStreamLink(jwt_nats.url, lambda *_: None)
+    await link.jetstream()  # connected: it answers lookups from now on
+    try:
+        reply = await nc.request(subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq), b"", timeout=5)
+        assert reply.headers is not None
+        assert reply.headers["Onceflow-Stored-Status"] == "200"
+        assert reply.data == b"mine"
+        assert reply.headers["X-A"] == "1"
+        # Another namespace's record, asked for under its own namespace: not found, nothing revealed.
+        reply = await nc.request(
+            subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, theirs.first_seq), b"", timeout=5
+        )
+        assert reply.headers == {"Onceflow-Stored-Status": "404"}
+        assert reply.data == b""
+        # And asking under the other namespace's subject is refused by the server.
+        with pytest.raises(REFUSED):
+            await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, theirs.first_seq), b"", timeout=2)
+    finally:
+        await link.close()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -72,7 +73,36 @@ class JetStreamLink:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await natsio.connect(self.url, name="onceflow-operator")
                 await natsio.subscribe_stats(self._nc, self.on_heartbeat)
+                await self._nc.subscribe(subjects.STORED_LOOKUP_SUBSCRIPTION, cb=self._answer_lookup)
+                await self._nc.flush()  # the server knows the subscriptions before anything relies on them
         return self._nc.jetstream(timeout=5)
+
+    async def _answer_lookup(self, msg: Msg) -> None:
+        """Answer a runner's "stored record at this sequence" (`subjects.stored_lookup_subject`).
+
+        Only a record under the asking namespace is returned (the namespace is the subject's, which
+        only that namespace's NATS user may publish); anything else is "not found", so a lookup
+        reveals nothing of another namespace, not even that a sequence exists.
+        """
+        nc = self._nc
+        if not msg.reply or nc is None:
+            return
+        not_found = {natsio.STORED_STATUS: "404"}
+        try:
+            _, namespace, _, stream, sequence = msg.subject.split(".")
+            stored = None
+            if stream in subjects.STREAM_AREAS:  # records only, never advisories or KV
+                stored = await natsio.get_stored(nc.jetstream(timeout=5), stream, int(sequence))
+            if stored is None or subjects.namespace_of(stored.subject) != namespace:
+                await nc.publish(msg.reply, b"", headers=not_found)
+                return
+            headers = {**stored.headers, natsio.STORED_STATUS: "200", natsio.STORED_SUBJECT: stored.subject}
+            headers[natsio.STORED_TIME] = stored.time
+            await nc.publish(msg.reply, stored.data, headers=headers)
+        except ValueError:
+            await nc.publish(msg.reply, b"", headers=not_found)
+        except Exception:  # NATS trouble: no answer; the runner asks again with the advisory
+            return
 
     async def last_drift(self, subject: str) -> DriftResult | None:
         """The newest drift result a drift check published on `subject`, or None (none yet, unreadable, NATS away)."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
+import nats.errors
 from nats.aio.client import Client, RawCredentials
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -48,6 +49,9 @@ from onceflow_runner.errors import WireFormatError
 __all__ = [
     "AUTH_ENV",
     "RUNNER_PROCESSES",
+    "STORED_STATUS",
+    "STORED_SUBJECT",
+    "STORED_TIME",
     "JetStreamEvents",
     "JetStreamWiring",
     "StoredMessage",
@@ -268,8 +272,23 @@ class JetStreamWiring:
         return bool(ack.duplicate)
 
     async def stored(self, stream: str, sequence: int) -> StoredMessage | None:
-        """One stored message by its sequence (a record an advisory names), or None when it is gone."""
-        return await get_stored(self.js, stream, sequence)
+        """One stored message by its sequence (a record an advisory names), or None when it is gone.
+
+        Asked of the operator first (`subjects.stored_lookup_subject`): a namespace's NATS user may
+        not read a shared stream by sequence. Without an operator answering (a local run, NATS
+        without per-namespace users), read directly.
+        """
+        subject = subjects.stored_lookup_subject(self.plan.namespace, stream, sequence)
+        try:
+            reply = await self.nc.request(subject, b"", timeout=5)
+        except nats.errors.NoRespondersError:
+            return await get_stored(self.js, stream, sequence)
+        found = dict(reply.headers or {})
+        if found.pop(STORED_STATUS, "") != "200":
+            return None
+        return StoredMessage(
+            stream, sequence, found.pop(STORED_SUBJECT, ""), found, reply.data or b"", found.pop(STORED_TIME, "")
+        )
 
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
@@ -357,6 +376,12 @@ async def subscribe_stats(
 
     subject = subjects.stats_subject(namespace, subjects.ANY_TOKEN) if namespace else subjects.STATS_SUBSCRIPTION
     await nc.subscribe(subject, cb=on_message)
+
+
+#: Headers of the operator's answer to a stored-record lookup (beside the record's own headers).
+STORED_STATUS = "Onceflow-Stored-Status"
+STORED_SUBJECT = "Onceflow-Stored-Subject"
+STORED_TIME = "Onceflow-Stored-Time"
 
 
 @dataclass(frozen=True)

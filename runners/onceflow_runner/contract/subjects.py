@@ -39,6 +39,7 @@ __all__ = [
     "IN_STREAM",
     "ROOT",
     "STATS_SUBSCRIPTION",
+    "STORED_LOOKUP_SUBSCRIPTION",
     "STREAM_AREAS",
     "Area",
     "audit_subject",
@@ -66,6 +67,7 @@ __all__ = [
     "poll_watermark_key",
     "rollout_subject",
     "stats_subject",
+    "stored_lookup_subject",
     "stream_of_trigger",
     "stream_subjects",
     "subject_matches",
@@ -104,6 +106,10 @@ ADVISORY_SUBJECTS: Final = (
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
     "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
 )
+
+#: Where the operator answers "the stored record at this sequence" for every namespace (see
+#: `stored_lookup_subject`).
+STORED_LOOKUP_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}._stored.{ANY_TOKEN}.{ANY_TOKEN}"
 
 #: What the operator subscribes to for every runner's heartbeat.
 STATS_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}.stats.{ANY_TOKEN}"
@@ -187,6 +193,15 @@ def audit_subject(namespace: str, integration: str) -> str:
 def stats_subject(namespace: str, integration: str) -> str:
     """Heartbeats of an Integration's runners (core NATS)."""
     return f"{_area(namespace, 'stats')}.{integration}"
+
+
+def stored_lookup_subject(namespace: str, stream: str, sequence: int) -> str:
+    """Where a namespace's runner asks the operator for a stored record by sequence (core NATS request).
+
+    A namespace's NATS user may not read a shared stream by sequence (that reads anyone's record),
+    so the operator reads it and answers only when the record lies under the asking namespace.
+    """
+    return f"{namespace_root(namespace)}._stored.{stream}.{sequence}"
 
 
 def stream_of_trigger(subject: str) -> str:
