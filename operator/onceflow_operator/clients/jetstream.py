@@ -139,6 +139,23 @@ class JetStreamLink:
         """Every Onceflow stream's settings and health (a name alone: the stream is missing)."""
         return await topology.stream_health(await self.jetstream())
 
+    def namespace_ensured(self, namespace: str) -> bool:
+        """True when the namespace's buckets were ensured on the connection open now."""
+        return self.streams_ensured and namespace in self._buckets
+
+    async def ensure_namespace(self, namespace: str) -> None:
+        """The streams (once per connection) and the namespace's KV buckets (once per namespace and connection).
+
+        Called for every kind: an EDI poller binds its namespace's bucket even where no Integration exists yet.
+        """
+        js = await self.jetstream()
+        if self._streams_on is not self._nc:
+            self._buckets.clear()
+            await self.ensure_streams()
+        if namespace not in self._buckets:
+            await topology.ensure_buckets(js, namespace, self.settings)
+            self._buckets.add(namespace)
+
     async def provision(self, plan: Plan) -> None:
         """Create or correct the main lane's consumers; once per connection the streams, once per namespace its buckets.
 
@@ -147,12 +164,7 @@ class JetStreamLink:
         the consumer's creation finds it missing.
         """
         js = await self.jetstream()
-        if self._streams_on is not self._nc:
-            self._buckets.clear()
-            await self.ensure_streams()
-        if plan.namespace not in self._buckets:
-            await topology.ensure_buckets(js, plan.namespace, self.settings)
-            self._buckets.add(plan.namespace)
+        await self.ensure_namespace(plan.namespace)
         try:
             await topology.ensure_lane(js, plan)
         except NotFoundError:

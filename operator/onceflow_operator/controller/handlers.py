@@ -132,6 +132,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.book = FigureBook()
     memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
     memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record, memo.config.topology, record_reports)
+    memo.topology_tasks = {}
     memo.streams_stop = asyncio.Event()
     memo.streams_task = asyncio.create_task(watch_streams(memo.nats, memo.streams_stop, STREAM_HEALTH_SECONDS))
 
@@ -159,14 +160,35 @@ def _kopf_error(exc: KubeError) -> Exception:
     return kopf.PermanentError(f"API server refused a request: {exc}")
 
 
+def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
+    """Ensure in the background what the namespace's pods bind to.
+
+    An EDI poller needs its bucket before any Integration exists; a background task never holds a
+    reconcile up when NATS is slow or away.
+    """
+    if not memo.nats.namespace_ensured(namespace) and namespace not in memo.topology_tasks:
+
+        async def ensure() -> None:
+            try:
+                await memo.nats.ensure_namespace(namespace)
+            except Exception as exc:  # NATS away: the next reconcile tries again
+                logging.getLogger("onceflow.operator").warning(
+                    "JetStream topology of %s not ensured (%s); retrying", namespace, type(exc).__name__
+                )
+            finally:
+                memo.topology_tasks.pop(namespace, None)
+
+        memo.topology_tasks[namespace] = asyncio.create_task(ensure())
+
+
 async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> ReconcileResult:
     """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
     started = time.perf_counter()
     try:
+        namespace = body["metadata"]["namespace"]
         if memo.config.identities is not None:  # the namespace's NATS user exists before any of its pods
-            await memo.config.identities.ensure(
-                memo.kube, body["metadata"]["namespace"], body if kind == "Integration" else None
-            )
+            await memo.config.identities.ensure(memo.kube, namespace, body if kind == "Integration" else None)
+        _ensure_topology_soon(memo, namespace)
         outcome: ReconcileResult = await work
     except KubeError as exc:
         RECONCILES.labels(kind=kind, reason="ApiError").inc()
