@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import VALIDATE_MAP, bench_plan, env_note, erp_state, loop_name, record, start_sandbox, wait_http
 
+from onceflow_operator.clients.topology import ensure_streams
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters.natsio import ensure_streams
 from onceflow_runner.adapters.transport import AiohttpTransport
 from onceflow_runner.engine.entities import Customer
 from onceflow_runner.runner import Runner

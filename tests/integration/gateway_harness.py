@@ -15,6 +15,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import nats
+
+from onceflow_operator.clients.topology import ensure_streams
 from onceflow_runner.contract.plan import PLAN_VERSION, GatewayPlan
 from onceflow_runner.gateway.server import Gateway
 from onceflow_runner.gateway.signatures import SignatureConfig, sign
@@ -51,6 +54,9 @@ async def running_gateway(
 ) -> AsyncIterator[Gateway]:
     (folder / "sig").mkdir(parents=True, exist_ok=True)
     (folder / "sig" / "secret").write_text(secret)
+    nc = await nats.connect(nats_url)  # the operator's part: gateways only bind to the streams
+    await ensure_streams(nc.jetstream())
+    await nc.close()
     gateway = Gateway(plan, nats_url=nats_url, secrets_dir=folder, **kw)
     await gateway.start()
     try:

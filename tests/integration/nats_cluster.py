@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from onceflow_operator.clients import topology
+from onceflow_operator.clients.topology import STREAM_MAX_AGE as STREAMS
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters import natsio
-from onceflow_runner.adapters.natsio import STREAMS
 from onceflow_runner.contract import subjects
 
 __all__ = ["CLUSTER_NAME", "NatsCluster", "Node"]
@@ -174,16 +173,18 @@ class NatsCluster:
     async def provision(self, namespace: str | None = None) -> None:
         """Every Onceflow stream with three replicas, and a namespace's key bucket with three.
 
-        What the operator does for a cluster (issue #12 item 1, on its own branch); the runner
-        only creates its namespace's bucket when it is missing, with one replica.
+        What the operator does for a cluster told `jetstream.replicas: 3` (clients/topology.py).
         """
         await self.wait_for_jetstream()
+        settings = topology.TopologySettings(replicas=self.size)
         async with self.client() as nc:
             js = nc.jetstream(timeout=10)
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    await natsio.ensure_streams(js, replicas=self.size)
+                    await topology.ensure_streams(js, settings)
+                    if namespace is not None:
+                        await topology.ensure_buckets(js, namespace, settings)
                     break
                 except (BadRequestError, NotFoundError):
                     # "no suitable peers for placement": the meta group has a leader before it
@@ -191,11 +192,6 @@ class NatsCluster:
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
-            if namespace is not None:
-                bucket = subjects.kv_bucket(namespace)
-                await js.create_key_value(
-                    KeyValueConfig(bucket=bucket, history=1, ttl=natsio.KEY_TTL, replicas=self.size)
-                )
         await self.wait_until_current(
             [*STREAMS, *([subjects.kv_stream(subjects.kv_bucket(namespace))] if namespace else [])]
         )

@@ -21,9 +21,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from onceflow_operator.cli import main
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.controlplane import ControlPlane
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters import natsio
 from tests import cases
 from tests.conftest import Kubectl
 from tests.integration.review_streams import park
@@ -71,7 +71,7 @@ async def team(admin_kubectl: Kubectl, control_plane: ControlPlane, nats_server:
     kubectl = Kubectl(admin_kubectl.kubeconfig, namespace)
     kubectl.apply(*reviewers(namespace))
     nc = await nats.connect(nats_server.url)
-    await natsio.ensure_streams(nc.jetstream())
+    await topology.ensure_streams(nc.jetstream())
     await nc.close()
     return Team(namespace, nats_server.url, kubectl, tmp_path, control_plane)
 

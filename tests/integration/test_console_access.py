@@ -16,11 +16,11 @@ import nats
 import pytest
 from aiohttp import web
 
+from onceflow_operator.clients import topology
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.console import Console
-from onceflow_runner.adapters import natsio
 from tests.conftest import Kubectl
 from tests.integration.review_streams import park
 from tests.integration.test_console import reviewers
@@ -54,7 +54,7 @@ async def place(admin_kubectl: Kubectl, control_plane: ControlPlane, nats_server
     kubectl.apply(*reviewers(namespace))
     kube = KubeClient.from_environment(str(control_plane.kubeconfig))
     nc = await nats.connect(nats_server.url)
-    await natsio.ensure_streams(nc.jetstream())
+    await topology.ensure_streams(nc.jetstream())
     await nc.close()
     yield Place(namespace, kube, nats_server.url, kubectl)
     await kube.close()

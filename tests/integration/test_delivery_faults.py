@@ -20,6 +20,7 @@ import httpx
 import nats
 import pytest
 
+from onceflow_operator.clients.topology import ensure_plan
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract.plan import Plan, load_plan
@@ -173,6 +174,9 @@ class Harness:
     async def start_runner(self, caller: Caller | None = None) -> Runner:
         """Run the Integration's runner in this interpreter (after `start(..., in_process=True)`)."""
         assert self.plan is not None
+        nc = await nats.connect(self.nats.url)  # the operator's part: the lane's consumers (streams exist)
+        await ensure_plan(nc.jetstream(), self.plan)
+        await nc.close()
         secrets = self.run.workdir / "secrets"
         self.runner = Runner(self.plan, nats_url=self.nats.url, secrets_dir=secrets, caller=caller)
         await self.runner.start()

@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import AlreadyDecided, ReviewError, decide, get_exception, list_exceptions
 from onceflow_operator.review.labels import read_labels
@@ -30,7 +31,7 @@ from tests.unit.test_entities_and_engine import plan
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     client = await nats.connect(nats_server.url)
-    await natsio.ensure_streams(client.jetstream())
+    await topology.ensure_streams(client.jetstream())
     yield client
     await client.close()
 

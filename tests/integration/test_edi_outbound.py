@@ -16,6 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.records import list_exceptions
 from onceflow_runner.contract import headers as h
@@ -82,6 +83,10 @@ async def partner(sftp: SftpServer, tmp_path: Path, nats_server: NatsServer) -> 
     plan = partner_plan(namespace, port=sftp.port).model_copy(
         update={"send": ("855", "856", "810"), "acknowledgment_deadline_seconds": 3600.0}
     )
+    # What the operator creates for a sending partner (pods only bind): streams, buckets, its consumer.
+    await topology.ensure_streams(nc.jetstream())
+    await topology.ensure_buckets(nc.jetstream(), namespace)
+    await topology.ensure_edi_outbound(nc.jetstream(), plan)
     found = Partner(plan, sftp, nc, secrets_for(tmp_path, sftp))
     found.pickup.mkdir()
     yield found

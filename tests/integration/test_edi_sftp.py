@@ -18,6 +18,7 @@ import asyncssh
 import nats
 import pytest
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters.control_numbers import ControlNumberStore
 from onceflow_runner.adapters.sftp import SftpUnavailable
@@ -60,6 +61,9 @@ class Setup:
 async def setup(sftp: SftpServer, tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Setup]:
     namespace = f"edi{uuid.uuid4().hex[:8]}"
     nc = await nats.connect(nats_server.url)
+    # The operator's part (pollers only bind): the streams and the namespace's buckets.
+    await topology.ensure_streams(nc.jetstream())
+    await topology.ensure_buckets(nc.jetstream(), namespace)
     found = Setup(partner_plan(namespace, port=sftp.port), secrets_for(tmp_path, sftp), sftp, nc)
     found.pickup.mkdir()
     yield found

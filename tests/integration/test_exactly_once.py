@@ -17,8 +17,8 @@ from typing import Any
 import nats
 import pytest
 
+from onceflow_operator.clients.topology import ensure_plan
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters.natsio import provision_consumer
 from onceflow_runner.engine.ports import Response
 from onceflow_runner.testing.sandbox import ErpSandbox, Fault
 from tests.integration.scenario import eventually
@@ -170,7 +170,7 @@ async def test_a_record_out_of_deliveries_that_no_runner_settled_becomes_a_dead_
         assert h.plan is not None
         nc = await nats.connect(h.nats.url)
         js = nc.jetstream()
-        await provision_consumer(js, h.plan)
+        await ensure_plan(js, h.plan)
         body = customer("crashed")
         await h.send("crashed", body)
         # A runner that takes the record and dies before settling it, twice: JetStream gives up.

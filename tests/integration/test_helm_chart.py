@@ -255,3 +255,59 @@ def test_tracing_endpoint_reaches_the_operator_and_opens_the_collector_port_to_t
         e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"].startswith("OTEL_")
     ]
     assert "does not match" in render_failure(helm, "tracing.otlpEndpoint=collector:4318")
+
+
+NATS_JWT_VALUES = ROOT / "helm" / "examples" / "onceflow-values-nats-jwt.yaml"
+NATS_CHART_VALUES = ROOT / "helm" / "examples" / "nats-values.yaml"
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "of-operator")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in env}
+
+
+def test_the_documented_jwt_values_configure_the_operator_to_issue_namespace_identities(helm: str) -> None:
+    docs = render(helm, extra=["-f", str(NATS_JWT_VALUES)])
+    env = _operator_env(docs)
+    assert env["ONCEFLOW_NATS_CREDS"] == {"secretKeyRef": {"name": "onceflow-nats-jwt", "key": "operator.creds"}}
+    assert env["ONCEFLOW_NATS_ACCOUNT_SIGNING_KEY"]["secretKeyRef"]["key"] == "account-signing-key"
+    assert env["ONCEFLOW_NATS_ACCOUNT"].startswith("A")
+    assert env["ONCEFLOW_STREAM_REPLICAS"] == "3"
+    assert env["ONCEFLOW_STREAM_DUPLICATE_WINDOW"] == "10m"
+    assert "ONCEFLOW_NATS_AUTH_SECRET" not in env
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "of-operator")
+    (secrets,) = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secrets["verbs"] == ["get", "create", "patch"]  # it writes each namespace's onceflow-nats Secret
+    # Without JWT auth, Secrets stay read-only and no stream setting is passed (Onceflow's defaults).
+    plain = render(helm)
+    (plain_secrets,) = [
+        r
+        for d in plain
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "of-operator"
+        for r in d["rules"]
+        if "secrets" in r["resources"]
+    ]
+    assert plain_secrets["verbs"] == ["get"]
+    assert not [name for name in _operator_env(plain) if name.startswith("ONCEFLOW_STREAM_")]
+
+
+def test_jwt_values_without_the_account_or_with_bad_stream_settings_are_refused(helm: str) -> None:
+    for values in (["nats.jwt.secret=s"], ["jetstream.storage=disk"], ["jetstream.replicas=0"]):
+        args = [helm, "template", "of", str(CHART)] + [a for v in values for a in ("--set", v)]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode != 0, values
+    proc = subprocess.run(
+        [helm, "template", "of", str(CHART), "--set", "nats.jwt.secret=s"], capture_output=True, text=True, check=False
+    )
+    assert "nats.jwt.account" in proc.stderr
+
+
+def test_the_documented_nats_chart_values_run_three_jetstream_servers_with_the_jwt_resolver() -> None:
+    values = yaml.safe_load(NATS_CHART_VALUES.read_text())
+    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert values["config"]["jetstream"]["enabled"] is True
+    assert "sync_interval" in values["config"]["jetstream"]["merge"]
+    assert values["config"]["merge"]["$include"].endswith("auth.conf")
+    jwt = yaml.safe_load(NATS_JWT_VALUES.read_text())
+    assert int(jwt["jetstream"]["replicas"]) == values["config"]["cluster"]["replicas"]

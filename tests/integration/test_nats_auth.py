@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from onceflow_operator.build.objects import build_plan_configmap, build_runner_deployment
+from onceflow_operator.clients import topology
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.planner import plan_from_integration
 from onceflow_operator.dev.controlplane import ControlPlane
@@ -48,7 +49,7 @@ async def test_connect_uses_the_credentials_from_the_environment(
     monkeypatch.setenv("ONCEFLOW_NATS_USER", "onceflow")
     monkeypatch.setenv("ONCEFLOW_NATS_PASSWORD", "s3cret-pw")
     nc = await natsio.connect(guarded_nats.url, name="test")
-    await natsio.ensure_streams(nc.jetstream())
+    await topology.ensure_streams(nc.jetstream())
     await nc.close()
 
 
@@ -86,8 +87,13 @@ async def test_a_runner_pod_gets_the_nats_secret_and_connects(
     for obj in (configmap, deployment):
         obj["metadata"].pop("ownerReferences")
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["name"] for e in env} == {"ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN"}
-    assert all(e["valueFrom"]["secretKeyRef"]["name"] == "nats-auth" for e in env)
+    from_secret = {e["name"] for e in env if "secretKeyRef" in e["valueFrom"]}
+    assert from_secret == {"ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN", "ONCEFLOW_NATS_CREDS"}
+    assert all(e["valueFrom"]["secretKeyRef"]["name"] == "nats-auth" for e in env if e["name"] in from_secret)
+    # The operator's part (the runner only binds): the streams, buckets and the lane's consumers.
+    admin = await nats.connect(guarded_nats.url, user="onceflow", password="s3cret-pw")
+    await topology.ensure_plan(admin.jetstream(), plan)
+    await admin.close()
     kubectl.apply(configmap, deployment)
     kube = KubeClient.from_environment(str(control_plane.kubeconfig))
     executor = LocalExecutor(kube, guarded_nats.url, namespace=namespace)

@@ -11,9 +11,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import ReviewError, decide, get_exception
-from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import headers, subjects
 from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders, ReviewAction, ReviewDecision
 from tests.integration.review_streams import park
@@ -24,7 +24,7 @@ from tests.integration.scenario import stream_messages
 async def reviewers(nats_server: NatsServer) -> AsyncIterator[tuple[Client, Client]]:
     """Two reviewers, each with a connection of their own (the CLI and the console, say)."""
     alice, bob = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
-    await natsio.ensure_streams(alice.jetstream())
+    await topology.ensure_streams(alice.jetstream())
     yield alice, bob
     await alice.close()
     await bob.close()

@@ -11,9 +11,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.exceptions import decide, get_exception, list_exceptions, trace
-from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from tests.integration.review_streams import fill, other_audit, other_decisions, park
 
@@ -23,7 +23,7 @@ OLD_LIMIT = 10_000
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     client = await nats.connect(nats_server.url)
-    await natsio.ensure_streams(client.jetstream())
+    await topology.ensure_streams(client.jetstream())
     yield client
     await client.close()
 

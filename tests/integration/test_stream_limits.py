@@ -14,8 +14,8 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 
 pytestmark = pytest.mark.controlplane
@@ -39,9 +39,9 @@ async def test_the_inbound_stream_takes_more_than_a_thousand_consumers_also_afte
         await js.add_stream(
             StreamConfig(name=subjects.IN_STREAM, subjects=subjects.stream_subjects(subjects.IN_STREAM))
         )
-        await natsio.ensure_streams(js)
+        await topology.ensure_streams(js)
         info = await js.stream_info(subjects.IN_STREAM)
-        assert info.config.max_consumers == natsio.MAX_CONSUMERS_PER_STREAM
+        assert info.config.max_consumers == topology.MAX_CONSUMERS_PER_STREAM
         for i in range(1001):
             await js.add_consumer(
                 subjects.IN_STREAM,

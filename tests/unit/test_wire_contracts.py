@@ -8,7 +8,6 @@ import pytest
 
 from onceflow_operator.controller.figures import FigureBook
 from onceflow_operator.review.exceptions import ExceptionRecord
-from onceflow_runner.adapters.natsio import STREAMS
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import (
@@ -36,15 +35,15 @@ def test_every_stream_stores_the_subjects_of_its_area_in_every_namespace() -> No
         "audit": subjects.audit_subject("sales", "sync"),
     }
     for stream, area in subjects.STREAM_AREAS.items():
-        (pattern,) = STREAMS[stream][0]
+        (pattern,) = subjects.stream_subjects(stream)
         assert subjects.subject_matches(pattern, stored[area]), (stream, stored[area])
         others = [s for a, s in stored.items() if a != area]
         assert not any(subjects.subject_matches(pattern, s) for s in others), stream
 
 
 def test_drift_results_and_rollout_markers_are_kept_in_the_stream_of_their_records() -> None:
-    (events,) = STREAMS[subjects.EVENTS_STREAM][0]
-    (inbound,) = STREAMS[subjects.IN_STREAM][0]
+    (events,) = subjects.stream_subjects(subjects.EVENTS_STREAM)
+    (inbound,) = subjects.stream_subjects(subjects.IN_STREAM)
     assert subjects.drift_subject("sales", "customer", "customers") == "onceflow.sales.events.customer.drift.customers"
     assert subjects.subject_matches(events, subjects.drift_subject("sales", "customer", "customers"))
     assert subjects.subject_matches(inbound, subjects.rollout_subject("sales", "sync", subjects.IN_STREAM))

@@ -28,7 +28,12 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [secrets]
+  {{- if .Values.nats.jwt.secret }}
+  # get: read one by one; create + patch: each namespace's onceflow-nats Secret (its NATS user).
+  verbs: [get, create, patch]
+  {{- else }}
   verbs: [get]
+  {{- end }}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

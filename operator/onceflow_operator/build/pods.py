@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from onceflow_runner.contract.environment import METRICS_PORT_ENV
+from onceflow_runner.contract.environment import METRICS_PORT_ENV, NAMESPACE_ENV, NATS_CREDS_KEY
 
 __all__ = [
     "GATEWAY_PORT",
@@ -120,13 +120,25 @@ def pod_template(
 
 
 def nats_auth_env(secret: str) -> list[dict[str, Any]]:
-    """NATS credentials from a Secret in the pod's namespace: keys `user` + `password`, or `token`."""
+    """NATS credentials from a Secret in the pod's namespace: `user.creds`, or `user` + `password`, or `token`.
+
+    `user.creds` is what the operator issues per namespace (build/natsauth.py); the pod's namespace
+    (downward API) gives the reply inbox prefix that namespace's NATS user may read.
+    """
     if not secret:
         return []
-    keys = (("ONCEFLOW_NATS_USER", "user"), ("ONCEFLOW_NATS_PASSWORD", "password"), ("ONCEFLOW_NATS_TOKEN", "token"))
+    keys = (
+        ("ONCEFLOW_NATS_USER", "user"),
+        ("ONCEFLOW_NATS_PASSWORD", "password"),
+        ("ONCEFLOW_NATS_TOKEN", "token"),
+        ("ONCEFLOW_NATS_CREDS", NATS_CREDS_KEY),
+    )
     return [
-        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-        for env, key in keys
+        *(
+            {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for env, key in keys
+        ),
+        {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
 
 

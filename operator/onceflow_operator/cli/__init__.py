@@ -47,6 +47,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "console": ("console", "console"),
     "send": ("send", "send"),
     "match": ("match", "match"),
+    "nats-auth": ("natsauth", "nats_auth"),
 }
 
 

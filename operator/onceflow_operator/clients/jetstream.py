@@ -11,11 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from onceflow_operator.clients import topology
+from onceflow_operator.clients.topology import StreamHealth, StreamReport, TopologySettings
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.messages import DriftResult
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane, SplitTable
@@ -45,13 +49,24 @@ class JetStreamLink:
     Every runner heartbeat on the connection is handed to `on_heartbeat` (the controller's figure book).
     """
 
-    def __init__(self, url: str, on_heartbeat: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_heartbeat: Callable[..., None],
+        settings: TopologySettings | None = None,
+        on_streams: Callable[[list[StreamReport]], None] | None = None,
+    ) -> None:
         self.url = url
         self.on_heartbeat = on_heartbeat
+        self.settings = settings or TopologySettings()
+        #: Told what each ensure of the streams did (the controller logs and counts it).
+        self.on_streams = on_streams
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
         #: The connection on which the streams were last ensured (once per connection, not per reconcile).
         self._streams_on: Client | None = None
+        #: Namespaces whose KV buckets were ensured on that connection.
+        self._buckets: set[str] = set()
 
     async def jetstream(self) -> JetStreamContext:
         # Handlers run concurrently: one connection, made once, or a second one would leak.
@@ -59,7 +74,36 @@ class JetStreamLink:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await natsio.connect(self.url, name="onceflow-operator")
                 await natsio.subscribe_stats(self._nc, self.on_heartbeat)
+                await self._nc.subscribe(subjects.STORED_LOOKUP_SUBSCRIPTION, cb=self._answer_lookup)
+                await self._nc.flush()  # the server knows the subscriptions before anything relies on them
         return self._nc.jetstream(timeout=5)
+
+    async def _answer_lookup(self, msg: Msg) -> None:
+        """Answer a runner's "stored record at this sequence" (`subjects.stored_lookup_subject`).
+
+        Only a record under the asking namespace is returned (the namespace is the subject's, which
+        only that namespace's NATS user may publish); anything else is "not found", so a lookup
+        reveals nothing of another namespace, not even that a sequence exists.
+        """
+        nc = self._nc
+        if not msg.reply or nc is None:
+            return
+        not_found = {natsio.STORED_STATUS: "404"}
+        try:
+            _, namespace, _, stream, sequence = msg.subject.split(".")
+            stored = None
+            if stream in subjects.STREAM_AREAS:  # records only, never advisories or KV
+                stored = await natsio.get_stored(nc.jetstream(timeout=5), stream, int(sequence))
+            if stored is None or subjects.namespace_of(stored.subject) != namespace:
+                await nc.publish(msg.reply, b"", headers=not_found)
+                return
+            headers = {**stored.headers, natsio.STORED_STATUS: "200", natsio.STORED_SUBJECT: stored.subject}
+            headers[natsio.STORED_TIME] = stored.time
+            await nc.publish(msg.reply, stored.data, headers=headers)
+        except ValueError:
+            await nc.publish(msg.reply, b"", headers=not_found)
+        except Exception:  # NATS trouble: no answer; the runner asks again with the advisory
+            return
 
     async def last_drift(self, subject: str) -> DriftResult | None:
         """The newest drift result a drift check published on `subject`, or None (none yet, unreadable, NATS away)."""
@@ -78,22 +122,60 @@ class JetStreamLink:
             main_floor=await natsio.ack_floor(js, plan.nats.stream, natsio.lane_consumer(plan, "main")),
         )
 
+    @property
+    def streams_ensured(self) -> bool:
+        """True once the streams were ensured on the connection open now."""
+        return self._nc is not None and not self._nc.is_closed and self._streams_on is self._nc
+
+    async def ensure_streams(self) -> list[StreamReport]:
+        """Create or correct every stream from the operator's settings (`topology`), and report it."""
+        js = await self.jetstream()
+        reports = await topology.ensure_streams(js, self.settings)
+        self._streams_on = self._nc
+        if self.on_streams is not None:
+            self.on_streams(reports)
+        return reports
+
+    async def stream_health(self) -> list[StreamHealth | str]:
+        """Every Onceflow stream's settings and health (a name alone: the stream is missing)."""
+        return await topology.stream_health(await self.jetstream())
+
+    def namespace_ensured(self, namespace: str) -> bool:
+        """True when the namespace's buckets were ensured on the connection open now."""
+        return self.streams_ensured and namespace in self._buckets
+
+    async def ensure_namespace(self, namespace: str) -> None:
+        """The streams (once per connection) and the namespace's KV buckets (once per namespace and connection).
+
+        Called for every kind: an EDI poller binds its namespace's bucket even where no Integration exists yet.
+        """
+        js = await self.jetstream()
+        if self._streams_on is not self._nc:
+            self._buckets.clear()
+            await self.ensure_streams()
+        if namespace not in self._buckets:
+            await topology.ensure_buckets(js, namespace, self.settings)
+            self._buckets.add(namespace)
+
+    async def ensure_edi_outbound(self, plan: EdiPartnerPlan) -> None:
+        """The consumer an EDI partner's pods read `sendEdi` documents from, after its namespace's topology."""
+        await self.ensure_namespace(plan.namespace)
+        await topology.ensure_edi_outbound(await self.jetstream(), plan)
+
     async def provision(self, plan: Plan) -> None:
-        """Create or correct the main lane's durable consumer (and, once per connection, the streams).
+        """Create or correct the main lane's consumers; once per connection the streams, once per namespace its buckets.
 
         Why not the streams every time: that is fourteen JetStream requests per reconcile, a
         thousand Integrations' resync apart; a stream deleted meanwhile is created again when
         the consumer's creation finds it missing.
         """
         js = await self.jetstream()
-        if self._streams_on is not self._nc:
-            await natsio.ensure_streams(js)
-            self._streams_on = self._nc
+        await self.ensure_namespace(plan.namespace)
         try:
-            await natsio.provision_consumer(js, plan, ensure=False)
+            await topology.ensure_lane(js, plan)
         except NotFoundError:
-            await natsio.ensure_streams(js)
-            await natsio.provision_consumer(js, plan, ensure=False)
+            await self.ensure_streams()
+            await topology.ensure_lane(js, plan)
 
     async def apply_split(self, lanes: LaneState, main: Plan, canary: Plan | None, weight: int) -> int:
         """Publish a split marker when the weight in force must change; open the canary lane at its first marker.
@@ -111,7 +193,7 @@ class JetStreamLink:
             table = await natsio.publish_split(js, subject, base, weight)
             lanes.table = table
         if opening and canary is not None and table is not None:
-            await natsio.provision_consumer(js, canary, "canary", start_sequence=table.last_sequence)
+            await topology.ensure_lane(js, canary, "canary", start_sequence=table.last_sequence)
             lanes.canary_floor = 0
         return table.last_sequence if table is not None else 0
 

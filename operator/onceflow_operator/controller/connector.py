@@ -18,10 +18,12 @@ from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.probe import ProbeResult, probe_connector_endpoint, probe_endpoint
 from onceflow_operator.compiler.edi import edi_partner_plan
 from onceflow_operator.compiler.planner import connector_plan, gateway_plan
+from onceflow_operator.controller.identity import edi_secret
 from onceflow_operator.controller.references import check_secrets, secret_refs, secret_values
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, now, with_ready
 from onceflow_operator.controller.view import ClusterView, LiveView
+from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.plan import SecretRef
 from onceflow_runner.errors import PlanError
 
@@ -133,6 +135,22 @@ async def reconcile_connector(
     )
 
 
+def edi_outbound_plan(body: Mapping[str, Any]) -> EdiPartnerPlan | None:
+    """The partner plan of an EDI Connector that sends documents (`spec.edi.send`), else None.
+
+    The operator creates that partner's outbound consumer and, with issued NATS identities, gives
+    its pods a user that may read it; a Connector that does not validate has neither yet.
+    """
+    if not ((body.get("spec") or {}).get("edi") or {}).get("send"):
+        return None
+    try:
+        connector = Connector.model_validate({**body, "status": None})
+    except ValueError:
+        return None
+    plan = edi_partner_plan(connector, namespace=body["metadata"]["namespace"])
+    return plan if plan.send else None
+
+
 async def _reconcile_edi(
     cluster: ClusterView,
     body: Mapping[str, Any],
@@ -156,7 +174,8 @@ async def _reconcile_edi(
             body,
             image=config.image,
             nats_url=config.nats_url,
-            nats_auth_secret=config.nats_auth_secret,
+            # With issued identities, a sending partner's pods read their own user (its outbound consumer).
+            nats_auth_secret=edi_secret(meta["name"]) if config.identities and plan.send else config.nats_auth_secret,
             replicas=connector.spec.edi.replicas if connector.spec.edi else 1,
             secrets_checksum=checksum,
         )

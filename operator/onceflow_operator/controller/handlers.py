@@ -36,7 +36,7 @@ from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.clients.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from onceflow_operator.controller.backoff import FixBackoff
-from onceflow_operator.controller.connector import is_available, probe_connector, reconcile_connector
+from onceflow_operator.controller.connector import edi_outbound_plan, is_available, probe_connector, reconcile_connector
 from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, lane_state, reconcile_integration
 from onceflow_operator.controller.metrics import (
@@ -55,6 +55,7 @@ from onceflow_operator.controller.metrics import (
 )
 from onceflow_operator.controller.settings import OperatorConfig
 from onceflow_operator.controller.status import ReconcileResult, checked_status, status_changes
+from onceflow_operator.controller.streams import record_reports, watch_streams
 from onceflow_operator.controller.syncpolicy import reconcile_syncpolicy
 from onceflow_operator.controller.view import (
     IndexedView,
@@ -74,6 +75,8 @@ RECONCILE_CONCURRENCY = int(os.environ.get("ONCEFLOW_RECONCILE_CONCURRENCY", "16
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
+#: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
+STREAM_HEALTH_SECONDS = float(os.environ.get("ONCEFLOW_STREAM_HEALTH_SECONDS", "30"))
 
 
 @kopf.on.login()
@@ -129,11 +132,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
     memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
-    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record)
+    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record, memo.config.topology, record_reports)
+    memo.topology_tasks = {}
+    memo.streams_stop = asyncio.Event()
+    memo.streams_task = asyncio.create_task(watch_streams(memo.nats, memo.streams_stop, STREAM_HEALTH_SECONDS))
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    memo.streams_stop.set()
+    await memo.streams_task
     await memo.kube.close()
     await memo.nats.close()
 
@@ -153,10 +161,40 @@ def _kopf_error(exc: KubeError) -> Exception:
     return kopf.PermanentError(f"API server refused a request: {exc}")
 
 
+def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
+    """Ensure in the background what the namespace's pods bind to.
+
+    An EDI poller needs its bucket before any Integration exists; a background task never holds a
+    reconcile up when NATS is slow or away.
+    """
+    if not memo.nats.namespace_ensured(namespace) and namespace not in memo.topology_tasks:
+
+        async def ensure() -> None:
+            try:
+                await memo.nats.ensure_namespace(namespace)
+            except Exception as exc:  # NATS away: the next reconcile tries again
+                logging.getLogger("onceflow.operator").warning(
+                    "JetStream topology of %s not ensured (%s); retrying", namespace, type(exc).__name__
+                )
+            finally:
+                memo.topology_tasks.pop(namespace, None)
+
+        memo.topology_tasks[namespace] = asyncio.create_task(ensure())
+
+
 async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> ReconcileResult:
     """Await one reconcile, counting and timing it; API errors become Kopf's retry decisions."""
     started = time.perf_counter()
     try:
+        namespace = body["metadata"]["namespace"]
+        if memo.config.identities is not None:  # the namespace's NATS user exists before any of its pods
+            await memo.config.identities.ensure(
+                memo.kube,
+                namespace,
+                body if kind == "Integration" else None,
+                edi=edi_outbound_plan(body) if kind == "Connector" else None,
+            )
+        _ensure_topology_soon(memo, namespace)
         outcome: ReconcileResult = await work
     except KubeError as exc:
         RECONCILES.labels(kind=kind, reason="ApiError").inc()
@@ -307,6 +345,17 @@ async def connector(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwarg
         memo,
         reconcile_connector(memo.kube, body, memo.config, probed=probed, cluster=cluster),
     )
+    plan = edi_outbound_plan(body)
+    if plan is not None:
+        try:  # NATS away must not hold the Connector's status up: the next reconcile tries again
+            await memo.nats.ensure_edi_outbound(plan)
+        except Exception as exc:
+            logging.getLogger("onceflow.operator").warning(
+                "EDI outbound consumer of %s/%s not ensured (%s); retrying",
+                plan.namespace,
+                plan.connector,
+                type(exc).__name__,
+            )
 
 
 @kopf.timer(

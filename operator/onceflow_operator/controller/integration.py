@@ -29,6 +29,7 @@ from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
 from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
 from onceflow_operator.controller.figures import FigureBook
+from onceflow_operator.controller.identity import integration_secret
 from onceflow_operator.controller.metrics import NATS_CALLS, NATS_FAILURES
 from onceflow_operator.controller.references import secrets_checksum, unusable_secrets
 from onceflow_operator.controller.settings import OperatorConfig
@@ -316,7 +317,8 @@ async def _apply_lane(
             body,
             image=config.image,
             nats_url=config.nats_url,
-            nats_auth_secret=config.nats_auth_secret,
+            # With issued identities, an Integration's runners read their own user (its consumers only).
+            nats_auth_secret=integration_secret(plan.integration) if config.identities else config.nats_auth_secret,
             tracing_env=config.tracing_env,
             replicas=replicas,
             secrets_checksum=checksum,

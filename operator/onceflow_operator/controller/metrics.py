@@ -20,6 +20,13 @@ __all__ = [
     "RECONCILES",
     "RECONCILE_DURATION",
     "ROLLOUT_EVENTS",
+    "STREAM_BYTES",
+    "STREAM_CHANGES",
+    "STREAM_CURRENT_REPLICAS",
+    "STREAM_LAGGING_REPLICAS",
+    "STREAM_LEADER",
+    "STREAM_MESSAGES",
+    "STREAM_REPLICAS",
 ]
 
 RECONCILES = Counter(
@@ -84,3 +91,23 @@ DECISION_SECONDS = Gauge(
     "Mean time from an exception being parked to its decision, over the last hour's decisions.",
     ["namespace", "integration"],
 )
+STREAM_CHANGES = Counter(
+    "onceflow_stream_settings_total",
+    "What the operator's ensure did to each stream: created, updated, unchanged, or refused (a change it would "
+    "not make, e.g. a live stream's storage; the operator's log names it).",
+    ["stream", "action"],
+)
+STREAM_REPLICAS = Gauge("onceflow_stream_replicas", "Replicas a stream is configured with.", ["stream"])
+STREAM_CURRENT_REPLICAS = Gauge(
+    "onceflow_stream_current_replicas", "Replicas of a stream that are current (leader included).", ["stream"]
+)
+STREAM_LAGGING_REPLICAS = Gauge(
+    "onceflow_stream_lagging_replicas", "Replicas of a stream that are offline or behind its leader.", ["stream"]
+)
+STREAM_LEADER = Gauge(
+    "onceflow_stream_leader",
+    "1 for the server that leads a stream (label server; '' on a single server).",
+    ["stream", "server"],
+)
+STREAM_BYTES = Gauge("onceflow_stream_bytes", "Bytes a stream holds.", ["stream"])
+STREAM_MESSAGES = Gauge("onceflow_stream_messages", "Messages a stream holds.", ["stream"])

@@ -18,8 +18,10 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from onceflow_operator.clients.topology import TopologyError, TopologySettings
 from onceflow_operator.controller import handlers  # noqa: F401  (importing it registers the handlers)
 from onceflow_operator.controller.election import LeaderElection, LeaseTerms
+from onceflow_operator.controller.identity import IdentityError, NamespaceIdentities
 
 __all__ = ["LEASE_NAME", "run_operator"]
 
@@ -41,6 +43,11 @@ def run_operator(
     terms: LeaseTerms | None = None,
 ) -> None:
     """Serve /metrics on `metrics_host` (127.0.0.1 for the embedded system), then run the handlers until stopped."""
+    try:  # read here so that a bad NATS setting is one line at start, not a traceback in a handler
+        TopologySettings.from_environment()
+        NamespaceIdentities.from_environment()
+    except (TopologyError, IdentityError) as exc:
+        sys.exit(f"error: {exc}")
     start_http_server(metrics_port, addr=metrics_host)
     if not elect:
         kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=namespaces, liveness_endpoint=liveness)

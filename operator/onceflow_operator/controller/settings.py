@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from onceflow_operator.clients.topology import TopologySettings
+from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
 
 #: The operator's own variables it hands to runner and gateway pods: the standard OpenTelemetry
 #: ones (the chart sets OTEL_EXPORTER_OTLP_ENDPOINT from `tracing.otlpEndpoint`) and whether spans
@@ -29,13 +32,21 @@ class OperatorConfig:
     nats_auth_secret: str = ""
     #: Environment variables set on runner and gateway pods so they export spans (sorted by name).
     tracing_env: tuple[tuple[str, str], ...] = ()
+    #: The JetStream topology the operator creates and keeps (streams, buckets): `ONCEFLOW_STREAM_*`.
+    topology: TopologySettings = field(default_factory=TopologySettings)
+    #: Issues each namespace's NATS user (`onceflow-nats` Secret) when the account signing key is set;
+    #: then the pods read that Secret and `nats_auth_secret` is ignored.
+    identities: NamespaceIdentities | None = None
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
+        identities = NamespaceIdentities.from_environment()
         return cls(
             image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
             nats_url=os.environ.get("ONCEFLOW_NATS_URL", cls.nats_url),
-            nats_auth_secret=os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+            nats_auth_secret=NATS_SECRET if identities else os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
+            topology=TopologySettings.from_environment(),
+            identities=identities,
             tracing_env=tracing_env_of(os.environ),
         )
 

@@ -163,6 +163,10 @@ class LocalExecutor:
             if "value" in item:
                 out[item["name"]] = str(item["value"])
                 continue
+            field = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if field == "metadata.namespace":  # the one downward-API field the operator's pods read
+                out[item["name"]] = namespace
+                continue
             ref = (item.get("valueFrom") or {}).get("secretKeyRef")
             if not ref:
                 continue

@@ -11,6 +11,7 @@ secret that is empty or malformed (`contract.signing`), as the gateway itself wo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from onceflow_operator.api import Connector, Integration, SyncPolicy
+from onceflow_operator.clients import topology
 from onceflow_operator.compiler.planner import InvalidSpec, gateway_plan, plan_from_integration
 from onceflow_operator.compiler.validation import load_manifests
 from onceflow_operator.dev.controlplane import free_port
+from onceflow_runner.adapters import natsio
 from onceflow_runner.contract.environment import METRICS_PORT_ENV
-from onceflow_runner.contract.plan import AuthPlan, GatewayPlan, Plan, SecretRef
+from onceflow_runner.contract.plan import AuthPlan, GatewayPlan, Plan, SecretRef, load_plan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 
 __all__ = ["LocalRun", "LocalRunError"]
@@ -55,6 +59,9 @@ class LocalRun:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: Where each process answers /readyz: a runner's own port, a gateway's operations port.
     health_ports: dict[str, int] = field(default_factory=dict)
+    #: Environment the processes get beyond this one's, e.g. a namespace's NATS credentials (the
+    #: topology is still created with this process's own, as the operator's are not a namespace's).
+    process_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_paths(
@@ -139,7 +146,7 @@ class LocalRun:
 
     def _spawn(self, key: str, role: str, plan: Path, port: int) -> None:
         # One identity per process, as a pod name is: what a poll lease and a heartbeat are held by.
-        env = {**os.environ, "HOSTNAME": key}
+        env = {**os.environ, **self.process_env, "HOSTNAME": key}
         self.health_ports[key] = port
         if role == "gateway":
             # Webhooks on `port`; /readyz and /metrics on a port of their own, as in a pod.
@@ -166,8 +173,31 @@ class LocalRun:
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
 
+    def provision(self) -> None:
+        """Create the streams, buckets and consumers the processes bind to, as the operator would.
+
+        No operator runs here, and gateways and runners never create topology themselves.
+        """
+        plans = [load_plan(path) for path, _ in self.runners.values()]
+
+        async def ensure() -> None:
+            nc = await natsio.connect(self.nats_url, name="onceflow-local-run")
+            try:
+                js = nc.jetstream(timeout=5)
+                await topology.ensure_streams(js)
+                await topology.ensure_buckets(js, self.namespace)
+                for plan in plans:
+                    await topology.ensure_lane(js, plan)
+            finally:
+                await nc.close()
+
+        # A thread of its own: start() is called from inside running event loops too (tests, the demo).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, ensure()).result()
+
     def start(self, timeout: float = 30.0) -> None:
-        """Start every gateway and runner and wait until each answers /readyz."""
+        """Create the topology, start every gateway and runner and wait until each answers /readyz."""
+        self.provision()
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         for name, (plan, port) in self.gateways.items():
             self._spawn(f"gateway-{name}", "gateway", plan, port)

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from onceflow_runner.adapters.natsio import bind_bucket
 from onceflow_runner.contract.keys import kv_token
 from onceflow_runner.contract.subjects import edi_bucket
 
@@ -56,15 +56,9 @@ class ControlNumberStore:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, namespace: str, *, replicas: int = 1) -> ControlNumberStore:
-        bucket = edi_bucket(namespace)
-        try:
-            kv = await js.key_value(bucket)
-        except (NotFoundError, BadRequestError):
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
-            )
-        return cls(kv)
+    async def open(cls, js: JetStreamContext, namespace: str) -> ControlNumberStore:
+        """Bind the namespace's EDI bucket (the operator creates it; this waits until it exists)."""
+        return cls(await bind_bucket(js, edi_bucket(namespace)))
 
     @staticmethod
     def counter_key(partner: str) -> str:

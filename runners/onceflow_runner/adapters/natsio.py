@@ -1,11 +1,14 @@
 """Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
-A revision consumes through a durable pull consumer with explicit acks; creating it with the
-plan's config on every start is also how drift is corrected (JetStream creates or updates a
-consumer whose editable fields differ). Business keys are claimed and marked done in a KV bucket
-per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window, or
-twice at once, still has one effect. Each lane also reads its consumer's max-delivery
+The data plane never creates or changes topology: the operator creates the streams, each lane's
+durable pull consumer and the namespace's KV buckets (`onceflow_operator.clients.topology`), and a
+gateway, runner or job only binds to them (`bind`): it looks each one up and, while one is
+missing, logs what it waits for and stays not ready. That is what keeps a pod start from resetting
+a stream's settings or scaling an R3 stream down, and what lets a pod's NATS identity lack every
+stream and consumer management permission. Business keys are claimed and marked done in a KV
+bucket per namespace (`keystore`), so a record re-sent long after JetStream's duplicate window,
+or twice at once, still has one effect. Each lane also reads its consumer's max-delivery
 advisories, so a record JetStream gave up on becomes a dead letter instead of disappearing.
 """
 
@@ -20,24 +23,24 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import nats
-from nats.aio.client import Client
+import nats.errors
+from nats.aio.client import Client, RawCredentials
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.kv import KeyValue
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.edi import EdiPartnerPlan
+from onceflow_runner.contract.environment import NAMESPACE_ENV
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
 from onceflow_runner.contract.keys import bounded_id, bounded_key
 from onceflow_runner.contract.messages import Heartbeat, ParkedCandidates
@@ -48,7 +51,9 @@ from onceflow_runner.errors import WireFormatError
 __all__ = [
     "AUTH_ENV",
     "RUNNER_PROCESSES",
-    "STREAMS",
+    "STORED_STATUS",
+    "STORED_SUBJECT",
+    "STORED_TIME",
     "JetStreamEvents",
     "JetStreamWiring",
     "StoredMessage",
@@ -56,12 +61,15 @@ __all__ = [
     "advisory_config",
     "advisory_consumer",
     "auth_from_environment",
+    "bind",
+    "bind_bucket",
+    "bind_consumer",
+    "bind_stream",
     "connect",
     "consumer_config",
-    "ensure_streams",
+    "edi_outbound_config",
     "get_stored",
     "lane_consumer",
-    "provision_consumer",
     "publish_split",
     "read_split",
     "remove_consumer",
@@ -71,40 +79,38 @@ __all__ = [
     "when_available",
 ]
 
-_DAY = 86400.0
-
-#: name -> (subjects, max age in seconds, retention); subjects as `contract.subjects` lays them out.
-STREAMS: dict[str, tuple[list[str], float, RetentionPolicy]] = {
-    name: (subjects.stream_subjects(name), max_age, RetentionPolicy.LIMITS)
-    for name, max_age in (
-        (subjects.IN_STREAM, 7 * _DAY),
-        (subjects.EVENTS_STREAM, 7 * _DAY),
-        (subjects.EXCEPTIONS_STREAM, 90 * _DAY),
-        (subjects.DECISIONS_STREAM, 90 * _DAY),
-        (subjects.DLQ_STREAM, 90 * _DAY),
-        (subjects.AUDIT_STREAM, 30 * _DAY),
-        # JetStream's own advisories, kept so that no max-deliveries or termination goes unseen.
-        (subjects.ADVISORIES_STREAM, 30 * _DAY),
-    )
-}
-KEY_TTL = 90 * _DAY
 #: Runner processes (replicas x processes per pod) that one lane's consumer serves at full
 #: concurrency each: its max ack pending is the plan's concurrency times this.
 RUNNER_PROCESSES = 64
 
 
-#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods).
-AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN")
+#: Environment variables a process reads its NATS credentials from (filled from a Secret in pods):
+#: user + password, a token, or a `.creds` file's content (a user JWT and its nkey seed).
+AUTH_ENV = ("ONCEFLOW_NATS_USER", "ONCEFLOW_NATS_PASSWORD", "ONCEFLOW_NATS_TOKEN", "ONCEFLOW_NATS_CREDS")
+#: A `.creds` file's path (the operator's own, mounted; `onceflow` commands run by people).
+CREDS_FILE_ENV = "ONCEFLOW_NATS_CREDS_FILE"
+#: The reply inbox prefix (`_INBOX_<namespace>` for a namespace's processes: their user reads no other replies).
+INBOX_PREFIX_ENV = "ONCEFLOW_NATS_INBOX_PREFIX"
 
 
-def auth_from_environment() -> dict[str, str]:
-    """User and password, or a token, for nats.connect; nothing when none is set."""
-    user, password, token = (os.environ.get(name, "") for name in AUTH_ENV)
-    if token:
-        return {"token": token}
-    if user:
-        return {"user": user, "password": password}
-    return {}
+def auth_from_environment() -> dict[str, Any]:
+    """Credentials for nats.connect: a `.creds` (content or file), else user and password, else a token."""
+    user, password, token, creds = (os.environ.get(name, "") for name in AUTH_ENV)
+    found: dict[str, Any] = {}
+    if creds.strip():
+        found["user_credentials"] = RawCredentials(creds)
+    elif os.environ.get(CREDS_FILE_ENV, "").strip():
+        found["user_credentials"] = os.environ[CREDS_FILE_ENV].strip()
+    elif token:
+        found["token"] = token
+    elif user:
+        found.update(user=user, password=password)
+    namespace = os.environ.get(NAMESPACE_ENV, "").strip()
+    if os.environ.get(INBOX_PREFIX_ENV, "").strip():
+        found["inbox_prefix"] = os.environ[INBOX_PREFIX_ENV].strip()
+    elif namespace and "user_credentials" in found:
+        found["inbox_prefix"] = subjects.inbox_prefix(namespace)
+    return found
 
 
 def server_urls(url: str) -> list[str]:
@@ -129,37 +135,50 @@ async def connect(url: str, *, name: str) -> Client:
     )
 
 
-#: Durable consumers one stream may hold. Set explicitly because nats-server (2.15 measured) caps a
-#: stream that leaves `max_consumers` unset (-1) at 1,000: every Integration has a consumer per lane
-#: on its trigger's stream, so the 1,001st Integration of a cluster could not be provisioned (the
-#: "800 of 1,000 Ready" of issue #14, after 200 earlier ones). Raising it is allowed on a live stream.
-MAX_CONSUMERS_PER_STREAM = 100_000
+T = TypeVar("T")
+
+log = logging.getLogger("onceflow.nats")
+
+#: Seconds between lookups of a missing stream, consumer or bucket: quick at first (the operator is
+#: usually a moment behind a new Deployment), then no faster than this cap.
+BIND_RETRY_CAP = 5.0
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int | None = None) -> None:
-    """Create every Onceflow stream, or update it to the expected subjects and limits.
+async def bind(what: str, lookup: Callable[[], Awaitable[T]], *, first_wait: float = 0.2) -> T:
+    """Look `what` up until it exists; log once while it does not (the operator creates it).
 
-    `replicas` None (what a pod start passes): a new stream gets one replica and an existing one
-    keeps its own, so a gateway or runner starting never scales an R3 stream down to R1 (issue
-    #12; its first item moves stream management to the operator altogether).
+    Only NotFoundError (and a missing bucket) is waited out; any other error (no permission,
+    NATS away) is raised for the caller, which has its own retry and readiness.
     """
-    for name, (filters, max_age, retention) in STREAMS.items():
-        config = StreamConfig(
-            name=name,
-            subjects=filters,
-            retention=retention,
-            storage=StorageType.FILE,
-            max_age=max_age,
-            num_replicas=replicas or 1,
-            duplicate_window=float(subjects.DUPLICATE_WINDOW_SECONDS),
-            max_consumers=MAX_CONSUMERS_PER_STREAM,
-        )
+    wait, logged = first_wait, False
+    while True:
         try:
-            await js.add_stream(config)
-        except BadRequestError:
-            if replicas is None:
-                config.num_replicas = (await js.stream_info(name)).config.num_replicas
-            await js.update_stream(config)
+            return await lookup()
+        except (NotFoundError, BucketNotFoundError):
+            if not logged:
+                log.warning(
+                    "waiting for the operator to create %s; not ready until it exists"
+                    " (only the operator creates streams, consumers and KV buckets)",
+                    what,
+                )
+                logged = True
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, BIND_RETRY_CAP)
+
+
+async def bind_stream(js: JetStreamContext, stream: str) -> Any:
+    """The stream's info, once the operator created the stream (see `bind`)."""
+    return await bind(f"stream {stream}", lambda: js.stream_info(stream))
+
+
+async def bind_consumer(js: JetStreamContext, stream: str, consumer: str) -> Any:
+    """The durable consumer's info, once the operator created it (see `bind`)."""
+    return await bind(f"consumer {consumer} on stream {stream}", lambda: js.consumer_info(stream, consumer))
+
+
+async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The KV bucket, once the operator created it (see `bind`)."""
+    return await bind(f"KV bucket {bucket}", lambda: js.key_value(bucket))
 
 
 def rollout_subject(names: NatsPlan, namespace: str, integration: str) -> str:
@@ -204,6 +223,25 @@ def consumer_config(plan: Plan, lane: Lane = "main", start_sequence: int | None 
     )
 
 
+def edi_outbound_config(plan: EdiPartnerPlan) -> ConsumerConfig:
+    """The durable consumer an EDI partner's pods read the documents `sendEdi` steps hand over from.
+
+    Created by the operator (clients/topology.py) like every consumer; the pods only bind. Its ack
+    deadline covers one pass of the pod (a document is settled within the pass that took it).
+    """
+    name = subjects.edi_outbound_consumer(plan.namespace, plan.connector)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"onceflow EDI partner {plan.namespace}/{plan.connector}: documents to send",
+        filter_subject=f"{subjects.edi_outbound_prefix(plan.namespace, plan.connector)}.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=max(60.0, plan.sftp.lease_seconds),
+        max_ack_pending=1000,
+    )
+
+
 def advisory_consumer(consumer: str) -> str:
     """The durable consumer (in ADVISORIES_STREAM) that reads `consumer`'s max-delivery advisories."""
     return f"{consumer}_advisories"
@@ -240,15 +278,11 @@ class JetStreamWiring:
 
     @classmethod
     async def open(cls, nc: Client, plan: Plan, lane: Lane = "main") -> JetStreamWiring:
+        """Bind the lane's consumer, its advisory consumer and the namespace's key bucket; create nothing."""
         js = nc.jetstream(timeout=5)
-        await ensure_streams(js)
-        if lane == "main":  # the canary lane's consumer is made by the operator, at the rollout's first marker
-            await js.add_consumer(plan.nats.stream, consumer_config(plan))
-        await js.add_consumer(subjects.ADVISORIES_STREAM, advisory_config(plan, lane))
-        try:
-            await js.key_value(plan.nats.kv_bucket)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(KeyValueConfig(bucket=plan.nats.kv_bucket, history=1, ttl=KEY_TTL))
+        await bind_consumer(js, plan.nats.stream, lane_consumer(plan, lane))
+        await bind_consumer(js, subjects.ADVISORIES_STREAM, advisory_consumer(lane_consumer(plan, lane)))
+        await bind_bucket(js, plan.nats.kv_bucket)
         return cls(nc, js, KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision), plan, lane)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
@@ -295,8 +329,23 @@ class JetStreamWiring:
         return int(ack.seq)
 
     async def stored(self, stream: str, sequence: int) -> StoredMessage | None:
-        """One stored message by its sequence (a record an advisory names), or None when it is gone."""
-        return await get_stored(self.js, stream, sequence)
+        """One stored message by its sequence (a record an advisory names), or None when it is gone.
+
+        Asked of the operator first (`subjects.stored_lookup_subject`): a namespace's NATS user may
+        not read a shared stream by sequence. Without an operator answering (a local run, NATS
+        without per-namespace users), read directly.
+        """
+        subject = subjects.stored_lookup_subject(self.plan.namespace, stream, sequence)
+        try:
+            reply = await self.nc.request(subject, b"", timeout=5)
+        except nats.errors.NoRespondersError:
+            return await get_stored(self.js, stream, sequence)
+        found = dict(reply.headers or {})
+        if found.pop(STORED_STATUS, "") != "200":
+            return None
+        return StoredMessage(
+            stream, sequence, found.pop(STORED_SUBJECT, ""), found, reply.data or b"", found.pop(STORED_TIME, "")
+        )
 
     async def publish_untracked(self, subject: str, payload: bytes) -> None:
         """Core-NATS publish (no PubAck): for audit entries and heartbeats, never for records."""
@@ -349,19 +398,10 @@ class JetStreamEvents:
         await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
 
 
-async def provision_consumer(
-    js: JetStreamContext, plan: Plan, lane: Lane = "main", start_sequence: int | None = None, *, ensure: bool = True
-) -> None:
-    """Create the streams (unless `ensure` is False: the caller did) and a lane's durable consumer, or correct them."""
-    if ensure:
-        await ensure_streams(js)
-    await js.add_consumer(plan.nats.stream, consumer_config(plan, lane, start_sequence))
-
-
 async def read_split(js: JetStreamContext, stream: str, subject: str) -> SplitTable | None:
     """The newest split marker's table, or None when the Integration never had a rollout."""
-    try:
-        msg = await js.get_last_msg(stream, subject)
+    try:  # a direct get by subject: what a namespace's NATS permissions allow (see build/natsauth.py)
+        msg = await js.get_last_msg(stream, subject, direct=True)
     except NotFoundError:
         return None
     return SplitTable.from_marker(int(msg.seq or 0), msg.data or b"{}")
@@ -414,6 +454,12 @@ async def subscribe_stats(
     await nc.subscribe(subject, cb=on_message)
 
 
+#: Headers of the operator's answer to a stored-record lookup (beside the record's own headers).
+STORED_STATUS = "Onceflow-Stored-Status"
+STORED_SUBJECT = "Onceflow-Stored-Subject"
+STORED_TIME = "Onceflow-Stored-Time"
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     """A message as a stream keeps it."""
@@ -435,10 +481,6 @@ async def get_stored(js: JetStreamContext, stream: str, sequence: int) -> Stored
     stamp = msg.time.isoformat() if msg.time else ""
     return StoredMessage(stream, sequence, msg.subject or "", dict(msg.headers or {}), msg.data or b"", stamp)
 
-
-T = TypeVar("T")
-
-log = logging.getLogger("onceflow.nats")
 
 #: What JetStream answers while a stream, consumer or the meta group has no leader (an election
 #: after a node died, quorum lost on a cluster, a server restarting): a wait, not a refusal.

@@ -21,9 +21,9 @@ from __future__ import annotations
 import time
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from onceflow_runner.adapters.natsio import bind_bucket as natsio_bind_bucket
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import PollLease, PollWatermark
@@ -46,11 +46,8 @@ class PollState:
         self._lease_revision = 0
 
     async def ensure_bucket(self) -> None:
-        """Bind the namespace's poll bucket, creating it when this is the first poller of the namespace."""
-        try:
-            await self.js.key_value(self.bucket)
-        except (NotFoundError, BadRequestError):
-            await self.js.create_key_value(KeyValueConfig(bucket=self.bucket, history=1))
+        """Bind the namespace's poll bucket (the operator creates it; this waits until it exists)."""
+        await natsio_bind_bucket(self.js, self.bucket)
 
     async def _read(self, key: str) -> tuple[bytes | None, int]:
         try:

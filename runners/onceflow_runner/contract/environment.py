@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_METRICS_PORT", "METRICS_PORT_ENV"]
+__all__ = ["DEFAULT_METRICS_PORT", "METRICS_PORT_ENV", "NAMESPACE_ENV", "NATS_CREDS_KEY"]
 
 #: A gateway's operations port (/metrics, /healthz, /readyz), apart from its public webhook port.
 METRICS_PORT_ENV: Final = "ONCEFLOW_METRICS_PORT"
 DEFAULT_METRICS_PORT: Final = 9090
+#: The pod's namespace (downward API): a process with namespace NATS credentials reads replies
+#: only under that namespace's inbox prefix (`subjects.inbox_prefix`).
+NAMESPACE_ENV: Final = "ONCEFLOW_NAMESPACE"
+#: The key of a namespace's NATS Secret holding the `.creds` the operator issued.
+NATS_CREDS_KEY: Final = "user.creds"

@@ -40,6 +40,7 @@ __all__ = [
     "IN_STREAM",
     "ROOT",
     "STATS_SUBSCRIPTION",
+    "STORED_LOOKUP_SUBSCRIPTION",
     "STREAM_AREAS",
     "Area",
     "audit_subject",
@@ -57,6 +58,7 @@ __all__ = [
     "exceptions_subject",
     "inbound_prefix",
     "inbound_subject",
+    "inbox_prefix",
     "kv_bucket",
     "kv_stream",
     "kv_subject",
@@ -69,6 +71,7 @@ __all__ = [
     "poll_watermark_key",
     "rollout_subject",
     "stats_subject",
+    "stored_lookup_subject",
     "stream_of_trigger",
     "stream_subjects",
     "subject_matches",
@@ -108,6 +111,10 @@ ADVISORY_SUBJECTS: Final = (
     "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
 )
 
+#: Where the operator answers "the stored record at this sequence" for every namespace (see
+#: `stored_lookup_subject`).
+STORED_LOOKUP_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}._stored.{ANY_TOKEN}.{ANY_TOKEN}"
+
 #: What the operator subscribes to for every runner's heartbeat.
 STATS_SUBSCRIPTION: Final = f"{ROOT}.{ANY_TOKEN}.stats.{ANY_TOKEN}"
 
@@ -123,6 +130,11 @@ def namespace_root(namespace: str) -> str:
 
 def _area(namespace: str, area: Area) -> str:
     return f"{namespace_root(namespace)}.{area}"
+
+
+def inbox_prefix(namespace: str) -> str:
+    """The reply inbox prefix of a namespace's processes: its NATS user may read replies only under it."""
+    return f"_INBOX_{namespace}"
 
 
 def stream_subjects(stream: str) -> list[str]:
@@ -196,6 +208,15 @@ def stats_subject(namespace: str, integration: str) -> str:
     return f"{_area(namespace, 'stats')}.{integration}"
 
 
+def stored_lookup_subject(namespace: str, stream: str, sequence: int) -> str:
+    """Where a namespace's runner asks the operator for a stored record by sequence (core NATS request).
+
+    A namespace's NATS user may not read a shared stream by sequence (that reads anyone's record),
+    so the operator reads it and answers only when the record lies under the asking namespace.
+    """
+    return f"{namespace_root(namespace)}._stored.{stream}.{sequence}"
+
+
 def stream_of_trigger(subject: str) -> str:
     """The stream that stores a trigger subject: canonical events, or else what gateways accepted."""
     tokens = subject.split(".")
@@ -231,6 +252,16 @@ def poll_lease_key(integration: str) -> str:
 def consumer_name(namespace: str, integration: str) -> str:
     """The durable consumer of an Integration's main lane (consumer names are global to a stream)."""
     return f"{namespace}_{integration}"
+
+
+def edi_outbound_consumer(namespace: str, connector: str) -> str:
+    """The durable consumer of the documents `sendEdi` steps hand to one EDI partner's pod.
+
+    Named by namespace (consumer names are global to the shared stream, so two namespaces' partners
+    of the same name must not share one) with a double underscore, which no Integration's consumer
+    name (`<namespace>_<integration>[_canary]`, DNS labels) can contain.
+    """
+    return f"{namespace}__edi_{connector}"
 
 
 def kv_bucket(namespace: str) -> str:

@@ -20,6 +20,7 @@ from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
 from onceflow_runner.contract.messages import DriftResult
 from onceflow_runner.contract.plan import DriftCheckPlan, DriftCheckSide
+from onceflow_runner.contract.subjects import EVENTS_STREAM
 from onceflow_runner.drift.compare import compare_records, records_of
 from onceflow_runner.engine.expressions import evaluate
 from onceflow_runner.engine.paging import PagedList, PageRequest, read_pages
@@ -121,7 +122,7 @@ async def run_drift_check(plan: DriftCheckPlan, nats_url: str, secrets_dir: Path
         )
         headers[NATS_MSG_ID] = f"drift/{plan.sync_policy}/{now}"
         js = nc.jetstream()
-        await natsio.ensure_streams(js)
+        await natsio.bind_stream(js, EVENTS_STREAM)
         await js.publish(plan.events_subject, result.to_wire(), headers=headers)
     finally:
         await nc.close()

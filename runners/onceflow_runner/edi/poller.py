@@ -40,17 +40,17 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.control_numbers import ControlNumberStore
 from onceflow_runner.adapters.sftp import SftpSession, SftpUnavailable, open_session
 from onceflow_runner.contract import headers as h
+from onceflow_runner.contract import subjects
 from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import ParkedRecord, RecordHeaders
-from onceflow_runner.contract.subjects import IN_STREAM, edi_outbound_prefix, exceptions_subject, inbound_prefix
+from onceflow_runner.contract.subjects import IN_STREAM, exceptions_subject, inbound_prefix
 from onceflow_runner.edi.outbound import EdiOutbound
 from onceflow_runner.errors import InvalidRecord, PlanError
 from onceflow_runner.metrics import EdiMetrics
@@ -117,28 +117,17 @@ class EdiInbound:
         #: Why the last pass failed (None after a pass that worked); None before the first pass too.
         self.last_error: str | None = None
         self.passes = 0
+        self._waiting_logged = False
 
     @property
     def outbound_consumer(self) -> str:
         """The durable consumer of the documents `sendEdi` steps hand to this partner."""
-        return f"edi-outbound-{self.plan.connector}"
+        return subjects.edi_outbound_consumer(self.plan.namespace, self.plan.connector)
 
     async def start(self) -> None:
-        await natsio.ensure_streams(self.js)
+        await natsio.bind_stream(self.js, IN_STREAM)
         self.numbers = await ControlNumberStore.open(self.js, self.plan.namespace)
         self.outbound = EdiOutbound(self.plan, js=self.js, numbers=self.numbers, clock=self.clock)
-        if self.plan.send:
-            await self.js.add_consumer(
-                IN_STREAM,
-                ConsumerConfig(
-                    durable_name=self.outbound_consumer,
-                    filter_subject=f"{edi_outbound_prefix(self.plan.namespace, self.plan.connector)}.>",
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=max(60.0, self.plan.sftp.lease_seconds),
-                    max_ack_pending=1000,
-                ),
-            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set; SFTP trouble is logged and retried at the next interval, nothing is lost."""
@@ -208,6 +197,16 @@ class EdiInbound:
     async def _send_pending(self, session: SftpSession) -> int:
         """Send the documents `sendEdi` steps handed over since the last pass; returns how many were settled."""
         assert self.outbound is not None
+        try:  # the operator creates the consumer (with the Connector's `send`); until then nothing to send
+            await self.js.consumer_info(IN_STREAM, self.outbound_consumer)
+        except NotFoundError:
+            if not self._waiting_logged:
+                log.warning(
+                    "waiting for the operator to create consumer %s; documents wait in the stream until then",
+                    self.outbound_consumer,
+                )
+                self._waiting_logged = True
+            return 0
         subscription = await self.js.pull_subscribe_bind(self.outbound_consumer, stream=IN_STREAM)
         settled = 0
         try:

@@ -183,8 +183,6 @@ class Gateway:
         self.js = self.nc.jetstream(timeout=5)
         # Health first: while JetStream has no leader the gateway waits below, alive but not ready.
         await self._start_operations()
-        js = self.js
-        await natsio.when_available("the streams", lambda: natsio.ensure_streams(js))
         await natsio.when_available(f"stream {IN_STREAM}", self._bound_tolerance_by_duplicate_window)
         await natsio.subscribe_stats(self.nc, self._heard, namespace=self.plan.namespace)
         app = web.Application(client_max_size=self.plan.max_body_bytes + 1)
@@ -214,7 +212,8 @@ class Gateway:
     async def _bound_tolerance_by_duplicate_window(self) -> None:
         """A timestamp tolerance longer than the duplicate window would let a replay in twice: cap it."""
         assert self.js is not None
-        window = (await self.js.stream_info(IN_STREAM)).config.duplicate_window or 0
+        # Binding: the operator creates the stream; until it exists the gateway waits, not ready.
+        window = (await natsio.bind_stream(self.js, IN_STREAM)).config.duplicate_window or 0
         if window and self.signature.tolerance_seconds > window:
             log.warning(
                 "timestamp tolerance capped at the stream's duplicate window",

@@ -1,0 +1,87 @@
+"""The streams as the operator sees them: what each ensure did, and their health, in log and metrics.
+
+Why a loop of its own and not a reconcile: streams belong to no one Kubernetes object. The loop
+ensures the streams as soon as the operator starts (a gateway binds to ONCEFLOW_IN before any
+Integration exists) and again on each new NATS connection, then reads every stream's replicas,
+leader, lagging replicas, bytes and messages into `onceflow_stream_*` gauges (what an SRE's
+dashboard and the chart's alerts read) and logs a stream that lost replicas once per change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.topology import StreamHealth, StreamReport
+from onceflow_operator.controller.metrics import (
+    STREAM_BYTES,
+    STREAM_CHANGES,
+    STREAM_CURRENT_REPLICAS,
+    STREAM_LAGGING_REPLICAS,
+    STREAM_LEADER,
+    STREAM_MESSAGES,
+    STREAM_REPLICAS,
+)
+
+__all__ = ["record_health", "record_reports", "watch_streams"]
+
+log = logging.getLogger("onceflow.operator")
+
+
+def record_reports(reports: list[StreamReport]) -> None:
+    """Count what an ensure did; log each change, and each refusal as a warning naming what to do."""
+    for report in reports:
+        STREAM_CHANGES.labels(stream=report.stream, action=report.action).inc()
+        if report.action == "refused":
+            log.warning("stream %s not changed: %s", report.stream, report.message)
+        elif report.action != "unchanged":
+            log.info("stream %s %s %s", report.stream, report.action, "; ".join(report.changes))
+
+
+def record_health(found: list[StreamHealth | str], leaders: dict[str, str]) -> list[str]:
+    """Set the stream gauges; return one line per stream that is missing or short of current replicas.
+
+    `leaders` (stream -> last leader seen) is updated, so the leader gauge moves with the leader.
+    """
+    problems = []
+    for item in found:
+        if isinstance(item, str):
+            problems.append(f"stream {item} is missing")
+            continue
+        STREAM_REPLICAS.labels(stream=item.stream).set(item.replicas)
+        STREAM_CURRENT_REPLICAS.labels(stream=item.stream).set(item.current)
+        STREAM_LAGGING_REPLICAS.labels(stream=item.stream).set(len(item.lagging))
+        STREAM_BYTES.labels(stream=item.stream).set(item.bytes)
+        STREAM_MESSAGES.labels(stream=item.stream).set(item.messages)
+        before = leaders.get(item.stream)
+        if before is not None and before != item.leader:
+            STREAM_LEADER.labels(stream=item.stream, server=before).set(0)
+        STREAM_LEADER.labels(stream=item.stream, server=item.leader).set(1)
+        leaders[item.stream] = item.leader
+        if item.lagging:
+            problems.append(
+                f"stream {item.stream}: {item.current} of {item.replicas} replicas current"
+                f" (lagging or offline: {', '.join(item.lagging)}; leader {item.leader or 'none'})"
+            )
+    return problems
+
+
+async def watch_streams(link: JetStreamLink, stop: asyncio.Event, interval: float) -> None:
+    """Ensure the streams (at start and on each new connection), then refresh their health every `interval`."""
+    leaders: dict[str, str] = {}
+    said: list[str] = []
+    while not stop.is_set():
+        try:
+            if not link.streams_ensured:
+                await link.ensure_streams()
+            problems = record_health(await link.stream_health(), leaders)
+            if problems != said:
+                for line in problems:
+                    log.warning("%s", line)
+                said = problems
+        except Exception as exc:  # NATS away or refusing: the next tick tries again
+            log.warning("JetStream streams not readable at %s (%s); retrying", link.url, type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

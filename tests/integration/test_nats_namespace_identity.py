@@ -1,0 +1,326 @@
+"""Least-privilege NATS identity per namespace (issue #12, item 2), against a real nats-server in
+decentralized JWT mode (operator, system and application accounts from `build.natsauth.bootstrap`).
+
+Namespace `alpha` gets the user the Onceflow operator issues for it; namespace `beta` holds records,
+a consumer and keys of its own. Every forbidden action is refused by the server (a permissions
+violation, and nothing changed), and the allowed data path works: a gateway and a runner running
+with alpha's credentials only settle a signed webhook into the sandbox ERP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client, RawCredentials
+from nats.js.api import ConsumerConfig, StreamConfig
+
+from onceflow_operator.build.natsauth import (
+    Bootstrap,
+    Key,
+    bootstrap,
+    creds,
+    decode_jwt,
+    namespace_permissions,
+    user_jwt,
+)
+from onceflow_operator.clients import topology
+from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities, integration_secret
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.environment import NATS_CREDS_KEY
+from onceflow_runner.contract.plan import load_plan
+from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.conftest import Kubectl
+from tests.integration.scenario import eventually, signed_post
+from tests.integration.test_delivery_faults import SECRET, SIG, manifests
+
+#: What a refused request looks like to a client: no answer (the server drops it and says why apart).
+REFUSED = (nats.errors.TimeoutError, TimeoutError, nats.errors.NoRespondersError)
+
+
+@pytest.fixture(scope="module")
+def keys() -> Bootstrap:
+    return bootstrap()
+
+
+@pytest.fixture(scope="module")
+def jwt_nats(keys: Bootstrap, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    conf = tmp_path_factory.mktemp("jwt") / "auth.conf"
+    conf.write_text(keys.server_config())
+    server = NatsServer(extra=["-c", str(conf)])
+    server.start()
+    yield server
+    server.close()
+
+
+def namespace_creds(keys: Bootstrap, namespace: str, integrations: list[str]) -> str:
+    user = Key.new("user")
+    token = user_jwt(
+        keys.signing, keys.account.public, user.public, namespace, namespace_permissions(namespace, integrations)
+    )
+    return creds(token, user.seed)
+
+
+class Refusals:
+    """The server's permission errors a client was told (asynchronously), as text."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def record(self, exc: Exception) -> None:
+        self.seen.append(str(exc))
+
+    async def saw(self, *words: str) -> None:
+        def found() -> bool:
+            return any(all(w.lower() in s.lower() for w in words) for s in self.seen)
+
+        try:
+            await eventually(found, within=5, interval=0.05)
+        except AssertionError:
+            raise AssertionError(f"no refusal naming {words}; the client was told {self.seen}") from None
+
+
+@pytest.fixture
+async def admin(jwt_nats: NatsServer, keys: Bootstrap) -> AsyncIterator[Client]:
+    nc = await nats.connect(jwt_nats.url, user_credentials=RawCredentials(keys.operator_creds))
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def world(admin: Client) -> dict[str, str]:
+    """Two namespaces provisioned by the operator's identity; beta has a record, a consumer and a key."""
+    js = admin.jetstream()
+    alpha, beta = f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"
+    await topology.ensure_streams(js)
+    for ns in (alpha, beta):
+        await topology.ensure_buckets(js, ns)
+    consumer = subjects.consumer_name(beta, "ledger")
+    await js.add_consumer(
+        subjects.IN_STREAM,
+        ConsumerConfig(durable_name=consumer, filter_subject=f"onceflow.{beta}.in.>", ack_policy="explicit"),
+    )
+    await js.publish(subjects.inbound_subject(beta, "src", "created"), b'{"secret": "beta"}')
+    kv = await js.key_value(subjects.kv_bucket(beta))
+    await kv.put("k1", b"done")
+    return {"alpha": alpha, "beta": beta, "beta_consumer": consumer}
+
+
+@pytest.fixture
+async def tenant(
+    jwt_nats: NatsServer, keys: Bootstrap, world: dict[str, str]
+) -> AsyncIterator[tuple[Client, Refusals]]:
+    refusals = Refusals()
+    nc = await nats.connect(
+        jwt_nats.url,
+        user_credentials=RawCredentials(namespace_creds(keys, world["alpha"], ["ledger"])),
+        inbox_prefix=subjects.inbox_prefix(world["alpha"]),
+        error_cb=refusals.record,
+    )
+    yield nc, refusals
+    await nc.close()
+
+
+async def refused(call: Callable[[], object]) -> None:
+    with pytest.raises(REFUSED):
+        await asyncio.wait_for(call(), 3)  # type: ignore[arg-type]
+
+
+async def test_a_namespace_cannot_subscribe_to_or_publish_into_another_namespace(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    nc, refusals = tenant
+    beta = world["beta"]
+    await nc.subscribe(f"onceflow.{beta}.>")
+    await refusals.saw("Permissions Violation for Subscription", f"onceflow.{beta}.>")
+    await nc.subscribe(f"{subjects.inbox_prefix(beta)}.>")  # another namespace's replies
+    await refusals.saw("Permissions Violation for Subscription", subjects.inbox_prefix(beta))
+    before = (await admin.jetstream().stream_info(subjects.IN_STREAM)).state.messages
+    await refused(lambda: nc.jetstream(timeout=2).publish(subjects.inbound_subject(beta, "src", "x"), b"forged"))
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{beta}.in.src.x")
+    await nc.publish(subjects.stats_subject(beta, "ledger"), b"{}")  # a heartbeat canary analysis would trust
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{beta}.stats.ledger")
+    await nc.publish(subjects.decisions_subject(beta, "ledger"), b"{}")
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{beta}.decisions.ledger")
+    # Decisions are people's, even in its own namespace.
+    await nc.publish(subjects.exception_decision_subject(world["alpha"], "ledger", 1), b"{}")
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{world['alpha']}.decisions.ledger.1")
+    await nc.flush()
+    assert (await admin.jetstream().stream_info(subjects.IN_STREAM)).state.messages == before
+
+
+async def test_a_namespace_cannot_create_or_delete_streams_or_consumers(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    nc, refusals = tenant
+    js = nc.jetstream(timeout=2)
+    await refused(lambda: js.add_stream(StreamConfig(name="MINE", subjects=[f"onceflow.{world['alpha']}.mine.>"])))
+    await refusals.saw("Permissions Violation for Publish", "$JS.API.STREAM.CREATE.MINE")
+    await refused(lambda: js.update_stream(StreamConfig(name=subjects.IN_STREAM, num_replicas=1, max_bytes=1)))
+    await refusals.saw("$JS.API.STREAM.UPDATE.ONCEFLOW_IN")
+    await refused(lambda: js.delete_stream(subjects.AUDIT_STREAM))
+    await refusals.saw("$JS.API.STREAM.DELETE.ONCEFLOW_AUDIT")
+    await refused(lambda: js.add_consumer(subjects.IN_STREAM, ConsumerConfig(durable_name="mine")))
+    await refusals.saw("Permissions Violation for Publish", "$JS.API.CONSUMER")
+    await refused(lambda: js.delete_consumer(subjects.IN_STREAM, world["beta_consumer"]))
+    await refusals.saw("$JS.API.CONSUMER.DELETE.ONCEFLOW_IN")
+    ajs = admin.jetstream()
+    assert {s.config.name for s in await ajs.streams_info()} >= set(topology.STREAM_MAX_AGE)
+    assert "MINE" not in {s.config.name for s in await ajs.streams_info()}
+    assert (await ajs.consumer_info(subjects.IN_STREAM, world["beta_consumer"])).num_pending == 1
+
+
+async def test_a_namespace_cannot_read_another_namespaces_records_consumer_or_keys(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    nc, refusals = tenant
+    js = nc.jetstream(timeout=2)
+    beta = world["beta"]
+    sub = await js.pull_subscribe_bind(world["beta_consumer"], stream=subjects.IN_STREAM)
+    await refused(lambda: sub.fetch(1, timeout=2))
+    await refusals.saw("$JS.API.CONSUMER.MSG.NEXT.ONCEFLOW_IN." + world["beta_consumer"])
+    await refused(lambda: js.get_msg(subjects.IN_STREAM, 1))  # a record by sequence, whoever's it is
+    await refusals.saw("$JS.API.STREAM.MSG.GET.ONCEFLOW_IN")
+    await refused(lambda: js.get_last_msg(subjects.IN_STREAM, f"onceflow.{beta}.in.src.created", direct=True))
+    await refusals.saw(f"$JS.API.DIRECT.GET.ONCEFLOW_IN.onceflow.{beta}")
+    await refused(lambda: js.key_value(subjects.kv_bucket(beta)))
+    await refusals.saw(f"$JS.API.STREAM.INFO.KV_{subjects.kv_bucket(beta)}")
+    await refused(
+        lambda: js.get_msg(subjects.kv_stream(subjects.kv_bucket(beta)), subject=f"$KV.{subjects.kv_bucket(beta)}.k1")
+    )
+    # Its own keys it reads and writes.
+    own = await js.key_value(subjects.kv_bucket(world["alpha"]))
+    await own.put("mine", b"1")
+    assert (await own.get("mine")).value == b"1"
+    assert (await admin.jetstream().consumer_info(subjects.IN_STREAM, world["beta_consumer"])).num_pending == 1
+
+
+async def test_a_gateway_and_runner_with_namespace_credentials_settle_a_record_end_to_end(
+    jwt_nats: NatsServer, keys: Bootstrap, admin: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = f"e{uuid.uuid4().hex[:6]}"
+    admin_creds = tmp_path / "operator.creds"
+    admin_creds.write_text(keys.operator_creds)
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(admin_creds))  # local run provisions as the operator
+    erp = ErpSandbox()
+    await erp.start()
+    run = LocalRun.from_documents(
+        manifests(erp.url), namespace=namespace, nats_url=jwt_nats.url, first_port=free_port()
+    )
+    for table in (run.gateways, run.runners):
+        for name, (plan, _) in list(table.items()):
+            table[name] = (plan, free_port())
+    run.process_env = {
+        "ONCEFLOW_NATS_CREDS": namespace_creds(keys, namespace, list(run.runners)),
+        "ONCEFLOW_NAMESPACE": namespace,
+    }
+    await asyncio.to_thread(run.start)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = b'{"key": "k1", "name": "Customer k1"}'
+            resp = await signed_post(client, run.gateway_url("src"), "hmac", SECRET, body, "k1", **SIG)
+            assert resp.status_code == 202, resp.text
+        await eventually(lambda: "k/k1/create" in erp.effects, within=30, interval=0.2)
+        plan = load_plan(run.runners["ledger"][0])
+
+        async def quiet() -> bool:
+            info = await admin.jetstream().consumer_info(plan.nats.stream, plan.nats.consumer)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(quiet, within=20, interval=0.2)
+        assert erp.effects["k/k1/create"] == 1
+        logs = "".join(p.read_text() for p in (run.workdir / "logs").glob("*.log"))
+        assert "Permissions Violation" not in logs
+    finally:
+        await asyncio.to_thread(run.stop)
+        await erp.stop()
+
+
+async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_and_they_work(
+    keys: Bootstrap, jwt_nats: NatsServer, admin: Client, kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    namespace = kubectl.namespace
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    owner = kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "orders"}}, check=True)
+    integration = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": kubectl.get("configmap", "orders")["metadata"]}
+    identities = NamespaceIdentities(keys.signing, keys.account.public)
+    try:
+        assert await identities.ensure(kube, namespace, integration) == 2
+        assert await identities.ensure(kube, namespace, integration) == 0  # a resync writes nothing
+        # Another operator process (a restart) reads the digests and writes nothing either.
+        assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 0
+    finally:
+        await kube.close()
+    assert owner.returncode == 0
+    secret = kubectl.get("secret", integration_secret("orders"))
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "orders"  # it goes with its Integration
+    text = base64.b64decode(secret["data"][NATS_CREDS_KEY]).decode()
+    claims = decode_jwt(text.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])
+    assert f"$JS.API.CONSUMER.MSG.NEXT.*.{namespace}_orders" in claims["nats"]["pub"]["allow"]
+    assert claims["nats"]["issuer_account"] == keys.account.public
+    shared = base64.b64decode(kubectl.get("secret", NATS_SECRET)["data"][NATS_CREDS_KEY]).decode()
+    assert "CONSUMER" not in str(decode_jwt(shared.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0]))
+    # The issued creds work against the server, for this namespace.
+    js = admin.jetstream()
+    await topology.ensure_streams(js)
+    await topology.ensure_buckets(js, namespace)
+    for issued in (text, shared):
+        nc = await nats.connect(
+            jwt_nats.url, user_credentials=RawCredentials(issued), inbox_prefix=subjects.inbox_prefix(namespace)
+        )
+        try:
+            await (await nc.jetstream(timeout=3).key_value(subjects.kv_bucket(namespace))).put("k", b"v")
+        finally:
+            await nc.close()
+
+
+async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record_only(
+    tenant: tuple[Client, Refusals],
+    world: dict[str, str],
+    admin: Client,
+    keys: Bootstrap,
+    jwt_nats: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead letter from an advisory needs the record by sequence, which a namespace user may not read."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    own = await admin.jetstream().publish(
+        subjects.inbound_subject(alpha, "src", "created"), b"mine", headers={"X-A": "1"}
+    )
+    theirs = (await admin.jetstream().stream_info(subjects.IN_STREAM, subjects_filter=f"onceflow.{beta}.>")).state
+    operator_creds = tmp_path / "operator.creds"
+    operator_creds.write_text(keys.operator_creds)
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(operator_creds))
+    link = JetStreamLink(jwt_nats.url, lambda *_: None)
+    await link.jetstream()  # connected: it answers lookups from now on
+    try:
+        reply = await nc.request(subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq), b"", timeout=5)
+        assert reply.headers is not None
+        assert reply.headers["Onceflow-Stored-Status"] == "200"
+        assert reply.data == b"mine"
+        assert reply.headers["X-A"] == "1"
+        # Another namespace's record, asked for under its own namespace: not found, nothing revealed.
+        reply = await nc.request(
+            subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, theirs.first_seq), b"", timeout=5
+        )
+        assert reply.headers == {"Onceflow-Stored-Status": "404"}
+        assert reply.data == b""
+        # And asking under the other namespace's subject is refused by the server.
+        with pytest.raises(REFUSED):
+            await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, theirs.first_seq), b"", timeout=2)
+    finally:
+        await link.close()

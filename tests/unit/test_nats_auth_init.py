@@ -1,0 +1,38 @@
+"""`onceflow nats-auth init`: the files a NATS installation and the operator need, private, never over others."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from onceflow_operator.build.natsauth import Key, decode_jwt
+from onceflow_operator.cli import main
+
+
+def test_init_writes_private_files_the_server_and_the_operator_read(tmp_path: Path) -> None:
+    out = tmp_path / "auth"
+    result = CliRunner().invoke(main, ["nats-auth", "init", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for name in ("auth.conf", "operator.creds", "account-signing-key"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
+    conf = (out / "auth.conf").read_text()
+    assert "resolver: MEMORY" in conf
+    assert "max_control_line: 16384" in conf
+    account = next(w for w in result.output.split() if w.startswith("A") and len(w) == 56)
+    assert account in conf  # the application account is preloaded
+    signing = Key.of((out / "account-signing-key").read_text())
+    creds = (out / "operator.creds").read_text()
+    claims = decode_jwt(creds.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])
+    assert (claims["iss"], claims["nats"]["issuer_account"]) == (signing.public, account)
+    assert "pub" not in claims["nats"]  # the operator's own user is not restricted
+
+
+def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "keep").write_text("x")
+    result = CliRunner().invoke(main, ["nats-auth", "init", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "is not empty" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
