@@ -14,6 +14,7 @@ strings, because a search returns the same candidates to many records.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -27,9 +28,15 @@ from rapidfuzz.distance import JaroWinkler, Levenshtein
 
 from onceflow_runner.matching.nicknames import name_groups
 
-__all__ = ["COMPARISONS", "Comparison", "ComparisonKind", "clear_caches", "comparison"]
+__all__ = ["COMPARISONS", "MAX_VALUE_CHARS", "Comparison", "ComparisonKind", "clear_caches", "comparison"]
 
 ComparisonKind = str
+
+#: Characters of a value that are compared; the rest is ignored. Why: Jaro-Winkler and token ratios
+#: cost time in proportion to the product of the lengths, so one 1 MB name from a careless or hostile
+#: source took 5-41 s per candidate and stalled the runner; no business field is this long, and
+#: the memo would otherwise keep megabyte strings as keys.
+MAX_VALUE_CHARS = 256
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _DIGITS = re.compile(r"\D+")
@@ -137,9 +144,23 @@ STREET_WORDS: dict[str, str] = {
 }
 
 
+def _text(value: Any) -> str:
+    """The value as text, cut at MAX_VALUE_CHARS (a list or mapping where a scalar belongs: its repr)."""
+    return (value if type(value) is str else str(value))[:MAX_VALUE_CHARS]
+
+
+def _cut(value: Any) -> Any:
+    """Strings (also in a tuple, a person's name) cut at MAX_VALUE_CHARS, before the memo keeps them."""
+    if type(value) is str:
+        return value[:MAX_VALUE_CHARS]
+    if type(value) is tuple:
+        return tuple(v[:MAX_VALUE_CHARS] if type(v) is str else v for v in value)
+    return value
+
+
 def _plain(value: Any) -> str:
     """Case-folded, accents removed (ß -> ss, ü -> u), every run of other characters one space."""
-    text = str(value).casefold()
+    text = _text(value).casefold()
     if not text.isascii():  # most values are ASCII: skip the decomposition (the costliest step) for them
         text = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
         text = "".join(c for c in text if not unicodedata.combining(c))
@@ -163,7 +184,7 @@ class Comparison:
 
     @property
     def prepare_str(self) -> Callable[[str], Any]:
-        """`prepare` for a string, without the guard for unhashable values (the scorer's hot loop)."""
+        """`prepare` for a string of at most MAX_VALUE_CHARS, without the guards (the scorer's hot loop)."""
         return getattr(self.prepare, "cached", self.prepare)
 
 
@@ -186,12 +207,14 @@ def _memo(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     _CACHES.append(cached)
 
     def prepare(value: Any) -> Any:
+        value = _cut(value)
         try:
             return cached(value)
         except TypeError:  # unhashable: a list or a mapping where a scalar was expected
             return checked(value)
 
-    prepare.cached = cached  # type: ignore[attr-defined]  # the hot loop calls it straight for strings
+    # The hot loop calls it straight for strings no longer than MAX_VALUE_CHARS.
+    prepare.cached = cached  # type: ignore[attr-defined]
     return prepare
 
 
@@ -338,7 +361,7 @@ ROLE_MAILBOXES: frozenset[str] = frozenset(
 
 
 def _prepare_email(value: Any) -> tuple[str, str] | None:
-    text = str(value).strip().casefold()
+    text = _text(value).strip().casefold()
     if text.startswith("mailto:"):
         text = text[7:]
     local, _, domain = text.rpartition("@")
@@ -359,7 +382,7 @@ def _level_email(a: tuple[str, str], b: tuple[str, str]) -> int:
 
 
 def _prepare_phone(value: Any) -> str | None:
-    digits = _DIGITS.sub("", str(value))
+    digits = _DIGITS.sub("", _text(value))
     # The subscriber part: country code and trunk prefix are written in many ways (+49, 0049, 0).
     return digits[-9:] if len(digits) >= 6 else None
 
@@ -378,9 +401,10 @@ def _prepare_date(value: Any) -> tuple[int, int, int] | None:
         value = value.date()
     if isinstance(value, date):
         return value.year, value.month, value.day
-    text = str(value).strip()[:10]
+    text = _text(value).strip()[:10]
     parts = re.split(r"[-./]", text)
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    # isdigit() alone admits "²" and "①", which int() refuses: only ASCII digits are a date's parts.
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     first, second, third = (int(p) for p in parts)
     # ISO (2024-03-05) or day first (05.03.2024): the four-digit part is the year.
@@ -404,9 +428,11 @@ def _prepare_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     try:
-        return float(str(value).replace(",", "."))
+        number = float(_text(value).replace(",", "."))
     except ValueError:
         return None
+    # "nan" and "inf" parse, but are no amount: NaN never equals itself, and inf is within 1% of any number.
+    return number if math.isfinite(number) else None
 
 
 def _level_number(a: float, b: float) -> int:

@@ -1,0 +1,170 @@
+"""Matching fed by outsiders: any JSON value in any compared field, and values sized to stall a runner.
+
+Why: the comparisons read whatever a careless ERP or a hostile source puts in a record, in a worker
+thread of the runner. None of them may raise (one bad record would dead-letter or crash-loop), and
+none may take seconds (one record would stall every record behind it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onceflow_runner.matching.compare import COMPARISONS, MAX_VALUE_CHARS, Comparison
+from onceflow_runner.matching.defaults import default_model
+from onceflow_runner.matching.model import score_candidates
+
+#: Values a careless ERP sends: the JSON scalars, and strings that are dates, numbers, phones and
+#: company names only in appearance.
+NASTY: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    1e308,
+    -1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    " ",
+    "\x00",
+    "nan",
+    "inf",
+    "-inf",
+    "NaN",
+    "1e400",
+    "2024-02-30",
+    "0000-00-00",
+    "9999-99-99",
+    "31.02.2024",
+    "²⁰²⁴-¹-¹",  # superscript digits: str.isdigit says yes, int() says no
+    "①-②-③",
+    "\u0662\u0660\u0662\u0664-\u0660\u0662-\u0660\u0661",  # Arabic-Indic digits
+    "1" * 200,
+    "+" + "9" * 200,
+    "no-at-sign.example",
+    "@",
+    "@@",
+    "mailto:",
+    "a@",
+    "@b",
+    "GmbH",
+    "Inc.",
+    "G.m.b.H.",
+    "The",
+    "&",
+    "...",
+    "---",
+    "שלום עולם",  # RTL
+    "\u202eevil\u202c",  # RTL override
+    "😀😀😀",
+    "ß",
+    "ﬁ",
+    "Straße",
+    [],
+    {},
+    ["Acme", "GmbH"],
+    {"name": "Acme"},
+    [None],
+    [[[]]],
+]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _grade(cmp: Comparison, a: Any, b: Any) -> int | None:
+    if cmp.arity == 2:
+        a, b = (a, b), (b, a)
+    mine, theirs = cmp.prepare(a), cmp.prepare(b)
+    if mine is None or theirs is None:
+        return None
+    level = cmp.level(mine, theirs)
+    assert 0 <= level < len(cmp.levels), f"{cmp.kind} graded {a!r} / {b!r} as level {level}"
+    # The hot loop reads strings through the memo straight: it must agree and not raise either.
+    if type(a) is str:
+        assert cmp.prepare_str(a) == mine
+    return level
+
+
+@pytest.mark.parametrize("kind", sorted(COMPARISONS))
+@pytest.mark.parametrize("value", NASTY, ids=repr)
+def test_every_comparison_grades_nasty_values_against_each_other_and_sane_ones(kind: str, value: Any) -> None:
+    cmp = COMPARISONS[kind]
+    for other in (value, "Acme GmbH", "2024-02-01", "+49 30 1234567", "ann@acme.de", 42, None):
+        _grade(cmp, value, other)
+        _grade(cmp, other, value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(COMPARISONS)), a=json_values, b=json_values)
+def test_every_comparison_grades_any_json_value(kind: str, a: Any, b: Any) -> None:
+    _grade(COMPARISONS[kind], a, b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(sorted(COMPARISONS)), a=st.text(), b=st.text())
+def test_every_comparison_grades_any_unicode_text_and_itself_exactly(kind: str, a: str, b: str) -> None:
+    cmp = COMPARISONS[kind]
+    _grade(cmp, a, b)
+    if (level := _grade(cmp, a, a)) is not None:
+        assert level == 0, f"{kind}: {a!r} is not exactly itself"
+
+
+def test_dates_that_only_look_like_dates_are_missing_not_errors() -> None:
+    date = COMPARISONS["date"]
+    assert date.prepare("²⁰²⁴-¹-¹") is None
+    assert date.prepare("①-②-③") is None
+    assert date.prepare("2024-02-30") == (2024, 2, 30)  # impossible but comparable: a typo of a real date
+
+
+def _huge(kind: str) -> Any:
+    text = "Müller Logistik GmbH Hauptstraße 5 " * 30000  # ~1 MB
+    return (text, text) if COMPARISONS[kind].arity == 2 else text
+
+
+@pytest.mark.parametrize("kind", sorted(COMPARISONS))
+def test_a_megabyte_value_is_graded_in_milliseconds(kind: str) -> None:
+    """Measured before the cap: 5 to 41 s per pair for text, company, address, email and personName."""
+    cmp = COMPARISONS[kind]
+    huge, other = _huge(kind), _huge(kind)
+    other = (other[0] + "x", other[1] + "y") if isinstance(other, tuple) else "x" + other
+    started = time.perf_counter()
+    _grade(cmp, huge, other)
+    assert time.perf_counter() - started < 0.2
+
+
+def test_one_record_of_megabyte_values_against_500_candidates_stays_under_a_second() -> None:
+    model = default_model("customer")
+    huge = "Weber Logistik " * 70000  # ~1 MB
+    record = {
+        "name": huge,
+        "street": huge,
+        "email": huge + "@acme.de",
+        "first_name": huge,
+        "last_name": huge,
+        "postal_code": "10115",
+    }
+    candidates = [
+        {"name": f"x{i}" + huge, "street": huge + str(i), "email": f"{i}{huge}@acme.de", "postal_code": "10115"}
+        for i in range(500)
+    ]
+    started = time.perf_counter()
+    score_candidates(model, record, candidates, explain_all=True)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_values_past_the_cap_compare_by_their_first_characters() -> None:
+    company = COMPARISONS["company"]
+    same_start = "A" * MAX_VALUE_CHARS
+    a, b = company.prepare(same_start + "one"), company.prepare(same_start + "two")
+    assert company.levels[company.level(a, b)] == "exact"
