@@ -109,6 +109,21 @@ def _levels_message() -> str:
 class MatchLevel(ApiModel):
     """m and u of one agreement level: how often true duplicates (m) and unrelated records (u) reach it."""
 
+    # Why: the weight is log2(m/u); swapped m and u (a common slip) make exact agreement count
+    # against a match, or total disagreement for one, and the runner would quietly link strangers.
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "self.level != 'exact' || self.m >= self.u",
+                "at level exact m must be at least u (exact agreement would count against a match); swap m and u",
+            ),
+            (
+                "self.level != 'different' || self.m <= self.u",
+                "at level different m must be at most u (disagreement would count for a match); swap m and u",
+            ),
+        )
+    }
+
     level: str = Field(description="Level name, e.g. exact, jaro-winkler>=0.92, different.", max_length=64)
     m: float = Field(description="Share of true duplicates whose values reach this level (0 < m <= 1).", gt=0, le=1)
     u: float = Field(description="Share of unrelated records whose values reach this level (0 < u <= 1).", gt=0, le=1)
@@ -124,6 +139,10 @@ class MatchField(ApiModel):
                 "lastNameField is set exactly when comparison is personName (field is then the first name)",
             ),
             (_levels_rule(), _levels_message()),
+            (
+                "!has(self.levels) || self.levels.all(a, self.levels.exists_one(b, b.level == a.level))",
+                "each level may be listed once in levels; remove the repeated one",
+            ),
         )
     }
 
@@ -158,6 +177,24 @@ class MatchThresholds(ApiModel):
 
 class Matching(ApiModel):
     """Probabilistic (Fellegi-Sunter) duplicate matching, after the deterministic matchRules."""
+
+    # Why: a field compared twice counts its evidence twice (the model assumes fields independent),
+    # so one shared city would weigh like a shared city and postcode.
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.fields) || self.fields.all(a, self.fields.exists_one(b, b.field == a.field))",
+                "each field may be compared once in matching.fields; remove the repeated one",
+            ),
+            # The schema's own bound says "should be less than 0" for 0.5 (the API server prints the
+            # bound as an integer), which sends the user the wrong way: this message says the range.
+            (
+                "!has(self.priorLinkRate) || (self.priorLinkRate > 0.0 && self.priorLinkRate < 0.5)",
+                "priorLinkRate is a probability above 0 and below 0.5, e.g. 0.0005; leave it out for the default",
+                ".priorLinkRate",
+            ),
+        )
+    }
 
     entity: Literal["customer", "supplier", "item"] | None = Field(
         default=None,
