@@ -94,7 +94,9 @@ def test_fields_the_sample_lacks_keep_their_m_and_u(folder: Path) -> None:
     code, patch, err = _train(folder, "--records", str(folder / "plain.csv"))
     assert code == 0, err
     m, u = KIND_DEFAULTS["identifier"]
-    assert _levels(patch, "tax_id") == dict(zip(("exact", "one-edit", "different"), zip(m, u, strict=True), strict=True))
+    assert _levels(patch, "tax_id") == dict(
+        zip(("exact", "one-edit", "different"), zip(m, u, strict=True), strict=True)
+    )
     assert "tax_id" in err  # said, not silent
 
 
@@ -125,3 +127,23 @@ def test_a_bad_json_line_is_named_by_its_number(folder: Path) -> None:
     code, _, err = _train(folder, "--records", str(folder / "badline.jsonl"))
     assert code == 1
     assert "badline.jsonl:2:" in err
+
+
+def test_eval_says_when_labels_share_no_compared_field_or_contradict_each_other(folder: Path, tmp_path: Path) -> None:
+    acme = {"name": "Acme GmbH", "postal_code": "10115"}
+    other = {"name": "Zeta AG", "postal_code": "80331"}
+    labels = tmp_path / "labels.jsonl"
+    lines = [
+        {"left": acme, "right": dict(acme), "same": True},
+        {"left": dict(acme), "right": acme, "same": False},  # the same pair, the other verdict
+        {"left": {"customer_name": "Acme"}, "right": {"customer_name": "ACME"}, "same": True},  # unmapped names
+        {"left": acme, "right": other, "same": False},
+    ]
+    labels.write_text("\n".join(json.dumps(line) for line in lines))
+    code, out, err = invoke(
+        "match", "eval", "customers", "-f", folder / "policy.yaml", "--labels", labels, "-o", "json"
+    )
+    assert code == 0, err
+    assert json.loads(out)[0]["pairs"] == 4
+    assert "1 of 4 labelled pairs share no compared field" in err
+    assert "1 pair(s) labelled both the same and not the same" in err

@@ -168,3 +168,37 @@ def test_values_past_the_cap_compare_by_their_first_characters() -> None:
     same_start = "A" * MAX_VALUE_CHARS
     a, b = company.prepare(same_start + "one"), company.prepare(same_start + "two")
     assert company.levels[company.level(a, b)] == "exact"
+
+
+def test_5000_candidates_are_scored_in_well_under_a_second() -> None:
+    """Measured: 60-100 CPU ms for generated customers, 175 ms when all 5,000 are the record itself."""
+    from onceflow_runner.testing.customers import generate_customers
+
+    records = generate_customers(1).records
+    model = default_model("customer")
+    started = time.perf_counter()
+    found = score_candidates(model, records[0], [dict(records[0]) for _ in range(5000)])
+    assert len(found) == 5000
+    assert time.perf_counter() - started < 1.5
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    patterns=st.dictionaries(
+        st.tuples(*(st.integers(-1, len(f.levels) - 1) for f in default_model("customer").fields)),
+        st.integers(1, 10**9),
+        min_size=1,
+        max_size=20,
+    ),
+    held=st.frozensets(st.integers(0, len(default_model("customer").fields) - 1)),
+)
+def test_em_on_any_level_counts_yields_probabilities_never_nan(
+    patterns: dict[tuple[int, ...], int], held: frozenset[int]
+) -> None:
+    from onceflow_runner.matching.training import estimate_m_em
+
+    model, rate = estimate_m_em(default_model("customer"), patterns, held=held)
+    assert 0 < rate < 1
+    for f in model.fields:
+        assert all(0 < p <= 1 for p in (*f.m, *f.u)), f
+        assert abs(sum(f.m) - 1) < 1e-6

@@ -111,6 +111,31 @@ def read_labels(path: Path) -> list[LabelledPair]:
     return labels
 
 
+def label_problems(model: MatchModel, labels: list[LabelledPair]) -> list[str]:
+    """What skews figures measured on `labels`: pairs nothing can be compared on, and contradicting verdicts.
+
+    Why said: such pairs still count (as not flagged, or once each way), so an export with the
+    target's own field names, or two reviewers disagreeing, would read as a weak model.
+    """
+    blind = sum(
+        all(f.prepared(lab.left) is None or f.prepared(lab.right) is None for f in model.fields) for lab in labels
+    )
+    verdicts: dict[frozenset[str], set[bool]] = {}
+    for lab in labels:
+        key = frozenset(json.dumps(side, sort_keys=True, default=str) for side in (lab.left, lab.right))
+        verdicts.setdefault(key, set()).add(lab.same)
+    both = sum(len(v) == 2 for v in verdicts.values())
+    notes = []
+    if blind:
+        notes.append(
+            f"{blind} of {len(labels)} labelled pairs share no compared field (a value on both sides): they count as "
+            "not flagged; map the target's field names (canonical names are compared)"
+        )
+    if both:
+        notes.append(f"{both} pair(s) labelled both the same and not the same: each verdict is counted")
+    return notes
+
+
 def _policy(files: tuple[Path, ...], cluster: Cluster, name: str) -> tuple[SyncPolicy, str]:
     """The SyncPolicy named `name` from the manifests (-f) or the cluster, and its namespace."""
     import pydantic
@@ -456,7 +481,11 @@ def evaluate(policy: str, files: tuple[Path, ...], labels: Path, output: str, cl
     from onceflow_runner.matching import training
 
     sync_policy, _ = _policy(files, cluster, policy)
-    result = training.evaluate(_model(sync_policy), read_labels(labels))
+    model = _model(sync_policy)
+    pairs = read_labels(labels)
+    for note in label_problems(model, pairs):
+        click.echo(f"# {note}", err=True)
+    result = training.evaluate(model, pairs)
     figures = {
         "pairs": result.pairs,
         "precision": round(result.precision, 4),

@@ -133,8 +133,7 @@ def estimate_u_random(model: MatchModel, records: Sequence[Any], *, pairs: int =
     return replace(
         model,
         fields=tuple(
-            FieldModel(f.paths, f.kind, f.m, _probabilities(c, f.u))
-            for f, c in zip(model.fields, counts, strict=True)
+            FieldModel(f.paths, f.kind, f.m, _probabilities(c, f.u)) for f, c in zip(model.fields, counts, strict=True)
         ),
     )
 
