@@ -208,3 +208,35 @@ def test_em_on_any_level_counts_yields_probabilities_never_nan(
     for f in model.fields:
         assert all(0 < p <= 1 for p in (*f.m, *f.u)), f
         assert abs(sum(f.m) - 1) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("company", "GmbH"),
+        ("company", "Inc."),
+        ("company", "G.m.b.H. & Co. KG"),
+        ("company", "The Company"),
+        ("company", "N/A"),
+        ("text", "unknown"),
+        ("email", "n/a"),
+        ("email", "-"),
+        ("email", "no-at-sign.example"),
+        ("email", "ann@"),
+        ("email", "@acme.de"),
+        ("phone", "000000000"),
+        ("phone", "+49 999 999 999"),
+        ("identifier", "NULL"),
+        ("date", "0000-00-00"),
+    ],
+)
+def test_placeholders_and_bare_legal_forms_are_missing_not_evidence(kind: str, value: str) -> None:
+    assert COMPARISONS[kind].prepare(value) is None
+
+
+def test_two_strangers_at_companies_keyed_as_a_bare_legal_form_with_a_dash_for_email_are_no_match() -> None:
+    """Found: Ann Lee at "GmbH" (email "-") was a certain match (0.9998) for Bob Kurz at "GmbH" (email "-")."""
+    model = default_model("customer")
+    ann = {"name": "GmbH", "email": "-", "phone": "0000000", "contact": {"first_name": "Ann", "last_name": "Lee"}}
+    bob = {"name": "GmbH", "email": "-", "phone": "0000000", "contact": {"first_name": "Bob", "last_name": "Kurz"}}
+    assert score_candidates(model, ann, [bob]) == []

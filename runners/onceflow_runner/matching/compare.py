@@ -167,8 +167,18 @@ def _plain(value: Any) -> str:
     return _NON_ALNUM.sub(" ", text).strip()
 
 
+#: What people key when a value is unknown. Why missing: two records with "n/a" for an e-mail are
+#: no more alike than two without one, but compared as values they agreed exactly (strong evidence).
+PLACEHOLDERS: frozenset[str] = frozenset(
+    ["-", "--", "---", "?", "n/a", "n.a.", "na", "k.a.", "none", "null", "nil", "unknown", "keine", "tbd", "xxx"]
+)
+
+
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        return not text or (len(text) <= 7 and text.casefold() in PLACEHOLDERS)
+    return value is None
 
 
 @dataclass(frozen=True)
@@ -282,7 +292,9 @@ def _prepare_company(value: Any) -> str | None:
     # "S.A.", "B.V.", "s.à r.l." arrive as runs of single letters: joined, they are legal forms too.
     tokens = [ABBREVIATIONS.get(t, t) for t in _initialisms(_plain(value).split())]
     kept = [t for t in tokens if t not in LEGAL_FORMS and t not in STOP_WORDS]
-    return " ".join(kept or tokens) or None
+    # A name of nothing but legal forms and stop words ("GmbH", "The Company") names no one: two such
+    # names agreeing is no evidence, so the name is missing.
+    return " ".join(kept) or None
 
 
 def _level_company(a: str, b: str) -> int:
@@ -365,8 +377,8 @@ def _prepare_email(value: Any) -> tuple[str, str] | None:
     if text.startswith("mailto:"):
         text = text[7:]
     local, _, domain = text.rpartition("@")
-    if not local:
-        return (text, "") if text else None
+    if not local or not domain:  # no address ("-", "ann", "ann@"): agreeing on it is no evidence
+        return None
     return local.split("+", 1)[0], domain
 
 
@@ -384,7 +396,9 @@ def _level_email(a: tuple[str, str], b: tuple[str, str]) -> int:
 def _prepare_phone(value: Any) -> str | None:
     digits = _DIGITS.sub("", _text(value))
     # The subscriber part: country code and trunk prefix are written in many ways (+49, 0049, 0).
-    return digits[-9:] if len(digits) >= 6 else None
+    subscriber = digits[-9:]
+    # Fewer than six digits is no number; one digit repeated (000000, 999 999 999) is a placeholder.
+    return subscriber if len(subscriber) >= 6 and subscriber.strip(subscriber[0]) else None
 
 
 def _level_phone(a: str, b: str) -> int:
@@ -407,6 +421,8 @@ def _prepare_date(value: Any) -> tuple[int, int, int] | None:
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     first, second, third = (int(p) for p in parts)
+    if not (first and second and third):  # 0000-00-00 and 2024-00-00 are databases' "no date"
+        return None
     # ISO (2024-03-05) or day first (05.03.2024): the four-digit part is the year.
     return (first, second, third) if len(parts[0]) == 4 else (third, second, first)
 
