@@ -240,3 +240,32 @@ def test_two_strangers_at_companies_keyed_as_a_bare_legal_form_with_a_dash_for_e
     ann = {"name": "GmbH", "email": "-", "phone": "0000000", "contact": {"first_name": "Ann", "last_name": "Lee"}}
     bob = {"name": "GmbH", "email": "-", "phone": "0000000", "contact": {"first_name": "Bob", "last_name": "Kurz"}}
     assert score_candidates(model, ann, [bob]) == []
+
+
+_field_values = st.one_of(json_values, st.sampled_from(NASTY[:-6]))
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": _field_values,
+        "tax_id": _field_values,
+        "email": _field_values,
+        "phone": _field_values,
+        "postal_code": _field_values,
+        "date_of_birth": _field_values,
+        "contact": st.one_of(
+            _field_values, st.fixed_dictionaries({}, optional={"first_name": _field_values, "last_name": _field_values})
+        ),
+        "address": st.one_of(
+            _field_values, st.fixed_dictionaries({}, optional={"line1": _field_values, "city": _field_values})
+        ),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=_records, candidates=st.lists(st.one_of(_records, json_values), max_size=5))
+def test_the_scorer_takes_any_record_and_any_candidates(record: dict[str, Any], candidates: list[Any]) -> None:
+    for entity in ("customer", "supplier", "item"):
+        for found in score_candidates(default_model(entity), record, candidates, explain_all=True):
+            assert found["decision"] in ("match", "review", "new")
+            assert 0.0 <= found["score"] <= 1.0
