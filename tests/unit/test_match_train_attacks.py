@@ -147,3 +147,41 @@ def test_eval_says_when_labels_share_no_compared_field_or_contradict_each_other(
     assert json.loads(out)[0]["pairs"] == 4
     assert "1 of 4 labelled pairs share no compared field" in err
     assert "1 pair(s) labelled both the same and not the same" in err
+
+
+def test_a_tiny_sample_of_duplicates_gives_a_prior_the_api_server_accepts_or_one_line(tmp_path: Path) -> None:
+    """Found: EM on three spellings of one company capped the prior at 0.5, which spec.matching refuses."""
+    rows = [
+        {"name": "Acme Logistik GmbH", "postal_code": "10115", "email": "ann@acme.de", "phone": "+49 30 1234567"},
+        {"name": "ACME Logistik G.m.b.H.", "postal_code": "10115", "email": "ann@acme.de", "phone": "030 1234567"},
+        {"name": "Acme Logistik", "postal_code": "10115", "email": "ann@acme.de", "phone": "+49 (30) 1234567"},
+        {"name": "Zeta Tools AG", "postal_code": "80331", "email": "bob@zeta.de", "phone": "+49 89 7654321"},
+        {"name": "Zeta Tools", "postal_code": "80331", "email": "bob@zeta.de", "phone": "089 7654321"},
+    ]
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    sample = tmp_path / "tiny.json"
+    sample.write_text(json.dumps(rows))
+    code, patch, err = _train(tmp_path, "--records", str(sample))
+    if code == 0:
+        assert patch["spec"]["matching"]["priorLinkRate"] < 0.5
+        _assert_valid(patch)
+    else:
+        assert code == 1
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_trained_model_outside_what_spec_matching_allows_is_refused_in_one_line() -> None:
+    """The guard behind every printed or applied patch: here a prior of 0.5 (EM's old cap), which the schema refuses."""
+    from dataclasses import replace
+
+    import click
+
+    from onceflow_operator.api.syncpolicy import SyncPolicy
+    from onceflow_operator.cli.match import _refuse_invalid, matching_patch
+    from onceflow_runner.matching.defaults import default_model
+
+    policy = SyncPolicy.model_validate(POLICY)
+    _refuse_invalid(policy, matching_patch(policy, default_model("customer")))  # the defaults pass
+    with pytest.raises(click.ClickException, match=r"would be refused \(spec.matching.priorLinkRate"):
+        _refuse_invalid(policy, matching_patch(policy, replace(default_model("customer"), prior=0.5)))

@@ -322,6 +322,25 @@ def matching_patch(policy: SyncPolicy, model: MatchModel) -> dict[str, Any]:
     return {"spec": {"matching": {**current, "fields": fields, "priorLinkRate": float(f"{model.prior:.3g}")}}}
 
 
+def _refuse_invalid(policy: SyncPolicy, patch: dict[str, Any]) -> None:
+    """One line when the patched policy would be refused (schema and CEL, as `onceflow validate` checks).
+
+    Why: a patch is only worth printing if `kubectl apply` and `--apply` accept it; estimates from a
+    small or odd sample can leave the ranges spec.matching allows (a prior of 0.5, m below u).
+    """
+    from onceflow_operator.compiler.validation import validate_manifest
+
+    manifest = policy.model_dump(by_alias=True, exclude_none=True, mode="json")
+    manifest["spec"]["matching"] = patch["spec"]["matching"]
+    problems = validate_manifest(manifest, "trained patch")
+    if problems:
+        first = problems[0]
+        raise click.ClickException(
+            f"the trained matching would be refused ({first.path}: {first.message}); "
+            "train on a larger, more varied sample"
+        )
+
+
 @click.group()
 def match() -> None:
     """Probabilistic matching of a SyncPolicy: estimate m/u (train), measure on labels (eval)."""
@@ -447,6 +466,7 @@ def train(
             f"u from random pairs of {len(sample)} records, m by EM over {count} pairs blocked by {', '.join(chosen)}"
         )
     patch = matching_patch(sync_policy, trained)
+    _refuse_invalid(sync_policy, patch)
     if not apply_patch:
         click.echo(f"# {note}; apply with --apply, or put into the SyncPolicy's manifest", err=True)
         if output in ("yaml", "json"):

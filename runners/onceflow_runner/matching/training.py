@@ -237,7 +237,9 @@ def train(
         for f, ms in zip(with_u.fields, learnt, strict=True)
     )
     all_pairs = len(records) * (len(records) - 1) / 2
-    prior = min(max(matches / all_pairs, 1e-7), 0.5) if matches else model.prior
+    # Below 0.5, as spec.matching requires: a sample in which half of all pairs are duplicates is no
+    # sample of a target system (a handful of spellings of one company), and 0.5 itself was refused.
+    prior = min(max(matches / all_pairs, 1e-7), 0.25) if matches else model.prior
     return replace(with_u, fields=fields, prior=prior)
 
 
