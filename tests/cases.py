@@ -358,6 +358,12 @@ INVALID: tuple[Invalid, ...] = (
         "each field may be compared once in matching.fields",
     ),
     Invalid(
+        "matching-field-with-an-empty-path-step",
+        _with(syncpolicy, _set("spec.matching", {"fields": [{"field": "address..city", "comparison": "text"}]})),
+        "spec.matching.fields[0].field",
+        "should match",
+    ),
+    Invalid(
         "matching-unknown-comparison",
         _with(syncpolicy, _set("spec.matching", {"fields": [{"field": "name", "comparison": "soundex"}]})),
         "spec.matching.fields[0].comparison",

@@ -39,6 +39,9 @@ __all__ = [
 FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 SYSTEM_NAME = DNS_LABEL
 FieldName = Annotated[str, Field(pattern=FIELD_NAME, max_length=128)]
+#: A dotted path whose every step is non-empty: matching reads "address..city" or "name." as nothing
+#: at all, so such a field would never agree or disagree (silently weightless).
+MatchPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=128)]
 SystemName = Annotated[str, Field(pattern=SYSTEM_NAME, max_length=63)]
 
 
@@ -146,7 +149,7 @@ class MatchField(ApiModel):
         )
     }
 
-    field: FieldName = Field(description="Canonical field (dotted path allowed, e.g. address.city).")
+    field: MatchPath = Field(description="Canonical field (dotted path allowed, e.g. address.city).")
     comparison: ComparisonKind = Field(
         description=(
             "How values are compared: exact; identifier (tax ids, one typo tolerated); text (Jaro-Winkler bands); "
@@ -156,7 +159,7 @@ class MatchField(ApiModel):
             "nicknames, initials, phonetic codes, swapped names)."
         )
     )
-    last_name_field: FieldName | None = Field(default=None, description="The last name, for comparison personName.")
+    last_name_field: MatchPath | None = Field(default=None, description="The last name, for comparison personName.")
     levels: list[MatchLevel] = Field(
         default_factory=list,
         description="m/u of some levels; levels not listed keep the comparison's defaults (see docs/matching.md).",
