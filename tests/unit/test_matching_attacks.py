@@ -269,3 +269,8 @@ def test_the_scorer_takes_any_record_and_any_candidates(record: dict[str, Any], 
         for found in score_candidates(default_model(entity), record, candidates, explain_all=True):
             assert found["decision"] in ("match", "review", "new")
             assert 0.0 <= found["score"] <= 1.0
+
+
+def test_namibia_is_a_country_not_a_placeholder() -> None:
+    exact = COMPARISONS["exact"]
+    assert exact.levels[exact.level(exact.prepare("NA"), exact.prepare("na"))] == "exact"

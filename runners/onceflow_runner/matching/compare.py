@@ -169,8 +169,9 @@ def _plain(value: Any) -> str:
 
 #: What people key when a value is unknown. Why missing: two records with "n/a" for an e-mail are
 #: no more alike than two without one, but compared as values they agreed exactly (strong evidence).
+#: Not "na": it is Namibia's country code.
 PLACEHOLDERS: frozenset[str] = frozenset(
-    ["-", "--", "---", "?", "n/a", "n.a.", "na", "k.a.", "none", "null", "nil", "unknown", "keine", "tbd", "xxx"]
+    ["-", "--", "---", "?", "n/a", "n.a.", "k.a.", "none", "null", "nil", "unknown", "keine", "tbd", "xxx"]
 )
 
 
