@@ -289,6 +289,106 @@ INVALID: tuple[Invalid, ...] = (
         "thresholds.review must be below thresholds.match",
     ),
     Invalid(
+        "matching-exact-level-weighs-against",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {
+                    "fields": [
+                        {"field": "name", "comparison": "text", "levels": [{"level": "exact", "m": 0.1, "u": 0.5}]}
+                    ]
+                },
+            ),
+        ),
+        "spec.matching.fields[0].levels[0]",
+        "at level exact m must be at least u",
+    ),
+    Invalid(
+        "matching-different-level-weighs-for",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {
+                    "fields": [
+                        {"field": "name", "comparison": "text", "levels": [{"level": "different", "m": 0.9, "u": 0.1}]}
+                    ]
+                },
+            ),
+        ),
+        "spec.matching.fields[0].levels[0]",
+        "at level different m must be at most u",
+    ),
+    Invalid(
+        "matching-level-twice",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {
+                    "fields": [
+                        {
+                            "field": "name",
+                            "comparison": "text",
+                            "levels": [{"level": "exact", "m": 0.9, "u": 0.1}, {"level": "exact", "m": 0.8, "u": 0.1}],
+                        }
+                    ]
+                },
+            ),
+        ),
+        "spec.matching.fields[0]",
+        "each level may be listed once in levels",
+    ),
+    Invalid(
+        "matching-field-twice",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {
+                    "fields": [
+                        {"field": "address.city", "comparison": "text"},
+                        {"field": "address.city", "comparison": "exact"},
+                    ]
+                },
+            ),
+        ),
+        "spec.matching",
+        "each field may be compared once in matching.fields",
+    ),
+    Invalid(
+        "matching-field-with-an-empty-path-step",
+        _with(syncpolicy, _set("spec.matching", {"fields": [{"field": "address..city", "comparison": "text"}]})),
+        "spec.matching.fields[0].field",
+        "should match",
+    ),
+    Invalid(
+        "matching-unknown-comparison",
+        _with(syncpolicy, _set("spec.matching", {"fields": [{"field": "name", "comparison": "soundex"}]})),
+        "spec.matching.fields[0].comparison",
+        "soundex",
+    ),
+    Invalid(
+        "matching-prior-of-one",
+        _with(syncpolicy, _set("spec.matching", {"priorLinkRate": 1})),
+        "spec.matching.priorLinkRate",
+        "less than 0.5",
+        "priorLinkRate is a probability above 0 and below 0.5",
+    ),
+    Invalid(
+        "matching-u-of-zero",
+        _with(
+            syncpolicy,
+            _set(
+                "spec.matching",
+                {"fields": [{"field": "name", "comparison": "text", "levels": [{"level": "exact", "m": 0.9, "u": 0}]}]},
+            ),
+        ),
+        "spec.matching.fields[0].levels[0].u",
+        "0",
+    ),
+    Invalid(
         "matching-without-defaults-or-fields",
         _with(syncpolicy, _all(_set("spec.entity", "order"), _set("spec.matching", {}))),
         "spec",

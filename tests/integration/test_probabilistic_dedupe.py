@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 
+import nats
+
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import get_exception
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.integration.test_delivery_faults import start, stop
 
@@ -55,7 +58,12 @@ async def test_a_likely_duplicate_is_parked_with_its_explanation_and_a_new_recor
         (parked,) = ledger.exceptions
         assert parked.headers["Onceflow-Reason"] == "ApprovalRequired"
         assert parked.headers["Onceflow-Step"] == "existing"
-        (candidate,) = json.loads(parked.headers["Onceflow-Candidates"])
+        nc = await nats.connect(nats_server.url)
+        try:
+            record = await get_exception(nc.jetstream(), h.namespace, parked.seq)
+        finally:
+            await nc.close()
+        (candidate,) = record.candidates  # stored in full beside the exception, not in a header
         assert candidate["rule"] == "probabilistic"
         assert candidate["decision"] == "review"
         assert candidate["candidate"]["name"] == "C0000"

@@ -39,6 +39,9 @@ __all__ = [
 FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 SYSTEM_NAME = DNS_LABEL
 FieldName = Annotated[str, Field(pattern=FIELD_NAME, max_length=128)]
+#: A dotted path whose every step is non-empty: matching reads "address..city" or "name." as nothing
+#: at all, so such a field would never agree or disagree (silently weightless).
+MatchPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=128)]
 SystemName = Annotated[str, Field(pattern=SYSTEM_NAME, max_length=63)]
 
 
@@ -109,6 +112,21 @@ def _levels_message() -> str:
 class MatchLevel(ApiModel):
     """m and u of one agreement level: how often true duplicates (m) and unrelated records (u) reach it."""
 
+    # Why: the weight is log2(m/u); swapped m and u (a common slip) make exact agreement count
+    # against a match, or total disagreement for one, and the runner would quietly link strangers.
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "self.level != 'exact' || self.m >= self.u",
+                "at level exact m must be at least u (exact agreement would count against a match); swap m and u",
+            ),
+            (
+                "self.level != 'different' || self.m <= self.u",
+                "at level different m must be at most u (disagreement would count for a match); swap m and u",
+            ),
+        )
+    }
+
     level: str = Field(description="Level name, e.g. exact, jaro-winkler>=0.92, different.", max_length=64)
     m: float = Field(description="Share of true duplicates whose values reach this level (0 < m <= 1).", gt=0, le=1)
     u: float = Field(description="Share of unrelated records whose values reach this level (0 < u <= 1).", gt=0, le=1)
@@ -124,10 +142,14 @@ class MatchField(ApiModel):
                 "lastNameField is set exactly when comparison is personName (field is then the first name)",
             ),
             (_levels_rule(), _levels_message()),
+            (
+                "!has(self.levels) || self.levels.all(a, self.levels.exists_one(b, b.level == a.level))",
+                "each level may be listed once in levels; remove the repeated one",
+            ),
         )
     }
 
-    field: FieldName = Field(description="Canonical field (dotted path allowed, e.g. address.city).")
+    field: MatchPath = Field(description="Canonical field (dotted path allowed, e.g. address.city).")
     comparison: ComparisonKind = Field(
         description=(
             "How values are compared: exact; identifier (tax ids, one typo tolerated); text (Jaro-Winkler bands); "
@@ -137,7 +159,7 @@ class MatchField(ApiModel):
             "nicknames, initials, phonetic codes, swapped names)."
         )
     )
-    last_name_field: FieldName | None = Field(default=None, description="The last name, for comparison personName.")
+    last_name_field: MatchPath | None = Field(default=None, description="The last name, for comparison personName.")
     levels: list[MatchLevel] = Field(
         default_factory=list,
         description="m/u of some levels; levels not listed keep the comparison's defaults (see docs/matching.md).",
@@ -158,6 +180,24 @@ class MatchThresholds(ApiModel):
 
 class Matching(ApiModel):
     """Probabilistic (Fellegi-Sunter) duplicate matching, after the deterministic matchRules."""
+
+    # Why: a field compared twice counts its evidence twice (the model assumes fields independent),
+    # so one shared city would weigh like a shared city and postcode.
+    model_config = {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.fields) || self.fields.all(a, self.fields.exists_one(b, b.field == a.field))",
+                "each field may be compared once in matching.fields; remove the repeated one",
+            ),
+            # The schema's own bound says "should be less than 0" for 0.5 (the API server prints the
+            # bound as an integer), which sends the user the wrong way: this message says the range.
+            (
+                "!has(self.priorLinkRate) || (self.priorLinkRate > 0.0 && self.priorLinkRate < 0.5)",
+                "priorLinkRate is a probability above 0 and below 0.5, e.g. 0.0005; leave it out for the default",
+                ".priorLinkRate",
+            ),
+        )
+    }
 
     entity: Literal["customer", "supplier", "item"] | None = Field(
         default=None,

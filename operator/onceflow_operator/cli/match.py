@@ -35,24 +35,45 @@ __all__ = ["match"]
 API_VERSION = "onceflow.io/v1alpha1"
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records from a JSON array, JSON Lines, or CSV with a header row (empty cells are missing values)."""
+def _csv_rows(text: str) -> list[dict[str, Any]]:
+    """CSV rows by header; the delimiter sniffed among , ; tab and | (spreadsheets export semicolons)."""
+    lines = text.splitlines()
     try:
-        text = path.read_text(encoding="utf-8")
+        dialect: Any = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    return [{k: (v or None) for k, v in row.items()} for row in csv.DictReader(lines, dialect=dialect)]
+
+
+def _json_rows(path: Path, text: str) -> list[Any]:
+    """A JSON array, or JSON Lines (a bad line named by its number)."""
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise click.ClickException(f"{path} is not a JSON array: {exc}") from None
+        return parsed if isinstance(parsed, list) else []
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise click.ClickException(f"{path}:{number}: not JSON ({exc}); the file is read as JSON Lines") from None
+    return rows
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSON array, JSON Lines, or CSV with a header row (empty cells are missing values).
+
+    A byte order mark (spreadsheet exports write one) is dropped: kept, it renamed the first column.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"cannot read {path}: {exc}") from None
-    if path.suffix.lower() == ".csv":
-        rows = [{k: (v or None) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
-    else:
-        try:
-            parsed = (
-                json.loads(text)
-                if text.lstrip().startswith("[")
-                else [json.loads(x) for x in text.splitlines() if x.strip()]
-            )
-        except ValueError as exc:
-            raise click.ClickException(f"{path} is not a JSON array or JSON Lines: {exc}") from None
-        rows = parsed
+    rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _json_rows(path, text)
     records = [r for r in rows if isinstance(r, dict)]
     if len(records) < 2:
         raise click.ClickException(f"{path} holds {len(records)} record(s); training needs a sample (hundreds or more)")
@@ -88,6 +109,31 @@ def read_labels(path: Path) -> list[LabelledPair]:
     if not labels:
         raise click.ClickException(f"{path} holds no labels")
     return labels
+
+
+def label_problems(model: MatchModel, labels: list[LabelledPair]) -> list[str]:
+    """What skews figures measured on `labels`: pairs nothing can be compared on, and contradicting verdicts.
+
+    Why said: such pairs still count (as not flagged, or once each way), so an export with the
+    target's own field names, or two reviewers disagreeing, would read as a weak model.
+    """
+    blind = sum(
+        all(f.prepared(lab.left) is None or f.prepared(lab.right) is None for f in model.fields) for lab in labels
+    )
+    verdicts: dict[frozenset[str], set[bool]] = {}
+    for lab in labels:
+        key = frozenset(json.dumps(side, sort_keys=True, default=str) for side in (lab.left, lab.right))
+        verdicts.setdefault(key, set()).add(lab.same)
+    both = sum(len(v) == 2 for v in verdicts.values())
+    notes = []
+    if blind:
+        notes.append(
+            f"{blind} of {len(labels)} labelled pairs share no compared field (a value on both sides): they count as "
+            "not flagged; map the target's field names (canonical names are compared)"
+        )
+    if both:
+        notes.append(f"{both} pair(s) labelled both the same and not the same: each verdict is counted")
+    return notes
 
 
 def _policy(files: tuple[Path, ...], cluster: Cluster, name: str) -> tuple[SyncPolicy, str]:
@@ -258,13 +304,41 @@ def matching_patch(policy: SyncPolicy, model: MatchModel) -> dict[str, Any]:
         entry: dict[str, Any] = {"field": f.paths[0], "comparison": f.kind}
         if len(f.paths) == 2:
             entry["lastNameField"] = f.paths[1]
+        # Significant digits, not decimals: a rare level's m of 4e-7 rounded to 6 decimals was 0,
+        # which the API server refuses (m and u are above 0).
         entry["levels"] = [
-            {"level": level, "m": round(m, 6), "u": round(max(u, 1e-9), 9)}
+            {"level": level, "m": float(f"{m:.6g}"), "u": float(f"{max(u, 1e-12):.6g}")}
             for level, m, u in zip(f.levels, f.m, f.u, strict=True)
         ]
+        exact, different = entry["levels"][0], entry["levels"][-1]
+        if exact["m"] < exact["u"] or different["m"] > different["u"]:
+            raise click.ClickException(
+                f"{f.name}: trained m/u make agreement count against a match (exact m={exact['m']} u={exact['u']}); "
+                "the sample's records agree on it by chance as often as duplicates do: train on a larger, varied "
+                "sample, or leave the field out of matching.fields"
+            )
         fields.append(entry)
     current.pop("entity", None)
     return {"spec": {"matching": {**current, "fields": fields, "priorLinkRate": float(f"{model.prior:.3g}")}}}
+
+
+def _refuse_invalid(policy: SyncPolicy, patch: dict[str, Any]) -> None:
+    """One line when the patched policy would be refused (schema and CEL, as `onceflow validate` checks).
+
+    Why: a patch is only worth printing if `kubectl apply` and `--apply` accept it; estimates from a
+    small or odd sample can leave the ranges spec.matching allows (a prior of 0.5, m below u).
+    """
+    from onceflow_operator.compiler.validation import validate_manifest
+
+    manifest = policy.model_dump(by_alias=True, exclude_none=True, mode="json")
+    manifest["spec"]["matching"] = patch["spec"]["matching"]
+    problems = validate_manifest(manifest, "trained patch")
+    if problems:
+        first = problems[0]
+        raise click.ClickException(
+            f"the trained matching would be refused ({first.path}: {first.message}); "
+            "train on a larger, more varied sample"
+        )
 
 
 @click.group()
@@ -348,8 +422,12 @@ def train(
     sync_policy, namespace = _policy(files, cluster, policy)
     model = _model(sync_policy)
     if labels is not None:
+        pairs_read = read_labels(labels)
+        absent = training.absent_fields(model, (side for lab in pairs_read for side in (lab.left, lab.right)))
+        if absent:
+            click.echo(f"# not in the labels, m/u kept as they are: {', '.join(absent)}", err=True)
         try:
-            trained = training.estimate_from_labels(model, read_labels(labels))
+            trained = training.estimate_from_labels(model, pairs_read)
         except ValueError as exc:
             raise click.ClickException(f"{labels}: {exc}") from None
         note = f"m/u from {labels}"
@@ -361,18 +439,34 @@ def train(
             sample = _renamed(pull_records(files, cluster, sync_policy, namespace, side), renames)
             if len(sample) < 2:
                 raise click.ClickException(f"{side} listed {len(sample)} record(s); training needs a sample")
+        source = str(records) if records is not None else f"the {side} side's records"
+        absent = training.absent_fields(model, sample)
+        if len(absent) == len(model.fields):
+            raise click.ClickException(
+                f"none of the compared fields ({', '.join(absent)}) is in {source}; the records' fields are "
+                f"{', '.join(map(str, list(sample[0])[:8]))}: give the CSV a header row of field names, "
+                "or map them with --field canonical=target"
+            )
         compared = {p for f in model.fields for p in f.paths}
         chosen = list(blocks) or [b for b in ("name", "postal_code") if b in compared] or [model.fields[0].paths[0]]
         try:
             pairs = training.blocks_by_fields(model, sample, chosen)
+            count = sum(len(p) for p in pairs.values())
+            if not count:
+                raise ValueError(
+                    f"no candidate pairs in {source}: no two records agree on {', '.join(chosen)} within a block of "
+                    "at most 200 records (all alike, or all different); train on a real sample, or give --block"
+                )
             trained = training.train(model, sample, pairs)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        count = sum(len(p) for p in pairs.values())
+        if absent:
+            click.echo(f"# not in the sample, m/u kept as they are: {', '.join(absent)}", err=True)
         note = (
             f"u from random pairs of {len(sample)} records, m by EM over {count} pairs blocked by {', '.join(chosen)}"
         )
     patch = matching_patch(sync_policy, trained)
+    _refuse_invalid(sync_policy, patch)
     if not apply_patch:
         click.echo(f"# {note}; apply with --apply, or put into the SyncPolicy's manifest", err=True)
         if output in ("yaml", "json"):
@@ -407,7 +501,11 @@ def evaluate(policy: str, files: tuple[Path, ...], labels: Path, output: str, cl
     from onceflow_runner.matching import training
 
     sync_policy, _ = _policy(files, cluster, policy)
-    result = training.evaluate(_model(sync_policy), read_labels(labels))
+    model = _model(sync_policy)
+    pairs = read_labels(labels)
+    for note in label_problems(model, pairs):
+        click.echo(f"# {note}", err=True)
+    result = training.evaluate(model, pairs)
     figures = {
         "pairs": result.pairs,
         "precision": round(result.precision, 4),

@@ -14,6 +14,7 @@ strings, because a search returns the same candidates to many records.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -27,9 +28,15 @@ from rapidfuzz.distance import JaroWinkler, Levenshtein
 
 from onceflow_runner.matching.nicknames import name_groups
 
-__all__ = ["COMPARISONS", "Comparison", "ComparisonKind", "clear_caches", "comparison"]
+__all__ = ["COMPARISONS", "MAX_VALUE_CHARS", "Comparison", "ComparisonKind", "clear_caches", "comparison"]
 
 ComparisonKind = str
+
+#: Characters of a value that are compared; the rest is ignored. Why: Jaro-Winkler and token ratios
+#: cost time in proportion to the product of the lengths, so one 1 MB name from a careless or hostile
+#: source took 5-41 s per candidate and stalled the runner; no business field is this long, and
+#: the memo would otherwise keep megabyte strings as keys.
+MAX_VALUE_CHARS = 256
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _DIGITS = re.compile(r"\D+")
@@ -137,17 +144,42 @@ STREET_WORDS: dict[str, str] = {
 }
 
 
+def _text(value: Any) -> str:
+    """The value as text, cut at MAX_VALUE_CHARS (a list or mapping where a scalar belongs: its repr)."""
+    return (value if type(value) is str else str(value))[:MAX_VALUE_CHARS]
+
+
+def _cut(value: Any) -> Any:
+    """Strings (also in a tuple, a person's name) cut at MAX_VALUE_CHARS, before the memo keeps them."""
+    if type(value) is str:
+        return value[:MAX_VALUE_CHARS]
+    if type(value) is tuple:
+        return tuple(v[:MAX_VALUE_CHARS] if type(v) is str else v for v in value)
+    return value
+
+
 def _plain(value: Any) -> str:
     """Case-folded, accents removed (ß -> ss, ü -> u), every run of other characters one space."""
-    text = str(value).casefold()
+    text = _text(value).casefold()
     if not text.isascii():  # most values are ASCII: skip the decomposition (the costliest step) for them
         text = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
         text = "".join(c for c in text if not unicodedata.combining(c))
     return _NON_ALNUM.sub(" ", text).strip()
 
 
+#: What people key when a value is unknown. Why missing: two records with "n/a" for an e-mail are
+#: no more alike than two without one, but compared as values they agreed exactly (strong evidence).
+#: Not "na": it is Namibia's country code.
+PLACEHOLDERS: frozenset[str] = frozenset(
+    ["-", "--", "---", "?", "n/a", "n.a.", "k.a.", "none", "null", "nil", "unknown", "keine", "tbd", "xxx"]
+)
+
+
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        return not text or (len(text) <= 7 and text.casefold() in PLACEHOLDERS)
+    return value is None
 
 
 @dataclass(frozen=True)
@@ -163,7 +195,7 @@ class Comparison:
 
     @property
     def prepare_str(self) -> Callable[[str], Any]:
-        """`prepare` for a string, without the guard for unhashable values (the scorer's hot loop)."""
+        """`prepare` for a string of at most MAX_VALUE_CHARS, without the guards (the scorer's hot loop)."""
         return getattr(self.prepare, "cached", self.prepare)
 
 
@@ -186,12 +218,14 @@ def _memo(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     _CACHES.append(cached)
 
     def prepare(value: Any) -> Any:
+        value = _cut(value)
         try:
             return cached(value)
         except TypeError:  # unhashable: a list or a mapping where a scalar was expected
             return checked(value)
 
-    prepare.cached = cached  # type: ignore[attr-defined]  # the hot loop calls it straight for strings
+    # The hot loop calls it straight for strings no longer than MAX_VALUE_CHARS.
+    prepare.cached = cached  # type: ignore[attr-defined]
     return prepare
 
 
@@ -259,7 +293,9 @@ def _prepare_company(value: Any) -> str | None:
     # "S.A.", "B.V.", "s.à r.l." arrive as runs of single letters: joined, they are legal forms too.
     tokens = [ABBREVIATIONS.get(t, t) for t in _initialisms(_plain(value).split())]
     kept = [t for t in tokens if t not in LEGAL_FORMS and t not in STOP_WORDS]
-    return " ".join(kept or tokens) or None
+    # A name of nothing but legal forms and stop words ("GmbH", "The Company") names no one: two such
+    # names agreeing is no evidence, so the name is missing.
+    return " ".join(kept) or None
 
 
 def _level_company(a: str, b: str) -> int:
@@ -338,12 +374,12 @@ ROLE_MAILBOXES: frozenset[str] = frozenset(
 
 
 def _prepare_email(value: Any) -> tuple[str, str] | None:
-    text = str(value).strip().casefold()
+    text = _text(value).strip().casefold()
     if text.startswith("mailto:"):
         text = text[7:]
     local, _, domain = text.rpartition("@")
-    if not local:
-        return (text, "") if text else None
+    if not local or not domain:  # no address ("-", "ann", "ann@"): agreeing on it is no evidence
+        return None
     return local.split("+", 1)[0], domain
 
 
@@ -359,9 +395,11 @@ def _level_email(a: tuple[str, str], b: tuple[str, str]) -> int:
 
 
 def _prepare_phone(value: Any) -> str | None:
-    digits = _DIGITS.sub("", str(value))
+    digits = _DIGITS.sub("", _text(value))
     # The subscriber part: country code and trunk prefix are written in many ways (+49, 0049, 0).
-    return digits[-9:] if len(digits) >= 6 else None
+    subscriber = digits[-9:]
+    # Fewer than six digits is no number; one digit repeated (000000, 999 999 999) is a placeholder.
+    return subscriber if len(subscriber) >= 6 and subscriber.strip(subscriber[0]) else None
 
 
 def _level_phone(a: str, b: str) -> int:
@@ -378,11 +416,14 @@ def _prepare_date(value: Any) -> tuple[int, int, int] | None:
         value = value.date()
     if isinstance(value, date):
         return value.year, value.month, value.day
-    text = str(value).strip()[:10]
+    text = _text(value).strip()[:10]
     parts = re.split(r"[-./]", text)
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    # isdigit() alone admits "²" and "①", which int() refuses: only ASCII digits are a date's parts.
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     first, second, third = (int(p) for p in parts)
+    if not (first and second and third):  # 0000-00-00 and 2024-00-00 are databases' "no date"
+        return None
     # ISO (2024-03-05) or day first (05.03.2024): the four-digit part is the year.
     return (first, second, third) if len(parts[0]) == 4 else (third, second, first)
 
@@ -404,9 +445,11 @@ def _prepare_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     try:
-        return float(str(value).replace(",", "."))
+        number = float(_text(value).replace(",", "."))
     except ValueError:
         return None
+    # "nan" and "inf" parse, but are no amount: NaN never equals itself, and inf is within 1% of any number.
+    return number if math.isfinite(number) else None
 
 
 def _level_number(a: float, b: float) -> int:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from onceflow_runner.contract.plan import MatchingPlan
-from onceflow_runner.matching.compare import Comparison, comparison
+from onceflow_runner.matching.compare import MAX_VALUE_CHARS, Comparison, comparison
 from onceflow_runner.matching.fields import field_value
 
 __all__ = [
@@ -154,7 +154,7 @@ def score_candidates(
                 break
             cmp = f.comparison
             raw = candidate.get(key) if key is not None else f.raw(candidate)
-            theirs = prepare_str(raw) if type(raw) is str else cmp.prepare(raw)
+            theirs = prepare_str(raw) if type(raw) is str and len(raw) <= MAX_VALUE_CHARS else cmp.prepare(raw)
             if theirs is None:
                 continue
             level = cmp.level(mine, theirs)

@@ -22,6 +22,7 @@ from onceflow_runner.matching.model import FieldModel, MatchModel, bayes_factor_
 __all__ = [
     "Evaluation",
     "LabelledPair",
+    "absent_fields",
     "blocks_by_fields",
     "estimate_from_labels",
     "estimate_m_em",
@@ -76,6 +77,16 @@ class Evaluation:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
+def absent_fields(model: MatchModel, records: Iterable[Any]) -> list[str]:
+    """Names of the compared fields no record has a value for: training keeps their m/u as they are."""
+    seen: set[int] = set()
+    for rec in records:
+        seen.update(k for k, f in enumerate(model.fields) if k not in seen and f.prepared(rec) is not None)
+        if len(seen) == len(model.fields):
+            break
+    return [f.name for k, f in enumerate(model.fields) if k not in seen]
+
+
 def prepare_records(model: MatchModel, records: Sequence[Any]) -> list[list[Any]]:
     """Each record's prepared value per field, computed once for every pair the record is in."""
     return [[f.prepared(rec) for f in model.fields] for rec in records]
@@ -94,7 +105,14 @@ def pattern_weight(model: MatchModel, levels: Sequence[int]) -> float:
     return sum(f.weights[level] for f, level in zip(model.fields, levels, strict=True) if level >= 0)
 
 
-def _probabilities(counts: Sequence[float]) -> tuple[float, ...]:
+def _probabilities(counts: Sequence[float], unseen: tuple[float, ...]) -> tuple[float, ...]:
+    """Smoothed shares of `counts`; `unseen` (the current m or u) when nothing was counted.
+
+    Why: a field the sample or the labels lack (a column not exported) has no counts, and smoothing
+    alone made its m and u equal, silently switching off the field's evidence.
+    """
+    if not any(counts):
+        return unseen
     smoothed = [c + SMOOTHING for c in counts]
     total = sum(smoothed)
     return tuple(c / total for c in smoothed)
@@ -115,7 +133,7 @@ def estimate_u_random(model: MatchModel, records: Sequence[Any], *, pairs: int =
     return replace(
         model,
         fields=tuple(
-            FieldModel(f.paths, f.kind, f.m, _probabilities(c)) for f, c in zip(model.fields, counts, strict=True)
+            FieldModel(f.paths, f.kind, f.m, _probabilities(c, f.u)) for f, c in zip(model.fields, counts, strict=True)
         ),
     )
 
@@ -157,7 +175,7 @@ def estimate_m_em(
                     counts[k][level] += p * count
         new_rate = min(max(matched / total, 1e-6), 0.999)
         fields = tuple(
-            f if k in held else FieldModel(f.paths, f.kind, _probabilities(c), f.u)
+            f if k in held else FieldModel(f.paths, f.kind, _probabilities(c, f.m), f.u)
             for k, (f, c) in enumerate(zip(current.fields, counts, strict=True))
         )
         change = abs(new_rate - link_rate) + max(
@@ -219,7 +237,9 @@ def train(
         for f, ms in zip(with_u.fields, learnt, strict=True)
     )
     all_pairs = len(records) * (len(records) - 1) / 2
-    prior = min(max(matches / all_pairs, 1e-7), 0.5) if matches else model.prior
+    # Below 0.5, as spec.matching requires: a sample in which half of all pairs are duplicates is no
+    # sample of a target system (a handful of spellings of one company), and 0.5 itself was refused.
+    prior = min(max(matches / all_pairs, 1e-7), 0.25) if matches else model.prior
     return replace(with_u, fields=fields, prior=prior)
 
 
@@ -274,7 +294,7 @@ def estimate_from_labels(model: MatchModel, labels: Sequence[LabelledPair]) -> M
     return replace(
         model,
         fields=tuple(
-            FieldModel(f.paths, f.kind, _probabilities(m), _probabilities(u))
+            FieldModel(f.paths, f.kind, _probabilities(m, f.m), _probabilities(u, f.u))
             for f, m, u in zip(model.fields, m_counts, u_counts, strict=True)
         ),
     )
