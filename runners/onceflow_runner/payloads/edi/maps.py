@@ -125,6 +125,24 @@ _DTM = Segment(
     "DTM", "Date/Time Reference", "S", "10", (Element("374", "R"), Element("373"), Element("337")), ("R020305",)
 )
 _PRODUCT_IDS = tuple(e for _ in range(5) for e in (Element("235"), Element("234")))
+#: The PO line as the 850 orders it and the 855 acknowledges it (the same segment in both sets).
+_PO1 = Segment(
+    "PO1",
+    "Baseline Item Data",
+    "R",
+    "1",
+    (
+        Element("350"),
+        Element("330", "R"),
+        Element("355", "R"),
+        Element("212"),
+        Element("639"),
+        Element("235", "R"),
+        Element("234", "R"),
+        *_PRODUCT_IDS[2:],
+    ),
+    ("C0302", "C0504", "P0607", "P0809", "P1011", "P1213", "P1415"),
+)
 
 #: 850 Purchase Order, version 004010: the segments a distributor takes from its trading partners.
 #: Quantity, unit and a product id are required on every PO1 (the order cannot be filled without them).
@@ -204,23 +222,7 @@ SET_850 = TransactionSet(
             "R",
             "100000",
             (
-                Segment(
-                    "PO1",
-                    "Baseline Item Data",
-                    "R",
-                    "1",
-                    (
-                        Element("350"),
-                        Element("330", "R"),
-                        Element("355", "R"),
-                        Element("212"),
-                        Element("639"),
-                        Element("235", "R"),
-                        Element("234", "R"),
-                        *_PRODUCT_IDS[2:],
-                    ),
-                    ("C0302", "C0504", "P0607", "P0809", "P1011", "P1213", "P1415"),
-                ),
+                _PO1,
                 Segment(
                     "PID",
                     "Product/Item Description",
@@ -286,23 +288,7 @@ SET_855 = TransactionSet(
             "R",
             "100000",
             (
-                Segment(
-                    "PO1",
-                    "Baseline Item Data",
-                    "R",
-                    "1",
-                    (
-                        Element("350"),
-                        Element("330", "R"),
-                        Element("355", "R"),
-                        Element("212"),
-                        Element("639"),
-                        Element("235", "R"),
-                        Element("234", "R"),
-                        *_MORE_PRODUCT_IDS,
-                    ),
-                    ("C0302", "C0504", "P0607", "P0809", "P1011", "P1213", "P1415"),
-                ),
+                _PO1,
                 Segment(
                     "ACK",
                     "Line Item Acknowledgment",
