@@ -214,3 +214,74 @@ def test_the_operator_reads_its_tracing_settings_from_its_environment_but_never_
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_HEADERS")
     monkeypatch.delenv("OTEL_SERVICE_NAME")
     assert OperatorConfig.from_environment().tracing_env == ()
+
+
+# -- A webhook sender's traceparent (issue #17 attack) ------------------------------------------
+# The gateway stored whatever the sender put in `traceparent` and every outbound call of the
+# record sent it on: `00-é...` made each HTTP step fail (httpx refuses non-ASCII header values),
+# 8 KB of text reached every target, and uppercase or all-zero ids were passed on as they came.
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (SENT, SENT),
+        (f"00-{TRACE}-{PARENT}-00", f"00-{TRACE}-{PARENT}-00"),
+        # Only the sampled flag is defined; other bits are not passed on.
+        (f"00-{TRACE}-{PARENT}-03", f"00-{TRACE}-{PARENT}-01"),
+        # A later version is read for its first four fields (W3C: parse what version 00 defines).
+        (f"01-{TRACE}-{PARENT}-01-future", SENT),
+        (f"cc-{TRACE}-{PARENT}-01-" + "x" * 10_000, SENT),
+    ],
+)
+def test_a_valid_sender_traceparent_is_continued_as_version_00(sent: str, kept: str) -> None:
+    from onceflow_runner.contract.headers import w3c_traceparent
+
+    assert w3c_traceparent(sent) == kept
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        None,
+        "",
+        "garbage",
+        f"00-{TRACE.upper()}-{PARENT}-01",
+        f"00-{TRACE}-{PARENT.upper()}-01",
+        f"ff-{TRACE}-{PARENT}-01",
+        f"00-{'0' * 32}-{PARENT}-01",
+        f"00-{TRACE}-{'0' * 16}-01",
+        f"00-{TRACE}-{PARENT}-01-extra",
+        f"01-{TRACE}-{PARENT}-01extra",
+        f"00-{TRACE}-{PARENT}-0g",
+        f"00-{TRACE[:-1]}é-{PARENT}-01",
+        f"00-{TRACE}-{PARENT}-01" + "x" * 10_000,
+        f"00_{TRACE}_{PARENT}_01",
+        f" 00-{TRACE}-{PARENT}-1",
+    ],
+)
+def test_an_invalid_sender_traceparent_is_dropped(sent: str | None) -> None:
+    from onceflow_runner.contract.headers import w3c_traceparent
+
+    assert w3c_traceparent(sent) is None
+
+
+def test_the_gateway_starts_a_new_trace_for_repeated_or_invalid_traceparent_headers() -> None:
+    from multidict import CIMultiDict
+
+    from onceflow_runner.gateway.server import sender_traceparent
+
+    assert sender_traceparent(CIMultiDict({"traceparent": SENT})) == SENT
+    assert sender_traceparent(CIMultiDict([("Traceparent", SENT), ("traceparent", SENT)])) is None
+    assert sender_traceparent(CIMultiDict({"traceparent": "00-é"})) is None
+    assert sender_traceparent(CIMultiDict()) is None
+
+
+def test_a_record_read_from_nats_keeps_no_invalid_traceparent() -> None:
+    from onceflow_runner.contract.messages import RecordHeaders
+
+    assert RecordHeaders.from_headers({"traceparent": SENT}).traceparent == SENT
+    assert RecordHeaders.from_headers({"traceparent": "00-" + "é" * 60}).traceparent is None

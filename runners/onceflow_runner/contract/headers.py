@@ -60,6 +60,7 @@ __all__ = [
     "cloudevent_headers",
     "header_safe",
     "refused_request_header",
+    "w3c_traceparent",
 ]
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
@@ -124,6 +125,37 @@ APPROVED_STEPS: Final = "Onceflow-Approved-Steps"
 
 # -- Onceflow: a canary rollout's split marker (see contract/split.py) ---------------------------
 ROLLOUT: Final = "Onceflow-Rollout"
+
+
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def _hex(text: str, size: int) -> bool:
+    return len(text) == size and set(text) <= _HEX
+
+
+def w3c_traceparent(value: str | None) -> str | None:
+    """The version-00 traceparent a W3C `traceparent` value names; None when it names none.
+
+    Why: a webhook sender writes this header, and the record carries it to NATS and to every
+    outbound call; passed on as sent, `00-é...` failed each HTTP step (non-ASCII header) and
+    kilobytes of text reached every target. Rules of W3C Trace Context: lowercase hex, version
+    `ff` and all-zero ids invalid, version 00 exactly 55 characters, a later version read for
+    its first four fields; only the sampled flag is passed on.
+    """
+    if not value or len(value) < 55:
+        return None
+    fields = value[:55].split("-")
+    if len(fields) != 4:
+        return None
+    version, trace_id, parent_id, flags = fields
+    if not (_hex(version, 2) and _hex(trace_id, 32) and _hex(parent_id, 16) and _hex(flags, 2)) or version == "ff":
+        return None
+    if (version == "00" and len(value) != 55) or (len(value) > 55 and value[55] != "-"):
+        return None
+    if trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    return f"00-{trace_id}-{parent_id}-{int(flags, 16) & 1:02x}"
 
 
 def header_safe(text: str, limit: int = 1000) -> str:
