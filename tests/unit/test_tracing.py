@@ -285,3 +285,32 @@ def test_a_record_read_from_nats_keeps_no_invalid_traceparent() -> None:
 
     assert RecordHeaders.from_headers({"traceparent": SENT}).traceparent == SENT
     assert RecordHeaders.from_headers({"traceparent": "00-" + "é" * 60}).traceparent is None
+
+
+def test_no_otel_credential_reaches_a_pod() -> None:
+    """Every signal's `*_HEADERS`, and a password in an endpoint URL, stay in the operator (#17 attack).
+
+    Only the generic and traces headers were held back: OTEL_EXPORTER_OTLP_LOGS_HEADERS (set for
+    the operator's own logs) and `https://user:key@host` endpoints went into every Deployment.
+    """
+    from onceflow_operator.controller.settings import tracing_env_of
+
+    env = dict(
+        tracing_env_of(
+            {
+                "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s1",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=s2",
+                "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "api-key=s3",
+                "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "api-key=s4",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "https://tenant:s5@collector.example:4318/otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://:s6@collector.example/v1/traces",
+                "OTEL_SERVICE_NAME": "runner",
+            }
+        )
+    )
+    assert env == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318/otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector.example/v1/traces",
+        "OTEL_SERVICE_NAME": "runner",
+    }
+    assert not any(f"s{i}" in value for value in env.values() for i in range(1, 7))
