@@ -314,3 +314,38 @@ def test_no_otel_credential_reaches_a_pod() -> None:
         "OTEL_SERVICE_NAME": "runner",
     }
     assert not any(f"s{i}" in value for value in env.values() for i in range(1, 7))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "not-a-url"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"},
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://user:hunter2@collector/v1/traces"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_QUEUE_SIZE": "-5"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},
+    ],
+)
+def test_unusable_otel_settings_leave_tracing_off_with_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process starts, exports nothing, and says which variable to fix (#17 attack).
+
+    A bad OTEL_BSP_* pair raised a ValueError traceback at start (a crash loop); an endpoint
+    without a scheme started "exporting" and then failed every batch with an error line.
+    """
+    from onceflow_runner.adapters import otlp
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # the SDK reads os.environ itself
+    with caplog.at_level("INFO", logger="onceflow.tracing"):
+        assert otlp.configure("runner", env) is False
+    assert not otlp.is_configured()
+    assert not tracing.is_enabled()
+    lines = [r.getMessage() for r in caplog.records if r.name == "onceflow.tracing"]
+    assert len(lines) == 1
+    assert "not exported" in lines[0]
+    named = [name for name in env if name in lines[0] or (name.startswith("OTEL_BSP_") and "OTEL_BSP_*" in lines[0])]
+    assert named
+    assert "hunter2" not in lines[0]

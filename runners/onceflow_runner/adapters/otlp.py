@@ -17,10 +17,11 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Final
+from urllib.parse import urlsplit
 
 from onceflow_runner import tracing
 
-__all__ = ["configure", "is_configured", "shutdown", "wants_tracing"]
+__all__ = ["configure", "endpoint_problem", "is_configured", "shutdown", "wants_tracing"]
 
 log = logging.getLogger("onceflow.tracing")
 
@@ -36,6 +37,26 @@ def wants_tracing(env: Mapping[str, str]) -> bool:
     if exporter:
         return "otlp" in {e.strip() for e in exporter.split(",")}
     return any(env.get(name, "").strip() for name in _ENDPOINTS)
+
+
+def endpoint_problem(env: Mapping[str, str]) -> str | None:
+    """What is wrong with the OTLP endpoint variables, naming the variable but never its value.
+
+    Why check: the SDK takes any text and then fails every batch with an error line; a value
+    may hold a password (`https://user:key@host`), so it is not repeated in the log.
+    """
+    for name in _ENDPOINTS:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in {"http", "https"} and bool(parts.hostname) and (parts.port or 0) >= 0
+        except ValueError:
+            usable = False
+        if not usable:
+            return f"{name} is not an http(s) URL (set it like http://collector.observability:4318)"
+    return None
 
 
 def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
@@ -54,15 +75,24 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
             "(point the endpoint at the collector's OTLP/HTTP port, usually 4318)",
             protocol,
         )
+    problem = endpoint_problem(env)
+    if problem is not None:
+        log.error("%s; spans are not exported", problem)
+        return False
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    try:
+        processor = BatchSpanProcessor(OTLPSpanExporter())
+    except ValueError as exc:  # e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE above OTEL_BSP_MAX_QUEUE_SIZE
+        log.error("OTEL_BSP_* settings refused (%s); spans are not exported", exc)
+        return False
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _provider.append(provider)
     tracing.enable()
