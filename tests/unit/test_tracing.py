@@ -349,3 +349,57 @@ def test_unusable_otel_settings_leave_tracing_off_with_one_line(
     named = [name for name in env if name in lines[0] or (name.startswith("OTEL_BSP_") and "OTEL_BSP_*" in lines[0])]
     assert named
     assert "hunter2" not in lines[0]
+
+
+def test_a_collector_answering_an_endless_body_costs_the_exporter_little_memory_and_time() -> None:
+    """The SDK's exporter read a collector's whole answer into memory (#17 attack).
+
+    Against a 200 with an endless chunked body the runner grew by about 450 MB a second until the
+    pod was killed; now the exporter reads at most 64 KiB of an answer and then drops the connection.
+    """
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from onceflow_runner.adapters.otlp import bounded_session
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                return
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        answer = bounded_session().post(url, data=b"", timeout=5)
+        assert answer.status_code == 200
+        assert len(answer.content) <= 64 * 1024
+        provider = TracerProvider()
+        exporter = OTLPSpanExporter(endpoint=url, timeout=5, session=bounded_session())
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        with provider.get_tracer("t").start_as_current_span("s"):
+            pass
+        started = time.monotonic()
+        assert exporter.export(exported.get_finished_spans()) is SpanExportResult.SUCCESS
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()

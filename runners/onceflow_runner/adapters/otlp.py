@@ -16,12 +16,23 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from onceflow_runner import tracing
 
-__all__ = ["configure", "endpoint_problem", "is_configured", "shutdown", "wants_tracing"]
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "ANSWER_LIMIT",
+    "bounded_session",
+    "configure",
+    "endpoint_problem",
+    "is_configured",
+    "shutdown",
+    "wants_tracing",
+]
 
 log = logging.getLogger("onceflow.tracing")
 
@@ -59,6 +70,37 @@ def endpoint_problem(env: Mapping[str, str]) -> str | None:
     return None
 
 
+#: How much of a collector's answer the exporter reads: an OTLP answer is a few bytes of protobuf.
+ANSWER_LIMIT: Final = 64 * 1024
+
+
+def bounded_session() -> requests.Session:
+    """A requests session that reads at most `ANSWER_LIMIT` bytes of any answer, then drops the connection.
+
+    Why: the SDK's exporter reads a collector's whole answer into memory; a broken or hostile
+    endpoint answering with an endless body grew a runner by hundreds of MB a second until its
+    pod was killed. Each read is bounded by the request's timeout, as before.
+    """
+    import requests
+
+    class _Bounded(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+            kwargs["stream"] = True
+            response = super().request(*args, **kwargs)
+            body = bytearray()
+            try:
+                for chunk in response.iter_content(8192):
+                    body += chunk
+                    if len(body) >= ANSWER_LIMIT:
+                        break
+            finally:
+                response.close()
+            response._content = bytes(body[:ANSWER_LIMIT])
+            return response
+
+    return _Bounded()
+
+
 def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
     """Install an SDK tracer provider exporting over OTLP/HTTP when the environment asks; True if it did.
 
@@ -86,7 +128,7 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     try:
-        processor = BatchSpanProcessor(OTLPSpanExporter())
+        processor = BatchSpanProcessor(OTLPSpanExporter(session=bounded_session()))
     except ValueError as exc:  # e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE above OTEL_BSP_MAX_QUEUE_SIZE
         log.error("OTEL_BSP_* settings refused (%s); spans are not exported", exc)
         return False
