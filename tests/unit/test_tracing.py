@@ -403,3 +403,38 @@ def test_a_collector_answering_an_endless_body_costs_the_exporter_little_memory_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_collector_that_never_answers_delays_a_stop_by_the_shutdown_bound_only(tmp_path: Path) -> None:
+    """The last spans get `SHUTDOWN_SECONDS`; the SDK alone took 30 s against a silent collector (#17 attack).
+
+    A real process: configure installs the process-wide tracer provider, which a test process
+    must not keep.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from onceflow_runner.adapters.otlp import SHUTDOWN_SECONDS
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts, never answers
+        script = (
+            "from onceflow_runner import tracing\n"
+            "from onceflow_runner.adapters import otlp\n"
+            "assert otlp.configure('t')\n"
+            "for _ in range(3000):\n"
+            "    with tracing.span('x'):\n"
+            "        pass\n"
+            "otlp.shutdown()\n"
+        )
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert took < SHUTDOWN_SECONDS + 5
+    assert "spans not sent" in done.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANSWER_LIMIT",
+    "SHUTDOWN_SECONDS",
     "bounded_session",
     "configure",
     "endpoint_problem",
@@ -70,6 +72,8 @@ def endpoint_problem(env: Mapping[str, str]) -> str | None:
     return None
 
 
+#: How long a stopping process waits for its last spans to reach the collector.
+SHUTDOWN_SECONDS: Final = 5.0
 #: How much of a collector's answer the exporter reads: an OTLP answer is a few bytes of protobuf.
 ANSWER_LIMIT: Final = 64 * 1024
 
@@ -148,10 +152,22 @@ def is_configured() -> bool:
 
 
 def shutdown() -> None:
-    """Send the spans still queued and stop the exporter (at process stop; bounded by the SDK's timeouts)."""
+    """Send the spans still queued and stop the exporter, giving up after `SHUTDOWN_SECONDS`.
+
+    Why a bound of our own: the SDK's shutdown retries each batch up to its export timeout, and
+    took 30 s against a collector that accepts connections but never answers; a pod stopping
+    for a rollout should not wait on its tracing backend.
+    """
     for provider in _provider:
         stop = getattr(provider, "shutdown", None)
-        if stop is not None:
-            stop()
+        if stop is None:
+            continue
+        stopping = threading.Thread(target=stop, name="otlp-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(SHUTDOWN_SECONDS)
+        if stopping.is_alive():
+            log.warning(
+                "spans not sent within %s s of stopping are dropped (collector not answering)", SHUTDOWN_SECONDS
+            )
     _provider.clear()
     tracing.disable()
