@@ -14,6 +14,7 @@ message, a business key) before it becomes a header value.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Final
 
@@ -127,11 +128,8 @@ APPROVED_STEPS: Final = "Onceflow-Approved-Steps"
 ROLLOUT: Final = "Onceflow-Rollout"
 
 
-_HEX: Final = frozenset("0123456789abcdef")
-
-
-def _hex(text: str, size: int) -> bool:
-    return len(text) == size and set(text) <= _HEX
+#: W3C Trace Context: version, trace id, parent id, flags; a later version may add `-...` fields.
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
 
 
 def w3c_traceparent(value: str | None) -> str | None:
@@ -143,15 +141,11 @@ def w3c_traceparent(value: str | None) -> str | None:
     `ff` and all-zero ids invalid, version 00 exactly 55 characters, a later version read for
     its first four fields; only the sampled flag is passed on.
     """
-    if not value or len(value) < 55:
+    found = _TRACEPARENT.fullmatch(value) if value else None
+    if found is None:
         return None
-    fields = value[:55].split("-")
-    if len(fields) != 4:
-        return None
-    version, trace_id, parent_id, flags = fields
-    if not (_hex(version, 2) and _hex(trace_id, 32) and _hex(parent_id, 16) and _hex(flags, 2)) or version == "ff":
-        return None
-    if (version == "00" and len(value) != 55) or (len(value) > 55 and value[55] != "-"):
+    version, trace_id, parent_id, flags, extra = found.groups()
+    if version == "ff" or (version == "00" and extra is not None):
         return None
     if trace_id == "0" * 32 or parent_id == "0" * 16:
         return None
