@@ -323,6 +323,8 @@ def test_no_otel_credential_reaches_a_pod() -> None:
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"},
         {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://user:hunter2@collector/v1/traces"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.pem"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "/no/such/key"},
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_QUEUE_SIZE": "-5"},
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},
     ],
@@ -333,14 +335,18 @@ def test_unusable_otel_settings_leave_tracing_off_with_one_line(
     """The process starts, exports nothing, and says which variable to fix (#17 attack).
 
     A bad OTEL_BSP_* pair raised a ValueError traceback at start (a crash loop); an endpoint
-    without a scheme started "exporting" and then failed every batch with an error line.
+    without a scheme, or a CA file the pod does not have (the operator hands its OTEL_* on),
+    started "exporting" and then failed every batch with an error line.
     """
     from onceflow_runner.adapters import otlp
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # the SDK reads os.environ itself
     with caplog.at_level("INFO", logger="onceflow.tracing"):
-        assert otlp.configure("runner", env) is False
+        configured = otlp.configure("runner", env)
+    if configured:
+        otlp.shutdown()  # the next case must start from nothing
+    assert configured is False
     assert not otlp.is_configured()
     assert not tracing.is_enabled()
     lines = [r.getMessage() for r in caplog.records if r.name == "onceflow.tracing"]

@@ -30,8 +30,8 @@ __all__ = [
     "SHUTDOWN_SECONDS",
     "bounded_session",
     "configure",
-    "endpoint_problem",
     "is_configured",
+    "settings_problem",
     "shutdown",
     "wants_tracing",
 ]
@@ -39,6 +39,11 @@ __all__ = [
 log = logging.getLogger("onceflow.tracing")
 
 _ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_FILES: Final = tuple(
+    f"OTEL_EXPORTER_OTLP_{signal}{kind}"
+    for signal in ("", "TRACES_")
+    for kind in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
+)
 _provider: list[object] = []
 
 
@@ -52,12 +57,17 @@ def wants_tracing(env: Mapping[str, str]) -> bool:
     return any(env.get(name, "").strip() for name in _ENDPOINTS)
 
 
-def endpoint_problem(env: Mapping[str, str]) -> str | None:
-    """What is wrong with the OTLP endpoint variables, naming the variable but never its value.
+def settings_problem(env: Mapping[str, str]) -> str | None:
+    """What is wrong with the OTLP endpoint and TLS file variables, naming the variable but never its value.
 
-    Why check: the SDK takes any text and then fails every batch with an error line; a value
-    may hold a password (`https://user:key@host`), so it is not repeated in the log.
+    Why check: the SDK takes any text, and a path to a file this pod does not have (the operator
+    hands its own OTEL_* on), and then fails every batch with an error line; an endpoint may
+    hold a password (`https://user:key@host`), so values are not repeated in the log.
     """
+    for name in _FILES:
+        path = env.get(name, "").strip()
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            return f"{name} names no readable file in this container (mount it, or unset the variable)"
     for name in _ENDPOINTS:
         value = env.get(name, "").strip()
         if not value:
@@ -121,7 +131,7 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
             "(point the endpoint at the collector's OTLP/HTTP port, usually 4318)",
             protocol,
         )
-    problem = endpoint_problem(env)
+    problem = settings_problem(env)
     if problem is not None:
         log.error("%s; spans are not exported", problem)
         return False
