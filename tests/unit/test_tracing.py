@@ -444,3 +444,27 @@ def test_a_collector_that_never_answers_delays_a_stop_by_the_shutdown_bound_only
     assert done.returncode == 0, done.stderr[-2000:]
     assert took < SHUTDOWN_SECONDS + 5
     assert "spans not sent" in done.stderr
+
+
+@pytest.mark.parametrize("exporter", ["jaeger", "zipkin,console", "Console"])
+def test_an_exporter_other_than_otlp_is_named_once_not_silently_ignored(
+    exporter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OTEL_TRACES_EXPORTER=jaeger with an endpoint set left tracing off without a word (#17 attack)."""
+    from onceflow_runner.adapters import otlp
+
+    env = {"OTEL_TRACES_EXPORTER": exporter, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}
+    with caplog.at_level("INFO", logger="onceflow.tracing"):
+        assert otlp.configure("runner", env) is False
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "onceflow.tracing"]
+    assert "OTEL_TRACES_EXPORTER" in line
+    assert "otlp" in line
+
+
+def test_tracing_switched_off_on_purpose_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from onceflow_runner.adapters import otlp
+
+    for env in ({}, {"OTEL_TRACES_EXPORTER": "none"}, {"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "jaeger"}):
+        with caplog.at_level("INFO", logger="onceflow.tracing"):
+            assert otlp.configure("runner", env) is False
+    assert not [r for r in caplog.records if r.name == "onceflow.tracing"]

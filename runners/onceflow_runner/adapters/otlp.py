@@ -115,6 +115,14 @@ def bounded_session() -> requests.Session:
     return _Bounded()
 
 
+def _unsupported_exporter(env: Mapping[str, str]) -> str:
+    """The OTEL_TRACES_EXPORTER asked for that this process cannot run ("" when none, or tracing is disabled)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ""
+    names = [e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    return ",".join(n for n in names if n not in {"otlp", "none"})
+
+
 def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
     """Install an SDK tracer provider exporting over OTLP/HTTP when the environment asks; True if it did.
 
@@ -122,8 +130,16 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
     batches from a background thread; `shutdown` sends what is left.
     """
     env = os.environ if env is None else env
-    if _provider or not wants_tracing(env):
-        return bool(_provider)
+    if _provider:
+        return True
+    if not wants_tracing(env):
+        unsupported = _unsupported_exporter(env)
+        if unsupported:
+            log.warning(
+                "OTEL_TRACES_EXPORTER=%s is not supported; spans are not exported (set it to otlp, or none)",
+                unsupported,
+            )
+        return False
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
     if protocol and protocol != "http/protobuf":
         log.warning(
