@@ -196,3 +196,29 @@ def test_kubectl_finds_the_onceflow_plugin(admin_kubectl: Kubectl) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "manifest(s) valid" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "how", [("create", "-o", "json"), ("apply", "--server-side", "--field-manager=flux", "-o", "json")]
+)
+def test_a_status_written_in_git_cannot_make_a_new_object_read_as_observed(
+    kubectl: Kubectl, how: tuple[str, ...]
+) -> None:
+    """A manifest carrying `status: {observedGeneration: 1, Ready}` (copied from a live object, or
+    hostile) is created or server-side applied as Flux does: the status is dropped and the default
+    holds, so kstatus and health.lua still wait for the operator (#17 attack)."""
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Synced",
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    for obj in (cases.connector_rest(), cases.integration(), cases.syncpolicy()):
+        obj["status"] = {"observedGeneration": 1, "conditions": [ready]}
+        created = json.loads(kubectl.run(*how, "-f", "-", stdin=yaml.safe_dump(obj)).stdout)
+        assert created["metadata"]["generation"] == 1
+        assert created["status"]["observedGeneration"] == 0, created["kind"]
+        assert not created["status"].get("conditions"), created["kind"]
+        managers = {m["manager"]: m.get("subresource", "") for m in created["metadata"].get("managedFields", [])}
+        assert "status" not in managers.values(), managers

@@ -155,8 +155,8 @@ async def test_a_record_jetstream_gave_up_on_is_dead_lettered_inside_a_span(nats
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from onceflow_operator.clients import topology
     from onceflow_runner import tracing
-    from onceflow_runner.adapters.natsio import provision_consumer
     from tests.integration.test_delivery_faults import start, stop
 
     def two_short_deliveries(raw: dict[str, Any]) -> None:
@@ -170,7 +170,7 @@ async def test_a_record_jetstream_gave_up_on_is_dead_lettered_inside_a_span(nats
         assert h.plan is not None
         nc = await nats.connect(h.nats.url)
         js = nc.jetstream()
-        await provision_consumer(js, h.plan)
+        await topology.ensure_lane(js, h.plan)  # the operator owns topology; idempotent
         body = json.dumps({"key": "crashed", "name": "Crash Ltd"}).encode()
         await h.send("crashed", body)
         sub = await js.pull_subscribe_bind(h.plan.nats.consumer, stream=h.plan.nats.stream)

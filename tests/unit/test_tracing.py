@@ -214,3 +214,257 @@ def test_the_operator_reads_its_tracing_settings_from_its_environment_but_never_
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_HEADERS")
     monkeypatch.delenv("OTEL_SERVICE_NAME")
     assert OperatorConfig.from_environment().tracing_env == ()
+
+
+# -- A webhook sender's traceparent (issue #17 attack) ------------------------------------------
+# The gateway stored whatever the sender put in `traceparent` and every outbound call of the
+# record sent it on: `00-é...` made each HTTP step fail (httpx refuses non-ASCII header values),
+# 8 KB of text reached every target, and uppercase or all-zero ids were passed on as they came.
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (SENT, SENT),
+        (f"00-{TRACE}-{PARENT}-00", f"00-{TRACE}-{PARENT}-00"),
+        # Only the sampled flag is defined; other bits are not passed on.
+        (f"00-{TRACE}-{PARENT}-03", f"00-{TRACE}-{PARENT}-01"),
+        # A later version is read for its first four fields (W3C: parse what version 00 defines).
+        (f"01-{TRACE}-{PARENT}-01-future", SENT),
+        (f"cc-{TRACE}-{PARENT}-01-" + "x" * 10_000, SENT),
+    ],
+)
+def test_a_valid_sender_traceparent_is_continued_as_version_00(sent: str, kept: str) -> None:
+    from onceflow_runner.contract.headers import w3c_traceparent
+
+    assert w3c_traceparent(sent) == kept
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        None,
+        "",
+        "garbage",
+        f"00-{TRACE.upper()}-{PARENT}-01",
+        f"00-{TRACE}-{PARENT.upper()}-01",
+        f"ff-{TRACE}-{PARENT}-01",
+        f"00-{'0' * 32}-{PARENT}-01",
+        f"00-{TRACE}-{'0' * 16}-01",
+        f"00-{TRACE}-{PARENT}-01-extra",
+        f"01-{TRACE}-{PARENT}-01extra",
+        f"00-{TRACE}-{PARENT}-0g",
+        f"00-{TRACE[:-1]}é-{PARENT}-01",
+        f"00-{TRACE}-{PARENT}-01" + "x" * 10_000,
+        f"00_{TRACE}_{PARENT}_01",
+        f" 00-{TRACE}-{PARENT}-1",
+    ],
+)
+def test_an_invalid_sender_traceparent_is_dropped(sent: str | None) -> None:
+    from onceflow_runner.contract.headers import w3c_traceparent
+
+    assert w3c_traceparent(sent) is None
+
+
+def test_the_gateway_starts_a_new_trace_for_repeated_or_invalid_traceparent_headers() -> None:
+    from multidict import CIMultiDict
+
+    from onceflow_runner.gateway.server import sender_traceparent
+
+    assert sender_traceparent(CIMultiDict({"traceparent": SENT})) == SENT
+    assert sender_traceparent(CIMultiDict([("Traceparent", SENT), ("traceparent", SENT)])) is None
+    assert sender_traceparent(CIMultiDict({"traceparent": "00-é"})) is None
+    assert sender_traceparent(CIMultiDict()) is None
+
+
+def test_a_record_read_from_nats_keeps_no_invalid_traceparent() -> None:
+    from onceflow_runner.contract.messages import RecordHeaders
+
+    assert RecordHeaders.from_headers({"traceparent": SENT}).traceparent == SENT
+    assert RecordHeaders.from_headers({"traceparent": "00-" + "é" * 60}).traceparent is None
+
+
+def test_no_otel_credential_reaches_a_pod() -> None:
+    """Every signal's `*_HEADERS`, and a password in an endpoint URL, stay in the operator (#17 attack).
+
+    Only the generic and traces headers were held back: OTEL_EXPORTER_OTLP_LOGS_HEADERS (set for
+    the operator's own logs) and `https://user:key@host` endpoints went into every Deployment.
+    """
+    from onceflow_operator.controller.settings import tracing_env_of
+
+    env = dict(
+        tracing_env_of(
+            {
+                "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s1",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=s2",
+                "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "api-key=s3",
+                "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "api-key=s4",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "https://tenant:s5@collector.example:4318/otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://:s6@collector.example/v1/traces",
+                "OTEL_SERVICE_NAME": "runner",
+            }
+        )
+    )
+    assert env == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318/otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector.example/v1/traces",
+        "OTEL_SERVICE_NAME": "runner",
+    }
+    assert not any(f"s{i}" in value for value in env.values() for i in range(1, 7))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "not-a-url"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"},
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://user:hunter2@collector/v1/traces"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.pem"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "/no/such/key"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_QUEUE_SIZE": "-5"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},
+    ],
+)
+def test_unusable_otel_settings_leave_tracing_off_with_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process starts, exports nothing, and says which variable to fix (#17 attack).
+
+    A bad OTEL_BSP_* pair raised a ValueError traceback at start (a crash loop); an endpoint
+    without a scheme, or a CA file the pod does not have (the operator hands its OTEL_* on),
+    started "exporting" and then failed every batch with an error line.
+    """
+    from onceflow_runner.adapters import otlp
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # the SDK reads os.environ itself
+    with caplog.at_level("INFO", logger="onceflow.tracing"):
+        configured = otlp.configure("runner", env)
+    if configured:
+        otlp.shutdown()  # the next case must start from nothing
+    assert configured is False
+    assert not otlp.is_configured()
+    assert not tracing.is_enabled()
+    lines = [r.getMessage() for r in caplog.records if r.name == "onceflow.tracing"]
+    assert len(lines) == 1
+    assert "not exported" in lines[0]
+    named = [name for name in env if name in lines[0] or (name.startswith("OTEL_BSP_") and "OTEL_BSP_*" in lines[0])]
+    assert named
+    assert "hunter2" not in lines[0]
+
+
+def test_a_collector_answering_an_endless_body_costs_the_exporter_little_memory_and_time() -> None:
+    """The SDK's exporter read a collector's whole answer into memory (#17 attack).
+
+    Against a 200 with an endless chunked body the runner grew by about 450 MB a second until the
+    pod was killed; now the exporter reads at most 64 KiB of an answer and then drops the connection.
+    """
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from onceflow_runner.adapters.otlp import bounded_session
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                return
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        answer = bounded_session().post(url, data=b"", timeout=5)
+        assert answer.status_code == 200
+        assert len(answer.content) <= 64 * 1024
+        provider = TracerProvider()
+        exporter = OTLPSpanExporter(endpoint=url, timeout=5, session=bounded_session())
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        with provider.get_tracer("t").start_as_current_span("s"):
+            pass
+        started = time.monotonic()
+        assert exporter.export(exported.get_finished_spans()) is SpanExportResult.SUCCESS
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_collector_that_never_answers_delays_a_stop_by_the_shutdown_bound_only(tmp_path: Path) -> None:
+    """The last spans get `SHUTDOWN_SECONDS`; the SDK alone took 30 s against a silent collector (#17 attack).
+
+    A real process: configure installs the process-wide tracer provider, which a test process
+    must not keep.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from onceflow_runner.adapters.otlp import SHUTDOWN_SECONDS
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts, never answers
+        script = (
+            "from onceflow_runner import tracing\n"
+            "from onceflow_runner.adapters import otlp\n"
+            "assert otlp.configure('t')\n"
+            "for _ in range(3000):\n"
+            "    with tracing.span('x'):\n"
+            "        pass\n"
+            "otlp.shutdown()\n"
+        )
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert took < SHUTDOWN_SECONDS + 5
+    assert "spans not sent" in done.stderr
+
+
+@pytest.mark.parametrize("exporter", ["jaeger", "zipkin,console", "Console"])
+def test_an_exporter_other_than_otlp_is_named_once_not_silently_ignored(
+    exporter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OTEL_TRACES_EXPORTER=jaeger with an endpoint set left tracing off without a word (#17 attack)."""
+    from onceflow_runner.adapters import otlp
+
+    env = {"OTEL_TRACES_EXPORTER": exporter, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}
+    with caplog.at_level("INFO", logger="onceflow.tracing"):
+        assert otlp.configure("runner", env) is False
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "onceflow.tracing"]
+    assert "OTEL_TRACES_EXPORTER" in line
+    assert "otlp" in line
+
+
+def test_tracing_switched_off_on_purpose_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from onceflow_runner.adapters import otlp
+
+    for env in ({}, {"OTEL_TRACES_EXPORTER": "none"}, {"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "jaeger"}):
+        with caplog.at_level("INFO", logger="onceflow.tracing"):
+            assert otlp.configure("runner", env) is False
+    assert not [r for r in caplog.records if r.name == "onceflow.tracing"]

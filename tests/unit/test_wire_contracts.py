@@ -84,14 +84,15 @@ def test_header_values_are_one_line_and_capped() -> None:
 
 
 def test_record_headers_round_trip_and_leave_out_what_was_not_sent() -> None:
-    sent = RecordHeaders(msg_id="ns/shop/1", delivery_id="1", origin="shop", event="order.created", traceparent="00-a")
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    sent = RecordHeaders(msg_id="ns/shop/1", delivery_id="1", origin="shop", event="order.created", traceparent=trace)
     wire = sent.to_headers()
     assert wire == {
         "Nats-Msg-Id": "ns/shop/1",
         "Onceflow-Delivery-Id": "1",
         "Onceflow-Origin": "shop",
         "Onceflow-Event": "order.created",
-        "traceparent": "00-a",
+        "traceparent": trace,
     }
     assert RecordHeaders.from_headers(wire) == sent
     assert RecordHeaders.from_headers(None) == RecordHeaders()

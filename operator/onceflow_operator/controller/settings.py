@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from onceflow_operator.clients.topology import TopologySettings
 from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
@@ -14,9 +15,10 @@ from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentiti
 #: hash business keys. The operator itself exports no spans.
 TRACING_PREFIX = "OTEL_"
 TRACE_HASH_KEYS_ENV = "ONCEFLOW_TRACE_HASH_KEYS"
-#: Never handed on: they often carry a hosted backend's API key, which would then be readable in
-#: every runner and gateway Deployment. A collector in the cluster holds such keys instead.
-CREDENTIAL_VARIABLES = frozenset({"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"})
+#: Never handed on: headers (every signal's, `OTEL_EXPORTER_OTLP_*HEADERS`) often carry a hosted
+#: backend's API key, which would then be readable in every runner and gateway Deployment. A
+#: collector in the cluster holds such keys instead.
+CREDENTIAL_SUFFIX = "HEADERS"
 
 __all__ = ["OperatorConfig", "tracing_env_of"]
 
@@ -54,12 +56,21 @@ class OperatorConfig:
 def tracing_env_of(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The `OTEL_*` variables (and ONCEFLOW_TRACE_HASH_KEYS) of `env` that are set, sorted by name.
 
-    Headers are left out (`CREDENTIAL_VARIABLES`): a pod's plain environment is no place for a key.
+    Headers are left out, and a user or password in an endpoint URL is cut from it: a pod's plain
+    environment is no place for a key.
     """
     return tuple(
         sorted(
-            (k, v)
+            (k, _without_userinfo(v) if k.endswith("_ENDPOINT") else v)
             for k, v in env.items()
-            if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV) and k not in CREDENTIAL_VARIABLES
+            if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV) and not k.endswith(CREDENTIAL_SUFFIX)
         )
     )
+
+
+def _without_userinfo(url: str) -> str:
+    """`scheme://user:password@host/path` as `scheme://host/path`; anything else as it is."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -14,6 +14,7 @@ message, a business key) before it becomes a header value.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Final
 
@@ -60,6 +61,7 @@ __all__ = [
     "cloudevent_headers",
     "header_safe",
     "refused_request_header",
+    "w3c_traceparent",
 ]
 
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
@@ -124,6 +126,30 @@ APPROVED_STEPS: Final = "Onceflow-Approved-Steps"
 
 # -- Onceflow: a canary rollout's split marker (see contract/split.py) ---------------------------
 ROLLOUT: Final = "Onceflow-Rollout"
+
+
+#: W3C Trace Context: version, trace id, parent id, flags; a later version may add `-...` fields.
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+
+
+def w3c_traceparent(value: str | None) -> str | None:
+    """The version-00 traceparent a W3C `traceparent` value names; None when it names none.
+
+    Why: a webhook sender writes this header, and the record carries it to NATS and to every
+    outbound call; passed on as sent, `00-é...` failed each HTTP step (non-ASCII header) and
+    kilobytes of text reached every target. Rules of W3C Trace Context: lowercase hex, version
+    `ff` and all-zero ids invalid, version 00 exactly 55 characters, a later version read for
+    its first four fields; only the sampled flag is passed on.
+    """
+    found = _TRACEPARENT.fullmatch(value) if value else None
+    if found is None:
+        return None
+    version, trace_id, parent_id, flags, extra = found.groups()
+    if version == "ff" or (version == "00" and extra is not None):
+        return None
+    if trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    return f"00-{trace_id}-{parent_id}-{int(flags, 16) & 1:02x}"
 
 
 def header_safe(text: str, limit: int = 1000) -> str:

@@ -159,7 +159,7 @@ class RecordHeaders:
             origin_system=found.get(h.ORIGIN_SYSTEM),
             event=found.get(h.EVENT),
             content_type=found.get(h.CONTENT_TYPE) or found.get(h.CE_CONTENT_TYPE),
-            traceparent=found.get(h.TRACEPARENT),
+            traceparent=h.w3c_traceparent(found.get(h.TRACEPARENT)),
             decision=found.get(h.DECISION),
             decided_by=found.get(h.DECIDED_BY),
             approved_steps=found.get(h.APPROVED_STEPS),

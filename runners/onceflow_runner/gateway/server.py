@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
@@ -42,7 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from onceflow_runner import tracing
 from onceflow_runner.adapters import natsio
 from onceflow_runner.adapters.outbound import read_secret
-from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers
+from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers, w3c_traceparent
 from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
@@ -109,6 +110,15 @@ def reads_from(pattern: str, prefix: str) -> bool:
         if want[i] not in ("*", token):
             return False
     return len(want) > len(have)
+
+
+def sender_traceparent(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
+    """The sender's trace to continue: one valid `traceparent` header, else None (a new trace).
+
+    Repeated headers name no single parent (W3C), so they start a new trace like an invalid one.
+    """
+    sent = headers.getall(TRACEPARENT, [])
+    return w3c_traceparent(sent[0]) if len(sent) == 1 else None
 
 
 def new_traceparent() -> str:
@@ -309,15 +319,14 @@ class Gateway:
         if not tracing.is_enabled():
             return await self._receive(request)
         attributes = {tracing.NAMESPACE: self.plan.namespace, tracing.CONNECTOR: self.plan.connector}
-        with tracing.span(
-            "gateway receive", traceparent=request.headers.get(TRACEPARENT), kind=SpanKind.SERVER, attributes=attributes
-        ) as receiving:
+        sent = sender_traceparent(request.headers)
+        with tracing.span("gateway receive", traceparent=sent, kind=SpanKind.SERVER, attributes=attributes) as got:
             response = await self._receive(request)
-            receiving.set_attribute("http.response.status_code", response.status)
+            got.set_attribute("http.response.status_code", response.status)
             if response.status >= 400:
-                tracing.set_outcome(receiving, "refused", error=f"answered {response.status}")
+                tracing.set_outcome(got, "refused", error=f"answered {response.status}")
             else:
-                tracing.set_outcome(receiving, "accepted")
+                tracing.set_outcome(got, "accepted")
             return response
 
     async def _receive(self, request: web.Request) -> web.Response:
@@ -353,7 +362,7 @@ class Gateway:
             origin_system=self.plan.system or None,
             event=event,
             content_type=request.headers.get("Content-Type", "application/json"),
-            traceparent=request.headers.get(TRACEPARENT) or new_traceparent(),
+            traceparent=sender_traceparent(request.headers) or new_traceparent(),
             sender_delivery_id=bounded_id(claimed) if claimed and claimed != delivery_id else None,
         )
         headers = record.to_headers() | cloudevent_headers(
