@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -322,5 +323,92 @@ async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record
         # And asking under the other namespace's subject is refused by the server.
         with pytest.raises(REFUSED):
             await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, theirs.first_seq), b"", timeout=2)
+    finally:
+        await link.close()
+
+
+# Attacks by a tenant holding one namespace's .creds (attack review of issue #12).
+
+
+async def _count(admin: Client, stream: str, namespace: str) -> int:
+    info = await admin.jetstream().stream_info(stream, subjects_filter=f"onceflow.{namespace}.>")
+    return int(info.state.messages or 0)
+
+
+@pytest.mark.xfail(strict=True, reason="open: attack review of #12")
+async def test_stream_info_with_a_subjects_filter_reveals_no_other_namespace(
+    tenant: tuple[Client, Refusals], world: dict[str, str]
+) -> None:
+    """`STREAM.INFO` answers per-subject counts for any filter: beta's names and volumes would leak."""
+    nc, _ = tenant
+    request = json.dumps({"subjects_filter": "onceflow.>"}).encode()
+    try:
+        reply = await nc.request(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", request, timeout=2)
+    except REFUSED:
+        return
+    assert world["beta"] not in reply.data.decode(), reply.data.decode()
+
+
+@pytest.mark.xfail(strict=True, reason="open: attack review of #12")
+async def test_a_jetstream_ack_cannot_be_sent_into_another_namespaces_stream(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    """A publish with a reply subject makes JetStream send its ack there, whatever the publisher may publish."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    before = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+    own_before = await _count(admin, subjects.DECISIONS_STREAM, alpha)
+    targets = [
+        subjects.inbound_subject(beta, "src", "forged"),
+        subjects.decisions_subject(beta, "ledger"),
+        subjects.decisions_subject(alpha, "ledger"),  # its own decisions are people's too
+    ]
+    for target in targets:
+        await nc.publish(subjects.inbound_subject(alpha, "src", "created"), b"{}", reply=target)
+        await nc.publish(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", b"", reply=target)
+    await nc.flush()
+    await asyncio.sleep(0.5)  # nothing to wait for: the attack must have no effect
+    after = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+    assert after == before
+    assert await _count(admin, subjects.DECISIONS_STREAM, alpha) == own_before
+
+
+async def test_the_operators_stored_lookup_answers_only_into_the_asking_namespaces_inbox(
+    tenant: tuple[Client, Refusals],
+    world: dict[str, str],
+    admin: Client,
+    keys: Bootstrap,
+    jwt_nats: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator answers with the stored record: its reply subject must not be a stream's subject."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    forged = json.dumps({"decision": "approve", "by": "someone"}).encode()
+    own = await nc.jetstream(timeout=3).publish(subjects.inbound_subject(alpha, "src", "created"), forged)
+    operator_creds = tmp_path / "operator.creds"
+    operator_creds.write_text(keys.operator_creds)
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(operator_creds))
+    link = JetStreamLink(jwt_nats.url, lambda *_: None)
+    await link.jetstream()
+    try:
+        before = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+        own_before = await _count(admin, subjects.DECISIONS_STREAM, alpha)
+        ask = subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq)
+        for target in (
+            subjects.inbound_subject(beta, "src", "forged"),
+            subjects.decisions_subject(beta, "ledger"),
+            subjects.decisions_subject(alpha, "ledger"),
+        ):
+            await nc.publish(ask, b"", reply=target)
+        await nc.flush()
+        # The same request with a proper inbox is answered: once that is, the forged ones were handled.
+        reply = await nc.request(ask, b"", timeout=5)
+        assert reply.data == forged
+        await asyncio.sleep(0.3)
+        after = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+        assert after == before
+        assert await _count(admin, subjects.DECISIONS_STREAM, alpha) == own_before
     finally:
         await link.close()
