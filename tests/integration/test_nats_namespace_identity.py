@@ -39,11 +39,15 @@ from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentiti
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import ReviewError, decide, get_exception, list_exceptions
+from onceflow_operator.review.reading import read_all
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.environment import NATS_CREDS_KEY
+from onceflow_runner.contract.messages import ReviewDecision
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.conftest import Kubectl
+from tests.integration.review_streams import park
 from tests.integration.scenario import eventually, signed_post
 from tests.integration.test_delivery_faults import SECRET, SIG, manifests
 
@@ -335,7 +339,9 @@ async def _count(admin: Client, stream: str, namespace: str) -> int:
     return int(info.state.messages or 0)
 
 
-@pytest.mark.xfail(strict=True, reason="open: attack review of #12")
+@pytest.mark.xfail(
+    strict=True, reason="not closable with one NATS account: docs/install.md, What per-namespace users do not stop"
+)
 async def test_stream_info_with_a_subjects_filter_reveals_no_other_namespace(
     tenant: tuple[Client, Refusals], world: dict[str, str]
 ) -> None:
@@ -349,7 +355,9 @@ async def test_stream_info_with_a_subjects_filter_reveals_no_other_namespace(
     assert world["beta"] not in reply.data.decode(), reply.data.decode()
 
 
-@pytest.mark.xfail(strict=True, reason="open: attack review of #12")
+@pytest.mark.xfail(
+    strict=True, reason="not closable with one NATS account: docs/install.md, What per-namespace users do not stop"
+)
 async def test_a_jetstream_ack_cannot_be_sent_into_another_namespaces_stream(
     tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
 ) -> None:
@@ -366,6 +374,12 @@ async def test_a_jetstream_ack_cannot_be_sent_into_another_namespaces_stream(
     for target in targets:
         await nc.publish(subjects.inbound_subject(alpha, "src", "created"), b"{}", reply=target)
         await nc.publish(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", b"", reply=target)
+        # A direct get answers with a stored record, headers and all: its own, reflected as beta's.
+        await nc.publish(
+            f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}.{subjects.inbound_subject(alpha, 'src', 'created')}",
+            b"",
+            reply=target,
+        )
     await nc.flush()
     await asyncio.sleep(0.5)  # nothing to wait for: the attack must have no effect
     after = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
@@ -412,3 +426,43 @@ async def test_the_operators_stored_lookup_answers_only_into_the_asking_namespac
         assert await _count(admin, subjects.DECISIONS_STREAM, alpha) == own_before
     finally:
         await link.close()
+
+
+async def test_a_reflected_message_on_a_decisions_subject_is_no_decision_and_a_person_still_decides(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    """JetStream stores what it answers to any reply subject (docs/install.md): a publish ack
+    reflected onto an exception's decision subject must not break the namespace's list, and a
+    direct get of a record shaped like a decision must not pass for one or block the reviewer."""
+    nc, _ = tenant
+    alpha = world["alpha"]
+    ajs = admin.jetstream()
+    sequence = await park(ajs, alpha, original_subject=subjects.inbound_subject(alpha, "src", "parked"))
+    integration = (await get_exception(ajs, alpha, sequence)).integration
+    target = subjects.exception_decision_subject(alpha, integration, sequence)
+    forged = ReviewDecision(
+        exception_sequence=sequence,
+        action="approve",
+        who="mallory",
+        time="2026-01-01T00:00:00Z",
+        integration=integration,
+    )
+    own = subjects.inbound_subject(alpha, "src", "forged")
+    await nc.jetstream(timeout=3).publish(own, forged.to_wire())
+    await nc.publish(subjects.inbound_subject(alpha, "src", "ack"), b"{}", reply=target)  # a publish ack
+    await nc.publish(f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}.{own}", b"", reply=target)  # its own record
+    await nc.flush()
+
+    async def reflected() -> bool:
+        return len(await read_all(ajs, subjects.DECISIONS_STREAM, target)) == 2
+
+    await eventually(reflected, within=5, interval=0.05)
+    assert (await get_exception(ajs, alpha, sequence)).decision is None
+    assert sequence in [r.sequence for r in await list_exceptions(ajs, alpha)]
+    decision = await decide(ajs, alpha, sequence, "discard", who="alice", why="the real one")
+    assert decision.who == "alice"
+    stored = await get_exception(ajs, alpha, sequence)
+    assert stored.decision is not None
+    assert stored.decision.who == "alice"
+    with pytest.raises(ReviewError, match="already decided: discard by alice"):
+        await decide(ajs, alpha, sequence, "approve", who="bob", why="too late")
