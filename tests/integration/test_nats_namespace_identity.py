@@ -266,6 +266,10 @@ async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_an
         assert await identities.ensure(kube, namespace, integration) == 0  # a resync writes nothing
         # Another operator process (a restart) reads the digests and writes nothing either.
         assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 0
+        # Attack review: after a new signing key the old Secrets carried users no server accepts.
+        rotated = NamespaceIdentities(Key.new("account"), keys.account.public)
+        assert await rotated.ensure(kube, namespace, integration) == 2
+        assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 2
     finally:
         await kube.close()
     assert owner.returncode == 0
@@ -466,3 +470,44 @@ async def test_a_reflected_message_on_a_decisions_subject_is_no_decision_and_a_p
     assert stored.decision.who == "alice"
     with pytest.raises(ReviewError, match="already decided: discard by alice"):
         await decide(ajs, alpha, sequence, "approve", who="bob", why="too late")
+
+
+async def test_listing_watching_system_and_prefix_tricks_are_refused(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client, jwt_nats: NatsServer, keys: Bootstrap
+) -> None:
+    """Attack review: what held. Each is refused by the server; none reaches another namespace."""
+    nc, refusals = tenant
+    beta = world["beta"]
+    for api in (
+        "$JS.API.STREAM.LIST",
+        "$JS.API.STREAM.NAMES",
+        f"$JS.API.CONSUMER.LIST.{subjects.IN_STREAM}",
+        f"$JS.API.CONSUMER.NAMES.{subjects.IN_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{subjects.IN_STREAM}",  # an ephemeral or ordered consumer
+        f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}",  # by sequence, without a subject
+        f"$JS.API.STREAM.INFO.{subjects.kv_stream(subjects.kv_bucket(beta))}",
+        "$SYS.REQ.SERVER.PING",
+    ):
+        await refused(lambda api=api: nc.request(api, b"{}", timeout=2))  # type: ignore[misc]
+        await refusals.saw("Permissions Violation for Publish", api)
+    # Watching another namespace's bucket needs its stream's info and a consumer: both refused.
+    await refused(lambda: nc.jetstream(timeout=2).key_value(subjects.kv_bucket(beta)))
+    await nc.subscribe("_INBOX.>")  # the default inbox prefix: others' replies
+    await refusals.saw("Permissions Violation for Subscription", "_INBOX.>")
+    await nc.subscribe("$SYS.>")
+    await refusals.saw("Permissions Violation for Subscription", "$SYS.>")
+    # A namespace whose name extends another's (alpha vs alpha-x) shares no subject with it.
+    longer = f"{world['alpha']}-x"
+    await nc.publish(subjects.stats_subject(longer, "ledger"), b"{}")
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{longer}.stats.ledger")
+    # An Integration's runners reach their own consumer only, not another's of the same namespace.
+    other = subjects.consumer_name(world["alpha"], "orders")
+    await admin.jetstream().add_consumer(
+        subjects.IN_STREAM,
+        ConsumerConfig(
+            durable_name=other, filter_subject=f"onceflow.{world['alpha']}.in.orders.>", ack_policy="explicit"
+        ),
+    )
+    sub = await nc.jetstream(timeout=2).pull_subscribe_bind(other, stream=subjects.IN_STREAM)
+    await refused(lambda: sub.fetch(1, timeout=2))
+    await refusals.saw(f"$JS.API.CONSUMER.MSG.NEXT.ONCEFLOW_IN.{other}")
