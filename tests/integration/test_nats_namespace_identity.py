@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,11 +39,15 @@ from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentiti
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import ReviewError, decide, get_exception, list_exceptions
+from onceflow_operator.review.reading import read_all
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.environment import NATS_CREDS_KEY
+from onceflow_runner.contract.messages import ReviewDecision
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.conftest import Kubectl
+from tests.integration.review_streams import park
 from tests.integration.scenario import eventually, signed_post
 from tests.integration.test_delivery_faults import SECRET, SIG, manifests
 
@@ -261,6 +266,10 @@ async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_an
         assert await identities.ensure(kube, namespace, integration) == 0  # a resync writes nothing
         # Another operator process (a restart) reads the digests and writes nothing either.
         assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 0
+        # Attack review: after a new signing key the old Secrets carried users no server accepts.
+        rotated = NamespaceIdentities(Key.new("account"), keys.account.public)
+        assert await rotated.ensure(kube, namespace, integration) == 2
+        assert await NamespaceIdentities(keys.signing, keys.account.public).ensure(kube, namespace, integration) == 2
     finally:
         await kube.close()
     assert owner.returncode == 0
@@ -324,3 +333,181 @@ async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record
             await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, theirs.first_seq), b"", timeout=2)
     finally:
         await link.close()
+
+
+# Attacks by a tenant holding one namespace's .creds (attack review of issue #12).
+
+
+async def _count(admin: Client, stream: str, namespace: str) -> int:
+    info = await admin.jetstream().stream_info(stream, subjects_filter=f"onceflow.{namespace}.>")
+    return int(info.state.messages or 0)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="not closable with one NATS account: docs/install.md, What per-namespace users do not stop"
+)
+async def test_stream_info_with_a_subjects_filter_reveals_no_other_namespace(
+    tenant: tuple[Client, Refusals], world: dict[str, str]
+) -> None:
+    """`STREAM.INFO` answers per-subject counts for any filter: beta's names and volumes would leak."""
+    nc, _ = tenant
+    request = json.dumps({"subjects_filter": "onceflow.>"}).encode()
+    try:
+        reply = await nc.request(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", request, timeout=2)
+    except REFUSED:
+        return
+    assert world["beta"] not in reply.data.decode(), reply.data.decode()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="not closable with one NATS account: docs/install.md, What per-namespace users do not stop"
+)
+async def test_a_jetstream_ack_cannot_be_sent_into_another_namespaces_stream(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    """A publish with a reply subject makes JetStream send its ack there, whatever the publisher may publish."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    before = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+    own_before = await _count(admin, subjects.DECISIONS_STREAM, alpha)
+    targets = [
+        subjects.inbound_subject(beta, "src", "forged"),
+        subjects.decisions_subject(beta, "ledger"),
+        subjects.decisions_subject(alpha, "ledger"),  # its own decisions are people's too
+    ]
+    for target in targets:
+        await nc.publish(subjects.inbound_subject(alpha, "src", "created"), b"{}", reply=target)
+        await nc.publish(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", b"", reply=target)
+        # A direct get answers with a stored record, headers and all: its own, reflected as beta's.
+        await nc.publish(
+            f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}.{subjects.inbound_subject(alpha, 'src', 'created')}",
+            b"",
+            reply=target,
+        )
+    await nc.flush()
+    await asyncio.sleep(0.5)  # nothing to wait for: the attack must have no effect
+    after = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+    assert after == before
+    assert await _count(admin, subjects.DECISIONS_STREAM, alpha) == own_before
+
+
+async def test_the_operators_stored_lookup_answers_only_into_the_asking_namespaces_inbox(
+    tenant: tuple[Client, Refusals],
+    world: dict[str, str],
+    admin: Client,
+    keys: Bootstrap,
+    jwt_nats: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator answers with the stored record: its reply subject must not be a stream's subject."""
+    nc, _ = tenant
+    alpha, beta = world["alpha"], world["beta"]
+    forged = json.dumps({"decision": "approve", "by": "someone"}).encode()
+    own = await nc.jetstream(timeout=3).publish(subjects.inbound_subject(alpha, "src", "created"), forged)
+    operator_creds = tmp_path / "operator.creds"
+    operator_creds.write_text(keys.operator_creds)
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(operator_creds))
+    link = JetStreamLink(jwt_nats.url, lambda *_: None)
+    await link.jetstream()
+    try:
+        before = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+        own_before = await _count(admin, subjects.DECISIONS_STREAM, alpha)
+        ask = subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq)
+        for target in (
+            subjects.inbound_subject(beta, "src", "forged"),
+            subjects.decisions_subject(beta, "ledger"),
+            subjects.decisions_subject(alpha, "ledger"),
+        ):
+            await nc.publish(ask, b"", reply=target)
+        await nc.flush()
+        # The same request with a proper inbox is answered: once that is, the forged ones were handled.
+        reply = await nc.request(ask, b"", timeout=5)
+        assert reply.data == forged
+        await asyncio.sleep(0.3)
+        after = {s: await _count(admin, s, beta) for s in (subjects.IN_STREAM, subjects.DECISIONS_STREAM)}
+        assert after == before
+        assert await _count(admin, subjects.DECISIONS_STREAM, alpha) == own_before
+    finally:
+        await link.close()
+
+
+async def test_a_reflected_message_on_a_decisions_subject_is_no_decision_and_a_person_still_decides(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client
+) -> None:
+    """JetStream stores what it answers to any reply subject (docs/install.md): a publish ack
+    reflected onto an exception's decision subject must not break the namespace's list, and a
+    direct get of a record shaped like a decision must not pass for one or block the reviewer."""
+    nc, _ = tenant
+    alpha = world["alpha"]
+    ajs = admin.jetstream()
+    sequence = await park(ajs, alpha, original_subject=subjects.inbound_subject(alpha, "src", "parked"))
+    integration = (await get_exception(ajs, alpha, sequence)).integration
+    target = subjects.exception_decision_subject(alpha, integration, sequence)
+    forged = ReviewDecision(
+        exception_sequence=sequence,
+        action="approve",
+        who="mallory",
+        time="2026-01-01T00:00:00Z",
+        integration=integration,
+    )
+    own = subjects.inbound_subject(alpha, "src", "forged")
+    await nc.jetstream(timeout=3).publish(own, forged.to_wire())
+    await nc.publish(subjects.inbound_subject(alpha, "src", "ack"), b"{}", reply=target)  # a publish ack
+    await nc.publish(f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}.{own}", b"", reply=target)  # its own record
+    await nc.flush()
+
+    async def reflected() -> bool:
+        return len(await read_all(ajs, subjects.DECISIONS_STREAM, target)) == 2
+
+    await eventually(reflected, within=5, interval=0.05)
+    assert (await get_exception(ajs, alpha, sequence)).decision is None
+    assert sequence in [r.sequence for r in await list_exceptions(ajs, alpha)]
+    decision = await decide(ajs, alpha, sequence, "discard", who="alice", why="the real one")
+    assert decision.who == "alice"
+    stored = await get_exception(ajs, alpha, sequence)
+    assert stored.decision is not None
+    assert stored.decision.who == "alice"
+    with pytest.raises(ReviewError, match="already decided: discard by alice"):
+        await decide(ajs, alpha, sequence, "approve", who="bob", why="too late")
+
+
+async def test_listing_watching_system_and_prefix_tricks_are_refused(
+    tenant: tuple[Client, Refusals], world: dict[str, str], admin: Client, jwt_nats: NatsServer, keys: Bootstrap
+) -> None:
+    """Attack review: what held. Each is refused by the server; none reaches another namespace."""
+    nc, refusals = tenant
+    beta = world["beta"]
+    for api in (
+        "$JS.API.STREAM.LIST",
+        "$JS.API.STREAM.NAMES",
+        f"$JS.API.CONSUMER.LIST.{subjects.IN_STREAM}",
+        f"$JS.API.CONSUMER.NAMES.{subjects.IN_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{subjects.IN_STREAM}",  # an ephemeral or ordered consumer
+        f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}",  # by sequence, without a subject
+        f"$JS.API.STREAM.INFO.{subjects.kv_stream(subjects.kv_bucket(beta))}",
+        "$SYS.REQ.SERVER.PING",
+    ):
+        await refused(lambda api=api: nc.request(api, b"{}", timeout=2))  # type: ignore[misc]
+        await refusals.saw("Permissions Violation for Publish", api)
+    # Watching another namespace's bucket needs its stream's info and a consumer: both refused.
+    await refused(lambda: nc.jetstream(timeout=2).key_value(subjects.kv_bucket(beta)))
+    await nc.subscribe("_INBOX.>")  # the default inbox prefix: others' replies
+    await refusals.saw("Permissions Violation for Subscription", "_INBOX.>")
+    await nc.subscribe("$SYS.>")
+    await refusals.saw("Permissions Violation for Subscription", "$SYS.>")
+    # A namespace whose name extends another's (alpha vs alpha-x) shares no subject with it.
+    longer = f"{world['alpha']}-x"
+    await nc.publish(subjects.stats_subject(longer, "ledger"), b"{}")
+    await refusals.saw("Permissions Violation for Publish", f"onceflow.{longer}.stats.ledger")
+    # An Integration's runners reach their own consumer only, not another's of the same namespace.
+    other = subjects.consumer_name(world["alpha"], "orders")
+    await admin.jetstream().add_consumer(
+        subjects.IN_STREAM,
+        ConsumerConfig(
+            durable_name=other, filter_subject=f"onceflow.{world['alpha']}.in.orders.>", ack_policy="explicit"
+        ),
+    )
+    sub = await nc.jetstream(timeout=2).pull_subscribe_bind(other, stream=subjects.IN_STREAM)
+    await refused(lambda: sub.fetch(1, timeout=2))
+    await refusals.saw(f"$JS.API.CONSUMER.MSG.NEXT.ONCEFLOW_IN.{other}")

@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
 from onceflow_operator.clients import topology
+from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.topology import TopologySettings
 from onceflow_operator.compiler.planner import plan_from_integration
+from onceflow_operator.controller.streams import watch_streams
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.runner import Runner
 from tests.integration.gateway_harness import gateway_plan, running_gateway
-from tests.integration.scenario import example_documents
+from tests.integration.scenario import eventually, example_documents
 from tests.unit.test_planner import load_examples
 
 #: What an SRE's operator was told: none of these is a default, so a reset would show.
@@ -165,3 +168,27 @@ async def test_an_operator_enforces_only_what_it_was_told_and_refuses_what_jetst
     health = {h.stream: h for h in await topology.stream_health(js) if not isinstance(h, str)}
     assert health[subjects.IN_STREAM].storage == "file"
     assert (health[subjects.IN_STREAM].replicas, health[subjects.IN_STREAM].current) == (1, 1)
+
+
+async def test_a_stream_deleted_while_the_operator_runs_is_created_again(own_nats: NatsServer, nc: Client) -> None:
+    """Attack review: before, a deleted stream stayed missing (health logged it) until NATS reconnected."""
+    link = JetStreamLink(own_nats.url, lambda *_: None, SETTINGS)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_streams(link, stop, 0.1))
+    js = nc.jetstream()
+    try:
+        await eventually(lambda: link.streams_ensured, within=10, interval=0.05)
+        await js.delete_stream(subjects.AUDIT_STREAM)
+
+        async def back() -> bool:
+            try:
+                config = (await js.stream_info(subjects.AUDIT_STREAM)).config
+            except nats.js.errors.NotFoundError:
+                return False
+            return config.duplicate_window == SETTINGS.duplicate_window  # with the operator's settings
+
+        await eventually(back, within=10, interval=0.1)
+    finally:
+        stop.set()
+        await watcher
+        await link.close()

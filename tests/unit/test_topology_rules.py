@@ -66,3 +66,16 @@ def test_settings_from_the_environment_and_one_line_errors() -> None:
         TopologySettings.from_environment({"ONCEFLOW_STREAM_REPLICAS": "0"})
     with pytest.raises(TopologyError, match="'NOPE' is not an Onceflow stream"):
         TopologySettings.from_environment({"ONCEFLOW_STREAM_MAX_AGE": "NOPE=1d"})
+
+
+def test_settings_jetstream_would_refuse_are_refused_at_start_naming_the_variable() -> None:
+    """Attack review: these passed the operator's start and failed later, in every stream ensure."""
+    with pytest.raises(TopologyError, match="ONCEFLOW_STREAM_REPLICAS=6 must be at most 5"):
+        TopologySettings.from_environment({"ONCEFLOW_STREAM_REPLICAS": "6"})
+    with pytest.raises(TopologyError, match="ONCEFLOW_STREAM_DUPLICATE_WINDOW=2h is longer than ONCEFLOW_IN's max age"):
+        TopologySettings.from_environment(
+            {"ONCEFLOW_STREAM_DUPLICATE_WINDOW": "2h", "ONCEFLOW_STREAM_MAX_AGE": "ONCEFLOW_IN=1h"}
+        )
+    with pytest.raises(TopologyError, match="ONCEFLOW_STREAM_DUPLICATE_WINDOW=0s must be longer than 0"):
+        TopologySettings.from_environment({"ONCEFLOW_STREAM_DUPLICATE_WINDOW": "0s"})
+    assert TopologySettings.from_environment({"ONCEFLOW_STREAM_REPLICAS": "5"}).replicas == 5

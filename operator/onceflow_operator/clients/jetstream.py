@@ -84,6 +84,11 @@ class JetStreamLink:
         Only a record under the asking namespace is returned (the namespace is the subject's, which
         only that namespace's NATS user may publish); anything else is "not found", so a lookup
         reveals nothing of another namespace, not even that a sequence exists.
+
+        The answer goes only to a reply subject under the namespace's inbox prefix: NATS does not
+        check a publisher's permissions on its reply subject, so a reply of `onceflow.<other>.in...`
+        or `...decisions...` would have the operator store the asker's record as another
+        namespace's record, or as a person's decision (the operator may publish anywhere).
         """
         nc = self._nc
         if not msg.reply or nc is None:
@@ -91,6 +96,8 @@ class JetStreamLink:
         not_found = {natsio.STORED_STATUS: "404"}
         try:
             _, namespace, _, stream, sequence = msg.subject.split(".")
+            if not msg.reply.startswith(f"{subjects.inbox_prefix(namespace)}."):
+                return  # not an inbox of the asking namespace: no answer at all
             stored = None
             if stream in subjects.STREAM_AREAS:  # records only, never advisories or KV
                 stored = await natsio.get_stored(nc.jetstream(timeout=5), stream, int(sequence))

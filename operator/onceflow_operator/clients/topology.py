@@ -85,7 +85,11 @@ class TopologyError(ValueError):
     """An operator setting that cannot be read; the message names the variable and what to write."""
 
 
-def _env_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+#: JetStream's most replicas for a stream (nats-server refuses more on create and update).
+MAX_REPLICAS = 5
+
+
+def _env_int(env: Mapping[str, str], name: str, minimum: int, maximum: int | None = None) -> int | None:
     text = env.get(name, "").strip()
     if not text:
         return None
@@ -95,6 +99,8 @@ def _env_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
         raise TopologyError(f"{name}={text!r} is not a whole number") from None
     if value < minimum:
         raise TopologyError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise TopologyError(f"{name}={value} must be at most {maximum}")
     return value
 
 
@@ -136,8 +142,18 @@ class TopologySettings:
             duplicate_window = parse_duration(window) if window else None
         except ValueError as exc:
             raise TopologyError(f"ONCEFLOW_STREAM_DUPLICATE_WINDOW: {exc}") from None
+        if duplicate_window is not None:
+            # JetStream refuses both on every create and update: say so once, at start.
+            if duplicate_window <= 0:
+                raise TopologyError(f"ONCEFLOW_STREAM_DUPLICATE_WINDOW={window} must be longer than 0")
+            for stream, age in {**STREAM_MAX_AGE, **ages}.items():
+                if age and duplicate_window > age:
+                    raise TopologyError(
+                        f"ONCEFLOW_STREAM_DUPLICATE_WINDOW={window} is longer than {stream}'s max age"
+                        " (ONCEFLOW_STREAM_MAX_AGE): JetStream refuses that; shorten the window or lengthen the age"
+                    )
         return cls(
-            replicas=_env_int(env, "ONCEFLOW_STREAM_REPLICAS", 1),
+            replicas=_env_int(env, "ONCEFLOW_STREAM_REPLICAS", 1, MAX_REPLICAS),
             storage=storage,  # type: ignore[arg-type]
             max_bytes=_env_int(env, "ONCEFLOW_STREAM_MAX_BYTES", -1),
             max_age=ages,

@@ -117,7 +117,10 @@ class NamespaceIdentities:
         consumers: list[str] | None = None,
     ) -> int:
         permissions = namespace_permissions(namespace, integrations, consumers or [])
-        digest = hashlib.sha256(json.dumps(permissions, sort_keys=True).encode()).hexdigest()[:32]
+        # The signer and account too: after a new signing key (or account) every Secret is issued
+        # again; with permissions alone, old users the servers no longer accept would stay.
+        signed = {"permissions": permissions, "signer": self.signing.public, "account": self.account}
+        digest = hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()[:32]
         key = (namespace, name)
         if key not in self.issued:
             current = await kube.get("v1", "Secret", namespace, name)

@@ -76,7 +76,16 @@ async def watch_streams(link: JetStreamLink, stop: asyncio.Event, interval: floa
         try:
             if not link.streams_ensured:
                 await link.ensure_streams()
-            problems = record_health(await link.stream_health(), leaders)
+            health = await link.stream_health()
+            missing = [item for item in health if isinstance(item, str)]
+            if missing and link.streams_ensured:
+                # Deleted while the operator runs (`nats stream rm`): every pod bound to it would
+                # wait, not ready, until a reconnect. Create it again now; its consumers follow
+                # with their Integrations' next reconcile.
+                log.warning("streams %s are missing; creating them again", ", ".join(missing))
+                await link.ensure_streams()
+                health = await link.stream_health()
+            problems = record_health(health, leaders)
             if problems != said:
                 for line in problems:
                     log.warning("%s", line)

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from onceflow_operator.review.errors import AlreadyDecided, ReviewError
+from onceflow_operator.review.reading import read_all
 from onceflow_operator.review.records import (
     ExceptionRecord,
     decision_about,
@@ -48,15 +49,24 @@ async def _record_first(js: JetStreamContext, namespace: str, decision: ReviewDe
     """Store the decision unless one is stored already; AlreadyDecided (naming the first) if so."""
     sequence = decision.exception_sequence
     subject = subjects.exception_decision_subject(namespace, decision.integration, sequence)
-    try:
-        await js.publish(subject, decision.to_wire(), headers={EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
-    except APIError as exc:
-        if exc.err_code != _WRONG_LAST_SEQUENCE:
-            raise
+    expected = 0
+    for _ in range(3):
+        try:
+            await js.publish(subject, decision.to_wire(), headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected)})
+            return
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise
         first = await decision_about(js, namespace, decision.integration, sequence)
-        if first is None:  # stored, then gone (the stream's max age): still not ours to make
-            raise ReviewError(f"exception {sequence} was decided by someone else; nothing was sent") from None
-        raise AlreadyDecided(first) from None
+        if first is not None:
+            raise AlreadyDecided(first) from None
+        # Only messages review did not write are there (reflected by a namespace's user, see
+        # `records.trusted_decision`): still compare-and-set, after the last of them.
+        stored = await read_all(js, subjects.DECISIONS_STREAM, subject)
+        if not stored:  # stored, then gone (the stream's max age): still not ours to make
+            break
+        expected = stored[-1].sequence
+    raise ReviewError(f"exception {sequence} was decided by someone else; nothing was sent")
 
 
 def _verdict_words(decision: ReviewDecision) -> str:

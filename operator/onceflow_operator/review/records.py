@@ -10,6 +10,7 @@ message of their own; `get_exception` reads them, listings do not (they show no 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +23,8 @@ from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.messages import AuditEntry, ParkedCandidates, ParkedRecord, ReviewDecision
 from onceflow_runner.errors import WireFormatError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ExceptionRecord", "get_exception", "list_exceptions", "trace", "with_candidates"]
 
@@ -143,18 +146,49 @@ def _namespace_of(subject: str) -> str:
         return ""
 
 
-def _decision(msg: natsio.StoredMessage) -> ReviewDecision:
+#: Headers JetStream puts on a direct get's answer; a stored decision carrying one was reflected.
+_REFLECTED = ("Nats-Stream", "Nats-Sequence")
+
+
+def trusted_decision(msg: natsio.StoredMessage) -> ReviewDecision | None:
+    """The decision a stored message holds, or None when it is not one review wrote (it is then ignored).
+
+    Why not trust whatever is on a decisions subject: NATS checks no permission on a reply
+    subject, so a namespace's user can have JetStream store its answers there (a publish ack, an
+    API response, or a direct get of the user's own record; docs/install.md, "What per-namespace
+    users do not stop"). Such a message must neither block a namespace's exception list (it is
+    no decision) nor pass for one: it is unreadable, carries a direct get's headers, or names
+    another Integration or exception than the subject it is on.
+    """
+    if any(header in msg.headers for header in _REFLECTED):
+        return None
     try:
-        return ReviewDecision.from_wire(msg.data)
-    except WireFormatError as exc:
-        raise _unreadable(msg, exc) from None
+        decision = ReviewDecision.from_wire(msg.data)
+    except WireFormatError:
+        return None
+    tokens = msg.subject.split(".")  # onceflow.<ns>.decisions.<integration>[.<sequence>]
+    if len(tokens) >= 4 and decision.integration and decision.integration != tokens[3]:
+        return None
+    if len(tokens) == 5 and tokens[4] != str(decision.exception_sequence):
+        return None
+    return decision
+
+
+def _ignored(msg: natsio.StoredMessage) -> None:
+    log.warning(
+        "ignoring a message on a decisions subject that review did not write",
+        extra={"stream": msg.stream, "sequence": msg.sequence, "subject": msg.subject},
+    )
 
 
 async def _decisions(js: JetStreamContext, namespace: str) -> dict[int, ReviewDecision]:
     out: dict[int, ReviewDecision] = {}
     subject = subjects.decisions_subject(namespace, subjects.ANY_TAIL)
     for msg in await read_all(js, subjects.DECISIONS_STREAM, subject):
-        decision = _decision(msg)
+        decision = trusted_decision(msg)
+        if decision is None:
+            _ignored(msg)
+            continue
         out.setdefault(decision.exception_sequence, decision)  # the first decision stands
     return out
 
@@ -201,15 +235,21 @@ async def decision_about(
     both exist, the one stored first stands.
     """
     found: list[tuple[int, ReviewDecision]] = []
-    own = await first_on(
-        js, subjects.DECISIONS_STREAM, subjects.exception_decision_subject(namespace, integration, sequence)
-    )
-    if own is not None:
-        found.append((own.sequence, _decision(own)))
+    subject = subjects.exception_decision_subject(namespace, integration, sequence)
+    own = await first_on(js, subjects.DECISIONS_STREAM, subject)
+    candidates = [own] if own is not None else []
+    if own is not None and trusted_decision(own) is None:  # something else came first: read them all
+        _ignored(own)
+        candidates = await read_all(js, subjects.DECISIONS_STREAM, subject)
+    for msg in candidates:
+        decision = trusted_decision(msg)
+        if decision is not None:
+            found.append((msg.sequence, decision))
+            break
     older = subjects.decisions_subject(namespace, integration)
     for msg in await read_all(js, subjects.DECISIONS_STREAM, older):
-        decision = _decision(msg)
-        if decision.exception_sequence == sequence:
+        decision = trusted_decision(msg)
+        if decision is not None and decision.exception_sequence == sequence:
             found.append((msg.sequence, decision))
             break
     return min(found, key=lambda pair: pair[0])[1] if found else None
