@@ -98,6 +98,42 @@ async def test_invalid_customer_goes_to_exceptions_with_original_bytes_and_nothi
     assert await sandbox_effects(boxes.erp) == {}
 
 
+async def test_a_reflected_direct_get_on_the_intake_is_an_exception_and_nothing_reaches_erp(
+    onboarding: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer
+) -> None:
+    """A record carrying a direct get's headers was stored by JetStream answering someone's request.
+
+    With per-namespace users in one NATS account, another namespace can have JetStream answer a
+    direct get of its own record onto this intake (NATS checks no permission on a reply subject;
+    docs/install.md). Such a record skipped this Connector's signature check: it must never reach
+    a target, and a person sees it. Here the admin stores it as such an answer would arrive.
+    """
+    _run, namespace = onboarding
+    body = dumps(crm_customer_event(tax_id()))
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().publish(
+            f"onceflow.{namespace}.in.crm-webhooks.customer.approved",
+            body,
+            headers={
+                "Content-Type": "application/json",
+                "Nats-Stream": "ONCEFLOW_IN",
+                "Nats-Sequence": "7",
+                "Nats-Subject": "onceflow.other.in.crm-webhooks.customer.approved",
+            },
+        )
+    finally:
+        await nc.close()
+    subject = f"onceflow.{namespace}.exceptions.customer-onboarding"
+
+    async def reflected() -> list[object]:
+        stored = await stream_messages(nats_server.url, "ONCEFLOW_EXCEPTIONS", subject)
+        return [m for m in stored if m.headers.get("Onceflow-Reason") == "ReflectedRecord" and m.data == body]
+
+    assert await eventually(reflected)
+    assert await sandbox_effects(boxes.erp) == {}
+
+
 async def test_bad_signature_is_refused_and_nothing_is_stored(
     onboarding: tuple[LocalRun, str], boxes: Sandboxes, nats_server: NatsServer
 ) -> None:

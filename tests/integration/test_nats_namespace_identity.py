@@ -295,6 +295,22 @@ async def test_the_operator_issues_a_namespace_and_an_integration_secret_once_an
             await nc.close()
 
 
+async def _answered(nc: Client, subject: str, within: float = 10.0) -> nats.aio.msg.Msg:
+    """The operator's answer to a lookup, once the tenant's server has its subscription (a condition, not a pause).
+
+    On a loaded machine the operator's interest can reach the server after its connect returned;
+    until then a request finds no responder.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await nc.request(subject, b"", timeout=5)
+        except nats.errors.NoRespondersError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record_only(
     tenant: tuple[Client, Refusals],
     world: dict[str, str],
@@ -317,7 +333,7 @@ async def test_the_operator_answers_a_namespaces_lookup_of_its_own_stored_record
     link = JetStreamLink(jwt_nats.url, lambda *_: None)
     await link.jetstream()  # connected: it answers lookups from now on
     try:
-        reply = await nc.request(subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq), b"", timeout=5)
+        reply = await _answered(nc, subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq))
         assert reply.headers is not None
         assert reply.headers["Onceflow-Stored-Status"] == "200"
         assert reply.data == b"mine"

@@ -21,6 +21,7 @@ from onceflow_operator.review.errors import ReviewError
 from onceflow_operator.review.reading import first_on, read_all
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.headers import REFLECTED
 from onceflow_runner.contract.messages import AuditEntry, ParkedCandidates, ParkedRecord, ReviewDecision
 from onceflow_runner.errors import WireFormatError
 
@@ -146,10 +147,6 @@ def _namespace_of(subject: str) -> str:
         return ""
 
 
-#: Headers JetStream puts on a direct get's answer; a stored decision carrying one was reflected.
-_REFLECTED = ("Nats-Stream", "Nats-Sequence")
-
-
 def trusted_decision(msg: natsio.StoredMessage) -> ReviewDecision | None:
     """The decision a stored message holds, or None when it is not one review wrote (it is then ignored).
 
@@ -160,7 +157,7 @@ def trusted_decision(msg: natsio.StoredMessage) -> ReviewDecision | None:
     no decision) nor pass for one: it is unreadable, carries a direct get's headers, or names
     another Integration or exception than the subject it is on.
     """
-    if any(header in msg.headers for header in _REFLECTED):
+    if any(header in msg.headers for header in REFLECTED):
         return None
     try:
         decision = ReviewDecision.from_wire(msg.data)

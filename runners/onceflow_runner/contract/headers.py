@@ -50,6 +50,7 @@ __all__ = [
     "ORIGINAL_SUBJECT",
     "ORIGIN_SYSTEM",
     "REASON",
+    "REFLECTED",
     "REFUSED_REQUEST_HEADERS",
     "REVISION",
     "ROLLOUT",
@@ -67,6 +68,11 @@ __all__ = [
 # -- NATS, W3C and HTTP -------------------------------------------------------------------------
 NATS_MSG_ID: Final = "Nats-Msg-Id"
 TRACEPARENT: Final = "traceparent"
+#: Headers JetStream puts on a direct get's answer. Onceflow never publishes them, so a stored
+#: message carrying one was reflected: NATS checks no permission on a reply subject, and a
+#: namespace's user can have a direct get of its own record answered onto another subject
+#: (docs/install.md, "What per-namespace users do not stop").
+REFLECTED: Final = ("Nats-Stream", "Nats-Sequence")
 #: The record's own content type, as the sender declared it (set by the gateway).
 CONTENT_TYPE: Final = "Content-Type"
 #: Outbound HTTP calls carry the business idempotency key here.

@@ -25,7 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import Claim, KeyStore
 from onceflow_runner.adapters.natsio import JetStreamWiring, StoredMessage
-from onceflow_runner.contract.headers import header_safe
+from onceflow_runner.contract.headers import REFLECTED, header_safe
 from onceflow_runner.contract.keys import bounded_key
 from onceflow_runner.contract.messages import AuditEntry, AuditStep, ParkedCandidates, ParkedRecord, RecordHeaders
 from onceflow_runner.contract.plan import Plan
@@ -43,6 +43,8 @@ log = logging.getLogger("onceflow.runner")
 
 #: Exception reason of a record whose settling raised something nobody expected (a bug, a limit).
 INTERNAL_ERROR: Final = "InternalError"
+#: The reason of a record parked because it reached the stream as a reflected direct get (see `headers.REFLECTED`).
+REFLECTED_RECORD: Final = "ReflectedRecord"
 #: NATS or the network failed, not the record: another delivery may do better.
 OUTAGES: Final = (nats.errors.Error, OSError, TimeoutError)
 #: Longest a record waits (nak delay) before it looks again at a key another record holds.
@@ -225,6 +227,15 @@ class Settler:
 
     async def _settle(self, delivery: Delivery) -> None:
         msg, meta = delivery.msg, delivery.meta
+        if msg.headers and any(header in msg.headers for header in REFLECTED):
+            # Not sent by a gateway, a poller or a person: another namespace's NATS user had JetStream
+            # answer a direct get of its own record onto this intake. Nothing reaches a target; a
+            # person sees the bytes (and whose they claim to be) in the exceptions.
+            self._failed("", REFLECTED_RECORD)
+            why = "a direct get's answer stored on this Integration's subject, not a record any sender sent"
+            await self._park(delivery, "exception", REFLECTED_RECORD, why, "")
+            self.stats.record("exception", time.perf_counter() - delivery.started)
+            return
         try:
             payload = await _decoded(msg.data, delivery.record.content_type or "application/json")
             size = len(msg.data)
