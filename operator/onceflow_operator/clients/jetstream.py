@@ -43,6 +43,10 @@ class LaneState:
         return self.table is not None and self.table.weight == 0 and self.canary_floor >= self.table.last_sequence
 
 
+#: nats-py's reply inbox prefix when none is configured (processes without per-namespace users).
+DEFAULT_INBOX = "_INBOX."
+
+
 class JetStreamLink:
     """One connection, made on first use and retried on the next reconcile.
 
@@ -85,10 +89,12 @@ class JetStreamLink:
         only that namespace's NATS user may publish); anything else is "not found", so a lookup
         reveals nothing of another namespace, not even that a sequence exists.
 
-        The answer goes only to a reply subject under the namespace's inbox prefix: NATS does not
-        check a publisher's permissions on its reply subject, so a reply of `onceflow.<other>.in...`
-        or `...decisions...` would have the operator store the asker's record as another
-        namespace's record, or as a person's decision (the operator may publish anywhere).
+        The answer goes only to a reply subject under the namespace's inbox prefix, or NATS's default
+        one (the runners' without per-namespace users): NATS does not check a publisher's
+        permissions on its reply subject, so a reply of `onceflow.<other>.in...` or
+        `...decisions...` would have the operator store the asker's record as another namespace's
+        record, or as a person's decision (the operator may publish anywhere). No stream captures
+        an inbox, and another namespace's user may not read `_INBOX.>` nor this namespace's inbox.
         """
         nc = self._nc
         if not msg.reply or nc is None:
@@ -96,8 +102,8 @@ class JetStreamLink:
         not_found = {natsio.STORED_STATUS: "404"}
         try:
             _, namespace, _, stream, sequence = msg.subject.split(".")
-            if not msg.reply.startswith(f"{subjects.inbox_prefix(namespace)}."):
-                return  # not an inbox of the asking namespace: no answer at all
+            if not msg.reply.startswith((f"{subjects.inbox_prefix(namespace)}.", DEFAULT_INBOX)):
+                return  # not an inbox: no answer at all
             stored = None
             if stream in subjects.STREAM_AREAS:  # records only, never advisories or KV
                 stored = await natsio.get_stored(nc.jetstream(timeout=5), stream, int(sequence))
