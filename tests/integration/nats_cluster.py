@@ -170,6 +170,23 @@ class NatsCluster:
                     raise AssertionError(f"JetStream meta leader not elected within {within}s") from None
                 await asyncio.sleep(0.1)
 
+    async def wait_until_unavailable(self, stream: str = subjects.IN_STREAM, *, within: float = 60.0) -> None:
+        """Wait until the surviving nodes stop answering for `stream` (quorum loss noticed).
+
+        Killed peers are noticed only after the cluster's heartbeats time out; until then the
+        survivor may still answer as if nothing happened, and a process starting then binds.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                async with self.client() as nc:
+                    await nc.jetstream(timeout=1).stream_info(stream)
+            except (nats.errors.Error, TimeoutError, OSError):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stream} still answered {within}s after quorum was lost")
+            await asyncio.sleep(0.2)
+
     async def provision(self, namespace: str | None = None) -> None:
         """Every Onceflow stream with three replicas, and a namespace's key bucket with three.
 

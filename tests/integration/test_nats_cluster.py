@@ -106,6 +106,7 @@ async def test_a_gateway_started_without_quorum_waits_not_ready_and_accepts_once
     await nats_cluster.provision()
     for name in ("n1", "n2"):
         nats_cluster.kill(name)
+    await nats_cluster.wait_until_unavailable()  # the survivor noticed: a start now cannot bind
     (tmp_path / "sig").mkdir()
     (tmp_path / "sig" / "secret").write_text(GATEWAY_SECRET)
     gateway = Gateway(gateway_plan(namespace), nats_url=nats_cluster.url, secrets_dir=tmp_path)
