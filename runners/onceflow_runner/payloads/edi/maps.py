@@ -108,6 +108,7 @@ EXTRA_DATA_ELEMENTS: dict[str, tuple[str, int, int, str]] = {
     "327": ("AN", 1, 8, "Change Order Sequence Number"),
     "670": ("ID", 2, 2, "Change or Response Type Code"),
     "671": ("R", 1, 9, "Quantity Left to Receive"),
+    "963": ("ID", 2, 2, "Tax Type Code"),
 }
 
 _REF = Segment(
@@ -399,7 +400,8 @@ SET_856 = TransactionSet(
     summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
 )
 
-#: 810 Invoice, version 004010: BIG, an IT1 per line, TDS (the total in cents) and CTT.
+#: 810 Invoice, version 004010: BIG, an IT1 per line, TDS (the total in cents), the taxes (TXI) and
+#: charges or allowances (SAC) the total holds, and CTT.
 SET_810 = TransactionSet(
     xid="810",
     name="Invoice",
@@ -461,6 +463,23 @@ SET_810 = TransactionSet(
     ),
     summary=(
         Segment("TDS", "Total Monetary Value Summary", "R", "1", (Element("610", "R"),)),
+        Segment("TXI", "Tax Information", "S", "10", (Element("963", "R"), Element("782", "R"))),
+        Loop(
+            "SAC_LOOP",
+            "Service, Promotion, Allowance, or Charge Information",
+            "S",
+            "25",
+            (
+                Segment(
+                    "SAC",
+                    "Service, Promotion, Allowance, or Charge Information",
+                    "S",
+                    "1",
+                    (Element("248", "R", ("A", "C")), Element("1300"), Element("559"), Element("1301"), Element("610")),
+                    ("R0203",),
+                ),
+            ),
+        ),
         _CTT,
     ),
 )
