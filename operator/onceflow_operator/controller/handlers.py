@@ -40,6 +40,7 @@ from onceflow_operator.controller.connector import edi_outbound_plan, is_availab
 from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, lane_state, reconcile_integration
 from onceflow_operator.controller.metrics import (
+    AVAILABILITY_RECONCILES,
     CONNECTOR_AUTHENTICATED,
     CONNECTOR_PROBE_SECONDS,
     CONNECTOR_REACHABLE,
@@ -308,8 +309,10 @@ async def deployment_changed(body: kopf.Body, type: str | None, memo: kopf.Memo,
     if not seen or previous == state:
         return
     if integration:
+        AVAILABILITY_RECONCILES.labels(kind="Integration").inc()
         await _reconcile_integration(namespace, integration, memo, kwargs)
     elif connector_name:
+        AVAILABILITY_RECONCILES.labels(kind="Connector").inc()
         await _reconcile_connector_now(namespace, connector_name, memo, kwargs)
 
 
