@@ -21,7 +21,7 @@ from opentelemetry.trace import StatusCode
 from onceflow_runner import tracing
 from onceflow_runner.adapters.otlp import wants_tracing
 from onceflow_runner.adapters.outbound import HttpCaller
-from onceflow_runner.contract.plan import ConnectorPlan
+from onceflow_runner.contract.plan import ConnectorPlan, Plan
 from onceflow_runner.errors import TransientFailure
 
 SENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -129,9 +129,22 @@ def test_unhashed_business_keys_are_shown_as_they_are(spans: InMemorySpanExporte
     assert tracing.business_key_value("DE123") == "DE123"
 
 
+def first_example_plan() -> Plan:
+    """The plan of the first example Integration, in namespace `sales`."""
+    from onceflow_operator.compiler.planner import plan_from_integration
+    from tests.unit.test_planner import load_examples
+
+    connectors, policies, integrations = load_examples()
+    integration = integrations[0]
+    policy = integration.spec.sync_policy_ref
+    return plan_from_integration(
+        integration, connectors, policies.get(policy.name) if policy else None, namespace="sales"
+    )
+
+
 def test_the_operator_hands_its_otel_settings_to_runner_and_gateway_pods() -> None:
     from onceflow_operator.build.objects import build_gateway_deployment, build_runner_deployment
-    from onceflow_operator.compiler.planner import gateway_plan, plan_from_integration
+    from onceflow_operator.compiler.planner import gateway_plan
     from onceflow_operator.controller.settings import tracing_env_of
     from tests.unit.test_planner import load_examples
 
@@ -148,14 +161,8 @@ def test_the_operator_hands_its_otel_settings_to_runner_and_gateway_pods() -> No
         ("ONCEFLOW_TRACE_HASH_KEYS", "true"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.obs.svc:4318"),
     )
-    connectors, policies, integrations = load_examples()
-    integration = integrations[0]
-    plan = plan_from_integration(
-        integration,
-        connectors,
-        policies.get(integration.spec.sync_policy_ref.name) if integration.spec.sync_policy_ref else None,
-        namespace="sales",
-    )
+    connectors, _, _ = load_examples()
+    plan = first_example_plan()
     gateway = gateway_plan(connectors["crm-webhooks"], namespace="sales")
     owner = {"apiVersion": "onceflow.io/v1alpha1", "kind": "Integration", "metadata": {"name": "i", "uid": "u"}}
     common = {"image": "img", "nats_url": "n", "replicas": 1, "secrets_checksum": "c"}
@@ -507,17 +514,8 @@ def test_each_namespace_key_is_derived_apart_and_a_short_master_key_is_refused()
 
 def test_runner_pods_read_the_namespaces_key_from_its_secret_never_as_a_plain_value() -> None:
     from onceflow_operator.build.objects import build_runner_deployment
-    from onceflow_operator.compiler.planner import plan_from_integration
-    from tests.unit.test_planner import load_examples
 
-    connectors, policies, integrations = load_examples()
-    integration = integrations[0]
-    plan = plan_from_integration(
-        integration,
-        connectors,
-        policies.get(integration.spec.sync_policy_ref.name) if integration.spec.sync_policy_ref else None,
-        namespace="sales",
-    )
+    plan = first_example_plan()
     owner = {"apiVersion": "onceflow.io/v1alpha1", "kind": "Integration", "metadata": {"name": "i", "uid": "u"}}
     common = {"image": "img", "nats_url": "n", "replicas": 1, "secrets_checksum": "c"}
     keyed = build_runner_deployment(plan, "cm", owner, trace_key_secret="onceflow-trace", **common)

@@ -65,6 +65,16 @@ def _locate(segments: list[list[str]], ids: list[str], tag: str) -> int:
     return ids.index(tag)
 
 
+def _party(order: dict[str, Any], seg: list[str]) -> None:
+    """An N1 of an order: the buyer (its id, else its name) and the ship-to party."""
+    party = {"name": seg[2], "id": seg[4] if len(seg) > 4 else ""}
+    if seg[1] == "BY":
+        order["buyer"] = party["id"] or party["name"]
+        order["buyer_name"] = party["name"]
+    elif seg[1] == "ST":
+        order["ship_to"] = party
+
+
 def decode_x12(data: bytes) -> dict[str, Any]:
     """Decode one 850 or 875 into {po_no, order_date, buyer, currency, lines[], ship_to} (an 860 as its change)."""
     segments = split_segments(data)
@@ -105,12 +115,7 @@ def decode_x12(data: bytes) -> dict[str, Any]:
         elif tag == "CUR" and len(seg) > 2:
             order["currency"] = seg[2]
         elif tag == "N1" and len(seg) > 2:
-            party = {"name": seg[2], "id": seg[4] if len(seg) > 4 else ""}
-            if seg[1] == "BY":
-                order["buyer"] = party["id"] or party["name"]
-                order["buyer_name"] = party["name"]
-            elif seg[1] == "ST":
-                order["ship_to"] = party
+            _party(order, seg)
         elif tag == "PO1":
             line: dict[str, Any] = {
                 "line": seg[1] if len(seg) > 1 else str(len(order["lines"]) + 1),
@@ -219,12 +224,7 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
         elif tag == "G62" and len(seg) > 2 and seg[1] in _DELIVERY_DATES and "delivery_date" not in order:
             order["delivery_date"] = seg[2]
         elif tag == "N1" and len(seg) > 2:
-            party = {"name": seg[2], "id": seg[4] if len(seg) > 4 else ""}
-            if seg[1] == "BY":
-                order["buyer"] = party["id"] or party["name"]
-                order["buyer_name"] = party["name"]
-            elif seg[1] == "ST":
-                order["ship_to"] = party
+            _party(order, seg)
         elif tag == "G68":
             line: dict[str, Any] = {
                 "line": str(len(order["lines"]) + 1),
