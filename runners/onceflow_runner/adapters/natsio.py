@@ -1,5 +1,7 @@
 """Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
+The settle path's acknowledged writes go through `pubacks` (one reply inbox, PubAcks read lean).
+
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
 The data plane never creates or changes topology: the operator creates the streams, each lane's
 durable pull consumer and the namespace's KV buckets (`onceflow_operator.clients.topology`), and a
