@@ -22,6 +22,7 @@ from typing import Literal
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
+from onceflow_runner.adapters.pubacks import AckedPublisher
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.keys import KeyState, kv_token
@@ -53,9 +54,18 @@ class Claim:
 class KeyStore:
     """Claims and done marks of one Integration's business keys in the namespace's KV bucket."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, integration: str, revision: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        integration: str,
+        revision: str,
+        acks: AckedPublisher,
+    ) -> None:
         self.js, self.bucket, self.integration, self.revision = js, bucket, integration, revision
         self.stream = subjects.kv_stream(bucket)
+        #: Where claims and done marks are written (the settle path's writes: see `pubacks`).
+        self.acks = acks
 
     def _subject(self, key: str) -> str:
         return subjects.kv_subject(self.bucket, key)
@@ -66,12 +76,12 @@ class KeyStore:
         if last is not None:
             headers[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(last)
         try:
-            ack = await self.js.publish(self._subject(key), value, headers=headers or None)
+            stored = await self.acks.publish(self._subject(key), value, headers or None)
         except APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 return None
             raise
-        return int(ack.seq)
+        return stored.seq
 
     async def state(self, business_key: str) -> tuple[KeyState | None, int]:
         """The key's entry (None when absent or freed) and its revision (0 when absent)."""

@@ -1,5 +1,7 @@
 """Everything the data plane says to NATS JetStream, in one module (with `keystore`, its KV part).
 
+The settle path's acknowledged writes go through `pubacks` (one reply inbox, PubAcks read lean).
+
 Streams follow DESIGN.md's layout (one stream per purpose, subjects prefixed by namespace).
 The data plane never creates or changes topology: the operator creates the streams, each lane's
 durable pull consumer and the namespace's KV buckets (`onceflow_operator.clients.topology`), and a
@@ -37,6 +39,7 @@ from nats.js.kv import KeyValue
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import KeyStore
+from onceflow_runner.adapters.pubacks import AckedPublisher
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.edi import EdiPartnerPlan
@@ -261,6 +264,9 @@ def advisory_config(plan: Plan, lane: Lane = "main") -> ConsumerConfig:
     )
 
 
+#: Seconds a JetStream API call or publish waits for its answer.
+JS_TIMEOUT: Final = 5.0
+
 #: Bytes left for a message's headers when its body is fitted to the server's `max_payload`.
 _HEADER_ROOM = 4096
 
@@ -275,15 +281,19 @@ class JetStreamWiring:
     plan: Plan
 
     lane: Lane = "main"
+    #: The settle path's acknowledged writes (see `pubacks`); made on first use when not given.
+    acks: AckedPublisher | None = None
 
     @classmethod
     async def open(cls, nc: Client, plan: Plan, lane: Lane = "main") -> JetStreamWiring:
         """Bind the lane's consumer, its advisory consumer and the namespace's key bucket; create nothing."""
-        js = nc.jetstream(timeout=5)
+        js = nc.jetstream(timeout=JS_TIMEOUT)
         await bind_consumer(js, plan.nats.stream, lane_consumer(plan, lane))
         await bind_consumer(js, subjects.ADVISORIES_STREAM, advisory_consumer(lane_consumer(plan, lane)))
         await bind_bucket(js, plan.nats.kv_bucket)
-        return cls(nc, js, KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision), plan, lane)
+        acks = AckedPublisher(nc, timeout=JS_TIMEOUT)
+        keys = KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision, acks)
+        return cls(nc, js, keys, plan, lane, acks)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
@@ -305,8 +315,10 @@ class JetStreamWiring:
 
         The message id is bounded (`contract.keys.bounded_id`): a long one is hashed, never cut.
         """
-        ack = await self.js.publish(subject, payload, headers={**headers, NATS_MSG_ID: bounded_id(msg_id)})
-        return bool(ack.duplicate)
+        if self.acks is None:
+            self.acks = AckedPublisher(self.nc, timeout=JS_TIMEOUT)
+        stored = await self.acks.publish(subject, payload, {**headers, NATS_MSG_ID: bounded_id(msg_id)})
+        return stored.duplicate
 
     async def publish_candidates(self, candidates: ParkedCandidates, msg_id: str | None = None) -> int:
         """Store a parked duplicate's candidates in full beside the exceptions; return their stream sequence.

@@ -279,11 +279,16 @@ class _Connector:
     async def _send(
         self, method: str, url: httpx.URL, content: bytes | None, headers: dict[str, str]
     ) -> httpx.Response:
-        request = httpx.Request(
-            method, url, content=content, headers={**self.default_headers, **headers}, extensions=self.extensions
-        )
-        response = await self.transport.handle_async_request(request)
-        response.request = request
+        if isinstance(self.transport, AiohttpTransport):  # production: no httpx.Request (see `exchange`)
+            response = await self.transport.exchange(
+                method, str(url), {**self.default_headers, **headers}, content, self.extensions["timeout"]
+            )
+        else:  # another transport (tests' MockTransport): the httpx way
+            request = httpx.Request(
+                method, url, content=content, headers={**self.default_headers, **headers}, extensions=self.extensions
+            )
+            response = await self.transport.handle_async_request(request)
+            response.request = request
         try:
             await response.aread()
         finally:
@@ -487,7 +492,7 @@ class HttpCaller:
                         resp = await conn.send(method, url, content, {**send_headers, **credentials})
                         refused_own_login = own_login and conn.session.is_expired_answer(resp)
                 if len(resp.content) > plan.max_response_bytes:  # a transport without its own limit
-                    raise ResponseTooLarge(f"answer of {len(resp.content)} bytes", request=resp.request)
+                    raise ResponseTooLarge(f"answer of {len(resp.content)} bytes")
             except TimeoutError:
                 failure = TransientFailure(
                     f"{connector}: {method} {path} took longer than {plan.total_timeout:g}s in all "

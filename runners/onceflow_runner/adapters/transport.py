@@ -9,6 +9,9 @@ aiohttp. Decompression is left to httpx so the two never both decode a body.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import aiohttp
 import aiohttp.abc
 import httpx
@@ -48,34 +51,61 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
+        return await self._exchange(
+            request.method, str(request.url), request.headers.multi_items(), request.content or None, timeouts, request
+        )
+
+    async def exchange(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes | None, timeouts: Mapping[str, Any]
+    ) -> httpx.Response:
+        """Send one request without building an `httpx.Request`; the answer is an unread `httpx.Response`.
+
+        Why: a Connector's call goes straight to the transport (`outbound`), and an `httpx.Request`
+        (its header normalization, its content encoding) cost more CPU than aiohttp's own request,
+        measured in bench/runner_throughput.py (docs/benchmarks.md, "Data plane, per-record cost").
+        The bytes sent are the same: aiohttp adds Host and Content-Length as httpx would.
+        """
+        return await self._exchange(method, url, headers, content, timeouts, None)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Any,
+        content: bytes | None,
+        timeouts: Mapping[str, Any],
+        request: httpx.Request | None,
+    ) -> httpx.Response:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
         )
         try:
             async with self._get_session().request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
+                method,
+                url,
+                headers=headers,
+                data=content,
                 allow_redirects=False,
                 timeout=timeout,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             ) as resp:
-                content = await self._read_body(resp, request)
+                body = await self._read_body(resp, request)
         except TimeoutError as exc:
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        # A stream, not `content=`: httpx then neither reads nor re-measures it here; the caller's
+        # `aread` decodes it (Content-Encoding) once.
         return httpx.Response(
             resp.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
-            content=content,
+            stream=httpx.ByteStream(body),
             request=request,
         )
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+    async def _read_body(self, resp: aiohttp.ClientResponse, request: httpx.Request | None) -> bytes:
         """Read the body, refusing it as soon as it is longer than the limit (not after holding it all)."""
         limit = self._max_response_bytes
         if limit is None:

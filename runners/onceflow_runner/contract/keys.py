@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from typing import Final, Literal, Self
 
@@ -98,7 +97,7 @@ class KeyState(BaseModel):
         return max(0.0, self.lease_until - now) if self.state == "claimed" else 0.0
 
     def to_wire(self) -> bytes:
-        return json.dumps(self.model_dump(exclude_defaults=True)).encode()
+        return self.model_dump_json(exclude_defaults=True).encode()
 
     @classmethod
     def from_wire(cls, data: bytes | None) -> Self:

@@ -1,0 +1,103 @@
+"""A Connector's call over aiohttp without an httpx.Request (`AiohttpTransport.exchange`), against a real server.
+
+The production path no longer builds an `httpx.Request`; what reaches the target and what the
+step reads must not change: the same headers (the client's defaults, the Connector's, the
+idempotency key, JSON content type), the URL with its query, a gzip answer decoded once, an
+answer over maxResponseBytes dropped unread, and a target too slow for the read timeout turned
+into a transient failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from onceflow_runner.adapters.outbound import HttpCaller
+from onceflow_runner.contract.plan import ConnectorPlan
+from onceflow_runner.errors import TransientFailure
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[tuple[str, list[web.Request], dict[str, bytes]]]:
+    """A target on a free port of 127.0.0.1: records each request and its body."""
+    seen: list[web.Request] = []
+    bodies: dict[str, bytes] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        bodies[request.path] = await request.read()
+        if request.path == "/gzip":
+            packed = gzip.compress(json.dumps({"name": "zipped"}).encode())
+            return web.Response(body=packed, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+        if request.path == "/large":
+            return web.Response(body=b"x" * 4096)
+        if request.path == "/slow":
+            await asyncio.sleep(2)
+        return web.json_response({"ok": True, "query": dict(request.query)}, status=201)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", seen, bodies
+    await runner.cleanup()
+
+
+def _caller(base: str, tmp_path: Path, **extra: Any) -> HttpCaller:
+    plan = ConnectorPlan.model_validate(
+        {"name": "erp", "base_url": base, "headers": {"X-Tenant": "acme"}, "attempts": 1, **extra}
+    )
+    return HttpCaller({"erp": plan}, tmp_path)
+
+
+async def test_request_reaches_the_target_as_httpx_would_send_it(
+    target: tuple[str, list[web.Request], dict[str, bytes]], tmp_path: Path
+) -> None:
+    base, seen, bodies = target
+    caller = _caller(base, tmp_path)
+    answer = await caller.request(
+        "erp",
+        "POST",
+        "/api/Customer",
+        query={"a": "1 2"},
+        body={"n": 1},
+        idempotency_key="k/1/create",
+        headers={},
+        step="create",
+    )
+    assert answer.status == 201
+    assert answer.body == {"ok": True, "query": {"a": "1 2"}}
+    sent = seen[-1]
+    assert sent.headers["Idempotency-Key"] == "k/1/create"
+    assert sent.headers["X-Tenant"] == "acme"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Accept"] == "*/*"
+    assert sent.headers["User-Agent"].startswith("python-httpx/")
+    assert bodies["/api/Customer"] == b'{"n":1}'
+    zipped = await caller.request(
+        "erp", "GET", "/gzip", query={}, body=None, idempotency_key=None, headers={}, step="read"
+    )
+    assert zipped.body == {"name": "zipped"}
+    await caller.aclose()
+
+
+async def test_too_large_and_too_slow_answers_are_transient(
+    target: tuple[str, list[web.Request], dict[str, bytes]], tmp_path: Path
+) -> None:
+    base, _, _ = target
+    caller = _caller(base, tmp_path, max_response_bytes=1024, read_timeout=0.3)
+    with pytest.raises(TransientFailure, match="maxResponseBytes"):
+        await caller.request("erp", "GET", "/large", query={}, body=None, idempotency_key=None, headers={}, step="s")
+    with pytest.raises(TransientFailure, match="timed out"):
+        await caller.request("erp", "GET", "/slow", query={}, body=None, idempotency_key=None, headers={}, step="s")
+    await caller.aclose()
