@@ -66,7 +66,9 @@ class Partner:
     async def hand_over(self, kind: str, record: object, key: str, *, delivery: str = "") -> None:
         subject = edi_outbound_subject(self.plan.namespace, self.plan.connector, kind)
         headers = {
-            h.NATS_MSG_ID: f"{key}/send{kind}/{delivery}",
+            # Scoped as the runner scopes it (natsio.hand_over_edi): the intake stream is shared, and its
+            # duplicate window would take another test's hand-over of the same key for this one.
+            h.NATS_MSG_ID: f"{self.plan.namespace}/acme-fulfilment/{key}/send{kind}/{delivery}",
             h.BUSINESS_KEY: key,
             h.INTEGRATION: "acme-fulfilment",
             h.STEP: f"send{kind}",
