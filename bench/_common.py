@@ -160,8 +160,7 @@ class _Exchange(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -213,10 +212,11 @@ class RawSender:
                 return self.idle.pop()
             self.opened += 1
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(_Exchange, self.host, self.port)
+            transport, conn = await asyncio.get_running_loop().create_connection(_Exchange, self.host, self.port)
         except OSError:
             await self._give(None)
             raise
+        conn.transport = transport  # uvloop calls connection_made only after this returns
         return conn
 
     async def _give(self, conn: _Exchange | None) -> None:
