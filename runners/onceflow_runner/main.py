@@ -108,7 +108,13 @@ def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, por
 
 
 def run_gateway(
-    plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int | None = None
+    plan_path: Path,
+    nats_url: str,
+    secrets_dir: Path,
+    host: str,
+    port: int,
+    metrics_port: int | None = None,
+    processes: int | None = None,
 ) -> int:
     """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run).
 
@@ -116,15 +122,26 @@ def run_gateway(
     $ONCEFLOW_METRICS_PORT, else 9090). A gateway whose signing secret is empty or malformed does
     not exit: it stays not ready and says why (readiness and one log line), so the Deployment shows
     the reason instead of a crash loop, and rolls to a new pod when the Secret is fixed.
+    `processes` (default: the plan's) > 1 serves the port from that many processes (gateway/processes.py).
     """
+    from onceflow_runner.gateway.processes import ProcessGroup
     from onceflow_runner.gateway.server import Gateway
 
     if metrics_port is None:
         metrics_port = int(os.environ.get(METRICS_PORT_ENV) or DEFAULT_METRICS_PORT)
     try:
         plan = load_gateway_plan(plan_path)
+        count = processes or plan.processes
+        group = ProcessGroup(plan_path, nats_url, secrets_dir, host, count) if count > 1 else None
         gateway = Gateway(
-            plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port, metrics_port=metrics_port
+            plan,
+            nats_url=nats_url,
+            secrets_dir=secrets_dir,
+            host=host,
+            port=port,
+            metrics_port=metrics_port,
+            reuse_port=group is not None,
+            group=group,
         )
     except PlanError as exc:
         print(f"onceflow gateway: {exc}", file=sys.stderr)
@@ -137,12 +154,18 @@ def run_gateway(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await gateway.start()
+        if group is not None:  # the port is bound (SO_REUSEPORT): the others join it
+            group.start(gateway.port)
+            await group.reported()
         print(
             json.dumps({"gateway": plan.connector, "url": gateway.url, "operations": gateway.operations_url}),
             flush=True,
         )
         await stop.wait()
-        await gateway.stop()
+        if group is not None:
+            await asyncio.gather(asyncio.to_thread(group.stop), gateway.stop())
+        else:
+            await gateway.stop()
 
     with exported_spans("onceflow-gateway"):
         run_loop(serve())

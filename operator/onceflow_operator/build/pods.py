@@ -60,12 +60,15 @@ def pod_template(
     nats_auth_secret: str = "",
     operations_port: int | None = None,
     extra_env: Iterable[tuple[str, str]] = (),
+    processes: int = 1,
 ) -> dict[str, Any]:
     """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only.
 
     `port` is the pod's main port; with `operations_port` (a gateway) metrics and probes move to
     a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT. `extra_env`:
     plain variables for the process (the operator's tracing settings, docs/observability.md).
+    `processes` (a gateway's processesPerPod): the CPU request and memory limit grow with it, each
+    process being a Python interpreter of its own.
     """
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
@@ -103,8 +106,8 @@ def pod_template(
                     "ports": ports,
                     "securityContext": container_security,
                     "resources": {
-                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                        "limits": {"memory": "512Mi"},
+                        "requests": {"cpu": f"{100 * processes}m", "memory": f"{128 * processes}Mi"},
+                        "limits": {"memory": f"{512 + 256 * (processes - 1)}Mi"},
                     },
                     "livenessProbe": {
                         "httpGet": {"path": "/healthz", "port": probe_port},

@@ -54,6 +54,7 @@ from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_proble
 from onceflow_runner.contract.subjects import IN_STREAM
 from onceflow_runner.gateway.intake import BodyTooLarge, BodyTooSlow, read_body
 from onceflow_runner.gateway.listener import serve_bounded
+from onceflow_runner.gateway.processes import ProcessGroup
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
@@ -152,8 +153,17 @@ class Gateway:
         header_timeout: float = HEADER_READ_SECONDS,
         body_timeout: float = BODY_READ_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        operations_host: str | None = None,
+        reuse_port: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
+        """One gateway process; with `reuse_port` one of several on one port (gateway/processes.py).
+
+        The leader of several has the `group` and answers /metrics, /readyz and /healthz for all.
+        """
         self.plan = plan
+        self.operations_host = operations_host or host
+        self.reuse_port, self.group = reuse_port, group
         self.nats_url = nats_url
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self.header_timeout, self.body_timeout, self.max_connections = header_timeout, body_timeout, max_connections
@@ -195,7 +205,7 @@ class Gateway:
     @property
     def operations_url(self) -> str:
         """Where /metrics, /healthz and /readyz are served."""
-        return f"http://{self.host}:{self.metrics_port}"
+        return f"http://{self.operations_host}:{self.metrics_port}"
 
     async def start(self) -> None:
         if self.unusable_secret is not None:
@@ -223,7 +233,11 @@ class Gateway:
         await self._webhooks.setup()
         assert self._webhooks.server is not None
         self._listener = await serve_bounded(
-            self._webhooks.server, self.host, self.port, max_connections=self.max_connections
+            self._webhooks.server,
+            self.host,
+            self.port,
+            max_connections=self.max_connections,
+            reuse_port=self.reuse_port,
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
@@ -235,7 +249,7 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_endpoint)
         self._operations = web.AppRunner(app, access_log=None)
         await self._operations.setup()
-        site = web.TCPSite(self._operations, self.host, self.metrics_port)
+        site = web.TCPSite(self._operations, self.operations_host, self.metrics_port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
@@ -290,6 +304,9 @@ class Gateway:
         # connection that is only reconnecting is readiness' business (503 on /readyz).
         if self.nc is not None and self.nc.is_closed:
             return web.Response(status=500, text="NATS connection closed")
+        exited = self.group.exited() if self.group is not None else None
+        if exited is not None:  # the pod serves at part strength: restart it whole
+            return web.Response(status=500, text=exited)
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
@@ -306,10 +323,15 @@ class Gateway:
 
     async def readyz(self, _: web.Request) -> web.Response:
         reason = self.not_ready_reason()
+        if reason is None and self.group is not None:
+            reason = await self.group.not_ready()
         return web.Response(status=503 if reason else 200, text=reason or "ready")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(self.metrics.registry)
+        if self.group is not None:
+            body = await self.group.metrics(body)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _answer(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
         counter = self._answered.get(status)
