@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "run_drift_check_job",
     "run_edi_inbound",
     "run_gateway",
+    "run_gateway_worker",
     "run_loop",
     "run_runner",
 ]
@@ -132,7 +134,7 @@ def run_gateway(
     try:
         plan = load_gateway_plan(plan_path)
         count = processes or plan.processes
-        group = ProcessGroup(plan_path, nats_url, secrets_dir, host, count) if count > 1 else None
+        group = ProcessGroup(plan_path, nats_url, secrets_dir, host, count, run_gateway_worker) if count > 1 else None
         gateway = Gateway(
             plan,
             nats_url=nats_url,
@@ -170,6 +172,39 @@ def run_gateway(
     with exported_spans("onceflow-gateway"):
         run_loop(serve())
     return 0
+
+
+def run_gateway_worker(
+    index: int, plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, report: Connection
+) -> None:
+    """Process `index` of a gateway pod: serve webhooks on the shared port until SIGTERM."""
+    from onceflow_runner.gateway.server import Gateway
+
+    configure_logging()
+    gateway = Gateway(
+        load_gateway_plan(plan_path),
+        nats_url=nats_url,
+        secrets_dir=secrets_dir,
+        host=host,
+        port=port,
+        metrics_port=0,
+        operations_host="127.0.0.1",
+        reuse_port=True,
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        report.send(gateway.operations_url)
+        report.close()
+        await stop.wait()
+        await gateway.stop()
+
+    with exported_spans("onceflow-gateway"):
+        run_loop(serve())
 
 
 def run_edi_inbound(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -32,7 +31,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Metric, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["ProcessGroup", "merge_metrics", "worker_main"]
+__all__ = ["ProcessGroup", "merge_metrics"]
 
 #: Gauges that every process measures alike (the runners' reported lag): the largest, not the sum.
 _SAME_IN_EVERY_PROCESS = frozenset({"onceflow_gateway_backlog"})
@@ -91,6 +90,8 @@ class ProcessGroup:
     secrets_dir: Path
     host: str
     count: int
+    #: What each other process runs: `onceflow_runner.main.run_gateway_worker`'s signature.
+    worker: Callable[[int, Path, str, Path, str, int, Connection], None]
     members: list[_Member] = field(default_factory=list)
 
     def start(self, port: int) -> None:
@@ -99,7 +100,7 @@ class ProcessGroup:
         for index in range(1, self.count):
             ours, theirs = spawn.Pipe(duplex=False)
             process = spawn.Process(
-                target=worker_main,
+                target=self.worker,
                 args=(index, self.plan_path, self.nats_url, self.secrets_dir, self.host, port, theirs),
                 name=f"gateway-{index}",
                 daemon=True,
@@ -170,37 +171,3 @@ class ProcessGroup:
             member.process.join(grace)
             if member.process.is_alive():
                 member.process.kill()
-
-
-def worker_main(
-    index: int, plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, report: Connection
-) -> None:
-    """Process `index` of a gateway pod: serve webhooks on the shared port until SIGTERM."""
-    from onceflow_runner.contract.plan import load_gateway_plan
-    from onceflow_runner.gateway.server import Gateway
-    from onceflow_runner.main import configure_logging, run_loop
-
-    configure_logging()
-    gateway = Gateway(
-        load_gateway_plan(plan_path),
-        nats_url=nats_url,
-        secrets_dir=secrets_dir,
-        host=host,
-        port=port,
-        metrics_port=0,
-        operations_host="127.0.0.1",
-        reuse_port=True,
-    )
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await gateway.start()
-        report.send(gateway.operations_url)
-        report.close()
-        await stop.wait()
-        await gateway.stop()
-
-    run_loop(serve())
