@@ -206,7 +206,12 @@ class RawSender:
 
     async def _take(self) -> _Exchange:
         async with self.freed:
-            while not self.idle and self.opened >= self.limit:
+            while True:
+                while self.idle and self.idle[-1].closed:  # the server closed it while idle (keep-alive)
+                    self.idle.pop()
+                    self.opened -= 1
+                if self.idle or self.opened < self.limit:
+                    break
                 await self.freed.wait()
             if self.idle:
                 return self.idle.pop()
@@ -232,6 +237,9 @@ class RawSender:
         conn = await self._take()
         try:
             return await conn.exchange(request)
+        except RuntimeError as exc:  # uvloop: written to a transport closed a moment ago
+            conn.closed = True
+            raise ConnectionError(str(exc)) from None
         except BaseException:
             conn.closed = True
             if conn.transport is not None:
