@@ -14,7 +14,10 @@ queue (no coordinated omission). Three parts:
 
 Refusals (429/503 with Retry-After, the gateway's backpressure) are counted, not retried.
 The workflow is validate -> map -> call(ERP), the shape of scenario 1 without dedupe. The
-senders share the machine with everything else; their CPU is part of the load.
+senders share the machine with everything else; their CPU is part of the load, so they are
+as cheap as honest: each level's requests are signed and encoded before it starts and written on
+keep-alive connections by a raw HTTP/1.1 sender (bench/_common.py RawSender), and the CPU per
+record of every process (gateway, runner, nats-server, sandbox ERP, senders) is reported.
 --runner-processes N runs N runner processes on the Integration's one durable consumer.
 Last line: one JSON object. Run: .venv/bin/python bench/webhook_e2e.py [--seconds 10]
 """
