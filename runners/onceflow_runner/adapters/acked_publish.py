@@ -13,9 +13,10 @@ stream acknowledged, else an exception (`PublishNotStored`): no answer within th
 stream for the subject, or a JetStream error; the gateway answers 503 and the sender retries.
 
 The HPUB goes through the client's write buffer (`_send_command` and `_flush_pending`, the two
-calls nats-py's own publish makes after its checks). They are not public API: when a nats-py
-release drops them, `AckedPublisher` falls back to `Client.publish` with the same reply subject
-(slower, the same guarantee) and says so once in the log.
+calls nats-py's own publish makes after its checks, the flusher kicked only when not already).
+They are not public API: when a nats-py release drops them, `AckedPublisher` falls back to
+`Client.publish` with the same reply subject (slower, the same guarantee) and says so once in
+the log.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class AckedPublisher:
                     f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode() + block + payload + b"\r\n"
                 )
                 await self.nc._send_command(command)
-                await self.nc._flush_pending()
+                kicked = getattr(self.nc, "_flush_queue", None)
+                if kicked is None or kicked.empty():  # as nats-py's publish: one kick per write, not per publish
+                    await self.nc._flush_pending()
             else:
                 await self.nc.publish(subject, payload, reply=reply, headers=_parse_block(block))
             answer = await future
