@@ -18,7 +18,8 @@ senders share the machine with everything else; their CPU is part of the load, s
 as cheap as honest: each level's requests are signed and encoded before it starts and written on
 keep-alive connections by a raw HTTP/1.1 sender (bench/_common.py RawSender), and the CPU per
 record of every process (gateway, runner, nats-server, sandbox ERP, senders) is reported.
---runner-processes N runs N runner processes on the Integration's one durable consumer.
+--runner-processes N runs N runner processes on the Integration's one durable consumer;
+--gateway-processes N serves the webhook port from N gateway processes (SO_REUSEPORT).
 Last line: one JSON object. Run: .venv/bin/python bench/webhook_e2e.py [--seconds 10]
 """
 
@@ -250,6 +251,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_gateway_processes(pid: int) -> list[int]:
+    """A gateway process and the gateway processes it started (--gateway-processes), not other children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [pid, *(p for p in found if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())]
+
+
 def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far per role (several runner processes add up); this process as `senders`."""
     out = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
@@ -261,6 +269,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = NatsServer()
     server.start()
     sandbox, erp = start_sandbox()
+    if args.gateway_processes > 1:  # read by `onceflow gateway`, which LocalRun starts with this environment
+        os.environ["ONCEFLOW_GATEWAY_PROCESSES"] = str(args.gateway_processes)
     run = LocalRun.from_documents(
         manifests(erp), namespace=f"b{uuid.uuid4().hex[:6]}", nats_url=server.url, first_port=free_port()
     )
@@ -270,9 +280,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     run.start()
     for _ in range(args.runner_processes - 1):
         await asyncio.to_thread(run.add_runner_process, "e2e")
-    results: dict[str, Any] = {"runner_processes": args.runner_processes}
+    results: dict[str, Any] = {"runner_processes": args.runner_processes, "gateway_processes": args.gateway_processes}
     roles = {
-        "gateway": [p.pid for k, p in run.procs.items() if k.startswith("gateway-")],
+        "gateway": [
+            pid for k, p in run.procs.items() if k.startswith("gateway-") for pid in with_gateway_processes(p.pid)
+        ],
         "runner": [p.pid for k, p in run.procs.items() if k.startswith("runner-")],
         "nats": [server.proc.pid] if server.proc else [],
         "erp": [sandbox.pid],
@@ -291,6 +303,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # CPU per settled record by process, load and drain included: what a node must provide.
         after, settled = cpu_by_role(roles), max(row["accepted"] - row["lost"], 1)
         row["cpu_ms_per_record"] = {role: round((after[role] - before[role]) * 1e3 / settled, 3) for role in after}
+        # The product's share (what a node must provide) and the bench's (what sends and receives).
+        spent = row["cpu_ms_per_record"]
+        spent["product"] = round(spent["gateway"] + spent["runner"] + spent["nats"], 3)
+        spent["bench"] = round(spent["erp"] + spent["senders"], 3)
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
 
@@ -334,6 +350,7 @@ if __name__ == "__main__":
     parser.add_argument("--stall", type=float, default=20.0, help="drain ends after this long without a new effect")
     parser.add_argument("--drain-max", type=float, default=600.0)
     parser.add_argument("--runner-processes", type=int, default=1)
+    parser.add_argument("--gateway-processes", type=int, default=1, help="processes of the gateway on its port")
     parser.add_argument("--connections", type=int, default=512, help="sender connections at most")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds at --start-rate before the levels")
     args = parser.parse_args()
