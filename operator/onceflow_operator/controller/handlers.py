@@ -40,6 +40,7 @@ from onceflow_operator.controller.connector import edi_outbound_plan, is_availab
 from onceflow_operator.controller.figures import FigureBook, exception_counts
 from onceflow_operator.controller.integration import finalize_integration, lane_state, reconcile_integration
 from onceflow_operator.controller.metrics import (
+    AVAILABILITY_RECONCILES,
     CONNECTOR_AUTHENTICATED,
     CONNECTOR_PROBE_SECONDS,
     CONNECTOR_REACHABLE,
@@ -194,6 +195,8 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
                 body if kind == "Integration" else None,
                 edi=edi_outbound_plan(body) if kind == "Connector" else None,
             )
+        if memo.config.trace_keys is not None and kind == "Integration":  # before its runners read it
+            await memo.config.trace_keys.ensure(memo.kube, namespace)
         _ensure_topology_soon(memo, namespace)
         outcome: ReconcileResult = await work
     except KubeError as exc:
@@ -306,8 +309,10 @@ async def deployment_changed(body: kopf.Body, type: str | None, memo: kopf.Memo,
     if not seen or previous == state:
         return
     if integration:
+        AVAILABILITY_RECONCILES.labels(kind="Integration").inc()
         await _reconcile_integration(namespace, integration, memo, kwargs)
     elif connector_name:
+        AVAILABILITY_RECONCILES.labels(kind="Connector").inc()
         await _reconcile_connector_now(namespace, connector_name, memo, kwargs)
 
 

@@ -32,6 +32,11 @@ __all__ = [
 RECONCILES = Counter(
     "onceflow_operator_reconciles_total", "Reconciles by kind and the Ready reason they ended with.", ["kind", "reason"]
 )
+AVAILABILITY_RECONCILES = Counter(
+    "onceflow_operator_availability_reconciles_total",
+    "Reconciles started at once because an owned Deployment's availability changed (not at the next resync).",
+    ["kind"],
+)
 RECONCILE_DURATION = Histogram("onceflow_operator_reconcile_seconds", "Time one reconcile took.", ["kind"])
 MANAGED = Gauge("onceflow_operator_objects_managed", "Objects of each kind the operator reconciles.", ["kind"])
 NATS_CALLS = Counter("onceflow_operator_nats_provisioning_total", "JetStream provisioning calls.", ["operation"])
