@@ -14,8 +14,12 @@ queue (no coordinated omission). Three parts:
 
 Refusals (429/503 with Retry-After, the gateway's backpressure) are counted, not retried.
 The workflow is validate -> map -> call(ERP), the shape of scenario 1 without dedupe. The
-senders share the machine with everything else; their CPU is part of the load.
---runner-processes N runs N runner processes on the Integration's one durable consumer.
+senders share the machine with everything else; their CPU is part of the load, so they are
+as cheap as honest: each level's requests are signed and encoded before it starts and written on
+keep-alive connections by a raw HTTP/1.1 sender (bench/_common.py RawSender), and the CPU per
+record of every process (gateway, runner, nats-server, sandbox ERP, senders) is reported.
+--runner-processes N runs N runner processes on the Integration's one durable consumer;
+--gateway-processes N serves the webhook port from N gateway processes (SO_REUSEPORT).
 Last line: one JSON object. Run: .venv/bin/python bench/webhook_e2e.py [--seconds 10]
 """
 
@@ -27,6 +31,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import env_note, loop_name, peak_rss_mb, start_sandbox
+from _common import RawSender, env_note, loop_name, peak_rss_mb, post_request, start_sandbox
 
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.localrun import LocalRun
@@ -139,33 +144,44 @@ class Level:
     ended: float = 0.0
 
 
-async def offer(session: aiohttp.ClientSession, url: str, rate: float, seconds: float) -> Level:
-    """Send signed webhooks at `rate` per second for `seconds`, each due at its own time."""
+def signed_requests(path: str, run_id: str, total: int) -> list[tuple[str, bytes]]:
+    """Every request of a level, signed and encoded before the level starts (the sender's CPU is not ours)."""
     config = SignatureConfig("hmac", header="X-Signature")
-    level = Level(rate, seconds, uuid.uuid4().hex[:8])
-
-    async def one(i: int, due: float) -> None:
-        key = f"{level.run_id}-{i}"
+    out = []
+    for i in range(total):
+        key = f"{run_id}-{i}"
         body = json.dumps({"key": key, "company": f"Customer {key}", "tax": f"DE{key}", "country": "DE"}).encode()
-        headers = sign(config, SECRET, body, delivery_id=key, timestamp=int(time.time()))
-        try:
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                if resp.status == 202:
-                    level.due[f"k/{key}/create"] = due
-                else:
-                    level.refused[resp.status] += 1
-        except aiohttp.ClientError:
-            level.errors += 1
+        out.append((key, post_request(path, body, sign(config, SECRET, body, delivery_id=key, timestamp=0))))
+    return out
 
-    total = int(rate * seconds)
+
+async def offer(sender: RawSender, path: str, rate: float, seconds: float) -> Level:
+    """Send signed webhooks at `rate` per second for `seconds`, each due at its own time.
+
+    A request whose connection is busy waits for a free one (up to the sender's connection limit)
+    and its latency still runs from its due time.
+    """
+    level = Level(rate, seconds, uuid.uuid4().hex[:8])
+    requests = signed_requests(path, level.run_id, int(rate * seconds))
+
+    async def one(key: str, request: bytes, due: float) -> None:
+        try:
+            status = await sender.send(request)
+        except OSError:
+            level.errors += 1
+            return
+        if status == 202:
+            level.due[f"k/{key}/create"] = due
+        else:
+            level.refused[status] += 1
+
     tasks = []
     level.started, clock = time.time(), time.monotonic()
-    for i in range(total):
+    for i, (key, request) in enumerate(requests):
         wait = clock + i / rate - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(one(i, level.started + i / rate)))
+        tasks.append(asyncio.create_task(one(key, request, level.started + i / rate)))
     await asyncio.gather(*tasks)
     level.ended = time.time()
     return level
@@ -235,6 +251,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_gateway_processes(pid: int) -> list[int]:
+    """A gateway process and the gateway processes it started (--gateway-processes), not other children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [pid, *(p for p in found if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())]
+
+
 def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far per role (several runner processes add up); this process as `senders`."""
     out = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
@@ -246,6 +269,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = NatsServer()
     server.start()
     sandbox, erp = start_sandbox()
+    if args.gateway_processes > 1:  # read by `onceflow gateway`, which LocalRun starts with this environment
+        os.environ["ONCEFLOW_GATEWAY_PROCESSES"] = str(args.gateway_processes)
     run = LocalRun.from_documents(
         manifests(erp), namespace=f"b{uuid.uuid4().hex[:6]}", nats_url=server.url, first_port=free_port()
     )
@@ -255,31 +280,41 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     run.start()
     for _ in range(args.runner_processes - 1):
         await asyncio.to_thread(run.add_runner_process, "e2e")
-    results: dict[str, Any] = {"runner_processes": args.runner_processes}
+    results: dict[str, Any] = {"runner_processes": args.runner_processes, "gateway_processes": args.gateway_processes}
     roles = {
-        "gateway": [p.pid for k, p in run.procs.items() if k.startswith("gateway-")],
+        "gateway": [
+            pid for k, p in run.procs.items() if k.startswith("gateway-") for pid in with_gateway_processes(p.pid)
+        ],
         "runner": [p.pid for k, p in run.procs.items() if k.startswith("runner-")],
         "nats": [server.proc.pid] if server.proc else [],
         "erp": [sandbox.pid],
     }
 
+    url = urllib.parse.urlsplit(run.gateway_url("src"))
+    host, port, path = url.hostname or "127.0.0.1", url.port or 80, url.path
+
     async def level(rate: float, seconds: float) -> dict[str, Any]:
         before = cpu_by_role(roles)
-        # Up to 512 connections, as many as one gateway process serves: more would be refused.
-        connector = aiohttp.TCPConnector(limit=512)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            offered = await offer(session, run.gateway_url("src"), rate, seconds)
+        # Up to --connections keep-alive connections (one gateway process serves 512 at most).
+        sender = RawSender(host, port, limit=args.connections)
+        offered = await offer(sender, path, rate, seconds)
+        sender.close()
         row = await settle(erp, offered, args.stall, args.drain_max)
         # CPU per settled record by process, load and drain included: what a node must provide.
         after, settled = cpu_by_role(roles), max(row["accepted"] - row["lost"], 1)
         row["cpu_ms_per_record"] = {role: round((after[role] - before[role]) * 1e3 / settled, 3) for role in after}
+        # The product's share (what a node must provide) and the bench's (what sends and receives).
+        spent = row["cpu_ms_per_record"]
+        spent["product"] = round(spent["gateway"] + spent["runner"] + spent["nats"], 3)
+        spent["bench"] = round(spent["erp"] + spent["senders"], 3)
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
 
     try:
         if args.warmup > 0:  # connections, CEL compiled, caches warm: not part of any level
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
-                await settle(erp, await offer(session, run.gateway_url("src"), args.start_rate, args.warmup), 5, 60)
+            sender = RawSender(host, port, limit=args.connections)
+            await settle(erp, await offer(sender, path, args.start_rate, args.warmup), 5, 60)
+            sender.close()
         levels: list[dict[str, Any]] = []
         rate = args.start_rate
         while rate <= args.max_rate:
@@ -315,6 +350,8 @@ if __name__ == "__main__":
     parser.add_argument("--stall", type=float, default=20.0, help="drain ends after this long without a new effect")
     parser.add_argument("--drain-max", type=float, default=600.0)
     parser.add_argument("--runner-processes", type=int, default=1)
+    parser.add_argument("--gateway-processes", type=int, default=1, help="processes of the gateway on its port")
+    parser.add_argument("--connections", type=int, default=512, help="sender connections at most")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds at --start-rate before the levels")
     args = parser.parse_args()
     from onceflow_runner.main import run_loop

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "run_drift_check_job",
     "run_edi_inbound",
     "run_gateway",
+    "run_gateway_worker",
     "run_loop",
     "run_runner",
 ]
@@ -108,7 +110,13 @@ def run_runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, por
 
 
 def run_gateway(
-    plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int | None = None
+    plan_path: Path,
+    nats_url: str,
+    secrets_dir: Path,
+    host: str,
+    port: int,
+    metrics_port: int | None = None,
+    processes: int | None = None,
 ) -> int:
     """Run a gateway until SIGTERM; return the exit code (2 for a plan it cannot run).
 
@@ -116,15 +124,26 @@ def run_gateway(
     $ONCEFLOW_METRICS_PORT, else 9090). A gateway whose signing secret is empty or malformed does
     not exit: it stays not ready and says why (readiness and one log line), so the Deployment shows
     the reason instead of a crash loop, and rolls to a new pod when the Secret is fixed.
+    `processes` (default: the plan's) > 1 serves the port from that many processes (gateway/processes.py).
     """
+    from onceflow_runner.gateway.processes import ProcessGroup
     from onceflow_runner.gateway.server import Gateway
 
     if metrics_port is None:
         metrics_port = int(os.environ.get(METRICS_PORT_ENV) or DEFAULT_METRICS_PORT)
     try:
         plan = load_gateway_plan(plan_path)
+        count = processes or plan.processes
+        group = ProcessGroup(plan_path, nats_url, secrets_dir, host, count, run_gateway_worker) if count > 1 else None
         gateway = Gateway(
-            plan, nats_url=nats_url, secrets_dir=secrets_dir, host=host, port=port, metrics_port=metrics_port
+            plan,
+            nats_url=nats_url,
+            secrets_dir=secrets_dir,
+            host=host,
+            port=port,
+            metrics_port=metrics_port,
+            reuse_port=group is not None,
+            group=group,
         )
     except PlanError as exc:
         print(f"onceflow gateway: {exc}", file=sys.stderr)
@@ -137,16 +156,55 @@ def run_gateway(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await gateway.start()
+        if group is not None:  # the port is bound (SO_REUSEPORT): the others join it
+            group.start(gateway.port)
+            await group.reported()
         print(
             json.dumps({"gateway": plan.connector, "url": gateway.url, "operations": gateway.operations_url}),
             flush=True,
         )
         await stop.wait()
-        await gateway.stop()
+        if group is not None:
+            await asyncio.gather(asyncio.to_thread(group.stop), gateway.stop())
+        else:
+            await gateway.stop()
 
     with exported_spans("onceflow-gateway"):
         run_loop(serve())
     return 0
+
+
+def run_gateway_worker(
+    index: int, plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, report: Connection
+) -> None:
+    """Process `index` of a gateway pod: serve webhooks on the shared port until SIGTERM."""
+    from onceflow_runner.gateway.server import Gateway
+
+    configure_logging()
+    gateway = Gateway(
+        load_gateway_plan(plan_path),
+        nats_url=nats_url,
+        secrets_dir=secrets_dir,
+        host=host,
+        port=port,
+        metrics_port=0,
+        operations_host="127.0.0.1",
+        reuse_port=True,
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        report.send(gateway.operations_url)
+        report.close()
+        await stop.wait()
+        await gateway.stop()
+
+    with exported_spans("onceflow-gateway"):
+        run_loop(serve())
 
 
 def run_edi_inbound(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int) -> int:

@@ -510,6 +510,13 @@ class WebhookConnector(ApiModel):
         le=65536,
     )
     replicas: int = Field(default=1, description="Gateway pods.", ge=0, le=50)
+    processes_per_pod: int = Field(
+        default=1,
+        description="Gateway processes in each pod, serving the webhook port together (SO_REUSEPORT); one "
+        "process uses about one core at its peak. Give the pod that many cores.",
+        ge=1,
+        le=16,
+    )
 
 
 class ConnectorSpec(ApiModel):

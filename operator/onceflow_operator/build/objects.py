@@ -259,6 +259,7 @@ def build_gateway_deployment(
             nats_auth_secret=nats_auth_secret,
             operations_port=METRICS_PORT,
             extra_env=tracing_env,
+            processes=plan.processes,
         ),
     )
 

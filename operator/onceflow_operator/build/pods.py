@@ -61,6 +61,7 @@ def pod_template(
     operations_port: int | None = None,
     extra_env: Iterable[tuple[str, str]] = (),
     secret_env: Iterable[tuple[str, str, str]] = (),
+    processes: int = 1,
 ) -> dict[str, Any]:
     """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only.
 
@@ -69,6 +70,8 @@ def pod_template(
     plain variables for the process (the operator's tracing settings, docs/observability.md).
     `secret_env`: (variable, Secret, key) read from a Secret of the pod's namespace, optional (a
     pod starts while the operator is still writing it, and reads it on its next start).
+    `processes` (a gateway's processesPerPod): the CPU request and memory limit grow with it, each
+    process being a Python interpreter of its own.
     """
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
@@ -113,8 +116,8 @@ def pod_template(
                     "ports": ports,
                     "securityContext": container_security,
                     "resources": {
-                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                        "limits": {"memory": "512Mi"},
+                        "requests": {"cpu": f"{100 * processes}m", "memory": f"{128 * processes}Mi"},
+                        "limits": {"memory": f"{512 + 256 * (processes - 1)}Mi"},
                     },
                     "livenessProbe": {
                         "httpGet": {"path": "/healthz", "port": probe_port},

@@ -59,11 +59,20 @@ def runner(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: i
     show_default=True,
     help="Port for /metrics, /healthz and /readyz (kept off the webhook port).",
 )
-def gateway(plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    envvar="ONCEFLOW_GATEWAY_PROCESSES",
+    help="Processes serving the webhook port together (SO_REUSEPORT). Default: the plan's processesPerPod.",
+)
+def gateway(
+    plan_path: Path, nats_url: str, secrets_dir: Path, host: str, port: int, metrics_port: int, processes: int | None
+) -> None:
     """Serve one webhook Connector: check signatures, store in JetStream, answer 2xx after the PubAck."""
     from onceflow_runner.main import run_gateway
 
-    sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port, metrics_port))
+    sys.exit(run_gateway(plan_path, nats_url, secrets_dir, host, port, metrics_port, processes))
 
 
 @click.command("edi-inbound")
@@ -160,6 +169,7 @@ def sandbox(
     """Start the sandbox ERP and receiving systems until Ctrl-C."""
     import asyncio
 
+    from onceflow_runner.main import run_loop
     from onceflow_runner.testing.sandbox import ErpSandbox, RecorderSandbox
 
     async def serve() -> None:
@@ -179,4 +189,6 @@ def sandbox(
             click.echo(f"{server.name}: {server.url}")
         await asyncio.Event().wait()
 
-    asyncio.run(serve())
+    # uvloop when installed, as the data plane runs: the benchmarks put the sandbox on the same
+    # cores as what they measure, so its CPU per request is part of every figure.
+    run_loop(serve())

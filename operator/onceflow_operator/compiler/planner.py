@@ -408,5 +408,6 @@ def gateway_plan(connector: Connector, *, namespace: str) -> GatewayPlan:
         max_body_bytes=hook.max_body_bytes,
         max_backlog=hook.max_backlog,
         max_pending_publishes=hook.max_pending_publishes,
+        processes=hook.processes_per_pod,
         subject_prefix=subjects.inbound_prefix(namespace, name),
     )

@@ -482,6 +482,8 @@ class GatewayPlan(_Contract):
     max_backlog: int = 0
     #: Publishes waiting for their PubAck at once; more get 503.
     max_pending_publishes: int = 1024
+    #: Gateway processes in one pod serving the webhook port together (SO_REUSEPORT).
+    processes: int = Field(default=1, ge=1, le=64)
     subject_prefix: str
 
     def to_json(self) -> str:

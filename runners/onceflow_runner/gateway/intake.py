@@ -5,18 +5,18 @@ that arrives in several TCP segments was verified truncated and refused with 401
 senders). `read_body` reads until the end of the body, whatever the segmentation, chunked or not,
 and stops as soon as the cap is passed. And a record whose headers plus body exceed the server's
 `max_payload` makes nats-server close the connection (nats-py checks only the body): the sender
-saw a disconnect and then 503s for ever. `nats_message_size` lets the gateway answer 413 instead.
+saw a disconnect and then 503s for ever: the gateway compares the encoded header block plus the body
+(`adapters.acked_publish.header_block`) with it and answers 413 instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import StreamReader
 
-__all__ = ["BodyTooLarge", "BodyTooSlow", "nats_message_size", "read_body"]
+__all__ = ["BodyTooLarge", "BodyTooSlow", "read_body"]
 
 
 @dataclass
@@ -37,6 +37,13 @@ async def read_body(stream: StreamReader, *, limit: int, deadline_seconds: float
     (a shorter body waits for the deadline), and chunked or length-less bodies are read to their
     end, counted as they come.
     """
+    if stream.is_eof():
+        # The whole body is buffered already (the usual case: a small body in the request's own
+        # segments): take it without a timer, a read loop or a copy.
+        body = stream.read_nowait(-1)
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+        return body
     received = bytearray()
     try:
         async with asyncio.timeout(deadline_seconds):
@@ -49,15 +56,3 @@ async def read_body(stream: StreamReader, *, limit: int, deadline_seconds: float
                     raise BodyTooLarge(limit)
     except TimeoutError:
         raise BodyTooSlow from None
-
-
-def nats_message_size(headers: Mapping[str, str], body: bytes) -> int:
-    r"""Bytes nats-server counts against `max_payload` for an HPUB: the header block plus the body.
-
-    The header block is written as nats-py writes it: `NATS/1.0\r\n`, one `Key: value\r\n` per
-    header (both stripped), and a closing `\r\n`.
-    """
-    block = len(b"NATS/1.0\r\n") + 2
-    for key, value in headers.items():
-        block += len(key.strip().encode()) + 2 + len(value.strip().encode()) + 2
-    return block + len(body)

@@ -29,12 +29,20 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
-async def serve_bounded(server: web.Server, host: str, port: int, *, max_connections: int) -> asyncio.Server:
-    """Listen on host:port with `server`'s handlers, refusing connections past `max_connections`."""
+async def serve_bounded(
+    server: web.Server, host: str, port: int, *, max_connections: int, reuse_port: bool = False
+) -> asyncio.Server:
+    """Listen on host:port with `server`'s handlers, refusing connections past `max_connections`.
+
+    `reuse_port`: several processes of one gateway listen on the same port and the kernel spreads
+    new connections over them (SO_REUSEPORT); each keeps its own connection cap.
+    """
 
     def protocol() -> asyncio.Protocol:
         if len(server.connections) >= max_connections:
             return _Refused()
         return server()
 
-    return await asyncio.get_running_loop().create_server(protocol, host, port, reuse_address=True)
+    return await asyncio.get_running_loop().create_server(
+        protocol, host, port, reuse_address=True, reuse_port=reuse_port or None
+    )

@@ -26,12 +26,14 @@ the log names the Connector and the field, and webhooks get 503 so senders keep 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -42,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters import natsio
+from onceflow_runner.adapters.acked_publish import AckedPublisher, header_block
 from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers, w3c_traceparent
 from onceflow_runner.contract.keys import bounded_id
@@ -49,8 +52,9 @@ from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.contract.subjects import IN_STREAM
-from onceflow_runner.gateway.intake import BodyTooLarge, BodyTooSlow, nats_message_size, read_body
+from onceflow_runner.gateway.intake import BodyTooLarge, BodyTooSlow, read_body
 from onceflow_runner.gateway.listener import serve_bounded
+from onceflow_runner.gateway.processes import ProcessGroup
 from onceflow_runner.gateway.signatures import SignatureConfig, SignatureError, claimed_delivery_id, verify
 from onceflow_runner.metrics import GatewayMetrics
 
@@ -77,6 +81,8 @@ BODY_READ_SECONDS = 30.0
 MAX_CONNECTIONS = 512
 #: A runner's reported lag counts this long after its heartbeat (runners beat every 2 s).
 BACKLOG_FRESH_SECONDS = 10.0
+#: Seconds a publish waits for its PubAck before the webhook is answered 503 (not stored).
+PUBLISH_TIMEOUT = 5.0
 #: Retry-After of a 429 for a backlog over the limit: about what a runner needs to work some off.
 BACKLOG_RETRY_AFTER = 5
 
@@ -90,8 +96,14 @@ class UnusableEvent(ValueError):
     """The request names its event in a way no subject can carry (answered 400, nothing stored)."""
 
 
+@functools.lru_cache(maxsize=1024)
 def event_token(name: str) -> str:
-    """An event name as subject tokens: dots kept (customer.approved), anything else unsafe -> _."""
+    """An event name as subject tokens: dots kept (customer.approved), anything else unsafe -> _.
+
+    Remembered (1,024 names): a Connector's senders use a handful of event names, and two regular
+    expressions per webhook were a measurable share of the gateway's CPU. An unusable name raises
+    each time (exceptions are not cached).
+    """
     cleaned = _UNSAFE.sub("_", name.strip()).strip(".")
     token = re.sub(r"\.{2,}", ".", cleaned) or "received"
     if len(token) > MAX_EVENT_CHARS:
@@ -122,7 +134,8 @@ def sender_traceparent(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str
 
 
 def new_traceparent() -> str:
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    ids = os.urandom(24).hex()  # one system call: a trace id (16 bytes) and a span id (8)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 class Gateway:
@@ -140,8 +153,17 @@ class Gateway:
         header_timeout: float = HEADER_READ_SECONDS,
         body_timeout: float = BODY_READ_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        operations_host: str | None = None,
+        reuse_port: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
+        """One gateway process; with `reuse_port` one of several on one port (gateway/processes.py).
+
+        The leader of several has the `group` and answers /metrics, /readyz and /healthz for all.
+        """
         self.plan = plan
+        self.operations_host = operations_host or host
+        self.reuse_port, self.group = reuse_port, group
         self.nats_url = nats_url
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self.header_timeout, self.body_timeout, self.max_connections = header_timeout, body_timeout, max_connections
@@ -153,11 +175,19 @@ class Gateway:
         #: Why the signing secret cannot be used (None when it can): the gateway is then never ready.
         self.unusable_secret = signing_secret_problem(sig.scheme, self.secret)
         self.metrics = GatewayMetrics()
+        # Children resolved once: `labels(...)` per update was four dict builds and lock takes per webhook.
+        connector = plan.connector
+        self._pending_gauge = self.metrics.pending_publishes.labels(connector=connector)
+        self._accept_seconds = self.metrics.accepted_seconds.labels(connector=connector)
+        self._backlog_gauge = self.metrics.backlog.labels(connector=connector)
+        self._answered: dict[int, Any] = {}
+        self._source = f"/namespaces/{plan.namespace}/connectors/{connector}"
         self._webhooks: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._operations: web.AppRunner | None = None
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
+        self.publisher: AckedPublisher | None = None
         #: (integration, lane, pod) -> (when heard, consumer lag) of runners reading this Connector.
         self._lags: dict[tuple[str, str, str], tuple[float, int]] = {}
         self._pending = 0
@@ -175,7 +205,7 @@ class Gateway:
     @property
     def operations_url(self) -> str:
         """Where /metrics, /healthz and /readyz are served."""
-        return f"http://{self.host}:{self.metrics_port}"
+        return f"http://{self.operations_host}:{self.metrics_port}"
 
     async def start(self) -> None:
         if self.unusable_secret is not None:
@@ -191,6 +221,8 @@ class Gateway:
             )
         self.nc = await natsio.connect(self.nats_url, name=f"onceflow-gateway/{self.plan.connector}")
         self.js = self.nc.jetstream(timeout=5)
+        self.publisher = AckedPublisher(self.nc, timeout=PUBLISH_TIMEOUT)
+        await self.publisher.start()
         # Health first: while JetStream has no leader the gateway waits below, alive but not ready.
         await self._start_operations()
         await natsio.when_available(f"stream {IN_STREAM}", self._bound_tolerance_by_duplicate_window)
@@ -201,7 +233,11 @@ class Gateway:
         await self._webhooks.setup()
         assert self._webhooks.server is not None
         self._listener = await serve_bounded(
-            self._webhooks.server, self.host, self.port, max_connections=self.max_connections
+            self._webhooks.server,
+            self.host,
+            self.port,
+            max_connections=self.max_connections,
+            reuse_port=self.reuse_port,
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
@@ -213,7 +249,7 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_endpoint)
         self._operations = web.AppRunner(app, access_log=None)
         await self._operations.setup()
-        site = web.TCPSite(self._operations, self.host, self.metrics_port)
+        site = web.TCPSite(self._operations, self.operations_host, self.metrics_port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
@@ -249,7 +285,7 @@ class Gateway:
         now = time.monotonic() if now is None else now
         fresh = [lag for heard, lag in self._lags.values() if now - heard <= BACKLOG_FRESH_SECONDS]
         backlog = max(fresh, default=0)
-        self.metrics.backlog.labels(connector=self.plan.connector).set(backlog)
+        self._backlog_gauge.set(backlog)
         return backlog
 
     async def stop(self) -> None:
@@ -258,6 +294,8 @@ class Gateway:
         for runner in (self._webhooks, self._operations):
             if runner is not None:
                 await runner.cleanup()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.nc is not None:
             await self.nc.drain()
 
@@ -266,6 +304,9 @@ class Gateway:
         # connection that is only reconnecting is readiness' business (503 on /readyz).
         if self.nc is not None and self.nc.is_closed:
             return web.Response(status=500, text="NATS connection closed")
+        exited = self.group.exited() if self.group is not None else None
+        if exited is not None:  # the pod serves at part strength: restart it whole
+            return web.Response(status=500, text=exited)
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
@@ -282,13 +323,23 @@ class Gateway:
 
     async def readyz(self, _: web.Request) -> web.Response:
         reason = self.not_ready_reason()
+        if reason is None and self.group is not None:
+            reason = await self.group.not_ready()
         return web.Response(status=503 if reason else 200, text=reason or "ready")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(self.metrics.registry)
+        if self.group is not None:
+            body = await self.group.metrics(body)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _answer(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
-        self.metrics.requests.labels(connector=self.plan.connector, code=str(status)).inc()
+        counter = self._answered.get(status)
+        if counter is None:
+            counter = self._answered[status] = self.metrics.requests.labels(
+                connector=self.plan.connector, code=str(status)
+            )
+        counter.inc()
         return web.json_response(body, status=status, headers=headers)
 
     def _event(self, body: bytes, request: web.Request) -> str:
@@ -367,12 +418,13 @@ class Gateway:
         )
         headers = record.to_headers() | cloudevent_headers(
             event_type=f"io.onceflow.{self.plan.connector}.{event}",
-            source=f"/namespaces/{self.plan.namespace}/connectors/{self.plan.connector}",
+            source=self._source,
             event_id=delivery_id,
         )
-        if self.js is None or self.nc is None or not self.nc.is_connected:
+        if self.publisher is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
-        if nats_message_size(headers, body) > self.nc.max_payload:
+        block = header_block(headers)
+        if len(block) + len(body) > self.nc.max_payload:
             return self._answer(413, {"error": "record larger than the message broker accepts"})
         if self.plan.max_backlog and self.backlog() >= self.plan.max_backlog:
             return self._answer(
@@ -383,25 +435,30 @@ class Gateway:
         if self._pending >= self.plan.max_pending_publishes:
             return self._answer(503, {"error": "too many records being stored; retry"}, {"Retry-After": "1"})
         self._pending += 1
-        self.metrics.pending_publishes.labels(connector=self.plan.connector).set(self._pending)
+        self._pending_gauge.set(self._pending)
+        subject = f"{self.plan.subject_prefix}.{event}"
         try:
-            subject = f"{self.plan.subject_prefix}.{event}"
-            with tracing.span(
-                "jetstream publish",
-                kind=SpanKind.PRODUCER,
-                attributes={"messaging.system": "nats", "messaging.destination.name": subject, tracing.EVENT: event},
-            ) as publishing:
-                # The record carries its publish span: every delivery's settle span is its child.
-                headers[TRACEPARENT] = tracing.traceparent_of(publishing) or headers[TRACEPARENT]
-                ack = await self.js.publish(subject, body, headers=headers, timeout=5)
-                publishing.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
+            if not tracing.is_enabled():
+                ack = await self.publisher.publish(subject, body, block)
+            else:
+                with tracing.span(
+                    "jetstream publish",
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "nats",
+                        "messaging.destination.name": subject,
+                        tracing.EVENT: event,
+                    },
+                ) as publishing:
+                    # The record carries its publish span: every delivery's settle span is its child.
+                    headers[TRACEPARENT] = tracing.traceparent_of(publishing) or headers[TRACEPARENT]
+                    ack = await self.publisher.publish(subject, body, header_block(headers))
+                    publishing.set_attribute("messaging.nats.duplicate", ack.duplicate)
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
             return self._answer(503, {"error": "record not stored; retry"}, {"Retry-After": "1"})
         finally:
             self._pending -= 1
-            self.metrics.pending_publishes.labels(connector=self.plan.connector).set(self._pending)
-        self.metrics.accepted_seconds.labels(connector=self.plan.connector).observe(time.perf_counter() - started)
-        return self._answer(
-            202, {"accepted": True, "id": delivery_id, "duplicate": bool(ack.duplicate), "sequence": ack.seq}
-        )
+            self._pending_gauge.set(self._pending)
+        self._accept_seconds.observe(time.perf_counter() - started)
+        return self._answer(202, {"accepted": True, "id": delivery_id, "duplicate": ack.duplicate, "sequence": ack.seq})

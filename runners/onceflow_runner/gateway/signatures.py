@@ -27,6 +27,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from onceflow_runner.contract.signing import signing_key, signing_secret_problem
 
 __all__ = ["SignatureConfig", "SignatureError", "body_delivery_id", "claimed_delivery_id", "sign", "verify"]
@@ -38,6 +40,7 @@ _CLAIMED_ID_HEADERS = {
     "standard-webhooks": ("webhook-id",),
 }
 _GENERIC_ID_HEADERS = ("Idempotency-Key", "X-Request-Id", "X-Delivery-Id")
+_CASE_INSENSITIVE = (CIMultiDict, CIMultiDictProxy)
 #: A Unix time in seconds has at most this many digits for the next few thousand years.
 _MAX_TIMESTAMP_DIGITS = 12
 
@@ -67,7 +70,9 @@ def _mac(key: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
 
 def _find(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
-    if value is None:
+    if value is None and not isinstance(headers, _CASE_INSENSITIVE):
+        # A plain dict (tests, the sandboxes): look the name up in any case. An HTTP server's
+        # headers (multidict's) already did, so a missing header costs no scan of every header.
         value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
     return value or None
 

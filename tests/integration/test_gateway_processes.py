@@ -1,0 +1,155 @@
+"""Two gateway processes on one port (SO_REUSEPORT): together they lose nothing and store nothing twice.
+
+`onceflow gateway --processes 2` as a pod runs it, a real nats-server: 600 signed webhooks, each
+sent twice, every request on a new connection so the kernel spreads them over both processes.
+Every post is answered 202, exactly one of each pair is the stored original and the other the
+duplicate, the stream holds each record once, both processes did work, the leader's /metrics adds
+both processes' counts, and a process that exits turns /healthz and /readyz red.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from onceflow_operator.clients.topology import ensure_streams
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract.subjects import IN_STREAM
+from tests.integration.gateway_harness import SECRET, gateway_plan, raw_exchange, request_head, signed_headers
+
+WEBHOOKS = 600
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_until(condition: object, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not within {within}s")
+
+
+@pytest.fixture
+def two_processes(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, str]]:
+    plan = gateway_plan(f"p{uuid.uuid4().hex[:8]}")
+    (tmp_path / "sig").mkdir()
+    (tmp_path / "sig" / "secret").write_text(SECRET)
+    (tmp_path / "plan.json").write_text(plan.to_json())
+
+    async def streams() -> None:
+        nc = await nats.connect(nats_server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+
+    asyncio.run(streams())
+    port, ops = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onceflow_operator",
+            "gateway",
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--nats",
+            nats_server.url,
+            "--secrets-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(ops),
+            "--processes",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        started = json.loads(proc.stdout.readline())  # printed once every process listens
+        assert started["url"].endswith(f":{port}/hooks")
+        yield proc, port, ops, plan.subject_prefix
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_two_processes_serve_one_port_and_together_lose_and_double_nothing(
+    two_processes: tuple[subprocess.Popen[bytes], int, int, str], nats_server: NatsServer
+) -> None:
+    proc, port, ops, prefix = two_processes
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/readyz")[0] == 200, "ready")
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 1, children
+    cpu_before = {pid: cpu_seconds(pid) for pid in (proc.pid, workers[0])}
+
+    async def post(i: int) -> tuple[int, bool]:
+        body = json.dumps({"n": i, "run": prefix}).encode()
+        head = request_head("/hooks", signed_headers(body, f"d-{i}"), length=len(body))
+        status, answer = await raw_exchange(port, head + body)  # a new connection each time
+        return status, bool(status == 202 and json.loads(answer)["duplicate"])
+
+    async def load() -> list[tuple[int, bool]]:
+        gate = asyncio.Semaphore(32)
+
+        async def bounded(i: int) -> tuple[int, bool]:
+            async with gate:
+                return await post(i)
+
+        return await asyncio.gather(*(bounded(i % WEBHOOKS) for i in range(2 * WEBHOOKS)))
+
+    answers = asyncio.run(load())
+    assert Counter(status for status, _ in answers) == {202: 2 * WEBHOOKS}
+    assert sum(1 for _, duplicate in answers if duplicate) == WEBHOOKS
+
+    async def stored() -> int:
+        nc = await nats.connect(nats_server.url)
+        info = await nc.jetstream().stream_info(IN_STREAM, subjects_filter=f"{prefix}.>")
+        await nc.close()
+        return sum((info.state.subjects or {}).values())
+
+    assert asyncio.run(stored()) == WEBHOOKS
+    # Both processes served: each used CPU for its share (an idle process uses next to none).
+    for pid, before in cpu_before.items():
+        assert cpu_seconds(pid) - before > 0.1, f"process {pid} served nothing"
+    status, metrics = get(f"http://127.0.0.1:{ops}/metrics")
+    assert status == 200
+    assert 'onceflow_gateway_requests_total{code="202",connector="src"} 1200.0' in metrics
+
+    os.kill(workers[0], signal.SIGKILL)
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/healthz")[0] == 500, "healthz failing after a process exited")
+    status, reason = get(f"http://127.0.0.1:{ops}/readyz")
+    assert status == 503
+    assert "gateway process 1 exited" in reason
