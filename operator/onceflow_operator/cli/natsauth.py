@@ -28,7 +28,21 @@ def nats_auth() -> None:
     help="A new folder for auth.conf (NATS servers), operator.creds and account-signing-key (the operator).",
 )
 @click.option("--name", default="onceflow", show_default=True, help="The NATS operator's and account's name.")
-def nats_auth_init(out: Path, name: str) -> None:
+@click.option(
+    "--isolation",
+    type=click.Choice(["user", "account"]),
+    default="user",
+    show_default=True,
+    help="user: one account, a user per namespace (MEMORY resolver). account: an account per namespace"
+    " (full resolver; also writes operator-signing-key and system.creds). docs/install.md compares them.",
+)
+@click.option(
+    "--jwt-dir",
+    default="/data/jwt",
+    show_default=True,
+    help="With --isolation account: where each NATS server stores the account JWTs pushed to it.",
+)
+def nats_auth_init(out: Path, name: str, isolation: str, jwt_dir: str) -> None:
     """Make a NATS operator, system and application accounts, and the Onceflow operator's user."""
     from onceflow_operator.build.natsauth import bootstrap
 
@@ -37,11 +51,15 @@ def nats_auth_init(out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
     made = bootstrap(name)
+    accounts = isolation == "account"
     files = {
-        "auth.conf": made.server_config(),
+        "auth.conf": made.server_config("full" if accounts else "memory", jwt_dir),
         "operator.creds": made.operator_creds,
         "account-signing-key": made.signing.seed + "\n",
     }
+    if accounts:
+        files["operator-signing-key"] = made.operator_signing.seed + "\n"
+        files["system.creds"] = made.system_creds
     for file, text in files.items():
         path = out / file
         path.touch(mode=0o600)
@@ -51,5 +69,7 @@ def nats_auth_init(out: Path, name: str) -> None:
     click.echo("next: include auth.conf in the NATS servers' configuration (helm/examples/nats-values.yaml);")
     click.echo(
         "      kubectl -n <operator namespace> create secret generic onceflow-nats-jwt"
-        f" --from-file={out}/operator.creds --from-file={out}/account-signing-key"
+        + "".join(f" --from-file={out}/{file}" for file in files if file != "auth.conf")
     )
+    if accounts:
+        click.echo("      and set the chart value nats.isolation=account")

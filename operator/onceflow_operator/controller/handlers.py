@@ -32,7 +32,7 @@ from onceflow_operator.api.names import (
     STORAGE_PREFIX,
     VERSION,
 )
-from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.accounts import NatsLinks
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.clients.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from onceflow_operator.controller.backoff import FixBackoff
@@ -132,7 +132,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
     memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
-    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record, memo.config.topology, record_reports)
+    memo.nats = NatsLinks(
+        memo.config.nats_url, memo.book.record, memo.config.topology, record_reports, accounts=memo.config.accounts
+    )
     memo.topology_tasks = {}
     memo.streams_stop = asyncio.Event()
     memo.streams_task = asyncio.create_task(watch_streams(memo.nats, memo.streams_stop, STREAM_HEALTH_SECONDS))
@@ -484,7 +486,7 @@ async def _namespace_exceptions(namespace: str, memo: kopf.Memo) -> list[Any]:
     reads: dict[str, tuple[float, asyncio.Future[list[Any]]]] = memo.setdefault("exception_reads", {})
     at, read = reads.get(namespace, (0.0, None))
     if read is None or time.monotonic() - at > REVIEW_SECONDS / 2 or (read.done() and read.exception()):
-        js = await memo.nats.jetstream()
+        js = await memo.nats.jetstream(namespace)
         read = asyncio.ensure_future(list_exceptions(js, namespace, include_decided=True))
         reads[namespace] = (time.monotonic(), read)
     return await asyncio.shield(read)

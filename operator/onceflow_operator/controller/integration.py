@@ -24,7 +24,8 @@ from onceflow_operator.build.objects import (
     plan_secrets,
     runner_deployment_name,
 )
-from onceflow_operator.clients.jetstream import JetStreamLink, LaneState
+from onceflow_operator.clients.accounts import NatsLinks
+from onceflow_operator.clients.jetstream import LaneState
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
 from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
@@ -153,7 +154,7 @@ async def reconcile_integration(
     kube: KubeClient,
     body: Mapping[str, Any],
     config: OperatorConfig,
-    jetstream: JetStreamLink | None = None,
+    jetstream: NatsLinks | None = None,
     action: str | None = None,
     *,
     book: FigureBook | None = None,
@@ -328,7 +329,7 @@ async def _apply_lane(
     )
 
 
-async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink) -> None:
+async def finalize_integration(body: Mapping[str, Any], jetstream: NatsLinks) -> None:
     """On delete: remove the Integration's durable consumer (its Deployments go with their owner)."""
     meta = body["metadata"]
     trigger = body["spec"].get("trigger") or {}
@@ -336,7 +337,7 @@ async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink
     names = nats_names(meta["namespace"], meta["name"], subject)
     NATS_CALLS.labels(operation="remove").inc()
     try:
-        await jetstream.remove_consumer(names.stream, names.consumer)
+        await jetstream.remove_consumer(meta["namespace"], names.stream, names.consumer)
     except Exception:
         NATS_FAILURES.labels(operation="remove").inc()
         raise

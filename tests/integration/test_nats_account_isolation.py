@@ -1,0 +1,316 @@
+"""An account per namespace (issue #12, account mode), against a real nats-server on a full resolver.
+
+The server trusts a fresh NATS operator (`build.natsauth.bootstrap`) and starts knowing only the
+system and application accounts; each namespace's account is signed by the operator signing key
+and pushed by the Onceflow operator (`clients.accounts`) over `$SYS.REQ.CLAIMS.UPDATE`.
+
+What this proves: the two reflection attacks that one shared account cannot stop (the xfail tests
+of `test_nats_namespace_identity.py`) have no effect across namespaces here; the user-mode
+permission tests hold as well (imported below and run with this module's fixtures, where `admin`
+is the *other* namespace's administrator); a gateway and a runner with a namespace's account
+credentials settle a record; and the operator's own reads (heartbeats, stored-record lookups)
+work through its per-namespace connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client, RawCredentials
+from nats.js.api import ConsumerConfig
+
+from onceflow_operator.build.natsauth import (
+    AccountLimits,
+    Bootstrap,
+    Key,
+    bootstrap,
+    creds,
+    namespace_permissions,
+    user_jwt,
+)
+from onceflow_operator.clients import topology
+from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
+from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.dev.localrun import LocalRun
+from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract import subjects
+from onceflow_runner.contract.plan import load_plan
+from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.integration.scenario import eventually, signed_post
+from tests.integration.test_delivery_faults import SECRET, SIG, manifests
+from tests.integration.test_nats_namespace_identity import (
+    REFUSED,
+    Refusals,
+    _answered,
+    test_a_namespace_cannot_create_or_delete_streams_or_consumers,
+    test_a_namespace_cannot_read_another_namespaces_records_consumer_or_keys,
+    test_a_namespace_cannot_subscribe_to_or_publish_into_another_namespace,
+    test_listing_watching_system_and_prefix_tricks_are_refused,
+)
+
+# The user-mode permission tests, run here in account mode (their fixtures are this module's).
+__all__ = [
+    "test_a_namespace_cannot_create_or_delete_streams_or_consumers",
+    "test_a_namespace_cannot_read_another_namespaces_records_consumer_or_keys",
+    "test_a_namespace_cannot_subscribe_to_or_publish_into_another_namespace",
+    "test_listing_watching_system_and_prefix_tricks_are_refused",
+]
+
+
+@pytest.fixture(scope="module")
+def keys() -> Bootstrap:
+    return bootstrap()
+
+
+@pytest.fixture(scope="module")
+def jwt_nats(keys: Bootstrap, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    folder = tmp_path_factory.mktemp("accounts")
+    conf = folder / "auth.conf"
+    conf.write_text(keys.server_config("full", str(folder / "jwt")))
+    server = NatsServer(extra=["-c", str(conf)])
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def settings(keys: Bootstrap) -> AccountSettings:
+    return AccountSettings(keys.operator_signing, keys.system_creds, AccountLimits(disk_storage=1 << 30))
+
+
+def tenant_creds(settings: AccountSettings, namespace: str, integrations: list[str]) -> str:
+    """A namespace user as the operator issues it in account mode: signed by the namespace's account."""
+    account = Accounts("", settings).key(namespace)
+    user = Key.new("user")
+    permissions = namespace_permissions(namespace, integrations)
+    return creds(user_jwt(account, account.public, user.public, namespace, permissions), user.seed)
+
+
+async def _admin(url: str, accounts: Accounts, namespace: str) -> Client:
+    """The operator's administrator in a namespace's account, after pushing the account."""
+    await accounts.push(namespace)
+    return await nats.connect(url, user_credentials=RawCredentials(accounts.admin_creds(namespace)))
+
+
+@pytest.fixture
+async def world(jwt_nats: NatsServer, settings: AccountSettings) -> AsyncIterator[dict[str, object]]:
+    """Two namespaces, each in its account with the Onceflow streams; beta has a record, a consumer and a key."""
+    alpha, beta = f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"
+    accounts = Accounts(jwt_nats.url, settings)
+    admins = {ns: await _admin(jwt_nats.url, accounts, ns) for ns in (alpha, beta)}
+    for ns, nc in admins.items():
+        js = nc.jetstream()
+        await topology.ensure_streams(js)
+        await topology.ensure_buckets(js, ns)
+    js = admins[beta].jetstream()
+    consumer = subjects.consumer_name(beta, "ledger")
+    await js.add_consumer(
+        subjects.IN_STREAM,
+        ConsumerConfig(durable_name=consumer, filter_subject=f"onceflow.{beta}.in.>", ack_policy="explicit"),
+    )
+    await js.publish(subjects.inbound_subject(beta, "src", "created"), b'{"secret": "beta"}')
+    await (await js.key_value(subjects.kv_bucket(beta))).put("k1", b"done")
+    yield {"alpha": alpha, "beta": beta, "beta_consumer": consumer, "admins": admins, "accounts": accounts}
+    for nc in admins.values():
+        await nc.close()
+    await accounts.close()
+
+
+@pytest.fixture
+def admin(world: dict[str, object]) -> Client:
+    """Beta's administrator: what the imported tests check for "nothing of beta changed"."""
+    admins: dict[str, Client] = world["admins"]  # type: ignore[assignment]
+    return admins[str(world["beta"])]
+
+
+@pytest.fixture
+async def tenant(
+    jwt_nats: NatsServer, settings: AccountSettings, world: dict[str, object]
+) -> AsyncIterator[tuple[Client, Refusals]]:
+    refusals = Refusals()
+    alpha = str(world["alpha"])
+    nc = await nats.connect(
+        jwt_nats.url,
+        user_credentials=RawCredentials(tenant_creds(settings, alpha, ["ledger"])),
+        inbox_prefix=subjects.inbox_prefix(alpha),
+        error_cb=refusals.record,
+    )
+    yield nc, refusals
+    await nc.close()
+
+
+async def _count(nc: Client, stream: str, namespace: str) -> int:
+    info = await nc.jetstream().stream_info(stream, subjects_filter=f"onceflow.{namespace}.>")
+    return int(info.state.messages or 0)
+
+
+async def test_stream_info_with_a_subjects_filter_reveals_no_other_namespace_in_account_mode(
+    tenant: tuple[Client, Refusals], world: dict[str, object]
+) -> None:
+    """The user-mode leak: `STREAM.INFO` with a filter listed every namespace's subjects. Here it sees its own."""
+    nc, _ = tenant
+    alpha = str(world["alpha"])
+    await nc.jetstream(timeout=3).publish(subjects.inbound_subject(alpha, "src", "created"), b"{}")
+    request = json.dumps({"subjects_filter": "onceflow.>"}).encode()
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", request, timeout=3)
+    answer = json.loads(reply.data)
+    assert set(answer["state"]["subjects"]) == {subjects.inbound_subject(alpha, "src", "created")}, answer
+    assert str(world["beta"]) not in reply.data.decode()
+
+
+async def test_a_reflected_jetstream_answer_never_reaches_another_namespaces_account(
+    tenant: tuple[Client, Refusals], world: dict[str, object]
+) -> None:
+    """Pub acks, API answers and direct gets sent to beta's subjects land in alpha's own account, if anywhere."""
+    nc, _ = tenant
+    alpha, beta = str(world["alpha"]), str(world["beta"])
+    admins: dict[str, Client] = world["admins"]  # type: ignore[assignment]
+    streams = (subjects.IN_STREAM, subjects.DECISIONS_STREAM)
+    before = {s: await _count(admins[beta], s, beta) for s in streams}
+    targets = [subjects.inbound_subject(beta, "src", "forged"), subjects.decisions_subject(beta, "ledger")]
+    for target in targets:
+        await nc.publish(subjects.inbound_subject(alpha, "src", "created"), b"{}", reply=target)
+        await nc.publish(f"$JS.API.STREAM.INFO.{subjects.IN_STREAM}", b"", reply=target)
+        await nc.publish(
+            f"$JS.API.DIRECT.GET.{subjects.IN_STREAM}.{subjects.inbound_subject(alpha, 'src', 'created')}",
+            b"",
+            reply=target,
+        )
+    await nc.flush()
+
+    async def reflected() -> bool:
+        # The attack did run: JetStream answered, into alpha's own account (its streams capture beta's names).
+        found = [await _count(admins[alpha], s, beta) for s in streams]
+        return min(found) >= 3  # an ack, an API answer and a direct get per target (at least)
+
+    await eventually(reflected, within=10, interval=0.05)
+    assert {s: await _count(admins[beta], s, beta) for s in streams} == before
+
+
+async def test_the_servers_refuse_an_account_signed_by_a_key_the_operator_does_not_list(
+    jwt_nats: NatsServer, keys: Bootstrap, settings: AccountSettings
+) -> None:
+    """A stolen system user alone cannot make a namespace's account: the servers trust the operator's keys only."""
+    rogue = AccountSettings(Key.new("operator"), keys.system_creds)
+    accounts = Accounts(jwt_nats.url, rogue)
+    namespace = f"r{uuid.uuid4().hex[:6]}"
+    try:
+        await accounts.push(namespace)  # stored by the resolver, but never trusted
+    except AccountError:
+        pass
+    finally:
+        await accounts.close()
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(
+            jwt_nats.url,
+            user_credentials=RawCredentials(accounts.admin_creds(namespace)),
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )
+
+
+async def test_the_operator_pushes_the_account_limits_and_caps_streams_to_them(
+    jwt_nats: NatsServer, keys: Bootstrap
+) -> None:
+    """JetStream refuses a stream whose consumer cap exceeds its account's limit: the operator lowers the cap."""
+    limited = AccountSettings(keys.operator_signing, keys.system_creds, AccountLimits(streams=50, consumer=1000))
+    links = NatsLinks(jwt_nats.url, lambda *_: None, accounts=limited)
+    namespace = f"l{uuid.uuid4().hex[:6]}"
+    try:
+        await links.ensure_namespace(namespace)
+        js = await links.jetstream(namespace)
+        info = await js.account_info()
+        assert (info.limits.max_streams, info.limits.max_consumers) == (50, 1000)
+        assert info.streams == len(topology.STREAM_MAX_AGE) + len(topology.namespace_buckets(namespace))
+        assert (await js.stream_info(subjects.IN_STREAM)).config.max_consumers == 1000
+    finally:
+        await links.close()
+
+
+async def test_a_gateway_and_runner_with_account_credentials_settle_a_record_and_the_operator_reads_it(
+    jwt_nats: NatsServer, settings: AccountSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data path in account mode, and the operator's reads through its per-namespace connection."""
+    namespace = f"e{uuid.uuid4().hex[:6]}"
+    beats: list[tuple[str, object]] = []
+    links = NatsLinks(jwt_nats.url, lambda ns, beat: beats.append((ns, beat)), accounts=settings)
+    await links.ensure_namespace(namespace)  # pushes the account, creates its streams and buckets
+    assert links.namespace_ensured(namespace)
+    assert links.accounts is not None
+    admin_creds = tmp_path / "admin.creds"
+    admin_creds.write_text(links.accounts.admin_creds(namespace))
+    monkeypatch.setenv("ONCEFLOW_NATS_CREDS_FILE", str(admin_creds))  # local run provisions the lanes
+    erp = ErpSandbox()
+    await erp.start()
+    run = LocalRun.from_documents(
+        manifests(erp.url), namespace=namespace, nats_url=jwt_nats.url, first_port=free_port()
+    )
+    for table in (run.gateways, run.runners):
+        for name, (plan, _) in list(table.items()):
+            table[name] = (plan, free_port())
+    tenant = tenant_creds(settings, namespace, list(run.runners))
+    run.process_env = {"ONCEFLOW_NATS_CREDS": tenant, "ONCEFLOW_NAMESPACE": namespace}
+    await asyncio.to_thread(run.start)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = b'{"key": "k1", "name": "Customer k1"}'
+            resp = await signed_post(client, run.gateway_url("src"), "hmac", SECRET, body, "k1", **SIG)
+            assert resp.status_code == 202, resp.text
+        await eventually(lambda: "k/k1/create" in erp.effects, within=30, interval=0.2)
+        plan = load_plan(run.runners["ledger"][0])
+        js = await links.jetstream(namespace)
+
+        async def quiet() -> bool:
+            info = await js.consumer_info(plan.nats.stream, plan.nats.consumer)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(quiet, within=20, interval=0.2)
+        assert erp.effects["k/k1/create"] == 1
+        # Heartbeats reach the operator's connection in the namespace's account (canary analysis reads them).
+        await eventually(lambda: any(ns == namespace for ns, _ in beats), within=30, interval=0.2)
+        lanes = await links.observe_lanes(plan)
+        assert lanes.main_floor is not None
+        assert lanes.main_floor >= 1
+        # The stored-record lookup: the tenant asks in its account, the operator's link there answers.
+        stored = (await js.stream_info(subjects.IN_STREAM)).state.first_seq
+        nc = await nats.connect(
+            jwt_nats.url, user_credentials=RawCredentials(tenant), inbox_prefix=subjects.inbox_prefix(namespace)
+        )
+        try:
+            reply = await _answered(nc, subjects.stored_lookup_subject(namespace, subjects.IN_STREAM, stored))
+            assert reply.headers is not None
+            assert reply.headers["Onceflow-Stored-Status"] == "200"
+            assert json.loads(reply.data)["key"] == "k1"
+        finally:
+            await nc.close()
+        logs = "".join(p.read_text() for p in (run.workdir / "logs").glob("*.log"))
+        assert "Permissions Violation" not in logs
+    finally:
+        await asyncio.to_thread(run.stop)
+        await erp.stop()
+        await links.close()
+
+
+async def test_the_operators_lookup_in_one_account_answers_nothing_of_another_namespace(
+    jwt_nats: NatsServer, settings: AccountSettings, tenant: tuple[Client, Refusals], world: dict[str, object]
+) -> None:
+    nc, _ = tenant
+    alpha, beta = str(world["alpha"]), str(world["beta"])
+    links = NatsLinks(jwt_nats.url, lambda *_: None, accounts=settings)
+    try:
+        own = await nc.jetstream(timeout=3).publish(subjects.inbound_subject(alpha, "src", "created"), b"mine")
+        await links.jetstream(alpha)  # connected into alpha's account: it answers lookups there
+        reply = await _answered(nc, subjects.stored_lookup_subject(alpha, subjects.IN_STREAM, own.seq))
+        assert reply.data == b"mine"
+        # Beta's record has sequence 1 in beta's account; alpha's sequence 1 is alpha's own or nothing.
+        with pytest.raises(REFUSED):
+            await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, 1), b"", timeout=2)
+    finally:
+        await links.close()

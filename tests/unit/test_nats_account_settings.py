@@ -1,0 +1,67 @@
+"""Account isolation settings and the account JWTs the operator signs (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from onceflow_operator.build.natsauth import AccountLimits, Key, account_jwt, decode_jwt, namespace_account_key
+from onceflow_operator.clients.accounts import AccountError, AccountSettings
+
+SYSTEM_CREDS = "-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"
+
+
+def test_user_mode_is_the_default_and_needs_nothing() -> None:
+    assert AccountSettings.from_environment({}) is None
+    assert AccountSettings.from_environment({"ONCEFLOW_NATS_ISOLATION": "user"}) is None
+
+
+def test_each_bad_account_setting_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(AccountError, match="ONCEFLOW_NATS_ISOLATION='tenant' must be user or account"):
+        AccountSettings.from_environment({"ONCEFLOW_NATS_ISOLATION": "tenant"})
+    with pytest.raises(AccountError, match="needs ONCEFLOW_NATS_OPERATOR_SIGNING_KEY"):
+        AccountSettings.from_environment({"ONCEFLOW_NATS_ISOLATION": "account"})
+    env = {"ONCEFLOW_NATS_ISOLATION": "account", "ONCEFLOW_NATS_OPERATOR_SIGNING_KEY": Key.new("account").seed}
+    with pytest.raises(AccountError, match="must be an operator seed"):
+        AccountSettings.from_environment(env)
+    env["ONCEFLOW_NATS_OPERATOR_SIGNING_KEY"] = Key.new("operator").seed
+    with pytest.raises(AccountError, match="needs ONCEFLOW_NATS_SYSTEM_CREDS"):
+        AccountSettings.from_environment(env)
+    env["ONCEFLOW_NATS_SYSTEM_CREDS"] = SYSTEM_CREDS
+    env["ONCEFLOW_NATS_ACCOUNT_MAX_DISK"] = "10G"
+    with pytest.raises(AccountError, match="ONCEFLOW_NATS_ACCOUNT_MAX_DISK='10G' is not a whole number"):
+        AccountSettings.from_environment(env)
+    env["ONCEFLOW_NATS_ACCOUNT_MAX_DISK"] = "-2"
+    with pytest.raises(AccountError, match="must be -1"):
+        AccountSettings.from_environment(env)
+    env["ONCEFLOW_NATS_ACCOUNT_MAX_DISK"] = str(10 << 30)
+    found = AccountSettings.from_environment(env)
+    assert found is not None
+    assert found.limits == AccountLimits(disk_storage=10 << 30)
+
+
+def test_a_namespaces_account_is_stable_per_seed_and_differs_between_namespaces_and_seeds() -> None:
+    root = Key.new("operator")
+    alpha = namespace_account_key(root, "alpha")
+    assert alpha == namespace_account_key(root, "alpha")  # an operator restart finds the same account
+    assert alpha.public.startswith("A")
+    assert alpha.seed.startswith("SA")
+    assert alpha.public != namespace_account_key(root, "beta").public
+    assert alpha.public != namespace_account_key(Key.new("operator"), "alpha").public
+
+
+def test_an_account_jwt_carries_its_jetstream_limits() -> None:
+    signer, account = Key.new("operator"), Key.new("account")
+    limits = AccountLimits(disk_storage=1 << 30, mem_storage=0, streams=20, consumer=500, conn=100)
+    claims = decode_jwt(account_jwt(signer, account.public, "n", jetstream=True, limits=limits))
+    assert claims["iss"] == signer.public
+    assert claims["sub"] == account.public
+    found = claims["nats"]["limits"]
+    assert (found["disk_storage"], found["mem_storage"], found["streams"], found["consumer"], found["conn"]) == (
+        1 << 30,
+        0,
+        20,
+        500,
+        100,
+    )
+    unlimited = decode_jwt(account_jwt(signer, account.public, "n", jetstream=True))["nats"]["limits"]
+    assert unlimited["disk_storage"] == -1
