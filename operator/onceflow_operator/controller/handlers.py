@@ -32,7 +32,7 @@ from onceflow_operator.api.names import (
     STORAGE_PREFIX,
     VERSION,
 )
-from onceflow_operator.clients.accounts import NatsLinks
+from onceflow_operator.clients.accounts import AccountError, NatsLinks
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.clients.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from onceflow_operator.controller.backoff import FixBackoff
@@ -175,8 +175,9 @@ def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
             try:
                 await memo.nats.ensure_namespace(namespace)
             except Exception as exc:  # NATS away: the next reconcile tries again
+                why = str(exc) if isinstance(exc, AccountError) else type(exc).__name__
                 logging.getLogger("onceflow.operator").warning(
-                    "JetStream topology of %s not ensured (%s); retrying", namespace, type(exc).__name__
+                    "JetStream topology of %s not ensured (%s); retrying", namespace, why
                 )
             finally:
                 memo.topology_tasks.pop(namespace, None)
@@ -207,6 +208,7 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
     RECONCILES.labels(kind=kind, reason=ready.get("reason", "Unknown")).inc()
     memo.setdefault("managed", {}).setdefault(kind, set()).add(body["metadata"]["uid"])
     MANAGED.labels(kind=kind).set(len(memo["managed"][kind]))
+    memo.setdefault("namespace_objects", {}).setdefault(namespace, set()).add(body["metadata"]["uid"])
     return outcome
 
 
@@ -499,6 +501,7 @@ async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         await finalize_integration(body, memo.nats)
     except Exception as exc:
         raise kopf.TemporaryError(f"could not remove the JetStream consumer ({type(exc).__name__})", delay=10) from None
+    await _release_namespace(body, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, "syncpolicies", retries=RETRIES)
@@ -524,8 +527,26 @@ def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
 @kopf.on.delete(GROUP, VERSION, "connectors", optional=True)
 async def connector_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _forget("Connector", body, memo)
+    await _release_namespace(body, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "syncpolicies", optional=True)
 async def syncpolicy_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _forget("SyncPolicy", body, memo)
+    await _release_namespace(body, memo)
+
+
+async def _release_namespace(body: kopf.Body, memo: kopf.Memo) -> None:
+    """After a namespace's last Onceflow object is gone, close the operator's connection into its account.
+
+    Account mode keeps one connection per namespace; without this a cluster where namespaces come
+    and go would keep them all. The account and its streams stay on the servers (an SRE removes
+    them; docs/install.md). In user mode there is nothing per namespace to close.
+    """
+    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+    objects: dict[str, set[str]] = memo.setdefault("namespace_objects", {})
+    left = objects.get(namespace, set())
+    left.discard(uid)
+    if not left:
+        objects.pop(namespace, None)
+        await memo.nats.forget(namespace)

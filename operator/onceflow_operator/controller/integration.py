@@ -24,7 +24,7 @@ from onceflow_operator.build.objects import (
     plan_secrets,
     runner_deployment_name,
 )
-from onceflow_operator.clients.accounts import NatsLinks
+from onceflow_operator.clients.accounts import AccountError, NatsLinks
 from onceflow_operator.clients.jetstream import LaneState
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
@@ -231,7 +231,7 @@ async def reconcile_integration(
             lanes = await jetstream.observe_lanes(plan)
             reached = True
         except Exception as exc:  # NATS away: no rollout step moves until it is back
-            nats_problem = f"JetStream at {jetstream.url} is not reachable ({type(exc).__name__}); retrying"
+            nats_problem = f"JetStream at {jetstream.url} is not reachable ({_why(exc)}); retrying"
     stable = status.get("stableRevision") or None
     view = RolloutView(
         desired=plan.revision,
@@ -270,7 +270,7 @@ async def reconcile_integration(
                 await jetstream.remove_lane(plan, "canary")
         except Exception as exc:
             NATS_FAILURES.labels(operation="provision").inc()
-            nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({type(exc).__name__}); retrying"
+            nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({_why(exc)}); retrying"
     if nats_problem:
         events.append(("NatsUnavailable", nats_problem, True))
     await _apply_lane(kube, cluster, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
@@ -327,6 +327,11 @@ async def _apply_lane(
             strategy=integration.spec.strategy.type,
         )
     )
+
+
+def _why(exc: Exception) -> str:
+    """An error for a status line: an account-mode refusal says what to do (it holds no secret); others their type."""
+    return str(exc) if isinstance(exc, AccountError) else type(exc).__name__
 
 
 async def finalize_integration(body: Mapping[str, Any], jetstream: NatsLinks) -> None:
