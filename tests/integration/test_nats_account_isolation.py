@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from click.testing import CliRunner
 from nats.aio.client import Client, RawCredentials
 from nats.js.api import ConsumerConfig
 
@@ -35,14 +36,17 @@ from onceflow_operator.build.natsauth import (
     namespace_permissions,
     user_jwt,
 )
+from onceflow_operator.cli import main
 from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.exceptions import decide, list_exceptions
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.integration.review_streams import park
 from tests.integration.scenario import eventually, signed_post
 from tests.integration.test_delivery_faults import SECRET, SIG, manifests
 from tests.integration.test_nats_namespace_identity import (
@@ -314,3 +318,28 @@ async def test_the_operators_lookup_in_one_account_answers_nothing_of_another_na
             await nc.request(subjects.stored_lookup_subject(beta, subjects.IN_STREAM, 1), b"", timeout=2)
     finally:
         await links.close()
+
+
+async def test_a_persons_creds_from_nats_auth_creds_review_their_namespaces_exceptions_only(
+    jwt_nats: NatsServer, keys: Bootstrap, world: dict[str, object], tmp_path: Path
+) -> None:
+    """`onceflow exceptions` in account mode: a user minted for one namespace's account lists and decides there."""
+    alpha, beta = str(world["alpha"]), str(world["beta"])
+    admins: dict[str, Client] = world["admins"]  # type: ignore[assignment]
+    sequence = await park(admins[alpha].jetstream(), alpha)
+    await park(admins[beta].jetstream(), beta)
+    key_file = tmp_path / "operator-signing-key"
+    key_file.write_text(keys.operator_signing.seed)
+    out = tmp_path / "person.creds"
+    args = ["nats-auth", "creds", "-n", alpha, "--signing-key-file", str(key_file), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    nc = await nats.connect(jwt_nats.url, user_credentials=str(out))
+    try:
+        js = nc.jetstream(timeout=5)
+        assert [r.sequence for r in await list_exceptions(js, alpha)] == [sequence]
+        assert await list_exceptions(js, beta) == []  # beta's are in beta's account
+        decision = await decide(js, alpha, sequence, "discard", who="alice", why="checked")
+        assert decision.who == "alice"
+    finally:
+        await nc.close()

@@ -187,13 +187,27 @@ def account_jwt(
     return _encode({"sub": account, "name": name, "nats": nats}, operator)
 
 
-def user_jwt(signer: Key, account: str, user: str, name: str, permissions: Mapping[str, Any] | None = None) -> str:
-    """A user JWT signed by the account or one of its signing keys (then `issuer_account` names the account)."""
+def user_jwt(
+    signer: Key,
+    account: str,
+    user: str,
+    name: str,
+    permissions: Mapping[str, Any] | None = None,
+    *,
+    expires: int | None = None,
+) -> str:
+    """A user JWT signed by the account or one of its signing keys (then `issuer_account` names the account).
+
+    `expires` (Unix seconds) ends it: the servers refuse it, and close its connections, after that.
+    """
     nats: dict[str, Any] = {"subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}
     nats.update(permissions or {})
     if signer.public != account:
         nats["issuer_account"] = account
-    return _encode({"sub": user, "name": name, "nats": nats}, signer)
+    claims: dict[str, Any] = {"sub": user, "name": name, "nats": nats}
+    if expires is not None:
+        claims["exp"] = expires
+    return _encode(claims, signer)
 
 
 def namespace_account_key(root: Key, namespace: str) -> Key:

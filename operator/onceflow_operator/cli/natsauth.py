@@ -73,3 +73,51 @@ def nats_auth_init(out: Path, name: str, isolation: str, jwt_dir: str) -> None:
     )
     if accounts:
         click.echo("      and set the chart value nats.isolation=account")
+
+
+@nats_auth.command("creds")
+@click.option("--namespace", "-n", required=True, help="The namespace whose account the user belongs to.")
+@click.option(
+    "--signing-key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The operator signing key (operator-signing-key from `nats-auth init --isolation account`).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="A new .creds file (mode 0600), for ONCEFLOW_NATS_CREDS_FILE or the nats CLI's --creds.",
+)
+@click.option("--expires", default="8h", show_default=True, help="How long the user is valid (e.g. 30m, 8h, 7d).")
+def nats_auth_creds(namespace: str, signing_key_file: Path, out: Path, expires: str) -> None:
+    """A short-lived user with every right in one namespace's account (account isolation).
+
+    Why: in account mode each namespace's records are in its own account, so a person reviewing
+    exceptions (`onceflow exceptions`) or inspecting streams needs a user of that account; it
+    expires, so a copied file does not stay a key to the namespace.
+    """
+    import time
+
+    from onceflow_operator.build.natsauth import Key, creds, namespace_account_key, user_jwt
+    from onceflow_runner.contract.durations import parse_duration
+
+    try:
+        seconds = parse_duration(expires, days=True)
+    except ValueError as exc:
+        raise click.ClickException(f"--expires {expires}: {exc}") from None
+    try:
+        signing = Key.of(signing_key_file.read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"--signing-key-file {signing_key_file}: {exc}") from None
+    if not signing.seed.startswith("SO"):
+        raise click.ClickException(f"--signing-key-file {signing_key_file}: not an operator seed (it starts with SO)")
+    if out.exists():
+        raise click.ClickException(f"--out {out} exists; choose a new file (it is a secret)")
+    account = namespace_account_key(signing, namespace)
+    user = Key.new("user")
+    until = int(time.time() + seconds)
+    token = user_jwt(account, account.public, user.public, f"person/{namespace}", expires=until)
+    out.touch(mode=0o600)
+    out.write_text(creds(token, user.seed))
+    click.echo(f"wrote {out}: a user of namespace {namespace}'s account {account.public}, valid for {expires}")
