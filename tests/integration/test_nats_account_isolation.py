@@ -97,6 +97,18 @@ def tenant_creds(settings: AccountSettings, namespace: str, integrations: list[s
     return creds(user_jwt(account, account.public, user.public, namespace, permissions), user.seed)
 
 
+async def refused_connect(url: str, user: str) -> None:
+    """The servers refuse these credentials (the client is closed after: nats-py leaves a refused socket open)."""
+    nc = Client()
+    try:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nc.connect(
+                url, user_credentials=RawCredentials(user), allow_reconnect=False, max_reconnect_attempts=0
+            )
+    finally:
+        await nc.close()
+
+
 async def _admin(url: str, accounts: Accounts, namespace: str) -> Client:
     """The operator's administrator in a namespace's account, after pushing the account."""
     await accounts.push(namespace)
@@ -211,13 +223,7 @@ async def test_the_servers_refuse_an_account_signed_by_a_key_the_operator_does_n
         pass
     finally:
         await accounts.close()
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            jwt_nats.url,
-            user_credentials=RawCredentials(accounts.admin_creds(namespace)),
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-        )
+    await refused_connect(jwt_nats.url, accounts.admin_creds(namespace))
 
 
 async def test_the_operator_pushes_the_account_limits_and_caps_streams_to_them(
@@ -343,3 +349,40 @@ async def test_a_persons_creds_from_nats_auth_creds_review_their_namespaces_exce
         assert decision.who == "alice"
     finally:
         await nc.close()
+
+
+async def test_a_revoked_user_is_disconnected_refused_and_stays_revoked_after_the_operator_pushes_again(
+    jwt_nats: NatsServer, keys: Bootstrap, tmp_path: Path
+) -> None:
+    """A leaked .creds: `nats-auth revoke` cuts it off at once; the operator's next push (a restart) keeps that."""
+    limited = AccountSettings(keys.operator_signing, keys.system_creds, AccountLimits(streams=40))
+    namespace = f"v{uuid.uuid4().hex[:6]}"
+    operator = Accounts(jwt_nats.url, limited)
+    await operator.push(namespace)
+    await operator.close()
+    leaked, kept = tenant_creds(limited, namespace, []), operator.admin_creds(namespace)
+    told = Refusals()
+    victim = await nats.connect(
+        jwt_nats.url, user_credentials=RawCredentials(leaked), error_cb=told.record, allow_reconnect=False
+    )
+    (tmp_path / "leaked.creds").write_text(leaked)
+    (tmp_path / "key").write_text(keys.operator_signing.seed)
+    (tmp_path / "system.creds").write_text(keys.system_creds)
+    args = ["nats-auth", "revoke", "--nats", jwt_nats.url, "-n", namespace, "--signing-key-file"]
+    args += [str(tmp_path / "key"), "--system-creds-file", str(tmp_path / "system.creds")]
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--creds-file", str(tmp_path / "leaked.creds")])
+    assert result.exit_code == 0, result.output
+    await eventually(lambda: not victim.is_connected, within=10, interval=0.05)  # the servers closed it
+    await victim.close()
+
+    await refused_connect(jwt_nats.url, leaked)
+    # The operator restarts and pushes the account again, with its limits: the revocation stays.
+    again = Accounts(jwt_nats.url, limited)
+    await again.push(namespace)
+    await again.close()
+    await refused_connect(jwt_nats.url, leaked)
+    other = await nats.connect(jwt_nats.url, user_credentials=RawCredentials(kept))  # other users are unaffected
+    try:
+        assert (await other.jetstream().account_info()).limits.max_streams == 40  # the CLI kept the limits
+    finally:
+        await other.close()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 import pytest
 
 from onceflow_operator.build.natsauth import AccountLimits, Key, account_jwt, decode_jwt, namespace_account_key
-from onceflow_operator.clients.accounts import AccountError, AccountSettings
+from onceflow_operator.clients.accounts import AccountError, AccountSettings, NatsLinks
+from onceflow_operator.controller.identity import NATS_SECRET
+from onceflow_operator.controller.settings import OperatorConfig
+from onceflow_runner.contract.environment import NATS_CREDS_KEY
 
 SYSTEM_CREDS = "-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"
 
@@ -65,3 +71,55 @@ def test_an_account_jwt_carries_its_jetstream_limits() -> None:
     )
     unlimited = decode_jwt(account_jwt(signer, account.public, "n", jetstream=True))["nats"]["limits"]
     assert unlimited["disk_storage"] == -1
+
+
+class _Secrets:
+    """Just enough of KubeClient for NamespaceIdentities: Secrets by (namespace, name)."""
+
+    def __init__(self) -> None:
+        self.applied: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def get(self, _version: str, _kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.applied.get((namespace, name))
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied[obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
+        return obj
+
+
+def _issuer(secret: dict[str, Any]) -> dict[str, Any]:
+    text = base64.b64decode(secret["data"][NATS_CREDS_KEY]).decode()
+    return decode_jwt(text.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])
+
+
+async def test_in_account_mode_each_namespaces_users_are_signed_by_its_own_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signing = Key.new("operator")
+    env = {
+        "ONCEFLOW_NATS_ISOLATION": "account",
+        "ONCEFLOW_NATS_OPERATOR_SIGNING_KEY": signing.seed,
+        "ONCEFLOW_NATS_SYSTEM_CREDS": SYSTEM_CREDS,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig.from_environment()
+    assert config.accounts is not None
+    assert config.identities is not None
+    kube = _Secrets()
+    for namespace in ("alpha", "beta"):
+        assert await config.identities.ensure(kube, namespace) == 1  # type: ignore[arg-type]
+        claims = _issuer(kube.applied[namespace, NATS_SECRET])
+        assert claims["iss"] == namespace_account_key(signing, namespace).public
+        assert "issuer_account" not in claims["nats"]  # the account's own key signs
+        assert f"onceflow.{namespace}.>" in claims["nats"]["pub"]["allow"]  # the same narrow permissions
+    assert await config.identities.ensure(kube, "alpha") == 0  # a resync writes nothing
+
+
+async def test_user_mode_routes_every_namespace_to_the_one_shared_connection() -> None:
+    links = NatsLinks("nats://127.0.0.1:1", lambda *_: None)
+    assert links.isolation == "user"
+    assert await links.link("alpha") is await links.link("beta")
+    assert links.links() == [links.shared]
+    await links.forget("alpha")  # nothing per namespace to close
+    assert links.links() == [links.shared]

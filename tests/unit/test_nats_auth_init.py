@@ -52,7 +52,8 @@ def test_init_for_account_isolation_writes_a_full_resolver_and_the_keys_to_sign_
     system = (out / "system.creds").read_text()
     claims = decode_jwt(system.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])
     assert claims["iss"] == operator_claims["nats"]["system_account"]
-    assert claims["nats"]["pub"] == {"allow": ["$SYS.REQ.CLAIMS.UPDATE"]}  # it may push accounts, nothing else
+    # It may push and read accounts, nothing else.
+    assert claims["nats"]["pub"] == {"allow": ["$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"]}
     for name in ("operator-signing-key", "system.creds"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
         assert f"--from-file={out}/{name}" in result.output

@@ -42,6 +42,7 @@ import nkeys
 from onceflow_runner.contract import subjects
 
 __all__ = [
+    "CLAIMS_LOOKUP",
     "CLAIMS_UPDATE",
     "AccountLimits",
     "Bootstrap",
@@ -59,6 +60,8 @@ __all__ = [
 
 #: Where a system account user pushes an account JWT to every server of a full resolver.
 CLAIMS_UPDATE = "$SYS.REQ.CLAIMS.UPDATE"
+#: Where it reads the account JWT a server holds (the answer is the JWT, or nothing when unknown).
+CLAIMS_LOOKUP = "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"
 
 _PREFIX = {
     "operator": nkeys.PREFIX_BYTE_OPERATOR,
@@ -165,11 +168,13 @@ def account_jwt(
     *,
     jetstream: bool,
     limits: AccountLimits | None = None,
+    revocations: Mapping[str, int] | None = None,
 ) -> str:
     """An account JWT signed by the operator (or an operator signing key); `jetstream` gives it JetStream.
 
     `limits` bounds the account (a namespace's storage, streams, consumers and connections);
-    without it JetStream is unlimited.
+    without it JetStream is unlimited. `revocations` (user public key -> Unix time) makes the
+    servers refuse, and disconnect, that user's JWTs issued at or before that time.
     """
     claims = dict(_UNLIMITED) if jetstream else {k: v for k, v in _UNLIMITED.items() if "storage" not in k}
     if not jetstream:
@@ -184,6 +189,8 @@ def account_jwt(
         "type": "account",
         "version": 2,
     }
+    if revocations:
+        nats["revocations"] = dict(sorted(revocations.items()))
     return _encode({"sub": account, "name": name, "nats": nats}, operator)
 
 
@@ -342,8 +349,8 @@ def bootstrap(name: str = "onceflow") -> Bootstrap:
         account.public: account_jwt(operator, account.public, name, [signing.public], jetstream=True),
     }
     operator_creds = creds(user_jwt(signing, account.public, admin.public, f"{name}-operator"), admin.seed)
-    # Least privilege: it may push account JWTs and read the answers, nothing else of the system account.
-    pushes = {"pub": {"allow": [CLAIMS_UPDATE]}, "sub": {"allow": ["_INBOX.>"]}}
+    # Least privilege: it may push and read account JWTs and get the answers, nothing else of the system account.
+    pushes = {"pub": {"allow": [CLAIMS_UPDATE, CLAIMS_LOOKUP]}, "sub": {"allow": ["_INBOX.>"]}}
     system_jwt = user_jwt(system, system.public, system_user.public, f"{name}-system", pushes)
     system_creds = creds(system_jwt, system_user.seed)
     return Bootstrap(operator, system, account, signing, operator_creds, jwts, operator_signing, system_creds)

@@ -7,10 +7,13 @@ should not have to install `nsc` to get them. The files it writes are secrets (m
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import click
+
+from onceflow_operator.cli.output import nats_option
 
 __all__ = ["nats_auth"]
 
@@ -121,3 +124,81 @@ def nats_auth_creds(namespace: str, signing_key_file: Path, out: Path, expires: 
     out.touch(mode=0o600)
     out.write_text(creds(token, user.seed))
     click.echo(f"wrote {out}: a user of namespace {namespace}'s account {account.public}, valid for {expires}")
+
+
+@nats_auth.command("revoke")
+@nats_option
+@click.option("--namespace", "-n", required=True, help="The namespace whose account the users belong to.")
+@click.option(
+    "--signing-key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The operator signing key (operator-signing-key from `nats-auth init --isolation account`).",
+)
+@click.option(
+    "--system-creds-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The system user (system.creds from `nats-auth init --isolation account`).",
+)
+@click.option(
+    "--creds-file",
+    "creds_files",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="A leaked .creds whose user to revoke (repeatable).",
+)
+@click.option("--user", "users", multiple=True, help="A user's public key (U...) to revoke (repeatable).")
+def nats_auth_revoke(
+    nats_url: str,
+    namespace: str,
+    signing_key_file: Path,
+    system_creds_file: Path,
+    creds_files: tuple[Path, ...],
+    users: tuple[str, ...],
+) -> None:
+    """Revoke users of one namespace's account (account isolation): refused and disconnected at once.
+
+    The revocation is pushed to the servers in the account JWT, and the operator keeps it when it
+    pushes that account again (it reads the revocations back from the servers).
+    """
+    from onceflow_operator.build.natsauth import Key, decode_jwt
+    from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings
+
+    found = list(users)
+    for path in creds_files:
+        text = path.read_text()
+        try:
+            found.append(str(decode_jwt(text.split("-----BEGIN NATS USER JWT-----\n")[1].split("\n")[0])["sub"]))
+        except (IndexError, ValueError, KeyError):
+            raise click.ClickException(f"--creds-file {path}: not a NATS .creds file") from None
+    bad = [user for user in found if not (user.startswith("U") and len(user) == 56)]
+    if bad or not found:
+        raise click.ClickException(
+            f"--user {bad[0]!r} is not a user public key (U..., 56 characters)"
+            if bad
+            else "give --creds-file or --user"
+        )
+    try:
+        signing = Key.of(signing_key_file.read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"--signing-key-file {signing_key_file}: {exc}") from None
+    if not signing.seed.startswith("SO"):
+        raise click.ClickException(f"--signing-key-file {signing_key_file}: not an operator seed (it starts with SO)")
+    accounts = Accounts(nats_url, AccountSettings(signing, system_creds_file.read_text(), limits=None))
+
+    async def revoke() -> None:
+        try:
+            await accounts.revoke(namespace, found)
+        finally:
+            await accounts.close()
+
+    try:
+        asyncio.run(revoke())
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # NATS away or refusing the system user: one line, no traceback
+        raise click.ClickException(
+            f"could not reach NATS at {nats_url} as the system user ({type(exc).__name__})"
+        ) from None
+    click.echo(f"revoked {len(found)} user(s) of namespace {namespace}'s account")

@@ -25,19 +25,22 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from onceflow_operator.build.natsauth import (
+    CLAIMS_LOOKUP,
     CLAIMS_UPDATE,
     AccountLimits,
     Key,
     account_jwt,
     creds,
+    decode_jwt,
     namespace_account_key,
     user_jwt,
 )
@@ -74,9 +77,10 @@ class AccountSettings:
 
     #: Signs each namespace's account JWT; its seed also derives the accounts' keys (`namespace_account_key`).
     signing: Key
-    #: A system account user's `.creds` (may publish `$SYS.REQ.CLAIMS.UPDATE` only).
+    #: A system account user's `.creds` (may push and look up account JWTs only).
     system_creds: str
-    limits: AccountLimits = field(default_factory=AccountLimits)
+    #: None: keep the limits the servers hold (`nats-auth revoke`, which is not told them).
+    limits: AccountLimits | None = field(default_factory=AccountLimits)
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> AccountSettings | None:
@@ -141,25 +145,59 @@ class Accounts:
         """The namespace's account key (it signs the namespace's users)."""
         return namespace_account_key(self.settings.signing, namespace)
 
-    def account_jwt(self, namespace: str) -> str:
+    def account_jwt(
+        self, namespace: str, revocations: Mapping[str, int] | None = None, limits: AccountLimits | None = None
+    ) -> str:
         return account_jwt(
             self.settings.signing,
             self.key(namespace).public,
             f"onceflow-{namespace}",
             jetstream=True,
-            limits=self.settings.limits,
+            limits=limits or self.settings.limits,
+            revocations=revocations,
         )
 
-    async def push(self, namespace: str) -> None:
-        """Make the servers know the namespace's account (with the current limits); AccountError when refused."""
+    async def _connection(self) -> Client:
+        if self._system is None or self._system.is_closed:
+            self._system = await natsio.connect(
+                self.url, name="onceflow-operator-accounts", credentials=self.settings.system_creds
+            )
+        return self._system
+
+    async def current(self, namespace: str) -> dict[str, Any]:
+        """The `nats` claims of the account JWT the servers hold for the namespace ({} when it is unknown)."""
+        system = await self._connection()
+        subject = CLAIMS_LOOKUP.replace("*", self.key(namespace).public)
+        reply = await system.request(subject, b"", timeout=10)
+        if not reply.data:
+            return {}
+        try:
+            claims: dict[str, Any] = decode_jwt(reply.data.decode()).get("nats") or {}
+        except (ValueError, IndexError):  # not a JWT: nothing to keep
+            return {}
+        return claims
+
+    async def push(self, namespace: str, revoke: Mapping[str, int] | None = None) -> None:
+        """Make the servers know the namespace's account (current limits, revocations kept); AccountError when refused.
+
+        `revoke` adds revocations (user public key -> Unix time). Without it, a namespace already
+        pushed by this process is not pushed again.
+        """
         async with self._lock:
-            if namespace in self._pushed:
+            if namespace in self._pushed and not revoke:
                 return
-            if self._system is None or self._system.is_closed:
-                self._system = await natsio.connect(
-                    self.url, name="onceflow-operator-accounts", credentials=self.settings.system_creds
-                )
-            reply = await self._system.request(CLAIMS_UPDATE, self.account_jwt(namespace).encode(), timeout=10)
+            system = await self._connection()
+            # The servers are where revocations live (no state in the operator): read them back, or
+            # a push would let revoked users in again. Limits too when this process was given none.
+            current = await self.current(namespace)
+            kept = {str(user): int(at) for user, at in (current.get("revocations") or {}).items()}
+            limits = self.settings.limits
+            if limits is None:
+                held = current.get("limits") or {}
+                fields = {f.name for f in dataclasses.fields(AccountLimits)}
+                limits = AccountLimits(**{k: int(v) for k, v in held.items() if k in fields})
+            token = self.account_jwt(namespace, {**kept, **(revoke or {})}, limits)
+            reply = await system.request(CLAIMS_UPDATE, token.encode(), timeout=10)
             answer = json.loads(reply.data or b"{}")
             if "error" in answer or (answer.get("data") or {}).get("code") != 200:
                 error = answer.get("error") or answer.get("data") or {}
@@ -168,6 +206,11 @@ class Accounts:
                     " (are the servers on a full resolver with this operator, and is the signing key in its JWT?)"
                 )
             self._pushed.add(namespace)
+
+    async def revoke(self, namespace: str, users: list[str]) -> None:
+        """Revoke users of the namespace's account: the servers refuse them and close their connections."""
+        now = int(time.time())
+        await self.push(namespace, {user: now for user in users})
 
     def admin_creds(self, namespace: str) -> str:
         """A fresh user of the namespace's account with every right in it: the operator's own connection there."""
@@ -201,7 +244,7 @@ class NatsLinks:
         self._settings = settings
         self._on_streams = on_streams
         self.accounts = Accounts(url, accounts) if accounts is not None else None
-        if accounts is not None and accounts.limits.consumer > 0:
+        if accounts is not None and accounts.limits is not None and accounts.limits.consumer > 0:
             # A stream's consumer cap may not exceed its account's consumer limit (JetStream refuses the stream).
             self._settings = dataclasses.replace(settings or TopologySettings(), max_consumers=accounts.limits.consumer)
         #: User mode: the one connection. Account mode: None.
