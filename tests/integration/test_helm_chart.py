@@ -336,5 +336,26 @@ def test_account_isolation_values_give_the_operator_the_keys_to_sign_and_push_na
         "4000",
     )
     assert "ONCEFLOW_NATS_ACCOUNT_MAX_STREAMS" not in env  # empty: no limit
+    with_console = render(
+        helm,
+        extra=[
+            "-f",
+            str(NATS_JWT_VALUES),
+            "--set",
+            "nats.isolation=account",
+            "--set",
+            "console.enabled=true",
+            "--set",
+            "console.auth=token",
+        ],
+    )
+    console = next(d for d in with_console if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("console"))
+    console_env = {
+        e["name"]: e.get("value", e.get("valueFrom"))
+        for e in console["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert console_env["ONCEFLOW_NATS_ISOLATION"] == "account"
+    assert console_env["ONCEFLOW_NATS_OPERATOR_SIGNING_KEY"]["secretKeyRef"]["key"] == "operator-signing-key"
+    assert "ONCEFLOW_NATS_SYSTEM_CREDS" not in console_env  # it reads accounts, it never pushes them
     assert "ONCEFLOW_NATS_ISOLATION" not in _operator_env(render(helm, extra=["-f", str(NATS_JWT_VALUES)]))
     assert "must be one of" in render_failure(helm, "nats.isolation=tenant")

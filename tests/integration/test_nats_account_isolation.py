@@ -39,15 +39,20 @@ from onceflow_operator.build.natsauth import (
 from onceflow_operator.cli import main
 from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
-from onceflow_operator.dev.controlplane import free_port
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_operator.review.console import Console
 from onceflow_operator.review.exceptions import decide, list_exceptions
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
+from tests.conftest import Kubectl
 from tests.integration.review_streams import park
 from tests.integration.scenario import eventually, signed_post
+from tests.integration.test_console import reviewers
+from tests.integration.test_console_access import serving
 from tests.integration.test_delivery_faults import SECRET, SIG, manifests
 from tests.integration.test_nats_namespace_identity import (
     REFUSED,
@@ -386,3 +391,36 @@ async def test_a_revoked_user_is_disconnected_refused_and_stays_revoked_after_th
         assert (await other.jetstream().account_info()).limits.max_streams == 40  # the CLI kept the limits
     finally:
         await other.close()
+
+
+@pytest.mark.controlplane
+async def test_the_review_console_lists_and_decides_in_the_namespaces_own_account(
+    jwt_nats: NatsServer,
+    keys: Bootstrap,
+    settings: AccountSettings,
+    admin_kubectl: Kubectl,
+    control_plane: ControlPlane,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console in account mode derives the namespace's account; a namespace without one is a clear 503."""
+    for name in ("ONCEFLOW_CONSOLE_PROXY_SECRET", "ONCEFLOW_CONSOLE_TRUSTED_PROXIES", "ONCEFLOW_CONSOLE_AUDIENCES"):
+        monkeypatch.delenv(name, raising=False)
+    namespace = f"c{uuid.uuid4().hex[:8]}"
+    admin_kubectl.run("create", "namespace", namespace)
+    Kubectl(admin_kubectl.kubeconfig, namespace).apply(*reviewers(namespace))
+    accounts = Accounts(jwt_nats.url, settings)
+    nc = await _admin(jwt_nats.url, accounts, namespace)
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        await topology.ensure_streams(nc.jetstream())
+        sequence = await park(nc.jetstream(), namespace)
+        console = Console(jwt_nats.url, kube, auth="proxy", account_signing=keys.operator_signing)
+        async with serving(console) as url, httpx.AsyncClient(headers={"X-Forwarded-User": "alice"}) as client:
+            page = await client.get(f"{url}/exceptions?namespace={namespace}")
+            assert page.status_code == 200, page.text
+            assert "1 record(s) waiting for a decision." in page.text
+            assert f"#{sequence}" in page.text
+    finally:
+        await nc.close()
+        await accounts.close()
+        await kube.close()

@@ -53,7 +53,15 @@ from onceflow_runner.contract.messages import DriftResult
 from onceflow_runner.contract.plan import Plan
 from onceflow_runner.contract.split import Lane
 
-__all__ = ["AccountError", "AccountSettings", "Accounts", "Isolation", "NatsLinks"]
+__all__ = [
+    "AccountError",
+    "AccountSettings",
+    "Accounts",
+    "Isolation",
+    "NatsLinks",
+    "namespace_user_creds",
+    "operator_signing_from_environment",
+]
 
 Isolation = Literal["user", "account"]
 ISOLATION_ENV = "ONCEFLOW_NATS_ISOLATION"
@@ -86,23 +94,9 @@ class AccountSettings:
     def from_environment(cls, env: Mapping[str, str] | None = None) -> AccountSettings | None:
         """None in user mode (`ONCEFLOW_NATS_ISOLATION` unset or `user`); AccountError names a bad variable."""
         env = os.environ if env is None else env
-        mode = env.get(ISOLATION_ENV, "").strip().lower() or "user"
-        if mode not in ("user", "account"):
-            raise AccountError(f"{ISOLATION_ENV}={mode!r} must be user or account")
-        if mode == "user":
+        signing = operator_signing_from_environment(env)
+        if signing is None:
             return None
-        seed = env.get("ONCEFLOW_NATS_OPERATOR_SIGNING_KEY", "").strip()
-        if not seed:
-            raise AccountError(
-                f"{ISOLATION_ENV}=account needs ONCEFLOW_NATS_OPERATOR_SIGNING_KEY (an operator signing seed,"
-                " SO..., from `onceflow nats-auth init`)"
-            )
-        try:
-            signing = Key.of(seed)
-        except ValueError as exc:
-            raise AccountError(f"ONCEFLOW_NATS_OPERATOR_SIGNING_KEY: {exc}") from None
-        if not signing.seed.startswith("SO"):
-            raise AccountError("ONCEFLOW_NATS_OPERATOR_SIGNING_KEY must be an operator seed (it starts with SO)")
         system = env.get("ONCEFLOW_NATS_SYSTEM_CREDS", "").strip()
         path = env.get("ONCEFLOW_NATS_SYSTEM_CREDS_FILE", "").strip()
         if not system and path:
@@ -128,6 +122,36 @@ class AccountSettings:
             if limits[name] < -1:
                 raise AccountError(f"{variable}={text} must be -1 (no limit) or more")
         return cls(signing, system, AccountLimits(**limits))
+
+
+def operator_signing_from_environment(env: Mapping[str, str] | None = None) -> Key | None:
+    """The operator signing key in account mode, None in user mode; AccountError names a bad variable."""
+    env = os.environ if env is None else env
+    mode = env.get(ISOLATION_ENV, "").strip().lower() or "user"
+    if mode not in ("user", "account"):
+        raise AccountError(f"{ISOLATION_ENV}={mode!r} must be user or account")
+    if mode == "user":
+        return None
+    seed = env.get("ONCEFLOW_NATS_OPERATOR_SIGNING_KEY", "").strip()
+    if not seed:
+        raise AccountError(
+            f"{ISOLATION_ENV}=account needs ONCEFLOW_NATS_OPERATOR_SIGNING_KEY (an operator signing seed,"
+            " SO..., from `onceflow nats-auth init`)"
+        )
+    try:
+        signing = Key.of(seed)
+    except ValueError as exc:
+        raise AccountError(f"ONCEFLOW_NATS_OPERATOR_SIGNING_KEY: {exc}") from None
+    if not signing.seed.startswith("SO"):
+        raise AccountError("ONCEFLOW_NATS_OPERATOR_SIGNING_KEY must be an operator seed (it starts with SO)")
+    return signing
+
+
+def namespace_user_creds(signing: Key, namespace: str, who: str) -> str:
+    """A fresh user with every right in the namespace's account (the operator's and the console's connections)."""
+    account = namespace_account_key(signing, namespace)
+    user = Key.new("user")
+    return creds(user_jwt(account, account.public, user.public, f"{who}/{namespace}"), user.seed)
 
 
 class Accounts:
@@ -214,9 +238,7 @@ class Accounts:
 
     def admin_creds(self, namespace: str) -> str:
         """A fresh user of the namespace's account with every right in it: the operator's own connection there."""
-        account = self.key(namespace)
-        user = Key.new("user")
-        return creds(user_jwt(account, account.public, user.public, f"onceflow-operator/{namespace}"), user.seed)
+        return namespace_user_creds(self.settings.signing, namespace, "onceflow-operator")
 
     async def close(self) -> None:
         if self._system is not None and not self._system.is_closed:
