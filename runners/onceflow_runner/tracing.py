@@ -19,6 +19,7 @@ its step and outbound call spans below it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -30,6 +31,8 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from onceflow_runner.contract.environment import TRACE_HASH_KEY_ENV
+
 __all__ = [
     "BUSINESS_KEY",
     "CONNECTOR",
@@ -37,6 +40,7 @@ __all__ = [
     "DELIVERY",
     "EVENT",
     "HASH_KEYS_ENV",
+    "HASH_KEY_ENV",
     "INTEGRATION",
     "NAMESPACE",
     "OUTCOME",
@@ -50,6 +54,7 @@ __all__ = [
     "enable",
     "hashes_keys",
     "is_enabled",
+    "keyed_business_key",
     "set_outcome",
     "span",
     "traceparent_of",
@@ -69,13 +74,19 @@ STEP: Final = "onceflow.step"
 STEP_KIND: Final = "onceflow.step.kind"
 REASON: Final = "onceflow.reason"
 
-#: `true` shows business keys in spans as `sha256:<hex>` (a tax id or an e-mail is personal data
-#: a tracing backend may keep longer than the records themselves).
+#: `true` shows business keys in spans as hashes (a tax id or an e-mail is personal data a tracing
+#: backend may keep longer than the records themselves).
 HASH_KEYS_ENV: Final = "ONCEFLOW_TRACE_HASH_KEYS"
+#: The namespace's secret hash key (the operator writes it into the `onceflow-trace` Secret): with
+#: it, keys are shown as `hmac-sha256:<hex>`, which nobody without the key can reverse by trying
+#: every value; without it, as `sha256:<hex>`.
+HASH_KEY_ENV: Final = TRACE_HASH_KEY_ENV
 
 _TRACER_NAME: Final = "onceflow"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _state = {"enabled": False, "hash_keys": False}
+#: The secret `business_key_value` keys its hash with (empty: an unkeyed SHA-256).
+_hash_key: list[bytes] = [b""]
 #: The tracer spans come from: the global provider's, or the one `enable` was given (unit tests).
 _tracers: list[trace.Tracer] = []
 
@@ -102,11 +113,13 @@ def enable(provider: trace.TracerProvider | None = None) -> None:
     _tracers[:] = [(provider or trace.get_tracer_provider()).get_tracer(_TRACER_NAME)]
     _state["enabled"] = True
     _state["hash_keys"] = os.environ.get(HASH_KEYS_ENV, "").strip().lower() in {"1", "true", "yes"}
+    _hash_key[0] = os.environ.get(HASH_KEY_ENV, "").strip().encode()
 
 
 def disable() -> None:
     """Turn spans off again (at shutdown, and for tests that enable them in-process)."""
-    _state["enabled"] = False
+    _state["enabled"] = _state["hash_keys"] = False
+    _hash_key[0] = b""
     _tracers.clear()
 
 
@@ -184,10 +197,21 @@ def hashes_keys() -> bool:
 
 
 def business_key_value(key: str) -> str:
-    """A business key as spans show it: as is, or `sha256:<hex>` when ONCEFLOW_TRACE_HASH_KEYS is true."""
+    """A business key as spans show it: as is, or hashed when ONCEFLOW_TRACE_HASH_KEYS is true.
+
+    Hashed with the namespace's secret key when the pod has one (`keyed_business_key`), else
+    `sha256:<hex>`, which hides a key from a reader but not from someone trying every value.
+    """
     if _state["hash_keys"]:
+        if _hash_key[0]:
+            return keyed_business_key(_hash_key[0], key)
         return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return key
+
+
+def keyed_business_key(secret: bytes, key: str) -> str:
+    """`hmac-sha256:<hex>` of `key` under `secret`: what spans show, and what `onceflow trace key` prints."""
+    return "hmac-sha256:" + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
 
 
 def set_outcome(current: Span, outcome: str, *, error: str | None = None) -> None:

@@ -173,8 +173,9 @@ class NatsCluster:
     async def wait_until_unavailable(self, stream: str = subjects.IN_STREAM, *, within: float = 60.0) -> None:
         """Wait until the surviving nodes stop answering for `stream` (quorum loss noticed).
 
-        Killed peers are noticed only after the cluster's heartbeats time out; until then the
-        survivor may still answer as if nothing happened, and a process starting then binds.
+        Killed peers are noticed only after the cluster's heartbeats time out; until then a
+        surviving follower may still answer as if nothing happened, and a process starting then
+        binds. A survivor that leads `stream` keeps answering its stream info: kill the leader.
         """
         deadline = time.monotonic() + within
         while True:

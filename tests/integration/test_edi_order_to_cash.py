@@ -160,11 +160,12 @@ async def test_order_to_cash_with_a_partner_over_sftp_survives_faults_and_keeps_
             "posting_date": "2026-12-01",
             "po_no": "PO-1-1",
             "currency": "USD",
-            "grand_total": 67.0,
+            "grand_total": 72.36,  # 67.00 of items and 5.36 of sales tax, as ERPNext totals it
             "items": [
                 {"item_code": "SKU-00001", "qty": 2, "rate": 10.5},
                 {"item_code": "SKU-00002", "qty": 4, "rate": 11.5},
             ],
+            "taxes": [{"account_head": "Sales Tax - ACME", "tax_amount": 5.36}],
         }
         await publish_event(nc, namespace, "invoice", "posted", bill, "invoice/ACC-SINV-0001")
         notices = await eventually(lambda: files(drop, "856_*") or None, within=120)
@@ -174,7 +175,8 @@ async def test_order_to_cash_with_a_partner_over_sftp_survives_faults_and_keeps_
         assert document_findings(asn) == []
         assert document_findings(invoice) == []
         assert b"MAN*GM*006141410000000012~" in asn
-        assert b"TDS*6700~" in invoice
+        assert b"TDS*7236~" in invoice
+        assert b"TXI*ST*5.36~" in invoice
 
         # 4. The partner's 997s come back: all accepted but the invoice, which it rejects.
         sent = {**acknowledgments, **notices, **invoices}

@@ -19,13 +19,15 @@ import pytest
 from onceflow_operator.clients import topology
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.records import list_exceptions
+from onceflow_runner.adapters.control_numbers import HISTORY_TTL, ControlNumberStore
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract.edi import EdiPartnerPlan
-from onceflow_runner.contract.subjects import edi_outbound_subject
+from onceflow_runner.contract.subjects import edi_bucket, edi_outbound_subject, kv_stream
 from onceflow_runner.edi.poller import EdiInbound
 from onceflow_runner.payloads.edi.envelope import split_file
 from onceflow_runner.payloads.edi.outbound import document_findings
 from tests.integration.edi_harness import SftpServer, secrets_for, sftp
+from tests.integration.scenario import eventually
 from tests.unit.edi_files import (
     invoice,
     order_acknowledgment,
@@ -208,3 +210,49 @@ async def test_a_rejected_inbound_set_is_an_exception_a_person_sees(partner: Par
     assert waiting[0].integration == partner.plan.connector
     assert "997 rejecting it" in waiting[0].error
     assert waiting[0].payload.startswith(b"ISA*")
+
+
+async def history_ttls(nc: nats.NATS, namespace: str) -> dict[str, str | None]:
+    """Each key of the namespace's EDI bucket and the TTL its entry was written with (None: kept for ever)."""
+    bucket = edi_bucket(namespace)
+    kv = await nc.jetstream().key_value(bucket)
+    found = {}
+    for key in await kv.keys():
+        msg = await nc.jetstream().get_msg(kv_stream(bucket), subject=f"$KV.{bucket}.{key}")
+        found[key] = (msg.headers or {}).get("Nats-TTL")
+    return found
+
+
+async def test_the_edi_bucket_keeps_its_counters_for_ever_and_everything_else_for_a_while(partner: Partner) -> None:
+    pod = partner.pod()
+    await pod.start()
+    await partner.hand_over("855", order_acknowledgment("PO-3"), "order/edi/PO-3")
+    await pod.poll_once()
+    [data] = partner.documents("855").values()
+    partner.answer_997(data)
+    (partner.pickup / "po.x12").write_bytes(two_interchanges_one_bad_set())  # files in get 997s out
+    await pod.poll_once()  # first sight of the files
+    await pod.poll_once()  # taken
+    ttls = await history_ttls(partner.nc, partner.plan.namespace)
+    kinds = {key.split(".")[0] for key in ttls}
+    assert {"counter", "sent", "out", "acked", "file"} <= kinds, ttls
+    assert "awaiting" not in kinds  # the 997 came: purged
+    counter = ControlNumberStore.counter_key(partner.plan.connector)
+    assert {key: ttl for key, ttl in ttls.items() if key.startswith("counter.")} == {counter: None}
+    assert {ttl for key, ttl in ttls.items() if not key.startswith("counter.")} == {str(HISTORY_TTL)}
+
+
+async def test_history_entries_expire_and_the_counter_stays(partner: Partner) -> None:
+    js = partner.nc.jetstream()
+    store = await ControlNumberStore.open(js, partner.plan.namespace, history_ttl=1)
+    drawn = await store.allocate("acme")
+    await store.record_sent("acme", drawn.interchanges[0], {"kind": "855"})
+    await store.keep_new("awaiting.acme.000000001", b"{}")
+    await store.forget("awaiting.acme.000000001")
+    kv = await js.key_value(edi_bucket(partner.plan.namespace))
+
+    async def only_the_counter_left() -> bool:
+        return await kv.keys() == [store.counter_key("acme")]
+
+    await eventually(only_the_counter_left, within=30, interval=0.5)
+    assert (await store.current("acme"))[0]["interchange"] == drawn.interchanges[0]

@@ -257,6 +257,24 @@ def test_tracing_endpoint_reaches_the_operator_and_opens_the_collector_port_to_t
     assert "does not match" in render_failure(helm, "tracing.otlpEndpoint=collector:4318")
 
 
+def test_a_hash_key_secret_reaches_the_operator_and_lets_it_write_each_namespaces_key(helm: str) -> None:
+    def secret_verbs(docs: list[dict[str, Any]]) -> list[str]:
+        role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "of-operator")
+        return next(r["verbs"] for r in role["rules"] if r["resources"] == ["secrets"])
+
+    traced = ("tracing.otlpEndpoint=http://collector.obs.svc:4318", "tracing.hashBusinessKeys=true")
+    docs = render(helm, *traced, "tracing.hashKeySecret=onceflow-trace-master")
+    assert _operator_env(docs)["ONCEFLOW_TRACE_HASH_MASTER_KEY"] == {
+        "secretKeyRef": {"name": "onceflow-trace-master", "key": "key"}
+    }
+    assert secret_verbs(docs) == ["get", "create", "patch"]
+    # Without a key the operator writes no Secret, and may not.
+    unkeyed = render(helm, *traced)
+    assert "ONCEFLOW_TRACE_HASH_MASTER_KEY" not in _operator_env(unkeyed)
+    assert secret_verbs(unkeyed) == ["get"]
+    assert "does not match" in render_failure(helm, *traced, "tracing.hashKeySecret=Not_A_Name")
+
+
 NATS_JWT_VALUES = ROOT / "helm" / "examples" / "onceflow-values-nats-jwt.yaml"
 NATS_CHART_VALUES = ROOT / "helm" / "examples" / "nats-values.yaml"
 

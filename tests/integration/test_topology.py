@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.api
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
@@ -192,3 +193,27 @@ async def test_a_stream_deleted_while_the_operator_runs_is_created_again(own_nat
         stop.set()
         await watcher
         await link.close()
+
+
+async def test_a_bucket_made_without_per_message_ttls_gets_them_and_keeps_its_entries(nc: Client) -> None:
+    """An EDI bucket from an older version: its history could not expire until the operator turns TTLs on."""
+    namespace = f"old{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    bucket = subjects.edi_bucket(namespace)
+    old = nats.js.api.StreamConfig(
+        name=subjects.kv_stream(bucket),
+        subjects=[f"$KV.{bucket}.>"],
+        max_msgs_per_subject=1,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        allow_direct=True,
+        allow_msg_ttl=False,
+    )
+    await js.add_stream(old)
+    await js.publish(f"$KV.{bucket}.counter.acme", b'{"interchange": 7}')
+    await topology.ensure_buckets(js, namespace)
+    info = await js.stream_info(subjects.kv_stream(bucket))
+    assert info.config.allow_msg_ttl is True
+    assert info.config.max_msgs_per_subject == 1  # nothing else changed
+    assert (await (await js.key_value(bucket)).get("counter.acme")).value == b'{"interchange": 7}'
+    await js.publish(f"$KV.{bucket}.sent.acme.000000007", b"{}", msg_ttl=60)  # refused before

@@ -172,3 +172,23 @@ def change_order(st02: int, po: str, *, line_change: str = "QI") -> list[str]:
     ]
     segments.append(f"SE*{len(segments) + 1}*{st02:04d}")
     return segments
+
+
+def grocery_order(st02: int, po: str, *, total: int = 30) -> list[str]:
+    """An 875 for two lines of cases: one by U.P.C. case code only, one with the vendor's item number too."""
+    segments = [
+        f"ST*875*{st02:04d}",
+        f"G50*N*20261130*{po}",
+        "N9*IA*77123",
+        "G62*10*20261205",
+        "N1*BY*Fresh Valley Markets*92*FV01",
+        "N1*ST*Fresh Valley DC 2*92*DC2",
+        "N3*12 Market St",
+        "N4*Fresno*CA*93721*US",
+        "G68*10*CA*18.40*007114103012",
+        "G69*Sparkling Water 12x1L",
+        "G68*20*CA*9.95*007114103029*VN*SKU-00002",
+        f"G76*{total}*CA",
+    ]
+    segments.append(f"SE*{len(segments) + 1}*{st02:04d}")
+    return segments

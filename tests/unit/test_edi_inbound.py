@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from onceflow_runner.payloads.edi.validation import validate_interchange
 from onceflow_runner.payloads.x12 import decode_x12
 from tests.unit.edi_files import (
     change_order,
+    grocery_order,
     interchange,
     partner_997,
     partner_plan,
@@ -179,3 +182,51 @@ def test_an_860_from_a_partner_that_sends_only_850s_is_rejected_as_not_supported
     [outcome] = assess_file(data, partner_plan()).interchanges
     [item] = outcome.groups[0].sets
     assert (item.code, item.error_code) == ("R", "1")
+
+
+def test_an_875_grocery_order_is_taken_when_accepted_and_decodes_into_an_order() -> None:
+    plan = partner_plan().model_copy(update={"accept": ("850", "875")})
+    orders = [grocery_order(1, "GPO-1"), grocery_order(2, "GPO-2", total=31)]
+    data = interchange(41, orders).replace("GS*PO*", "GS*OG*").encode()  # 875s travel in OG groups
+    [outcome] = assess_file(data, plan).interchanges
+    good, miscounted = outcome.groups[0].sets
+    assert (good.set_id, good.code) == ("875", "A")
+    # G76 says 31 cases, the lines order 30: a line went missing on the way; the set is refused.
+    assert (miscounted.code, miscounted.error_code) == ("R", "5")
+    assert "G7601 says 31 CA but the lines order 30" in miscounted.reason
+    order = decode_x12(good.original)
+    assert (order["po_no"], order["order_date"], order["order_status"], order["buyer"]) == (
+        "GPO-1",
+        "20261130",
+        "original",
+        "FV01",
+    )
+    assert order["delivery_date"] == "20261205"
+    assert order["ship_to"] == {"name": "Fresh Valley DC 2", "id": "DC2"}
+    assert [(x["sku"], x["quantity"], x["uom"], x["price"], x["upc_case_code"]) for x in order["lines"]] == [
+        ("007114103012", 10.0, "CA", 18.4, "007114103012"),
+        ("SKU-00002", 20.0, "CA", 9.95, "007114103029"),
+    ]
+    ack = acknowledgment(outcome, plan.envelope, ControlNumbers(93, 94, (95,)), NOW).decode()
+    assert "AK1*OG*41~" in ack
+    assert "AK2*875*0001~" in ack
+    assert validate_interchange(ack).sets[("94", "0095")].code == "A"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda s: [x for x in s if not x.startswith("G68")], "G68"),  # no line: the map requires one
+        (lambda s: [x.replace("G50*N*", "G50*F*") for x in s], "G5001 'F' is not a new order"),
+        (lambda s: [x.replace("G68*10*CA*18.40*007114103012", "G68*10*CA*18.40") for x in s], "G6804"),
+    ],
+)
+def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], list[str]], says: str) -> None:
+    plan = partner_plan().model_copy(update={"accept": ("875",)})
+    order = change(grocery_order(1, "GPO-9"))
+    order[-1] = f"SE*{len(order)}*0001"
+    data = interchange(42, [order]).replace("GS*PO*", "GS*OG*").encode()
+    [outcome] = assess_file(data, plan).interchanges
+    [item] = outcome.groups[0].sets
+    assert (item.code, item.error_code) == ("R", "5")
+    assert says in item.reason

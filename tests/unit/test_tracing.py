@@ -7,6 +7,7 @@ tests/integration/test_tracing.py); the tracer provider is handed to `tracing.en
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -468,3 +469,62 @@ def test_tracing_switched_off_on_purpose_says_nothing(caplog: pytest.LogCaptureF
         with caplog.at_level("INFO", logger="onceflow.tracing"):
             assert otlp.configure("runner", env) is False
     assert not [r for r in caplog.records if r.name == "onceflow.tracing"]
+
+
+def test_with_the_namespaces_key_business_keys_are_hmacs_nobody_without_it_can_recompute(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tracing.HASH_KEYS_ENV, "true")
+    monkeypatch.setenv(tracing.HASH_KEY_ENV, "k" * 64)
+    tracing.enable(TracerProvider())
+    shown = tracing.business_key_value("DE123")
+    assert shown == "hmac-sha256:" + hmac.new(b"k" * 64, b"DE123", hashlib.sha256).hexdigest()
+    assert shown == tracing.keyed_business_key(b"k" * 64, "DE123")
+    assert shown != tracing.keyed_business_key(b"j" * 64, "DE123")
+    assert hashlib.sha256(b"DE123").hexdigest() not in shown
+
+
+def test_each_namespace_key_is_derived_apart_and_a_short_master_key_is_refused() -> None:
+    from onceflow_operator.controller.settings import OperatorConfig
+    from onceflow_operator.controller.tracekeys import TraceKeyError, TraceKeys, namespace_hash_key
+
+    master = b"m" * 32
+    assert namespace_hash_key(master, "acme") == namespace_hash_key(master, "acme")
+    assert namespace_hash_key(master, "acme") != namespace_hash_key(master, "globex")
+    assert namespace_hash_key(master, "acme") != namespace_hash_key(b"n" * 32, "acme")
+    assert TraceKeys.from_environment({}) is None
+    with pytest.raises(TraceKeyError, match="ONCEFLOW_TRACE_HASH_MASTER_KEY has 6 characters; use at least 32"):
+        TraceKeys.from_environment({"ONCEFLOW_TRACE_HASH_MASTER_KEY": "secret"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONCEFLOW_TRACE_HASH_MASTER_KEY", "m" * 32)
+        patch.delenv("ONCEFLOW_TRACE_HASH_KEYS", raising=False)
+        assert OperatorConfig.from_environment().trace_keys is None  # keys shown as they are: no key needed
+        patch.setenv("ONCEFLOW_TRACE_HASH_KEYS", "true")
+        keys = OperatorConfig.from_environment().trace_keys
+        assert keys is not None
+        assert keys.master == master
+
+
+def test_runner_pods_read_the_namespaces_key_from_its_secret_never_as_a_plain_value() -> None:
+    from onceflow_operator.build.objects import build_runner_deployment
+    from onceflow_operator.compiler.planner import plan_from_integration
+    from tests.unit.test_planner import load_examples
+
+    connectors, policies, integrations = load_examples()
+    integration = integrations[0]
+    plan = plan_from_integration(
+        integration,
+        connectors,
+        policies.get(integration.spec.sync_policy_ref.name) if integration.spec.sync_policy_ref else None,
+        namespace="sales",
+    )
+    owner = {"apiVersion": "onceflow.io/v1alpha1", "kind": "Integration", "metadata": {"name": "i", "uid": "u"}}
+    common = {"image": "img", "nats_url": "n", "replicas": 1, "secrets_checksum": "c"}
+    keyed = build_runner_deployment(plan, "cm", owner, trace_key_secret="onceflow-trace", **common)
+    env = keyed["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {
+        "name": "ONCEFLOW_TRACE_HASH_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "onceflow-trace", "key": "hash-key", "optional": True}},
+    } in env
+    plain = build_runner_deployment(plan, "cm", owner, **common)
+    assert "ONCEFLOW_TRACE_HASH_KEY" not in str(plain)

@@ -28,8 +28,9 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [secrets]
-  {{- if .Values.nats.jwt.secret }}
-  # get: read one by one; create + patch: each namespace's onceflow-nats Secret (its NATS user).
+  {{- if or .Values.nats.jwt.secret (and .Values.tracing.otlpEndpoint .Values.tracing.hashBusinessKeys .Values.tracing.hashKeySecret) }}
+  # get: read one by one; create + patch: each namespace's onceflow-nats Secret (its NATS user)
+  # and onceflow-trace Secret (its key for hashing business keys in spans).
   verbs: [get, create, patch]
   {{- else }}
   verbs: [get]

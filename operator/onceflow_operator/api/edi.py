@@ -18,7 +18,7 @@ from onceflow_operator.api._base import DURATION, ApiModel, SecretKeyRef, cel_ru
 
 __all__ = ["EdiConnector", "EdiEnvelopeSpec", "EdiIdentitySpec", "SftpSpec"]
 
-TransactionSetId = Literal["850", "860"]
+TransactionSetId = Literal["850", "860", "875"]
 OutboundDocument = Literal["855", "856", "810"]
 _SEPARATOR = r"^[^A-Za-z0-9 ]$"
 
@@ -147,7 +147,10 @@ class EdiConnector(ApiModel):
     sftp: SftpSpec = Field(description="Where files are picked up and dropped.")
     accept: list[TransactionSetId] = Field(
         default_factory=_only_850,
-        description="Transaction sets taken in; any other is rejected in the 997 (AK5 code 1, not supported).",
+        description=(
+            "Transaction sets taken in (850 purchase order, 860 change, 875 grocery order); any other is"
+            " rejected in the 997 (AK5 code 1, not supported)."
+        ),
         min_length=1,
         max_length=8,
     )

@@ -23,6 +23,7 @@ from onceflow_operator.api.names import (
 )
 from onceflow_operator.build.pods import GATEWAY_PORT, METRICS_PORT, PLAN_MOUNT, SECRETS_MOUNT, pod_template
 from onceflow_runner.contract.edi import EdiPartnerPlan
+from onceflow_runner.contract.environment import TRACE_HASH_KEY_ENV, TRACE_HASH_KEY_SECRET_KEY
 from onceflow_runner.contract.plan import DriftCheckPlan, GatewayPlan, Plan, SecretRef
 
 __all__ = [
@@ -150,10 +151,12 @@ def build_runner_deployment(
     strategy: str = "RollingUpdate",
     nats_auth_secret: str = "",
     tracing_env: Sequence[tuple[str, str]] = (),
+    trace_key_secret: str = "",
 ) -> dict[str, Any]:
     """The runner Deployment of one lane; its pods run `plan`'s revision (the selector names the lane only).
 
     `tracing_env`: the operator's OTEL_* settings, so the pods export spans when it was told to.
+    `trace_key_secret`: the namespace's Secret with the key spans hash business keys with.
     """
     selector = {LABEL_INTEGRATION: plan.integration, LABEL_LANE: lane}
     labels = {
@@ -198,6 +201,7 @@ def build_runner_deployment(
             annotations=annotations,
             nats_auth_secret=nats_auth_secret,
             extra_env=tracing_env,
+            secret_env=[(TRACE_HASH_KEY_ENV, trace_key_secret, TRACE_HASH_KEY_SECRET_KEY)] if trace_key_secret else [],
         ),
         "Recreate" if strategy == "Recreate" else "RollingUpdate",
     )

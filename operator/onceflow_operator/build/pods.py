@@ -60,12 +60,15 @@ def pod_template(
     nats_auth_secret: str = "",
     operations_port: int | None = None,
     extra_env: Iterable[tuple[str, str]] = (),
+    secret_env: Iterable[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
     """The pod template of a runner, gateway or drift-check pod: the plan and each Secret mounted read-only.
 
     `port` is the pod's main port; with `operations_port` (a gateway) metrics and probes move to
     a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT. `extra_env`:
     plain variables for the process (the operator's tracing settings, docs/observability.md).
+    `secret_env`: (variable, Secret, key) read from a Secret of the pod's namespace, optional (a
+    pod starts while the operator is still writing it, and reads it on its next start).
     """
     pod_security, container_security = _pod_security()
     secret_list = list(secrets)
@@ -86,7 +89,14 @@ def pod_template(
         ports.append({"name": "metrics", "containerPort": operations_port})
         env = [{"name": METRICS_PORT_ENV, "value": str(operations_port)}, *env]
         probe_port = "metrics"
-    env = [*env, *({"name": k, "value": v} for k, v in extra_env)]
+    env = [
+        *env,
+        *({"name": k, "value": v} for k, v in extra_env),
+        *(
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for k, secret, key in secret_env
+        ),
+    ]
     return {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
         "spec": {

@@ -406,13 +406,21 @@ def exceptions_edit(sequence: int, cluster: Cluster, nats_url: str, why: str, pa
 
 @click.command()
 @click.argument("business_key")
+@click.option(
+    "--span-key",
+    is_flag=True,
+    help="Print only how spans show this business key (search your tracing backend for it); reads no NATS.",
+)
 @cluster_options
 @nats_option
 @output_option
-def trace(business_key: str, cluster: Cluster, nats_url: str, output: str) -> None:
+def trace(business_key: str, span_key: bool, cluster: Cluster, nats_url: str, output: str) -> None:
     """The life of one record: every step outcome, exception and decision, in time order."""
     from onceflow_operator.review.exceptions import trace as trace_key
 
+    if span_key:
+        click.echo(_span_key(cluster, business_key))
+        return
     namespace = cluster.namespace_or_default()
     events = _with_jetstream(nats_url, lambda js: trace_key(js, namespace, business_key))
     if not events:
@@ -433,3 +441,23 @@ def trace(business_key: str, cluster: Cluster, nats_url: str, output: str) -> No
         output,
         ["time", "integration", "revision", "what", "steps", "detail"],
     )
+
+
+def _span_key(cluster: Cluster, business_key: str) -> str:
+    """`onceflow.business_key=<value>` as the namespace's runners put it on spans with hashed keys.
+
+    Keyed with the namespace's `onceflow-trace` Secret when it has one (reading it needs the
+    right to get that Secret); else the plain SHA-256 runners use without a key.
+    """
+    import base64
+    import hashlib
+
+    from onceflow_runner.contract.environment import TRACE_HASH_KEY_SECRET, TRACE_HASH_KEY_SECRET_KEY
+    from onceflow_runner.tracing import BUSINESS_KEY, keyed_business_key
+
+    namespace = cluster.namespace
+    secret = cluster.run(lambda kube: kube.get("v1", "Secret", namespace, TRACE_HASH_KEY_SECRET)) or {}
+    encoded = (secret.get("data") or {}).get(TRACE_HASH_KEY_SECRET_KEY)
+    if not encoded:
+        return f"{BUSINESS_KEY}=sha256:{hashlib.sha256(business_key.encode()).hexdigest()}"
+    return f"{BUSINESS_KEY}={keyed_business_key(base64.b64decode(encoded).strip(), business_key)}"

@@ -305,7 +305,9 @@ async def ensure_buckets(js: JetStreamContext, namespace: str, settings: Topolog
     """Create the namespace's KV buckets that are missing; return the ones created.
 
     An existing bucket is left as it is, except that an explicit `replicas` setting is applied to
-    the stream behind it (so an R3 cluster's buckets follow its streams).
+    the stream behind it (so an R3 cluster's buckets follow its streams), and per-message TTLs
+    are turned on where a bucket made by an older version has them off (the EDI bucket's history
+    expires by them; JetStream allows turning them on, never off).
     """
     settings = settings or TopologySettings()
     created = []
@@ -321,8 +323,13 @@ async def ensure_buckets(js: JetStreamContext, namespace: str, settings: Topolog
             await js.create_key_value(config)
             created.append(bucket)
             continue
+        wanted = info.config
         if settings.replicas is not None and info.config.num_replicas != settings.replicas:
-            await js.update_stream(dataclasses.replace(info.config, num_replicas=settings.replicas))
+            wanted = dataclasses.replace(wanted, num_replicas=settings.replicas)
+        if not info.config.allow_msg_ttl:
+            wanted = dataclasses.replace(wanted, allow_msg_ttl=True)
+        if wanted != info.config:
+            await js.update_stream(wanted)
     return created
 
 

@@ -197,6 +197,8 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
                 body if kind == "Integration" else None,
                 edi=edi_outbound_plan(body) if kind == "Connector" else None,
             )
+        if memo.config.trace_keys is not None and kind == "Integration":  # before its runners read it
+            await memo.config.trace_keys.ensure(memo.kube, namespace)
         _ensure_topology_soon(memo, namespace)
         outcome: ReconcileResult = await work
     except KubeError as exc:

@@ -39,6 +39,7 @@ from onceflow_operator.controller.view import ClusterView, LiveView
 from onceflow_operator.rollout.analysis import Measurement, min_records, waiting_for_data
 from onceflow_operator.rollout.decisions import RolloutDecision, RolloutView, decide, due_metrics
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.environment import TRACE_HASH_KEY_SECRET
 from onceflow_runner.contract.plan import Plan
 
 __all__ = ["finalize_integration", "lane_state", "reconcile_integration", "stored_plan"]
@@ -321,6 +322,7 @@ async def _apply_lane(
             # With issued identities, an Integration's runners read their own user (its consumers only).
             nats_auth_secret=integration_secret(plan.integration) if config.identities else config.nats_auth_secret,
             tracing_env=config.tracing_env,
+            trace_key_secret=TRACE_HASH_KEY_SECRET if config.trace_keys else "",
             replicas=replicas,
             secrets_checksum=checksum,
             lane=lane,

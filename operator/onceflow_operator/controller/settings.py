@@ -11,6 +11,7 @@ from onceflow_operator.build.natsauth import namespace_account_key
 from onceflow_operator.clients.accounts import AccountSettings
 from onceflow_operator.clients.topology import TopologySettings
 from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
+from onceflow_operator.controller.tracekeys import TraceKeys
 
 #: The operator's own variables it hands to runner and gateway pods: the standard OpenTelemetry
 #: ones (the chart sets OTEL_EXPORTER_OTLP_ENDPOINT from `tracing.otlpEndpoint`) and whether spans
@@ -43,6 +44,9 @@ class OperatorConfig:
     identities: NamespaceIdentities | None = None
     #: Account isolation (`ONCEFLOW_NATS_ISOLATION=account`): an account per namespace; None in user mode.
     accounts: AccountSettings | None = None
+    #: Writes each namespace's secret key for hashing business keys in spans, when spans hash
+    #: them and `ONCEFLOW_TRACE_HASH_MASTER_KEY` is set; runners then read it.
+    trace_keys: TraceKeys | None = None
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
@@ -54,6 +58,7 @@ class OperatorConfig:
             )
         else:
             identities = NamespaceIdentities.from_environment()
+        tracing_env = tracing_env_of(os.environ)
         return cls(
             image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
             nats_url=os.environ.get("ONCEFLOW_NATS_URL", cls.nats_url),
@@ -61,7 +66,8 @@ class OperatorConfig:
             topology=TopologySettings.from_environment(),
             identities=identities,
             accounts=accounts,
-            tracing_env=tracing_env_of(os.environ),
+            tracing_env=tracing_env,
+            trace_keys=TraceKeys.from_environment() if _hashes_keys(os.environ) else None,
         )
 
 
@@ -78,6 +84,11 @@ def tracing_env_of(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             if v and (k.startswith(TRACING_PREFIX) or k == TRACE_HASH_KEYS_ENV) and not k.endswith(CREDENTIAL_SUFFIX)
         )
     )
+
+
+def _hashes_keys(env: Mapping[str, str]) -> bool:
+    """Whether the runners will hash business keys (they read the variable the same way)."""
+    return env.get(TRACE_HASH_KEYS_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def _without_userinfo(url: str) -> str:

@@ -11,6 +11,13 @@ a reuse: gaps are visible as allocations without a `sent` entry (`record_sent`).
 The bucket has no TTL (unlike the business-key bucket, whose keys expire after 90 days): a
 counter that expired would start again at 1. ISA13 and GS06 wrap from 999999999 to 1, as X12
 allows; ST02 is unique within its group and drawn from the same counter.
+
+Everything else in the bucket is history that would otherwise grow for ever (a partner sending
+a thousand files a day leaves a key per file, per document and per number): the notes of what
+was sent, the files taken in, the documents numbered and what the partner's 997s said. Each is
+written with a per-message TTL (`HISTORY_TTL`, JetStream 2.11+), and an entry no longer needed
+is purged with a marker that expires too, so the bucket keeps about a year of history and the
+counters for ever.
 """
 
 from __future__ import annotations
@@ -27,9 +34,14 @@ from onceflow_runner.adapters.natsio import bind_bucket
 from onceflow_runner.contract.keys import kv_token
 from onceflow_runner.contract.subjects import edi_bucket
 
-__all__ = ["MAX_CONTROL", "Allocation", "ControlNumberStore", "edi_bucket"]
+__all__ = ["HISTORY_TTL", "MAX_CONTROL", "Allocation", "ControlNumberStore", "edi_bucket"]
 
 MAX_CONTROL = 999_999_999
+#: How long history entries stay (seconds): past a year of audits and chargeback disputes, and
+#: past the business-key bucket's 90 days, so a file a partner sends again is still known.
+HISTORY_TTL = 400 * 86_400
+#: How long the marker of a purged entry stays: long enough for a lagging watcher to see it.
+MARKER_TTL = 86_400
 #: Compare-and-set attempts before an allocation gives up (only under extreme contention).
 ATTEMPTS = 100
 
@@ -52,13 +64,39 @@ class Allocation:
 class ControlNumberStore:
     """One namespace's counters, one KV key per partner (the Connector's name)."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str, *, history_ttl: float = HISTORY_TTL) -> None:
+        self.kv, self.js, self.history_ttl = kv, js, history_ttl
+        self._prefix = f"$KV.{bucket}."
 
     @classmethod
-    async def open(cls, js: JetStreamContext, namespace: str) -> ControlNumberStore:
+    async def open(
+        cls, js: JetStreamContext, namespace: str, *, history_ttl: float = HISTORY_TTL
+    ) -> ControlNumberStore:
         """Bind the namespace's EDI bucket (the operator creates it; this waits until it exists)."""
-        return cls(await bind_bucket(js, edi_bucket(namespace)))
+        bucket = edi_bucket(namespace)
+        return cls(await bind_bucket(js, bucket), js, bucket, history_ttl=history_ttl)
+
+    async def keep(self, key: str, value: bytes, *, last: int | None = None) -> int:
+        """Write a history entry that expires after `history_ttl`; with `last`, only over that revision.
+
+        Returns the entry's revision. KeyWrongLastSequenceError when `last` is no longer the latest.
+        """
+        headers = {} if last is None else {"Nats-Expected-Last-Subject-Sequence": str(last)}
+        try:
+            ack = await self.js.publish(self._prefix + key, value, headers=headers or None, msg_ttl=self.history_ttl)
+        except BadRequestError as exc:
+            if exc.err_code in (10071, 10164):  # the entry changed since `last` was read
+                raise KeyWrongLastSequenceError(description=exc.description) from None
+            raise
+        return int(ack.seq)
+
+    async def keep_new(self, key: str, value: bytes) -> int:
+        """Create a history entry (expiring as `keep`'s); KeyWrongLastSequenceError when it exists."""
+        return await self.kv.create(key, value, msg_ttl=self.history_ttl)
+
+    async def forget(self, key: str) -> None:
+        """Remove an entry: a purge, whose marker expires after a day (a delete's would stay for ever)."""
+        await self.kv.purge(key, msg_ttl=MARKER_TTL)
 
     @staticmethod
     def counter_key(partner: str) -> str:
@@ -97,7 +135,7 @@ class ControlNumberStore:
 
     async def record_sent(self, partner: str, interchange: int, document: dict[str, object]) -> None:
         """Note what an interchange number was used for; a number without this note is a visible gap."""
-        await self.kv.put(f"sent.{kv_token(partner)}.{interchange:09d}", json.dumps(document).encode())
+        await self.keep(f"sent.{kv_token(partner)}.{interchange:09d}", json.dumps(document).encode())
 
     async def sent(self, partner: str, interchange: int) -> dict[str, object] | None:
         try:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_METRICS_PORT", "METRICS_PORT_ENV", "NAMESPACE_ENV", "NATS_CREDS_KEY"]
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "METRICS_PORT_ENV",
+    "NAMESPACE_ENV",
+    "NATS_CREDS_KEY",
+    "TRACE_HASH_KEY_ENV",
+    "TRACE_HASH_KEY_SECRET",
+    "TRACE_HASH_KEY_SECRET_KEY",
+]
 
 #: A gateway's operations port (/metrics, /healthz, /readyz), apart from its public webhook port.
 METRICS_PORT_ENV: Final = "ONCEFLOW_METRICS_PORT"
@@ -18,3 +26,8 @@ DEFAULT_METRICS_PORT: Final = 9090
 NAMESPACE_ENV: Final = "ONCEFLOW_NAMESPACE"
 #: The key of a namespace's NATS Secret holding the `.creds` the operator issued.
 NATS_CREDS_KEY: Final = "user.creds"
+#: A runner's secret key for hashing business keys in spans, from its namespace's Secret
+#: `onceflow-trace` (key `hash-key`), which the operator derives from its master key.
+TRACE_HASH_KEY_ENV: Final = "ONCEFLOW_TRACE_HASH_KEY"
+TRACE_HASH_KEY_SECRET: Final = "onceflow-trace"
+TRACE_HASH_KEY_SECRET_KEY: Final = "hash-key"

@@ -183,9 +183,9 @@ class EdiOutbound:
             await self._settle(awaiting, early)
         else:
             with contextlib.suppress(KeyWrongLastSequenceError, BadRequestError):  # a retry: already awaited
-                await self.numbers.kv.create(self._awaiting_key(group), json.dumps(awaiting).encode())
+                await self.numbers.keep_new(self._awaiting_key(group), json.dumps(awaiting).encode())
         entry["state"] = "sent"
-        await self.numbers.kv.put(key, json.dumps(entry).encode())
+        await self.numbers.keep(key, json.dumps(entry).encode())
         log.info(
             "edi document sent",
             extra={"connector": self.plan.connector, "document": kind, "interchange": interchange, "file": target},
@@ -217,7 +217,7 @@ class EdiOutbound:
             document=base64.b64encode(data).decode(),
         )
         try:
-            await self.numbers.kv.create(key, json.dumps(entry).encode())
+            await self.numbers.keep_new(key, json.dumps(entry).encode())
         except (KeyWrongLastSequenceError, BadRequestError):
             # Another replica numbered the same business key first: its document is the one sent;
             # the numbers drawn here stay unused, a visible gap (no `sent` note), never a reuse.
@@ -274,24 +274,24 @@ class EdiOutbound:
                     )
                     continue
                 # Drawn but not yet awaited: the sender was interrupted after the upload; its retry settles it.
-                await self.numbers.kv.put(self._acked_key(group), json.dumps(said).encode())
+                await self.numbers.keep(self._acked_key(group), json.dumps(said).encode())
                 continue
             if waiting is not None and not self._same_group(waiting, ack):
                 continue
             if before is not None and (before.get("code") == "R" or said["code"] != "R"):
                 log.info("997 repeats an acknowledgment", extra={"connector": self.plan.connector, "group": group})
                 if waiting is not None:
-                    await self.numbers.kv.delete(self._awaiting_key(group))
+                    await self.numbers.forget(self._awaiting_key(group))
                 continue
             if waiting is None:  # a later 997 rejecting what an earlier one accepted: find what was sent
                 waiting = before.get("document") if before else None
                 if not isinstance(waiting, dict):  # not sent yet either: its retry reads the rejection
-                    await self.numbers.kv.put(self._acked_key(group), json.dumps(said).encode())
+                    await self.numbers.keep(self._acked_key(group), json.dumps(said).encode())
                     continue
                 said = {**said, "document": waiting, "detail": f"{said['detail']}, after accepting it earlier"}
             if await self._settle(waiting, said):
                 parked.append(str(waiting["businessKey"]))
-            await self.numbers.kv.delete(self._awaiting_key(group))
+            await self.numbers.forget(self._awaiting_key(group))
         return parked
 
     def _same_group(self, waiting: dict[str, Any], ack: GroupAcknowledgment) -> bool:
@@ -319,7 +319,7 @@ class EdiOutbound:
         """Note the partner's verdict on the document `waiting` describes; park a rejection. True when parked."""
         group = int(waiting.get("group", 0) or 0)
         if group:
-            await self.numbers.kv.put(self._acked_key(group), json.dumps({**said, "document": waiting}).encode())
+            await self.numbers.keep(self._acked_key(group), json.dumps({**said, "document": waiting}).encode())
         note = await self.numbers.sent(self.plan.connector, int(waiting["interchange"])) or {}
         await self.numbers.record_sent(
             self.plan.connector,
@@ -349,7 +349,7 @@ class EdiOutbound:
             if waiting.get("state") != "waiting" or float(waiting["deadline"]) > now:
                 continue
             try:
-                await self.numbers.kv.update(key, json.dumps({**waiting, "state": "overdue"}).encode(), last=revision)
+                await self.numbers.keep(key, json.dumps({**waiting, "state": "overdue"}).encode(), last=revision)
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue  # a 997 or another replica got there first
             waited = (now - float(waiting["sentAt"])) / 3600

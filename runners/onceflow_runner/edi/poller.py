@@ -385,7 +385,7 @@ class EdiInbound:
                     }
                 )
             entry = {"state": "allocated", "acks": acks or [{"interchange": 0}], "at": self.clock()}
-            await self.numbers.kv.put(self._file_key(digest), json.dumps(entry).encode())
+            await self.numbers.keep(self._file_key(digest), json.dumps(entry).encode())
         at = datetime.fromtimestamp(float(str(entry.get("at") or self.clock())), UTC)
         for outcome, numbers in zip(assessment.interchanges, acks, strict=False):
             if not numbers.get("interchange"):
@@ -402,5 +402,5 @@ class EdiInbound:
                 {"kind": kind, "file": digest, "acknowledges": outcome.interchange.control, "at": at.isoformat()},
             )
         entry = {**entry, "state": "done"}
-        await self.numbers.kv.put(self._file_key(digest), json.dumps(entry).encode())
+        await self.numbers.keep(self._file_key(digest), json.dumps(entry).encode())
         return entry

@@ -1,4 +1,4 @@
-"""X12 850 purchase orders (and 860 changes to them) decoded into canonical orders, envelope and counts checked.
+"""X12 850 and 875 (grocery) purchase orders, and 860 changes, decoded into canonical orders, counts checked.
 
 A trading partner's 850 arrives as one interchange (ISA ... IEA) holding one functional group
 (GS ... GE) holding one transaction set (ST ... SE). Separators are read from the ISA segment
@@ -66,7 +66,7 @@ def _locate(segments: list[list[str]], ids: list[str], tag: str) -> int:
 
 
 def decode_x12(data: bytes) -> dict[str, Any]:
-    """Decode one 850 into {po_no, order_date, buyer, currency, lines[], ship_to}."""
+    """Decode one 850 or 875 into {po_no, order_date, buyer, currency, lines[], ship_to} (an 860 as its change)."""
     segments = split_segments(data)
     ids = [s[0] for s in segments]
     isa, iea = segments[0], segments[-1]
@@ -85,13 +85,15 @@ def decode_x12(data: bytes) -> dict[str, Any]:
     gs, ge, st, se = segments[gs_at], segments[ge_at], segments[st_at], segments[se_at]
     if ge[1:3] != ["1", gs[6] if len(gs) > 6 else ""]:
         raise _fail(ge, ge_at + 1, "GE must say 1 transaction set and repeat GS06 as its control number")
-    if len(st) < 3 or st[1] not in ("850", "860"):
-        raise _fail(st, st_at + 1, "only 850 purchase orders and 860 changes to them are accepted")
+    if len(st) < 3 or st[1] not in ("850", "860", "875"):
+        raise _fail(st, st_at + 1, "only 850 and 875 purchase orders and 860 changes to them are accepted")
     count = se_at - st_at + 1
     if se[1:3] != [str(count), st[2]]:
         raise _fail(se, se_at + 1, f"SE must count {count} segments and repeat ST02 {st[2]!r}")
     if st[1] == "860":
         return _decode_860(segments, st_at, se_at)
+    if st[1] == "875":
+        return _decode_875(segments, st_at, se_at)
 
     order: dict[str, Any] = {"lines": [], "currency": "USD"}
     for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
@@ -183,4 +185,77 @@ def _decode_860(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
                 raise _fail(seg, position, f"CTT01 says {declared} line(s) but the change has {len(order['lines'])}")
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BCH segment")
+    return order
+
+
+#: G5001 codes as words; an order with another status (a change, a cancel) is not a new order.
+_ORDER_STATUS = {"N": "original", "B": "backorder", "S": "future_dated", "A": "informational", "T": "resubmission"}
+#: G62 date qualifiers that say when the buyer wants the goods.
+_DELIVERY_DATES = ("02", "10", "37", "38", "53", "68")
+
+
+def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, Any]:
+    """One 875 grocery order as the 850's canonical order, with `order_status` and each line's `upc_case_code`.
+
+    A line's `sku` is its vendor or buyer item number (G6805-G6808 pairs) when it has one, else its
+    U.P.C. case code (G6804), which is how grocery buyers name cases; map it to your item codes in
+    the Integration if they differ. G76's total quantity must be the lines' sum when every line is
+    in its unit: a partner's G76 that disagrees means a line went missing in transit.
+    """
+    order: dict[str, Any] = {"lines": [], "currency": "USD"}
+    totals: tuple[float, str, list[str], int] | None = None
+    for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
+        tag = seg[0]
+        if tag == "G50":
+            if len(seg) < 4 or not seg[3] or not seg[2]:
+                raise _fail(seg, position, "G5002 (order date) and G5003 (purchase order number) are required")
+            status = seg[1] if len(seg) > 1 else ""
+            if status not in _ORDER_STATUS:
+                raise _fail(
+                    seg, position, f"G5001 {status!r} is not a new order (N, B, S, A or T); send changes as 876"
+                )
+            order["po_no"], order["order_date"] = seg[3], seg[2]
+            order["order_status"] = _ORDER_STATUS[status]
+        elif tag == "G62" and len(seg) > 2 and seg[1] in _DELIVERY_DATES and "delivery_date" not in order:
+            order["delivery_date"] = seg[2]
+        elif tag == "N1" and len(seg) > 2:
+            party = {"name": seg[2], "id": seg[4] if len(seg) > 4 else ""}
+            if seg[1] == "BY":
+                order["buyer"] = party["id"] or party["name"]
+                order["buyer_name"] = party["name"]
+            elif seg[1] == "ST":
+                order["ship_to"] = party
+        elif tag == "G68":
+            line: dict[str, Any] = {
+                "line": str(len(order["lines"]) + 1),
+                "quantity": _number(seg, 1, position, "quantity ordered"),
+                "uom": seg[2] if len(seg) > 2 else "",
+            }
+            if len(seg) > 3 and seg[3]:
+                line["price"] = _number(seg, 3, position, "item list cost")
+            if len(seg) > 4 and seg[4]:
+                line["upc_case_code"] = seg[4]
+            for i in (5, 7):
+                if i + 1 < len(seg) and seg[i] in _ID_QUALIFIERS_SKU and "sku" not in line:
+                    line["sku"] = seg[i + 1]
+                elif i + 1 < len(seg) and seg[i] in _ID_QUALIFIERS_GTIN:
+                    line["gtin"] = seg[i + 1]
+            line.setdefault("sku", line.get("upc_case_code") or line.get("gtin"))
+            if not line["sku"]:
+                raise _fail(seg, position, "G68 needs a U.P.C. case code (G6804) or an item number (G6805/G6806)")
+            order["lines"].append(line)
+        elif tag == "G76":
+            totals = (
+                _number(seg, 1, position, "total quantity ordered"),
+                seg[2] if len(seg) > 2 else "",
+                seg,
+                position,
+            )
+    if "po_no" not in order:
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G50 segment")
+    if totals is not None:
+        quantity, unit, seg, position = totals
+        ordered = sum(line["quantity"] for line in order["lines"])
+        if all(line["uom"] == unit for line in order["lines"]) and not math.isclose(quantity, ordered):
+            raise _fail(seg, position, f"G7601 says {quantity:g} {unit} but the lines order {ordered:g}")
     return order

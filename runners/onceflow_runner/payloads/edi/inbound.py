@@ -179,7 +179,7 @@ def _judge_set(
     if verdict.code == "R":
         reasons = "; ".join(f"{e[0]} at {e[1]}: {e[5]}" for e in verdict.errors) or "rejected by the validator"
         return reject("5", reasons[:2000])
-    if transaction.set_id in ("850", "860"):
+    if transaction.set_id in ("850", "860", "875"):
         try:
             decode_x12(original)
         except MalformedInput as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "SET_855",
     "SET_856",
     "SET_860",
+    "SET_875",
     "TRANSACTION_SETS",
     "Element",
     "Loop",
@@ -108,6 +109,18 @@ EXTRA_DATA_ELEMENTS: dict[str, tuple[str, int, int, str]] = {
     "327": ("AN", 1, 8, "Change Order Sequence Number"),
     "670": ("ID", 2, 2, "Change or Response Type Code"),
     "671": ("R", 1, 9, "Quantity Left to Receive"),
+    "963": ("ID", 2, 2, "Tax Type Code"),
+    # The 875 grocery order:
+    "473": ("ID", 1, 1, "Order Status Code"),
+    "441": ("ID", 1, 1, "Tax Exempt Code"),
+    "474": ("AN", 1, 22, "Master Reference (Link) Number"),
+    "472": ("N0", 6, 6, "Link Sequence Number"),
+    "432": ("ID", 2, 2, "Date Qualifier"),
+    "176": ("ID", 1, 1, "Time Qualifier"),
+    "369": ("AN", 1, 45, "Free-form Description"),
+    "237": ("R", 1, 9, "Item List Cost"),
+    "438": ("AN", 12, 12, "U.P.C. Case Code"),
+    "398": ("R", 1, 10, "Order Sizing Factor"),
 }
 
 _REF = Segment(
@@ -399,7 +412,8 @@ SET_856 = TransactionSet(
     summary=(Loop("CTT_LOOP", "Transaction Totals", "S", "1", (_CTT,)),),
 )
 
-#: 810 Invoice, version 004010: BIG, an IT1 per line, TDS (the total in cents) and CTT.
+#: 810 Invoice, version 004010: BIG, an IT1 per line, TDS (the total in cents), the taxes (TXI) and
+#: charges or allowances (SAC) the total holds, and CTT.
 SET_810 = TransactionSet(
     xid="810",
     name="Invoice",
@@ -461,6 +475,23 @@ SET_810 = TransactionSet(
     ),
     summary=(
         Segment("TDS", "Total Monetary Value Summary", "R", "1", (Element("610", "R"),)),
+        Segment("TXI", "Tax Information", "S", "10", (Element("963", "R"), Element("782", "R"))),
+        Loop(
+            "SAC_LOOP",
+            "Service, Promotion, Allowance, or Charge Information",
+            "S",
+            "25",
+            (
+                Segment(
+                    "SAC",
+                    "Service, Promotion, Allowance, or Charge Information",
+                    "S",
+                    "1",
+                    (Element("248", "R", ("A", "C")), Element("1300"), Element("559"), Element("1301"), Element("610")),
+                    ("R0203",),
+                ),
+            ),
+        ),
         _CTT,
     ),
 )
@@ -535,7 +566,87 @@ SET_860 = TransactionSet(
 )
 
 #: Every set this module maps, by ST01.
-TRANSACTION_SETS: dict[str, TransactionSet] = {s.xid: s for s in (SET_850, SET_855, SET_856, SET_810, SET_860)}
+#: 875 Grocery Products Purchase Order, version 004010: G50 (status, date, PO number), a G68 per
+#: line (quantity, unit, list cost, the U.P.C. case code and product ids), G76 (the totals).
+SET_875 = TransactionSet(
+    xid="875",
+    name="Grocery Products Purchase Order",
+    functional_id="OG",
+    version="004010",
+    header=(
+        Segment(
+            "G50",
+            "Purchase Order Identification",
+            "R",
+            "1",
+            (
+                Element("473", "R"),
+                Element("373", "R"),
+                Element("324", "R"),
+                Element("441"),
+                Element("474"),
+                Element("472"),
+                Element("92"),
+            ),
+            ("P0506",),
+        ),
+        Segment("N9", "Reference Identification", "S", ">1", (Element("128", "R"), Element("127"), Element("369"))),
+        Segment("G61", "Contact", "S", "3", (Element("366", "R"), Element("93", "R"), Element("365"), Element("364"))),
+        Segment("G62", "Date/Time", "S", "10", (Element("432"), Element("373"), Element("176"), Element("337"))),
+        Segment("NTE", "Note/Special Instruction", "S", "20", (Element("363"), Element("352", "R"))),
+        _N1_LOOP,
+    ),
+    detail=(
+        Loop(
+            "G68_LOOP",
+            "Line Item Detail - Product",
+            "R",
+            "9999",
+            (
+                Segment(
+                    "G68",
+                    "Line Item Detail - Product",
+                    "R",
+                    "1",
+                    (
+                        Element("330", "R"),
+                        Element("355", "R"),
+                        Element("237"),
+                        Element("438"),
+                        Element("235"),
+                        Element("234"),
+                        Element("235"),
+                        Element("234"),
+                    ),
+                    ("P0506", "P0708"),
+                ),
+                Segment("G69", "Line Item Detail - Description", "S", "5", (Element("352", "R"),)),
+                Segment("N9", "Reference Identification", "S", ">1", (Element("128", "R"), Element("127"))),
+            ),
+        ),
+    ),
+    summary=(
+        Segment(
+            "G76",
+            "Total Purchase Order",
+            "R",
+            "1",
+            (
+                Element("330", "R"),
+                Element("355", "R"),
+                Element("81"),
+                Element("355"),
+                Element("183"),
+                Element("355"),
+                Element("398"),
+                Element("610"),
+            ),
+            ("P0304", "P0506"),
+        ),
+    ),
+)
+
+TRANSACTION_SETS: dict[str, TransactionSet] = {s.xid: s for s in (SET_850, SET_855, SET_856, SET_810, SET_860, SET_875)}
 
 
 def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:

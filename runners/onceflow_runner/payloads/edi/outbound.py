@@ -21,7 +21,13 @@ Shapes (snake_case like the canonical entities; unknown fields are ignored):
   `sscc`? or `serial`? (the SSCC-18 is computed from the prefix and serial with the GS1 check
   digit), and `items[]` of `sku`, `quantity`, `uom`, `gtin`?. Hierarchy S > O > P > I.
 - 810 `invoice`: `invoice_number`, `invoice_date`?, `po_no`?, `order_date`?, `currency`,
-  `total` (at most 2 decimals; TDS01 carries it in cents), `lines[]` of `sku`, `quantity`, `uom`, `price`, `gtin`?.
+  `total` (at most 2 decimals; TDS01 carries it in cents), `lines[]` of `sku`, `quantity`, `uom`, `price`, `gtin`?,
+  `taxes[]`? of `code` (TXI01, e.g. ST sales tax, VA value added tax) and `amount`, `charges[]`? of
+  `code` (SAC02, e.g. D240 freight, C310 discount), `amount` and `allowance` (true: deducted).
+  The total must be what a partner's invoice audit computes: each line's quantity x price
+  rounded to the cent, plus taxes and charges, less allowances (within a cent per line, for
+  rounding); else the record is refused naming `total`, because a retailer charges back an
+  invoice whose TDS does not add up.
 
 Quantities and prices have at most 4 decimal places, line numbers are unique (per pack for an
 856's items), an SSCC has 18 digits: each otherwise an InvalidRecord naming the field.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -185,18 +191,57 @@ class _InvoiceLine(_Line):
     price: Decimal4 = Field(ge=0)
 
 
+Cents = Annotated[float, Field(ge=0, allow_inf_nan=False), _decimals(2)]
+
+
+class _Tax(_Shape):
+    code: str = Field(pattern=r"^[A-Z0-9]{2}$")
+    amount: Cents
+
+
+class _Charge(_Shape):
+    code: str = Field(pattern=r"^[A-Z][0-9]{3}$")
+    amount: Cents = Field(gt=0)
+    allowance: bool = False
+
+
+def _exact(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
 class _Invoice(_Shape):
     invoice_number: str = Field(min_length=1, max_length=22)
     invoice_date: Day | None = None
     po_no: str | None = Field(default=None, min_length=1, max_length=22)
     order_date: Day | None = None
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    total: Annotated[float, Field(ge=0, allow_inf_nan=False), _decimals(2)]
+    total: Cents
     lines: list[_InvoiceLine] = Field(min_length=1)
+    taxes: list[_Tax] = Field(default_factory=list, max_length=10)
+    charges: list[_Charge] = Field(default_factory=list, max_length=25)
 
     @model_validator(mode="after")
     def _lines_numbered_once(self) -> _Invoice:
         _unique_lines(self.lines, "lines")
+        return self
+
+    @model_validator(mode="after")
+    def _total_adds_up(self) -> _Invoice:
+        cent = Decimal("0.01")
+        lines = sum(
+            ((_exact(x.quantity) * _exact(x.price)).quantize(cent, ROUND_HALF_UP) for x in self.lines), Decimal(0)
+        )
+        taxes = sum((_exact(t.amount) for t in self.taxes), Decimal(0)).quantize(cent)
+        charges = sum((_exact(c.amount) for c in self.charges if not c.allowance), Decimal(0)).quantize(cent)
+        allowances = sum((_exact(c.amount) for c in self.charges if c.allowance), Decimal(0)).quantize(cent)
+        expected = lines + taxes + charges - allowances
+        total = _exact(self.total).quantize(cent)
+        if abs(total - expected) > cent * len(self.lines):
+            raise ValueError(
+                f"total: {total} is not what the invoice adds up to: lines {lines} + taxes {taxes} "
+                f"+ charges {charges} - allowances {allowances} = {expected}; map the taxes and charges the "
+                "total holds (taxes[], charges[]) or correct the total"
+            )
         return self
 
 
@@ -225,6 +270,11 @@ def _number(value: float) -> str:
     """An X12 R (decimal) value: no exponent, no trailing zeros."""
     text = f"{value:.4f}".rstrip("0").rstrip(".")
     return text or "0"
+
+
+def _in_cents(amount: float) -> str:
+    """An X12 N2 amount (TDS01, SAC05): whole cents, exact since the shape allows at most 2 decimals."""
+    return str(int(_exact(amount) * 100))
 
 
 def _ymd(day: date) -> str:
@@ -312,7 +362,9 @@ def _810(doc: _Invoice, now: datetime) -> list[list[str]]:
                 *_product_ids(line),
             ]
         )
-    body.append(["TDS", str(int(Decimal(repr(doc.total)) * 100))])  # exact: at most 2 decimals
+    body.append(["TDS", _in_cents(doc.total)])
+    body.extend(["TXI", tax.code, _number(tax.amount)] for tax in doc.taxes)
+    body.extend(["SAC", "A" if c.allowance else "C", c.code, "", "", _in_cents(c.amount)] for c in doc.charges)
     body.append(["CTT", str(len(doc.lines))])
     return body
 

@@ -1,0 +1,60 @@
+"""Keyed business-key hashes in spans: the operator's per-namespace key, against a real API server.
+
+An unkeyed SHA-256 of a tax id is reversed by trying every value; the operator therefore writes a
+key derived from its master key into each namespace (`onceflow-trace`), the runners hash with it,
+and an SRE with the right to read that Secret finds a record's spans with `onceflow trace --span-key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+
+from click.testing import CliRunner
+
+from onceflow_operator.cli import main
+from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.tracekeys import TraceKeys
+from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_runner.contract.environment import TRACE_HASH_KEY_SECRET, TRACE_HASH_KEY_SECRET_KEY
+from onceflow_runner.tracing import keyed_business_key
+from tests.conftest import Kubectl
+
+MASTER = b"0123456789abcdef0123456789abcdef-master"
+
+
+async def test_each_namespace_gets_its_own_key_once_and_the_cli_prints_the_spans_hash(
+    kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    namespace = kubectl.namespace
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        assert await TraceKeys(MASTER).ensure(kube, namespace) == 1
+        # A restarted (or standby) operator reads the digest and writes nothing; a resync neither.
+        again = TraceKeys(MASTER)
+        assert await again.ensure(kube, namespace) == 0
+        assert await again.ensure(kube, namespace) == 0
+        key = base64.b64decode(kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY])
+        # A new master key gives the namespace a new key.
+        assert await TraceKeys(MASTER + b"-rotated").ensure(kube, namespace) == 1
+        rotated = base64.b64decode(kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY])
+        assert rotated != key
+    finally:
+        await kube.close()
+    secret = kubectl.get("secret", TRACE_HASH_KEY_SECRET)
+    assert MASTER.decode() not in str(secret)  # the master key itself never leaves the operator
+
+    argv = ["trace", "DE123456789", "--span-key", "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"onceflow.business_key={keyed_business_key(rotated, 'DE123456789')}"
+
+
+async def test_without_a_key_the_cli_prints_the_plain_hash_the_runners_use(
+    kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    argv = ["trace", "DE1", "--span-key", "--kubeconfig", str(control_plane.kubeconfig), "-n", kubectl.namespace]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "onceflow.business_key=sha256:" + hashlib.sha256(b"DE1").hexdigest()
