@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import nats
+import nats.js.errors
 import pytest
 from click.testing import CliRunner
 from nats.aio.client import Client, RawCredentials
@@ -40,6 +42,7 @@ from onceflow_operator.cli import main
 from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
 from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.streams import watch_streams
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
@@ -424,3 +427,39 @@ async def test_the_review_console_lists_and_decides_in_the_namespaces_own_accoun
         await nc.close()
         await accounts.close()
         await kube.close()
+
+
+async def test_the_stream_watcher_puts_back_a_namespaces_deleted_stream_and_a_forgotten_namespace_reconnects(
+    jwt_nats: NatsServer, settings: AccountSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Account mode: the watcher goes round every namespace's connection; `forget` closes one, the next use reopens it."""
+    links = NatsLinks(jwt_nats.url, lambda *_: None, accounts=settings)
+    alpha, beta = f"w{uuid.uuid4().hex[:6]}", f"x{uuid.uuid4().hex[:6]}"
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_streams(links, stop, 0.1))
+    try:
+        for namespace in (alpha, beta):
+            await links.ensure_namespace(namespace)
+        js = await links.jetstream(beta)
+        with caplog.at_level(logging.WARNING, logger="onceflow.operator"):
+            await js.delete_stream(subjects.AUDIT_STREAM)
+
+            async def back() -> bool:
+                try:
+                    await js.stream_info(subjects.AUDIT_STREAM)
+                except nats.js.errors.NotFoundError:
+                    return False
+                return True
+
+            await eventually(back, within=10, interval=0.1)
+        assert f"streams {subjects.AUDIT_STREAM} (namespace {beta}) are missing" in caplog.text
+        first = links.links()
+        await links.forget(alpha)
+        assert len(links.links()) == len(first) - 1
+        assert not links.namespace_ensured(alpha)
+        await links.ensure_namespace(alpha)  # a new object in the namespace: a new connection, same account
+        assert (await (await links.jetstream(alpha)).stream_info(subjects.IN_STREAM)).state.messages == 0
+    finally:
+        stop.set()
+        await watcher
+        await links.close()
