@@ -76,6 +76,8 @@ FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
 #: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
+#: How long a reconcile waits for a namespace's account push (account mode) before going on.
+ACCOUNT_PUSH_SECONDS = 15.0
 STREAM_HEALTH_SECONDS = float(os.environ.get("ONCEFLOW_STREAM_HEALTH_SECONDS", "30"))
 
 
@@ -163,6 +165,20 @@ def _kopf_error(exc: KubeError) -> Exception:
     return kopf.PermanentError(f"API server refused a request: {exc}")
 
 
+async def _account_first(memo: kopf.Memo, namespace: str) -> None:
+    """Account mode: the servers know the namespace's account before its pods get users of it.
+
+    Otherwise a new namespace's first pods would be refused at connect and restart with a growing
+    back-off. A refusal is logged (naming what to check) and the reconcile goes on: its NATS steps
+    report the same in the objects' status.
+    """
+    try:
+        await asyncio.wait_for(memo.nats.link(namespace), ACCOUNT_PUSH_SECONDS)  # NATS away: not held up
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, AccountError) else type(exc).__name__
+        logging.getLogger("onceflow.operator").warning("NATS account of %s not pushed (%s); retrying", namespace, why)
+
+
 def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
     """Ensure in the background what the namespace's pods bind to.
 
@@ -190,6 +206,8 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
     started = time.perf_counter()
     try:
         namespace = body["metadata"]["namespace"]
+        if memo.nats.accounts is not None:
+            await _account_first(memo, namespace)
         if memo.config.identities is not None:  # the namespace's NATS user exists before any of its pods
             await memo.config.identities.ensure(
                 memo.kube,
