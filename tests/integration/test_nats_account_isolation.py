@@ -15,6 +15,7 @@ work through its per-namespace connections.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -35,6 +36,7 @@ from onceflow_operator.build.natsauth import (
     Key,
     bootstrap,
     creds,
+    namespace_account_key,
     namespace_permissions,
     user_jwt,
 )
@@ -42,6 +44,7 @@ from onceflow_operator.cli import main
 from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
 from onceflow_operator.clients.kube import KubeClient
+from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
 from onceflow_operator.controller.streams import watch_streams
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
@@ -49,6 +52,7 @@ from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_operator.review.console import Console
 from onceflow_operator.review.exceptions import decide, list_exceptions
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.environment import NATS_CREDS_KEY
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.conftest import Kubectl
@@ -65,6 +69,9 @@ from tests.integration.test_nats_namespace_identity import (
     test_a_namespace_cannot_read_another_namespaces_records_consumer_or_keys,
     test_a_namespace_cannot_subscribe_to_or_publish_into_another_namespace,
     test_listing_watching_system_and_prefix_tricks_are_refused,
+)
+from tests.integration.test_nats_namespace_identity import (
+    test_a_reflected_message_on_a_decisions_subject_is_no_decision_and_a_person_still_decides as user_mode_reflected_decision,
 )
 
 # The user-mode permission tests, run here in account mode (their fixtures are this module's).
@@ -463,3 +470,43 @@ async def test_the_stream_watcher_puts_back_a_namespaces_deleted_stream_and_a_fo
         stop.set()
         await watcher
         await links.close()
+
+
+async def test_a_reflected_message_on_its_own_decisions_subject_is_no_decision_in_account_mode(
+    tenant: tuple[Client, Refusals], world: dict[str, object]
+) -> None:
+    """Within its own account a tenant still reflects answers onto its own decisions subject: review's guards hold."""
+    admins: dict[str, Client] = world["admins"]  # type: ignore[assignment]
+    await user_mode_reflected_decision(tenant, world, admins[str(world["alpha"])])  # type: ignore[arg-type]
+
+
+@pytest.mark.controlplane
+async def test_the_operator_issues_secrets_whose_users_reach_the_namespaces_account(
+    jwt_nats: NatsServer, settings: AccountSettings, kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    """Account mode through the real API server: the Secret's user is signed by the namespace's account and works."""
+    namespace = kubectl.namespace
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    signing = settings.signing
+    identities = NamespaceIdentities(signing, "", accounts=lambda ns: namespace_account_key(signing, ns))
+    accounts = Accounts(jwt_nats.url, settings)
+    admin = await _admin(jwt_nats.url, accounts, namespace)
+    try:
+        assert await identities.ensure(kube, namespace) == 1
+        assert await identities.ensure(kube, namespace) == 0  # a resync writes nothing
+        await topology.ensure_streams(admin.jetstream())
+        await topology.ensure_buckets(admin.jetstream(), namespace)
+        issued = base64.b64decode(kubectl.get("secret", NATS_SECRET)["data"][NATS_CREDS_KEY]).decode()
+        nc = await nats.connect(
+            jwt_nats.url, user_credentials=RawCredentials(issued), inbox_prefix=subjects.inbox_prefix(namespace)
+        )
+        try:
+            await (await nc.jetstream(timeout=3).key_value(subjects.kv_bucket(namespace))).put("k", b"v")
+        finally:
+            await nc.close()
+        value = await (await admin.jetstream().key_value(subjects.kv_bucket(namespace))).get("k")
+        assert value.value == b"v"  # in the namespace's own account
+    finally:
+        await admin.close()
+        await accounts.close()
+        await kube.close()
