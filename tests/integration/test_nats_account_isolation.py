@@ -45,7 +45,7 @@ from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings, NatsLinks
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
-from onceflow_operator.controller.streams import watch_streams
+from onceflow_operator.controller.streams import record_reports, watch_streams
 from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
@@ -440,13 +440,15 @@ async def test_the_stream_watcher_puts_back_a_namespaces_deleted_stream_and_a_fo
     jwt_nats: NatsServer, settings: AccountSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Account mode: the watcher goes round every namespace's connection; `forget` closes one, the next use reopens it."""
-    links = NatsLinks(jwt_nats.url, lambda *_: None, accounts=settings)
+    links = NatsLinks(jwt_nats.url, lambda *_: None, on_streams=record_reports, accounts=settings)
     alpha, beta = f"w{uuid.uuid4().hex[:6]}", f"x{uuid.uuid4().hex[:6]}"
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_streams(links, stop, 0.1))
     try:
-        for namespace in (alpha, beta):
-            await links.ensure_namespace(namespace)
+        with caplog.at_level(logging.INFO, logger="onceflow.operator"):
+            for namespace in (alpha, beta):
+                await links.ensure_namespace(namespace)
+        assert f"stream {subjects.IN_STREAM} (namespace {alpha}) created" in caplog.text
         js = await links.jetstream(beta)
         with caplog.at_level(logging.WARNING, logger="onceflow.operator"):
             await js.delete_stream(subjects.AUDIT_STREAM)

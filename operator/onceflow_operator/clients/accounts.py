@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -45,7 +46,7 @@ from onceflow_operator.build.natsauth import (
     user_jwt,
 )
 from onceflow_operator.clients.jetstream import JetStreamLink, LaneState
-from onceflow_operator.clients.topology import StreamReport, TopologySettings
+from onceflow_operator.clients.topology import TopologySettings
 from onceflow_runner.adapters import natsio
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.edi import EdiPartnerPlan
@@ -258,7 +259,7 @@ class NatsLinks:
         url: str,
         on_heartbeat: Callable[..., None],
         settings: TopologySettings | None = None,
-        on_streams: Callable[[list[StreamReport]], None] | None = None,
+        on_streams: Callable[..., None] | None = None,
         accounts: AccountSettings | None = None,
     ) -> None:
         self.url = url
@@ -291,7 +292,7 @@ class NatsLinks:
                     self.url,
                     self._on_heartbeat,
                     self._settings,
-                    self._on_streams,
+                    None if self._on_streams is None else functools.partial(self._on_streams, namespace=namespace),
                     credentials=self.accounts.admin_creds(namespace),
                     namespace=namespace,
                 )

@@ -31,14 +31,18 @@ __all__ = ["record_health", "record_reports", "watch_streams"]
 log = logging.getLogger("onceflow.operator")
 
 
-def record_reports(reports: list[StreamReport]) -> None:
-    """Count what an ensure did; log each change, and each refusal as a warning naming what to do."""
+def record_reports(reports: list[StreamReport], namespace: str | None = None) -> None:
+    """Count what an ensure did; log each change, and each refusal as a warning naming what to do.
+
+    `namespace`: the account's namespace in account mode (each has its own copy of every stream).
+    """
+    where = f" (namespace {namespace})" if namespace else ""
     for report in reports:
         STREAM_CHANGES.labels(stream=report.stream, action=report.action).inc()
         if report.action == "refused":
-            log.warning("stream %s not changed: %s", report.stream, report.message)
+            log.warning("stream %s%s not changed: %s", report.stream, where, report.message)
         elif report.action != "unchanged":
-            log.info("stream %s %s %s", report.stream, report.action, "; ".join(report.changes))
+            log.info("stream %s%s %s %s", report.stream, where, report.action, "; ".join(report.changes))
 
 
 def record_health(found: list[StreamHealth | str], leaders: dict[str, str], *, gauges: bool = True) -> list[str]:
