@@ -176,14 +176,13 @@ def account_jwt(
     without it JetStream is unlimited. `revocations` (user public key -> Unix time) makes the
     servers refuse, and disconnect, that user's JWTs issued at or before that time.
     """
-    claims = dict(_UNLIMITED) if jetstream else {k: v for k, v in _UNLIMITED.items() if "storage" not in k}
+    bounds = dict(_UNLIMITED) if jetstream else {k: v for k, v in _UNLIMITED.items() if "storage" not in k}
     if not jetstream:
-        claims.update(mem_storage=0, disk_storage=0, streams=0, consumer=0)
+        bounds.update(mem_storage=0, disk_storage=0, streams=0, consumer=0)
     elif limits is not None:
-        claims.update(dataclasses.asdict(limits))
-    limits_claim = claims
-    nats = {
-        "limits": limits_claim,
+        bounds.update(dataclasses.asdict(limits))
+    nats: dict[str, Any] = {
+        "limits": bounds,
         "signing_keys": sorted(signing_keys),
         "default_permissions": {"pub": {}, "sub": {}},
         "type": "account",
