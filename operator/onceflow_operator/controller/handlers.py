@@ -75,9 +75,9 @@ RECONCILE_CONCURRENCY = int(os.environ.get("ONCEFLOW_RECONCILE_CONCURRENCY", "16
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
-#: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
 #: How long a reconcile waits for a namespace's account push (account mode) before going on.
 ACCOUNT_PUSH_SECONDS = 15.0
+#: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
 STREAM_HEALTH_SECONDS = float(os.environ.get("ONCEFLOW_STREAM_HEALTH_SECONDS", "30"))
 
 
