@@ -56,6 +56,7 @@ from onceflow_runner.contract.environment import NATS_CREDS_KEY
 from onceflow_runner.contract.plan import load_plan
 from onceflow_runner.testing.sandbox import ErpSandbox
 from tests.conftest import Kubectl
+from tests.integration.nats_cluster import NatsCluster
 from tests.integration.review_streams import park
 from tests.integration.scenario import eventually, signed_post
 from tests.integration.test_console import reviewers
@@ -512,3 +513,50 @@ async def test_the_operator_issues_secrets_whose_users_reach_the_namespaces_acco
         await admin.close()
         await accounts.close()
         await kube.close()
+
+
+async def test_on_a_three_node_cluster_an_account_pushed_to_one_server_serves_r3_streams_on_every_server(
+    keys: Bootstrap, settings: AccountSettings, tmp_path: Path
+) -> None:
+    """What production runs: the full resolver shares a pushed account across the cluster, and its streams are R3."""
+    cluster = NatsCluster()
+    for node in cluster.nodes:
+        conf = tmp_path / f"{node.name}.conf"
+        conf.write_text(keys.server_config("full", str(tmp_path / f"jwt-{node.name}")))
+        node.server.extra += ["-c", str(conf)]
+    cluster.start()
+    namespace = f"r{uuid.uuid4().hex[:6]}"
+    accounts = Accounts(cluster.nodes[0].url, settings)
+    try:
+        await accounts.push(namespace)
+        admin = await nats.connect(
+            cluster.nodes[2].url, user_credentials=RawCredentials(accounts.admin_creds(namespace))
+        )
+        try:
+            js = admin.jetstream(timeout=10)
+
+            async def provisioned() -> bool:
+                try:  # JetStream's meta leader is elected a moment after the servers start
+                    await topology.ensure_streams(js, replicas=3)
+                except Exception:
+                    return False
+                return True
+
+            await eventually(provisioned, within=60, interval=0.5)
+            tenant = await nats.connect(
+                cluster.nodes[1].url,
+                user_credentials=RawCredentials(tenant_creds(settings, namespace, [])),
+                inbox_prefix=subjects.inbox_prefix(namespace),
+            )
+            try:
+                ack = await tenant.jetstream(timeout=10).publish(subjects.inbound_subject(namespace, "src", "x"), b"{}")
+            finally:
+                await tenant.close()
+            info = await js.stream_info(subjects.IN_STREAM)
+            assert info.config.num_replicas == 3
+            assert (ack.stream, info.state.messages) == (subjects.IN_STREAM, 1)
+        finally:
+            await admin.close()
+    finally:
+        await accounts.close()
+        cluster.close()
