@@ -413,7 +413,7 @@ async def test_the_review_console_lists_and_decides_in_the_namespaces_own_accoun
     control_plane: ControlPlane,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The console in account mode derives the namespace's account; a namespace without one is a clear 503."""
+    """The console in account mode derives the namespace's account and a user of it, and reads there."""
     for name in ("ONCEFLOW_CONSOLE_PROXY_SECRET", "ONCEFLOW_CONSOLE_TRUSTED_PROXIES", "ONCEFLOW_CONSOLE_AUDIENCES"):
         monkeypatch.delenv(name, raising=False)
     namespace = f"c{uuid.uuid4().hex[:8]}"
