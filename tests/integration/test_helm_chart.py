@@ -329,3 +329,51 @@ def test_the_documented_nats_chart_values_run_three_jetstream_servers_with_the_j
     assert values["config"]["merge"]["$include"].endswith("auth.conf")
     jwt = yaml.safe_load(NATS_JWT_VALUES.read_text())
     assert int(jwt["jetstream"]["replicas"]) == values["config"]["cluster"]["replicas"]
+
+
+def test_account_isolation_values_give_the_operator_the_keys_to_sign_and_push_namespace_accounts(helm: str) -> None:
+    docs = render(
+        helm,
+        extra=[
+            "-f",
+            str(NATS_JWT_VALUES),
+            "--set",
+            "nats.isolation=account",
+            "--set",
+            "nats.accountLimits.maxDisk=10737418240",
+            "--set",
+            "nats.accountLimits.maxConsumers=4000",
+        ],
+    )
+    env = _operator_env(docs)
+    assert env["ONCEFLOW_NATS_ISOLATION"] == "account"
+    assert env["ONCEFLOW_NATS_OPERATOR_SIGNING_KEY"]["secretKeyRef"]["key"] == "operator-signing-key"
+    assert env["ONCEFLOW_NATS_SYSTEM_CREDS"]["secretKeyRef"]["key"] == "system.creds"
+    assert (env["ONCEFLOW_NATS_ACCOUNT_MAX_DISK"], env["ONCEFLOW_NATS_ACCOUNT_MAX_CONSUMERS"]) == (
+        "10737418240",
+        "4000",
+    )
+    assert "ONCEFLOW_NATS_ACCOUNT_MAX_STREAMS" not in env  # empty: no limit
+    with_console = render(
+        helm,
+        extra=[
+            "-f",
+            str(NATS_JWT_VALUES),
+            "--set",
+            "nats.isolation=account",
+            "--set",
+            "console.enabled=true",
+            "--set",
+            "console.auth=token",
+        ],
+    )
+    console = next(d for d in with_console if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("console"))
+    console_env = {
+        e["name"]: e.get("value", e.get("valueFrom"))
+        for e in console["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert console_env["ONCEFLOW_NATS_ISOLATION"] == "account"
+    assert console_env["ONCEFLOW_NATS_OPERATOR_SIGNING_KEY"]["secretKeyRef"]["key"] == "operator-signing-key"
+    assert "ONCEFLOW_NATS_SYSTEM_CREDS" not in console_env  # it reads accounts, it never pushes them
+    assert "ONCEFLOW_NATS_ISOLATION" not in _operator_env(render(helm, extra=["-f", str(NATS_JWT_VALUES)]))
+    assert "must be one of" in render_failure(helm, "nats.isolation=tenant")

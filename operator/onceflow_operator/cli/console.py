@@ -31,11 +31,16 @@ def console(auth: str, host: str, port: int, cluster: Cluster, nats_url: str) ->
     record's namespace (checked with a SubjectAccessReview per request). In a pod without a
     kubeconfig the console uses its service account; `-n` is the namespace it opens on.
     """
+    from onceflow_operator.clients.accounts import AccountError, operator_signing_from_environment
     from onceflow_operator.clients.kube import KubeClient, KubeconfigError
     from onceflow_operator.clients.kubeconfig import kubeconfig_files
     from onceflow_operator.review.console import Console, serve
 
     mode: Literal["token", "proxy"] = "proxy" if auth == "proxy" else "token"
+    try:  # account isolation: the console reads each namespace in its own account
+        account_signing = operator_signing_from_environment()
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
     has_kubeconfig = bool(cluster.kubeconfig or cluster.context)
     if not has_kubeconfig:
         try:
@@ -50,6 +55,8 @@ def console(auth: str, host: str, port: int, cluster: Cluster, nats_url: str) ->
         kube = KubeClient.from_environment(cluster.kubeconfig, context=cluster.context)
     except KubeconfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app = Console(nats_url, kube, auth=mode, default_namespace=cluster.namespace_or_default())
+    app = Console(
+        nats_url, kube, auth=mode, default_namespace=cluster.namespace_or_default(), account_signing=account_signing
+    )
     click.echo(f"onceflow console on http://{host}:{port} (auth: {auth})")
     serve(app, host, port)

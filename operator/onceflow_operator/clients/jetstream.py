@@ -59,8 +59,15 @@ class JetStreamLink:
         on_heartbeat: Callable[..., None],
         settings: TopologySettings | None = None,
         on_streams: Callable[[list[StreamReport]], None] | None = None,
+        *,
+        credentials: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         self.url = url
+        #: A `.creds` text to connect with instead of the environment's (a namespace's account, account mode).
+        self.credentials = credentials
+        #: The one namespace this connection serves (account mode), or None: every namespace.
+        self.namespace = namespace
         self.on_heartbeat = on_heartbeat
         self.settings = settings or TopologySettings()
         #: Told what each ensure of the streams did (the controller logs and counts it).
@@ -76,8 +83,8 @@ class JetStreamLink:
         # Handlers run concurrently: one connection, made once, or a second one would leak.
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await natsio.connect(self.url, name="onceflow-operator")
-                await natsio.subscribe_stats(self._nc, self.on_heartbeat)
+                self._nc = await natsio.connect(self.url, name="onceflow-operator", credentials=self.credentials)
+                await natsio.subscribe_stats(self._nc, self.on_heartbeat, namespace=self.namespace)
                 await self._nc.subscribe(subjects.STORED_LOOKUP_SUBSCRIPTION, cb=self._answer_lookup)
                 await self._nc.flush()  # the server knows the subscriptions before anything relies on them
         return self._nc.jetstream(timeout=5)
@@ -105,6 +112,9 @@ class JetStreamLink:
             if not msg.reply.startswith((f"{subjects.inbox_prefix(namespace)}.", DEFAULT_INBOX)):
                 return  # not an inbox: no answer at all
             stored = None
+            # Account mode: this connection's account holds one namespace's streams; no other is asked here.
+            if self.namespace is not None and namespace != self.namespace:
+                raise ValueError(namespace)
             if stream in subjects.STREAM_AREAS:  # records only, never advisories or KV
                 stored = await natsio.get_stored(nc.jetstream(timeout=5), stream, int(sequence))
             if stored is None or subjects.namespace_of(stored.subject) != namespace:

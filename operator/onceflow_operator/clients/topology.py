@@ -117,6 +117,13 @@ class TopologySettings:
     duplicate_window: float | None = None
     placement_cluster: str | None = None
     placement_tags: tuple[str, ...] | None = None
+    #: Consumers one stream may hold when not MAX_CONSUMERS_PER_STREAM: in account mode, the
+    #: account's consumer limit (JetStream refuses a stream whose cap exceeds its account's).
+    max_consumers: int | None = None
+
+    @property
+    def consumer_cap(self) -> int:
+        return self.max_consumers if self.max_consumers is not None else MAX_CONSUMERS_PER_STREAM
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> TopologySettings:
@@ -194,7 +201,7 @@ def _new_config(name: str, settings: TopologySettings) -> StreamConfig:
             if settings.duplicate_window is not None
             else float(subjects.DUPLICATE_WINDOW_SECONDS)
         ),
-        max_consumers=MAX_CONSUMERS_PER_STREAM,
+        max_consumers=settings.consumer_cap,
         placement=settings.placement,
         # Direct gets by subject are how a namespace's processes read split markers: a permission
         # can name the subject (`$JS.API.DIRECT.GET.<stream>.onceflow.<ns>.>`), unlike STREAM.MSG.GET.
@@ -206,7 +213,11 @@ def _corrected(name: str, current: StreamConfig, settings: TopologySettings) -> 
     """The config an existing stream should have, the fields that change, and why it is refused ('' when not)."""
     wanted: dict[str, object] = {
         "subjects": subjects.stream_subjects(name),
-        "max_consumers": max(MAX_CONSUMERS_PER_STREAM, current.max_consumers or -1),
+        "max_consumers": (
+            settings.consumer_cap
+            if settings.max_consumers is not None
+            else max(MAX_CONSUMERS_PER_STREAM, current.max_consumers or -1)
+        ),
         "allow_direct": True,
     }
     if settings.replicas is not None:
@@ -220,7 +231,7 @@ def _corrected(name: str, current: StreamConfig, settings: TopologySettings) -> 
     if settings.placement is not None:
         wanted["placement"] = settings.placement
     if current.max_consumers in (None, -1, 0):
-        wanted["max_consumers"] = MAX_CONSUMERS_PER_STREAM
+        wanted["max_consumers"] = settings.consumer_cap
     changes = [
         f"{key}: {getattr(current, key)!r} -> {value!r}"
         for key, value in wanted.items()

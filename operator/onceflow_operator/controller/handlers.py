@@ -32,7 +32,7 @@ from onceflow_operator.api.names import (
     STORAGE_PREFIX,
     VERSION,
 )
-from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.accounts import AccountError, NatsLinks
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.clients.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from onceflow_operator.controller.backoff import FixBackoff
@@ -76,6 +76,8 @@ RECONCILE_CONCURRENCY = int(os.environ.get("ONCEFLOW_RECONCILE_CONCURRENCY", "16
 FIX_BACKOFF_CAP = max(RECONCILE_SECONDS, min(10 * RECONCILE_SECONDS, 300.0))
 #: How often the exception and decision gauges are read from the streams.
 REVIEW_SECONDS = float(os.environ.get("ONCEFLOW_REVIEW_SECONDS", "60"))
+#: How long a reconcile waits for a namespace's account push (account mode) before going on.
+ACCOUNT_PUSH_SECONDS = 15.0
 #: How often the streams' health (replicas, leader, lag, bytes) is read into the metrics.
 STREAM_HEALTH_SECONDS = float(os.environ.get("ONCEFLOW_STREAM_HEALTH_SECONDS", "30"))
 
@@ -133,7 +135,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = OperatorConfig.from_environment()
     memo.book = FigureBook()
     memo.backoff = FixBackoff(base=RECONCILE_SECONDS, cap=FIX_BACKOFF_CAP)
-    memo.nats = JetStreamLink(memo.config.nats_url, memo.book.record, memo.config.topology, record_reports)
+    memo.nats = NatsLinks(
+        memo.config.nats_url, memo.book.record, memo.config.topology, record_reports, accounts=memo.config.accounts
+    )
     memo.topology_tasks = {}
     memo.streams_stop = asyncio.Event()
     memo.streams_task = asyncio.create_task(watch_streams(memo.nats, memo.streams_stop, STREAM_HEALTH_SECONDS))
@@ -162,6 +166,20 @@ def _kopf_error(exc: KubeError) -> Exception:
     return kopf.PermanentError(f"API server refused a request: {exc}")
 
 
+async def _account_first(memo: kopf.Memo, namespace: str) -> None:
+    """Account mode: the servers know the namespace's account before its pods get users of it.
+
+    Otherwise a new namespace's first pods would be refused at connect and restart with a growing
+    back-off. A refusal is logged (naming what to check) and the reconcile goes on: its NATS steps
+    report the same in the objects' status.
+    """
+    try:
+        await asyncio.wait_for(memo.nats.link(namespace), ACCOUNT_PUSH_SECONDS)  # NATS away: not held up
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, AccountError) else type(exc).__name__
+        logging.getLogger("onceflow.operator").warning("NATS account of %s not pushed (%s); retrying", namespace, why)
+
+
 def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
     """Ensure in the background what the namespace's pods bind to.
 
@@ -174,8 +192,9 @@ def _ensure_topology_soon(memo: kopf.Memo, namespace: str) -> None:
             try:
                 await memo.nats.ensure_namespace(namespace)
             except Exception as exc:  # NATS away: the next reconcile tries again
+                why = str(exc) if isinstance(exc, AccountError) else type(exc).__name__
                 logging.getLogger("onceflow.operator").warning(
-                    "JetStream topology of %s not ensured (%s); retrying", namespace, type(exc).__name__
+                    "JetStream topology of %s not ensured (%s); retrying", namespace, why
                 )
             finally:
                 memo.topology_tasks.pop(namespace, None)
@@ -188,6 +207,8 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
     started = time.perf_counter()
     try:
         namespace = body["metadata"]["namespace"]
+        if memo.nats.accounts is not None:
+            await _account_first(memo, namespace)
         if memo.config.identities is not None:  # the namespace's NATS user exists before any of its pods
             await memo.config.identities.ensure(
                 memo.kube,
@@ -208,6 +229,7 @@ async def _reconciled(kind: str, body: Any, memo: kopf.Memo, work: Any) -> Recon
     RECONCILES.labels(kind=kind, reason=ready.get("reason", "Unknown")).inc()
     memo.setdefault("managed", {}).setdefault(kind, set()).add(body["metadata"]["uid"])
     MANAGED.labels(kind=kind).set(len(memo["managed"][kind]))
+    memo.setdefault("namespace_objects", {}).setdefault(namespace, set()).add(body["metadata"]["uid"])
     return outcome
 
 
@@ -489,7 +511,7 @@ async def _namespace_exceptions(namespace: str, memo: kopf.Memo) -> list[Any]:
     reads: dict[str, tuple[float, asyncio.Future[list[Any]]]] = memo.setdefault("exception_reads", {})
     at, read = reads.get(namespace, (0.0, None))
     if read is None or time.monotonic() - at > REVIEW_SECONDS / 2 or (read.done() and read.exception()):
-        js = await memo.nats.jetstream()
+        js = await memo.nats.jetstream(namespace)
         read = asyncio.ensure_future(list_exceptions(js, namespace, include_decided=True))
         reads[namespace] = (time.monotonic(), read)
     return await asyncio.shield(read)
@@ -502,6 +524,7 @@ async def integration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         await finalize_integration(body, memo.nats)
     except Exception as exc:
         raise kopf.TemporaryError(f"could not remove the JetStream consumer ({type(exc).__name__})", delay=10) from None
+    await _release_namespace(body, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, "syncpolicies", retries=RETRIES)
@@ -527,8 +550,26 @@ def _forget(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
 @kopf.on.delete(GROUP, VERSION, "connectors", optional=True)
 async def connector_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _forget("Connector", body, memo)
+    await _release_namespace(body, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "syncpolicies", optional=True)
 async def syncpolicy_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _forget("SyncPolicy", body, memo)
+    await _release_namespace(body, memo)
+
+
+async def _release_namespace(body: kopf.Body, memo: kopf.Memo) -> None:
+    """After a namespace's last Onceflow object is gone, close the operator's connection into its account.
+
+    Account mode keeps one connection per namespace; without this a cluster where namespaces come
+    and go would keep them all. The account and its streams stay on the servers (an SRE removes
+    them; docs/install.md). In user mode there is nothing per namespace to close.
+    """
+    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+    objects: dict[str, set[str]] = memo.setdefault("namespace_objects", {})
+    left = objects.get(namespace, set())
+    left.discard(uid)
+    if not left:
+        objects.pop(namespace, None)
+        await memo.nats.forget(namespace)

@@ -1,5 +1,8 @@
 """NATS identities the operator issues: one user per namespace, and one per Integration's runners.
 
+In account mode (`clients/accounts.py`) each namespace's users belong to its own account and are
+signed by that account's key; in user mode by the shared application account's signing key.
+
 Why two: a namespace's gateways, EDI pollers and drift checks need its subjects and KV buckets
 but no consumer; an Integration's runners need, on top of that, their own consumers. NATS
 permissions match whole subject tokens, so "every consumer of this namespace" cannot be written
@@ -20,7 +23,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +61,8 @@ class NamespaceIdentities:
 
     signing: Key
     account: str
+    #: Account mode: the namespace -> its account's key (which then signs its users); None in user mode.
+    accounts: Callable[[str], Key] | None = None
     #: (namespace, Secret name) -> digest of the permissions that Secret carries.
     issued: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -117,9 +122,12 @@ class NamespaceIdentities:
         consumers: list[str] | None = None,
     ) -> int:
         permissions = namespace_permissions(namespace, integrations, consumers or [])
+        # Account mode: the namespace's own account signs (the same permissions still hold inside it).
+        signer = self.accounts(namespace) if self.accounts is not None else self.signing
+        account = signer.public if self.accounts is not None else self.account
         # The signer and account too: after a new signing key (or account) every Secret is issued
         # again; with permissions alone, old users the servers no longer accept would stay.
-        signed = {"permissions": permissions, "signer": self.signing.public, "account": self.account}
+        signed = {"permissions": permissions, "signer": signer.public, "account": account}
         digest = hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()[:32]
         key = (namespace, name)
         if key not in self.issued:
@@ -129,7 +137,7 @@ class NamespaceIdentities:
         if self.issued[key] == digest:
             return 0
         user = Key.new("user")
-        token = user_jwt(self.signing, self.account, user.public, f"{namespace}/{name}", permissions)
+        token = user_jwt(signer, account, user.public, f"{namespace}/{name}", permissions)
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": namespace,

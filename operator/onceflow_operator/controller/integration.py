@@ -24,7 +24,8 @@ from onceflow_operator.build.objects import (
     plan_secrets,
     runner_deployment_name,
 )
-from onceflow_operator.clients.jetstream import JetStreamLink, LaneState
+from onceflow_operator.clients.accounts import AccountError, NatsLinks
+from onceflow_operator.clients.jetstream import LaneState
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.clients.prometheus import PrometheusError, query_prometheus
 from onceflow_operator.compiler.planner import InvalidSpec, nats_names, plan_from_integration
@@ -154,7 +155,7 @@ async def reconcile_integration(
     kube: KubeClient,
     body: Mapping[str, Any],
     config: OperatorConfig,
-    jetstream: JetStreamLink | None = None,
+    jetstream: NatsLinks | None = None,
     action: str | None = None,
     *,
     book: FigureBook | None = None,
@@ -231,7 +232,7 @@ async def reconcile_integration(
             lanes = await jetstream.observe_lanes(plan)
             reached = True
         except Exception as exc:  # NATS away: no rollout step moves until it is back
-            nats_problem = f"JetStream at {jetstream.url} is not reachable ({type(exc).__name__}); retrying"
+            nats_problem = f"JetStream at {jetstream.url} is not reachable ({_why(exc)}); retrying"
     stable = status.get("stableRevision") or None
     view = RolloutView(
         desired=plan.revision,
@@ -270,7 +271,7 @@ async def reconcile_integration(
                 await jetstream.remove_lane(plan, "canary")
         except Exception as exc:
             NATS_FAILURES.labels(operation="provision").inc()
-            nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({type(exc).__name__}); retrying"
+            nats_problem = f"JetStream at {jetstream.url} could not be provisioned ({_why(exc)}); retrying"
     if nats_problem:
         events.append(("NatsUnavailable", nats_problem, True))
     await _apply_lane(kube, cluster, config, body, "main", main_plan, main_cm, integration.spec.replicas, integration)
@@ -330,7 +331,12 @@ async def _apply_lane(
     )
 
 
-async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink) -> None:
+def _why(exc: Exception) -> str:
+    """An error for a status line: an account-mode refusal says what to do (it holds no secret); others their type."""
+    return str(exc) if isinstance(exc, AccountError) else type(exc).__name__
+
+
+async def finalize_integration(body: Mapping[str, Any], jetstream: NatsLinks) -> None:
     """On delete: remove the Integration's durable consumer (its Deployments go with their owner)."""
     meta = body["metadata"]
     trigger = body["spec"].get("trigger") or {}
@@ -338,7 +344,7 @@ async def finalize_integration(body: Mapping[str, Any], jetstream: JetStreamLink
     names = nats_names(meta["namespace"], meta["name"], subject)
     NATS_CALLS.labels(operation="remove").inc()
     try:
-        await jetstream.remove_consumer(names.stream, names.consumer)
+        await jetstream.remove_consumer(meta["namespace"], names.stream, names.consumer)
     except Exception:
         NATS_FAILURES.labels(operation="remove").inc()
         raise

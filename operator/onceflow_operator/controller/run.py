@@ -18,6 +18,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from onceflow_operator.clients.accounts import AccountError, AccountSettings
 from onceflow_operator.clients.topology import TopologyError, TopologySettings
 from onceflow_operator.controller import handlers  # noqa: F401  (importing it registers the handlers)
 from onceflow_operator.controller.election import LeaderElection, LeaseTerms
@@ -46,7 +47,8 @@ def run_operator(
     try:  # read here so that a bad NATS setting is one line at start, not a traceback in a handler
         TopologySettings.from_environment()
         NamespaceIdentities.from_environment()
-    except (TopologyError, IdentityError) as exc:
+        AccountSettings.from_environment()
+    except (TopologyError, IdentityError, AccountError) as exc:
         sys.exit(f"error: {exc}")
     start_http_server(metrics_port, addr=metrics_host)
     if not elect:

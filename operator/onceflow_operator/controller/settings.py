@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from onceflow_operator.build.natsauth import namespace_account_key
+from onceflow_operator.clients.accounts import AccountSettings
 from onceflow_operator.clients.topology import TopologySettings
 from onceflow_operator.controller.identity import NATS_SECRET, NamespaceIdentities
 from onceflow_operator.controller.tracekeys import TraceKeys
@@ -40,13 +42,22 @@ class OperatorConfig:
     #: Issues each namespace's NATS user (`onceflow-nats` Secret) when the account signing key is set;
     #: then the pods read that Secret and `nats_auth_secret` is ignored.
     identities: NamespaceIdentities | None = None
+    #: Account isolation (`ONCEFLOW_NATS_ISOLATION=account`): an account per namespace; None in user mode.
+    accounts: AccountSettings | None = None
     #: Writes each namespace's secret key for hashing business keys in spans, when spans hash
     #: them and `ONCEFLOW_TRACE_HASH_MASTER_KEY` is set; runners then read it.
     trace_keys: TraceKeys | None = None
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
-        identities = NamespaceIdentities.from_environment()
+        accounts = AccountSettings.from_environment()
+        if accounts is not None:  # each namespace's users are signed by its own account's key
+            signing = accounts.signing
+            identities: NamespaceIdentities | None = NamespaceIdentities(
+                signing, "", accounts=lambda namespace: namespace_account_key(signing, namespace)
+            )
+        else:
+            identities = NamespaceIdentities.from_environment()
         tracing_env = tracing_env_of(os.environ)
         return cls(
             image=os.environ.get("ONCEFLOW_IMAGE", cls.image),
@@ -54,6 +65,7 @@ class OperatorConfig:
             nats_auth_secret=NATS_SECRET if identities else os.environ.get("ONCEFLOW_NATS_AUTH_SECRET", ""),
             topology=TopologySettings.from_environment(),
             identities=identities,
+            accounts=accounts,
             tracing_env=tracing_env,
             trace_keys=TraceKeys.from_environment() if _hashes_keys(os.environ) else None,
         )

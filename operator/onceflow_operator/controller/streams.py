@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from onceflow_operator.clients.accounts import NatsLinks
 from onceflow_operator.clients.jetstream import JetStreamLink
 from onceflow_operator.clients.topology import StreamHealth, StreamReport
 from onceflow_operator.controller.metrics import (
@@ -30,18 +31,22 @@ __all__ = ["record_health", "record_reports", "watch_streams"]
 log = logging.getLogger("onceflow.operator")
 
 
-def record_reports(reports: list[StreamReport]) -> None:
-    """Count what an ensure did; log each change, and each refusal as a warning naming what to do."""
+def record_reports(reports: list[StreamReport], namespace: str | None = None) -> None:
+    """Count what an ensure did; log each change, and each refusal as a warning naming what to do.
+
+    `namespace`: the account's namespace in account mode (each has its own copy of every stream).
+    """
+    where = f" (namespace {namespace})" if namespace else ""
     for report in reports:
         STREAM_CHANGES.labels(stream=report.stream, action=report.action).inc()
         if report.action == "refused":
-            log.warning("stream %s not changed: %s", report.stream, report.message)
+            log.warning("stream %s%s not changed: %s", report.stream, where, report.message)
         elif report.action != "unchanged":
-            log.info("stream %s %s %s", report.stream, report.action, "; ".join(report.changes))
+            log.info("stream %s%s %s %s", report.stream, where, report.action, "; ".join(report.changes))
 
 
-def record_health(found: list[StreamHealth | str], leaders: dict[str, str]) -> list[str]:
-    """Set the stream gauges; return one line per stream that is missing or short of current replicas.
+def record_health(found: list[StreamHealth | str], leaders: dict[str, str], *, gauges: bool = True) -> list[str]:
+    """Set the stream gauges (unless `gauges` is False); return one line per stream missing or short of replicas.
 
     `leaders` (stream -> last leader seen) is updated, so the leader gauge moves with the leader.
     """
@@ -50,16 +55,8 @@ def record_health(found: list[StreamHealth | str], leaders: dict[str, str]) -> l
         if isinstance(item, str):
             problems.append(f"stream {item} is missing")
             continue
-        STREAM_REPLICAS.labels(stream=item.stream).set(item.replicas)
-        STREAM_CURRENT_REPLICAS.labels(stream=item.stream).set(item.current)
-        STREAM_LAGGING_REPLICAS.labels(stream=item.stream).set(len(item.lagging))
-        STREAM_BYTES.labels(stream=item.stream).set(item.bytes)
-        STREAM_MESSAGES.labels(stream=item.stream).set(item.messages)
-        before = leaders.get(item.stream)
-        if before is not None and before != item.leader:
-            STREAM_LEADER.labels(stream=item.stream, server=before).set(0)
-        STREAM_LEADER.labels(stream=item.stream, server=item.leader).set(1)
-        leaders[item.stream] = item.leader
+        if gauges:
+            _set_gauges(item, leaders)
         if item.lagging:
             problems.append(
                 f"stream {item.stream}: {item.current} of {item.replicas} replicas current"
@@ -68,29 +65,54 @@ def record_health(found: list[StreamHealth | str], leaders: dict[str, str]) -> l
     return problems
 
 
-async def watch_streams(link: JetStreamLink, stop: asyncio.Event, interval: float) -> None:
-    """Ensure the streams (at start and on each new connection), then refresh their health every `interval`."""
-    leaders: dict[str, str] = {}
-    said: list[str] = []
+def _set_gauges(item: StreamHealth, leaders: dict[str, str]) -> None:
+    STREAM_REPLICAS.labels(stream=item.stream).set(item.replicas)
+    STREAM_CURRENT_REPLICAS.labels(stream=item.stream).set(item.current)
+    STREAM_LAGGING_REPLICAS.labels(stream=item.stream).set(len(item.lagging))
+    STREAM_BYTES.labels(stream=item.stream).set(item.bytes)
+    STREAM_MESSAGES.labels(stream=item.stream).set(item.messages)
+    before = leaders.get(item.stream)
+    if before is not None and before != item.leader:
+        STREAM_LEADER.labels(stream=item.stream, server=before).set(0)
+    STREAM_LEADER.labels(stream=item.stream, server=item.leader).set(1)
+    leaders[item.stream] = item.leader
+
+
+async def watch_streams(links: JetStreamLink | NatsLinks, stop: asyncio.Event, interval: float) -> None:
+    """Ensure the streams (at start and on each new connection), then refresh their health every `interval`.
+
+    In account mode (`NatsLinks` with an account per namespace) every namespace's connection made
+    so far is watched; its lines name the namespace, and the per-stream gauges are left alone
+    (one stream name per namespace would overwrite them; docs/install.md says so).
+    """
+    state: dict[int, tuple[dict[str, str], list[str]]] = {}
     while not stop.is_set():
-        try:
-            if not link.streams_ensured:
-                await link.ensure_streams()
-            health = await link.stream_health()
-            missing = [item for item in health if isinstance(item, str)]
-            if missing and link.streams_ensured:
-                # Deleted while the operator runs (`nats stream rm`): every pod bound to it would
-                # wait, not ready, until a reconnect. Create it again now; its consumers follow
-                # with their Integrations' next reconcile.
-                log.warning("streams %s are missing; creating them again", ", ".join(missing))
-                await link.ensure_streams()
-                health = await link.stream_health()
-            problems = record_health(health, leaders)
-            if problems != said:
-                for line in problems:
-                    log.warning("%s", line)
-                said = problems
-        except Exception as exc:  # NATS away or refusing: the next tick tries again
-            log.warning("JetStream streams not readable at %s (%s); retrying", link.url, type(exc).__name__)
+        accounts = isinstance(links, NatsLinks) and links.isolation == "account"
+        for link in links.links() if isinstance(links, NatsLinks) else [links]:
+            leaders, said = state.setdefault(id(link), ({}, []))
+            await _watch_once(link, leaders, said, gauges=not accounts)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _watch_once(link: JetStreamLink, leaders: dict[str, str], said: list[str], *, gauges: bool) -> None:
+    where = f" (namespace {link.namespace})" if link.namespace else ""
+    try:
+        if not link.streams_ensured:
+            await link.ensure_streams()
+        health = await link.stream_health()
+        missing = [item for item in health if isinstance(item, str)]
+        if missing and link.streams_ensured:
+            # Deleted while the operator runs (`nats stream rm`): every pod bound to it would
+            # wait, not ready, until a reconnect. Create it again now; its consumers follow
+            # with their Integrations' next reconcile.
+            log.warning("streams %s%s are missing; creating them again", ", ".join(missing), where)
+            await link.ensure_streams()
+            health = await link.stream_health()
+        problems = [f"{line}{where}" for line in record_health(health, leaders, gauges=gauges)]
+        if problems != said:
+            for line in problems:
+                log.warning("%s", line)
+            said[:] = problems
+    except Exception as exc:  # NATS away or refusing: the next tick tries again
+        log.warning("JetStream streams%s not readable at %s (%s); retrying", where, link.url, type(exc).__name__)

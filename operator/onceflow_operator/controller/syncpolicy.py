@@ -13,7 +13,7 @@ from onceflow_operator.build.objects import (
     drift_check_name,
     plan_secrets,
 )
-from onceflow_operator.clients.jetstream import JetStreamLink
+from onceflow_operator.clients.accounts import NatsLinks
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.compiler.planner import InvalidSpec, drift_check_plan
 from onceflow_operator.controller.references import secrets_checksum, unusable_secrets
@@ -29,7 +29,7 @@ async def reconcile_syncpolicy(
     kube: KubeClient,
     body: Mapping[str, Any],
     config: OperatorConfig,
-    jetstream: JetStreamLink | None = None,
+    jetstream: NatsLinks | None = None,
     *,
     cluster: ClusterView | None = None,
 ) -> ReconcileResult:

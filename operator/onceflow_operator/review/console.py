@@ -16,6 +16,7 @@ level and weight, and asks whether it is the same as one of them (kept as a labe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -30,6 +31,8 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from onceflow_operator.build.natsauth import Key
+from onceflow_operator.clients.accounts import namespace_user_creds
 from onceflow_operator.clients.kube import KubeClient, KubeError
 from onceflow_operator.review.console_access import AUDIENCES_ENV, ConsoleAccess
 from onceflow_operator.review.exceptions import (
@@ -211,6 +214,10 @@ def _explanation(record: ExceptionRecord, pretty: str) -> str:
     return "".join(out)
 
 
+#: How long the console waits for a connection into a namespace's account (account isolation).
+CONNECT_SECONDS = 10.0
+
+
 class Console:
     """The aiohttp application and what it needs: NATS for the records, the API server for who may act."""
 
@@ -223,6 +230,7 @@ class Console:
         default_namespace: str = "default",
         secret: bytes | None = None,
         access: ConsoleAccess | None = None,
+        account_signing: Key | None = None,
     ) -> None:
         """`access` says whom to trust (from the environment when not given); `secret` overrides its CSRF key."""
         self.nats_url, self.kube, self.auth = nats_url, kube, auth
@@ -230,6 +238,10 @@ class Console:
         self.access = access if access is not None else ConsoleAccess.from_environment()
         self.secret = secret or self.access.csrf_key
         self._nc: Client | None = None
+        #: Account isolation: the operator signing key, from which each namespace's account (and a
+        #: user of it) is derived; the console then keeps one connection per namespace it shows.
+        self.account_signing = account_signing
+        self._accounts: dict[str, Client] = {}
         if auth == "token" and not self.access.audiences:
             logging.getLogger("onceflow.console").warning(
                 "no token audiences configured (%s): bearer tokens are reviewed for the API server's own "
@@ -247,14 +259,32 @@ class Console:
         app.on_cleanup.append(self._close)
         return app
 
-    async def _js(self) -> JetStreamContext:
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await natsio.connect(self.nats_url, name="onceflow-console")
-        return self._nc.jetstream(timeout=5)
+    async def _js(self, namespace: str) -> JetStreamContext:
+        """The namespace's records: on the one connection, or (account mode) on one into its account."""
+        if self.account_signing is None:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await natsio.connect(self.nats_url, name="onceflow-console")
+            return self._nc.jetstream(timeout=5)
+        found = self._accounts.get(namespace)
+        if found is None or found.is_closed:
+            user = namespace_user_creds(self.account_signing, namespace, "onceflow-console")
+            try:
+                found = await asyncio.wait_for(
+                    natsio.connect(self.nats_url, name="onceflow-console", credentials=user), CONNECT_SECONDS
+                )
+            except Exception:
+                # Unknown account: the operator pushes it with the namespace's first Onceflow object.
+                raise web.HTTPServiceUnavailable(
+                    text=f"namespace {namespace} has no NATS account the console can reach (nats.isolation=account:"
+                    " the operator creates it with the namespace's first Onceflow object); try again later"
+                ) from None
+            self._accounts[namespace] = found
+        return found.jetstream(timeout=5)
 
     async def _close(self, _: web.Application) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+        for nc in [self._nc, *self._accounts.values()]:
+            if nc is not None and not nc.is_closed:
+                await nc.close()
 
     # -- who is asking, and may they ---------------------------------------------------------
 
@@ -344,7 +374,7 @@ class Console:
         identity = await self._require(request, LOOK_VERB, namespace)
         integration = request.query.get("integration") or None
         try:
-            records = await list_exceptions(await self._js(), namespace, integration=integration)
+            records = await list_exceptions(await self._js(namespace), namespace, integration=integration)
         except StreamUnreadable as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         rows = "".join(
@@ -366,7 +396,7 @@ class Console:
         namespace, sequence = request.match_info["namespace"], int(request.match_info["sequence"])
         identity = await self._require(request, LOOK_VERB, namespace)
         try:
-            record = await get_exception(await self._js(), namespace, sequence)
+            record = await get_exception(await self._js(namespace), namespace, sequence)
         except StreamUnreadable as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         except ReviewError as exc:
@@ -473,7 +503,7 @@ class Console:
                 raise web.HTTPBadRequest(text=f"the edited payload is not JSON ({exc}); nothing was sent") from None
         try:
             await decide(
-                await self._js(),
+                await self._js(namespace),
                 namespace,
                 sequence,
                 action,

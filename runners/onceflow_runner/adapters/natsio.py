@@ -125,8 +125,13 @@ def server_urls(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
-async def connect(url: str, *, name: str) -> Client:
-    """Connect with endless reconnects: a broker restart must not end a runner or gateway."""
+async def connect(url: str, *, name: str, credentials: str | None = None) -> Client:
+    """Connect with endless reconnects: a broker restart must not end a runner or gateway.
+
+    `credentials` (a `.creds` text) replaces the environment's: the operator's connection into a
+    namespace's account (account isolation) uses a user it minted for that account.
+    """
+    auth = {"user_credentials": RawCredentials(credentials)} if credentials else auth_from_environment()
     return await nats.connect(
         server_urls(url),
         name=name,
@@ -134,7 +139,7 @@ async def connect(url: str, *, name: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=5,
         allow_reconnect=True,
-        **auth_from_environment(),
+        **auth,
     )
 
 
