@@ -1,14 +1,17 @@
-"""The settle path's acknowledged publishes (`adapters.pubacks`) against a real nats-server.
+"""Acknowledged publishes (`adapters.pubacks`) against a real nats-server.
 
-They replace nats-py's `js.publish` on the runner's hot path, so they must answer the same way:
-a stored message's sequence, a duplicate within the window, JetStream's error code when a
-compare-and-set loses, NoStreamResponseError when no stream takes the subject, TimeoutError when
-no PubAck comes; and many concurrent publishes each get their own answer.
+They replace nats-py's `js.publish` on the gateway's and the runner's hot paths, so they must
+answer the same way: a stored message's sequence, a duplicate within the window, headers the
+runner reads as written, JetStream's error code when a compare-and-set loses,
+NoStreamResponseError when no stream takes the subject, TimeoutError when no PubAck comes (never
+a silent success); and many concurrent publishes each get their own answer. The fallback through
+`Client.publish` (a nats-py without `_send_command`) must behave the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,8 +22,10 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
+from onceflow_operator.clients.topology import ensure_streams
 from onceflow_operator.dev.natsserver import NatsServer
-from onceflow_runner.adapters.pubacks import AckedPublisher
+from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
+from onceflow_runner.contract.subjects import IN_STREAM
 
 
 @pytest.fixture
@@ -72,3 +77,51 @@ async def test_no_stream_and_no_answer(nc: Client) -> None:
     with pytest.raises(nats.errors.TimeoutError):
         await acks.publish(silent, b"x")
     assert not acks._pending
+
+
+@pytest.fixture(params=["hpub", "client-publish"])
+async def publisher(request: pytest.FixtureRequest, nc: Client) -> AsyncIterator[AckedPublisher]:
+    await ensure_streams(nc.jetstream())
+    pub = AckedPublisher(nc, timeout=1.0)
+    pub._raw = request.param == "hpub"  # the fallback for a nats-py without _send_command
+    await pub.start()
+    yield pub
+    await pub.stop()
+
+
+async def test_many_in_flight_are_each_acked_stored_once_with_their_headers(
+    publisher: AckedPublisher, nc: Client
+) -> None:
+    subject = f"onceflow.p{uuid.uuid4().hex[:8]}.in.src.received"
+    headers = {"Nats-Msg-Id": "", "Onceflow-Origin": "src", "ce-type": "io.onceflow.src.received"}
+
+    async def one(i: int) -> tuple[int, bool]:
+        block = header_block({**headers, "Nats-Msg-Id": f"{subject}-{i % 100}"})
+        ack = await publisher.publish_block(subject, f'{{"i": {i}}}'.encode(), block)
+        return ack.seq, ack.duplicate
+
+    acks = await asyncio.gather(*(one(i) for i in range(300)))  # 100 ids, each published 3 times at once
+    assert sum(1 for _, duplicate in acks if not duplicate) == 100
+    assert len({seq for seq, duplicate in acks if not duplicate}) == 100
+    assert not publisher._pending
+    js = nc.jetstream()
+    info = await js.stream_info(IN_STREAM, subjects_filter=subject)
+    assert (info.state.subjects or {}).get(subject) == 100
+    stored = await js.get_last_msg(IN_STREAM, subject)
+    assert stored.headers is not None
+    assert stored.headers["Onceflow-Origin"] == "src"
+    assert stored.headers["ce-type"] == "io.onceflow.src.received"
+
+
+async def test_either_way_a_subject_no_stream_takes_is_refused_and_a_silent_one_times_out(
+    publisher: AckedPublisher, nc: Client
+) -> None:
+    with pytest.raises(NoStreamResponseError):
+        await publisher.publish_block("nowhere.at.all", b"{}", header_block({"Nats-Msg-Id": "x"}))
+    silent = await nc.subscribe("silent.subject")  # a responder that never answers
+    started = time.monotonic()
+    with pytest.raises(nats.errors.TimeoutError):
+        await publisher.publish_block("silent.subject", b"{}", header_block({"Nats-Msg-Id": "y"}))
+    assert 0.9 <= time.monotonic() - started < 3.0
+    assert not publisher._pending
+    await silent.unsubscribe()

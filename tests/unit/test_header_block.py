@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onceflow_runner.adapters.acked_publish import header_block
+from onceflow_runner.adapters.pubacks import header_block
 
 
 def test_block_is_what_nats_py_writes_for_the_same_headers() -> None:

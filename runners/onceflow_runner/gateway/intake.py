@@ -6,7 +6,7 @@ senders). `read_body` reads until the end of the body, whatever the segmentation
 and stops as soon as the cap is passed. And a record whose headers plus body exceed the server's
 `max_payload` makes nats-server close the connection (nats-py checks only the body): the sender
 saw a disconnect and then 503s for ever: the gateway compares the encoded header block plus the body
-(`adapters.acked_publish.header_block`) with it and answers 413 instead.
+(`adapters.pubacks.header_block`) with it and answers 413 instead.
 """
 
 from __future__ import annotations

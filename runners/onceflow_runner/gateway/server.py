@@ -44,8 +44,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters import natsio
-from onceflow_runner.adapters.acked_publish import AckedPublisher, header_block
 from onceflow_runner.adapters.outbound import read_secret
+from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers, w3c_traceparent
 from onceflow_runner.contract.keys import bounded_id
 from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
@@ -439,7 +439,7 @@ class Gateway:
         subject = f"{self.plan.subject_prefix}.{event}"
         try:
             if not tracing.is_enabled():
-                ack = await self.publisher.publish(subject, body, block)
+                ack = await self.publisher.publish_block(subject, body, block)
             else:
                 with tracing.span(
                     "jetstream publish",
@@ -452,7 +452,7 @@ class Gateway:
                 ) as publishing:
                     # The record carries its publish span: every delivery's settle span is its child.
                     headers[TRACEPARENT] = tracing.traceparent_of(publishing) or headers[TRACEPARENT]
-                    ack = await self.publisher.publish(subject, body, header_block(headers))
+                    ack = await self.publisher.publish_block(subject, body, header_block(headers))
                     publishing.set_attribute("messaging.nats.duplicate", ack.duplicate)
         except Exception as exc:  # any failure to get a PubAck means "not stored"
             log.warning("publish failed", extra={"error": type(exc).__name__})
