@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 
 from click.testing import CliRunner
 
@@ -58,3 +59,28 @@ async def test_without_a_key_the_cli_prints_the_plain_hash_the_runners_use(
     result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "onceflow.business_key=sha256:" + hashlib.sha256(b"DE1").hexdigest()
+
+
+async def test_a_deleted_or_emptied_key_secret_is_written_again_without_an_operator_restart(
+    kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    """Attack: the operator remembered what it wrote and never looked again, so a deleted (or
+    emptied) `onceflow-trace` Secret stayed gone until it restarted, and every runner pod started
+    meanwhile hashed business keys with the plain, reversible SHA-256."""
+    namespace = kubectl.namespace
+    keys = TraceKeys(MASTER)
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        assert await keys.ensure(kube, namespace) == 1
+        key = kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY]
+        kubectl.run("delete", "secret", TRACE_HASH_KEY_SECRET)
+        assert await keys.ensure(kube, namespace) == 1
+        assert kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY] == key
+        # Emptied, its digest annotation left in place: written again too.
+        patch = json.dumps({"data": {TRACE_HASH_KEY_SECRET_KEY: ""}})
+        kubectl.run("patch", "secret", TRACE_HASH_KEY_SECRET, "--type=merge", "-p", patch)
+        assert await keys.ensure(kube, namespace) == 1
+        assert kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY] == key
+        assert await keys.ensure(kube, namespace) == 0  # and a resync writes nothing
+    finally:
+        await kube.close()
