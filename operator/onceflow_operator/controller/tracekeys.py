@@ -8,8 +8,10 @@ and so recognise, another tenant's hashes; the derivation needs no storage and g
 key after an operator restart or failover.
 
 The key is written as the Secret `onceflow-trace` (key `hash-key`) into each namespace with
-Integrations, before its runners start, and only when it differs from what is there (an
-annotation holds a digest of it), so a resync writes nothing.
+Integrations, before its runners start, and only when it differs from what is there, so a resync
+writes nothing. What is there is read on every reconcile, not remembered: a Secret someone deleted
+or emptied is written again within a reconcile interval (runner pods wait for it meanwhile; they
+never fall back to the reversible unkeyed hash).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from onceflow_operator.api.names import GROUP, PART_OF_LABELS
 from onceflow_operator.clients.kube import KubeClient
@@ -53,8 +55,6 @@ class TraceKeys:
     """Writes each namespace's `onceflow-trace` Secret from the master key."""
 
     master: bytes
-    #: namespace -> digest of the key its Secret holds (known after the first read or write).
-    written: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> TraceKeys | None:
@@ -74,11 +74,12 @@ class TraceKeys:
         """Write the namespace's Secret where it is missing or holds another key; returns how many were written."""
         key = namespace_hash_key(self.master, namespace)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        if namespace not in self.written:
-            current = await kube.get("v1", "Secret", namespace, TRACE_HASH_KEY_SECRET)
-            annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
-            self.written[namespace] = str(annotations.get(KEY_ANNOTATION, ""))
-        if self.written[namespace] == digest:
+        encoded = base64.b64encode(key.encode()).decode()
+        current = await kube.get("v1", "Secret", namespace, TRACE_HASH_KEY_SECRET) or {}
+        annotations = (current.get("metadata") or {}).get("annotations") or {}
+        if (current.get("data") or {}).get(TRACE_HASH_KEY_SECRET_KEY) == encoded and (
+            annotations.get(KEY_ANNOTATION) == digest
+        ):
             return 0
         await kube.apply(
             {
@@ -91,8 +92,7 @@ class TraceKeys:
                     "annotations": {KEY_ANNOTATION: digest},
                 },
                 "type": "Opaque",
-                "data": {TRACE_HASH_KEY_SECRET_KEY: base64.b64encode(key.encode()).decode()},
+                "data": {TRACE_HASH_KEY_SECRET_KEY: encoded},
             }
         )
-        self.written[namespace] = digest
         return 1
