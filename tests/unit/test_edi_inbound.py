@@ -219,6 +219,11 @@ def test_an_875_grocery_order_is_taken_when_accepted_and_decodes_into_an_order()
         (lambda s: [x for x in s if not x.startswith("G68")], "G68"),  # no line: the map requires one
         (lambda s: [x.replace("G50*N*", "G50*F*") for x in s], "G5001 'F' is not a new order"),
         (lambda s: [x.replace("G68*10*CA*18.40*007114103012", "G68*10*CA*18.40") for x in s], "G6804"),
+        # Attack: without G76 pyx12 took the set (its map says required) and no total was checked.
+        (lambda s: [x for x in s if not x.startswith("G76")], "the transaction set has no G76 segment"),
+        # Attack: pyx12 said "Segment G66*M not found" of a segment that is there, just not in our map.
+        (lambda s: [*s[:4], "G66*M*CC", *s[4:]], "G66 at 5: the 875 does not take a G66 segment here; it takes "),
+        (lambda s: [*s[:10], "G72*504*06***1.5", *s[10:]], "G72 at 11: the 875 does not take a G72 segment here"),
     ],
 )
 def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], list[str]], says: str) -> None:
@@ -230,3 +235,43 @@ def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], 
     [item] = outcome.groups[0].sets
     assert (item.code, item.error_code) == ("R", "5")
     assert says in item.reason
+
+
+_G875_ELEMENTS = ["", "0", "-1", "10", "1.5", "1e3", "CA", "EA", "UA", "VN", "UK", "BP", "007114103012", "x" * 49, "N"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["G50", "G68", "G76", "G62", "N1"]), st.integers(1, 9), st.sampled_from(_G875_ELEMENTS)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sets(st.sampled_from(["G76", "G69", "N9", "G62", "G68"]), max_size=2),
+)
+def test_a_fuzzed_875_is_a_record_or_a_rejection_never_a_crash_nor_past_pyx12(
+    edits: list[tuple[str, int, str]], dropped: set[str]
+) -> None:
+    """Any 875 the assessment takes decodes; what it rejects says why; what pyx12 rejects is never taken."""
+    order = [x for x in grocery_order(1, "GPO-F") if x.split("*")[0] not in dropped]
+    for tag, index, value in edits:
+        for n, segment in enumerate(order):
+            if segment.startswith(tag + "*"):
+                elements = segment.split("*")
+                elements += [""] * max(0, index + 1 - len(elements))
+                elements[index] = value
+                order[n] = "*".join(elements).rstrip("*")
+                break
+    order[-1] = f"SE*{len(order)}*0001"
+    data = interchange(43, [order]).replace("GS*PO*", "GS*OG*")
+    [outcome] = assess_file(data.encode(), partner_plan().model_copy(update={"accept": ("875",)})).interchanges
+    [item] = outcome.groups[0].sets
+    if item.accepted:
+        assert validate_interchange(data).sets[("43", "0001")].code in ("A", "E")
+        decoded = decode_x12(item.original)
+        assert decoded["lines"]
+        assert all(line["sku"] for line in decoded["lines"])
+    else:
+        assert item.reason
