@@ -253,9 +253,13 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
             )
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G50 segment")
-    if totals is not None:
-        quantity, unit, seg, position = totals
-        ordered = sum(line["quantity"] for line in order["lines"])
-        if all(line["uom"] == unit for line in order["lines"]) and not math.isclose(quantity, ordered):
-            raise _fail(seg, position, f"G7601 says {quantity:g} {unit} but the lines order {ordered:g}")
+    if totals is None:  # required by the map, which pyx12 does not enforce for a set's last segment
+        raise MalformedInput(
+            f"segment SE at position {se_at + 1}: the transaction set has no G76 segment "
+            "(the total its lines must add up to: without it a lost line goes unnoticed)"
+        )
+    quantity, unit, seg, position = totals
+    ordered = sum(line["quantity"] for line in order["lines"])
+    if all(line["uom"] == unit for line in order["lines"]) and not math.isclose(quantity, ordered):
+        raise _fail(seg, position, f"G7601 says {quantity:g} {unit} but the lines order {ordered:g}")
     return order
