@@ -224,6 +224,12 @@ def test_an_875_grocery_order_is_taken_when_accepted_and_decodes_into_an_order()
         # Attack: pyx12 said "Segment G66*M not found" of a segment that is there, just not in our map.
         (lambda s: [*s[:4], "G66*M*CC", *s[4:]], "G66 at 5: the 875 does not take a G66 segment here; it takes "),
         (lambda s: [*s[:10], "G72*504*06***1.5", *s[10:]], "G72 at 11: the 875 does not take a G72 segment here"),
+        # Attack: -10 cases with G76 adjusted to match went out as an order line of -10.
+        (
+            lambda s: [x.replace("G68*10*CA", "G68*-10*CA").replace("G76*30*", "G76*10*") for x in s],
+            "quantity ordered (element 01) must be more than 0: '-10'",
+        ),
+        (lambda s: [x.replace("G68*10*CA*18.40", "G68*10*CA*-18.40") for x in s], "must not be negative: '-18.40'"),
     ],
 )
 def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], list[str]], says: str) -> None:

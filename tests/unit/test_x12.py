@@ -140,3 +140,17 @@ def test_any_bytes_are_an_order_or_malformed_input(data: bytes) -> None:
     except MalformedInput:
         return
     assert order["po_no"]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("PO1*1*-10*EA*12.50**BP*SKU-1", "quantity (element 02) must be more than 0: '-10'"),
+        ("PO1*1*0*EA*12.50**BP*SKU-1", "quantity (element 02) must be more than 0: '0'"),
+        ("PO1*1*10*EA*-12.50**BP*SKU-1", "unit price (element 04) must not be negative: '-12.50'"),
+    ],
+)
+def test_an_order_line_for_no_or_minus_goods_is_malformed_input(line: str, says: str) -> None:
+    # Attack: a careless partner's -10 (or 0) became an order line of -10 the ERP was asked to ship.
+    with pytest.raises(MalformedInput, match=rf"segment PO1 at position 6: {says}"):
+        decode_x12(interchange([line]))
