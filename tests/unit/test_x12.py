@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -152,5 +153,5 @@ def test_any_bytes_are_an_order_or_malformed_input(data: bytes) -> None:
 )
 def test_an_order_line_for_no_or_minus_goods_is_malformed_input(line: str, says: str) -> None:
     # Attack: a careless partner's -10 (or 0) became an order line of -10 the ERP was asked to ship.
-    with pytest.raises(MalformedInput, match=rf"segment PO1 at position 6: {says}"):
+    with pytest.raises(MalformedInput, match=re.escape(f"segment PO1 at position 8: {says}")):
         decode_x12(interchange([line]))

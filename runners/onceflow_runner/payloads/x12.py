@@ -51,6 +51,22 @@ def _number(seg: list[str], index: int, position: int, what: str) -> float:
     return value
 
 
+def _quantity(seg: list[str], index: int, position: int, what: str) -> float:
+    """An ordered quantity: more than 0 (a partner's -10 or 0 is no goods to ship; changes come as 860/876)."""
+    value = _number(seg, index, position, what)
+    if value <= 0:
+        raise _fail(seg, position, f"{what} (element {index:02d}) must be more than 0: {seg[index].strip()[:40]!r}")
+    return value
+
+
+def _price(seg: list[str], index: int, position: int, what: str) -> float:
+    """A unit price: 0 or more (a negative price is an allowance, which orders carry in SAC, not here)."""
+    value = _number(seg, index, position, what)
+    if value < 0:
+        raise _fail(seg, position, f"{what} (element {index:02d}) must not be negative: {seg[index].strip()[:40]!r}")
+    return value
+
+
 def _count(seg: list[str], index: int, position: int, what: str) -> int:
     text = seg[index].strip() if index < len(seg) else ""
     if not _COUNT.fullmatch(text):
@@ -119,9 +135,9 @@ def decode_x12(data: bytes) -> dict[str, Any]:
         elif tag == "PO1":
             line: dict[str, Any] = {
                 "line": seg[1] if len(seg) > 1 else str(len(order["lines"]) + 1),
-                "quantity": _number(seg, 2, position, "quantity"),
+                "quantity": _quantity(seg, 2, position, "quantity"),
                 "uom": seg[3] if len(seg) > 3 else "",
-                "price": _number(seg, 4, position, "unit price"),
+                "price": _price(seg, 4, position, "unit price"),
             }
             for i in range(6, len(seg) - 1, 2):
                 if seg[i] in _ID_QUALIFIERS_SKU and "sku" not in line:
@@ -228,11 +244,11 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
         elif tag == "G68":
             line: dict[str, Any] = {
                 "line": str(len(order["lines"]) + 1),
-                "quantity": _number(seg, 1, position, "quantity ordered"),
+                "quantity": _quantity(seg, 1, position, "quantity ordered"),
                 "uom": seg[2] if len(seg) > 2 else "",
             }
             if len(seg) > 3 and seg[3]:
-                line["price"] = _number(seg, 3, position, "item list cost")
+                line["price"] = _price(seg, 3, position, "item list cost")
             if len(seg) > 4 and seg[4]:
                 line["upc_case_code"] = seg[4]
             for i in (5, 7):
