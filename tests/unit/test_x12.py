@@ -155,3 +155,17 @@ def test_an_order_line_for_no_or_minus_goods_is_malformed_input(line: str, says:
     # Attack: a careless partner's -10 (or 0) became an order line of -10 the ERP was asked to ship.
     with pytest.raises(MalformedInput, match=re.escape(f"segment PO1 at position 8: {says}")):
         decode_x12(interchange([line]))
+
+
+def test_an_order_without_lines_is_malformed_input_also_where_no_validator_ran() -> None:
+    # Attack: a webhook's 850 with CTT*0 (or an 875 with G76*0) and no line decoded into an empty
+    # order; only the EDI poller's map check (which requires a line) stood in the way.
+    from tests.unit.edi_files import grocery_order
+    from tests.unit.edi_files import interchange as edi_interchange
+
+    with pytest.raises(MalformedInput, match=r"segment ST at position 3: the transaction set has no PO1 line"):
+        decode_x12(interchange([]))
+    grocery = [x.replace("G76*30", "G76*0") for x in grocery_order(1, "GPO-0") if not x.startswith(("G68", "G69"))]
+    grocery[-1] = f"SE*{len(grocery)}*0001"
+    with pytest.raises(MalformedInput, match=r"segment ST at position 3: the transaction set has no G68 line"):
+        decode_x12(edi_interchange(1, [grocery]).replace("GS*PO*", "GS*OG*").encode())
