@@ -153,6 +153,8 @@ def decode_x12(data: bytes) -> dict[str, Any]:
                 raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BEG segment")
+    if not order["lines"]:  # webhooks decode without the map check, which requires a line
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no PO1 line")
     return order
 
 
@@ -269,6 +271,8 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
             )
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G50 segment")
+    if not order["lines"]:  # webhooks decode without the map check, which requires a line
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G68 line")
     if totals is None:  # required by the map, which pyx12 does not enforce for a set's last segment
         raise MalformedInput(
             f"segment SE at position {se_at + 1}: the transaction set has no G76 segment "
