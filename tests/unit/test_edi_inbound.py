@@ -281,3 +281,22 @@ def test_a_fuzzed_875_is_a_record_or_a_rejection_never_a_crash_nor_past_pyx12(
         assert all(line["sku"] for line in decoded["lines"])
     else:
         assert item.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (interchange(44, [grocery_order(1, "GPO-G")]), "an 875 travels in a group with GS01 OG, not PO"),
+        (
+            interchange(44, [purchase_order(1, "PO-G")]).replace("GS*PO*", "GS*OG*"),
+            "an 850 travels in a group with GS01 PO, not OG",
+        ),
+    ],
+)
+def test_a_set_in_the_wrong_functional_group_is_rejected_saying_which_group_it_needs(data: str, says: str) -> None:
+    # Attack: a partner putting its 875 in a PO group (as its 850s) read "the validator did not report on this set".
+    plan = partner_plan().model_copy(update={"accept": ("850", "875")})
+    [outcome] = assess_file(data.encode(), plan).interchanges
+    [item] = outcome.groups[0].sets
+    assert (item.code, item.error_code) == ("R", "5")
+    assert says in item.reason
