@@ -175,6 +175,13 @@ def _judge_set(
         problems = verdicts.interchange_errors + verdicts.group_errors.get(group.control, [])
         return reject("5", "; ".join(problems)[:2000])
     if verdict is None:
+        expected = TRANSACTION_SETS[transaction.set_id].functional_id if transaction.set_id in TRANSACTION_SETS else ""
+        if expected and expected != group.functional_id:  # pyx12 has no map for the pair, and says nothing
+            return reject(
+                "5",
+                f"an {transaction.set_id} travels in a group with GS01 {expected}, not {group.functional_id}: "
+                f"send it in its own GS group",
+            )
         return reject("5", "the validator did not report on this set")
     outcome.errors = verdict.errors[:MAX_SEGMENT_ERRORS]
     if verdict.code == "R":
