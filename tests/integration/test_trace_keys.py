@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -84,3 +85,23 @@ async def test_a_deleted_or_emptied_key_secret_is_written_again_without_an_opera
         assert await keys.ensure(kube, namespace) == 0  # and a resync writes nothing
     finally:
         await kube.close()
+
+
+async def test_span_key_without_the_right_to_read_the_secret_is_one_line_naming_the_refusal(
+    kubectl: Kubectl, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Attack: a person without `get` on Secrets asks for a span key: one line, no traceback, exit 1."""
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        await TraceKeys(MASTER).ensure(kube, kubectl.namespace)
+    finally:
+        await kube.close()
+    person = control_plane.user_kubeconfig(tmp_path / "p.kubeconfig", "nosecrets", namespace=kubectl.namespace)
+    argv = ["trace", "DE1", "--span-key", "--kubeconfig", str(person)]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: the Kubernetes API server at ")
+    assert "forbidden" in line.lower()
+    assert "hmac-sha256" not in line
