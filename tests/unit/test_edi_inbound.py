@@ -300,3 +300,23 @@ def test_a_set_in_the_wrong_functional_group_is_rejected_saying_which_group_it_n
     [item] = outcome.groups[0].sets
     assert (item.code, item.error_code) == ("R", "5")
     assert says in item.reason
+
+
+def test_an_875_delivery_date_is_the_requested_delivery_never_a_ship_date() -> None:
+    # Attack: G62 10 is the requested ship (pick-up) date; sent before G62 02, it became the
+    # order's delivery_date and the ERP planned the delivery for the day the goods should leave.
+    order = grocery_order(1, "GPO-D")
+    at = order.index("G62*02*20261205")
+    order[at : at + 1] = ["G62*10*20261201", "G62*38*20261202", "G62*02*20261205"]
+    order[-1] = f"SE*{len(order)}*0001"
+    data = interchange(45, [order]).replace("GS*PO*", "GS*OG*").encode()
+    [outcome] = assess_file(data, partner_plan().model_copy(update={"accept": ("875",)})).interchanges
+    [item] = outcome.groups[0].sets
+    assert item.code == "A", item.reason
+    decoded = decode_x12(item.original)
+    assert (decoded["delivery_date"], decoded["ship_date"]) == ("20261205", "20261201")
+    only_ship = [x for x in order if not x.startswith("G62*02")]
+    only_ship[-1] = f"SE*{len(only_ship)}*0001"
+    decoded = decode_x12(interchange(46, [only_ship]).replace("GS*PO*", "GS*OG*").encode())
+    assert "delivery_date" not in decoded
+    assert decoded["ship_date"] == "20261201"
