@@ -213,8 +213,11 @@ def _decode_860(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
 
 #: G5001 codes as words; an order with another status (a change, a cancel) is not a new order.
 _ORDER_STATUS = {"N": "original", "B": "backorder", "S": "future_dated", "A": "informational", "T": "resubmission"}
-#: G62 date qualifiers that say when the buyer wants the goods.
-_DELIVERY_DATES = ("02", "10", "37", "38", "53", "68")
+#: G62 date qualifiers (432) for when the buyer wants the goods delivered, most telling first: 02
+#: delivery requested, 68 requested delivery, 53 deliver not before, 54 deliver no later than.
+_DELIVERY_DATES = ("02", "68", "53", "54")
+#: ... and for when they should leave: 10 requested ship (pick-up), 37 ship not before, 38 not later than.
+_SHIP_DATES = ("10", "37", "38")
 
 
 def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, Any]:
@@ -223,10 +226,12 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
     A line's `sku` is its vendor or buyer item number (G6805-G6808 pairs) when it has one, else its
     U.P.C. case code (G6804), which is how grocery buyers name cases; map it to your item codes in
     the Integration if they differ. G76's total quantity must be the lines' sum when every line is
-    in its unit: a partner's G76 that disagrees means a line went missing in transit.
+    in its unit: a partner's G76 that disagrees means a line went missing in transit. G62 gives
+    `delivery_date` (02, 68, 53, 54) and `ship_date` (10, 37, 38), by qualifier, not by order.
     """
     order: dict[str, Any] = {"lines": [], "currency": "USD"}
     totals: tuple[float, str, list[str], int] | None = None
+    dates: dict[str, str] = {}
     for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
         tag = seg[0]
         if tag == "G50":
@@ -239,8 +244,8 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
                 )
             order["po_no"], order["order_date"] = seg[3], seg[2]
             order["order_status"] = _ORDER_STATUS[status]
-        elif tag == "G62" and len(seg) > 2 and seg[1] in _DELIVERY_DATES and "delivery_date" not in order:
-            order["delivery_date"] = seg[2]
+        elif tag == "G62" and len(seg) > 2 and seg[2]:
+            dates[seg[1]] = dates.get(seg[1]) or seg[2]
         elif tag == "N1" and len(seg) > 2:
             _party(order, seg)
         elif tag == "G68":
@@ -271,6 +276,11 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
             )
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G50 segment")
+    # By meaning, not by order: a ship date sent first is not when the goods are to arrive.
+    for name, qualifiers in (("delivery_date", _DELIVERY_DATES), ("ship_date", _SHIP_DATES)):
+        found = next((dates[q] for q in qualifiers if q in dates), None)
+        if found:
+            order[name] = found
     if not order["lines"]:  # webhooks decode without the map check, which requires a line
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G68 line")
     if totals is None:  # required by the map, which pyx12 does not enforce for a set's last segment
