@@ -217,3 +217,43 @@ async def test_a_bucket_made_without_per_message_ttls_gets_them_and_keeps_its_en
     assert info.config.max_msgs_per_subject == 1  # nothing else changed
     assert (await (await js.key_value(bucket)).get("counter.acme")).value == b'{"interchange": 7}'
     await js.publish(f"$KV.{bucket}.sent.acme.000000007", b"{}", msg_ttl=60)  # refused before
+
+
+async def test_the_edi_store_says_wrong_last_sequence_for_a_race_and_names_a_bucket_without_ttls(nc: Client) -> None:
+    """Attack on the history TTLs against a real nats-server: what callers catch is what it raises.
+
+    A write over a stale revision and a create over a live entry are KeyWrongLastSequenceError (a
+    race, which callers skip); a create over a purged entry succeeds and expires too; a bucket
+    the operator has not yet given TTLs refuses with 10166, which `_number` re-raises (no number
+    is used, nothing is uploaded) rather than take it for a racer's entry.
+    """
+    from onceflow_runner.adapters.control_numbers import HISTORY_TTL, ControlNumberStore
+
+    js = nc.jetstream()
+    namespace = f"race{uuid.uuid4().hex[:8]}"
+    await topology.ensure_buckets(js, namespace)
+    store = await ControlNumberStore.open(js, namespace)
+    first = await store.keep("out.a", b"1")
+    await store.keep("out.a", b"2", last=first)
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await store.keep("out.a", b"3", last=first)
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await store.keep_new("out.a", b"4")
+    await store.keep_new("awaiting.x", b"w")
+    await store.forget("awaiting.x")
+    await store.keep_new("awaiting.x", b"again")  # over the purge marker, as over a delete's before
+    bucket = subjects.edi_bucket(namespace)
+    again = await js.get_last_msg(subjects.kv_stream(bucket), f"$KV.{bucket}.awaiting.x")
+    assert again.data == b"again"
+    assert (again.headers or {}).get("Nats-TTL") == str(HISTORY_TTL)
+
+    old = subjects.edi_bucket(f"old{uuid.uuid4().hex[:8]}")
+    config = nats.js.api.StreamConfig(
+        name=subjects.kv_stream(old), subjects=[f"$KV.{old}.>"], max_msgs_per_subject=1, allow_rollup_hdrs=True
+    )
+    await js.add_stream(config)
+    without = ControlNumberStore(await js.key_value(old), js, old)
+    with pytest.raises(nats.js.errors.BadRequestError) as refused:
+        await without.keep_new("out.b", b"1")
+    assert refused.value.err_code == 10166
+    assert not isinstance(refused.value, nats.js.errors.KeyWrongLastSequenceError)

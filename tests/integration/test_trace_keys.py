@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -58,3 +60,50 @@ async def test_without_a_key_the_cli_prints_the_plain_hash_the_runners_use(
     result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "onceflow.business_key=sha256:" + hashlib.sha256(b"DE1").hexdigest()
+
+
+async def test_a_deleted_or_emptied_key_secret_is_written_again_without_an_operator_restart(
+    kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
+    """Attack: the operator remembered what it wrote and never looked again, so a deleted (or
+    emptied) `onceflow-trace` Secret stayed gone until it restarted, and every runner pod started
+    meanwhile hashed business keys with the plain, reversible SHA-256."""
+    namespace = kubectl.namespace
+    keys = TraceKeys(MASTER, recheck_seconds=0)  # the default reads a namespace's Secret at most every 30 s
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        assert await keys.ensure(kube, namespace) == 1
+        key = kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY]
+        kubectl.run("delete", "secret", TRACE_HASH_KEY_SECRET)
+        assert await TraceKeys(MASTER).ensure(kube, namespace) == 1  # a fresh operator reads it at once
+        kubectl.run("delete", "secret", TRACE_HASH_KEY_SECRET)
+        assert await keys.ensure(kube, namespace) == 1
+        assert kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY] == key
+        # Emptied, its digest annotation left in place: written again too.
+        patch = json.dumps({"data": {TRACE_HASH_KEY_SECRET_KEY: ""}})
+        kubectl.run("patch", "secret", TRACE_HASH_KEY_SECRET, "--type=merge", "-p", patch)
+        assert await keys.ensure(kube, namespace) == 1
+        assert kubectl.get("secret", TRACE_HASH_KEY_SECRET)["data"][TRACE_HASH_KEY_SECRET_KEY] == key
+        assert await keys.ensure(kube, namespace) == 0  # and a resync writes nothing
+    finally:
+        await kube.close()
+
+
+async def test_span_key_without_the_right_to_read_the_secret_is_one_line_naming_the_refusal(
+    kubectl: Kubectl, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Attack: a person without `get` on Secrets asks for a span key: one line, no traceback, exit 1."""
+    kube = KubeClient.from_environment(str(control_plane.kubeconfig))
+    try:
+        await TraceKeys(MASTER).ensure(kube, kubectl.namespace)
+    finally:
+        await kube.close()
+    person = control_plane.user_kubeconfig(tmp_path / "p.kubeconfig", "nosecrets", namespace=kubectl.namespace)
+    argv = ["trace", "DE1", "--span-key", "--kubeconfig", str(person)]
+    result = await asyncio.to_thread(CliRunner().invoke, main, argv, env={"KUBECONFIG": None})
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: the Kubernetes API server at ")
+    assert "forbidden" in line.lower()
+    assert "hmac-sha256" not in line

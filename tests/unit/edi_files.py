@@ -180,7 +180,7 @@ def grocery_order(st02: int, po: str, *, total: int = 30) -> list[str]:
         f"ST*875*{st02:04d}",
         f"G50*N*20261130*{po}",
         "N9*IA*77123",
-        "G62*10*20261205",
+        "G62*02*20261205",
         "N1*BY*Fresh Valley Markets*92*FV01",
         "N1*ST*Fresh Valley DC 2*92*DC2",
         "N3*12 Market St",

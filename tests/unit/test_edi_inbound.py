@@ -219,6 +219,17 @@ def test_an_875_grocery_order_is_taken_when_accepted_and_decodes_into_an_order()
         (lambda s: [x for x in s if not x.startswith("G68")], "G68"),  # no line: the map requires one
         (lambda s: [x.replace("G50*N*", "G50*F*") for x in s], "G5001 'F' is not a new order"),
         (lambda s: [x.replace("G68*10*CA*18.40*007114103012", "G68*10*CA*18.40") for x in s], "G6804"),
+        # Attack: without G76 pyx12 took the set (its map says required) and no total was checked.
+        (lambda s: [x for x in s if not x.startswith("G76")], "the transaction set has no G76 segment"),
+        # Attack: pyx12 said "Segment G66*M not found" of a segment that is there, just not in our map.
+        (lambda s: [*s[:4], "G66*M*CC", *s[4:]], "G66 at 5: the 875 does not take a G66 segment here; it takes "),
+        (lambda s: [*s[:10], "G72*504*06***1.5", *s[10:]], "G72 at 11: the 875 does not take a G72 segment here"),
+        # Attack: -10 cases with G76 adjusted to match went out as an order line of -10.
+        (
+            lambda s: [x.replace("G68*10*CA", "G68*-10*CA").replace("G76*30*", "G76*10*") for x in s],
+            "quantity ordered (element 01) must be more than 0: '-10'",
+        ),
+        (lambda s: [x.replace("G68*10*CA*18.40", "G68*10*CA*-18.40") for x in s], "must not be negative: '-18.40'"),
     ],
 )
 def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], list[str]], says: str) -> None:
@@ -230,3 +241,82 @@ def test_a_broken_875_is_rejected_with_the_reason(change: Callable[[list[str]], 
     [item] = outcome.groups[0].sets
     assert (item.code, item.error_code) == ("R", "5")
     assert says in item.reason
+
+
+_G875_ELEMENTS = ["", "0", "-1", "10", "1.5", "1e3", "CA", "EA", "UA", "VN", "UK", "BP", "007114103012", "x" * 49, "N"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["G50", "G68", "G76", "G62", "N1"]), st.integers(1, 9), st.sampled_from(_G875_ELEMENTS)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sets(st.sampled_from(["G76", "G69", "N9", "G62", "G68"]), max_size=2),
+)
+def test_a_fuzzed_875_is_a_record_or_a_rejection_never_a_crash_nor_past_pyx12(
+    edits: list[tuple[str, int, str]], dropped: set[str]
+) -> None:
+    """Any 875 the assessment takes decodes; what it rejects says why; what pyx12 rejects is never taken."""
+    order = [x for x in grocery_order(1, "GPO-F") if x.split("*")[0] not in dropped]
+    for tag, index, value in edits:
+        for n, segment in enumerate(order):
+            if segment.startswith(tag + "*"):
+                elements = segment.split("*")
+                elements += [""] * max(0, index + 1 - len(elements))
+                elements[index] = value
+                order[n] = "*".join(elements).rstrip("*")
+                break
+    order[-1] = f"SE*{len(order)}*0001"
+    data = interchange(43, [order]).replace("GS*PO*", "GS*OG*")
+    [outcome] = assess_file(data.encode(), partner_plan().model_copy(update={"accept": ("875",)})).interchanges
+    [item] = outcome.groups[0].sets
+    if item.accepted:
+        assert validate_interchange(data).sets[("43", "0001")].code in ("A", "E")
+        decoded = decode_x12(item.original)
+        assert decoded["lines"]
+        assert all(line["sku"] for line in decoded["lines"])
+    else:
+        assert item.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (interchange(44, [grocery_order(1, "GPO-G")]), "an 875 travels in a group with GS01 OG, not PO"),
+        (
+            interchange(44, [purchase_order(1, "PO-G")]).replace("GS*PO*", "GS*OG*"),
+            "an 850 travels in a group with GS01 PO, not OG",
+        ),
+    ],
+)
+def test_a_set_in_the_wrong_functional_group_is_rejected_saying_which_group_it_needs(data: str, says: str) -> None:
+    # Attack: a partner putting its 875 in a PO group (as its 850s) read "the validator did not report on this set".
+    plan = partner_plan().model_copy(update={"accept": ("850", "875")})
+    [outcome] = assess_file(data.encode(), plan).interchanges
+    [item] = outcome.groups[0].sets
+    assert (item.code, item.error_code) == ("R", "5")
+    assert says in item.reason
+
+
+def test_an_875_delivery_date_is_the_requested_delivery_never_a_ship_date() -> None:
+    # Attack: G62 10 is the requested ship (pick-up) date; sent before G62 02, it became the
+    # order's delivery_date and the ERP planned the delivery for the day the goods should leave.
+    order = grocery_order(1, "GPO-D")
+    at = order.index("G62*02*20261205")
+    order[at : at + 1] = ["G62*10*20261201", "G62*38*20261202", "G62*02*20261205"]
+    order[-1] = f"SE*{len(order)}*0001"
+    data = interchange(45, [order]).replace("GS*PO*", "GS*OG*").encode()
+    [outcome] = assess_file(data, partner_plan().model_copy(update={"accept": ("875",)})).interchanges
+    [item] = outcome.groups[0].sets
+    assert item.code == "A", item.reason
+    decoded = decode_x12(item.original)
+    assert (decoded["delivery_date"], decoded["ship_date"]) == ("20261205", "20261201")
+    only_ship = [x for x in order if not x.startswith("G62*02")]
+    only_ship[-1] = f"SE*{len(only_ship)}*0001"
+    decoded = decode_x12(interchange(46, [only_ship]).replace("GS*PO*", "GS*OG*").encode())
+    assert "delivery_date" not in decoded
+    assert decoded["ship_date"] == "20261201"

@@ -202,3 +202,36 @@ def test_any_invoice_whose_total_adds_up_goes_out_and_passes_pyx12(
     data = build("810", record)
     assert elements(data, "TDS") == [["TDS", str(int(expected * 100))]]
     assert document_findings(data) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"total": 1e26}, "total"),
+        ({"total": 1e300}, "total"),
+        ({"total": 67.5 + 1e13, "taxes": [{"code": "ST", "amount": 1e13}]}, "taxes.0.amount"),
+        ({"total": 67.5 + 1e13, "charges": [{"code": "D240", "amount": 1e13}]}, "charges.0.amount"),
+    ],
+)
+def test_an_810_amount_beyond_the_15_digits_of_cents_x12_carries_is_refused_naming_it(
+    changes: dict[str, object], field: str
+) -> None:
+    # Attack: 1e26 and more raised decimal.InvalidOperation from the total check, parked as an
+    # InternalError without a field; 1e13 went as far as pyx12's "TDS01 too long".
+    with pytest.raises(InvalidRecord, match=rf"record\.{field}: .*9999999999999\.99"):
+        build("810", {**invoice(), **changes})
+
+
+def test_an_810_line_whose_extension_no_decimal_holds_is_refused_as_an_invalid_record() -> None:
+    # 1e300 x 1e300 overflowed the total check's 28-digit decimals: decimal.InvalidOperation, no field named.
+    with pytest.raises(InvalidRecord, match=r"record\.total"):
+        build("810", {**invoice(), "lines": [{"sku": "A", "quantity": 1e300, "price": 1e300}]})
+
+
+def test_a_large_tax_goes_out_as_the_erp_wrote_it_not_as_its_float_expansion() -> None:
+    # 9381348774612.51 went out as TXI02 "9381348774612.5098" (18 characters, which pyx12 accepts).
+    tax = 9381348774612.51
+    record = {**invoice(), "total": 9381348774680.01, "taxes": [{"code": "ST", "amount": tax}]}
+    data = build("810", record)
+    assert elements(data, "TXI") == [["TXI", "ST", "9381348774612.51"]]
+    assert document_findings(data) == []

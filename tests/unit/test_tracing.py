@@ -522,7 +522,7 @@ def test_runner_pods_read_the_namespaces_key_from_its_secret_never_as_a_plain_va
     env = keyed["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {
         "name": "ONCEFLOW_TRACE_HASH_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "onceflow-trace", "key": "hash-key", "optional": True}},
-    } in env
+        "valueFrom": {"secretKeyRef": {"name": "onceflow-trace", "key": "hash-key"}},
+    } in env  # not optional: a pod without its key waits for it rather than hash with reversible SHA-256
     plain = build_runner_deployment(plan, "cm", owner, **common)
     assert "ONCEFLOW_TRACE_HASH_KEY" not in str(plain)

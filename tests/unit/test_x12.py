@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -140,3 +141,31 @@ def test_any_bytes_are_an_order_or_malformed_input(data: bytes) -> None:
     except MalformedInput:
         return
     assert order["po_no"]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("PO1*1*-10*EA*12.50**BP*SKU-1", "quantity (element 02) must be more than 0: '-10'"),
+        ("PO1*1*0*EA*12.50**BP*SKU-1", "quantity (element 02) must be more than 0: '0'"),
+        ("PO1*1*10*EA*-12.50**BP*SKU-1", "unit price (element 04) must not be negative: '-12.50'"),
+    ],
+)
+def test_an_order_line_for_no_or_minus_goods_is_malformed_input(line: str, says: str) -> None:
+    # Attack: a careless partner's -10 (or 0) became an order line of -10 the ERP was asked to ship.
+    with pytest.raises(MalformedInput, match=re.escape(f"segment PO1 at position 8: {says}")):
+        decode_x12(interchange([line]))
+
+
+def test_an_order_without_lines_is_malformed_input_also_where_no_validator_ran() -> None:
+    # Attack: a webhook's 850 with CTT*0 (or an 875 with G76*0) and no line decoded into an empty
+    # order; only the EDI poller's map check (which requires a line) stood in the way.
+    from tests.unit.edi_files import grocery_order
+    from tests.unit.edi_files import interchange as edi_interchange
+
+    with pytest.raises(MalformedInput, match=r"segment ST at position 3: the transaction set has no PO1 line"):
+        decode_x12(interchange([]))
+    grocery = [x.replace("G76*30", "G76*0") for x in grocery_order(1, "GPO-0") if not x.startswith(("G68", "G69"))]
+    grocery[-1] = f"SE*{len(grocery)}*0001"
+    with pytest.raises(MalformedInput, match=r"segment ST at position 3: the transaction set has no G68 line"):
+        decode_x12(edi_interchange(1, [grocery]).replace("GS*PO*", "GS*OG*").encode())

@@ -68,8 +68,9 @@ def pod_template(
     `port` is the pod's main port; with `operations_port` (a gateway) metrics and probes move to
     a second port named `metrics`, passed to the process as $ONCEFLOW_METRICS_PORT. `extra_env`:
     plain variables for the process (the operator's tracing settings, docs/observability.md).
-    `secret_env`: (variable, Secret, key) read from a Secret of the pod's namespace, optional (a
-    pod starts while the operator is still writing it, and reads it on its next start).
+    `secret_env`: (variable, Secret, key) read from a Secret of the pod's namespace, required: a
+    pod whose Secret is missing waits for it (kubelet retries until the operator writes it again)
+    instead of starting without it, e.g. hashing business keys with a reversible unkeyed hash.
     `processes` (a gateway's processesPerPod): the CPU request and memory limit grow with it, each
     process being a Python interpreter of its own.
     """
@@ -95,10 +96,7 @@ def pod_template(
     env = [
         *env,
         *({"name": k, "value": v} for k, v in extra_env),
-        *(
-            {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-            for k, secret, key in secret_env
-        ),
+        *({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for k, secret, key in secret_env),
     ]
     return {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
@@ -147,10 +145,7 @@ def nats_auth_env(secret: str) -> list[dict[str, Any]]:
         ("ONCEFLOW_NATS_CREDS", NATS_CREDS_KEY),
     )
     return [
-        *(
-            {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-            for env, key in keys
-        ),
+        *({"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for env, key in keys),
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
 

@@ -8,8 +8,10 @@ and so recognise, another tenant's hashes; the derivation needs no storage and g
 key after an operator restart or failover.
 
 The key is written as the Secret `onceflow-trace` (key `hash-key`) into each namespace with
-Integrations, before its runners start, and only when it differs from what is there (an
-annotation holds a digest of it), so a resync writes nothing.
+Integrations, before its runners start, and only when it differs from what is there, so a resync
+writes nothing. What is there is read on every reconcile, not remembered: a Secret someone deleted
+or emptied is written again within a reconcile interval (runner pods wait for it meanwhile; they
+never fall back to the reversible unkeyed hash).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -53,8 +57,10 @@ class TraceKeys:
     """Writes each namespace's `onceflow-trace` Secret from the master key."""
 
     master: bytes
-    #: namespace -> digest of the key its Secret holds (known after the first read or write).
-    written: dict[str, str] = field(default_factory=dict)
+    #: How long a namespace's Secret, once read or written, is taken as it was (seconds).
+    recheck_seconds: float = 30.0
+    #: namespace -> when its Secret was last read or written as it should be (monotonic).
+    checked: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> TraceKeys | None:
@@ -71,14 +77,24 @@ class TraceKeys:
         return cls(master.encode())
 
     async def ensure(self, kube: KubeClient, namespace: str) -> int:
-        """Write the namespace's Secret where it is missing or holds another key; returns how many were written."""
+        """Write the namespace's Secret where it is missing or holds another key; returns how many were written.
+
+        Read at most once per `recheck_seconds` per namespace (every Integration reconcile passes
+        here; a thousand Integrations must not mean a thousand Secret reads a resync), so a
+        deleted or emptied Secret is written again within that time.
+        """
+        now = time.monotonic()
+        if now - self.checked.get(namespace, -math.inf) < self.recheck_seconds:
+            return 0
         key = namespace_hash_key(self.master, namespace)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        if namespace not in self.written:
-            current = await kube.get("v1", "Secret", namespace, TRACE_HASH_KEY_SECRET)
-            annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
-            self.written[namespace] = str(annotations.get(KEY_ANNOTATION, ""))
-        if self.written[namespace] == digest:
+        encoded = base64.b64encode(key.encode()).decode()
+        current = await kube.get("v1", "Secret", namespace, TRACE_HASH_KEY_SECRET) or {}
+        annotations = (current.get("metadata") or {}).get("annotations") or {}
+        if (current.get("data") or {}).get(TRACE_HASH_KEY_SECRET_KEY) == encoded and (
+            annotations.get(KEY_ANNOTATION) == digest
+        ):
+            self.checked[namespace] = now
             return 0
         await kube.apply(
             {
@@ -91,8 +107,8 @@ class TraceKeys:
                     "annotations": {KEY_ANNOTATION: digest},
                 },
                 "type": "Opaque",
-                "data": {TRACE_HASH_KEY_SECRET_KEY: base64.b64encode(key.encode()).decode()},
+                "data": {TRACE_HASH_KEY_SECRET_KEY: encoded},
             }
         )
-        self.written[namespace] = digest
+        self.checked[namespace] = now
         return 1

@@ -51,6 +51,22 @@ def _number(seg: list[str], index: int, position: int, what: str) -> float:
     return value
 
 
+def _quantity(seg: list[str], index: int, position: int, what: str) -> float:
+    """An ordered quantity: more than 0 (a partner's -10 or 0 is no goods to ship; changes come as 860/876)."""
+    value = _number(seg, index, position, what)
+    if value <= 0:
+        raise _fail(seg, position, f"{what} (element {index:02d}) must be more than 0: {seg[index].strip()[:40]!r}")
+    return value
+
+
+def _price(seg: list[str], index: int, position: int, what: str) -> float:
+    """A unit price: 0 or more (a negative price is an allowance, which orders carry in SAC, not here)."""
+    value = _number(seg, index, position, what)
+    if value < 0:
+        raise _fail(seg, position, f"{what} (element {index:02d}) must not be negative: {seg[index].strip()[:40]!r}")
+    return value
+
+
 def _count(seg: list[str], index: int, position: int, what: str) -> int:
     text = seg[index].strip() if index < len(seg) else ""
     if not _COUNT.fullmatch(text):
@@ -119,9 +135,9 @@ def decode_x12(data: bytes) -> dict[str, Any]:
         elif tag == "PO1":
             line: dict[str, Any] = {
                 "line": seg[1] if len(seg) > 1 else str(len(order["lines"]) + 1),
-                "quantity": _number(seg, 2, position, "quantity"),
+                "quantity": _quantity(seg, 2, position, "quantity"),
                 "uom": seg[3] if len(seg) > 3 else "",
-                "price": _number(seg, 4, position, "unit price"),
+                "price": _price(seg, 4, position, "unit price"),
             }
             for i in range(6, len(seg) - 1, 2):
                 if seg[i] in _ID_QUALIFIERS_SKU and "sku" not in line:
@@ -137,6 +153,8 @@ def decode_x12(data: bytes) -> dict[str, Any]:
                 raise _fail(seg, position, f"CTT01 says {declared} line(s) but the order has {len(order['lines'])}")
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no BEG segment")
+    if not order["lines"]:  # webhooks decode without the map check, which requires a line
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no PO1 line")
     return order
 
 
@@ -195,8 +213,11 @@ def _decode_860(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
 
 #: G5001 codes as words; an order with another status (a change, a cancel) is not a new order.
 _ORDER_STATUS = {"N": "original", "B": "backorder", "S": "future_dated", "A": "informational", "T": "resubmission"}
-#: G62 date qualifiers that say when the buyer wants the goods.
-_DELIVERY_DATES = ("02", "10", "37", "38", "53", "68")
+#: G62 date qualifiers (432) for when the buyer wants the goods delivered, most telling first: 02
+#: delivery requested, 68 requested delivery, 53 deliver not before, 54 deliver no later than.
+_DELIVERY_DATES = ("02", "68", "53", "54")
+#: ... and for when they should leave: 10 requested ship (pick-up), 37 ship not before, 38 not later than.
+_SHIP_DATES = ("10", "37", "38")
 
 
 def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, Any]:
@@ -205,10 +226,12 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
     A line's `sku` is its vendor or buyer item number (G6805-G6808 pairs) when it has one, else its
     U.P.C. case code (G6804), which is how grocery buyers name cases; map it to your item codes in
     the Integration if they differ. G76's total quantity must be the lines' sum when every line is
-    in its unit: a partner's G76 that disagrees means a line went missing in transit.
+    in its unit: a partner's G76 that disagrees means a line went missing in transit. G62 gives
+    `delivery_date` (02, 68, 53, 54) and `ship_date` (10, 37, 38), by qualifier, not by order.
     """
     order: dict[str, Any] = {"lines": [], "currency": "USD"}
     totals: tuple[float, str, list[str], int] | None = None
+    dates: dict[str, str] = {}
     for position, seg in enumerate(segments[st_at:se_at], start=st_at + 1):
         tag = seg[0]
         if tag == "G50":
@@ -221,18 +244,18 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
                 )
             order["po_no"], order["order_date"] = seg[3], seg[2]
             order["order_status"] = _ORDER_STATUS[status]
-        elif tag == "G62" and len(seg) > 2 and seg[1] in _DELIVERY_DATES and "delivery_date" not in order:
-            order["delivery_date"] = seg[2]
+        elif tag == "G62" and len(seg) > 2 and seg[2]:
+            dates[seg[1]] = dates.get(seg[1]) or seg[2]
         elif tag == "N1" and len(seg) > 2:
             _party(order, seg)
         elif tag == "G68":
             line: dict[str, Any] = {
                 "line": str(len(order["lines"]) + 1),
-                "quantity": _number(seg, 1, position, "quantity ordered"),
+                "quantity": _quantity(seg, 1, position, "quantity ordered"),
                 "uom": seg[2] if len(seg) > 2 else "",
             }
             if len(seg) > 3 and seg[3]:
-                line["price"] = _number(seg, 3, position, "item list cost")
+                line["price"] = _price(seg, 3, position, "item list cost")
             if len(seg) > 4 and seg[4]:
                 line["upc_case_code"] = seg[4]
             for i in (5, 7):
@@ -253,9 +276,20 @@ def _decode_875(segments: list[list[str]], st_at: int, se_at: int) -> dict[str, 
             )
     if "po_no" not in order:
         raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G50 segment")
-    if totals is not None:
-        quantity, unit, seg, position = totals
-        ordered = sum(line["quantity"] for line in order["lines"])
-        if all(line["uom"] == unit for line in order["lines"]) and not math.isclose(quantity, ordered):
-            raise _fail(seg, position, f"G7601 says {quantity:g} {unit} but the lines order {ordered:g}")
+    # By meaning, not by order: a ship date sent first is not when the goods are to arrive.
+    for name, qualifiers in (("delivery_date", _DELIVERY_DATES), ("ship_date", _SHIP_DATES)):
+        found = next((dates[q] for q in qualifiers if q in dates), None)
+        if found:
+            order[name] = found
+    if not order["lines"]:  # webhooks decode without the map check, which requires a line
+        raise MalformedInput(f"segment ST at position {st_at + 1}: the transaction set has no G68 line")
+    if totals is None:  # required by the map, which pyx12 does not enforce for a set's last segment
+        raise MalformedInput(
+            f"segment SE at position {se_at + 1}: the transaction set has no G76 segment "
+            "(the total its lines must add up to: without it a lost line goes unnoticed)"
+        )
+    quantity, unit, seg, position = totals
+    ordered = sum(line["quantity"] for line in order["lines"])
+    if all(line["uom"] == unit for line in order["lines"]) and not math.isclose(quantity, ordered):
+        raise _fail(seg, position, f"G7601 says {quantity:g} {unit} but the lines order {ordered:g}")
     return order

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.errors import MalformedInput
 from onceflow_runner.payloads.edi.envelope import Group, Interchange, TransactionSet, split_file
-from onceflow_runner.payloads.edi.maps import TRANSACTION_SETS
+from onceflow_runner.payloads.edi.maps import TRANSACTION_SETS, Loop, Segment
+from onceflow_runner.payloads.edi.maps import TransactionSet as MapSet
 from onceflow_runner.payloads.edi.validation import ValidationResult, validate_interchange
 from onceflow_runner.payloads.x12 import decode_x12
 
@@ -174,10 +175,17 @@ def _judge_set(
         problems = verdicts.interchange_errors + verdicts.group_errors.get(group.control, [])
         return reject("5", "; ".join(problems)[:2000])
     if verdict is None:
+        expected = TRANSACTION_SETS[transaction.set_id].functional_id if transaction.set_id in TRANSACTION_SETS else ""
+        if expected and expected != group.functional_id:  # pyx12 has no map for the pair, and says nothing
+            return reject(
+                "5",
+                f"an {transaction.set_id} travels in a group with GS01 {expected}, not {group.functional_id}: "
+                f"send it in its own GS group",
+            )
         return reject("5", "the validator did not report on this set")
     outcome.errors = verdict.errors[:MAX_SEGMENT_ERRORS]
     if verdict.code == "R":
-        reasons = "; ".join(f"{e[0]} at {e[1]}: {e[5]}" for e in verdict.errors) or "rejected by the validator"
+        reasons = _said(transaction.set_id, verdict.errors) or "rejected by the validator"
         return reject("5", reasons[:2000])
     if transaction.set_id in ("850", "860", "875"):
         try:
@@ -186,6 +194,39 @@ def _judge_set(
             return reject("5", str(exc))
     outcome.code = verdict.code if verdict.code in ("A", "E") else "A"
     return outcome
+
+
+def _said(set_id: str, errors: tuple[tuple[str, int, str, int | None, str | None, str], ...]) -> str:
+    """pyx12's findings as the reason a person reads; a segment our map does not take there says so.
+
+    pyx12 words it "Segment G66*M not found", which reads as if the segment were missing; the
+    first such finding also lists the segments the set's map takes.
+    """
+    said: list[str] = []
+    listed = False
+    for segment, position, code, _, _, text in errors:
+        if code in ("1", "2") and text.startswith(f"Segment {segment}*") and set_id in TRANSACTION_SETS:
+            text = f"the {set_id} does not take a {segment} segment here"
+            if not listed:
+                text += f"; it takes {', '.join(_segment_ids(TRANSACTION_SETS[set_id]))} in that order"
+                listed = True
+        said.append(f"{segment} at {position}: {text}")
+    return "; ".join(said)
+
+
+def _segment_ids(spec: MapSet) -> list[str]:
+    """The segment ids a set's map takes, in map order, each once."""
+    found: list[str] = []
+
+    def walk(children: tuple[Segment | Loop, ...]) -> None:
+        for child in children:
+            if isinstance(child, Loop):
+                walk(child.children)
+            elif child.xid not in found:
+                found.append(child.xid)
+
+    walk((*spec.header, *spec.detail, *spec.summary))
+    return found
 
 
 def _taken(plan: EdiPartnerPlan, set_id: str) -> bool:

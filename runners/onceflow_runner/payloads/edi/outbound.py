@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -191,7 +191,8 @@ class _InvoiceLine(_Line):
     price: Decimal4 = Field(ge=0)
 
 
-Cents = Annotated[float, Field(ge=0, allow_inf_nan=False), _decimals(2)]
+#: An amount in currency units with cents: TDS01 and SAC05 carry it as at most 15 digits of cents (N2).
+Cents = Annotated[float, Field(ge=0, le=9_999_999_999_999.99, allow_inf_nan=False), _decimals(2)]
 
 
 class _Tax(_Shape):
@@ -228,14 +229,16 @@ class _Invoice(_Shape):
     @model_validator(mode="after")
     def _total_adds_up(self) -> _Invoice:
         cent = Decimal("0.01")
-        lines = sum(
-            ((_exact(x.quantity) * _exact(x.price)).quantize(cent, ROUND_HALF_UP) for x in self.lines), Decimal(0)
-        )
-        taxes = sum((_exact(t.amount) for t in self.taxes), Decimal(0)).quantize(cent)
-        charges = sum((_exact(c.amount) for c in self.charges if not c.allowance), Decimal(0)).quantize(cent)
-        allowances = sum((_exact(c.amount) for c in self.charges if c.allowance), Decimal(0)).quantize(cent)
-        expected = lines + taxes + charges - allowances
-        total = _exact(self.total).quantize(cent)
+        # Exact for any float: a line of 1e300 x 1e300 has some 620 digits, beyond the default 28.
+        with localcontext(prec=1000):
+            lines = sum(
+                ((_exact(x.quantity) * _exact(x.price)).quantize(cent, ROUND_HALF_UP) for x in self.lines), Decimal(0)
+            )
+            taxes = sum((_exact(t.amount) for t in self.taxes), Decimal(0)).quantize(cent)
+            charges = sum((_exact(c.amount) for c in self.charges if not c.allowance), Decimal(0)).quantize(cent)
+            allowances = sum((_exact(c.amount) for c in self.charges if c.allowance), Decimal(0)).quantize(cent)
+            expected = lines + taxes + charges - allowances
+            total = _exact(self.total).quantize(cent)
         if abs(total - expected) > cent * len(self.lines):
             raise ValueError(
                 f"total: {total} is not what the invoice adds up to: lines {lines} + taxes {taxes} "
@@ -267,9 +270,16 @@ def read_document(kind: str, record: Any, *, step: str = "") -> _Shape:
 
 
 def _number(value: float) -> str:
-    """An X12 R (decimal) value: no exponent, no trailing zeros."""
-    text = f"{value:.4f}".rstrip("0").rstrip(".")
-    return text or "0"
+    """An X12 R (decimal) value: no exponent, no trailing zeros.
+
+    Exactly as the ERP wrote it (the shapes allow at most 4 decimals, so nothing is lost): a
+    fixed `.4f` printed a large amount's float expansion (9381348774612.51 as 9381348774612.5098).
+    """
+    exact = Decimal(repr(value))
+    if not exact:
+        return "0"
+    text = format(exact, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _in_cents(amount: float) -> str:
