@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from onceflow_operator.cli.output import nats_option
+
+if TYPE_CHECKING:
+    from onceflow_operator.build.natsauth import Key
 
 __all__ = ["nats_auth"]
 
@@ -78,14 +82,30 @@ def nats_auth_init(out: Path, name: str, isolation: str, jwt_dir: str) -> None:
         click.echo("      and set the chart value nats.isolation=account")
 
 
-@nats_auth.command("creds")
-@click.option("--namespace", "-n", required=True, help="The namespace whose account the user belongs to.")
-@click.option(
+_signing_key_option = click.option(
     "--signing-key-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     required=True,
     help="The operator signing key (operator-signing-key from `nats-auth init --isolation account`).",
 )
+
+
+def _operator_signing_key(path: Path) -> Key:
+    """The operator signing key in `path`; a one-line error naming the option when it is not one."""
+    from onceflow_operator.build.natsauth import Key
+
+    try:
+        signing = Key.of(path.read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"--signing-key-file {path}: {exc}") from None
+    if not signing.seed.startswith("SO"):
+        raise click.ClickException(f"--signing-key-file {path}: not an operator seed (it starts with SO)")
+    return signing
+
+
+@nats_auth.command("creds")
+@click.option("--namespace", "-n", required=True, help="The namespace whose account the user belongs to.")
+@_signing_key_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -109,12 +129,7 @@ def nats_auth_creds(namespace: str, signing_key_file: Path, out: Path, expires: 
         seconds = parse_duration(expires, days=True)
     except ValueError as exc:
         raise click.ClickException(f"--expires {expires}: {exc}") from None
-    try:
-        signing = Key.of(signing_key_file.read_text())
-    except ValueError as exc:
-        raise click.ClickException(f"--signing-key-file {signing_key_file}: {exc}") from None
-    if not signing.seed.startswith("SO"):
-        raise click.ClickException(f"--signing-key-file {signing_key_file}: not an operator seed (it starts with SO)")
+    signing = _operator_signing_key(signing_key_file)
     if out.exists():
         raise click.ClickException(f"--out {out} exists; choose a new file (it is a secret)")
     account = namespace_account_key(signing, namespace)
@@ -129,12 +144,7 @@ def nats_auth_creds(namespace: str, signing_key_file: Path, out: Path, expires: 
 @nats_auth.command("revoke")
 @nats_option
 @click.option("--namespace", "-n", required=True, help="The namespace whose account the users belong to.")
-@click.option(
-    "--signing-key-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    required=True,
-    help="The operator signing key (operator-signing-key from `nats-auth init --isolation account`).",
-)
+@_signing_key_option
 @click.option(
     "--system-creds-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -162,7 +172,7 @@ def nats_auth_revoke(
     The revocation is pushed to the servers in the account JWT, and the operator keeps it when it
     pushes that account again (it reads the revocations back from the servers).
     """
-    from onceflow_operator.build.natsauth import Key, decode_jwt
+    from onceflow_operator.build.natsauth import decode_jwt
     from onceflow_operator.clients.accounts import AccountError, Accounts, AccountSettings
 
     found = list(users)
@@ -179,12 +189,7 @@ def nats_auth_revoke(
             if bad
             else "give --creds-file or --user"
         )
-    try:
-        signing = Key.of(signing_key_file.read_text())
-    except ValueError as exc:
-        raise click.ClickException(f"--signing-key-file {signing_key_file}: {exc}") from None
-    if not signing.seed.startswith("SO"):
-        raise click.ClickException(f"--signing-key-file {signing_key_file}: not an operator seed (it starts with SO)")
+    signing = _operator_signing_key(signing_key_file)
     accounts = Accounts(nats_url, AccountSettings(signing, system_creds_file.read_text(), limits=None))
 
     async def revoke() -> None:
