@@ -335,3 +335,45 @@ def test_the_as_flag_is_refused_with_the_reason() -> None:
     assert result.exit_code == 2
     assert "--as is gone: a decision is recorded as the user your kubeconfig authenticates as" in result.output
     assert json.dumps("alice") not in result.output
+
+
+def test_loads_of_one_kubeconfig_at_once_in_several_threads_never_read_each_others_removed_files(
+    tmp_path: Path,
+) -> None:
+    """Found by CI: a CLI command in a thread and the operator in another loaded the same admin
+    kubeconfig; the library's process-wide cache handed one load the certificate file another
+    load had just written in its private folder and removed: `[Errno 2] No such file`."""
+    import asyncio
+    import threading
+
+    cert, key = _client_certificate(tmp_path / "certs")
+    path = kubeconfig(
+        tmp_path / "c",
+        {"inline": {"cluster": "x", "user": "inline"}},
+        current="inline",
+        clusters={"x": "https://x.test"},
+        users={
+            "inline": {
+                "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
+                "client-key-data": base64.b64encode(key.read_bytes()).decode(),
+            }
+        },
+    )
+    failures: list[BaseException] = []
+
+    def loads() -> None:
+        async def many() -> None:
+            for _ in range(60):
+                await load_kubeconfig(str(path)).credentials()
+
+        try:
+            asyncio.run(many())
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=loads) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []

@@ -26,6 +26,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,41 @@ def _credentials(config: Any) -> Credentials:
     )
 
 
+_PRIVATE_PREFIX = "onceflow-kube-"
+
+
+def _file_of_this_load(self: Any, content: Any) -> str:
+    """The library's temp-file writer, for loads in a private folder: a file of its own every time.
+
+    Why: the library keeps one process-wide cache from content to file. Two loads of the same
+    kubeconfig at once (a CLI command in a thread beside the operator; any two threads) would get
+    the file the other load wrote in its private folder, which that load then removes:
+    `[Errno 2] No such file`. A load in its own folder never shares.
+    """
+    folder = str(getattr(self, "_temp_file_path", "") or "")
+    if not os.path.basename(folder).startswith(_PRIVATE_PREFIX):
+        return str(_library_temp_file(self, content))
+    handle, name = tempfile.mkstemp(dir=folder)
+    with os.fdopen(handle, "wb") as out:
+        out.write(content.encode() if isinstance(content, str) else content)
+    return name
+
+
+_library_temp_file: Any = None
+_patching = threading.Lock()
+
+
+def _own_temp_files() -> None:
+    """Route the library's temp files through `_file_of_this_load` (once per process, under a lock)."""
+    global _library_temp_file
+    from kubernetes_asyncio.config import kube_config
+
+    with _patching:
+        if _library_temp_file is None:
+            _library_temp_file = kube_config.FileOrData._create_temp_file_with_content
+            kube_config.FileOrData._create_temp_file_with_content = _file_of_this_load  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def _private_files(loader: Any) -> Iterator[None]:
     """Let the library write inline certificates and keys into a private folder, removed once read.
@@ -211,7 +247,8 @@ def _private_files(loader: Any) -> Iterator[None]:
     """
     from kubernetes_asyncio.config import kube_config
 
-    folder = tempfile.mkdtemp(prefix="onceflow-kube-")
+    _own_temp_files()
+    folder = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX)
     previous = loader._temp_file_path
     loader._temp_file_path = folder
     try:
