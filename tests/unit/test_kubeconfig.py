@@ -207,6 +207,22 @@ def _client_certificate(folder: Path) -> tuple[Path, Path]:
     return folder / "alice.crt", folder / "alice.key"
 
 
+def inline_kubeconfig(folder: Path, cert: Path, key: Path) -> Path:
+    """A kubeconfig whose only user carries the certificate and key inline (`*-data`)."""
+    return kubeconfig(
+        folder,
+        {"inline": {"cluster": "x", "user": "inline"}},
+        current="inline",
+        clusters={"x": "https://x.test"},
+        users={
+            "inline": {
+                "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
+                "client-key-data": base64.b64encode(key.read_bytes()).decode(),
+            }
+        },
+    )
+
+
 async def test_certificates_by_relative_path_and_inline_data_both_load(tmp_path: Path) -> None:
     cert, key = _client_certificate(tmp_path / "certs")
     path = kubeconfig(
@@ -236,18 +252,7 @@ async def test_an_inline_client_key_leaves_no_file_behind_and_loads_again(
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    path = kubeconfig(
-        tmp_path / "c",
-        {"inline": {"cluster": "x", "user": "inline"}},
-        current="inline",
-        clusters={"x": "https://x.test"},
-        users={
-            "inline": {
-                "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
-                "client-key-data": base64.b64encode(key.read_bytes()).decode(),
-            }
-        },
-    )
+    path = inline_kubeconfig(tmp_path / "c", cert, key)
     target = load_kubeconfig(str(path))
     first = await target.credentials()
     assert list(temp.rglob("*")) == []
@@ -347,18 +352,7 @@ def test_loads_of_one_kubeconfig_at_once_in_several_threads_never_read_each_othe
     import threading
 
     cert, key = _client_certificate(tmp_path / "certs")
-    path = kubeconfig(
-        tmp_path / "c",
-        {"inline": {"cluster": "x", "user": "inline"}},
-        current="inline",
-        clusters={"x": "https://x.test"},
-        users={
-            "inline": {
-                "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
-                "client-key-data": base64.b64encode(key.read_bytes()).decode(),
-            }
-        },
-    )
+    path = inline_kubeconfig(tmp_path / "c", cert, key)
     failures: list[BaseException] = []
 
     def loads() -> None:
