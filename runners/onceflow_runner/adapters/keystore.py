@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from onceflow_runner.adapters.pubacks import AckedPublisher
+from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.keys import KeyState, kv_token
@@ -33,6 +33,8 @@ __all__ = ["Claim", "KeyStore", "kv_key"]
 #: JetStream's "wrong last sequence" error codes: a compare-and-set lost.
 _WRONG_LAST_SEQUENCE = {10071, 10164}
 _FREED = {h.KV_DELETE, h.KV_PURGE}
+#: The headers of a fresh claim (create-if-absent), the settle path's first write: encoded once.
+_CREATE: Final = header_block({h.EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
 
 
 def kv_key(integration: str, business_key: str) -> str:
@@ -76,7 +78,10 @@ class KeyStore:
         if last is not None:
             headers[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(last)
         try:
-            stored = await self.acks.publish(self._subject(key), value, headers or None)
+            if last == 0 and not delete:
+                stored = await self.acks.publish_block(self._subject(key), value, _CREATE)
+            else:
+                stored = await self.acks.publish(self._subject(key), value, headers or None)
         except APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 return None

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import nats
@@ -39,12 +40,12 @@ from nats.js.kv import KeyValue
 
 from onceflow_runner import tracing
 from onceflow_runner.adapters.keystore import KeyStore
-from onceflow_runner.adapters.pubacks import AckedPublisher
+from onceflow_runner.adapters.pubacks import AckedPublisher, header_block, header_line
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.edi import EdiPartnerPlan
 from onceflow_runner.contract.environment import NAMESPACE_ENV
-from onceflow_runner.contract.headers import NATS_MSG_ID, cloudevent_headers
+from onceflow_runner.contract.headers import NATS_MSG_ID
 from onceflow_runner.contract.keys import bounded_id, bounded_key
 from onceflow_runner.contract.messages import Heartbeat, ParkedCandidates
 from onceflow_runner.contract.plan import NatsPlan, Plan
@@ -320,9 +321,13 @@ class JetStreamWiring:
 
         The message id is bounded (`contract.keys.bounded_id`): a long one is hashed, never cut.
         """
+        return await self.publish_block(subject, payload, header_block({**headers, NATS_MSG_ID: bounded_id(msg_id)}))
+
+    async def publish_block(self, subject: str, payload: bytes, block: bytes) -> bool:
+        """As `publish`, with the header block (its `Nats-Msg-Id` included) already encoded."""
         if self.acks is None:
             self.acks = AckedPublisher(self.nc, timeout=JS_TIMEOUT)
-        stored = await self.acks.publish(subject, payload, {**headers, NATS_MSG_ID: bounded_id(msg_id)})
+        stored = await self.acks.publish_block(subject, payload, block)
         return stored.duplicate
 
     async def publish_candidates(self, candidates: ParkedCandidates, msg_id: str | None = None) -> int:
@@ -370,32 +375,59 @@ class JetStreamWiring:
 
 
 class JetStreamEvents:
-    """EventSink that publishes canonical CloudEvents (binary mode) to ONCEFLOW_EVENTS."""
+    """EventSink that publishes canonical CloudEvents (binary mode) to ONCEFLOW_EVENTS.
+
+    Why the header block is assembled here: of an event's ten or so headers only the id, the
+    time, the origin system, the traceparent and the message id change per record; the rest are
+    encoded once per entity and verb. The bytes are `header_block`'s for the same headers in
+    the same order (ce-specversion, ce-type, ce-source, ce-id, ce-time, content-type, origin,
+    origin system, revision, traceparent, Nats-Msg-Id), which tests/unit/test_header_block.py
+    checks against `cloudevent_headers`.
+    """
 
     def __init__(self, wiring: JetStreamWiring) -> None:
         self.wiring = wiring
         self.plan = wiring.plan
+        plan = self.plan
+        #: (entity, verb) -> (subject, the lines before ce-id).
+        self._heads: dict[tuple[str, str], tuple[str, str]] = {}
+        #: The lines between ce-time and the origin system: always the same.
+        self._middle = header_line(h.CE_CONTENT_TYPE, "application/json") + header_line(h.ORIGIN, plan.source)
+        self._revision = header_line(h.REVISION, plan.revision)
+        self._origin_system = header_line(h.ORIGIN_SYSTEM, plan.source_system) if plan.source_system else ""
+        self._scope = f"{plan.namespace}/{plan.integration}/"
+
+    def _head(self, entity: str, verb: str) -> tuple[str, str]:
+        found = self._heads.get((entity, verb))
+        if found is None:
+            source = f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}"
+            lines = (
+                header_line(h.CE_SPECVERSION, h.CLOUDEVENTS_VERSION)
+                + header_line(h.CE_TYPE, f"io.onceflow.{entity}.{verb}")
+                + header_line(h.CE_SOURCE, source)
+            )
+            found = self._heads[(entity, verb)] = (f"{self.plan.nats.events_prefix}.{entity}.{verb}", lines)
+        return found
 
     async def publish_event(self, entity: str, verb: str, data: Any, *, msg_id: str, meta: Mapping[str, Any]) -> None:
-        headers = cloudevent_headers(
-            event_type=f"io.onceflow.{entity}.{verb}",
-            source=f"/namespaces/{self.plan.namespace}/integrations/{self.plan.integration}",
-            event_id=bounded_key(str(meta["businessKey"])),
-            content_type="application/json",
-        )
-        headers[h.ORIGIN] = self.plan.source
-        origin_system = str(meta.get("originSystem") or self.plan.source_system)
-        if origin_system:
-            headers[h.ORIGIN_SYSTEM] = origin_system
-        headers[h.REVISION] = self.plan.revision
+        subject, head = self._head(entity, verb)
+        origin_system = meta.get("originSystem")
         # With tracing on, the event names the step that published it (same trace, one hop deeper).
         traceparent = tracing.current_traceparent() or meta.get("traceparent")
-        if traceparent:
-            headers[h.TRACEPARENT] = str(traceparent)
-        subject = f"{self.plan.nats.events_prefix}.{entity}.{verb}"
-        # Scoped: another Integration (or namespace) may publish for the same business key and step name.
-        scoped = f"{self.plan.namespace}/{self.plan.integration}/{msg_id}"
-        await self.wiring.publish(subject, json.dumps(data, default=str).encode(), headers, scoped)
+        block = (
+            "NATS/1.0\r\n"
+            + head
+            + header_line(h.CE_ID, bounded_key(str(meta["businessKey"])))
+            + header_line(h.CE_TIME, datetime.now(UTC).isoformat())
+            + self._middle
+            + (header_line(h.ORIGIN_SYSTEM, str(origin_system)) if origin_system else self._origin_system)
+            + self._revision
+            + (header_line(h.TRACEPARENT, str(traceparent)) if traceparent else "")
+            # Scoped: another Integration (or namespace) may publish for the same business key and step name.
+            + header_line(NATS_MSG_ID, bounded_id(self._scope + msg_id))
+            + "\r\n"
+        )
+        await self.wiring.publish_block(subject, json.dumps(data, default=str).encode(), block.encode())
 
     async def hand_over_edi(
         self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]

@@ -43,6 +43,12 @@ log = logging.getLogger("onceflow.runner")
 #: CEL worker processes per runner (fewer if the plan's concurrency is lower). Two keep one slow
 #: record from holding every other iterating record behind it, and fit the pod's memory limit.
 EXPRESSION_WORKERS = 2
+#: While records are in flight, the pull loop fetches again only once this share (1/4) of the
+#: plan's concurrency is free. Why: refilled as soon as one slot freed, a busy runner fetched one
+#: to five records at a time, and each fetch costs a pull request, its status message and a split
+#: marker read (a request/response). With nothing in flight it fetches at once, so a record that
+#: arrives at an idle or lightly loaded runner waits for nothing.
+REFILL_SHARE = 4
 
 
 class Runner:
@@ -79,6 +85,14 @@ class Runner:
         self.pod = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        #: Fetch again once this many slots are free (while records are in flight; see REFILL_SHARE).
+        self.refill_at = max(1, plan.concurrency // REFILL_SHARE)
+        #: Set when enough slots are free to fetch again (or when stopping).
+        self._slots = asyncio.Event()
+        #: Fetches that brought records, and the records they brought (for tests and benchmarks).
+        self.fetches = self.fetched = 0
+        # Read when /metrics is scraped, not counted up and down twice per record.
+        self.counters.in_flight.set_function(lambda: len(self._inflight))
         self._tasks: list[asyncio.Task[None]] = []
         self._site: web.TCPSite | None = None
         self._http: web.AppRunner | None = None
@@ -122,6 +136,7 @@ class Runner:
         """Stop pulling, let in-flight records settle (or be redelivered later), then disconnect."""
         self.ready = False
         self._stopping.set()
+        self._slots.set()  # a pull loop waiting for free slots looks at _stopping and ends
         if self._tasks:
             # Let a fetch in progress return (it times out within a second) and its records start:
             # cancelling it would strand what it fetched until ack_wait sends it elsewhere.
@@ -175,9 +190,11 @@ class Runner:
     async def _pull_loop(self) -> None:
         limit = self.plan.concurrency
         while not self._stopping.is_set():
-            free = limit - len(self._inflight)
-            if free <= 0:
-                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+            busy = len(self._inflight)
+            free = limit - busy
+            if busy and free < self.refill_at:
+                self._slots.clear()
+                await self._slots.wait()  # set by `_finished` once refill_at slots are free
                 continue
             try:
                 msgs = await self.sub.fetch(free, timeout=1.0)
@@ -198,33 +215,36 @@ class Runner:
                 log.warning("split marker unreadable; batch left for redelivery", extra={"error": type(exc).__name__})
                 await asyncio.sleep(0.5)
                 continue
+            self.fetches += 1
+            self.fetched += len(msgs)
             for msg in msgs:
-                if not self._mine(msg):
-                    continue
-                task = asyncio.create_task(self._settle_guarded(msg))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                if self._mine(msg):
+                    self._track(asyncio.create_task(self._settle_guarded(msg)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self.plan.concurrency - len(self._inflight) >= self.refill_at:
+            self._slots.set()
 
     def _mine(self, msg: Msg) -> bool:
         """Ack split markers and the other lane's records at once (no effect); True for our records."""
         if SplitMarker.is_marker(msg.headers) or not owns(self.lane, msg.metadata.sequence.stream, self.split):
             self.counters.skipped.inc()
-            task = asyncio.create_task(msg.ack())
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._track(asyncio.create_task(msg.ack()))
             return False
         return True
 
     async def _settle_guarded(self, msg: Msg) -> None:
-        self.counters.in_flight.inc()
         try:
             await self.settle(msg)
         except Exception as exc:
             # NATS could not be reached to settle it (not even to park it): left unacked, it is
             # redelivered after ack_wait, and after maxDeliver its advisory makes it a dead letter.
             log.error("settle failed; message will be redelivered", extra={"error": header_safe(repr(exc), 300)})
-        finally:
-            self.counters.in_flight.dec()
 
     async def settle(self, msg: Msg) -> None:
         """Process one delivery and decide its fate (see `settle`)."""
