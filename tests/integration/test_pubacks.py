@@ -125,3 +125,29 @@ async def test_either_way_a_subject_no_stream_takes_is_refused_and_a_silent_one_
     assert 0.9 <= time.monotonic() - started < 3.0
     assert not publisher._pending
     await silent.unsubscribe()
+
+
+async def test_pubacks_read_early_leave_every_other_subscription_of_the_connection_alone(nc: Client) -> None:
+    """PubAcks resolve in the client's read loop (`_read_early`); other messages take nats-py's path."""
+    prefix = await _stream(nc)
+    acks = AckedPublisher(nc)
+    await acks.start()
+    received: list[tuple[str, bytes, str | None]] = []
+    got = asyncio.Event()
+
+    async def on_message(msg: nats.aio.msg.Msg) -> None:
+        received.append((msg.subject, msg.data, (msg.headers or {}).get("X-Kind")))
+        if len(received) == 2:
+            got.set()
+
+    other = await nc.subscribe(f"other.{prefix}.>", cb=on_message)
+    answered = await asyncio.gather(*(acks.publish(f"{prefix}.s", str(i).encode()) for i in range(50)))
+    await nc.publish(f"other.{prefix}.plain", b"one")
+    await nc.publish(f"other.{prefix}.headed", b"two", headers={"X-Kind": "headed"})
+    await asyncio.wait_for(got.wait(), 5)
+    assert sorted(s.seq for s in answered) == list(range(1, 51))
+    assert received == [(f"other.{prefix}.plain", b"one", None), (f"other.{prefix}.headed", b"two", "headed")]
+    # Read early, the PubAcks still count as the inbox subscription's messages.
+    inbox = next(sub for sub in nc._subs.values() if sub.subject == f"{acks._prefix}*")
+    assert inbox._received == 50
+    await other.unsubscribe()
