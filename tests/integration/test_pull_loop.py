@@ -1,4 +1,4 @@
-"""The runner's pull loop against a real nats-server: when it fetches, how much, and split markers.
+"""The runner's pull loop and its puller against a real nats-server: when it fetches, how much, split markers.
 
 Why: with records in flight the loop fetches again only once a quarter of the plan's concurrency
 is free (`process.REFILL_SHARE`), so a busy runner fetches in batches instead of one record per
@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from onceflow_operator.clients.topology import ensure_plan
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters import natsio
+from onceflow_runner.adapters.pulls import Puller
 from onceflow_runner.contract.plan import PLAN_VERSION, Plan
 from onceflow_runner.runner import Runner
 from tests.integration.scenario import eventually
@@ -194,3 +198,54 @@ async def test_a_split_marker_stored_between_two_fetches_decides_the_lane_of_the
     finally:
         await runner.stop()
     assert [b["key"] for b in target.bodies] == ["a", "b", "c"]
+
+
+# -- The puller itself (adapters/pulls.py): one request per fetch, read where the client parses it --
+
+
+async def _consumer(nc: Client, **config: Any) -> tuple[str, str]:
+    """A stream and durable pull consumer of their own; returns (stream, consumer)."""
+    name = f"pulls_{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"]))
+    await js.add_consumer(name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, **config))
+    return name, "c"
+
+
+async def test_a_fetch_returns_what_is_there_at_once_and_waits_only_when_nothing_is(nc: Client) -> None:
+    stream, consumer = await _consumer(nc)
+    js = nc.jetstream()
+    puller = Puller(js, stream, consumer)
+    for i in range(3):
+        await js.publish(f"{stream}.r", f"r{i}".encode(), headers={"Onceflow-Event": f"e{i}"})
+    started = time.monotonic()
+    got = await puller.fetch(10, timeout=5)
+    assert [m.data for m in got] == [b"r0", b"r1", b"r2"]
+    assert [(m.headers or {}).get("Onceflow-Event") for m in got] == ["e0", "e1", "e2"]
+    assert time.monotonic() - started < 2.5  # ended by the server's "no more", not by the 5 s
+    assert got[0].metadata.sequence.stream == 1
+    for m in got:
+        await m.ack()
+    assert await puller.fetch(10, timeout=0.3) == []  # nothing there: the request expires
+    waiting = asyncio.ensure_future(puller.fetch(10, timeout=5))
+    await eventually(lambda: puller._ended is not None)
+    await js.publish(f"{stream}.r", b"late")
+    started = time.monotonic()
+    assert [m.data for m in await waiting] == [b"late"]  # at once, not when the 5 s are up
+    assert time.monotonic() - started < 2.5
+    await puller.unsubscribe()
+
+
+async def test_a_record_for_a_request_no_fetch_waits_on_is_kept_for_the_next_fetch(nc: Client) -> None:
+    stream, consumer = await _consumer(nc)
+    js = nc.jetstream()
+    puller = Puller(js, stream, consumer)
+    await puller.start()
+    # A request the client gave up on while the server still holds it (as after a client timeout).
+    orphan = json.dumps({"batch": 1, "expires": 5_000_000_000}).encode()
+    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", orphan, reply=puller._inbox)
+    await nc.flush()
+    await js.publish(f"{stream}.r", b"kept")
+    await eventually(lambda: puller._early)
+    assert [m.data for m in await puller.fetch(10, timeout=5)] == [b"kept"]
+    await puller.unsubscribe()

@@ -39,8 +39,10 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailabl
 from nats.js.kv import KeyValue
 
 from onceflow_runner import tracing
+from onceflow_runner.adapters import pulls
 from onceflow_runner.adapters.keystore import KeyStore
 from onceflow_runner.adapters.pubacks import AckedPublisher, header_block, header_line
+from onceflow_runner.adapters.pulls import Puller
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
 from onceflow_runner.contract.edi import EdiPartnerPlan
@@ -301,8 +303,14 @@ class JetStreamWiring:
         keys = KeyStore(js, plan.nats.kv_bucket, plan.integration, plan.revision, acks)
         return cls(nc, js, keys, plan, lane, acks)
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe_bind(lane_consumer(self.plan, self.lane), stream=self.plan.nats.stream)
+    async def subscribe(self) -> Puller | JetStreamContext.PullSubscription:
+        """The lane's consumer to fetch from: a `pulls.Puller`, or nats-py's pull subscription without it."""
+        consumer = lane_consumer(self.plan, self.lane)
+        if not pulls.supported(self.nc):
+            return await self.js.pull_subscribe_bind(consumer, stream=self.plan.nats.stream)
+        puller = Puller(self.js, self.plan.nats.stream, consumer)
+        await puller.start()
+        return puller
 
     async def subscribe_advisories(self) -> JetStreamContext.PullSubscription:
         """The lane's max-delivery advisories (see `advisory_config`)."""
