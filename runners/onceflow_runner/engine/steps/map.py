@@ -26,12 +26,12 @@ async def _run(step: StepPlan, run: RecordRun) -> RecordOutcome | None:
     if spec is None:
         return None
     ctx = run.context
-    inline = [expr for expr in spec.fields.values() if not run.isolates(expr)]
-    bound = bind(ctx, inline) if inline else None
+    inline = dict.fromkeys(expr for expr in spec.fields.values() if not run.isolates(expr))  # asked once each
+    bound = bind(ctx, tuple(inline)) if inline else None
     mapped = {}
     for key, expr in spec.fields.items():
         what = f"field {key}"
-        if bound is not None and not run.isolates(expr):
+        if bound is not None and expr in inline:
             mapped[key] = evaluate(expr, bound, step=step.name, what=what)
         else:
             mapped[key] = await run.evaluate(expr, step=step.name, what=what)
