@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 
 from onceflow_runner.adapters.outbound import HttpCaller
 from onceflow_runner.contract.plan import ConnectorPlan
+from onceflow_runner.engine.functions import path_segment
 from onceflow_runner.errors import TransientFailure
 
 
@@ -100,4 +102,26 @@ async def test_too_large_and_too_slow_answers_are_transient(
         await caller.request("erp", "GET", "/large", query={}, body=None, idempotency_key=None, headers={}, step="s")
     with pytest.raises(TransientFailure, match="timed out"):
         await caller.request("erp", "GET", "/slow", query={}, body=None, idempotency_key=None, headers={}, step="s")
+    await caller.aclose()
+
+
+async def test_a_path_segment_reaches_the_target_percent_encoded_as_built(
+    target: tuple[str, list[web.Request], dict[str, bytes]], tmp_path: Path
+) -> None:
+    """`pathSegment("ACME;1")` is `ACME%3B1` on the wire, not `ACME;1`.
+
+    aiohttp re-quotes a URL given as text and decodes the reserved characters it thinks safe
+    (`;`, `=`, `&`, `@`, `:`, `,`, `$`, `!`, `'`, `(`, `)`, `*`): a Java ERP (Tomcat, Jetty,
+    Spring) reads `;1` as a path parameter and strips it, so the call updated customer ACME
+    instead of ACME;1. httpx sends the bytes the step built, and so must the aiohttp path.
+    """
+    base, seen, _ = target
+    caller = _caller(base, tmp_path)
+    built = "/api/Customer/" + path_segment("ACME;1") + "/" + path_segment("a=b&c@d:e,f$g!h'i(j)k*l")
+    await caller.request(
+        "erp", "PUT", built, query={"q": "x;y=z"}, body={"n": 1}, idempotency_key=None, headers={}, step="update"
+    )
+    expected = httpx.URL(base + built).copy_merge_params({"q": "x;y=z"})
+    assert seen[-1].raw_path == expected.raw_path.decode()
+    assert seen[-1].match_info["tail"] == "api/Customer/ACME;1/a=b&c@d:e,f$g!h'i(j)k*l"
     await caller.aclose()
