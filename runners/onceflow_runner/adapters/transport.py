@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 import httpx
+from yarl import URL
 
 __all__ = ["AiohttpTransport", "ResponseTooLarge"]
 
@@ -82,7 +83,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with self._get_session().request(
                 method,
-                url,
+                # Sent as built (httpx's URL is encoded already): given as text, aiohttp re-quotes it
+                # and decodes %3B, %3D, %26, %40 ... in the path, so `pathSegment("ACME;1")` became
+                # /ACME;1, which a Java server reads as /ACME with a path parameter.
+                URL(url, encoded=True),
                 headers=headers,
                 data=content,
                 allow_redirects=False,
