@@ -125,3 +125,28 @@ async def test_either_way_a_subject_no_stream_takes_is_refused_and_a_silent_one_
     assert 0.9 <= time.monotonic() - started < 3.0
     assert not publisher._pending
     await silent.unsubscribe()
+
+
+async def test_a_record_over_max_payload_is_refused_alone_and_the_connection_stays_up(
+    publisher: AckedPublisher, nc: Client
+) -> None:
+    """Headers plus payload at the server's max_payload are stored; one byte over raises MaxPayloadError.
+
+    nats-server closes a connection that publishes past max_payload (it counts the header block
+    too), which failed every other publish waiting on it and reconnected the runner or gateway;
+    retried, the same record did it again. Refused before sending, it fails alone, at once.
+    """
+    prefix = await _stream(nc)
+    block = header_block({"Nats-Msg-Id": f"{prefix}-big", "Onceflow-Error": "x" * 100})
+    at_limit = b"a" * (nc.max_payload - len(block))
+    reconnects = nc.stats["reconnects"]
+    others = [asyncio.ensure_future(publisher.publish(f"{prefix}.small", str(i).encode())) for i in range(50)]
+    started = time.monotonic()
+    with pytest.raises(nats.errors.MaxPayloadError):
+        await publisher.publish_block(f"{prefix}.big", at_limit + b"a", block)
+    assert time.monotonic() - started < 0.5
+    stored = await asyncio.gather(*others)
+    assert sorted(s.seq for s in stored) == list(range(1, 51))
+    assert (await publisher.publish_block(f"{prefix}.big", at_limit, block)).seq == 51
+    assert nc.stats["reconnects"] == reconnects
+    assert not publisher._pending
