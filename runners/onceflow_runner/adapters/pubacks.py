@@ -18,7 +18,8 @@ The guarantee is `js.publish`'s: `publish` returns only after the stream stored 
 found it a duplicate of one stored within its window), and raises otherwise, with the errors
 nats-py raises: APIError with JetStream's error code (a lost compare-and-set is 10071),
 NoStreamResponseError when no stream takes the subject, nats.errors.TimeoutError when no PubAck
-came in time.
+came in time, nats.errors.MaxPayloadError (before sending) when headers plus payload exceed the
+server's max_payload.
 
 The HPUB goes through the client's write buffer (`_send_command` and `_flush_pending`, the two
 calls nats-py's own publish makes after its checks, the flusher kicked only when not already).
@@ -120,6 +121,10 @@ class AckedPublisher:
 
     async def publish_block(self, subject: str, payload: bytes, block: bytes) -> Stored:
         """As `publish`, with the headers already encoded by `header_block` (empty: none)."""
+        if len(block) + len(payload) > self.nc.max_payload:
+            # nats-server counts the headers too and closes a connection past it, failing every
+            # publish waiting on it (nats-py's own check counts only the payload).
+            raise nats.errors.MaxPayloadError
         prefix = self._prefix or await self.start()
         self._count += 1
         token = str(self._count)
