@@ -63,7 +63,8 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     r"""The NATS header block of `headers`, as nats-py writes it: `NATS/1.0\r\n`, `Key: value\r\n`..., `\r\n`.
 
     Names and values are stripped; a CR or LF inside a value is removed (it would end the header
-    early and let a sender add headers of its own). The names are the contract's constants.
+    early and let a sender add headers of its own); a surrogate is written escaped (`\udcff`).
+    The names are the contract's constants.
     """
     text = "NATS/1.0\r\n" + "".join(f"{k.strip()}: {v.strip()}\r\n" for k, v in headers.items()) + "\r\n"
     if text.count("\r") != len(headers) + 2 or text.count("\n") != len(headers) + 2:
@@ -71,7 +72,9 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             f"{k.strip()}: {v.strip().replace(chr(13), '').replace(chr(10), '')}\r\n" for k, v in headers.items()
         )
         text = "NATS/1.0\r\n" + "".join(cleaned) + "\r\n"
-    return text.encode()
+    # A sender's byte that is not UTF-8 reaches us as a surrogate escape (aiohttp), and a JSON
+    # string may hold a lone surrogate: written escaped (\udcff), never raising.
+    return text.encode("utf-8", "backslashreplace")
 
 
 class AckedPublisher:
