@@ -153,3 +153,58 @@ def test_two_processes_serve_one_port_and_together_lose_and_double_nothing(
     status, reason = get(f"http://127.0.0.1:{ops}/readyz")
     assert status == 503
     assert "gateway process 1 exited" in reason
+
+
+def _worker_pid(leader: int) -> int:
+    children = [int(p) for p in Path(f"/proc/{leader}/task/{leader}/children").read_text().split()]
+    workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 1, children
+    return workers[0]
+
+
+def _requests_202(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('onceflow_gateway_requests_total{code="202",connector="src"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_hung_process_fails_liveness_and_metrics_keep_its_figures_saying_it_did_not_answer(
+    two_processes: tuple[subprocess.Popen[bytes], int, int, str],
+) -> None:
+    """A process that stops answering (SIGSTOP here: a deadlock, a stuck syscall) is not an exited one.
+
+    Readiness turned red, but /healthz stayed 200, so the kubelet never restarted the pod and it
+    stayed out of service for good. And /metrics summed only the processes that answered: the
+    request counters went down (Prometheus reads a counter reset, and rate() a spike when the
+    process answers again) and nothing said a process was missing. Now /healthz fails while a
+    process does not answer, and /metrics keeps that process's last figures and says how many
+    processes did not answer.
+    """
+    proc, port, ops, prefix = two_processes
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/readyz")[0] == 200, "ready")
+    worker = _worker_pid(proc.pid)
+
+    async def post_all() -> list[int]:
+        async def post(i: int) -> int:
+            body = json.dumps({"n": i, "run": prefix}).encode()
+            head = request_head("/hooks", signed_headers(body, f"h-{i}"), length=len(body))
+            return (await raw_exchange(port, head + body))[0]
+
+        return await asyncio.gather(*(post(i) for i in range(200)))
+
+    assert set(asyncio.run(post_all())) == {202}
+    status, before = get(f"http://127.0.0.1:{ops}/metrics")
+    assert (status, _requests_202(before)) == (200, 200.0)
+    assert "onceflow_gateway_processes_unanswered 0.0" in before
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        wait_until(lambda: get(f"http://127.0.0.1:{ops}/healthz")[0] == 500, "healthz failing for a hung process", 20)
+        status, reason = get(f"http://127.0.0.1:{ops}/healthz")
+        assert "gateway process 1 does not answer" in reason
+        status, during = get(f"http://127.0.0.1:{ops}/metrics")
+        assert (status, _requests_202(during)) == (200, 200.0)
+        assert "onceflow_gateway_processes_unanswered 1.0" in during
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/healthz")[0] == 200, "healthy again once it answers", 20)
