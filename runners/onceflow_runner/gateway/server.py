@@ -304,9 +304,9 @@ class Gateway:
         # connection that is only reconnecting is readiness' business (503 on /readyz).
         if self.nc is not None and self.nc.is_closed:
             return web.Response(status=500, text="NATS connection closed")
-        exited = self.group.exited() if self.group is not None else None
-        if exited is not None:  # the pod serves at part strength: restart it whole
-            return web.Response(status=500, text=exited)
+        problem = await self.group.unhealthy() if self.group is not None else None
+        if problem is not None:  # the pod serves at part strength (or, unready, not at all): restart it whole
+            return web.Response(status=500, text=problem)
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
