@@ -10,6 +10,7 @@ both processes' counts, and a process that exits turns /healthz and /readyz red.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -20,15 +21,19 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import nats
 import pytest
+from aiohttp import web
 
 from onceflow_operator.clients.topology import ensure_streams
 from onceflow_operator.dev.controlplane import free_port
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract.subjects import IN_STREAM
+from onceflow_runner.gateway import processes
+from onceflow_runner.gateway.processes import ProcessGroup
 from tests.integration.gateway_harness import SECRET, gateway_plan, raw_exchange, request_head, signed_headers
 
 WEBHOOKS = 600
@@ -212,3 +217,62 @@ def test_a_hung_process_fails_liveness_and_metrics_keep_its_figures_saying_it_di
     finally:
         os.kill(worker, signal.SIGCONT)
     wait_until(lambda: get(f"http://127.0.0.1:{ops}/healthz")[0] == 200, "healthy again once it answers", 20)
+
+
+def _reporting_worker(
+    delay: float, index: int, plan: Path, nats_url: str, secrets: Path, host: str, port: int, report: Connection
+) -> None:
+    """A stand-in gateway process: serves ready operations endpoints, reports them after `delay` s."""
+
+    async def serve() -> None:
+        app = web.Application()
+        for path in ("/readyz", "/healthz", "/metrics"):
+            app.router.add_get(path, lambda _: web.Response(text=""))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        await asyncio.sleep(delay)
+        report.send(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+        await asyncio.sleep(3600)
+
+    asyncio.run(serve())
+
+
+def _failing_worker(
+    index: int, plan: Path, nats_url: str, secrets: Path, host: str, port: int, report: Connection
+) -> None:
+    """A gateway process that exits before it reports (a plan it cannot load, say)."""
+    sys.exit(3)
+
+
+def test_a_process_that_reports_after_the_start_window_is_ready_when_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow start (many processes on a CPU-starved pod) reported after REPORT_SECONDS was never read.
+
+    The leader looked at the processes' pipes only while starting: readiness then said "gateway
+    process 1 not started" for ever, and liveness stayed green, so the pod never served.
+    """
+    monkeypatch.setattr(processes, "REPORT_SECONDS", 0.2)
+    group = ProcessGroup(tmp_path, "nats://unused", tmp_path, "127.0.0.1", 2, functools.partial(_reporting_worker, 1.0))
+    group.start(0)
+    try:
+        asyncio.run(group.reported())
+        assert asyncio.run(group.not_ready()) == "gateway process 1 not started"
+        wait_until(lambda: asyncio.run(group.not_ready()) is None, "ready once the process reported", 30)
+        assert asyncio.run(group.unhealthy()) is None
+    finally:
+        group.stop(grace=5)
+
+
+def test_a_process_that_exits_before_reporting_is_named_not_an_eof_error(tmp_path: Path) -> None:
+    """Its pipe then reads as closed: `reported` raised EOFError out of the leader's start."""
+    group = ProcessGroup(tmp_path, "nats://unused", tmp_path, "127.0.0.1", 2, _failing_worker)
+    group.start(0)
+    try:
+        asyncio.run(group.reported())
+        assert asyncio.run(group.unhealthy()) == "gateway process 1 exited with code 3"
+        assert asyncio.run(group.not_ready()) == "gateway process 1 exited with code 3"
+    finally:
+        group.stop(grace=5)
