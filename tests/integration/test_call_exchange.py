@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,10 @@ async def target() -> AsyncIterator[tuple[str, list[web.Request], dict[str, byte
             return web.Response(body=packed, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
         if request.path == "/large":
             return web.Response(body=b"x" * 4096)
+        if request.path == "/bomb":  # 100 KiB that decode to 100 MiB of zeros
+            packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+            packed = b"".join(packer.compress(bytes(1 << 20)) for _ in range(100)) + packer.flush()
+            return web.Response(body=packed, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
         if request.path == "/slow":
             await asyncio.sleep(2)
         return web.json_response({"ok": True, "query": dict(request.query)}, status=201)
@@ -124,4 +130,27 @@ async def test_a_path_segment_reaches_the_target_percent_encoded_as_built(
     expected = httpx.URL(base + built).copy_merge_params({"q": "x;y=z"})
     assert seen[-1].raw_path == expected.raw_path.decode()
     assert seen[-1].match_info["tail"] == "api/Customer/ACME;1/a=b&c@d:e,f$g!h'i(j)k*l"
+    await caller.aclose()
+
+
+async def test_a_gzip_bomb_is_refused_as_it_decodes_not_after(
+    target: tuple[str, list[web.Request], dict[str, bytes]], tmp_path: Path
+) -> None:
+    """100 KiB of gzip under a 1 MiB maxResponseBytes that decode to 100 MiB.
+
+    The limit counted the bytes on the wire; httpx then decoded the whole answer at once and only
+    then was it found too large: at the default 10 MiB a target's answer could decode to 10 GiB
+    and the runner was killed for its memory, again at every redelivery. Refused as it decodes,
+    the call holds little more than the limit.
+    """
+    base, _, _ = target
+    caller = _caller(base, tmp_path, max_response_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransientFailure, match="maxResponseBytes"):
+            await caller.request("erp", "GET", "/bomb", query={}, body=None, idempotency_key=None, headers={}, step="s")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, f"{peak >> 20} MiB held while reading a 1 MiB-limited answer"
     await caller.aclose()
