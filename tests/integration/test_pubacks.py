@@ -150,3 +150,20 @@ async def test_a_record_over_max_payload_is_refused_alone_and_the_connection_sta
     assert (await publisher.publish_block(f"{prefix}.big", at_limit, block)).seq == 51
     assert nc.stats["reconnects"] == reconnects
     assert not publisher._pending
+
+
+async def test_a_publish_on_a_closed_connection_fails_at_once_as_nats_py_does(
+    publisher: AckedPublisher, nats_server: NatsServer
+) -> None:
+    """`js.publish` raises ConnectionClosedError at once; the raw HPUB was queued on the closed client
+    and its caller waited the whole PubAck timeout for a TimeoutError."""
+    own = await nats.connect(nats_server.url)
+    acks = AckedPublisher(own, timeout=publisher.timeout)
+    acks._raw = publisher._raw
+    await acks.start()
+    await own.close()
+    started = time.monotonic()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await acks.publish("onceflow.closed.in.src.received", b"{}")
+    assert time.monotonic() - started < 0.5
+    assert not acks._pending
