@@ -19,7 +19,7 @@ found it a duplicate of one stored within its window), and raises otherwise, wit
 nats-py raises: APIError with JetStream's error code (a lost compare-and-set is 10071),
 NoStreamResponseError when no stream takes the subject, nats.errors.TimeoutError when no PubAck
 came in time, nats.errors.MaxPayloadError (before sending) when headers plus payload exceed the
-server's max_payload.
+server's max_payload, nats.errors.ConnectionClosedError on a closed connection.
 
 The HPUB goes through the client's write buffer (`_send_command` and `_flush_pending`, the two
 calls nats-py's own publish makes after its checks, the flusher kicked only when not already).
@@ -124,6 +124,8 @@ class AckedPublisher:
 
     async def publish_block(self, subject: str, payload: bytes, block: bytes) -> Stored:
         """As `publish`, with the headers already encoded by `header_block` (empty: none)."""
+        if self.nc.is_closed:  # nats-py's own check (the raw write would be queued on a dead client)
+            raise nats.errors.ConnectionClosedError
         if len(block) + len(payload) > self.nc.max_payload:
             # nats-server counts the headers too and closes a connection past it, failing every
             # publish waiting on it (nats-py's own check counts only the payload).
