@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -61,20 +62,12 @@ def wait_until(condition: object, what: str, within: float = 60.0) -> None:
     raise AssertionError(f"{what} not within {within}s")
 
 
-@pytest.fixture
-def two_processes(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, str]]:
+def _launch(folder: Path, nats_url: str, port: int, ops: int, **popen: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """`onceflow gateway --processes 2` of a plan of its own in `folder`; returns it and its subject prefix."""
     plan = gateway_plan(f"p{uuid.uuid4().hex[:8]}")
-    (tmp_path / "sig").mkdir()
-    (tmp_path / "sig" / "secret").write_text(SECRET)
-    (tmp_path / "plan.json").write_text(plan.to_json())
-
-    async def streams() -> None:
-        nc = await nats.connect(nats_server.url)
-        await ensure_streams(nc.jetstream())
-        await nc.close()
-
-    asyncio.run(streams())
-    port, ops = free_port(), free_port()
+    (folder / "sig").mkdir(parents=True)
+    (folder / "sig" / "secret").write_text(SECRET)
+    (folder / "plan.json").write_text(plan.to_json())
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -82,11 +75,11 @@ def two_processes(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[sub
             "onceflow_operator",
             "gateway",
             "--plan",
-            str(tmp_path / "plan.json"),
+            str(folder / "plan.json"),
             "--nats",
-            nats_server.url,
+            nats_url,
             "--secrets-dir",
-            str(tmp_path),
+            str(folder),
             "--host",
             "127.0.0.1",
             "--port",
@@ -97,12 +90,26 @@ def two_processes(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[sub
             "2",
         ],
         stdout=subprocess.PIPE,
+        **popen,
     )
+    return proc, plan.subject_prefix
+
+
+@pytest.fixture
+def two_processes(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, str]]:
+    async def streams() -> None:
+        nc = await nats.connect(nats_server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+
+    asyncio.run(streams())
+    port, ops = free_port(), free_port()
+    proc, prefix = _launch(tmp_path, nats_server.url, port, ops)
     try:
         assert proc.stdout is not None
         started = json.loads(proc.stdout.readline())  # printed once every process listens
         assert started["url"].endswith(f":{port}/hooks")
-        yield proc, port, ops, plan.subject_prefix
+        yield proc, port, ops, prefix
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -276,3 +283,39 @@ def test_a_process_that_exits_before_reporting_is_named_not_an_eof_error(tmp_pat
         assert asyncio.run(group.not_ready()) == "gateway process 1 exited with code 3"
     finally:
         group.stop(grace=5)
+
+
+def test_a_second_gateway_on_a_port_another_gateway_serves_exits_instead_of_sharing_it(
+    two_processes: tuple[subprocess.Popen[bytes], int, int, str], nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """SO_REUSEPORT lets any socket of the same user with the option join a port: a second gateway
+    (another Connector, a port handed out twice by the local executor) started on the port of a
+    running one and took half its connections, answering its senders 401 or 404. The leader now
+    claims the port alone first: the second one exits naming the port, and the first keeps it.
+    """
+    _, port, ops, prefix = two_processes
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/readyz")[0] == 200, "ready")
+    other, _ = _launch(
+        tmp_path / "other", nats_server.url, port, free_port(), stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _, err = other.communicate(timeout=30)
+    finally:
+        if other.poll() is None:  # it serves: stop it and the process it started, then fail
+            os.killpg(other.pid, signal.SIGKILL)
+            other.communicate()
+    assert other.returncode != 0
+    message = err.decode().strip()
+    assert f"port {port}" in message
+    assert "Traceback" not in message
+    assert len(message.splitlines()) == 1, message
+
+    async def post_all() -> list[int]:
+        async def post(i: int) -> int:
+            body = json.dumps({"n": i, "run": prefix}).encode()
+            head = request_head("/hooks", signed_headers(body, f"o-{i}"), length=len(body))
+            return (await raw_exchange(port, head + body))[0]
+
+        return await asyncio.gather(*(post(i) for i in range(50)))
+
+    assert set(asyncio.run(post_all())) == {202}
