@@ -238,6 +238,7 @@ class Gateway:
             self.port,
             max_connections=self.max_connections,
             reuse_port=self.reuse_port,
+            claim=self.group is not None or not self.reuse_port,  # the other processes join the leader's port
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
