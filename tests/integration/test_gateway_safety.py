@@ -272,3 +272,19 @@ async def test_a_content_type_with_a_byte_that_is_not_utf8_is_stored_not_answere
     assert stored.data == body
     assert stored.headers is not None
     assert stored.headers["Content-Type"] == "application/json; charset=\\udcff"
+
+
+async def test_a_gateway_stopped_while_nats_is_down_stops_without_an_error(tmp_path: Path) -> None:
+    """SIGTERM during a NATS outage (a rollout while the cluster restarts): `drain` needs a
+    connection and raised ConnectionReconnectingError, so the process ended with a traceback and
+    exit code 1. It closes the connection instead and stops cleanly."""
+    server = NatsServer()
+    server.start()
+    try:
+        async with running_gateway(gateway_plan(namespace()), server.url, tmp_path) as gw:
+            server.stop(kill=True)
+            await eventually(lambda: gw.nc is not None and not gw.nc.is_connected)
+        assert gw.nc is not None
+        assert gw.nc.is_closed
+    finally:
+        server.close()
