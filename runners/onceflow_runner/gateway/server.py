@@ -297,8 +297,10 @@ class Gateway:
                 await runner.cleanup()
         if self.publisher is not None:
             await self.publisher.stop()
-        if self.nc is not None:
+        if self.nc is not None and self.nc.is_connected:
             await self.nc.drain()
+        elif self.nc is not None:  # drain needs a connection; a publish still waiting was failed above
+            await self.nc.close()
 
     async def healthz(self, _: web.Request) -> web.Response:
         # A connection the client gave up on never comes back: let liveness restart the pod. A
