@@ -93,4 +93,6 @@ def _claim(host: str, port: int) -> None:
 
 
 def _in_use(host: str, port: int) -> str:
-    return f"port {port} on {host or 'every address'} is in use by another process; give the gateway a free --port"
+    # "address already in use", as the system says it: the local run (dev/localrun.py) reads it to pick another port.
+    where = f"port {port} on {host or 'every address'}"
+    return f"{where}: address already in use (another process listens on it); give the gateway a free --port"
