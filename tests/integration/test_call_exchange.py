@@ -154,3 +154,39 @@ async def test_a_gzip_bomb_is_refused_as_it_decodes_not_after(
         tracemalloc.stop()
     assert peak < 24 << 20, f"{peak >> 20} MiB held while reading a 1 MiB-limited answer"
     await caller.aclose()
+
+
+async def test_an_ipv6_literal_base_url_is_called_with_its_host_header_and_the_query_as_built(
+    tmp_path: Path,
+) -> None:
+    """Attack test of what held: a Connector at http://[::1]:port/base, a query with a repeated key,
+    '+', '%2B' and non-ASCII; the target sees the Host and request line httpx would send."""
+    seen: list[web.Request] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "::1", 0)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        pytest.skip("no IPv6 loopback on this machine")
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://[::1]:{port}/base"
+    caller = _caller(base, tmp_path)
+    path = "/api/x?tag=a&tag=b&plus=a+b&enc=%2B"
+    await caller.request(
+        "erp", "GET", path, query={"name": "Müller €"}, body=None, idempotency_key=None, headers={}, step="s"
+    )
+    expected = httpx.URL(base + path).copy_merge_params({"name": "Müller €"})
+    assert seen[-1].headers["Host"] == f"[::1]:{port}"
+    assert seen[-1].raw_path == expected.raw_path.decode()
+    assert seen[-1].query.getall("tag") == ["a", "b"]
+    await caller.aclose()
+    await runner.cleanup()
