@@ -126,6 +126,7 @@ def run_gateway(
     the reason instead of a crash loop, and rolls to a new pod when the Secret is fixed.
     `processes` (default: the plan's) > 1 serves the port from that many processes (gateway/processes.py).
     """
+    from onceflow_runner.gateway.listener import PortInUse
     from onceflow_runner.gateway.processes import ProcessGroup
     from onceflow_runner.gateway.server import Gateway
 
@@ -169,8 +170,12 @@ def run_gateway(
         else:
             await gateway.stop()
 
-    with exported_spans("onceflow-gateway"):
-        run_loop(serve())
+    try:
+        with exported_spans("onceflow-gateway"):
+            run_loop(serve())
+    except PortInUse as exc:  # before any other process started
+        print(f"onceflow gateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

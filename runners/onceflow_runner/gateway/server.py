@@ -238,6 +238,7 @@ class Gateway:
             self.port,
             max_connections=self.max_connections,
             reuse_port=self.reuse_port,
+            claim=self.group is not None or not self.reuse_port,  # the other processes join the leader's port
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
@@ -296,17 +297,19 @@ class Gateway:
                 await runner.cleanup()
         if self.publisher is not None:
             await self.publisher.stop()
-        if self.nc is not None:
+        if self.nc is not None and self.nc.is_connected:
             await self.nc.drain()
+        elif self.nc is not None:  # drain needs a connection; a publish still waiting was failed above
+            await self.nc.close()
 
     async def healthz(self, _: web.Request) -> web.Response:
         # A connection the client gave up on never comes back: let liveness restart the pod. A
         # connection that is only reconnecting is readiness' business (503 on /readyz).
         if self.nc is not None and self.nc.is_closed:
             return web.Response(status=500, text="NATS connection closed")
-        exited = self.group.exited() if self.group is not None else None
-        if exited is not None:  # the pod serves at part strength: restart it whole
-            return web.Response(status=500, text=exited)
+        problem = await self.group.unhealthy() if self.group is not None else None
+        if problem is not None:  # the pod serves at part strength (or, unready, not at all): restart it whole
+            return web.Response(status=500, text=problem)
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
