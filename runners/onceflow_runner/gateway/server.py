@@ -48,7 +48,7 @@ from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers, w3c_traceparent
 from onceflow_runner.contract.keys import bounded_id
-from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
+from onceflow_runner.contract.messages import PARK_HEADROOM, Heartbeat, RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.contract.subjects import IN_STREAM
@@ -364,9 +364,10 @@ class Gateway:
         return event_token(self.plan.event_default)
 
     def _body_limit(self) -> int:
-        """The plan's cap, and never more than NATS could carry."""
-        broker = self.nc.max_payload if self.nc is not None else self.plan.max_body_bytes
-        return min(self.plan.max_body_bytes, broker)
+        """The plan's cap, and never more than NATS could carry with room to park the record."""
+        if self.nc is None:
+            return self.plan.max_body_bytes
+        return min(self.plan.max_body_bytes, self.nc.max_payload - PARK_HEADROOM)
 
     async def receive(self, request: web.Request) -> web.Response:
         """Answer one webhook; with tracing on, inside a receive span that is the child of the sender's trace."""
@@ -427,7 +428,8 @@ class Gateway:
         if self.publisher is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
         block = header_block(headers)
-        if len(block) + len(body) > self.nc.max_payload:
+        if len(block) + len(body) + PARK_HEADROOM > self.nc.max_payload:
+            # Stored, it could not be parked or dead-lettered (see PARK_HEADROOM): refused now, said once.
             return self._answer(413, {"error": "record larger than the message broker accepts"})
         if self.plan.max_backlog and self.backlog() >= self.plan.max_backlog:
             return self._answer(
