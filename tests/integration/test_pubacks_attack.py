@@ -8,6 +8,7 @@ that comes after its publish gave up, and a server killed under publishes in fli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -171,5 +172,33 @@ async def test_publishes_in_flight_when_the_server_is_killed_are_never_reported_
         assert info.state.messages == len(stored) + 1
         assert after.seq == info.state.last_seq
         await own.close()
+    finally:
+        server.close()
+
+
+async def test_while_reconnecting_the_client_buffer_stays_within_its_limit_as_nats_py_keeps_it() -> None:
+    """A server gone: publishes wait in the client's buffer only up to its `pending_size`, then fail
+    at once with OutboundBufferLimitError (as nats-py's own publish), never growing it without end."""
+    server = NatsServer()
+    server.start()
+    try:
+        own = await nats.connect(
+            server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, pending_size=4096, connect_timeout=1
+        )
+        await own.jetstream().add_stream(StreamConfig(name="outage", subjects=["outage.>"]))
+        acks = AckedPublisher(own, timeout=2.0)
+        await acks.start()
+        server.stop(kill=True)
+        await eventually(lambda: not own.is_connected)
+        waiting = [
+            asyncio.ensure_future(acks.publish("outage.a", b"x" * 1000, {"Nats-Msg-Id": f"m{i}"})) for i in range(20)
+        ]
+        answers = await asyncio.gather(*waiting, return_exceptions=True)
+        refused = [a for a in answers if isinstance(a, nats.errors.OutboundBufferLimitError)]
+        assert len(refused) >= 16  # about 4 of 1 KiB fit in 4 KiB
+        assert all(isinstance(a, (nats.errors.OutboundBufferLimitError, nats.errors.TimeoutError)) for a in answers)
+        assert own._pending_data_size <= 4096
+        with contextlib.suppress(OSError):  # closing with the server still gone
+            await own.close()
     finally:
         server.close()

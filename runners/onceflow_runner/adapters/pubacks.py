@@ -19,7 +19,8 @@ found it a duplicate of one stored within its window), and raises otherwise, wit
 nats-py raises: APIError with JetStream's error code (a lost compare-and-set is 10071),
 NoStreamResponseError when no stream takes the subject, nats.errors.TimeoutError when no PubAck
 came in time, nats.errors.MaxPayloadError (before sending) when headers plus payload exceed the
-server's max_payload, nats.errors.ConnectionClosedError on a closed connection.
+server's max_payload, nats.errors.ConnectionClosedError on a closed connection,
+nats.errors.OutboundBufferLimitError while reconnecting once the client's buffer is full.
 
 The HPUB goes through the client's write buffer (`_send_command` and `_flush_pending`, the two
 calls nats-py's own publish makes after its checks, the flusher kicked only when not already).
@@ -130,6 +131,12 @@ class AckedPublisher:
             # nats-server counts the headers too and closes a connection past it, failing every
             # publish waiting on it (nats-py's own check counts only the payload).
             raise nats.errors.MaxPayloadError
+        if not self.nc.is_connected and self._raw:
+            # nats-py's own check while it reconnects: the write would wait in the client's buffer,
+            # which must not grow past its limit (or at all when buffering is off) in an outage.
+            limit = getattr(self.nc, "_max_pending_size", 0)
+            if limit <= 0 or len(block) + len(payload) + getattr(self.nc, "_pending_data_size", 0) > limit:
+                raise nats.errors.OutboundBufferLimitError
         prefix = self._prefix or await self.start()
         self._count += 1
         token = str(self._count)

@@ -293,8 +293,10 @@ _TEXT_CAP: Final = 1000
 
 
 def _capped(text: str, limit: int) -> str:
-    """`header_safe` at `limit` characters, then at `limit` bytes as `header_block` writes them
-    (UTF-8, a surrogate escaped as `\\udcff`), never half a character."""
+    r"""`header_safe` at `limit` characters, then at `limit` bytes as `header_block` writes them.
+
+    Bytes as UTF-8 with a surrogate escaped as `\udcff`; never half a character.
+    """
     value = h.header_safe(text, limit)
     encoded = value.encode("utf-8", "backslashreplace")
     return value if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
