@@ -226,6 +226,27 @@ def test_a_hung_process_fails_liveness_and_metrics_keep_its_figures_saying_it_di
     wait_until(lambda: get(f"http://127.0.0.1:{ops}/healthz")[0] == 200, "healthy again once it answers", 20)
 
 
+def test_a_process_whose_leader_was_killed_stops_instead_of_serving_the_port_alone(
+    two_processes: tuple[subprocess.Popen[bytes], int, int, str],
+) -> None:
+    """SIGKILL of the leader (outside a container nothing ends its children): the other process once
+    went on serving the webhook port with no one reading its health; it now stops within seconds."""
+    proc, _, ops, _ = two_processes
+    wait_until(lambda: get(f"http://127.0.0.1:{ops}/readyz")[0] == 200, "ready")
+    worker = _worker_pid(proc.pid)
+    proc.kill()
+    proc.wait(timeout=10)
+    wait_until(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), "the orphaned process to stop", 20)
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process its new parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _reporting_worker(
     delay: float, index: int, plan: Path, nats_url: str, secrets: Path, host: str, port: int, report: Connection
 ) -> None:
