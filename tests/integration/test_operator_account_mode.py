@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from onceflow_operator.clients import topology
 from onceflow_operator.clients.accounts import namespace_user_creds
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.controller.identity import NATS_SECRET, integration_secret
-from onceflow_operator.dev.controlplane import ControlPlane
+from onceflow_operator.dev.controlplane import ControlPlane, free_port
 from onceflow_operator.dev.executor import LocalExecutor, spawn_operator
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.contract import subjects
@@ -64,12 +65,65 @@ class System:
     erp: ErpSandbox
     executor: LocalExecutor
     log: Path
+    operator: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+
+    def start_operator(self) -> None:
+        """`onceflow operator -A` in account mode, as its own process (the chart's variables)."""
+        self.metrics_port = free_port()
+        self.operator = spawn_operator(
+            self.cp.kubeconfig,
+            self.nats.url,
+            resync_seconds=2,
+            log=self.log,
+            metrics_port=self.metrics_port,
+            env={
+                "ONCEFLOW_NATS_ISOLATION": "account",
+                "ONCEFLOW_NATS_OPERATOR_SIGNING_KEY": self.keys.operator_signing.seed,
+                "ONCEFLOW_NATS_SYSTEM_CREDS": self.keys.system_creds,
+                "ONCEFLOW_NATS_ACCOUNT_MAX_DISK": str(1 << 30),
+                "ONCEFLOW_REVIEW_SECONDS": "2",  # exceptions read into the figures every 2 s, not every minute
+            },
+        )
+
+    def stop_operator(self) -> None:
+        """SIGTERM by PID (Kopf closes its NATS connections), SIGKILL after 20 s."""
+        if self.operator is None:
+            return
+        self.operator.send_signal(signal.SIGTERM)
+        try:
+            self.operator.wait(20)
+        except subprocess.TimeoutExpired:
+            self.operator.kill()
+            self.operator.wait()
+        self.operator = None
+
+    def reconciled(self) -> int:
+        """Integration reconciles the running operator finished, from its /metrics (0 while it starts)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("onceflow_operator_reconciles_total{") and 'kind="Integration"' in line
+        )
 
     def kubectl(self, namespace: str) -> Kubectl:
         return Kubectl(self.cp.kubeconfig, namespace)
 
     def operator_log(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def consumers(self, namespace: str) -> list[str]:
+        """The durable consumers of the namespace's intake stream, in its account."""
+        nc = await self.admin(namespace)
+        try:
+            return sorted(c.name for c in await nc.jetstream(timeout=5).consumers_info(subjects.IN_STREAM))
+        finally:
+            await nc.close()
 
     async def settled(self, namespace: str) -> bool:
         """Every consumer of the namespace's intake, in its account, has nothing pending or unacked."""
@@ -120,38 +174,27 @@ async def system(control_plane_of_its_own: ControlPlane, tmp_path: Path) -> Asyn
     server.start()
     erp = ErpSandbox()
     await erp.start()
-    log = tmp_path / "operator.log"
-    operator = spawn_operator(
-        control_plane_of_its_own.kubeconfig,
-        server.url,
-        resync_seconds=2,
-        log=log,
-        env={
-            "ONCEFLOW_NATS_ISOLATION": "account",
-            "ONCEFLOW_NATS_OPERATOR_SIGNING_KEY": keys.operator_signing.seed,
-            "ONCEFLOW_NATS_SYSTEM_CREDS": keys.system_creds,
-            "ONCEFLOW_NATS_ACCOUNT_MAX_DISK": str(1 << 30),
-            "ONCEFLOW_REVIEW_SECONDS": "2",  # exceptions read into the figures every 2 s, not every minute
-        },
-    )
     kube = KubeClient.from_environment(str(control_plane_of_its_own.kubeconfig))
     executor = LocalExecutor(kube, server.url)
+    found = System(control_plane_of_its_own, server, keys, erp, executor, tmp_path / "operator.log")
+    found.start_operator()
     stop = asyncio.Event()
     task = asyncio.create_task(executor.run(stop, interval=0.3))
     try:
-        yield System(control_plane_of_its_own, server, keys, erp, executor, log)
+        yield found
     finally:
         stop.set()
         await task
-        operator.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(operator.wait, 20)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            await asyncio.to_thread(operator.wait)
+        await asyncio.to_thread(found.stop_operator)
         await kube.close()
         await erp.stop()
         server.close()
+
+
+def _versions(kubectl: Kubectl) -> dict[str, str]:
+    """resourceVersion of each of the namespace's NATS Secrets: unchanged means not issued again."""
+    names = (NATS_SECRET, integration_secret("ledger"))
+    return {name: kubectl.get("secret", name)["metadata"]["resourceVersion"] for name in names}
 
 
 def labelled(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -269,6 +312,28 @@ async def test_the_whole_operator_runs_two_namespaces_in_accounts_of_their_own(s
     theirs = person_creds(system, other, tmp_path)
     assert exceptions_listed(system, other, theirs) == []
     assert exceptions_listed(system, parked, theirs) == []  # asked for by name: not in the other's account
+
+    # 5. A restarted operator derives the same accounts (no state kept): it issues no Secret again,
+    # pushes the accounts again, and reads the heartbeats of pods that never restarted.
+    before = {ns: _versions(system.kubectl(ns)) for ns in spaces}
+    await asyncio.to_thread(system.stop_operator)
+    system.start_operator()
+    await eventually(lambda: system.reconciled() >= 2 * len(spaces), within=30, interval=0.3)
+    assert {ns: _versions(system.kubectl(ns)) for ns in spaces} == before
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = f"http://127.0.0.1:{system.executor.port_of(other, 'src-gateway')}/in"
+        body = json.dumps({"key": f"{other}-c2", "name": "After the restart"}).encode()
+        resp = await signed_post(client, url, "hmac", SECRET, body, "d-after", **SIG)
+        assert resp.status_code == 202, resp.text
+    await eventually(lambda: figures(other).get("processed") == 2, within=30, interval=0.5)
+    assert system.erp.effects[f"k/{other}-c2/create"] == 1
+
+    # 6. Deleting an Integration removes its consumers from its own namespace's account only.
+    done = await asyncio.to_thread(system.kubectl(parked).run, "delete", "integration", "ledger", "--timeout=30s")
+    assert done.returncode == 0, done.stderr
+    assert await system.consumers(parked) == []
+    assert len(await system.consumers(other)) >= 1
+
     log = system.operator_log()
     assert "Traceback" not in log, log[-3000:]
     assert "Permissions Violation" not in system.pod_logs()  # each pod's user reaches what its account holds
