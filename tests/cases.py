@@ -211,6 +211,25 @@ INVALID: tuple[Invalid, ...] = (
         "spec.rest.baseURL",
         "rest.baseURL must not carry credentials",
     ),
+    # Gateway processes per pod: none, negative, or past 16 (each is an interpreter of its own).
+    Invalid(
+        "no-gateway-processes",
+        _with(connector_webhook, _set("spec.webhook.processesPerPod", 0)),
+        "spec.webhook.processesPerPod",
+        "1",
+    ),
+    Invalid(
+        "negative-gateway-processes",
+        _with(connector_webhook, _set("spec.webhook.processesPerPod", -3)),
+        "spec.webhook.processesPerPod",
+        "1",
+    ),
+    Invalid(
+        "huge-gateway-processes",
+        _with(connector_webhook, _set("spec.webhook.processesPerPod", 4096)),
+        "spec.webhook.processesPerPod",
+        "16",
+    ),
     Invalid(
         "bad-signature-scheme",
         _with(connector_webhook, _set("spec.webhook.signature.scheme", "md5")),

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 EXIT_BAD_PLAN = 2
+#: Seconds between a gateway process's looks at whether its leader is still there.
+ORPHAN_CHECK_SECONDS = 1.0
 _T = TypeVar("_T")
 
 
@@ -126,6 +128,7 @@ def run_gateway(
     the reason instead of a crash loop, and rolls to a new pod when the Secret is fixed.
     `processes` (default: the plan's) > 1 serves the port from that many processes (gateway/processes.py).
     """
+    from onceflow_runner.gateway.listener import PortInUse
     from onceflow_runner.gateway.processes import ProcessGroup
     from onceflow_runner.gateway.server import Gateway
 
@@ -169,8 +172,12 @@ def run_gateway(
         else:
             await gateway.stop()
 
-    with exported_spans("onceflow-gateway"):
-        run_loop(serve())
+    try:
+        with exported_spans("onceflow-gateway"):
+            run_loop(serve())
+    except PortInUse as exc:  # before any other process started
+        print(f"onceflow gateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -192,6 +199,20 @@ def run_gateway_worker(
         reuse_port=True,
     )
 
+    leader = os.getppid()
+
+    async def orphaned(stop: asyncio.Event) -> None:
+        """Stop when the leader is gone (killed without passing SIGTERM on, e.g. SIGKILL outside a container).
+
+        A process left alone would go on serving the port with no one reading its health.
+        """
+        while not stop.is_set():
+            if os.getppid() != leader:
+                stop.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ORPHAN_CHECK_SECONDS)
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -200,8 +221,10 @@ def run_gateway_worker(
         await gateway.start()
         report.send(gateway.operations_url)
         report.close()
+        watching = asyncio.create_task(orphaned(stop))
         await stop.wait()
         await gateway.stop()
+        watching.cancel()
 
     with exported_spans("onceflow-gateway"):
         run_loop(serve())

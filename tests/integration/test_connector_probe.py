@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from onceflow_operator.clients.probe import is_forbidden_address, probe_endpoint
+from onceflow_operator.clients.probe import is_forbidden_address, probe_connector_endpoint, probe_endpoint
 from onceflow_operator.controller.connector import probed_status
+from onceflow_runner.contract.plan import ConnectorPlan
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -50,6 +51,63 @@ async def test_probe_reports_a_redirect_and_does_not_follow_it(servers: tuple[st
     assert hits == []  # the redirect target was never asked
     status = probed_status({"metadata": {"generation": 1}, "status": {}}, result)
     assert status["lastHttpStatus"] == 302
+
+
+def _assertion_plan(base_url: str) -> ConnectorPlan:
+    """A Connector signing client assertions (NetSuite's shape) with the key in Secret `ns`."""
+    auth = {
+        "type": "OAuth2ClientCredentials",
+        "client_id": {"name": "ns", "key": "client-id"},
+        "token_url": f"{base_url}/token",
+        "assertion_key": {"name": "ns", "key": "key"},
+        "assertion_key_id": "cert-42",
+        "assertion_algorithm": "PS256",
+    }
+    return ConnectorPlan.model_validate({"name": "netsuite", "base_url": base_url, "auth": auth})
+
+
+async def test_a_key_that_is_no_usable_key_is_authenticated_false_naming_the_field_and_reachable_still_probed() -> None:
+    """The documented example's placeholder key once raised out of the probe timer: a stack trace in
+    the operator's log every minute and no word in the Connector's status."""
+    asked: list[tuple[str, str | None]] = []
+
+    async def health(request: web.Request) -> web.Response:
+        asked.append((request.path, request.headers.get("Authorization")))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", health)
+    runner, url = await _serve(app)
+    values = {("ns", "client-id"): "client-123", ("ns", "key"): "paste the PEM key here"}
+    try:
+        result = await probe_connector_endpoint(
+            _assertion_plan(url), "/health", lambda ref: values[(ref.name, ref.key)]
+        )
+    finally:
+        await runner.cleanup()
+    assert result.status == 200
+    assert asked == [("/health", None)]  # asked, without credentials
+    status = probed_status({"metadata": {"generation": 1}, "status": {}}, result)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Reachable"]["status"] == "True"
+    assert conditions["Authenticated"]["status"] == "False"
+    assert (
+        "oauth2.clientAssertion.privateKeyRef does not hold an unencrypted PEM private key"
+        in (conditions["Authenticated"]["message"])
+    )
+    assert "paste the PEM" not in str(status)
+
+
+async def test_an_unusable_key_and_an_unreachable_endpoint_say_both() -> None:
+    values = {("ns", "client-id"): "client-123", ("ns", "key"): "not a key"}
+    result = await probe_connector_endpoint(
+        _assertion_plan("http://127.0.0.1:9"), "/health", lambda ref: values[(ref.name, ref.key)], seconds=2
+    )
+    status = probed_status({"metadata": {"generation": 1}, "status": {}}, result)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Reachable"]["status"] == "False"
+    assert conditions["Reachable"]["reason"] == "ProbeFailed"
+    assert conditions["Authenticated"]["status"] == "False"
 
 
 @pytest.mark.parametrize(

@@ -53,35 +53,35 @@ def _onceflow(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
 
 
-def test_dev_up_then_down_twice_leaves_no_process_behind(tmp_path: Path) -> None:
+def test_dev_up_then_down_leaves_no_process_behind_and_a_second_down_says_so(tmp_path: Path) -> None:
+    """One cycle: docs/quickstart.md's test runs another, from a cache of its own."""
     state = tmp_path / "dev"
     try:
-        _up_and_down_twice(state)
+        _up_and_down(state)
     finally:  # never leave a background system behind a failed assertion
         _onceflow("dev", "down", "--state", str(state), timeout=180)
     assert "was not running" in _onceflow("dev", "down", "--state", str(state)).stdout
 
 
-def _up_and_down_twice(state: Path) -> None:
-    for _ in range(2):  # a second run works too
-        started = _onceflow("dev", "up", "--examples", str(ROOT / "examples"), "--state", str(state))
-        assert started.returncode == 0, started.stdout + started.stderr
-        info = json.loads((state / "state.json").read_text())
-        assert f"export KUBECONFIG={info['kubeconfig']}" in started.stdout
-        assert "crm-webhooks" in started.stdout
-        table = subprocess.run(
-            [KUBECTL, f"--kubeconfig={info['kubeconfig']}", "get", "integrations", "-n", "demo", "--no-headers"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-        rows = table.strip().splitlines()
-        assert len(rows) == len(DEMO_INTEGRATIONS), rows  # every example Integration the demo applies
-        assert all(" True " in row and " Healthy " in row for row in rows), rows
-        assert session_members(info["pid"]), "the background system runs in its own session"
-        stopped = _onceflow("dev", "down", "--state", str(state), timeout=180)
-        assert stopped.returncode == 0
-        assert "onceflow dev stopped" in stopped.stdout
-        assert session_members(info["pid"]) == []
-        assert not state.exists()
+def _up_and_down(state: Path) -> None:
+    started = _onceflow("dev", "up", "--examples", str(ROOT / "examples"), "--state", str(state))
+    assert started.returncode == 0, started.stdout + started.stderr
+    info = json.loads((state / "state.json").read_text())
+    assert f"export KUBECONFIG={info['kubeconfig']}" in started.stdout
+    assert "crm-webhooks" in started.stdout
+    table = subprocess.run(
+        [KUBECTL, f"--kubeconfig={info['kubeconfig']}", "get", "integrations", "-n", "demo", "--no-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = table.strip().splitlines()
+    assert len(rows) == len(DEMO_INTEGRATIONS), rows  # every example Integration the demo applies
+    assert all(" True " in row and " Healthy " in row for row in rows), rows
+    assert session_members(info["pid"]), "the background system runs in its own session"
+    stopped = _onceflow("dev", "down", "--state", str(state), timeout=180)
+    assert stopped.returncode == 0
+    assert "onceflow dev stopped" in stopped.stdout
+    assert session_members(info["pid"]) == []
+    assert not state.exists()

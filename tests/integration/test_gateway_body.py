@@ -19,6 +19,7 @@ import nats
 import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.contract.messages import PARK_HEADROOM
 from onceflow_runner.contract.subjects import IN_STREAM
 from onceflow_runner.gateway.server import Gateway
 from tests.integration.gateway_harness import (
@@ -98,11 +99,15 @@ async def test_content_length_that_understates_the_body_stores_nothing(gateway: 
     assert await raw_request(gateway.port, head, [body]) in {400, 401}
 
 
+#: The small server's max_payload: room for the park headroom and a body.
+SMALL_PAYLOAD = 32 * 1024
+
+
 @pytest.fixture(scope="module")
 def small_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A nats-server that takes at most 4 KiB per message, headers included."""
+    """A nats-server that takes at most 32 KiB per message, headers included."""
     config = tmp_path_factory.mktemp("nats-small") / "nats.conf"
-    config.write_text("max_payload: 4096\n")
+    config.write_text(f"max_payload: {SMALL_PAYLOAD}\n")
     server = NatsServer(extra=["-c", str(config)])
     server.start()
     yield server
@@ -112,18 +117,21 @@ def small_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]
 async def test_record_over_the_nats_max_payload_gets_413_and_the_gateway_keeps_accepting(
     small_nats: NatsServer, tmp_path: Path
 ) -> None:
+    """Also what would fit but leave no room to park it: stored, it could never reach a person."""
     plan = gateway_plan(f"g{uuid.uuid4().hex[:8]}", max_body_bytes=1048576)
+    room = SMALL_PAYLOAD - PARK_HEADROOM
     async with running_gateway(plan, small_nats.url, tmp_path) as gw, httpx.AsyncClient() as client:
-        near = b"n" * 4000  # under max_payload alone; over it with the record's headers
-        over = b"o" * 5000
+        near = b"n" * (room - 100)  # under the body cap; over it with the record's headers and the room to park
+        over = b"o" * (SMALL_PAYLOAD - 100)  # under max_payload alone
+        largest = b"l" * (room - 2000)  # with its headers (about 700 bytes here) and the room to park: it fits
         answers = [
             (await client.post(gw.url, content=body, headers=signed_headers(body, f"big{i}"))).status_code
-            for i, body in enumerate((near, over))
+            for i, body in enumerate((near, over, largest))
         ]
         small = b'{"key": "small"}'
         after = await client.post(gw.url, content=small, headers=signed_headers(small, "small"))
         assert gw.nc is not None
         reconnects = gw.nc.stats["reconnects"]
-    assert answers == [413, 413]
+    assert answers == [413, 413, 202]
     assert after.status_code == 202, after.text
     assert reconnects == 0

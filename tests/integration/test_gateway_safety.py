@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 
 from onceflow_operator.dev.natsserver import NatsServer
@@ -240,3 +241,50 @@ async def test_a_body_the_event_cannot_be_read_from_is_refused_not_filed_under_t
             answer = await client.post(gw.url, content=body, headers=headers)
             assert answer.status_code == 400, answer.text
             assert "the event is read from its field 'type'" in answer.json()["error"]
+
+
+async def test_a_content_type_with_a_byte_that_is_not_utf8_is_stored_not_answered_500(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Content-Type: application/json\\xff` (a careless sender's Latin-1 charset name, say).
+
+    aiohttp hands the value over with the byte as a surrogate escape; encoding the header block
+    raised UnicodeEncodeError, so the sender got a 500 (and retried it for ever) and the log a
+    traceback. The record is stored, with the value readable (the byte shown escaped).
+    """
+    plan = gateway_plan(namespace())
+    async with running_gateway(plan, nats_server.url, tmp_path) as gw:
+        body = b'{"id": 1}'
+        lines = [f"{k}: {v}".encode() for k, v in signed_headers(body, delivery_id="latin-1").items()]
+        head = b"\r\n".join(
+            [b"POST /hooks HTTP/1.1", b"Host: gateway", b"Content-Type: application/json; charset=\xff", *lines]
+        )
+        with caplog.at_level(logging.ERROR):
+            status, answer = await raw_exchange(
+                gw.port, head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+        assert status == 202, answer
+        assert json.loads(answer)["duplicate"] is False
+        assert not [r for r in caplog.records if r.exc_info]
+        nc = await nats.connect(nats_server.url)
+        stored = await nc.jetstream().get_last_msg("ONCEFLOW_IN", f"{plan.subject_prefix}.received")
+        await nc.close()
+    assert stored.data == body
+    assert stored.headers is not None
+    assert stored.headers["Content-Type"] == "application/json; charset=\\udcff"
+
+
+async def test_a_gateway_stopped_while_nats_is_down_stops_without_an_error(tmp_path: Path) -> None:
+    """SIGTERM during a NATS outage (a rollout while the cluster restarts): `drain` needs a
+    connection and raised ConnectionReconnectingError, so the process ended with a traceback and
+    exit code 1. It closes the connection instead and stops cleanly."""
+    server = NatsServer()
+    server.start()
+    try:
+        async with running_gateway(gateway_plan(namespace()), server.url, tmp_path) as gw:
+            server.stop(kill=True)
+            await eventually(lambda: gw.nc is not None and not gw.nc.is_connected)
+        assert gw.nc is not None
+        assert gw.nc.is_closed
+    finally:
+        server.close()

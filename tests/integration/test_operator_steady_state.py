@@ -29,8 +29,9 @@ pytestmark = pytest.mark.controlplane
 
 OPERATOR_USER = "onceflow-operator-under-audit"
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-#: The operator's resync period here: long enough that "Ready at once" cannot be the timer.
-RESYNC = 8.0
+#: The operator's resync period here. "Ready at once" is counted (the Deployment watch's reconciles), not timed,
+#: so it may be short; the windows below hold whole rounds of resyncs however long they take.
+RESYNC = 4.0
 
 
 def wait_for(check: Callable[[], Any], within: float = 60.0) -> Any:

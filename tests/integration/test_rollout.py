@@ -129,11 +129,21 @@ async def status_of(kubectl: Kubectl) -> dict[str, Any]:
 
 
 async def until_status(kubectl: Kubectl, check: Any, within: float = 60.0) -> dict[str, Any]:
+    """Wait for a status `check` accepts; on a timeout, say where the rollout stood (phase, message, conditions)."""
+    seen: dict[str, Any] = {}
+
     async def probe() -> dict[str, Any] | None:
         status = await status_of(kubectl)
+        seen.update(last=status)
         return status if check(status) else None
 
-    result: dict[str, Any] = await eventually(probe, within=within, interval=0.3)
+    try:
+        result: dict[str, Any] = await eventually(probe, within=within, interval=0.3)
+    except AssertionError:
+        last = seen.get("last") or {}
+        where = {k: last.get(k) for k in ("phase", "message", "currentRevision", "stableRevision", "rollout")}
+        conditions = [(c.get("type"), c.get("status"), c.get("reason")) for c in last.get("conditions") or []]
+        raise AssertionError(f"status not reached within {within}s; last: {where}, conditions {conditions}") from None
     return result
 
 

@@ -147,3 +147,25 @@ async def test_dedupe_fails_the_record_with_the_systems_message_on_a_jsonrpc_err
     dedupe = step("dedupe", method="GET", path="'/jsonrpc'", answers=JSONRPC_RULES, candidates="response")
     with pytest.raises(RejectedByTarget, match="Invalid field 'vat'"):
         await Engine(plan(dedupe), AnsweringCaller(Response(200, body)), RecordingEvents()).run({"tax": "1"}, META)
+
+
+@pytest.mark.parametrize("value", ["ACME\x0bGmbH", "ACME\x1fGmbH", "ACME\x7fGmbH", "ACME\x01"])
+async def test_a_header_value_with_a_control_character_fails_the_record_naming_the_header(value: str) -> None:
+    """A vertical tab or unit separator from a spreadsheet export, mapped into a header.
+
+    Only CR, LF and NUL were refused here; aiohttp refuses every control character but the tab
+    with a bare ValueError ("Potential header injection attack"), which no classification knew:
+    not the record's permanent failure naming the header that it is.
+    """
+    s = step(headers={"X-Company": "input.company"})
+    with pytest.raises(InvalidRecord, match="header X-Company: the value holds a control character"):
+        await Engine(plan(s), AnsweringCaller(Response(200, {})), RecordingEvents()).run(
+            {"tax": "1", "company": value}, META
+        )
+
+
+async def test_a_header_value_with_a_tab_or_non_ascii_letters_is_sent() -> None:
+    s = step(headers={"X-Company": "input.company"})
+    caller = AnsweringCaller(Response(200, {}))
+    await Engine(plan(s), caller, RecordingEvents()).run({"tax": "1", "company": "Müller\tGmbH"}, META)
+    assert caller.asked[0]["headers"]["X-Company"] == "Müller\tGmbH"

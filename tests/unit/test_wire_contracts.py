@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onceflow_operator.controller.figures import FigureBook
 from onceflow_operator.review.exceptions import ExceptionRecord
+from onceflow_runner.adapters.pubacks import header_block
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
+from onceflow_runner.contract.keys import MAX_MSG_ID_CHARS
 from onceflow_runner.contract.messages import (
+    PARK_HEADROOM,
     REVIEW_ACTIONS,
     AuditEntry,
     DriftResult,
@@ -256,6 +261,30 @@ def test_a_parked_record_without_step_or_key_says_dash_and_cut_short_candidates_
     assert (wire["Onceflow-Step"], wire["Onceflow-Business-Key"]) == ("-", "-")
     assert len(wire["Onceflow-Candidates"]) == 4000
     assert ParkedRecord.from_headers(wire).candidates == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    names=st.lists(st.text(max_size=2000) | st.text("é€😀\ud800\udcff ", max_size=2000), min_size=7, max_size=7),
+    error=st.text(max_size=20000) | st.text("é€😀", min_size=1000, max_size=5000),
+    candidates=st.lists(st.dictionaries(st.text(max_size=50), st.text(max_size=3000), max_size=5), max_size=5),
+    suggestion=st.dictionaries(st.text(max_size=50), st.text(max_size=5000), max_size=5),
+)
+def test_a_park_adds_at_most_the_headroom_a_producer_leaves_whatever_its_fields(
+    names: list[str], error: str, candidates: list[dict[str, str]], suggestion: dict[str, str]
+) -> None:
+    """The gateway stores a body only with PARK_HEADROOM free under max_payload: a park, with the
+    exception or dead-letter message id `_publish_parked` adds, must never need more."""
+    reason, step, integration, revision, subject, entity, key = names
+    original = {"Nats-Msg-Id": "ns/shop/1", "Onceflow-Origin": "shop", "traceparent": "00-a"}
+    record = ParkedRecord(
+        reason=reason, error=error, step=step, integration=integration, revision=revision, business_key=key,
+        original_subject=subject, stream_sequence=2**63 - 1, deliveries=10**6, candidates=candidates,
+        entity=entity, suggestion=suggestion or None,
+    )  # fmt: skip
+    parked = {**record.to_headers(original), "Nats-Msg-Id": "x" * MAX_MSG_ID_CHARS}
+    grown = len(header_block(parked)) - len(header_block(original))
+    assert grown <= PARK_HEADROOM
 
 
 def test_an_old_parked_record_with_only_the_first_headers_reads() -> None:

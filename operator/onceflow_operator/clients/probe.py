@@ -29,7 +29,7 @@ from aiohttp.resolver import ThreadedResolver
 from onceflow_runner.adapters.outbound import HttpCaller, SecretReader
 from onceflow_runner.adapters.transport import AiohttpTransport
 from onceflow_runner.contract.plan import ConnectorPlan
-from onceflow_runner.errors import CredentialsRefused, OnceflowError
+from onceflow_runner.errors import CredentialsRefused, OnceflowError, PlanError
 
 __all__ = ["ProbeResult", "is_forbidden_address", "probe_connector_endpoint", "probe_endpoint"]
 
@@ -65,7 +65,7 @@ class ProbeResult:
     """What one probe saw: the HTTP status, or why there was none, and how long it took.
 
     `auth` says what became of the credentials: "" when none were sent, "accepted", or why they
-    failed (a 401/403 answer, a refused login), never a secret value.
+    failed (a 401/403 answer, a refused login, a key that is no usable key), never a secret value.
     """
 
     url: str
@@ -88,7 +88,15 @@ async def probe_connector_endpoint(
     if is_forbidden_address(urlsplit(url).hostname or ""):
         return ProbeResult(url, None, "refused: link-local or metadata address", 0)
     transport = AiohttpTransport(resolver=_GuardedResolver(), max_response_bytes=plan.max_response_bytes)
-    caller = HttpCaller({plan.name: plan}, secret, transport=transport)
+    try:
+        caller = HttpCaller({plan.name: plan}, secret, transport=transport)
+    except PlanError as exc:
+        # Credentials that cannot be used at all (a private key that is no PEM key): the runner would
+        # refuse to start with the same message. Say it in Authenticated, and still tell whether the
+        # endpoint answers, without credentials.
+        await transport.aclose()
+        bare = await probe_endpoint(url, seconds=seconds, headers=plan.headers)
+        return ProbeResult(bare.url, bare.status, bare.error, bare.latency_ms, auth=str(exc))
     try:
         async with asyncio.timeout(seconds * 2):
             headers = await caller.credentials(plan.name)

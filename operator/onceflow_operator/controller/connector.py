@@ -221,7 +221,7 @@ def probed_status(body: Mapping[str, Any], probe: ProbeResult) -> dict[str, Any]
     status["lastProbeTime"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     status["lastProbeLatencyMs"] = probe.latency_ms
     generation = int(body["metadata"].get("generation", 1))
-    if probe.status is None and probe.auth_failed:
+    if probe.status is None and probe.auth_failed and not probe.error:
         reachable, reason, message = True, "Answered", f"the login to {probe.url.split('/', 3)[2]} was answered"
     elif probe.status is None:
         reachable, reason, message = False, "ProbeFailed", f"GET {probe.url} failed: {probe.error}"

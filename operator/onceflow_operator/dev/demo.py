@@ -86,6 +86,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+#: How often the demo's scheduled Integrations poll the sandboxes (the examples say 30s).
+DEMO_POLL_INTERVAL = "2s"
+
+
 def _docs(examples: Path, urls: dict[str, str], partner: SftpSandbox | None = None) -> list[dict[str, Any]]:
     docs = []
     # examples/erps are Connectors for real ERPs (docs/connecting-erps.md), not the sandboxes.
@@ -101,6 +105,13 @@ def _docs(examples: Path, urls: dict[str, str], partner: SftpSandbox | None = No
                 oauth = rest.get("auth", {}).get("oauth2")
                 if oauth:
                     oauth["tokenURL"] = oauth["tokenURL"].replace(old, rest["baseURL"])
+            schedule = (
+                (doc.get("spec", {}).get("trigger") or {}).get("schedule") if doc.get("kind") == "Integration" else None
+            )
+            if schedule and schedule.get("interval"):
+                # As the partner's SFTP listing below: the sandbox ERP's changes are found within
+                # seconds of playing them, not after the half minute a real ERP is asked every.
+                schedule["interval"] = DEMO_POLL_INTERVAL
             docs.append(doc)
     return _pointed_at_partner(docs, partner) if partner is not None else docs
 

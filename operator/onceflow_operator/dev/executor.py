@@ -180,9 +180,8 @@ class LocalExecutor:
         return out
 
     async def stop_all(self) -> None:
-        for replicas in self.replicas.values():
-            for replica in replicas:
-                await _stop(replica)
+        """Stop every process at once: each drains its own records, none waits for another's drain."""
+        await asyncio.gather(*(_stop(replica) for replicas in self.replicas.values() for replica in replicas))
         self.replicas.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -231,14 +230,18 @@ def spawn_operator(
     metrics_port: int | None = None,
     elect: bool = False,
     identity: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks).
 
     Metrics and liveness listen on 127.0.0.1 only, like every process of the embedded system.
-    Its output goes to `log` when given (appended), else nowhere.
+    Its output goes to `log` when given (appended), else nowhere. `env` adds variables for the
+    operator alone (account mode's signing key, say), not set in this process where the local
+    executor's runner and gateway processes would inherit them.
     """
     env = {
         **os.environ,
+        **(env or {}),
         "KUBECONFIG": str(kubeconfig),
         "ONCEFLOW_NATS_URL": nats_url,
         "ONCEFLOW_RECONCILE_SECONDS": str(resync_seconds),

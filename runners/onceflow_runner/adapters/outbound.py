@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from onceflow_runner import tracing
 from onceflow_runner.adapters.client_assertion import ASSERTION_TYPE, AssertionSigner
 from onceflow_runner.adapters.sessions import MAX_RENEWALS, LoginSession, answer_headers, json_or_text
-from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge
+from onceflow_runner.adapters.transport import AiohttpTransport, ResponseTooLarge, read_bounded
 from onceflow_runner.contract.headers import IDEMPOTENCY_KEY, TRACEPARENT
 from onceflow_runner.contract.plan import ConnectorPlan, SecretRef
 from onceflow_runner.engine.ports import Response
@@ -290,7 +290,7 @@ class _Connector:
             response = await self.transport.handle_async_request(request)
             response.request = request
         try:
-            await response.aread()
+            await read_bounded(response, self.plan.max_response_bytes)
         finally:
             await response.aclose()
         return response

@@ -18,7 +18,9 @@ The guarantee is `js.publish`'s: `publish` returns only after the stream stored 
 found it a duplicate of one stored within its window), and raises otherwise, with the errors
 nats-py raises: APIError with JetStream's error code (a lost compare-and-set is 10071),
 NoStreamResponseError when no stream takes the subject, nats.errors.TimeoutError when no PubAck
-came in time.
+came in time, nats.errors.MaxPayloadError (before sending) when headers plus payload exceed the
+server's max_payload, nats.errors.ConnectionClosedError on a closed connection,
+nats.errors.OutboundBufferLimitError while reconnecting once the client's buffer is full.
 
 The HPUB goes through the client's write buffer (`_send_command` and `_flush_pending`, the two
 calls nats-py's own publish makes after its checks, the flusher kicked only when not already).
@@ -68,7 +70,8 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     r"""The NATS header block of `headers`, as nats-py writes it: `NATS/1.0\r\n`, `Key: value\r\n`..., `\r\n`.
 
     Names and values are stripped; a CR or LF inside a value is removed (it would end the header
-    early and let a sender add headers of its own). The names are the contract's constants.
+    early and let a sender add headers of its own); a surrogate is written escaped (`\udcff`).
+    The names are the contract's constants.
     """
     text = "NATS/1.0\r\n" + "".join(f"{k.strip()}: {v.strip()}\r\n" for k, v in headers.items()) + "\r\n"
     if text.count("\r") != len(headers) + 2 or text.count("\n") != len(headers) + 2:
@@ -76,7 +79,9 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             f"{k.strip()}: {v.strip().replace(chr(13), '').replace(chr(10), '')}\r\n" for k, v in headers.items()
         )
         text = "NATS/1.0\r\n" + "".join(cleaned) + "\r\n"
-    return text.encode()
+    # A sender's byte that is not UTF-8 reaches us as a surrogate escape (aiohttp), and a JSON
+    # string may hold a lone surrogate: written escaped (\udcff), never raising.
+    return text.encode("utf-8", "backslashreplace")
 
 
 def header_line(name: str, value: str) -> str:
@@ -170,6 +175,18 @@ class AckedPublisher:
 
     async def publish_block(self, subject: str, payload: bytes, block: bytes) -> Stored:
         """As `publish`, with the headers already encoded by `header_block` (empty: none)."""
+        if self.nc.is_closed:  # nats-py's own check (the raw write would be queued on a dead client)
+            raise nats.errors.ConnectionClosedError
+        if len(block) + len(payload) > self.nc.max_payload:
+            # nats-server counts the headers too and closes a connection past it, failing every
+            # publish waiting on it (nats-py's own check counts only the payload).
+            raise nats.errors.MaxPayloadError
+        if not self.nc.is_connected and self._raw:
+            # nats-py's own check while it reconnects: the write would wait in the client's buffer,
+            # which must not grow past its limit (or at all when buffering is off) in an outage.
+            limit = getattr(self.nc, "_max_pending_size", 0)
+            if limit <= 0 or len(block) + len(payload) + getattr(self.nc, "_pending_data_size", 0) > limit:
+                raise nats.errors.OutboundBufferLimitError
         prefix = self._prefix or await self.start()
         self._count += 1
         token = str(self._count)

@@ -4,23 +4,60 @@ Why: measured in bench/runner_throughput.py on this project's 2-core machines, h
 transport (httpcore) managed about 150 requests/s at 64 in flight against a local server that a
 raw aiohttp client drove at about 2,700/s; httpcore's pool serialises on its own locks under
 concurrency. Steps keep httpx's API (and its test seam, `MockTransport`); the bytes move over
-aiohttp. Decompression is left to httpx so the two never both decode a body.
+aiohttp. Decompression is left to httpx so the two never both decode a body; `read_bounded` has it
+decode an encoded answer piece by piece, within the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import aiohttp.abc
 import httpx
+from aiohttp import hdrs
+from yarl import URL
 
-__all__ = ["AiohttpTransport", "ResponseTooLarge"]
+__all__ = ["AiohttpTransport", "ResponseTooLarge", "read_bounded"]
+
+#: Bytes of an encoded answer handed to httpx's decoder at a time: deflate expands at most about
+#: 1,000 times, so one piece decodes to at most about 4 MiB however the answer was packed.
+_PIECE = 4 * 1024
 
 
 class ResponseTooLarge(httpx.TransportError):
     """The answer's body is longer than the transport will hold; it was not read past the limit."""
+
+
+class _Pieces(httpx.AsyncByteStream):
+    """An answer read already, given out in `_PIECE`-sized pieces (see `read_bounded`)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = memoryview(self._body)
+        for start in range(0, len(body), _PIECE):
+            yield bytes(body[start : start + _PIECE])
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """`response.aread()`, refused with ResponseTooLarge as soon as the decoded answer passes `limit`.
+
+    Why: the transport's limit counts the bytes on the wire; httpx decodes a Content-Encoding
+    after, all at once, so 10 MiB of gzip could become 10 GiB in memory before anyone measured
+    it (a gzip bomb). Decoded piece by piece, at most `limit` plus one piece's expansion is held.
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        size += len(part)
+        if size > limit:
+            raise ResponseTooLarge(f"answer decodes to more than {limit} bytes", request=response._request)
+        parts.append(part)
+    response._content = b"".join(parts)  # what `aread` sets: `.content`, `.json()` read it
+    return response._content
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -82,7 +119,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with self._get_session().request(
                 method,
-                url,
+                # Sent as built (httpx's URL is encoded already): given as text, aiohttp re-quotes it
+                # and decodes %3B, %3D, %26, %40 ... in the path, so `pathSegment("ACME;1")` became
+                # /ACME;1, which a Java server reads as /ACME with a path parameter.
+                URL(url, encoded=True),
                 headers=headers,
                 data=content,
                 allow_redirects=False,
@@ -97,11 +137,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientError as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         # A stream, not `content=`: httpx then neither reads nor re-measures it here; the caller's
-        # `aread` decodes it (Content-Encoding) once.
+        # `aread` (or `read_bounded`) decodes it (Content-Encoding) once, an encoded one in pieces.
+        encoded = len(body) > _PIECE and hdrs.CONTENT_ENCODING in resp.headers
         return httpx.Response(
             resp.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
-            stream=httpx.ByteStream(body),
+            stream=_Pieces(body) if encoded else httpx.ByteStream(body),
             request=request,
         )
 

@@ -37,6 +37,7 @@ from onceflow_runner.errors import WireFormatError
 
 __all__ = [
     "MATCH_VERDICTS",
+    "PARK_HEADROOM",
     "RESENT_AS",
     "REVIEW_ACTIONS",
     "AuditEntry",
@@ -277,6 +278,30 @@ class AuditEntry(_Wire):
         return self.model_dump_json(by_alias=True, exclude_unset=True, fallback=str).encode()
 
 
+#: Bytes a park may add to a record's headers at most (every why-parked header at its cap, with its
+#: name; `ParkedRecord.to_headers`). A producer leaves this much free under the broker's
+#: `max_payload`, so every record it stores can still be parked or dead-lettered with its original
+#: bytes: a record that fills the payload would be stored, and then refused by the exception and
+#: dead-letter streams alike, and end nowhere a person looks.
+PARK_HEADROOM: Final = 12 * 1024
+#: Caps of the why-parked headers that carry names (Kubernetes names are at most 253 characters)
+#: and the original subject (a NATS subject built from such names).
+_NAME_CAP: Final = 253
+_SUBJECT_CAP: Final = 1024
+#: Cap of the error and the business key (header_safe's own).
+_TEXT_CAP: Final = 1000
+
+
+def _capped(text: str, limit: int) -> str:
+    r"""`header_safe` at `limit` characters, then at `limit` bytes as `header_block` writes them.
+
+    Bytes as UTF-8 with a surrogate escaped as `\udcff`; never half a character.
+    """
+    value = h.header_safe(text, limit)
+    encoded = value.encode("utf-8", "backslashreplace")
+    return value if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
+
+
 class ParkedRecord(BaseModel):
     """Why a record waits in the exception (or dead-letter) stream: headers beside its original bytes.
 
@@ -314,15 +339,17 @@ class ParkedRecord(BaseModel):
         record's candidates or suggestion, and take a verdict on a record nothing matched.
         """
         out = {k: v for k, v in (original or {}).items() if k != h.NATS_MSG_ID and k not in _PARKED_ONLY}
+        # Every value has a cap in bytes, so that a park adds at most PARK_HEADROOM (names are
+        # Kubernetes names, 253 ASCII characters at most, and never cut by these caps).
         out.update(
             {
-                h.REASON: self.reason,
-                h.ERROR: h.header_safe(self.error),
-                h.STEP: self.step or "-",
-                h.INTEGRATION: self.integration,
-                h.REVISION: self.revision,
-                h.BUSINESS_KEY: h.header_safe(self.business_key) or "-",
-                h.ORIGINAL_SUBJECT: self.original_subject,
+                h.REASON: _capped(self.reason, _NAME_CAP),
+                h.ERROR: _capped(self.error, _TEXT_CAP),
+                h.STEP: _capped(self.step, _NAME_CAP) or "-",
+                h.INTEGRATION: _capped(self.integration, _NAME_CAP),
+                h.REVISION: _capped(self.revision, _NAME_CAP),
+                h.BUSINESS_KEY: _capped(self.business_key, _TEXT_CAP) or "-",
+                h.ORIGINAL_SUBJECT: _capped(self.original_subject, _SUBJECT_CAP),
                 h.STREAM_SEQUENCE: str(self.stream_sequence),
                 h.DELIVERIES: str(self.deliveries),
             }
@@ -330,11 +357,11 @@ class ParkedRecord(BaseModel):
         if self.candidates_at:
             out[h.CANDIDATES_AT] = str(self.candidates_at)
         elif self.candidates:
-            out[h.CANDIDATES] = h.header_safe(json.dumps(self.candidates, default=str), 4000)
+            out[h.CANDIDATES] = _capped(json.dumps(self.candidates, default=str), 4000)
         if self.entity:
-            out[h.ENTITY] = self.entity
+            out[h.ENTITY] = _capped(self.entity, _NAME_CAP)
         if self.suggestion:
-            out[h.SUGGESTION] = h.header_safe(json.dumps(self.suggestion, default=str), 2000)
+            out[h.SUGGESTION] = _capped(json.dumps(self.suggestion, default=str), 2000)
         return out
 
     @classmethod

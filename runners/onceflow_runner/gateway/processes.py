@@ -11,9 +11,12 @@ the connection cap per process).
 The first process (the leader) starts the others and is the pod's face to Kubernetes: its
 operations port serves /metrics as the sum over every process (the backlog gauge as the largest:
 each process sees the same runners), /readyz ready only when every process is, and /healthz
-failing when a process exited, so the kubelet restarts the pod instead of leaving it at part
-strength. The other processes serve their operations endpoints on an ephemeral loopback port
-that only the leader reads.
+failing when a process exited, does not answer (hung) or is itself unhealthy (its NATS connection
+closed), so the kubelet restarts the pod instead of leaving it at part strength or, unready, out
+of service for good. A process that does not answer a scrape counts with the figures it last
+gave (its counters never seem to go back, which Prometheus would read as a reset), and
+`onceflow_gateway_processes_unanswered` says how many did not answer. The other processes serve
+their operations endpoints on an ephemeral loopback port that only the leader reads.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ __all__ = ["ProcessGroup", "merge_metrics"]
 _SAME_IN_EVERY_PROCESS = frozenset({"onceflow_gateway_backlog"})
 #: Seconds a process has to report its operations port after it was started.
 REPORT_SECONDS = 60.0
+#: Seconds each process has to answer the leader's /healthz (the kubelet gives the leader 1 s).
+HEALTH_SECONDS = 0.5
+_UNANSWERED = (
+    "# HELP onceflow_gateway_processes_unanswered Gateway processes of this pod that did not answer"
+    " this scrape (their last figures are counted).\n"
+    "# TYPE onceflow_gateway_processes_unanswered gauge\n"
+    "onceflow_gateway_processes_unanswered {}\n"
+)
 
 
 def merge_metrics(texts: Iterable[str]) -> bytes:
@@ -79,6 +90,8 @@ class _Member:
     process: BaseProcess
     pipe: Connection
     operations_url: str = ""
+    #: The last /metrics it answered: counted again while it does not answer.
+    last_metrics: str = ""
 
 
 @dataclass
@@ -116,13 +129,10 @@ class ProcessGroup:
         """
         deadline = time.monotonic() + REPORT_SECONDS
         for member in self.members:
-            while not member.operations_url:
-                if member.pipe.poll():
-                    member.operations_url = str(member.pipe.recv())
-                elif not member.process.is_alive() or time.monotonic() > deadline:
+            while not _has_reported(member):
+                if not member.process.is_alive() or time.monotonic() > deadline:
                     return
-                else:
-                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)
 
     def exited(self) -> str | None:
         """Which process exited, if one did (the pod then needs a restart)."""
@@ -131,6 +141,22 @@ class ProcessGroup:
                 return f"gateway process {member.index} exited with code {member.process.exitcode}"
         return None
 
+    async def unhealthy(self) -> str | None:
+        """Why the pod needs a restart (None when it does not): a process exited, hangs or is unhealthy.
+
+        Each process that reported is asked for its /healthz at once, HEALTH_SECONDS at most; one
+        still starting is not asked (readiness waits for it).
+        """
+        problem = self.exited()
+        if problem is not None:
+            return problem
+        started = [member for member in self.members if _has_reported(member)]
+        if not started:
+            return None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_SECONDS)) as session:
+            answers = await asyncio.gather(*(_health(session, member) for member in started))
+        return next((answer for answer in answers if answer is not None), None)
+
     async def not_ready(self) -> str | None:
         """Why some process is not ready (None when every one is)."""
         problem = self.exited()
@@ -138,7 +164,7 @@ class ProcessGroup:
             return problem
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             for member in self.members:
-                if not member.operations_url:
+                if not _has_reported(member):
                     return f"gateway process {member.index} not started"
                 try:
                     async with session.get(f"{member.operations_url}/readyz") as resp:
@@ -149,17 +175,11 @@ class ProcessGroup:
         return None
 
     async def metrics(self, own: bytes) -> bytes:
-        """The leader's metrics and every other process's, added up."""
-        texts = [own.decode()]
+        """The leader's metrics and every other process's, added up (a silent one's last figures)."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            for member in self.members:
-                if not member.operations_url:
-                    continue
-                try:
-                    async with session.get(f"{member.operations_url}/metrics") as resp:
-                        texts.append(await resp.text())
-                except (aiohttp.ClientError, TimeoutError):
-                    continue  # a process that does not answer shows in /readyz and /healthz
+            answered = await asyncio.gather(*(_scraped(session, member) for member in self.members))
+        texts = [own.decode(), *(member.last_metrics for member in self.members if member.last_metrics)]
+        texts.append(_UNANSWERED.format(answered.count(False)))
         return merge_metrics(texts)
 
     def stop(self, grace: float = 30.0) -> None:
@@ -171,3 +191,38 @@ class ProcessGroup:
             member.process.join(grace)
             if member.process.is_alive():
                 member.process.kill()
+
+
+def _has_reported(member: _Member) -> bool:
+    """Whether the process said where its operations endpoints are (read from its pipe when it has)."""
+    if not member.operations_url:
+        try:
+            if member.pipe.poll():
+                member.operations_url = str(member.pipe.recv())
+        except (EOFError, OSError):  # it exited before reporting: `exited` says so
+            return False
+    return bool(member.operations_url)
+
+
+async def _health(session: aiohttp.ClientSession, member: _Member) -> str | None:
+    try:
+        async with session.get(f"{member.operations_url}/healthz") as resp:
+            if resp.status == 200:
+                return None
+            return f"gateway process {member.index}: {(await resp.text())[:200]}"
+    except (aiohttp.ClientError, TimeoutError):
+        return f"gateway process {member.index} does not answer"
+
+
+async def _scraped(session: aiohttp.ClientSession, member: _Member) -> bool:
+    """Read the process's /metrics into `last_metrics`; False when it did not answer."""
+    if not _has_reported(member):
+        return False
+    try:
+        async with session.get(f"{member.operations_url}/metrics") as resp:
+            if resp.status != 200:
+                return False
+            member.last_metrics = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+    return True

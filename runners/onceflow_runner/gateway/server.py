@@ -48,7 +48,7 @@ from onceflow_runner.adapters.outbound import read_secret
 from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
 from onceflow_runner.contract.headers import TRACEPARENT, cloudevent_headers, w3c_traceparent
 from onceflow_runner.contract.keys import bounded_id
-from onceflow_runner.contract.messages import Heartbeat, RecordHeaders
+from onceflow_runner.contract.messages import PARK_HEADROOM, Heartbeat, RecordHeaders
 from onceflow_runner.contract.plan import GatewayPlan
 from onceflow_runner.contract.signing import SECRET_FIELD, signing_secret_problem
 from onceflow_runner.contract.subjects import IN_STREAM
@@ -238,6 +238,7 @@ class Gateway:
             self.port,
             max_connections=self.max_connections,
             reuse_port=self.reuse_port,
+            claim=self.group is not None or not self.reuse_port,  # the other processes join the leader's port
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("gateway listening", extra={"connector": self.plan.connector, "url": self.url})
@@ -296,17 +297,19 @@ class Gateway:
                 await runner.cleanup()
         if self.publisher is not None:
             await self.publisher.stop()
-        if self.nc is not None:
+        if self.nc is not None and self.nc.is_connected:
             await self.nc.drain()
+        elif self.nc is not None:  # drain needs a connection; a publish still waiting was failed above
+            await self.nc.close()
 
     async def healthz(self, _: web.Request) -> web.Response:
         # A connection the client gave up on never comes back: let liveness restart the pod. A
         # connection that is only reconnecting is readiness' business (503 on /readyz).
         if self.nc is not None and self.nc.is_closed:
             return web.Response(status=500, text="NATS connection closed")
-        exited = self.group.exited() if self.group is not None else None
-        if exited is not None:  # the pod serves at part strength: restart it whole
-            return web.Response(status=500, text=exited)
+        problem = await self.group.unhealthy() if self.group is not None else None
+        if problem is not None:  # the pod serves at part strength (or, unready, not at all): restart it whole
+            return web.Response(status=500, text=problem)
         return web.Response(text="ok")
 
     def not_ready_reason(self) -> str | None:
@@ -361,9 +364,10 @@ class Gateway:
         return event_token(self.plan.event_default)
 
     def _body_limit(self) -> int:
-        """The plan's cap, and never more than NATS could carry."""
-        broker = self.nc.max_payload if self.nc is not None else self.plan.max_body_bytes
-        return min(self.plan.max_body_bytes, broker)
+        """The plan's cap, and never more than NATS could carry with room to park the record."""
+        if self.nc is None:
+            return self.plan.max_body_bytes
+        return min(self.plan.max_body_bytes, self.nc.max_payload - PARK_HEADROOM)
 
     async def receive(self, request: web.Request) -> web.Response:
         """Answer one webhook; with tracing on, inside a receive span that is the child of the sender's trace."""
@@ -424,7 +428,8 @@ class Gateway:
         if self.publisher is None or self.nc is None or not self.nc.is_connected:
             return self._answer(503, {"error": "message broker unavailable; retry"}, {"Retry-After": "1"})
         block = header_block(headers)
-        if len(block) + len(body) > self.nc.max_payload:
+        if len(block) + len(body) + PARK_HEADROOM > self.nc.max_payload:
+            # Stored, it could not be parked or dead-lettered (see PARK_HEADROOM): refused now, said once.
             return self._answer(413, {"error": "record larger than the message broker accepts"})
         if self.plan.max_backlog and self.backlog() >= self.plan.max_backlog:
             return self._answer(

@@ -157,6 +157,11 @@ def _header_value(value: Any, name: str, step: str) -> str:
     text = str(value)
     if any(c in text for c in "\r\n\0"):
         raise InvalidRecord(f"header {name}: the value holds a line break, which a header cannot carry", step=step)
+    if not text.isprintable() and any((c < " " and c != "\t") or c == "\x7f" for c in text):
+        # What HTTP refuses in a field value (RFC 9110 5.5); aiohttp raised a bare ValueError for it.
+        raise InvalidRecord(
+            f"header {name}: the value holds a control character, which a header cannot carry", step=step
+        )
     return text
 
 
