@@ -73,7 +73,7 @@ def _as_before(plan: Plan, entity: str, verb: str, meta: dict[str, Any], msg_id:
     return header_block(headers)
 
 
-_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_TEXT = st.text(max_size=40)  # lone surrogates included: written escaped, as header_block writes them
 
 
 @settings(max_examples=300, deadline=None)

@@ -41,7 +41,7 @@ from nats.js.kv import KeyValue
 from onceflow_runner import tracing
 from onceflow_runner.adapters import pulls
 from onceflow_runner.adapters.keystore import KeyStore
-from onceflow_runner.adapters.pubacks import AckedPublisher, header_block, header_line
+from onceflow_runner.adapters.pubacks import AckedPublisher, encode_block, header_block, header_line
 from onceflow_runner.adapters.pulls import Puller
 from onceflow_runner.contract import headers as h
 from onceflow_runner.contract import subjects
@@ -435,7 +435,7 @@ class JetStreamEvents:
             + header_line(NATS_MSG_ID, bounded_id(self._scope + msg_id))
             + "\r\n"
         )
-        await self.wiring.publish_block(subject, json.dumps(data, default=str).encode(), block.encode())
+        await self.wiring.publish_block(subject, json.dumps(data, default=str).encode(), encode_block(block))
 
     async def hand_over_edi(
         self, connector: str, document: str, data: Any, *, step: str, msg_id: str, meta: Mapping[str, Any]

@@ -45,7 +45,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import APIError, NoStreamResponseError
 
-__all__ = ["AckedPublisher", "Stored", "header_block", "header_line", "read_puback"]
+__all__ = ["AckedPublisher", "Stored", "encode_block", "header_block", "header_line", "read_puback"]
 
 log = logging.getLogger("onceflow.nats")
 
@@ -79,8 +79,15 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             f"{k.strip()}: {v.strip().replace(chr(13), '').replace(chr(10), '')}\r\n" for k, v in headers.items()
         )
         text = "NATS/1.0\r\n" + "".join(cleaned) + "\r\n"
-    # A sender's byte that is not UTF-8 reaches us as a surrogate escape (aiohttp), and a JSON
-    # string may hold a lone surrogate: written escaped (\udcff), never raising.
+    return encode_block(text)
+
+
+def encode_block(text: str) -> bytes:
+    r"""A header block's text as bytes, as `header_block` writes it.
+
+    A sender's byte that is not UTF-8 reaches us as a surrogate escape (aiohttp), and a JSON
+    string may hold a lone surrogate: written escaped (`\udcff`), never raising.
+    """
     return text.encode("utf-8", "backslashreplace")
 
 
@@ -88,7 +95,8 @@ def header_line(name: str, value: str) -> str:
     r"""One `Name: value\r\n` line exactly as `header_block` writes it (stripped; CR and LF removed).
 
     For a caller that encodes a message's constant headers once and adds only the lines that
-    change per message (`natsio.JetStreamEvents`): the block is then byte for byte `header_block`'s.
+    change per message (`natsio.JetStreamEvents`): joined and passed to `encode_block`, the block
+    is byte for byte `header_block`'s.
     """
     value = value.strip()
     if "\r" in value or "\n" in value:
