@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import nats
 import pytest
+from nats.aio.client import Client
 
 from onceflow_operator.clients.kube import KubeClient
 from onceflow_operator.dev.controlplane import ControlPlane
@@ -64,3 +66,11 @@ def nats_cluster() -> Iterator[NatsCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A client of the session's nats-server, closed after the test (a module may define its own)."""
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()

@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from onceflow_operator.clients.topology import ensure_plan
 from onceflow_operator.dev.localrun import LocalRun
 from onceflow_operator.dev.natsserver import NatsServer
+from onceflow_runner.adapters.pubacks import header_block
 from onceflow_runner.contract.plan import Plan, load_plan
 from onceflow_runner.engine.ports import Caller
 from onceflow_runner.runner import Runner
@@ -317,6 +318,44 @@ async def test_poison_message_goes_to_exceptions_and_the_consumer_keeps_going(ha
     assert poison.data == b"{not json at all"
     assert poison.headers["Onceflow-Reason"] == "MalformedInput"
     assert len(ledger.effects) == 20
+
+
+@pytest.fixture(scope="module")
+def roomless_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server that takes at most 32 KiB per message, headers included."""
+    config = tmp_path_factory.mktemp("nats-32k") / "nats.conf"
+    config.write_text("max_payload: 32768\n")
+    server = NatsServer(extra=["-c", str(config)])
+    server.start()
+    yield server
+    server.close()
+
+
+async def test_a_record_stored_with_little_room_left_is_still_parked_whole_with_why_in_a_few_words(
+    roomless_nats: NatsServer,
+) -> None:
+    """A polled row or an EDI file can fill max_payload (the gateway leaves room to park it): with its
+    full error the park did not fit, so the record was retried until its deliveries ran out and
+    dead-lettered as MaxDeliveriesExceeded, why it failed lost. Now it is an exception at once."""
+    harness = await start(roomless_nats, rules=[{"expression": "input.name != ''", "message": "n" * 900}])
+    try:
+        assert harness.plan is not None
+        headers = {"Nats-Msg-Id": f"{harness.namespace}/row/big", "Content-Type": "application/json"}
+        shell = json.dumps({"key": "big", "name": "", "pad": ""}).encode()
+        room = 32768 - len(header_block(headers)) - len(shell) - 900  # a full park needs more than this
+        body = json.dumps({"key": "big", "name": "", "pad": "x" * room}).encode()
+        nc = await nats.connect(roomless_nats.url)
+        subject = harness.plan.nats.subject.replace(">", "polled")
+        await nc.jetstream().publish(subject, body, headers=headers)
+        await nc.close()
+        harness.accepted.add("big")
+        ledger = await harness.settled(1)
+        (parked,) = ledger.exceptions
+        assert parked.data == body
+        assert parked.headers["Onceflow-Reason"] == "InvalidRecord"
+        assert 0 < len(parked.headers["Onceflow-Error"]) <= 120
+    finally:
+        await stop(harness)
 
 
 async def test_erp_417_goes_to_exceptions_with_the_original_bytes(harness: Harness) -> None:

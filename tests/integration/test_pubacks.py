@@ -23,16 +23,8 @@ from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
 from onceflow_operator.clients.topology import ensure_streams
-from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters.pubacks import AckedPublisher, header_block
 from onceflow_runner.contract.subjects import IN_STREAM
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def _stream(nc: Client) -> str:

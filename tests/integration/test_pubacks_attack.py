@@ -25,20 +25,7 @@ from onceflow_operator.clients.topology import ensure_streams
 from onceflow_operator.dev.natsserver import NatsServer
 from onceflow_runner.adapters.pubacks import AckedPublisher, Stored, header_block
 from tests.integration.scenario import eventually
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
-
-
-async def _stream(nc: Client) -> str:
-    """A stream of its own (named like its subjects' prefix) per test."""
-    prefix = f"pubacks_{uuid.uuid4().hex[:8]}"
-    await nc.jetstream().add_stream(StreamConfig(name=prefix, subjects=[f"{prefix}.>"], duplicate_window=60))
-    return prefix
+from tests.integration.test_pubacks import _stream
 
 
 @pytest.fixture(params=["hpub", "client-publish"])

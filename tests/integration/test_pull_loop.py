@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
@@ -111,13 +110,6 @@ async def target() -> AsyncIterator[Target]:
     await found.start()
     yield found
     await found.stop()
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def _runner(nats_server: NatsServer, nc: Client, target: Target, tmp_path: Path, concurrency: int) -> Runner:

@@ -47,6 +47,8 @@ INTERNAL_ERROR: Final = "InternalError"
 REFLECTED_RECORD: Final = "ReflectedRecord"
 #: NATS or the network failed, not the record: another delivery may do better.
 OUTAGES: Final = (nats.errors.Error, OSError, TimeoutError)
+#: Characters of the error a record parked with little room left under max_payload keeps.
+SLIM_ERROR_CHARS: Final = 120
 #: Longest a record waits (nak delay) before it looks again at a key another record holds.
 KEY_WAIT_MAX: Final = 1.0
 
@@ -418,7 +420,13 @@ class Settler:
         names = self.plan.nats
         subject = names.dlq_subject if target == "deadLetter" else names.exceptions_subject
         msg_id = f"{target}/{self.plan.integration}/{parked.stream_sequence}"
-        await self.wiring.publish(subject, data, parked.to_headers(headers), msg_id)
+        try:
+            await self.wiring.publish(subject, data, parked.to_headers(headers), msg_id)
+        except nats.errors.MaxPayloadError:
+            # A record stored with little room left (the gateway leaves PARK_HEADROOM; a polled row
+            # or an EDI file may not): park it with why in a few words, the original bytes whole.
+            slim = parked.model_copy(update={"error": parked.error[:SLIM_ERROR_CHARS], "suggestion": None})
+            await self.wiring.publish(subject, data, slim.to_headers(headers), msg_id)
         if target == "deadLetter":
             self.counters.dead_letters.inc()
         else:
