@@ -12,6 +12,7 @@ sends one webhook signed with the wrong key, to see the one-line answer a person
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,9 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import KUBECTL, ROOT
 from tests.docblocks import ShellBlock, first_unmatched, shell_blocks
 from tests.integration.scenario import session_members
+from tests.integration.test_demo import DEMO_INTEGRATIONS
 
 pytestmark = pytest.mark.controlplane
 
@@ -42,6 +44,14 @@ class QuickstartRun:
     #: (address, port, command line) of every listening TCP socket of the dev system after `dev up`.
     listening: list[tuple[str, int, str]] = field(default_factory=list)
     wrong_secret: subprocess.CompletedProcess[str] | None = None
+    #: `kubectl get integrations -n demo` rows while the system ran (before `dev down`).
+    integrations: list[str] = field(default_factory=list)
+    #: Processes of the system's session before and after `dev down`, and whether its state was left.
+    members_before: list[int] = field(default_factory=list)
+    members_after: list[int] = field(default_factory=list)
+    state_left: bool = True
+    #: `onceflow dev down` once more, with nothing running.
+    second_down: subprocess.CompletedProcess[str] | None = None
 
 
 def _run(block: ShellBlock, session: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -125,14 +135,18 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuickstartR
     session = folder / "session.sh"
     session.write_text("")
     run = QuickstartRun()
+    state = folder / "cache" / "dev"
     try:
         for block in shell_blocks(QUICKSTART):
             if block.skip:
                 continue
-            if "onceflow dev down" in block.commands:  # before stopping: what only a running system shows
-                pid = int((folder / "cache" / "dev" / "pid").read_text())
+            stopping = "onceflow dev down" in block.commands
+            if stopping:  # before stopping: what only a running system shows
+                pid = int((state / "pid").read_text())
                 run.listening = listening_sockets(pid)
                 run.wrong_secret = _send_with_wrong_key(env, session, folder)
+                run.integrations = _integration_rows(state)
+                run.members_before = session_members(pid)
             deadline = time.monotonic() + (REPEAT_WITHIN if block.repeat else 0)
             result = _run(block, session, env)
             # polled: a reader runs a read-only command again until the record has flowed
@@ -140,16 +154,37 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuickstartR
                 time.sleep(1)
                 result = _run(block, session, env)
             run.results.append((block, result))
+            if stopping:
+                run.members_after, run.state_left = session_members(pid), state.exists()
+                run.second_down = _dev_down(state)
             if result.returncode != 0:
                 break
         yield run
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "onceflow_operator", "dev", "down", "--state", str(folder / "cache" / "dev")],
-            capture_output=True,
-            timeout=180,
-            check=False,
-        )
+        _dev_down(state)
+
+
+def _dev_down(state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "onceflow_operator", "dev", "down", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _integration_rows(state: Path) -> list[str]:
+    """`kubectl get integrations -n demo` of the running system, one row each."""
+    kubeconfig = json.loads((state / "state.json").read_text())["kubeconfig"]
+    table = subprocess.run(
+        [KUBECTL, f"--kubeconfig={kubeconfig}", "get", "integrations", "-n", "demo", "--no-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return table.strip().splitlines()
 
 
 def test_every_quickstart_command_prints_what_the_page_says(quickstart: QuickstartRun) -> None:
@@ -178,3 +213,17 @@ def test_send_signed_with_another_key_ends_in_one_line_naming_the_secret(quickst
         "crm-webhook/secret, or the clocks differ by more than the tolerance"
     ]
     assert "whsec_" not in result.stderr
+
+
+def test_every_example_integration_is_healthy_and_dev_down_leaves_no_process_behind(quickstart: QuickstartRun) -> None:
+    """What `dev up` applied all became Ready; `dev down` ended every process of its session and
+    removed its state; a second `dev down` says nothing was running."""
+    rows = quickstart.integrations
+    assert len(rows) == len(DEMO_INTEGRATIONS), rows  # every example Integration the demo applies
+    assert all(" True " in row and " Healthy " in row for row in rows), rows
+    assert quickstart.members_before, "the background system runs in a session of its own"
+    assert quickstart.members_after == []
+    assert not quickstart.state_left
+    assert quickstart.second_down is not None
+    assert quickstart.second_down.returncode == 0
+    assert "was not running" in quickstart.second_down.stdout
