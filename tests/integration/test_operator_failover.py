@@ -27,6 +27,8 @@ from tests.conftest import ROOT, Kubectl
 pytestmark = pytest.mark.controlplane
 
 WRITES = {"create", "update", "patch", "delete"}
+#: The Lease's terms here (`onceflow operator --lease-*`): shorter than the defaults, the same rules.
+TERMS = LeaseTerms(duration=6.0, renew_every=2.0, retry=1.0)
 
 
 def wait_for(check: Callable[[], Any], within: float = 60.0) -> Any:
@@ -90,7 +92,13 @@ def test_the_standby_takes_over_within_seconds_and_finishes_the_rollout(tmp_path
             for name in ("op-a", "op-b"):
                 config = cp.user_kubeconfig(tmp_path / f"{name}.kubeconfig", name, ("system:masters",))
                 replicas[name] = spawn_operator(
-                    config, nats.url, resync_seconds=60, log=tmp_path / f"{name}.log", elect=True, identity=name
+                    config,
+                    nats.url,
+                    resync_seconds=60,
+                    log=tmp_path / f"{name}.log",
+                    elect=True,
+                    identity=name,
+                    lease=(TERMS.duration, TERMS.renew_every, TERMS.retry),
                 )
                 if name == "op-a":
                     wait_for(lambda: holder(kubectl) == "op-a")
@@ -108,7 +116,7 @@ def test_the_standby_takes_over_within_seconds_and_finishes_the_rollout(tmp_path
             started = time.monotonic()
             wait_for(lambda: holder(kubectl) == "op-b", within=60)
             failover = time.monotonic() - started
-            assert failover < LeaseTerms().duration + 2 * LeaseTerms().retry + 3, f"failover took {failover:.1f}s"
+            assert failover < TERMS.duration + 2 * TERMS.retry + 3, f"failover took {failover:.1f}s"
 
             # The Deployment controller's part: the pods are available; op-b (watching) finishes the rollout.
             generation = kubectl.get("deployment", "onboard-runner")["metadata"]["generation"]

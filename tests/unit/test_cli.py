@@ -221,3 +221,16 @@ def test_durations_on_the_cli_accept_days_and_the_api_keeps_gos_units() -> None:
     result = CliRunner().invoke(main, ["exceptions", "list", "--older-than", "1w", "-n", "x"])
     assert result.exit_code == 2
     assert "'1w' is not a duration such as 30m, 24h, 1d or 2d12h" in result.output
+
+
+@pytest.mark.parametrize(
+    "periods",
+    [["--lease-renew", "20"], ["--lease-retry", "5"], ["--lease-retry", "0"], ["--lease-duration", "-1"]],
+)
+def test_lease_periods_that_would_let_two_operators_act_are_refused_at_start(periods: list[str]) -> None:
+    """A renewal slower than the lease (or a standby trying faster than nothing) lets a standby take
+    the Lease from a live leader: refused in one line before anything starts."""
+    result = CliRunner().invoke(main, ["operator", "-A", "--leader-elect", *periods])
+    assert result.exit_code == 2
+    assert "--lease-retry < --lease-renew < --lease-duration, all above 0" in result.output
+    assert "Traceback" not in result.output

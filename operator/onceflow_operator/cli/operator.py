@@ -28,6 +28,15 @@ __all__ = ["operator"]
     default="",
     help="Namespace of the Lease (default: $POD_NAMESPACE, else default).",
 )
+@click.option(
+    "--lease-duration",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds a standby waits after the last renewal before it takes the Lease (failover after a crash).",
+)
+@click.option("--lease-renew", type=float, default=5.0, show_default=True, help="Seconds between renewals.")
+@click.option("--lease-retry", type=float, default=2.0, show_default=True, help="Seconds between a standby's tries.")
 def operator(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
@@ -36,10 +45,20 @@ def operator(
     metrics_host: str,
     leader_elect: bool,
     lease_namespace: str,
+    lease_duration: float,
+    lease_renew: float,
+    lease_retry: float,
 ) -> None:
     """Run the operator: one replica, or several with --leader-elect (one active, failover within seconds)."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    if not 0 < lease_retry < lease_renew < lease_duration:
+        # A renewal slower than the lease lets a standby take it from a live leader: two active.
+        raise click.UsageError(
+            "--lease-retry < --lease-renew < --lease-duration, all above 0 "
+            f"(given {lease_retry:g} < {lease_renew:g} < {lease_duration:g})"
+        )
+    from onceflow_operator.controller.election import LeaseTerms
     from onceflow_operator.controller.run import run_operator
 
     run_operator(
@@ -50,4 +69,5 @@ def operator(
         metrics_host=metrics_host,
         elect=leader_elect,
         lease_namespace=lease_namespace,
+        terms=LeaseTerms(duration=lease_duration, renew_every=lease_renew, retry=lease_retry),
     )

@@ -231,13 +231,15 @@ def spawn_operator(
     elect: bool = False,
     identity: str = "",
     env: dict[str, str] | None = None,
+    lease: tuple[float, float, float] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`onceflow operator -A` as a child process against a local control plane (dev and benchmarks).
 
     Metrics and liveness listen on 127.0.0.1 only, like every process of the embedded system.
     Its output goes to `log` when given (appended), else nowhere. `env` adds variables for the
     operator alone (account mode's signing key, say), not set in this process where the local
-    executor's runner and gateway processes would inherit them.
+    executor's runner and gateway processes would inherit them. `lease`: with `elect`, the Lease's
+    (duration, renew, retry) seconds instead of the defaults.
     """
     env = {
         **os.environ,
@@ -260,6 +262,9 @@ def spawn_operator(
         f"http://127.0.0.1:{free_port()}/healthz",
         *(["--leader-elect", "--lease-namespace", "default"] if elect else []),
     ]
+    if elect and lease is not None:
+        duration, renew, retry = lease
+        argv += ["--lease-duration", str(duration), "--lease-renew", str(renew), "--lease-retry", str(retry)]
     if identity:
         env["POD_NAME"] = identity
     if log is None:
