@@ -178,6 +178,17 @@ def _worker_pid(leader: int) -> int:
     return workers[0]
 
 
+async def _post_signed(port: int, prefix: str, tag: str, count: int) -> list[int]:
+    """`count` signed webhooks at once on raw connections to `port`; their status codes."""
+
+    async def post(i: int) -> int:
+        body = json.dumps({"n": i, "run": prefix}).encode()
+        head = request_head("/hooks", signed_headers(body, f"{tag}-{i}"), length=len(body))
+        return (await raw_exchange(port, head + body))[0]
+
+    return await asyncio.gather(*(post(i) for i in range(count)))
+
+
 def _requests_202(metrics: str) -> float:
     for line in metrics.splitlines():
         if line.startswith('onceflow_gateway_requests_total{code="202",connector="src"}'):
@@ -201,15 +212,7 @@ def test_a_hung_process_fails_liveness_and_metrics_keep_its_figures_saying_it_di
     wait_until(lambda: get(f"http://127.0.0.1:{ops}/readyz")[0] == 200, "ready")
     worker = _worker_pid(proc.pid)
 
-    async def post_all() -> list[int]:
-        async def post(i: int) -> int:
-            body = json.dumps({"n": i, "run": prefix}).encode()
-            head = request_head("/hooks", signed_headers(body, f"h-{i}"), length=len(body))
-            return (await raw_exchange(port, head + body))[0]
-
-        return await asyncio.gather(*(post(i) for i in range(200)))
-
-    assert set(asyncio.run(post_all())) == {202}
+    assert set(asyncio.run(_post_signed(port, prefix, "h", 200))) == {202}
     status, before = get(f"http://127.0.0.1:{ops}/metrics")
     assert (status, _requests_202(before)) == (200, 200.0)
     assert "onceflow_gateway_processes_unanswered 0.0" in before
@@ -331,12 +334,4 @@ def test_a_second_gateway_on_a_port_another_gateway_serves_exits_instead_of_shar
     assert "Traceback" not in message
     assert len(message.splitlines()) == 1, message
 
-    async def post_all() -> list[int]:
-        async def post(i: int) -> int:
-            body = json.dumps({"n": i, "run": prefix}).encode()
-            head = request_head("/hooks", signed_headers(body, f"o-{i}"), length=len(body))
-            return (await raw_exchange(port, head + body))[0]
-
-        return await asyncio.gather(*(post(i) for i in range(50)))
-
-    assert set(asyncio.run(post_all())) == {202}
+    assert set(asyncio.run(_post_signed(port, prefix, "o", 50))) == {202}
